@@ -1,0 +1,312 @@
+//! The batch pipeline inside the component: parse every line, look up all addresses in
+//! two batched calls, fetch the owners' JSON fragments in one call, write NDJSON.
+
+use crate::fields::Kind;
+use crate::format::{Format, FormatError};
+use crate::json;
+use crate::parse::{self, Addr, LineError};
+
+/// Metadata lookups, answered by the host (or by a native stand-in in benchmarks).
+pub trait Lookup {
+    /// Owner ids (0 = unattributed) of IPv4 addresses at times (epoch seconds).
+    fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32>;
+    /// Owner ids of IPv6 addresses given as (high, low) u64 pairs, at times.
+    fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32>;
+    /// Two JSON fragments per owner id: source side, then destination side.
+    fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String>;
+}
+
+/// The result of one batch (mirrors the WIT `batch-result`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutput {
+    /// One JSON object per accepted line, each followed by `\n`.
+    pub output: String,
+    /// Number of objects in `output`.
+    pub emitted: u32,
+    /// Rejected lines: (line index, reason).
+    pub errors: Vec<(u32, String)>,
+    /// Indexes of header lines consumed as formats.
+    pub headers: Vec<u32>,
+    /// Canonical format in effect after the batch.
+    pub format: String,
+}
+
+const NO_ADDR: u32 = u32::MAX;
+const V6_FLAG: u32 = 1 << 31;
+
+/// One accepted line, waiting for its lookups.
+struct Pending {
+    /// First span in `Processor::spans`.
+    first_span: u32,
+    /// Index into `Processor::formats`.
+    format: u32,
+    /// Slot of the source address in the v4/v6 lookup lists (`NO_ADDR` if none).
+    src: u32,
+    /// Slot of the destination address.
+    dst: u32,
+}
+
+/// Reusable state for processing batches; keeps its buffers between calls.
+#[derive(Default)]
+pub struct Processor {
+    cached: Option<(String, Format)>,
+    formats: Vec<Format>,
+    spans: Vec<(u32, u32)>,
+    pending: Vec<Pending>,
+    v4_addrs: Vec<u32>,
+    v4_times: Vec<u64>,
+    v6_addrs: Vec<u64>,
+    v6_times: Vec<u64>,
+    owners: Vec<u32>,
+}
+
+impl Processor {
+    /// A processor with empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses `spec` (or the default format) using a one-entry cache.
+    fn format_for(&mut self, spec: Option<&str>) -> Result<Format, FormatError> {
+        let spec = spec.unwrap_or(crate::fields::DEFAULT_FORMAT);
+        if let Some((cached_spec, format)) = &self.cached
+            && cached_spec == spec
+        {
+            return Ok(format.clone());
+        }
+        let format = Format::parse(spec)?;
+        self.cached = Some((spec.to_string(), format.clone()));
+        Ok(format)
+    }
+
+    /// Processes newline-separated `text` (see the WIT `transform.process`).
+    pub fn process(&mut self, spec: Option<&str>, text: &str, lookup: &mut impl Lookup) -> Result<BatchOutput, FormatError> {
+        let format = self.format_for(spec)?;
+        self.formats.clear();
+        self.formats.push(format);
+        self.spans.clear();
+        self.pending.clear();
+        self.v4_addrs.clear();
+        self.v4_times.clear();
+        self.v6_addrs.clear();
+        self.v6_times.clear();
+        let mut result = BatchOutput::default();
+
+        // Pass 1: parse and collect addresses.
+        let bytes = text.as_bytes();
+        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        let mut offset = 0usize;
+        let mut index = 0u32;
+        if !text.is_empty() {
+            for raw in body.split(|&b| b == b'\n') {
+                let line_base = offset;
+                offset += raw.len() + 1;
+                let current = self.formats.len() - 1;
+                let first_span = self.spans.len() as u32;
+                match parse::parse_line(raw, line_base as u32, &self.formats[current], &mut self.spans) {
+                    Ok(parsed) => {
+                        let time = parsed.start;
+                        let src = self.slot(parsed.src, time);
+                        let dst = self.slot(parsed.dst, time);
+                        self.pending.push(Pending {
+                            first_span,
+                            format: current as u32,
+                            src,
+                            dst,
+                        });
+                    }
+                    Err(error) => {
+                        let line = std::str::from_utf8(raw).unwrap_or_default().trim();
+                        if let Some(header) = (!matches!(error, LineError::Empty))
+                            .then(|| Format::from_header(line))
+                            .flatten()
+                        {
+                            self.formats.push(header);
+                            result.headers.push(index);
+                        } else {
+                            result.errors.push((index, error.to_string()));
+                        }
+                    }
+                }
+                index += 1;
+            }
+        }
+
+        // Pass 2: batched lookups, then the fragments of the owners seen.
+        let v4_owners = if self.v4_addrs.is_empty() {
+            Vec::new()
+        } else {
+            lookup.lookup_v4(&self.v4_addrs, &self.v4_times)
+        };
+        let v6_owners = if self.v6_addrs.is_empty() {
+            Vec::new()
+        } else {
+            lookup.lookup_v6(&self.v6_addrs, &self.v6_times)
+        };
+        self.owners.clear();
+        self.owners.push(0);
+        self.owners.extend_from_slice(&v4_owners);
+        self.owners.extend_from_slice(&v6_owners);
+        self.owners.sort_unstable();
+        self.owners.dedup();
+        let fragments = if self.pending.is_empty() {
+            Vec::new()
+        } else {
+            lookup.owner_fragments(&self.owners)
+        };
+        let owner_of = |slot: u32| -> u32 {
+            if slot == NO_ADDR {
+                0
+            } else if slot & V6_FLAG != 0 {
+                v6_owners.get((slot & !V6_FLAG) as usize).copied().unwrap_or(0)
+            } else {
+                v4_owners.get(slot as usize).copied().unwrap_or(0)
+            }
+        };
+        let owners = &self.owners;
+        let fragment = |owner: u32, side: usize| -> &[u8] {
+            match owners.binary_search(&owner) {
+                Ok(at) => fragments.get(at * 2 + side).map(|s| s.as_bytes()).unwrap_or_default(),
+                Err(_) => &[],
+            }
+        };
+
+        // Pass 3: JSON.
+        let mut out: Vec<u8> = Vec::with_capacity(text.len() * 2 + 64);
+        for pending in &self.pending {
+            let format = &self.formats[pending.format as usize];
+            let spans = &self.spans[pending.first_span as usize..pending.first_span as usize + format.len()];
+            for (pos, &(begin, end)) in spans.iter().enumerate() {
+                out.extend_from_slice(format.key(pos));
+                let value = &bytes[begin as usize..end as usize];
+                if value == b"-" {
+                    out.extend_from_slice(b"null");
+                    continue;
+                }
+                match format.kind(pos) {
+                    Kind::UInt(_) => {
+                        if value.len() > 1 && value[0] == b'0' {
+                            json::write_u64(&mut out, parse::parse_uint(value).unwrap_or_default());
+                        } else {
+                            out.extend_from_slice(value);
+                        }
+                    }
+                    Kind::Text | Kind::Ip => json::write_str(&mut out, value),
+                }
+            }
+            out.extend_from_slice(fragment(owner_of(pending.src), 0));
+            out.extend_from_slice(fragment(owner_of(pending.dst), 1));
+            out.extend_from_slice(b"}\n");
+        }
+        result.emitted = self.pending.len() as u32;
+        // SAFETY: `out` holds slices of `text` cut at ASCII separators, ASCII punctuation,
+        // digits and fragments that are `String`s, so it is valid UTF-8.
+        result.output = unsafe { String::from_utf8_unchecked(out) };
+        result.format = self.formats.last().map(|f| f.canonical().to_string()).unwrap_or_default();
+        Ok(result)
+    }
+
+    /// Queues an address for lookup and returns its slot.
+    #[inline]
+    fn slot(&mut self, addr: Addr, time: Option<u64>) -> u32 {
+        let Some(time) = time else {
+            return NO_ADDR;
+        };
+        match addr {
+            Addr::None => NO_ADDR,
+            Addr::V4(a) => {
+                self.v4_addrs.push(a);
+                self.v4_times.push(time);
+                (self.v4_addrs.len() - 1) as u32
+            }
+            Addr::V6(a) => {
+                self.v6_addrs.push((a >> 64) as u64);
+                self.v6_addrs.push(a as u64);
+                self.v6_times.push(time);
+                (self.v6_times.len() - 1) as u32 | V6_FLAG
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Owner 1 holds 10.0.0.1 from t=100; owner 2 holds 2001:db8::1 always.
+    struct Fake;
+
+    impl Lookup for Fake {
+        fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32> {
+            addrs
+                .iter()
+                .zip(times)
+                .map(|(&a, &t)| u32::from(a == 0x0a00_0001 && t >= 100))
+                .collect()
+        }
+        fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
+            assert_eq!(addrs.len(), times.len() * 2);
+            addrs.chunks(2).map(|p| if p == [0x2001_0db8_0000_0000, 1] { 2 } else { 0 }).collect()
+        }
+        fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
+            owners
+                .iter()
+                .flat_map(|&o| match o {
+                    0 => [",\"src_app\":null".to_string(), ",\"dst_app\":null".to_string()],
+                    n => [format!(",\"src_app\":\"app{n}\""), format!(",\"dst_app\":\"app{n}\"")],
+                })
+                .collect()
+        }
+    }
+
+    fn run(spec: Option<&str>, text: &str) -> BatchOutput {
+        Processor::new().process(spec, text, &mut Fake).unwrap()
+    }
+
+    #[test]
+    fn enriches_in_order_and_reports_bad_lines() {
+        let text = "2 1 eni 10.0.0.1 10.0.0.9 1 2 6 3 4 100 160 ACCEPT OK\r\n\
+                    garbage\n\
+                    2 1 eni 10.0.0.1 10.0.0.9 1 2 6 3 4 99 160 REJECT OK\n";
+        let out = run(None, text);
+        assert_eq!(out.emitted, 2);
+        assert_eq!(out.errors, vec![(1, "wrong field count: expected 14, found 1".to_string())]);
+        let lines: Vec<&str> = out.output.lines().collect();
+        assert_eq!(
+            lines[0],
+            r#"{"version":2,"account_id":"1","interface_id":"eni","srcaddr":"10.0.0.1","dstaddr":"10.0.0.9","srcport":1,"dstport":2,"protocol":6,"packets":3,"bytes":4,"start":100,"end":160,"action":"ACCEPT","log_status":"OK","src_app":"app1","dst_app":null}"#
+        );
+        assert!(lines[1].contains(r#""src_app":null"#), "owned only from t=100");
+    }
+
+    #[test]
+    fn header_switches_format_and_is_reported() {
+        let text = "start srcaddr dstaddr\n100 10.0.0.1 2001:db8::1\n";
+        let out = run(None, text);
+        assert_eq!(out.headers, vec![0]);
+        assert_eq!(out.format, "start srcaddr dstaddr");
+        assert_eq!(
+            out.output,
+            "{\"start\":100,\"srcaddr\":\"10.0.0.1\",\"dstaddr\":\"2001:db8::1\",\"src_app\":\"app1\",\"dst_app\":\"app2\"}\n"
+        );
+    }
+
+    #[test]
+    fn leading_zeros_are_normalised_and_dash_is_null() {
+        let out = run(Some("${srcport} ${bytes} ${action}"), "007 - -");
+        assert_eq!(out.output, "{\"srcport\":7,\"bytes\":null,\"action\":null,\"src_app\":null,\"dst_app\":null}\n");
+    }
+
+    #[test]
+    fn empty_lines_are_errors_but_a_final_newline_is_not_a_line() {
+        let out = run(Some("srcport"), "1\n\n  \n2\n");
+        assert_eq!(out.emitted, 2);
+        assert_eq!(out.errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(run(Some("srcport"), "").emitted, 0);
+    }
+
+    #[test]
+    fn invalid_format_fails_the_batch() {
+        assert!(Processor::new().process(Some("nope"), "1", &mut Fake).is_err());
+    }
+}

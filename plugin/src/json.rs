@@ -1,0 +1,77 @@
+//! Minimal, allocation-free JSON writing helpers for the hot path.
+
+/// Appends `text` as a JSON string (with quotes), escaping only what JSON requires.
+#[inline]
+pub fn write_str(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(b'"');
+    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.extend_from_slice(text);
+    } else {
+        write_escaped(out, text);
+    }
+    out.push(b'"');
+}
+
+#[cold]
+fn write_escaped(out: &mut Vec<u8>, text: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &b in text {
+        match b {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            0..=0x1f => {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+            _ => out.push(b),
+        }
+    }
+}
+
+/// Appends `value` in decimal.
+#[inline]
+pub fn write_u64(out: &mut Vec<u8>, mut value: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> String {
+        let mut out = Vec::new();
+        write_str(&mut out, text.as_bytes());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_round_trip_through_a_json_parser_shape() {
+        assert_eq!(s("eni-1"), "\"eni-1\"");
+        assert_eq!(s("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(s("x\u{1}y\tz"), "\"x\\u0001y\\tz\"");
+        assert_eq!(s("zoë"), "\"zoë\"");
+    }
+
+    #[test]
+    fn numbers() {
+        for v in [0u64, 7, 10, 65535, u64::MAX] {
+            let mut out = Vec::new();
+            write_u64(&mut out, v);
+            assert_eq!(out, v.to_string().into_bytes());
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! The flowenrich enrichment component.
+//!
+//! Pure modules ([`fields`], [`format`], [`parse`], [`json`], [`enrich`]) hold all the
+//! logic and build natively for unit tests and benchmarks; the `component` module (only
+//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.1.0`.
+
+pub mod enrich;
+pub mod fields;
+pub mod format;
+pub mod json;
+pub mod parse;
+
+pub use enrich::{BatchOutput, Lookup, Processor};
+pub use format::{Format, FormatError};
+
+/// The WIT package version this component implements.
+pub const API_VERSION: &str = "0.1.0";
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({
+        world: "enricher",
+        path: "../wit",
+    });
+
+    use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
+    use flowenrich::enrich::types::LineError;
+    use flowenrich::enrich::lookup;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static PROCESSOR: RefCell<crate::Processor> = RefCell::new(crate::Processor::new());
+    }
+
+    /// Lookups answered by the host through the imported `lookup` interface.
+    struct HostLookup;
+
+    impl crate::Lookup for HostLookup {
+        fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32> {
+            lookup::lookup_v4(addrs, times)
+        }
+        fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
+            lookup::lookup_v6(addrs, times)
+        }
+        fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
+            lookup::owner_fragments(owners)
+        }
+    }
+
+    struct Component;
+
+    impl Guest for Component {
+        fn info() -> ComponentInfo {
+            ComponentInfo {
+                name: env!("CARGO_PKG_NAME").to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                api_version: crate::API_VERSION.to_string(),
+            }
+        }
+
+        fn check_format(format: String) -> Result<String, String> {
+            crate::Format::parse(&format)
+                .map(|f| f.canonical().to_string())
+                .map_err(|e| e.to_string())
+        }
+
+        fn process(format: Option<String>, lines: String) -> Result<BatchResult, String> {
+            PROCESSOR.with(|processor| {
+                let out = processor
+                    .borrow_mut()
+                    .process(format.as_deref(), &lines, &mut HostLookup)
+                    .map_err(|e| e.to_string())?;
+                Ok(BatchResult {
+                    output: out.output,
+                    emitted: out.emitted,
+                    errors: out
+                        .errors
+                        .into_iter()
+                        .map(|(line, message)| LineError { line, message })
+                        .collect(),
+                    headers: out.headers,
+                    format: out.format,
+                })
+            })
+        }
+    }
+
+    export!(Component);
+}

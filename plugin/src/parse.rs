@@ -1,0 +1,320 @@
+//! Parsing one flow-log line against a [`Format`]: splitting, validation, addresses.
+
+use crate::fields::Kind;
+use crate::format::Format;
+use std::fmt;
+use std::net::Ipv6Addr;
+
+/// An address found in `srcaddr` or `dstaddr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// The field is `-` or absent from the format.
+    None,
+    /// An IPv4 address as a big-endian integer.
+    V4(u32),
+    /// An IPv6 address as a big-endian integer.
+    V6(u128),
+}
+
+/// Why a line was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LineError {
+    /// Nothing but whitespace.
+    Empty,
+    /// More or fewer fields than the format names.
+    FieldCount {
+        /// Fields the format names.
+        expected: usize,
+        /// Fields the line holds.
+        found: usize,
+    },
+    /// A numeric field that is not a plain unsigned integer.
+    NotANumber {
+        /// The field's AWS name.
+        field: &'static str,
+        /// The offending text (shortened).
+        value: String,
+    },
+    /// A numeric field above its maximum.
+    OutOfRange {
+        /// The field's AWS name.
+        field: &'static str,
+        /// The offending text (shortened).
+        value: String,
+        /// The largest allowed value.
+        max: u64,
+    },
+    /// An address field that is not an IPv4 or IPv6 address.
+    BadAddress {
+        /// The field's AWS name.
+        field: &'static str,
+        /// The offending text (shortened).
+        value: String,
+    },
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineError::Empty => write!(f, "empty line"),
+            LineError::FieldCount { expected, found } => {
+                write!(f, "wrong field count: expected {expected}, found {found}")
+            }
+            LineError::NotANumber { field, value } => {
+                write!(f, "field `{field}`: `{value}` is not an unsigned integer")
+            }
+            LineError::OutOfRange { field, value, max } => {
+                write!(f, "field `{field}`: `{value}` is out of range (max {max})")
+            }
+            LineError::BadAddress { field, value } => {
+                write!(f, "field `{field}`: `{value}` is not an IP address")
+            }
+        }
+    }
+}
+
+/// What the enrichment step needs from a parsed line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// The source address.
+    pub src: Addr,
+    /// The destination address.
+    pub dst: Addr,
+    /// The flow's start time, when present.
+    pub start: Option<u64>,
+}
+
+/// Splits `line` (already trimmed) into fields, validates each against `format`, and
+/// appends the byte spans (relative to `base`) to `spans`. On error `spans` is left as
+/// it was.
+pub fn parse_line(line: &[u8], base: u32, format: &Format, spans: &mut Vec<(u32, u32)>) -> Result<Parsed, LineError> {
+    let mark = spans.len();
+    let expected = format.len();
+    let mut parsed = Parsed {
+        src: Addr::None,
+        dst: Addr::None,
+        start: None,
+    };
+    let mut pos = 0usize;
+    let mut i = 0usize;
+    // A wrong field count is the more useful message, so keep counting after a bad value.
+    let mut first_error: Option<LineError> = None;
+    let n = line.len();
+    while i < n {
+        while i < n && is_space(line[i]) {
+            i += 1;
+        }
+        if i == n {
+            break;
+        }
+        let begin = i;
+        while i < n && !is_space(line[i]) {
+            i += 1;
+        }
+        if pos < expected && first_error.is_none() {
+            let value = &line[begin..i];
+            match check_field(format, pos, value, &mut parsed) {
+                Ok(()) => spans.push((base + begin as u32, base + i as u32)),
+                Err(error) => first_error = Some(error),
+            }
+        }
+        pos += 1;
+    }
+    if pos != expected {
+        spans.truncate(mark);
+        return Err(if pos == 0 {
+            LineError::Empty
+        } else {
+            LineError::FieldCount { expected, found: pos }
+        });
+    }
+    if let Some(error) = first_error {
+        spans.truncate(mark);
+        return Err(error);
+    }
+    Ok(parsed)
+}
+
+#[inline]
+fn is_space(b: u8) -> bool {
+    b == b' ' || b == b'\t' || b == b'\r' || b == b'\n'
+}
+
+#[inline]
+fn check_field(format: &Format, pos: usize, value: &[u8], parsed: &mut Parsed) -> Result<(), LineError> {
+    if value == b"-" {
+        return Ok(());
+    }
+    match format.kind(pos) {
+        Kind::Text => Ok(()),
+        Kind::UInt(max) => {
+            let number = parse_uint(value).ok_or_else(|| LineError::NotANumber {
+                field: format.name(pos),
+                value: shorten(value),
+            })?;
+            if number > max {
+                return Err(LineError::OutOfRange {
+                    field: format.name(pos),
+                    value: shorten(value),
+                    max,
+                });
+            }
+            if Some(pos) == format.start {
+                parsed.start = Some(number);
+            }
+            Ok(())
+        }
+        Kind::Ip => {
+            let addr = parse_addr(value).ok_or_else(|| LineError::BadAddress {
+                field: format.name(pos),
+                value: shorten(value),
+            })?;
+            if Some(pos) == format.src {
+                parsed.src = addr;
+            } else if Some(pos) == format.dst {
+                parsed.dst = addr;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses a plain unsigned decimal integer; `None` on anything else or on overflow.
+#[inline]
+pub fn parse_uint(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for &b in text {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(digit as u64)?;
+    }
+    Some(value)
+}
+
+/// Parses an IPv4 (dotted quad, no leading zeros) or IPv6 address.
+#[inline]
+pub fn parse_addr(text: &[u8]) -> Option<Addr> {
+    if let Some(v4) = parse_v4(text) {
+        return Some(Addr::V4(v4));
+    }
+    if text.contains(&b':') {
+        let text = std::str::from_utf8(text).ok()?;
+        let v6: Ipv6Addr = text.parse().ok()?;
+        return Some(Addr::V6(u128::from(v6)));
+    }
+    None
+}
+
+#[inline]
+fn parse_v4(text: &[u8]) -> Option<u32> {
+    let mut value: u32 = 0;
+    let mut octets = 0;
+    let mut i = 0;
+    let n = text.len();
+    while octets < 4 {
+        let begin = i;
+        let mut octet: u32 = 0;
+        while i < n && text[i].is_ascii_digit() && i - begin < 3 {
+            octet = octet * 10 + (text[i] - b'0') as u32;
+            i += 1;
+        }
+        let len = i - begin;
+        if len == 0 || octet > 255 || (len > 1 && text[begin] == b'0') {
+            return None;
+        }
+        value = (value << 8) | octet;
+        octets += 1;
+        if octets < 4 {
+            if i >= n || text[i] != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+    }
+    (i == n).then_some(value)
+}
+
+fn shorten(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    if text.chars().count() > 64 {
+        let mut short: String = text.chars().take(64).collect();
+        short.push('…');
+        short
+    } else {
+        text.into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn parse(line: &str) -> Result<(Parsed, Vec<String>), LineError> {
+        let format = Format::default();
+        let mut spans = Vec::new();
+        let parsed = parse_line(line.as_bytes(), 0, &format, &mut spans)?;
+        Ok((parsed, spans.iter().map(|&(a, b)| line[a as usize..b as usize].to_string()).collect()))
+    }
+
+    #[test]
+    fn default_line() {
+        let (parsed, fields) =
+            parse("2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK").unwrap();
+        assert_eq!(fields.len(), 14);
+        assert_eq!(parsed.src, Addr::V4(u32::from(Ipv4Addr::new(172, 31, 16, 139))));
+        assert_eq!(parsed.start, Some(1418530010));
+    }
+
+    #[test]
+    fn runs_of_spaces_and_nodata() {
+        let (parsed, fields) = parse("2  123 eni-1   - - - - - - - 1431280876 1431280934 - NODATA").unwrap();
+        assert_eq!(fields[3], "-");
+        assert_eq!(parsed.src, Addr::None);
+        assert_eq!(parsed.start, Some(1431280876));
+    }
+
+    #[test]
+    fn rejections() {
+        assert_eq!(parse("").unwrap_err(), LineError::Empty);
+        assert_eq!(parse("   ").unwrap_err(), LineError::Empty);
+        assert_eq!(
+            parse("2 123 eni-1").unwrap_err(),
+            LineError::FieldCount { expected: 14, found: 3 }
+        );
+        let bad_port = parse("2 1 e 10.0.0.1 10.0.0.2 70000 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(bad_port, LineError::OutOfRange { field: "srcport", max: 65535, .. }));
+        let bad_bytes = parse("2 1 e 10.0.0.1 10.0.0.2 1 22 6 1 99999999999999999999 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(bad_bytes, LineError::NotANumber { field: "bytes", .. }));
+        let neg = parse("2 1 e 10.0.0.1 10.0.0.2 -1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(neg, LineError::NotANumber { field: "srcport", .. }));
+        let bad_ip = parse("2 1 e 10.0.0.256 10.0.0.2 1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(bad_ip, LineError::BadAddress { field: "srcaddr", .. }));
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(parse_addr(b"0.0.0.0"), Some(Addr::V4(0)));
+        assert_eq!(parse_addr(b"255.255.255.255"), Some(Addr::V4(u32::MAX)));
+        for bad in ["1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.4x", "1..2.3", "", "1234.1.1.1", ":::", "abc"] {
+            assert_eq!(parse_addr(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(
+            parse_addr(b"2001:db8::1"),
+            Some(Addr::V6(u128::from("2001:db8::1".parse::<Ipv6Addr>().unwrap())))
+        );
+    }
+
+    #[test]
+    fn uint() {
+        assert_eq!(parse_uint(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_uint(b"18446744073709551616"), None);
+        assert_eq!(parse_uint(b"+1"), None);
+        assert_eq!(parse_uint(b""), None);
+    }
+}
