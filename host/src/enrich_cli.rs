@@ -1,0 +1,118 @@
+//! `flowenrich enrich`: flow-log lines on stdin, enriched JSON on stdout, rejected lines
+//! on stderr as `{"error": ..., "line": ...}`.
+
+use crate::metadata::Table;
+use crate::runtime::{RuntimeError, Worker};
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+/// Counts of one `enrich` run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EnrichStats {
+    /// Lines read (headers included).
+    pub lines: u64,
+    /// JSON objects written.
+    pub emitted: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+}
+
+/// Lines per batch handed to the component.
+pub const BATCH_LINES: usize = 1024;
+
+/// Streams `input` through `worker`, writing results to `out` and rejections to `errors`.
+///
+/// A batch is sent to the component when it is full or when no more input is buffered,
+/// so interactive use sees output promptly.
+pub fn run(
+    worker: &mut Worker,
+    table: &Arc<Table>,
+    format: Option<String>,
+    mut input: impl BufRead,
+    out: &mut impl Write,
+    errors: &mut impl Write,
+) -> Result<EnrichStats, EnrichError> {
+    let mut stats = EnrichStats::default();
+    let mut format = format;
+    let mut batch = String::new();
+    let mut lines = 0usize;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let n = input.read_until(b'\n', &mut raw).map_err(EnrichError::Io)?;
+        if n > 0 {
+            batch.push_str(&String::from_utf8_lossy(&raw));
+            if !batch.ends_with('\n') {
+                batch.push('\n');
+            }
+            lines += 1;
+        }
+        let drained = input.fill_buf().map(|b| b.is_empty()).unwrap_or(true);
+        if lines > 0 && (n == 0 || lines >= BATCH_LINES || drained) {
+            process_batch(worker, table, &mut format, &batch, out, errors, &mut stats)?;
+            stats.lines += lines as u64;
+            batch.clear();
+            lines = 0;
+        }
+        if n == 0 {
+            return Ok(stats);
+        }
+    }
+}
+
+fn process_batch(
+    worker: &mut Worker,
+    table: &Arc<Table>,
+    format: &mut Option<String>,
+    batch: &str,
+    out: &mut impl Write,
+    errors: &mut impl Write,
+    stats: &mut EnrichStats,
+) -> Result<(), EnrichError> {
+    let line_at = |index: u32| batch.lines().nth(index as usize).unwrap_or_default();
+    match worker.process(format.as_deref(), batch, table) {
+        Ok(Ok(result)) => {
+            out.write_all(result.output.as_bytes()).map_err(EnrichError::Io)?;
+            out.flush().map_err(EnrichError::Io)?;
+            stats.emitted += result.emitted as u64;
+            let lines: Vec<&str> = if result.errors.is_empty() { Vec::new() } else { batch.lines().collect() };
+            for error in &result.errors {
+                let line = lines.get(error.line as usize).copied().unwrap_or_default();
+                write_error(errors, &error.message, line)?;
+                stats.rejected += 1;
+            }
+            *format = Some(result.format);
+            Ok(())
+        }
+        Ok(Err(message)) => Err(EnrichError::Format(message)),
+        Err(error) => {
+            // The component failed twice on this batch: reject its lines, keep going.
+            let message = format!("batch failed in the component: {error}");
+            for index in 0..batch.lines().count() as u32 {
+                write_error(errors, &message, line_at(index))?;
+                stats.rejected += 1;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_error(errors: &mut impl Write, message: &str, line: &str) -> Result<(), EnrichError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let record = serde_json::json!({ "error": message, "line": line });
+    writeln!(errors, "{record}").map_err(EnrichError::Io)
+}
+
+/// Why `enrich` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    /// Reading stdin or writing stdout/stderr failed.
+    #[error("i/o error: {0}")]
+    Io(std::io::Error),
+    /// The format is invalid (a setup error).
+    #[error("invalid format: {0}")]
+    Format(String),
+    /// The component could not be used at all.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}

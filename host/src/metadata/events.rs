@@ -1,0 +1,200 @@
+//! Metadata change events (DESIGN.md contract 3): JSON Lines of `assign` / `unassign`
+//! for exact IPs or CIDRs, each with an epoch-seconds timestamp.
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// Attributes of an owner: an open string → string map (`app`, `region`, ...).
+pub type Attrs = BTreeMap<String, String>;
+
+/// What an event changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// The target belongs to an owner with these attributes from `ts` on.
+    Assign(Attrs),
+    /// The target belongs to nobody from `ts` on.
+    Unassign,
+}
+
+/// What an event is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// One exact address.
+    Ip(IpAddr),
+    /// A network (host bits cleared).
+    Cidr(IpNet),
+}
+
+/// One metadata change event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Epoch seconds from which the change holds.
+    pub ts: u64,
+    /// The address or network.
+    pub target: Target,
+    /// The change.
+    pub op: Op,
+}
+
+/// Why a metadata line was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    /// Not a JSON object of the expected shape.
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// `op` is neither `assign` nor `unassign`.
+    #[error("unknown op `{0}` (expected `assign` or `unassign`)")]
+    UnknownOp(String),
+    /// Neither or both of `ip` and `cidr`.
+    #[error("exactly one of `ip` and `cidr` is required")]
+    Target,
+    /// `ip` is not an IP address.
+    #[error("`ip`: `{0}` is not an IP address")]
+    BadIp(String),
+    /// `cidr` is not a network.
+    #[error("`cidr`: `{0}` is not a CIDR network")]
+    BadCidr(String),
+    /// `assign` without `attrs`.
+    #[error("`assign` needs an `attrs` object")]
+    MissingAttrs,
+}
+
+impl EventError {
+    /// Stable label for metrics (`error_type`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            EventError::Json(_) => "invalid_json",
+            EventError::UnknownOp(_) => "unknown_op",
+            EventError::Target => "missing_target",
+            EventError::BadIp(_) => "invalid_ip",
+            EventError::BadCidr(_) => "invalid_cidr",
+            EventError::MissingAttrs => "missing_attrs",
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    ts: u64,
+    op: String,
+    #[serde(default)]
+    ip: Option<String>,
+    #[serde(default)]
+    cidr: Option<String>,
+    #[serde(default)]
+    attrs: Option<Attrs>,
+}
+
+impl Event {
+    /// Parses one JSON line.
+    pub fn parse(line: &str) -> Result<Event, EventError> {
+        let raw: RawEvent = serde_json::from_str(line)?;
+        let target = match (&raw.ip, &raw.cidr) {
+            (Some(ip), None) => Target::Ip(ip.trim().parse().map_err(|_| EventError::BadIp(ip.clone()))?),
+            (None, Some(cidr)) => {
+                let net: IpNet = cidr.trim().parse().map_err(|_| EventError::BadCidr(cidr.clone()))?;
+                Target::Cidr(net.trunc())
+            }
+            _ => return Err(EventError::Target),
+        };
+        let op = match raw.op.as_str() {
+            "assign" => Op::Assign(raw.attrs.ok_or(EventError::MissingAttrs)?),
+            "unassign" => Op::Unassign,
+            other => return Err(EventError::UnknownOp(other.to_string())),
+        };
+        Ok(Event { ts: raw.ts, target, op })
+    }
+}
+
+/// A rejected metadata line.
+#[derive(Debug)]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line_number: usize,
+    /// The line as read.
+    pub line: String,
+    /// Why it was rejected.
+    pub error: EventError,
+}
+
+/// Events read from a changelog, plus the lines that were rejected.
+#[derive(Debug, Default)]
+pub struct Changelog {
+    /// Accepted events in file order.
+    pub events: Vec<Event>,
+    /// Rejected lines (the other lines are still used).
+    pub rejected: Vec<BadLine>,
+}
+
+/// Reads a JSON Lines changelog; blank lines and lines starting with `#` are skipped.
+pub fn read_changelog(reader: impl BufRead) -> std::io::Result<Changelog> {
+    let mut log = Changelog::default();
+    for (index, line) in reader.lines().enumerate() {
+        let line = line?;
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        match Event::parse(trimmed) {
+            Ok(event) => log.events.push(event),
+            Err(error) => log.rejected.push(BadLine {
+                line_number: index + 1,
+                line,
+                error,
+            }),
+        }
+    }
+    Ok(log)
+}
+
+/// Reads a changelog file (plain or `.gz`).
+pub fn read_changelog_file(path: &Path) -> std::io::Result<Changelog> {
+    read_changelog(crate::sources::file::open_text(path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_examples_parse() {
+        let e = Event::parse(r#"{"ts": 1700000000, "op": "assign", "ip": "10.1.2.3", "attrs": {"app": "api"}}"#).unwrap();
+        assert_eq!(e.ts, 1700000000);
+        assert_eq!(e.target, Target::Ip("10.1.2.3".parse().unwrap()));
+        let e = Event::parse(r#"{"ts": 1700000300, "op": "unassign", "ip": "10.1.2.3"}"#).unwrap();
+        assert_eq!(e.op, Op::Unassign);
+        let e = Event::parse(r#"{"ts": 1, "op": "assign", "cidr": "10.1.7.9/16", "attrs": {}}"#).unwrap();
+        assert_eq!(e.target, Target::Cidr("10.1.0.0/16".parse().unwrap()));
+    }
+
+    #[test]
+    fn bad_events_are_explained() {
+        let cases = [
+            (r#"{"ts": 1, "op": "move", "ip": "10.0.0.1"}"#, "unknown_op"),
+            (r#"{"ts": 1, "op": "assign", "attrs": {}}"#, "missing_target"),
+            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "cidr": "10.0.0.0/8", "attrs": {}}"#, "missing_target"),
+            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.300", "attrs": {}}"#, "invalid_ip"),
+            (r#"{"ts": 1, "op": "assign", "cidr": "10.0.0.0/33", "attrs": {}}"#, "invalid_cidr"),
+            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1"}"#, "missing_attrs"),
+            (r#"{"ts": -1, "op": "assign", "ip": "10.0.0.1", "attrs": {}}"#, "invalid_json"),
+            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "attrs": {"n": 1}}"#, "invalid_json"),
+            ("not json", "invalid_json"),
+        ];
+        for (line, kind) in cases {
+            assert_eq!(Event::parse(line).unwrap_err().error_type(), kind, "{line}");
+        }
+    }
+
+    #[test]
+    fn changelog_keeps_good_lines_and_reports_bad_ones() {
+        let text = "# snapshot\n{\"ts\":1,\"op\":\"unassign\",\"ip\":\"::1\"}\n\nbroken\n";
+        let log = read_changelog(text.as_bytes()).unwrap();
+        assert_eq!(log.events.len(), 1);
+        assert_eq!(log.rejected.len(), 1);
+        assert_eq!(log.rejected[0].line_number, 4);
+    }
+}

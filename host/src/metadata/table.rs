@@ -1,0 +1,349 @@
+//! The time-aware attribution table: "who owned address `a` at time `t`".
+//!
+//! Rules (DESIGN.md contract 3): the latest exact-IP event at or before `t` decides if it
+//! is an `assign`; otherwise (no event, or an `unassign`) the most specific CIDR whose
+//! latest event at or before `t` is an `assign`; otherwise nobody. Events with equal
+//! timestamps apply in the order they were read, so the later one wins.
+
+use super::events::{Attrs, Event, Op, Target};
+use rustc_hash::FxHashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+/// Owner id meaning "nobody".
+pub const UNATTRIBUTED: u32 = 0;
+
+/// A timeline of one address or network: `(from_ts, owner)` sorted by time, where owner
+/// [`UNATTRIBUTED`] marks an `unassign`.
+type History = Vec<(u64, u32)>;
+
+/// Owner at time `t` according to `history`, if any event happened at or before `t`.
+#[inline]
+fn at(history: &History, t: u64) -> Option<u32> {
+    let after = history.partition_point(|&(ts, _)| ts <= t);
+    (after > 0).then(|| history[after - 1].1)
+}
+
+/// One owner: its attributes and the JSON fragments the component appends.
+#[derive(Debug, Clone)]
+pub struct Owner {
+    /// The owner's attributes.
+    pub attrs: Attrs,
+    /// `,"src_<key>":<value>` for every attribute key the table knows.
+    pub src_fragment: String,
+    /// `,"dst_<key>":<value>` likewise.
+    pub dst_fragment: String,
+}
+
+/// CIDR timelines for one prefix length.
+#[derive(Debug, Default)]
+struct PrefixLevel<K> {
+    len: u8,
+    nets: FxHashMap<K, History>,
+}
+
+/// An immutable snapshot of the attribution table. Build it with [`TableBuilder`].
+#[derive(Debug)]
+pub struct Table {
+    v4: FxHashMap<u32, History>,
+    v6: FxHashMap<u128, History>,
+    /// Most specific first.
+    cidr_v4: Vec<PrefixLevel<u32>>,
+    /// Most specific first.
+    cidr_v6: Vec<PrefixLevel<u128>>,
+    owners: Vec<Owner>,
+    keys: Vec<String>,
+    events: usize,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        TableBuilder::default().build()
+    }
+}
+
+impl Table {
+    /// Owner id of IPv4 address `addr` (big-endian integer) at epoch second `t`.
+    #[inline]
+    pub fn lookup_v4(&self, addr: u32, t: u64) -> u32 {
+        if let Some(history) = self.v4.get(&addr)
+            && let Some(owner) = at(history, t)
+            && owner != UNATTRIBUTED
+        {
+            return owner;
+        }
+        for level in &self.cidr_v4 {
+            let mask = if level.len == 0 { 0 } else { u32::MAX << (32 - level.len) };
+            if let Some(history) = level.nets.get(&(addr & mask))
+                && let Some(owner) = at(history, t)
+                && owner != UNATTRIBUTED
+            {
+                return owner;
+            }
+        }
+        UNATTRIBUTED
+    }
+
+    /// Owner id of IPv6 address `addr` at epoch second `t`.
+    #[inline]
+    pub fn lookup_v6(&self, addr: u128, t: u64) -> u32 {
+        if let Some(history) = self.v6.get(&addr)
+            && let Some(owner) = at(history, t)
+            && owner != UNATTRIBUTED
+        {
+            return owner;
+        }
+        for level in &self.cidr_v6 {
+            let mask = if level.len == 0 { 0 } else { u128::MAX << (128 - level.len) };
+            if let Some(history) = level.nets.get(&(addr & mask))
+                && let Some(owner) = at(history, t)
+                && owner != UNATTRIBUTED
+            {
+                return owner;
+            }
+        }
+        UNATTRIBUTED
+    }
+
+    /// Owner id of any address at `t`.
+    pub fn lookup(&self, addr: IpAddr, t: u64) -> u32 {
+        match addr {
+            IpAddr::V4(a) => self.lookup_v4(u32::from(a), t),
+            IpAddr::V6(a) => self.lookup_v6(u128::from(a), t),
+        }
+    }
+
+    /// The owner with id `id` (id 0 is the unattributed owner with no attributes).
+    pub fn owner(&self, id: u32) -> Option<&Owner> {
+        self.owners.get(id as usize)
+    }
+
+    /// Attribute keys present in the table, sorted.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Number of events the table was built from.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Number of exact addresses with a history.
+    pub fn addresses(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Number of networks with a history.
+    pub fn networks(&self) -> usize {
+        self.cidr_v4.iter().map(|l| l.nets.len()).sum::<usize>() + self.cidr_v6.iter().map(|l| l.nets.len()).sum::<usize>()
+    }
+
+    /// Number of distinct owners (without the unattributed one).
+    pub fn owners(&self) -> usize {
+        self.owners.len() - 1
+    }
+}
+
+/// Folds events into a [`Table`].
+#[derive(Default)]
+pub struct TableBuilder {
+    v4: FxHashMap<u32, History>,
+    v6: FxHashMap<u128, History>,
+    cidr_v4: FxHashMap<(u8, u32), History>,
+    cidr_v6: FxHashMap<(u8, u128), History>,
+    owner_ids: HashMap<Attrs, u32>,
+    owners: Vec<Attrs>,
+    events: usize,
+}
+
+impl TableBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one event (in read order; events need not be sorted by time).
+    pub fn apply(&mut self, event: &Event) {
+        let owner = match &event.op {
+            Op::Unassign => UNATTRIBUTED,
+            Op::Assign(attrs) => match self.owner_ids.get(attrs) {
+                Some(&id) => id,
+                None => {
+                    self.owners.push(attrs.clone());
+                    let id = self.owners.len() as u32; // ids start at 1
+                    self.owner_ids.insert(attrs.clone(), id);
+                    id
+                }
+            },
+        };
+        let entry = (event.ts, owner);
+        match event.target {
+            Target::Ip(IpAddr::V4(a)) => self.v4.entry(u32::from(a)).or_default().push(entry),
+            Target::Ip(IpAddr::V6(a)) => self.v6.entry(u128::from(a)).or_default().push(entry),
+            Target::Cidr(ipnet::IpNet::V4(n)) => self
+                .cidr_v4
+                .entry((n.prefix_len(), u32::from(n.network())))
+                .or_default()
+                .push(entry),
+            Target::Cidr(ipnet::IpNet::V6(n)) => self
+                .cidr_v6
+                .entry((n.prefix_len(), u128::from(n.network())))
+                .or_default()
+                .push(entry),
+        }
+        self.events += 1;
+    }
+
+    /// Adds many events.
+    pub fn extend<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        for event in events {
+            self.apply(event);
+        }
+    }
+
+    /// Sorts every timeline and renders the owners' fragments.
+    pub fn build(self) -> Table {
+        fn sort(history: &mut History) {
+            // Stable: equal timestamps keep read order, so the later event wins.
+            history.sort_by_key(|&(ts, _)| ts);
+        }
+        let mut v4 = self.v4;
+        v4.values_mut().for_each(sort);
+        let mut v6 = self.v6;
+        v6.values_mut().for_each(sort);
+        let cidr_v4 = levels(self.cidr_v4);
+        let cidr_v6 = levels(self.cidr_v6);
+
+        let keys: Vec<String> = self
+            .owners
+            .iter()
+            .flat_map(|attrs| attrs.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut owners = Vec::with_capacity(self.owners.len() + 1);
+        owners.push(render(Attrs::new(), &keys));
+        owners.extend(self.owners.into_iter().map(|attrs| render(attrs, &keys)));
+        Table {
+            v4,
+            v6,
+            cidr_v4,
+            cidr_v6,
+            owners,
+            keys,
+            events: self.events,
+        }
+    }
+}
+
+fn levels<K: Copy + Eq + std::hash::Hash>(nets: FxHashMap<(u8, K), History>) -> Vec<PrefixLevel<K>> {
+    let mut by_len: std::collections::BTreeMap<u8, FxHashMap<K, History>> = Default::default();
+    for ((len, net), mut history) in nets {
+        history.sort_by_key(|&(ts, _)| ts);
+        by_len.entry(len).or_default().insert(net, history);
+    }
+    by_len
+        .into_iter()
+        .rev()
+        .map(|(len, nets)| PrefixLevel { len, nets })
+        .collect()
+}
+
+fn render(attrs: Attrs, keys: &[String]) -> Owner {
+    let fragment = |side: &str| {
+        let mut out = String::new();
+        for key in keys {
+            out.push(',');
+            out.push_str(&serde_json::to_string(&format!("{side}_{key}")).expect("string"));
+            out.push(':');
+            match attrs.get(key) {
+                Some(value) => out.push_str(&serde_json::to_string(value).expect("string")),
+                None => out.push_str("null"),
+            }
+        }
+        out
+    };
+    Owner {
+        src_fragment: fragment("src"),
+        dst_fragment: fragment("dst"),
+        attrs,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(lines: &str) -> Table {
+        let log = super::super::events::read_changelog(lines.as_bytes()).unwrap();
+        assert!(log.rejected.is_empty(), "{:?}", log.rejected);
+        let mut builder = TableBuilder::new();
+        builder.extend(&log.events);
+        builder.build()
+    }
+
+    fn app(table: &Table, ip: &str, t: u64) -> Option<String> {
+        let id = table.lookup(ip.parse().unwrap(), t);
+        table.owner(id).unwrap().attrs.get("app").cloned()
+    }
+
+    #[test]
+    fn contract_three_rules() {
+        let t = table(
+            r#"{"ts": 1700000000, "op": "assign", "ip": "10.1.2.3", "attrs": {"app": "api"}}
+{"ts": 1700000300, "op": "unassign", "ip": "10.1.2.3"}
+{"ts": 1699990000, "op": "assign", "cidr": "10.1.0.0/16", "attrs": {"app": "vpc-main"}}
+{"ts": 1700000600, "op": "assign", "ip": "10.1.2.3", "attrs": {"app": "web"}}
+{"ts": 1699999000, "op": "assign", "cidr": "10.1.2.0/24", "attrs": {"app": "subnet"}}
+"#,
+        );
+        assert_eq!(app(&t, "10.1.2.3", 1699980000), None, "before anything");
+        assert_eq!(app(&t, "10.1.2.3", 1699990000).as_deref(), Some("vpc-main"));
+        assert_eq!(app(&t, "10.1.2.3", 1699999999).as_deref(), Some("subnet"), "most specific");
+        assert_eq!(app(&t, "10.1.2.3", 1700000000).as_deref(), Some("api"), "ts <= t");
+        assert_eq!(app(&t, "10.1.2.3", 1700000299).as_deref(), Some("api"));
+        assert_eq!(app(&t, "10.1.2.3", 1700000300).as_deref(), Some("subnet"), "unassigned");
+        assert_eq!(app(&t, "10.1.2.3", 1700000600).as_deref(), Some("web"));
+        assert_eq!(app(&t, "10.1.9.9", 1700000600).as_deref(), Some("vpc-main"));
+        assert_eq!(app(&t, "10.2.0.1", 1700000600), None);
+    }
+
+    #[test]
+    fn equal_timestamps_apply_in_read_order() {
+        let t = table(
+            r#"{"ts": 10, "op": "assign", "ip": "::1", "attrs": {"app": "a"}}
+{"ts": 10, "op": "assign", "ip": "::1", "attrs": {"app": "b"}}
+{"ts": 20, "op": "assign", "ip": "::1", "attrs": {"app": "c"}}
+{"ts": 20, "op": "unassign", "ip": "::1"}
+"#,
+        );
+        assert_eq!(app(&t, "::1", 10).as_deref(), Some("b"));
+        assert_eq!(app(&t, "::1", 25), None);
+    }
+
+    #[test]
+    fn cidr_unassign_and_ipv6_prefixes() {
+        let t = table(
+            r#"{"ts": 0, "op": "assign", "cidr": "2001:db8::/32", "attrs": {"app": "v6"}}
+{"ts": 0, "op": "assign", "cidr": "0.0.0.0/0", "attrs": {"app": "internet"}}
+{"ts": 50, "op": "unassign", "cidr": "2001:db8::/32"}
+"#,
+        );
+        assert_eq!(app(&t, "2001:db8::7", 49).as_deref(), Some("v6"));
+        assert_eq!(app(&t, "2001:db8::7", 50), None);
+        assert_eq!(app(&t, "8.8.8.8", 50).as_deref(), Some("internet"));
+    }
+
+    #[test]
+    fn fragments_cover_every_key() {
+        let t = table(
+            r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a\"b", "region": "r"}}
+{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"zone": "z"}}
+"#,
+        );
+        assert_eq!(t.keys(), ["app", "region", "zone"]);
+        let id = t.lookup("10.0.0.1".parse().unwrap(), 1);
+        assert_eq!(t.owner(id).unwrap().src_fragment, r#","src_app":"a\"b","src_region":"r","src_zone":null"#);
+        assert_eq!(t.owner(0).unwrap().dst_fragment, r#","dst_app":null,"dst_region":null,"dst_zone":null"#);
+    }
+}

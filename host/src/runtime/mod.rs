@@ -1,0 +1,318 @@
+//! The WebAssembly runtime: one [`Engine`], components compiled once and pre-linked into
+//! an [`InstancePre`](wasmtime::component::InstancePre), one [`Store`] per worker.
+//!
+//! Sandbox: the component's imports other than the `lookup` interface (a std Rust guest
+//! imports a few `wasi:*` interfaces it never calls) are defined as traps, so it gets no
+//! filesystem, network, clock or environment. Every call runs under an epoch deadline and
+//! a memory limit; a trap or timeout poisons the store, so the worker drops it, builds a
+//! fresh instance and retries the batch once.
+
+pub mod bindings;
+
+use crate::metadata::Table;
+use bindings::exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo};
+use bindings::{Enricher, EnricherPre};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+
+/// The WIT package version this host speaks; components must report the same.
+pub const API_VERSION: &str = "0.1.0";
+
+/// How often the epoch ticker advances the engine's epoch.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Errors at the runtime boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The engine could not be configured.
+    #[error("cannot configure the wasm engine: {0:#}")]
+    Engine(wasmtime::Error),
+    /// The bytes are not a valid component for this engine.
+    #[error("cannot compile component: {0:#}")]
+    Compile(wasmtime::Error),
+    /// The component does not fit the `enricher` world (wrong WIT version or shape).
+    #[error("component does not implement flowenrich:enrich/enricher@{API_VERSION}: {0:#}")]
+    TypeCheck(wasmtime::Error),
+    /// The component reports a different contract version.
+    #[error("component speaks API version {found}, host speaks {API_VERSION}")]
+    Version {
+        /// What the component reported.
+        found: String,
+    },
+    /// Instantiation or a call trapped or timed out.
+    #[error("component trapped: {0:#}")]
+    Trap(wasmtime::Error),
+}
+
+impl RuntimeError {
+    /// Stable label for metrics (`error_type`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            RuntimeError::Engine(_) => "engine",
+            RuntimeError::Compile(_) => "compile",
+            RuntimeError::TypeCheck(_) => "type_check",
+            RuntimeError::Version { .. } => "api_version",
+            RuntimeError::Trap(_) => "trap",
+        }
+    }
+}
+
+/// Runtime limits applied to every worker.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Interrupt a call that runs longer than `batch_timeout`. Only benchmarks turn
+    /// this off, to measure its cost; pipelines always run with it.
+    pub epoch_interruption: bool,
+    /// Longest time one batch may take inside the component.
+    pub batch_timeout: Duration,
+    /// Largest linear memory one instance may grow to.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            epoch_interruption: true,
+            batch_timeout: Duration::from_secs(5),
+            memory_limit_bytes: 512 << 20,
+        }
+    }
+}
+
+/// The engine plus its epoch ticker. Create one per process.
+pub struct Runtime {
+    engine: Engine,
+    options: RuntimeOptions,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Configures the engine (pooling allocator, epoch interruption, no async).
+    pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
+        let mut config = Config::new();
+        config.epoch_interruption(options.epoch_interruption);
+        let mut pooling = wasmtime::PoolingAllocationConfig::default();
+        pooling
+            .total_component_instances(64)
+            .total_core_instances(64)
+            .total_memories(64)
+            .total_tables(64)
+            .max_memory_size(options.memory_limit_bytes);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        if options.epoch_interruption {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .expect("spawn epoch ticker");
+        }
+        Ok(Runtime {
+            engine,
+            options,
+            stop_ticker,
+        })
+    }
+
+    /// The options this runtime was built with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Compiles and type-checks a component, then asks it for its identity.
+    pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
+        let component = Component::new(&self.engine, bytes).map_err(RuntimeError::Compile)?;
+        let mut linker: Linker<HostState> = Linker::new(&self.engine);
+        Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(RuntimeError::TypeCheck)?;
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(RuntimeError::TypeCheck)?;
+        let instance_pre = linker.instantiate_pre(&component).map_err(RuntimeError::TypeCheck)?;
+        let pre = EnricherPre::new(instance_pre).map_err(RuntimeError::TypeCheck)?;
+        let mut loaded = LoadedComponent {
+            pre,
+            info: ComponentInfo {
+                name: String::new(),
+                version: String::new(),
+                api_version: String::new(),
+            },
+        };
+        let mut worker = self.worker(&loaded)?;
+        let info = worker.info()?;
+        if info.api_version != API_VERSION {
+            return Err(RuntimeError::Version {
+                found: info.api_version,
+            });
+        }
+        loaded.info = info;
+        Ok(loaded)
+    }
+
+    /// A worker with its own store and instance.
+    pub fn worker(&self, component: &LoadedComponent) -> Result<Worker, RuntimeError> {
+        let mut worker = Worker {
+            engine: self.engine.clone(),
+            pre: component.pre.clone(),
+            options: self.options.clone(),
+            instance: None,
+        };
+        worker.instance()?;
+        Ok(worker)
+    }
+}
+
+/// A compiled, type-checked component ready to instantiate.
+#[derive(Clone)]
+pub struct LoadedComponent {
+    pre: EnricherPre<HostState>,
+    /// What the component says it is.
+    pub info: ComponentInfo,
+}
+
+/// Per-store host data: the table snapshot of the batch in flight and the limits.
+pub struct HostState {
+    table: Arc<Table>,
+    limits: StoreLimits,
+}
+
+impl bindings::flowenrich::enrich::lookup::Host for HostState {
+    fn lookup_v4(&mut self, addrs: Vec<u32>, times: Vec<u64>) -> Vec<u32> {
+        let table = &*self.table;
+        addrs.iter().zip(&times).map(|(&a, &t)| table.lookup_v4(a, t)).collect()
+    }
+
+    fn lookup_v6(&mut self, addrs: Vec<u64>, times: Vec<u64>) -> Vec<u32> {
+        let table = &*self.table;
+        addrs
+            .chunks_exact(2)
+            .zip(&times)
+            .map(|(pair, &t)| table.lookup_v6(((pair[0] as u128) << 64) | pair[1] as u128, t))
+            .collect()
+    }
+
+    fn owner_fragments(&mut self, owners: Vec<u32>) -> Vec<String> {
+        let table = &*self.table;
+        let mut out = Vec::with_capacity(owners.len() * 2);
+        for id in owners {
+            match table.owner(id).or_else(|| table.owner(0)) {
+                Some(owner) => {
+                    out.push(owner.src_fragment.clone());
+                    out.push(owner.dst_fragment.clone());
+                }
+                None => out.extend([String::new(), String::new()]),
+            }
+        }
+        out
+    }
+}
+
+impl bindings::flowenrich::enrich::types::Host for HostState {}
+
+/// One instance of the component in its own store; not shared between threads.
+pub struct Worker {
+    engine: Engine,
+    pre: EnricherPre<HostState>,
+    options: RuntimeOptions,
+    instance: Option<(Store<HostState>, Enricher)>,
+}
+
+impl Worker {
+    fn instance(&mut self) -> Result<&mut (Store<HostState>, Enricher), RuntimeError> {
+        if self.instance.is_none() {
+            let limits = StoreLimitsBuilder::new()
+                .memory_size(self.options.memory_limit_bytes)
+                .trap_on_grow_failure(true)
+                .build();
+            let mut store = Store::new(
+                &self.engine,
+                HostState {
+                    table: Arc::new(Table::default()),
+                    limits,
+                },
+            );
+            store.limiter(|state| &mut state.limits);
+            if let Some(ticks) = self.deadline_ticks() {
+                store.set_epoch_deadline(ticks);
+            }
+            let enricher = self.pre.instantiate(&mut store).map_err(RuntimeError::Trap)?;
+            self.instance = Some((store, enricher));
+        }
+        Ok(self.instance.as_mut().expect("just created"))
+    }
+
+    /// Epoch ticks a call may run, or `None` when epoch interruption is off.
+    fn deadline_ticks(&self) -> Option<u64> {
+        self.options
+            .epoch_interruption
+            .then(|| (self.options.batch_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
+    }
+
+    /// Runs `call` on the instance; a trap drops the store so the next call starts fresh.
+    fn call<R>(
+        &mut self,
+        table: Option<Arc<Table>>,
+        call: impl Fn(&Enricher, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, RuntimeError> {
+        let deadline = self.deadline_ticks();
+        let (store, enricher) = self.instance()?;
+        if let Some(table) = table {
+            store.data_mut().table = table;
+        }
+        if let Some(ticks) = deadline {
+            store.set_epoch_deadline(ticks);
+        }
+        let result = call(enricher, store);
+        if result.is_err() {
+            self.instance = None;
+        }
+        result.map_err(RuntimeError::Trap)
+    }
+
+    /// The component's identity.
+    pub fn info(&mut self) -> Result<ComponentInfo, RuntimeError> {
+        self.call(None, |e, s| e.flowenrich_enrich_transform().call_info(s))
+    }
+
+    /// Validates a format with the component; `Ok(Err(message))` names the bad field.
+    pub fn check_format(&mut self, format: &str) -> Result<Result<String, String>, RuntimeError> {
+        self.call(None, |e, s| e.flowenrich_enrich_transform().call_check_format(s, format))
+    }
+
+    /// Processes one batch against `table`. A trap or timeout is retried once on a fresh
+    /// instance before it is returned.
+    pub fn process(
+        &mut self,
+        format: Option<&str>,
+        lines: &str,
+        table: &Arc<Table>,
+    ) -> Result<Result<BatchResult, String>, RuntimeError> {
+        let attempt = |worker: &mut Worker| {
+            worker.call(Some(table.clone()), |e, s| {
+                e.flowenrich_enrich_transform().call_process(s, format, lines)
+            })
+        };
+        match attempt(self) {
+            Ok(result) => Ok(result),
+            Err(first) => {
+                tracing::warn!(message = "Component trapped; retrying the batch on a fresh instance.", error = %first);
+                attempt(self)
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Sources: where flow-log lines come from.
+
+pub mod file;
