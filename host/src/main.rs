@@ -2,11 +2,14 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use flowenrich::config::{Pipeline, TransformConfig};
 use flowenrich::metadata;
-use flowenrich::runtime::{Runtime, RuntimeOptions};
+use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
+use flowenrich::topology::Topology;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Enrich AWS VPC flow logs with time-aware application metadata.
 #[derive(Parser)]
@@ -18,6 +21,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a pipeline until its sources end or SIGINT/SIGTERM; then drain and flush.
+    Run {
+        /// Pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Check a pipeline: config, metadata, components (type-checked), formats, inputs.
+    Validate {
+        /// Pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Run component fixtures (`<dir>/<case>/input.log` + `expected.jsonl` ...).
+    Test {
+        /// Fixture folders, or folders of them; default `tests/fixtures`.
+        #[arg(default_value = "tests/fixtures")]
+        dirs: Vec<PathBuf>,
+        /// Component to test instead of the built-in one.
+        #[arg(long, value_name = "FILE.wasm")]
+        component: Option<PathBuf>,
+    },
     /// Enrich flow-log lines from stdin; JSON objects on stdout, rejected lines on stderr.
     Enrich {
         /// Metadata changelog (JSON Lines); repeat to combine, later files win ties.
@@ -51,6 +73,9 @@ fn main() -> ExitCode {
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run { pipeline } => run(pipeline),
+        Command::Validate { pipeline } => validate(pipeline),
+        Command::Test { dirs, component } => test(dirs, component),
         Command::Enrich {
             metadata,
             format,
@@ -80,7 +105,7 @@ fn enrich(metadata_files: Vec<PathBuf>, format: Option<String>, component: Optio
     }
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let component = runtime.load(&component_bytes(component.as_ref())?)?;
-    let mut worker = runtime.worker(&component)?;
+    let mut worker = runtime.worker(&component, &WorkerLimits::default())?;
     if let Some(format) = &format
         && let Err(message) = worker.check_format(format)?
     {
@@ -91,4 +116,117 @@ fn enrich(metadata_files: Vec<PathBuf>, format: Option<String>, component: Optio
     let mut stderr = std::io::BufWriter::new(std::io::stderr().lock());
     flowenrich::enrich_cli::run(&mut worker, &Arc::new(table), format, stdin, &mut stdout, &mut stderr)?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
+    let max_memory_mib = pipeline
+        .config
+        .transforms
+        .values()
+        .map(|t| match t {
+            TransformConfig::Wasm { memory_limit_mib, .. } => *memory_limit_mib,
+        })
+        .max()
+        .unwrap_or(1);
+    Ok(Runtime::new(RuntimeOptions {
+        epoch_interruption: true,
+        max_memory_bytes: max_memory_mib.saturating_mul(1 << 20),
+    })?)
+}
+
+fn validate(path: PathBuf) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(&path)?;
+    let runtime = runtime_for(&pipeline)?;
+    let (sources, transforms, sinks) = (
+        pipeline.config.sources.len(),
+        pipeline.config.transforms.len(),
+        pipeline.config.sinks.len(),
+    );
+    Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
+    println!(
+        "{}: ok ({sources} sources, {transforms} transforms, {sinks} sinks)",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(path: PathBuf) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(&path)?;
+    let runtime = runtime_for(&pipeline)?;
+    let topology = Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    watch_signals(stop.clone())?;
+    let summary = topology.run(&runtime, stop)?;
+    for (_, report) in &summary.reports {
+        println!("{report}");
+    }
+    for (id, totals) in &summary.metrics {
+        let errors: u64 = totals.errors.values().sum();
+        eprintln!(
+            "{id}: received {} sent {} errors {errors} discarded {}",
+            totals.received, totals.sent, totals.discarded
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGINT/SIGTERM: stop sources, drain, flush, exit 0. Second: exit at once.
+fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        runtime.block_on(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut interrupt), Ok(mut terminate)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+            else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                if stop.swap(true, Ordering::SeqCst) {
+                    eprintln!("second signal: exiting without draining");
+                    std::process::exit(130);
+                }
+                eprintln!("signal received: draining in-flight batches (send again to exit at once)");
+            }
+        })
+    })?;
+    Ok(())
+}
+
+fn test(dirs: Vec<PathBuf>, component: Option<PathBuf>) -> Result<ExitCode> {
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let loaded = runtime.load(&component_bytes(component.as_ref())?)?;
+    let mut cases = Vec::new();
+    for dir in &dirs {
+        if dir.join("input.log").is_file() {
+            cases.push(dir.clone());
+        } else {
+            cases.extend(
+                flowenrich::fixtures::cases(dir).with_context(|| format!("cannot list {}", dir.display()))?,
+            );
+        }
+    }
+    if cases.is_empty() {
+        bail!("no fixture cases found in {dirs:?}");
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for case in &cases {
+        let mut worker = runtime.worker(&loaded, &WorkerLimits::default())?;
+        match flowenrich::fixtures::run_case(case, &mut worker) {
+            Ok(()) => {
+                passed += 1;
+                println!("ok      {}", case.display());
+            }
+            Err(message) => {
+                failed += 1;
+                println!("FAILED  {}\n        {}", case.display(), message.replace('\n', "\n        "));
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

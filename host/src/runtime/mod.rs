@@ -60,22 +60,37 @@ impl RuntimeError {
     }
 }
 
-/// Runtime limits applied to every worker.
+/// Engine-wide settings.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Interrupt a call that runs longer than `batch_timeout`. Only benchmarks turn
-    /// this off, to measure its cost; pipelines always run with it.
+    /// Interrupt calls that overrun their worker's `batch_timeout`. Only benchmarks turn
+    /// this off, to measure its cost; the CLI and pipelines always run with it.
     pub epoch_interruption: bool,
-    /// Longest time one batch may take inside the component.
-    pub batch_timeout: Duration,
-    /// Largest linear memory one instance may grow to.
-    pub memory_limit_bytes: usize,
+    /// Largest linear memory any instance may grow to (sizes the pooling allocator).
+    pub max_memory_bytes: usize,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             epoch_interruption: true,
+            max_memory_bytes: WorkerLimits::default().memory_limit_bytes,
+        }
+    }
+}
+
+/// Limits of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerLimits {
+    /// Longest time one batch may take inside the component.
+    pub batch_timeout: Duration,
+    /// Largest linear memory the instance may grow to (capped by the engine's maximum).
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for WorkerLimits {
+    fn default() -> Self {
+        WorkerLimits {
             batch_timeout: Duration::from_secs(5),
             memory_limit_bytes: 512 << 20,
         }
@@ -106,7 +121,7 @@ impl Runtime {
             .total_core_instances(64)
             .total_memories(64)
             .total_tables(64)
-            .max_memory_size(options.memory_limit_bytes);
+            .max_memory_size(options.max_memory_bytes);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -153,7 +168,7 @@ impl Runtime {
                 api_version: String::new(),
             },
         };
-        let mut worker = self.worker(&loaded)?;
+        let mut worker = self.worker(&loaded, &WorkerLimits::default())?;
         let info = worker.info()?;
         if info.api_version != API_VERSION {
             return Err(RuntimeError::Version {
@@ -165,11 +180,14 @@ impl Runtime {
     }
 
     /// A worker with its own store and instance.
-    pub fn worker(&self, component: &LoadedComponent) -> Result<Worker, RuntimeError> {
+    pub fn worker(&self, component: &LoadedComponent, limits: &WorkerLimits) -> Result<Worker, RuntimeError> {
+        let mut limits = limits.clone();
+        limits.memory_limit_bytes = limits.memory_limit_bytes.min(self.options.max_memory_bytes);
         let mut worker = Worker {
             engine: self.engine.clone(),
             pre: component.pre.clone(),
-            options: self.options.clone(),
+            epoch_interruption: self.options.epoch_interruption,
+            limits,
             instance: None,
         };
         worker.instance()?;
@@ -228,7 +246,8 @@ impl bindings::flowenrich::enrich::types::Host for HostState {}
 pub struct Worker {
     engine: Engine,
     pre: EnricherPre<HostState>,
-    options: RuntimeOptions,
+    epoch_interruption: bool,
+    limits: WorkerLimits,
     instance: Option<(Store<HostState>, Enricher)>,
 }
 
@@ -236,7 +255,7 @@ impl Worker {
     fn instance(&mut self) -> Result<&mut (Store<HostState>, Enricher), RuntimeError> {
         if self.instance.is_none() {
             let limits = StoreLimitsBuilder::new()
-                .memory_size(self.options.memory_limit_bytes)
+                .memory_size(self.limits.memory_limit_bytes)
                 .trap_on_grow_failure(true)
                 .build();
             let mut store = Store::new(
@@ -258,9 +277,8 @@ impl Worker {
 
     /// Epoch ticks a call may run, or `None` when epoch interruption is off.
     fn deadline_ticks(&self) -> Option<u64> {
-        self.options
-            .epoch_interruption
-            .then(|| (self.options.batch_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
+        self.epoch_interruption
+            .then(|| (self.limits.batch_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64)
     }
 
     /// Runs `call` on the instance; a trap drops the store so the next call starts fresh.

@@ -1,8 +1,37 @@
-//! Reading flow-log files: plain or gzip, one file, a directory or a glob.
+//! The `file` source: one file, a directory (recursively) or a glob; plain or gzip
+//! (detected by magic bytes, so `.log.gz` files from S3 work as delivered).
 
+use super::Batcher;
+use crate::metrics::ComponentMetrics;
+use crate::topology::output::Output;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why the file source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSourceError {
+    /// The glob pattern is malformed.
+    #[error("invalid glob `{pattern}`: {message}")]
+    Pattern {
+        /// The pattern.
+        pattern: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Nothing matched.
+    #[error("no files match `{0}`")]
+    NoFiles(String),
+    /// A directory could not be listed.
+    #[error("cannot list {path}: {source}")]
+    List {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
 
 /// Opens a text file, transparently decompressing gzip (by magic bytes).
 pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
@@ -14,5 +43,80 @@ pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
         Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file))))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    }
+}
+
+/// The files `path` names, sorted: the file itself, every file under a directory, or
+/// the matches of a glob pattern.
+pub fn expand(path: &str) -> Result<Vec<PathBuf>, FileSourceError> {
+    let mut files = Vec::new();
+    if path.contains(['*', '?', '[']) {
+        let matches = glob::glob(path).map_err(|e| FileSourceError::Pattern {
+            pattern: path.to_string(),
+            message: e.to_string(),
+        })?;
+        files.extend(matches.filter_map(Result::ok).filter(|p| p.is_file()));
+    } else if Path::new(path).is_dir() {
+        walk(Path::new(path), &mut files)?;
+    } else if Path::new(path).is_file() {
+        files.push(PathBuf::from(path));
+    }
+    if files.is_empty() {
+        return Err(FileSourceError::NoFiles(path.to_string()));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), FileSourceError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| FileSourceError::List {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            walk(&path, files)?;
+        } else if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Reads every file in order, one stream per file, until done or `stop` is set.
+pub fn run(files: Vec<PathBuf>, batch_lines: usize, output: &Output, metrics: &ComponentMetrics, stop: &AtomicBool) {
+    for path in files {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let stream = path.to_string_lossy();
+        let mut batcher = Batcher::new(&stream, batch_lines, output, metrics);
+        match open_text(&path) {
+            Ok(mut reader) => {
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(0) => break,
+                        Ok(_) => batcher.push(&line),
+                        Err(error) => {
+                            // Truncated gzip, I/O error: keep what was read, report, move on.
+                            metrics.error("read", 1);
+                            tracing::error!(message = "Failed to read file; continuing with the next one.", file = %path.display(), %error);
+                            break;
+                        }
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            }
+            Err(error) => {
+                metrics.error("open", 1);
+                tracing::error!(message = "Failed to open file.", file = %path.display(), %error);
+            }
+        }
+        batcher.flush(true);
     }
 }

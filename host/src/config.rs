@@ -1,0 +1,495 @@
+//! Pipeline configuration: Vector-style TOML with `[metadata.*]`, `[sources.*]`,
+//! `[transforms.*]` and `[sinks.*]`, wired together by `inputs`.
+//!
+//! Relative paths are resolved against the directory of the pipeline file, so a
+//! pipeline runs the same from any working directory.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Suffix of a transform's dead-letter output (`<transform>.dead_letter`).
+pub const DEAD_LETTER: &str = "dead_letter";
+
+/// A whole pipeline file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Metadata tables, by name; transforms refer to them with `metadata = "<name>"`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, MetadataConfig>,
+    /// Where lines come from, by component id.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// What happens to lines, by component id.
+    #[serde(default)]
+    pub transforms: BTreeMap<String, TransformConfig>,
+    /// Where results go, by component id.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// A metadata table.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MetadataConfig {
+    /// Metadata change events (DESIGN.md contract 3) from JSON Lines files, applied in order.
+    File {
+        /// One changelog file (plain or `.gz`).
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// Several changelog files, applied in this order (after `path`).
+        #[serde(default)]
+        paths: Vec<PathBuf>,
+    },
+}
+
+impl MetadataConfig {
+    /// The files of a `file` table, `path` first.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            MetadataConfig::File { path, paths } => path.iter().chain(paths).cloned().collect(),
+        }
+    }
+}
+
+/// A source of flow-log lines.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Files: one file, a directory (read recursively) or a glob; plain or gzip. Each
+    /// file is its own stream, so an S3 header line applies to its own file only.
+    File {
+        /// File, directory or glob pattern (`data/**/*.log.gz`).
+        path: String,
+        /// Lines per batch sent downstream.
+        #[serde(default = "default_batch_lines")]
+        batch_lines: usize,
+    },
+    /// Standard input, read until end of file.
+    Stdin {
+        /// Lines per batch sent downstream (a partial batch is sent when input pauses).
+        #[serde(default = "default_batch_lines")]
+        batch_lines: usize,
+    },
+}
+
+/// A transform.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TransformConfig {
+    /// Parse and enrich flow-log lines with a WebAssembly component. Outputs enriched
+    /// JSON on `<id>` and rejected lines on `<id>.dead_letter`.
+    Wasm {
+        /// Upstream component ids.
+        inputs: Vec<String>,
+        /// Component file (`.wasm`); default: the component built into flowenrich.
+        #[serde(default)]
+        component: Option<PathBuf>,
+        /// Name of the `[metadata.<name>]` table to attribute with; none = unattributed.
+        #[serde(default)]
+        metadata: Option<String>,
+        /// Flow-log format (`${version} ${srcaddr} ...` or plain names); default AWS v2.
+        /// S3 header lines override it for the rest of their file.
+        #[serde(default)]
+        format: Option<String>,
+        /// Longest time one batch may run inside the component, in milliseconds.
+        #[serde(default = "default_batch_timeout_ms")]
+        batch_timeout_ms: u64,
+        /// Largest linear memory of one component instance, in MiB.
+        #[serde(default = "default_memory_limit_mib")]
+        memory_limit_mib: usize,
+    },
+}
+
+/// A sink.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Newline-delimited JSON (or whatever lines arrive) to a file.
+    File {
+        /// Upstream component ids (`enrich`, `enrich.dead_letter`, ...).
+        inputs: Vec<String>,
+        /// Output file; parent directories are created.
+        path: PathBuf,
+        /// Append instead of truncating an existing file.
+        #[serde(default)]
+        append: bool,
+    },
+    /// Lines to standard output.
+    Stdout {
+        /// Upstream component ids.
+        inputs: Vec<String>,
+    },
+    /// A human-readable traffic report printed when the pipeline ends: top application
+    /// pairs by bytes, cross-region and cross-AZ bytes, rejected flows.
+    Report {
+        /// Upstream component ids (enriched JSON; dead letters are counted).
+        inputs: Vec<String>,
+        /// Attribute naming the application (`src_<key>` / `dst_<key>`).
+        #[serde(default = "default_app_key")]
+        app_key: String,
+        /// Attribute naming the region.
+        #[serde(default = "default_region_key")]
+        region_key: String,
+        /// Attribute naming the availability zone.
+        #[serde(default = "default_zone_key")]
+        zone_key: String,
+        /// Rows per table.
+        #[serde(default = "default_top")]
+        top: usize,
+        /// Write the report to this file instead of standard output.
+        #[serde(default)]
+        path: Option<PathBuf>,
+    },
+}
+
+impl SinkConfig {
+    /// Upstream component ids.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkConfig::File { inputs, .. } | SinkConfig::Stdout { inputs } | SinkConfig::Report { inputs, .. } => inputs,
+        }
+    }
+}
+
+impl TransformConfig {
+    /// Upstream component ids.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            TransformConfig::Wasm { inputs, .. } => inputs,
+        }
+    }
+}
+
+fn default_batch_lines() -> usize {
+    1000
+}
+fn default_batch_timeout_ms() -> u64 {
+    5000
+}
+fn default_memory_limit_mib() -> usize {
+    512
+}
+fn default_app_key() -> String {
+    "app".into()
+}
+fn default_region_key() -> String {
+    "region".into()
+}
+fn default_zone_key() -> String {
+    "zone".into()
+}
+fn default_top() -> usize {
+    10
+}
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The pipeline file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or an unknown/missing/mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The pipeline file.
+        path: PathBuf,
+        /// serde/toml's message, which names the key and line.
+        message: String,
+    },
+    /// A semantic problem (bad reference, cycle, empty pipeline...).
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The pipeline file.
+        path: PathBuf,
+        /// Dotted key of the offending setting (`sinks.out.inputs`).
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A loaded pipeline with paths resolved and references checked.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// Its settings, with relative paths made absolute.
+    pub config: PipelineConfig,
+}
+
+impl Pipeline {
+    /// Reads, parses and checks a pipeline file.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Pipeline::parse(path, &text)
+    }
+
+    /// Parses and checks pipeline text as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        let mut config: PipelineConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        resolve_paths(&mut config, &base);
+        let pipeline = Pipeline {
+            path: path.to_path_buf(),
+            config,
+        };
+        pipeline.check()?;
+        Ok(pipeline)
+    }
+
+    fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        if c.sources.is_empty() {
+            return Err(self.invalid("sources", "a pipeline needs at least one source"));
+        }
+        if c.sinks.is_empty() {
+            return Err(self.invalid("sinks", "a pipeline needs at least one sink"));
+        }
+        let mut ids = BTreeSet::new();
+        let sections = [
+            ("sources", c.sources.keys().collect::<Vec<_>>()),
+            ("transforms", c.transforms.keys().collect()),
+            ("sinks", c.sinks.keys().collect()),
+        ];
+        for (section, names) in &sections {
+            for name in names {
+                if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                    return Err(self.invalid(
+                        format!("{section}.{name}"),
+                        "component ids may only hold letters, digits, `_` and `-`",
+                    ));
+                }
+                if !ids.insert(name.as_str()) {
+                    return Err(self.invalid(format!("{section}.{name}"), "component id used twice"));
+                }
+            }
+        }
+        for (name, metadata) in &c.metadata {
+            if metadata.files().is_empty() {
+                return Err(self.invalid(format!("metadata.{name}.path"), "a file table needs `path` or `paths`"));
+            }
+        }
+        for (name, source) in &c.sources {
+            let lines = match source {
+                SourceConfig::File { batch_lines, .. } | SourceConfig::Stdin { batch_lines } => *batch_lines,
+            };
+            if lines == 0 {
+                return Err(self.invalid(format!("sources.{name}.batch_lines"), "must be at least 1"));
+            }
+        }
+        for (name, transform) in &c.transforms {
+            let TransformConfig::Wasm {
+                metadata,
+                batch_timeout_ms,
+                memory_limit_mib,
+                ..
+            } = transform;
+            if let Some(table) = metadata
+                && !c.metadata.contains_key(table)
+            {
+                return Err(self.invalid(
+                    format!("transforms.{name}.metadata"),
+                    format!("no [metadata.{table}] table is defined"),
+                ));
+            }
+            if *batch_timeout_ms == 0 {
+                return Err(self.invalid(format!("transforms.{name}.batch_timeout_ms"), "must be at least 1"));
+            }
+            if *memory_limit_mib == 0 {
+                return Err(self.invalid(format!("transforms.{name}.memory_limit_mib"), "must be at least 1"));
+            }
+            self.check_inputs(&format!("transforms.{name}.inputs"), transform.inputs())?;
+        }
+        for (name, sink) in &c.sinks {
+            self.check_inputs(&format!("sinks.{name}.inputs"), sink.inputs())?;
+        }
+        self.check_acyclic()
+    }
+
+    fn check_inputs(&self, key: &str, inputs: &[String]) -> Result<(), ConfigError> {
+        if inputs.is_empty() {
+            return Err(self.invalid(key, "needs at least one input"));
+        }
+        for input in inputs {
+            let (id, output) = match input.split_once('.') {
+                Some((id, output)) => (id, Some(output)),
+                None => (input.as_str(), None),
+            };
+            let known = match output {
+                None => self.config.sources.contains_key(id) || self.config.transforms.contains_key(id),
+                Some(DEAD_LETTER) => self.config.transforms.contains_key(id),
+                Some(_) => false,
+            };
+            if !known {
+                return Err(self.invalid(
+                    key,
+                    format!("unknown input `{input}` (inputs name a source, a transform, or `<transform>.{DEAD_LETTER}`)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_acyclic(&self) -> Result<(), ConfigError> {
+        // Depth-first over transforms; sources have no inputs.
+        fn visit<'a>(
+            config: &'a PipelineConfig,
+            id: &'a str,
+            stack: &mut Vec<&'a str>,
+            done: &mut BTreeSet<&'a str>,
+        ) -> Result<(), String> {
+            if done.contains(id) {
+                return Ok(());
+            }
+            if stack.contains(&id) {
+                return Err(id.to_string());
+            }
+            let Some(transform) = config.transforms.get(id) else {
+                return Ok(());
+            };
+            stack.push(id);
+            for input in transform.inputs() {
+                let upstream = input.split_once('.').map_or(input.as_str(), |(id, _)| id);
+                visit(config, upstream, stack, done)?;
+            }
+            stack.pop();
+            done.insert(id);
+            Ok(())
+        }
+        let mut done = BTreeSet::new();
+        for id in self.config.transforms.keys() {
+            visit(&self.config, id, &mut Vec::new(), &mut done)
+                .map_err(|at| self.invalid(format!("transforms.{at}.inputs"), "transforms form a cycle"))?;
+        }
+        Ok(())
+    }
+}
+
+fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
+    let resolve = |path: &mut PathBuf| {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+    };
+    for metadata in config.metadata.values_mut() {
+        let MetadataConfig::File { path, paths } = metadata;
+        path.iter_mut().for_each(resolve);
+        paths.iter_mut().for_each(resolve);
+    }
+    for source in config.sources.values_mut() {
+        if let SourceConfig::File { path, .. } = source
+            && Path::new(path.as_str()).is_relative()
+        {
+            *path = base.join(&*path).to_string_lossy().into_owned();
+        }
+    }
+    for transform in config.transforms.values_mut() {
+        let TransformConfig::Wasm { component, .. } = transform;
+        component.iter_mut().for_each(resolve);
+    }
+    for sink in config.sinks.values_mut() {
+        match sink {
+            SinkConfig::File { path, .. } => resolve(path),
+            SinkConfig::Report { path, .. } => path.iter_mut().for_each(resolve),
+            SinkConfig::Stdout { .. } => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("/etc/p/pipeline.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[metadata.apps]
+type = "file"
+path = "apps.jsonl"
+
+[sources.flows]
+type = "file"
+path = "flows/*.log.gz"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["flows"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "/tmp/out.ndjson"
+
+[sinks.rejects]
+type = "stdout"
+inputs = ["enrich.dead_letter"]
+"#;
+
+    #[test]
+    fn good_pipeline_resolves_relative_paths() {
+        let p = parse(GOOD).unwrap();
+        assert_eq!(p.config.metadata["apps"].files(), vec![PathBuf::from("/etc/p/apps.jsonl")]);
+        let SourceConfig::File { path, batch_lines } = &p.config.sources["flows"] else { panic!() };
+        assert_eq!(path, "/etc/p/flows/*.log.gz");
+        assert_eq!(*batch_lines, 1000);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("inputs = [\"flows\"]", "inputs = [\"nope\"]"), "transforms.enrich.inputs"),
+            (GOOD.replace("metadata = \"apps\"", "metadata = \"other\""), "transforms.enrich.metadata"),
+            (GOOD.replace("enrich.dead_letter", "enrich.errors"), "sinks.rejects.inputs"),
+            (GOOD.replace("type = \"stdout\"", "type = \"stdout\"\ncolour = 1"), "colour"),
+            (GOOD.replace("type = \"stdout\"", "type = \"kafka\""), "kafka"),
+            (GOOD.replace("[sinks.rejects]", "[transforms.rejects]"), "rejects"),
+        ];
+        for (text, key) in cases {
+            let message = parse(&text).unwrap_err().to_string();
+            assert!(message.contains(key), "{message} should name {key}");
+            assert!(message.contains("/etc/p/pipeline.toml"), "{message}");
+        }
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let text = r#"
+[sources.s]
+type = "stdin"
+[transforms.a]
+type = "wasm"
+inputs = ["s", "b"]
+[transforms.b]
+type = "wasm"
+inputs = ["a"]
+[sinks.o]
+type = "stdout"
+inputs = ["b"]
+"#;
+        assert!(parse(text).unwrap_err().to_string().contains("cycle"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Per-component counters, named after Vector's component specification.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counters of one component.
+#[derive(Debug, Default)]
+pub struct ComponentMetrics {
+    received: AtomicU64,
+    sent: AtomicU64,
+    discarded: AtomicU64,
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl ComponentMetrics {
+    /// `component_received_events_total += n`.
+    pub fn received(&self, n: u64) {
+        self.received.fetch_add(n, Ordering::Relaxed);
+    }
+    /// `component_sent_events_total += n`.
+    pub fn sent(&self, n: u64) {
+        self.sent.fetch_add(n, Ordering::Relaxed);
+    }
+    /// `component_discarded_events_total += n`.
+    pub fn discarded(&self, n: u64) {
+        self.discarded.fetch_add(n, Ordering::Relaxed);
+    }
+    /// `component_errors_total{error_type} += n`.
+    pub fn error(&self, error_type: &'static str, n: u64) {
+        *self.errors.lock().expect("metrics lock").entry(error_type).or_default() += n;
+    }
+    /// Current totals.
+    pub fn totals(&self) -> Totals {
+        Totals {
+            received: self.received.load(Ordering::Relaxed),
+            sent: self.sent.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
+            errors: self.errors.lock().expect("metrics lock").clone(),
+        }
+    }
+}
+
+/// A copy of one component's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Events received.
+    pub received: u64,
+    /// Events sent downstream.
+    pub sent: u64,
+    /// Events dropped on purpose.
+    pub discarded: u64,
+    /// Errors by `error_type`.
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+/// All components' counters.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    components: Arc<Mutex<BTreeMap<String, Arc<ComponentMetrics>>>>,
+}
+
+impl Metrics {
+    /// The counters of component `id` (created on first use).
+    pub fn component(&self, id: &str) -> Arc<ComponentMetrics> {
+        self.components
+            .lock()
+            .expect("metrics lock")
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Totals of every component, by id.
+    pub fn snapshot(&self) -> BTreeMap<String, Totals> {
+        self.components
+            .lock()
+            .expect("metrics lock")
+            .iter()
+            .map(|(id, m)| (id.clone(), m.totals()))
+            .collect()
+    }
+
+    /// Prometheus text exposition of every counter.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let snapshot = self.snapshot();
+        for (name, pick) in [
+            ("component_received_events_total", (|t: &Totals| t.received) as fn(&Totals) -> u64),
+            ("component_sent_events_total", |t| t.sent),
+            ("component_discarded_events_total", |t| t.discarded),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (id, totals) in &snapshot {
+                let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {}", pick(totals));
+            }
+        }
+        let _ = writeln!(out, "# TYPE component_errors_total counter");
+        for (id, totals) in &snapshot {
+            for (error_type, n) in &totals.errors {
+                let _ = writeln!(out, "component_errors_total{{component_id=\"{id}\",error_type=\"{error_type}\"}} {n}");
+            }
+        }
+        out
+    }
+}

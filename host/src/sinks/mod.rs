@@ -1,0 +1,5 @@
+//! Sinks: where results go. Each runs on its own thread until all its inputs close.
+
+pub mod file;
+pub mod report;
+pub mod stdout;

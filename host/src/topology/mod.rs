@@ -1,0 +1,284 @@
+//! Builds a pipeline's components from its configuration, wires outputs to inputs with
+//! bounded channels (backpressure), runs everything to completion and drains on stop.
+
+pub mod output;
+
+use crate::batch::SharedBatch;
+use crate::config::{DEAD_LETTER, MetadataConfig, Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use crate::metadata::{self, SharedTable};
+use crate::metrics::{Metrics, Totals};
+use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
+use crate::sinks;
+use crate::sources;
+use crate::transforms::wasm::WasmTransform;
+use output::{CHANNEL_BATCHES, Output};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A problem found while building the pipeline, naming the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct BuildError {
+    /// Dotted key (`transforms.enrich.component`).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn build_error(key: impl Into<String>, message: impl std::fmt::Display) -> BuildError {
+    BuildError {
+        key: key.into(),
+        message: message.to_string(),
+    }
+}
+
+enum SourcePlan {
+    Files { files: Vec<PathBuf>, batch_lines: usize },
+    Stdin { batch_lines: usize },
+}
+
+struct TransformPlan {
+    component: LoadedComponent,
+    limits: WorkerLimits,
+    table: Option<Arc<SharedTable>>,
+    format: Option<String>,
+}
+
+/// Everything checked and loaded, ready to run.
+pub struct Topology {
+    sources: BTreeMap<String, SourcePlan>,
+    transforms: BTreeMap<String, TransformPlan>,
+    sinks: BTreeMap<String, SinkConfig>,
+    inputs: BTreeMap<String, Vec<String>>,
+    /// Metadata tables by name.
+    pub tables: BTreeMap<String, Arc<SharedTable>>,
+    /// Counters of every component.
+    pub metrics: Metrics,
+}
+
+/// What a finished run leaves behind.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Final counters by component id.
+    pub metrics: BTreeMap<String, Totals>,
+    /// Rendered `report` sinks that print to stdout, by id.
+    pub reports: Vec<(String, String)>,
+}
+
+impl Topology {
+    /// Loads metadata, compiles and type-checks components, checks formats and finds
+    /// source files. Nothing runs yet.
+    pub fn build(pipeline: Pipeline, runtime: &Runtime) -> Result<Topology, BuildError> {
+        let metrics = Metrics::default();
+        let config = pipeline.config;
+        let mut tables = BTreeMap::new();
+        for (name, table) in &config.metadata {
+            let MetadataConfig::File { .. } = table;
+            let (built, rejected) = metadata::load_files(&table.files()).map_err(|e| build_error(format!("metadata.{name}.path"), e))?;
+            let counters = metrics.component(&format!("metadata.{name}"));
+            counters.received(built.events() as u64 + rejected.len() as u64);
+            counters.error("invalid_event", rejected.len() as u64);
+            for (path, bad) in &rejected {
+                tracing::warn!(message = "Rejected metadata line.", table = %name, file = %path.display(), line_number = bad.line_number, error = %bad.error, error_type = bad.error.error_type());
+            }
+            tracing::info!(message = "Loaded metadata.", table = %name, events = built.events(), addresses = built.addresses(), networks = built.networks(), owners = built.owners());
+            tables.insert(name.clone(), Arc::new(SharedTable::new(built)));
+        }
+
+        let mut sources = BTreeMap::new();
+        for (id, source) in &config.sources {
+            let plan = match source {
+                SourceConfig::File { path, batch_lines } => SourcePlan::Files {
+                    files: sources::file::expand(path).map_err(|e| build_error(format!("sources.{id}.path"), e))?,
+                    batch_lines: *batch_lines,
+                },
+                SourceConfig::Stdin { batch_lines } => SourcePlan::Stdin {
+                    batch_lines: *batch_lines,
+                },
+            };
+            sources.insert(id.clone(), plan);
+        }
+
+        let mut transforms = BTreeMap::new();
+        let mut inputs = BTreeMap::new();
+        let mut compiled: HashMap<Option<PathBuf>, LoadedComponent> = HashMap::new();
+        for (id, transform) in &config.transforms {
+            let TransformConfig::Wasm {
+                inputs: transform_inputs,
+                component,
+                metadata,
+                format,
+                batch_timeout_ms,
+                memory_limit_mib,
+            } = transform;
+            let key = format!("transforms.{id}.component");
+            let loaded = match compiled.get(component) {
+                Some(loaded) => loaded.clone(),
+                None => {
+                    let bytes: std::borrow::Cow<[u8]> = match component {
+                        Some(path) => std::fs::read(path)
+                            .map_err(|e| build_error(&key, format!("cannot read {}: {e}", path.display())))?
+                            .into(),
+                        None => crate::embedded::COMPONENT.into(),
+                    };
+                    let loaded = runtime.load(&bytes).map_err(|e| build_error(&key, e))?;
+                    compiled.insert(component.clone(), loaded.clone());
+                    loaded
+                }
+            };
+            let limits = WorkerLimits {
+                batch_timeout: Duration::from_millis(*batch_timeout_ms),
+                memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
+            };
+            if let Some(format) = format {
+                let mut worker = runtime.worker(&loaded, &limits).map_err(|e| build_error(&key, e))?;
+                if let Err(message) = worker.check_format(format).map_err(|e| build_error(&key, e))? {
+                    return Err(build_error(format!("transforms.{id}.format"), message));
+                }
+            }
+            transforms.insert(
+                id.clone(),
+                TransformPlan {
+                    component: loaded,
+                    limits,
+                    table: metadata.as_ref().map(|name| tables[name].clone()),
+                    format: format.clone(),
+                },
+            );
+            inputs.insert(id.clone(), transform_inputs.clone());
+        }
+        for (id, sink) in &config.sinks {
+            inputs.insert(id.clone(), sink.inputs().to_vec());
+        }
+        Ok(Topology {
+            sources,
+            transforms,
+            sinks: config.sinks,
+            inputs,
+            tables,
+            metrics,
+        })
+    }
+
+    /// Runs until every source is exhausted or `stop` is set, then drains: transforms
+    /// finish what they hold, sinks flush. Returns the final counters and reports.
+    pub fn run(self, runtime: &Runtime, stop: Arc<AtomicBool>) -> Result<RunSummary, BuildError> {
+        // One bounded channel per consumer; every output it lists gets a sender.
+        let mut outputs: HashMap<String, Output> = HashMap::new();
+        let mut receivers: HashMap<String, mpsc::Receiver<SharedBatch>> = HashMap::new();
+        for (consumer, inputs) in &self.inputs {
+            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            for input in inputs {
+                outputs.entry(input.clone()).or_default().connect(tx.clone());
+            }
+            receivers.insert(consumer.clone(), rx);
+        }
+        let mut take_output = |name: &str| outputs.remove(name).unwrap_or_default();
+
+        let mut sink_threads: Vec<(String, Option<PathBuf>, JoinHandle<Result<Option<String>, String>>)> = Vec::new();
+        for (id, sink) in self.sinks {
+            let rx = receivers.remove(&id).expect("every sink has a channel");
+            let metrics = self.metrics.component(&id);
+            let (report_path, handle) = match sink {
+                SinkConfig::File { path, append, .. } => (
+                    None,
+                    spawn(&id, move || {
+                        sinks::file::run(&path, append, rx, &metrics).map(|_| None).map_err(|e| format!("{}: {e}", path.display()))
+                    }),
+                ),
+                SinkConfig::Stdout { .. } => (
+                    None,
+                    spawn(&id, move || sinks::stdout::run(rx, &metrics).map(|_| None).map_err(|e| e.to_string())),
+                ),
+                SinkConfig::Report {
+                    app_key,
+                    region_key,
+                    zone_key,
+                    top,
+                    path,
+                    ..
+                } => {
+                    let keys = sinks::report::ReportKeys {
+                        app: app_key,
+                        region: region_key,
+                        zone: zone_key,
+                    };
+                    (path, spawn(&id, move || Ok(Some(sinks::report::run(rx, &keys, top, &metrics)))))
+                }
+            };
+            sink_threads.push((id, report_path, handle));
+        }
+
+        let mut other_threads = Vec::new();
+        for (id, plan) in self.transforms {
+            let rx = receivers.remove(&id).expect("every transform has a channel");
+            let worker = runtime
+                .worker(&plan.component, &plan.limits)
+                .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
+            let transform = WasmTransform {
+                id: id.clone(),
+                worker,
+                table: plan.table,
+                format: plan.format,
+                output: take_output(&id),
+                dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
+                metrics: self.metrics.component(&id),
+            };
+            other_threads.push(spawn(&id, move || transform.run(rx)));
+        }
+        for (id, plan) in self.sources {
+            let output = take_output(&id);
+            let metrics = self.metrics.component(&id);
+            let stop = stop.clone();
+            other_threads.push(spawn(&id, move || {
+                match plan {
+                    SourcePlan::Files { files, batch_lines } => sources::file::run(files, batch_lines, &output, &metrics, &stop),
+                    SourcePlan::Stdin { batch_lines } => sources::stdin::run(batch_lines, &output, &metrics, &stop),
+                }
+            }));
+        }
+        drop(outputs);
+
+        for handle in other_threads {
+            if handle.join().is_err() {
+                tracing::error!(message = "A pipeline thread panicked.");
+            }
+        }
+        let mut reports = Vec::new();
+        let mut failure = None;
+        for (id, report_path, handle) in sink_threads {
+            match handle.join() {
+                Ok(Ok(Some(report))) => match report_path {
+                    Some(path) => {
+                        if let Err(e) = std::fs::write(&path, &report) {
+                            failure = Some(build_error(format!("sinks.{id}.path"), format!("{}: {e}", path.display())));
+                        }
+                    }
+                    None => reports.push((id, report)),
+                },
+                Ok(Ok(None)) => {}
+                Ok(Err(message)) => failure = Some(build_error(format!("sinks.{id}"), message)),
+                Err(_) => failure = Some(build_error(format!("sinks.{id}"), "sink thread panicked")),
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        Ok(RunSummary {
+            metrics: self.metrics.snapshot(),
+            reports,
+        })
+    }
+}
+
+fn spawn<T: Send + 'static>(id: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    std::thread::Builder::new()
+        .name(format!("component-{id}"))
+        .spawn(f)
+        .expect("spawn component thread")
+}

@@ -1,0 +1,3 @@
+//! Transforms: what happens to lines between sources and sinks.
+
+pub mod wasm;
