@@ -466,7 +466,7 @@ inputs = ["enrich.dead_letter"]
             (GOOD.replace("enrich.dead_letter", "enrich.errors"), "sinks.rejects.inputs"),
             (GOOD.replace("type = \"stdout\"", "type = \"stdout\"\ncolour = 1"), "colour"),
             (GOOD.replace("type = \"stdout\"", "type = \"kafka\""), "kafka"),
-            (GOOD.replace("[sinks.rejects]", "[transforms.rejects]"), "rejects"),
+            (GOOD.replace("[sinks.rejects]", "[sinks.enrich]"), "sinks.enrich"),
         ];
         for (text, key) in cases {
             let message = parse(&text).unwrap_err().to_string();

@@ -1,0 +1,141 @@
+//! The command-line contract (DESIGN.md contract 1) through the real binary.
+
+use crate::{bin, repo};
+use std::io::Write;
+use std::process::Stdio;
+
+fn enrich(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = bin()
+        .arg("enrich")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn enrich_writes_json_to_stdout_and_each_rejected_line_to_stderr() {
+    let metadata = repo().join("tests/fixtures/v2_default/metadata.jsonl");
+    let input = "2 123456789012 eni-1 10.0.1.10 10.1.1.10 1 2 6 3 4 1700000100 1700000160 ACCEPT OK\n\
+                 oops\n\
+                 2 123456789012 eni-1 10.0.1.10 10.1.1.10 1 2 6 3 4 1700000100 1700000160 ACCEPT OK\n";
+    let (code, stdout, stderr) = enrich(&["--metadata", metadata.to_str().unwrap()], input);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["src_app"], "api");
+    assert_eq!(rows[0]["dst_region"], "us-west-2");
+    let errors: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert_eq!(errors[0]["line"], "oops");
+    assert!(errors[0]["error"].as_str().unwrap().contains("field count"));
+}
+
+#[test]
+fn enrich_accepts_aws_format_syntax_and_rejects_unknown_fields() {
+    let (code, stdout, _) = enrich(&["--format", "${srcaddr} ${bytes}"], "10.0.0.1 77\n");
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), r#"{"srcaddr":"10.0.0.1","bytes":77}"#);
+    let (code, stdout, stderr) = enrich(&["--format", "srcaddr colour"], "10.0.0.1 red\n");
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty());
+    assert!(stderr.contains("unknown flow-log field `colour`"), "{stderr}");
+}
+
+#[test]
+fn enrich_refuses_a_file_that_is_not_a_component() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("fake.wasm");
+    std::fs::write(&fake, b"not wasm").unwrap();
+    let (code, _, stderr) = enrich(&["--component", fake.to_str().unwrap()], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("cannot compile component"), "{stderr}");
+}
+
+fn validate(text: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = bin().arg("validate").arg(&path).output().unwrap();
+    let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), all)
+}
+
+fn pipeline(extra: &str) -> String {
+    let data = repo().join("pipelines/data");
+    format!(
+        r#"
+[metadata.apps]
+type = "file"
+path = "{data}/apps.jsonl"
+
+[sources.flows]
+type = "file"
+path = "{data}/flows"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["flows"]
+metadata = "apps"
+{extra}
+
+[sinks.out]
+type = "stdout"
+inputs = ["enrich"]
+"#,
+        data = data.display()
+    )
+}
+
+#[test]
+fn validate_accepts_the_shipped_pipelines() {
+    for name in ["local.toml"] {
+        let out = bin().arg("validate").arg(repo().join("pipelines").join(name)).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (code, out) = validate(&pipeline(""));
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn validate_names_the_offending_key_or_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty_component = dir.path().join("empty.wasm");
+    // A valid but empty component: it exports nothing, so it fails the type check.
+    std::fs::write(&empty_component, b"\0asm\x0d\x00\x01\x00").unwrap();
+    let cases = [
+        (pipeline("format = \"srcaddr colour\""), "transforms.enrich.format"),
+        (pipeline("batch_timeout_ms = 0"), "transforms.enrich.batch_timeout_ms"),
+        (pipeline("colour = \"red\""), "unknown field `colour`"),
+        (pipeline("component = \"/nonexistent/x.wasm\""), "transforms.enrich.component"),
+        (
+            pipeline(&format!("component = \"{}\"", empty_component.display())),
+            "does not implement flowenrich:enrich/enricher@0.1.0",
+        ),
+        (pipeline("").replace("\"{data}/flows\"", "x").replace("/flows\"", "/no-such-dir\""), "sources.flows.path"),
+        (pipeline("").replace("inputs = [\"enrich\"]", "inputs = [\"enrich.dropped\"]"), "sinks.out.inputs"),
+        (pipeline("").replace("apps.jsonl", "missing.jsonl"), "metadata.apps.path"),
+    ];
+    for (text, needle) in cases {
+        let (code, out) = validate(&text);
+        assert_ne!(code, 0, "should fail naming {needle}");
+        assert!(out.contains(needle), "expected `{needle}` in: {out}");
+    }
+}
+
+#[test]
+fn test_subcommand_runs_the_fixtures() {
+    let out = bin().arg("test").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+}

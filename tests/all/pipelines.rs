@@ -1,0 +1,222 @@
+//! Whole pipelines through the binary: the embedded default, file layouts, shutdown.
+
+use crate::{bin, repo};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::IpAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// An independent reading of DESIGN.md contract 3, written as plainly as possible.
+struct Oracle {
+    events: Vec<Value>,
+}
+
+impl Oracle {
+    fn load(path: &std::path::Path) -> Oracle {
+        let events = std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        Oracle { events }
+    }
+
+    /// The `app` attribute of the owner of `ip` at `t`, if any.
+    fn app(&self, ip: IpAddr, t: u64) -> Option<String> {
+        // Rule 1: latest exact event at or before t (later lines win ties).
+        let mut exact: Option<&Value> = None;
+        for e in &self.events {
+            if e["ip"].as_str().map(|s| s.parse::<IpAddr>().unwrap()) == Some(ip)
+                && e["ts"].as_u64().unwrap() <= t
+                && exact.is_none_or(|x| x["ts"].as_u64() <= e["ts"].as_u64())
+            {
+                exact = Some(e);
+            }
+        }
+        if let Some(e) = exact
+            && e["op"] == "assign"
+        {
+            return e["attrs"]["app"].as_str().map(String::from);
+        }
+        // Rule 2: most specific CIDR whose latest event at or before t is an assign.
+        let mut per_cidr: BTreeMap<String, &Value> = BTreeMap::new();
+        for e in &self.events {
+            let Some(cidr) = e["cidr"].as_str() else { continue };
+            let net: ipnet::IpNet = cidr.parse().unwrap();
+            if net.contains(&ip) && e["ts"].as_u64().unwrap() <= t {
+                let entry = per_cidr.entry(cidr.to_string()).or_insert(e);
+                if entry["ts"].as_u64() <= e["ts"].as_u64() {
+                    *entry = e;
+                }
+            }
+        }
+        per_cidr
+            .iter()
+            .filter(|(_, e)| e["op"] == "assign")
+            .max_by_key(|(cidr, _)| cidr.parse::<ipnet::IpNet>().unwrap().prefix_len())
+            .and_then(|(_, e)| e["attrs"]["app"].as_str().map(String::from))
+    }
+}
+
+fn count_lines(dir: &std::path::Path) -> usize {
+    let mut total = 0;
+    for path in flowenrich::sources::file::expand(dir.to_str().unwrap()).unwrap() {
+        total += flowenrich::sources::file::open_text(&path).unwrap().lines().count();
+    }
+    total
+}
+
+#[test]
+fn the_embedded_default_accounts_for_every_line_and_misattributes_nothing() {
+    let out = bin().args(["run", "pipelines/local.toml"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for heading in [
+        "Top application pairs by bytes",
+        "Cross-region bytes by application pair",
+        "Cross-AZ bytes",
+        "Rejected flows",
+    ] {
+        assert!(stdout.contains(heading), "report lacks {heading}: {stdout}");
+    }
+
+    let data = repo().join("pipelines/data");
+    let files = flowenrich::sources::file::expand(data.join("flows").to_str().unwrap()).unwrap();
+    let input_lines = count_lines(&data.join("flows"));
+    let enriched = std::fs::read_to_string(repo().join("out/local/enriched.ndjson")).unwrap();
+    let dead = std::fs::read_to_string(repo().join("out/local/dead_letters.ndjson")).unwrap();
+    let (enriched, dead) = (enriched.lines().count(), dead.lines().count());
+    assert!(dead > 0, "the sample data holds malformed lines");
+    assert_eq!(enriched + dead + files.len(), input_lines, "every line is enriched, dead-lettered or a header");
+    assert!(stdout.contains(&format!("{enriched} flows")), "{stdout}");
+
+    let oracle = Oracle::load(&data.join("apps.jsonl"));
+    let mut attributed = 0;
+    for line in std::fs::read_to_string(repo().join("out/local/enriched.ndjson")).unwrap().lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let Some(t) = row["start"].as_u64() else { continue };
+        for side in ["src", "dst"] {
+            let addr = &row[format!("{side}addr")];
+            let Some(addr) = addr.as_str() else { continue };
+            let want = oracle.app(addr.parse().unwrap(), t);
+            let got = row[format!("{side}_app")].as_str().map(String::from);
+            assert_eq!(got, want, "{side} of {line}");
+            attributed += usize::from(got.is_some());
+        }
+    }
+    assert!(attributed > 5000, "sample data is mostly attributable ({attributed})");
+}
+
+#[test]
+fn file_source_reads_globs_gzip_and_keeps_each_files_header_to_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(flows.join("nested")).unwrap();
+    // a.log.gz: custom header. b.log: no header, default format. c.txt: not matched.
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(flows.join("a.log.gz")).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(b"start srcaddr dstaddr bytes\n1700000100 10.0.0.1 10.0.0.2 5\n").unwrap();
+    gz.finish().unwrap();
+    std::fs::write(
+        flows.join("nested/b.log"),
+        "2 1 eni 10.0.0.1 10.0.0.2 1 2 6 1 6 1700000100 1700000160 ACCEPT OK\r\nbad\n",
+    )
+    .unwrap();
+    std::fs::write(flows.join("c.txt"), "ignored\n").unwrap();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[sources.flows]
+type = "file"
+path = "flows/**/*.log*"
+batch_lines = 1
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["flows"]
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out/enriched.ndjson"
+
+[sinks.dead]
+type = "file"
+inputs = ["enrich.dead_letter"]
+path = "out/dead.ndjson"
+"#,
+    )
+    .unwrap();
+    let out = bin().arg("run").arg(&pipeline).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<Value> = std::fs::read_to_string(dir.path().join("out/enriched.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0], serde_json::json!({"start": 1700000100, "srcaddr": "10.0.0.1", "dstaddr": "10.0.0.2", "bytes": 5}));
+    assert_eq!(rows[1]["version"], 2, "b.log is parsed with the default format, not a.log's header");
+    let dead: Value = serde_json::from_str(std::fs::read_to_string(dir.path().join("out/dead.ndjson")).unwrap().trim()).unwrap();
+    assert_eq!(dead["line"], "bad");
+    assert_eq!(dead["component"], "enrich");
+    assert!(dead["stream"].as_str().unwrap().ends_with("nested/b.log"));
+    assert!(dead["error"].as_str().unwrap().contains("field count"));
+}
+
+#[test]
+fn sigterm_drains_in_flight_lines_flushes_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        r#"
+[sources.in]
+type = "stdin"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["in"]
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out.ndjson"
+"#,
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(&pipeline)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..250 {
+        writeln!(stdin, "2 1 eni 10.0.0.1 10.0.0.2 1 2 6 1 {i} 1700000100 1700000160 ACCEPT OK").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Keep stdin open: the source would run forever without the signal.
+    let out = dir.path().join("out.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 250 {
+        assert!(Instant::now() < deadline, "lines never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    drop(stdin);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let bytes: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["bytes"].as_u64().unwrap()).collect();
+    assert_eq!(bytes, (0..250).collect::<Vec<_>>());
+}
