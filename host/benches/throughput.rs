@@ -1,1 +1,251 @@
-fn main() {}
+//! Throughput of parse + 2 lookups + JSON, through the wasm component and natively.
+//!
+//! `cargo bench -p flowenrich --bench throughput` (add `-- --lines N` to change the
+//! input size, default 1,000,000). Prints lines/s per batch size for: the same plugin
+//! code compiled natively, the component with epoch interruption on (as pipelines run
+//! it) and off, and the ratios, all measured in one run on one thread.
+
+use flowenrich::metadata::{Event, Table, TableBuilder};
+use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
+use flowenrich_plugin::{Lookup, Processor};
+use std::sync::Arc;
+use std::time::Instant;
+
+const BATCH_SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
+const T0: u64 = 1_700_000_000;
+
+/// The host's lookup code, called directly instead of across the component boundary.
+struct NativeLookup<'a>(&'a Table);
+
+impl Lookup for NativeLookup<'_> {
+    fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32> {
+        addrs
+            .iter()
+            .zip(times)
+            .map(|(&a, &t)| self.0.lookup_v4(a, t))
+            .collect()
+    }
+    fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
+        addrs
+            .chunks_exact(2)
+            .zip(times)
+            .map(|(p, &t)| self.0.lookup_v6(((p[0] as u128) << 64) | p[1] as u128, t))
+            .collect()
+    }
+    fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
+        owners
+            .iter()
+            .flat_map(|&id| {
+                let owner = self.0.owner(id).or_else(|| self.0.owner(0)).unwrap();
+                [owner.src_fragment.clone(), owner.dst_fragment.clone()]
+            })
+            .collect()
+    }
+}
+
+/// Cheap deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn ip(i: u64) -> String {
+    format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+}
+
+/// 10,000 hosts, each reassigned every 10 minutes over an hour; 100 /24 fallbacks.
+fn table() -> Table {
+    let mut builder = TableBuilder::new();
+    let apps = [
+        "api", "web", "db", "cache", "batch", "payments", "search", "auth",
+    ];
+    let regions = ["us-east-1", "us-west-2", "eu-west-1"];
+    let mut rng = Rng(7);
+    for host in 0..10_000u64 {
+        for slot in 0..6 {
+            let app = apps[rng.below(apps.len() as u64) as usize];
+            let region = regions[rng.below(3) as usize];
+            let line = format!(
+                r#"{{"ts": {}, "op": "assign", "ip": "{}", "attrs": {{"app": "{app}", "cluster": "{app}-prod", "region": "{region}", "zone": "{region}a"}}}}"#,
+                T0 + slot * 600,
+                ip(host)
+            );
+            builder.apply(&Event::parse(&line).unwrap());
+        }
+    }
+    for net in 0..100u64 {
+        let line = format!(
+            r#"{{"ts": {T0}, "op": "assign", "cidr": "10.{}.{}.0/24", "attrs": {{"app": "vpc"}}}}"#,
+            net >> 8,
+            net & 0xff
+        );
+        builder.apply(&Event::parse(&line).unwrap());
+    }
+    builder.build()
+}
+
+fn lines(n: usize) -> Vec<String> {
+    let mut rng = Rng(42);
+    (0..n)
+        .map(|_| {
+            let start = T0 + rng.below(3600);
+            format!(
+                "2 123456789012 eni-{:08x} {} {} {} {} 6 {} {} {start} {} {} OK",
+                rng.below(1 << 32),
+                ip(rng.below(12_000)),
+                ip(rng.below(12_000)),
+                32768 + rng.below(28000),
+                [443, 5432, 6379, 8080][rng.below(4) as usize],
+                1 + rng.below(100),
+                40 + rng.below(1_000_000),
+                start + 60,
+                if rng.below(20) == 0 {
+                    "REJECT"
+                } else {
+                    "ACCEPT"
+                },
+            )
+        })
+        .collect()
+}
+
+fn batches(lines: &[String], size: usize) -> Vec<String> {
+    lines
+        .chunks(size)
+        .map(|chunk| {
+            let mut text = String::with_capacity(chunk.iter().map(|l| l.len() + 1).sum());
+            for line in chunk {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text
+        })
+        .collect()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let total = args
+        .iter()
+        .position(|a| a == "--lines")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000usize);
+    // `--native-only`: skip the wasm runs (for profiling the plugin code with perf).
+    let native_only = args.iter().any(|a| a == "--native-only");
+    let table = Arc::new(table());
+    let input = lines(total);
+    println!(
+        "host::transforms::wasm throughput: {total} lines, table of {} addresses ({} owners) + {} networks",
+        table.addresses(),
+        table.owners(),
+        table.networks()
+    );
+
+    // Lookup cost alone: every address of the input at its start time, in batches of 1,000.
+    let pairs: Vec<(u32, u64)> = input
+        .iter()
+        .flat_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let t: u64 = fields[10].parse().unwrap();
+            [fields[3], fields[4]].map(|a| (u32::from(a.parse::<std::net::Ipv4Addr>().unwrap()), t))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut attributed = 0usize;
+    for chunk in pairs.chunks(1000) {
+        let (addrs, times): (Vec<u32>, Vec<u64>) = chunk.iter().copied().unzip();
+        let owners = NativeLookup(&table).lookup_v4(&addrs, &times);
+        attributed += owners.iter().filter(|&&o| o != 0).count();
+    }
+    let per_ip = started.elapsed().as_nanos() as f64 / pairs.len() as f64;
+    println!(
+        "batched lookup (native, 1,000 IPs per call): {per_ip:.1} ns per IP ({attributed} of {} attributed)",
+        pairs.len()
+    );
+
+    let runtimes: Vec<Runtime> = if native_only {
+        Vec::new()
+    } else {
+        [true, false]
+            .map(|epoch_interruption| {
+                Runtime::new(RuntimeOptions {
+                    epoch_interruption,
+                    ..RuntimeOptions::default()
+                })
+                .unwrap()
+            })
+            .into()
+    };
+    let mut workers: Vec<_> = runtimes
+        .iter()
+        .map(|runtime| {
+            let component = runtime.load(flowenrich::embedded::COMPONENT).unwrap();
+            runtime
+                .worker(&component, &WorkerLimits::default())
+                .unwrap()
+        })
+        .collect();
+
+    println!(
+        "{:>7}  {:>14}  {:>14}  {:>14}  {:>11}  {:>11}",
+        "batch", "native l/s", "wasm+epoch l/s", "wasm l/s", "native/wasm", "epoch cost"
+    );
+    // `--batch N`: only that batch size.
+    let only_batch: Option<usize> = args
+        .iter()
+        .position(|a| a == "--batch")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
+    for size in BATCH_SIZES
+        .into_iter()
+        .filter(|s| only_batch.is_none_or(|only| only == *s))
+    {
+        let batches = batches(&input, size);
+        let mut processor = Processor::new();
+        let mut emitted = 0u64;
+        let started = Instant::now();
+        for batch in &batches {
+            emitted += processor
+                .process(None, batch, &mut NativeLookup(&table))
+                .unwrap()
+                .emitted as u64;
+        }
+        let native = total as f64 / started.elapsed().as_secs_f64();
+        assert_eq!(emitted, total as u64);
+
+        let mut rates = [f64::NAN; 2];
+        for (rate, worker) in rates.iter_mut().zip(workers.iter_mut()) {
+            let mut emitted = 0u64;
+            let started = Instant::now();
+            for batch in &batches {
+                emitted += worker
+                    .process(None, batch, &table)
+                    .unwrap()
+                    .unwrap()
+                    .emitted as u64;
+            }
+            *rate = total as f64 / started.elapsed().as_secs_f64();
+            assert_eq!(emitted, total as u64);
+        }
+        println!(
+            "{size:>7}  {:>14.0}  {:>14.0}  {:>14.0}  {:>10.2}x  {:>10.1}%",
+            native,
+            rates[0],
+            rates[1],
+            native / rates[0],
+            (rates[1] / rates[0] - 1.0) * 100.0
+        );
+    }
+    println!(
+        "(native/wasm compares native with wasm+epoch; epoch cost = extra time per line with epoch interruption on)"
+    );
+}

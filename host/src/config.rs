@@ -148,7 +148,9 @@ impl SinkConfig {
     /// Upstream component ids.
     pub fn inputs(&self) -> &[String] {
         match self {
-            SinkConfig::File { inputs, .. } | SinkConfig::Stdout { inputs } | SinkConfig::Report { inputs, .. } => inputs,
+            SinkConfig::File { inputs, .. }
+            | SinkConfig::Stdout { inputs }
+            | SinkConfig::Report { inputs, .. } => inputs,
         }
     }
 }
@@ -274,28 +276,41 @@ impl Pipeline {
         ];
         for (section, names) in &sections {
             for name in names {
-                if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+                {
                     return Err(self.invalid(
                         format!("{section}.{name}"),
                         "component ids may only hold letters, digits, `_` and `-`",
                     ));
                 }
                 if !ids.insert(name.as_str()) {
-                    return Err(self.invalid(format!("{section}.{name}"), "component id used twice"));
+                    return Err(
+                        self.invalid(format!("{section}.{name}"), "component id used twice")
+                    );
                 }
             }
         }
         for (name, metadata) in &c.metadata {
             if metadata.files().is_empty() {
-                return Err(self.invalid(format!("metadata.{name}.path"), "a file table needs `path` or `paths`"));
+                return Err(self.invalid(
+                    format!("metadata.{name}.path"),
+                    "a file table needs `path` or `paths`",
+                ));
             }
         }
         for (name, source) in &c.sources {
             let lines = match source {
-                SourceConfig::File { batch_lines, .. } | SourceConfig::Stdin { batch_lines } => *batch_lines,
+                SourceConfig::File { batch_lines, .. } | SourceConfig::Stdin { batch_lines } => {
+                    *batch_lines
+                }
             };
             if lines == 0 {
-                return Err(self.invalid(format!("sources.{name}.batch_lines"), "must be at least 1"));
+                return Err(
+                    self.invalid(format!("sources.{name}.batch_lines"), "must be at least 1")
+                );
             }
         }
         for (name, transform) in &c.transforms {
@@ -314,10 +329,16 @@ impl Pipeline {
                 ));
             }
             if *batch_timeout_ms == 0 {
-                return Err(self.invalid(format!("transforms.{name}.batch_timeout_ms"), "must be at least 1"));
+                return Err(self.invalid(
+                    format!("transforms.{name}.batch_timeout_ms"),
+                    "must be at least 1",
+                ));
             }
             if *memory_limit_mib == 0 {
-                return Err(self.invalid(format!("transforms.{name}.memory_limit_mib"), "must be at least 1"));
+                return Err(self.invalid(
+                    format!("transforms.{name}.memory_limit_mib"),
+                    "must be at least 1",
+                ));
             }
             self.check_inputs(&format!("transforms.{name}.inputs"), transform.inputs())?;
         }
@@ -337,7 +358,9 @@ impl Pipeline {
                 None => (input.as_str(), None),
             };
             let known = match output {
-                None => self.config.sources.contains_key(id) || self.config.transforms.contains_key(id),
+                None => {
+                    self.config.sources.contains_key(id) || self.config.transforms.contains_key(id)
+                }
                 Some(DEAD_LETTER) => self.config.transforms.contains_key(id),
                 Some(_) => false,
             };
@@ -379,8 +402,9 @@ impl Pipeline {
         }
         let mut done = BTreeSet::new();
         for id in self.config.transforms.keys() {
-            visit(&self.config, id, &mut Vec::new(), &mut done)
-                .map_err(|at| self.invalid(format!("transforms.{at}.inputs"), "transforms form a cycle"))?;
+            visit(&self.config, id, &mut Vec::new(), &mut done).map_err(|at| {
+                self.invalid(format!("transforms.{at}.inputs"), "transforms form a cycle")
+            })?;
         }
         Ok(())
     }
@@ -452,8 +476,13 @@ inputs = ["enrich.dead_letter"]
     #[test]
     fn good_pipeline_resolves_relative_paths() {
         let p = parse(GOOD).unwrap();
-        assert_eq!(p.config.metadata["apps"].files(), vec![PathBuf::from("/etc/p/apps.jsonl")]);
-        let SourceConfig::File { path, batch_lines } = &p.config.sources["flows"] else { panic!() };
+        assert_eq!(
+            p.config.metadata["apps"].files(),
+            vec![PathBuf::from("/etc/p/apps.jsonl")]
+        );
+        let SourceConfig::File { path, batch_lines } = &p.config.sources["flows"] else {
+            panic!()
+        };
         assert_eq!(path, "/etc/p/flows/*.log.gz");
         assert_eq!(*batch_lines, 1000);
     }
@@ -461,12 +490,30 @@ inputs = ["enrich.dead_letter"]
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("inputs = [\"flows\"]", "inputs = [\"nope\"]"), "transforms.enrich.inputs"),
-            (GOOD.replace("metadata = \"apps\"", "metadata = \"other\""), "transforms.enrich.metadata"),
-            (GOOD.replace("enrich.dead_letter", "enrich.errors"), "sinks.rejects.inputs"),
-            (GOOD.replace("type = \"stdout\"", "type = \"stdout\"\ncolour = 1"), "colour"),
-            (GOOD.replace("type = \"stdout\"", "type = \"kafka\""), "kafka"),
-            (GOOD.replace("[sinks.rejects]", "[sinks.enrich]"), "sinks.enrich"),
+            (
+                GOOD.replace("inputs = [\"flows\"]", "inputs = [\"nope\"]"),
+                "transforms.enrich.inputs",
+            ),
+            (
+                GOOD.replace("metadata = \"apps\"", "metadata = \"other\""),
+                "transforms.enrich.metadata",
+            ),
+            (
+                GOOD.replace("enrich.dead_letter", "enrich.errors"),
+                "sinks.rejects.inputs",
+            ),
+            (
+                GOOD.replace("type = \"stdout\"", "type = \"stdout\"\ncolour = 1"),
+                "colour",
+            ),
+            (
+                GOOD.replace("type = \"stdout\"", "type = \"kafka\""),
+                "kafka",
+            ),
+            (
+                GOOD.replace("[sinks.rejects]", "[sinks.enrich]"),
+                "sinks.enrich",
+            ),
         ];
         for (text, key) in cases {
             let message = parse(&text).unwrap_err().to_string();

@@ -3,7 +3,7 @@
 
 use crate::metadata::Table;
 use crate::runtime::{RuntimeError, Worker};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 
 /// Counts of one `enrich` run.
@@ -22,13 +22,13 @@ pub const BATCH_LINES: usize = 1024;
 
 /// Streams `input` through `worker`, writing results to `out` and rejections to `errors`.
 ///
-/// A batch is sent to the component when it is full or when no more input is buffered,
-/// so interactive use sees output promptly.
-pub fn run(
+/// A batch is sent to the component when it is full or when no more input is buffered
+/// (before the next read could block), so interactive use sees output promptly.
+pub fn run<R: Read>(
     worker: &mut Worker,
     table: &Arc<Table>,
     format: Option<String>,
-    mut input: impl BufRead,
+    input: &mut BufReader<R>,
     out: &mut impl Write,
     errors: &mut impl Write,
 ) -> Result<EnrichStats, EnrichError> {
@@ -47,7 +47,7 @@ pub fn run(
             }
             lines += 1;
         }
-        let drained = input.fill_buf().map(|b| b.is_empty()).unwrap_or(true);
+        let drained = input.buffer().is_empty();
         if lines > 0 && (n == 0 || lines >= BATCH_LINES || drained) {
             process_batch(worker, table, &mut format, &batch, out, errors, &mut stats)?;
             stats.lines += lines as u64;
@@ -69,29 +69,35 @@ fn process_batch(
     errors: &mut impl Write,
     stats: &mut EnrichStats,
 ) -> Result<(), EnrichError> {
-    let line_at = |index: u32| batch.lines().nth(index as usize).unwrap_or_default();
     match worker.process(format.as_deref(), batch, table) {
         Ok(Ok(result)) => {
-            out.write_all(result.output.as_bytes()).map_err(EnrichError::Io)?;
+            out.write_all(result.output.as_bytes())
+                .map_err(EnrichError::Io)?;
             out.flush().map_err(EnrichError::Io)?;
             stats.emitted += result.emitted as u64;
-            let lines: Vec<&str> = if result.errors.is_empty() { Vec::new() } else { batch.lines().collect() };
+            let lines: Vec<&str> = if result.errors.is_empty() {
+                Vec::new()
+            } else {
+                batch.lines().collect()
+            };
             for error in &result.errors {
                 let line = lines.get(error.line as usize).copied().unwrap_or_default();
                 write_error(errors, &error.message, line)?;
                 stats.rejected += 1;
             }
+            errors.flush().map_err(EnrichError::Io)?;
             *format = Some(result.format);
             Ok(())
         }
         Ok(Err(message)) => Err(EnrichError::Format(message)),
         Err(error) => {
             // The component failed twice on this batch: reject its lines, keep going.
-            let message = format!("batch failed in the component: {error}");
-            for index in 0..batch.lines().count() as u32 {
-                write_error(errors, &message, line_at(index))?;
+            let message = format!("component failed on this batch twice: {error}");
+            for line in batch.lines() {
+                write_error(errors, &message, line)?;
                 stats.rejected += 1;
             }
+            errors.flush().map_err(EnrichError::Io)?;
             Ok(())
         }
     }

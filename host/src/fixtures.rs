@@ -22,16 +22,34 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
     let input = read("input.log").map_err(|e| format!("input.log: {e}"))?;
     let expected = read("expected.jsonl").map_err(|e| format!("expected.jsonl: {e}"))?;
-    let format = read("format").ok().map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
+    let format = read("format")
+        .ok()
+        .map(|f| f.trim().to_string())
+        .filter(|f| !f.is_empty());
     let metadata_file = dir.join("metadata.jsonl");
-    let files: Vec<PathBuf> = if metadata_file.exists() { vec![metadata_file] } else { Vec::new() };
+    let files: Vec<PathBuf> = if metadata_file.exists() {
+        vec![metadata_file]
+    } else {
+        Vec::new()
+    };
     let (table, rejected) = metadata::load_files(&files).map_err(|e| e.to_string())?;
     if let Some((_, bad)) = rejected.first() {
-        return Err(format!("metadata.jsonl line {}: {}", bad.line_number, bad.error));
+        return Err(format!(
+            "metadata.jsonl line {}: {}",
+            bad.line_number, bad.error
+        ));
     }
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    enrich_cli::run(worker, &Arc::new(table), format, input.as_bytes(), &mut out, &mut errors).map_err(|e| e.to_string())?;
+    enrich_cli::run(
+        worker,
+        &Arc::new(table),
+        format,
+        &mut std::io::BufReader::new(input.as_bytes()),
+        &mut out,
+        &mut errors,
+    )
+    .map_err(|e| e.to_string())?;
 
     let actual = parse_lines(&String::from_utf8_lossy(&out), "output")?;
     let wanted = parse_lines(&expected, "expected.jsonl")?;
@@ -47,17 +65,26 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
             "expected {} rejected lines, got {}: {}",
             wanted_errors.len(),
             actual_errors.len(),
-            actual_errors.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+            actual_errors
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         ));
     }
     for (i, (got, want)) in actual_errors.iter().zip(&wanted_errors).enumerate() {
         if got["line"] != want["line"] {
-            return Err(format!("rejection {i}: line {} != expected {}", got["line"], want["line"]));
+            return Err(format!(
+                "rejection {i}: line {} != expected {}",
+                got["line"], want["line"]
+            ));
         }
         let reason = got["error"].as_str().unwrap_or_default();
         let needle = want["error"].as_str().unwrap_or_default();
         if !reason.contains(needle) {
-            return Err(format!("rejection {i}: reason `{reason}` does not contain `{needle}`"));
+            return Err(format!(
+                "rejection {i}: reason `{reason}` does not contain `{needle}`"
+            ));
         }
     }
     Ok(())
@@ -67,18 +94,27 @@ fn parse_lines(text: &str, what: &str) -> Result<Vec<Value>, String> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("{what} line {}: {e}: {l}", i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| format!("{what} line {}: {e}: {l}", i + 1))
+        })
         .collect()
 }
 
 fn compare_rows(what: &str, actual: &[Value], wanted: &[Value]) -> Result<(), String> {
     for (i, (got, want)) in actual.iter().zip(wanted).enumerate() {
         if got != want {
-            return Err(format!("{what} row {}:\n  got      {got}\n  expected {want}", i + 1));
+            return Err(format!(
+                "{what} row {}:\n  got      {got}\n  expected {want}",
+                i + 1
+            ));
         }
     }
     if actual.len() != wanted.len() {
-        return Err(format!("{what}: got {} rows, expected {}", actual.len(), wanted.len()));
+        return Err(format!(
+            "{what}: got {} rows, expected {}",
+            actual.len(),
+            wanted.len()
+        ));
     }
     Ok(())
 }

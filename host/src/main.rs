@@ -59,7 +59,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLOWENRICH_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("FLOWENRICH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .init();
     match dispatch(cli) {
@@ -93,7 +94,11 @@ fn component_bytes(path: Option<&PathBuf>) -> Result<std::borrow::Cow<'static, [
     })
 }
 
-fn enrich(metadata_files: Vec<PathBuf>, format: Option<String>, component: Option<PathBuf>) -> Result<ExitCode> {
+fn enrich(
+    metadata_files: Vec<PathBuf>,
+    format: Option<String>,
+    component: Option<PathBuf>,
+) -> Result<ExitCode> {
     let (table, rejected) = metadata::load_files(&metadata_files)?;
     for (path, bad) in &rejected {
         tracing::warn!(
@@ -111,10 +116,17 @@ fn enrich(metadata_files: Vec<PathBuf>, format: Option<String>, component: Optio
     {
         bail!("--format: {message}");
     }
-    let stdin = std::io::stdin().lock();
+    let mut stdin = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
     let mut stderr = std::io::BufWriter::new(std::io::stderr().lock());
-    flowenrich::enrich_cli::run(&mut worker, &Arc::new(table), format, stdin, &mut stdout, &mut stderr)?;
+    flowenrich::enrich_cli::run(
+        &mut worker,
+        &Arc::new(table),
+        format,
+        &mut stdin,
+        &mut stdout,
+        &mut stderr,
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -124,7 +136,9 @@ fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
         .transforms
         .values()
         .map(|t| match t {
-            TransformConfig::Wasm { memory_limit_mib, .. } => *memory_limit_mib,
+            TransformConfig::Wasm {
+                memory_limit_mib, ..
+            } => *memory_limit_mib,
         })
         .max()
         .unwrap_or(1);
@@ -153,7 +167,8 @@ fn validate(path: PathBuf) -> Result<ExitCode> {
 fn run(path: PathBuf) -> Result<ExitCode> {
     let pipeline = Pipeline::load(&path)?;
     let runtime = runtime_for(&pipeline)?;
-    let topology = Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
+    let topology =
+        Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let summary = topology.run(&runtime, stop)?;
@@ -172,28 +187,35 @@ fn run(path: PathBuf) -> Result<ExitCode> {
 
 /// First SIGINT/SIGTERM: stop sources, drain, flush, exit 0. Second: exit at once.
 fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        runtime.block_on(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut interrupt), Ok(mut terminate)) =
-                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-            else {
-                return;
-            };
-            loop {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                    if stop.swap(true, Ordering::SeqCst) {
+                        eprintln!("second signal: exiting without draining");
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "signal received: draining in-flight batches (send again to exit at once)"
+                    );
                 }
-                if stop.swap(true, Ordering::SeqCst) {
-                    eprintln!("second signal: exiting without draining");
-                    std::process::exit(130);
-                }
-                eprintln!("signal received: draining in-flight batches (send again to exit at once)");
-            }
-        })
-    })?;
+            })
+        })?;
     Ok(())
 }
 
@@ -206,7 +228,8 @@ fn test(dirs: Vec<PathBuf>, component: Option<PathBuf>) -> Result<ExitCode> {
             cases.push(dir.clone());
         } else {
             cases.extend(
-                flowenrich::fixtures::cases(dir).with_context(|| format!("cannot list {}", dir.display()))?,
+                flowenrich::fixtures::cases(dir)
+                    .with_context(|| format!("cannot list {}", dir.display()))?,
             );
         }
     }
@@ -223,10 +246,18 @@ fn test(dirs: Vec<PathBuf>, component: Option<PathBuf>) -> Result<ExitCode> {
             }
             Err(message) => {
                 failed += 1;
-                println!("FAILED  {}\n        {}", case.display(), message.replace('\n', "\n        "));
+                println!(
+                    "FAILED  {}\n        {}",
+                    case.display(),
+                    message.replace('\n', "\n        ")
+                );
             }
         }
     }
     println!("{passed} passed, {failed} failed");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

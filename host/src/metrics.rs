@@ -29,7 +29,12 @@ impl ComponentMetrics {
     }
     /// `component_errors_total{error_type} += n`.
     pub fn error(&self, error_type: &'static str, n: u64) {
-        *self.errors.lock().expect("metrics lock").entry(error_type).or_default() += n;
+        *self
+            .errors
+            .lock()
+            .expect("metrics lock")
+            .entry(error_type)
+            .or_default() += n;
     }
     /// Current totals.
     pub fn totals(&self) -> Totals {
@@ -87,7 +92,10 @@ impl Metrics {
         let mut out = String::new();
         let snapshot = self.snapshot();
         for (name, pick) in [
-            ("component_received_events_total", (|t: &Totals| t.received) as fn(&Totals) -> u64),
+            (
+                "component_received_events_total",
+                (|t: &Totals| t.received) as fn(&Totals) -> u64,
+            ),
             ("component_sent_events_total", |t| t.sent),
             ("component_discarded_events_total", |t| t.discarded),
         ] {
@@ -99,7 +107,10 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE component_errors_total counter");
         for (id, totals) in &snapshot {
             for (error_type, n) in &totals.errors {
-                let _ = writeln!(out, "component_errors_total{{component_id=\"{id}\",error_type=\"{error_type}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "component_errors_total{{component_id=\"{id}\",error_type=\"{error_type}\"}} {n}"
+                );
             }
         }
         out

@@ -5,6 +5,7 @@ use crate::fields::Kind;
 use crate::format::{Format, FormatError};
 use crate::json;
 use crate::parse::{self, Addr, LineError};
+use std::rc::Rc;
 
 /// Metadata lookups, answered by the host (or by a native stand-in in benchmarks).
 pub trait Lookup {
@@ -49,8 +50,8 @@ struct Pending {
 /// Reusable state for processing batches; keeps its buffers between calls.
 #[derive(Default)]
 pub struct Processor {
-    cached: Option<(String, Format)>,
-    formats: Vec<Format>,
+    cached: Option<(String, Rc<Format>)>,
+    formats: Vec<Rc<Format>>,
     spans: Vec<(u32, u32)>,
     pending: Vec<Pending>,
     v4_addrs: Vec<u32>,
@@ -67,20 +68,25 @@ impl Processor {
     }
 
     /// Parses `spec` (or the default format) using a one-entry cache.
-    fn format_for(&mut self, spec: Option<&str>) -> Result<Format, FormatError> {
+    fn format_for(&mut self, spec: Option<&str>) -> Result<Rc<Format>, FormatError> {
         let spec = spec.unwrap_or(crate::fields::DEFAULT_FORMAT);
         if let Some((cached_spec, format)) = &self.cached
             && cached_spec == spec
         {
             return Ok(format.clone());
         }
-        let format = Format::parse(spec)?;
+        let format = Rc::new(Format::parse(spec)?);
         self.cached = Some((spec.to_string(), format.clone()));
         Ok(format)
     }
 
     /// Processes newline-separated `text` (see the WIT `transform.process`).
-    pub fn process(&mut self, spec: Option<&str>, text: &str, lookup: &mut impl Lookup) -> Result<BatchOutput, FormatError> {
+    pub fn process(
+        &mut self,
+        spec: Option<&str>,
+        text: &str,
+        lookup: &mut impl Lookup,
+    ) -> Result<BatchOutput, FormatError> {
         let format = self.format_for(spec)?;
         self.formats.clear();
         self.formats.push(format);
@@ -94,42 +100,47 @@ impl Processor {
 
         // Pass 1: parse and collect addresses.
         let bytes = text.as_bytes();
-        let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let mut offset = 0usize;
+        let body_len = bytes.len() - usize::from(bytes.last() == Some(&b'\n'));
+        let mut start = 0usize;
         let mut index = 0u32;
-        if !text.is_empty() {
-            for raw in body.split(|&b| b == b'\n') {
-                let line_base = offset;
-                offset += raw.len() + 1;
-                let current = self.formats.len() - 1;
-                let first_span = self.spans.len() as u32;
-                match parse::parse_line(raw, line_base as u32, &self.formats[current], &mut self.spans) {
-                    Ok(parsed) => {
-                        let time = parsed.start;
-                        let src = self.slot(parsed.src, time);
-                        let dst = self.slot(parsed.dst, time);
-                        self.pending.push(Pending {
-                            first_span,
-                            format: current as u32,
-                            src,
-                            dst,
-                        });
-                    }
-                    Err(error) => {
-                        let line = std::str::from_utf8(raw).unwrap_or_default().trim();
-                        if let Some(header) = (!matches!(error, LineError::Empty))
-                            .then(|| Format::from_header(line))
-                            .flatten()
-                        {
-                            self.formats.push(header);
-                            result.headers.push(index);
-                        } else {
-                            result.errors.push((index, error.to_string()));
-                        }
+        while !text.is_empty() && start <= body_len {
+            let current = self.formats.len() - 1;
+            let first_span = self.spans.len() as u32;
+            let (parsed, end) = parse::parse_line_at(
+                &bytes[..body_len],
+                start,
+                &self.formats[current],
+                &mut self.spans,
+            );
+            match parsed {
+                Ok(parsed) => {
+                    let time = parsed.start;
+                    let src = self.slot(parsed.src, time);
+                    let dst = self.slot(parsed.dst, time);
+                    self.pending.push(Pending {
+                        first_span,
+                        format: current as u32,
+                        src,
+                        dst,
+                    });
+                }
+                Err(error) => {
+                    // Lines are cut at ASCII `\n`, so this slice is valid UTF-8.
+                    let line = text[start..end].trim();
+                    if let Some(header) = (!matches!(error, LineError::Empty))
+                        .then(|| Format::from_header(line))
+                        .flatten()
+                    {
+                        self.formats.push(Rc::new(header));
+                        result.headers.push(index);
+                    } else {
+                        result.errors.push((index, error.to_string()));
                     }
                 }
-                index += 1;
             }
+            // `end` is at the line's `\n` (or the end of the body); the next line follows.
+            start = end + 1;
+            index += 1;
         }
 
         // Pass 2: batched lookups, then the fragments of the owners seen.
@@ -158,7 +169,10 @@ impl Processor {
             if slot == NO_ADDR {
                 0
             } else if slot & V6_FLAG != 0 {
-                v6_owners.get((slot & !V6_FLAG) as usize).copied().unwrap_or(0)
+                v6_owners
+                    .get((slot & !V6_FLAG) as usize)
+                    .copied()
+                    .unwrap_or(0)
             } else {
                 v4_owners.get(slot as usize).copied().unwrap_or(0)
             }
@@ -166,21 +180,38 @@ impl Processor {
         let owners = &self.owners;
         let fragment = |owner: u32, side: usize| -> &[u8] {
             match owners.binary_search(&owner) {
-                Ok(at) => fragments.get(at * 2 + side).map(|s| s.as_bytes()).unwrap_or_default(),
+                Ok(at) => fragments
+                    .get(at * 2 + side)
+                    .map(|s| s.as_bytes())
+                    .unwrap_or_default(),
                 Err(_) => &[],
             }
         };
 
-        // Pass 3: JSON.
-        let mut out: Vec<u8> = Vec::with_capacity(text.len() * 2 + 64);
+        // Pass 3: JSON. Size the buffer once: input text, keys, quotes, fragments.
+        let widest_fragments = fragments
+            .chunks(2)
+            .map(|pair| pair.iter().map(String::len).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let widest_keys = self
+            .formats
+            .iter()
+            .map(|f| f.key_bytes() + 2 * f.len())
+            .max()
+            .unwrap_or(0);
+        let mut out: Vec<u8> = Vec::with_capacity(
+            text.len() + self.pending.len() * (widest_keys + widest_fragments + 8),
+        );
         for pending in &self.pending {
-            let format = &self.formats[pending.format as usize];
-            let spans = &self.spans[pending.first_span as usize..pending.first_span as usize + format.len()];
+            let format = &*self.formats[pending.format as usize];
+            let spans = &self.spans
+                [pending.first_span as usize..pending.first_span as usize + format.len()];
             for (pos, &(begin, end)) in spans.iter().enumerate() {
-                out.extend_from_slice(format.key(pos));
+                json::put(&mut out, format.key(pos));
                 let value = &bytes[begin as usize..end as usize];
                 if value == b"-" {
-                    out.extend_from_slice(b"null");
+                    json::put(&mut out, b"null");
                     continue;
                 }
                 match format.kind(pos) {
@@ -188,21 +219,27 @@ impl Processor {
                         if value.len() > 1 && value[0] == b'0' {
                             json::write_u64(&mut out, parse::parse_uint(value).unwrap_or_default());
                         } else {
-                            out.extend_from_slice(value);
+                            json::put(&mut out, value);
                         }
                     }
-                    Kind::Text | Kind::Ip => json::write_str(&mut out, value),
+                    // Field values hold no whitespace or control bytes (they separate
+                    // fields), so only quotes and backslashes can need escaping.
+                    Kind::Text | Kind::Ip => json::write_token(&mut out, value),
                 }
             }
-            out.extend_from_slice(fragment(owner_of(pending.src), 0));
-            out.extend_from_slice(fragment(owner_of(pending.dst), 1));
-            out.extend_from_slice(b"}\n");
+            json::put(&mut out, fragment(owner_of(pending.src), 0));
+            json::put(&mut out, fragment(owner_of(pending.dst), 1));
+            json::put(&mut out, b"}\n");
         }
         result.emitted = self.pending.len() as u32;
         // SAFETY: `out` holds slices of `text` cut at ASCII separators, ASCII punctuation,
         // digits and fragments that are `String`s, so it is valid UTF-8.
         result.output = unsafe { String::from_utf8_unchecked(out) };
-        result.format = self.formats.last().map(|f| f.canonical().to_string()).unwrap_or_default();
+        result.format = self
+            .formats
+            .last()
+            .map(|f| f.canonical().to_string())
+            .unwrap_or_default();
         Ok(result)
     }
 
@@ -246,14 +283,29 @@ mod tests {
         }
         fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
             assert_eq!(addrs.len(), times.len() * 2);
-            addrs.chunks(2).map(|p| if p == [0x2001_0db8_0000_0000, 1] { 2 } else { 0 }).collect()
+            addrs
+                .chunks(2)
+                .map(|p| {
+                    if p == [0x2001_0db8_0000_0000, 1] {
+                        2
+                    } else {
+                        0
+                    }
+                })
+                .collect()
         }
         fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
             owners
                 .iter()
                 .flat_map(|&o| match o {
-                    0 => [",\"src_app\":null".to_string(), ",\"dst_app\":null".to_string()],
-                    n => [format!(",\"src_app\":\"app{n}\""), format!(",\"dst_app\":\"app{n}\"")],
+                    0 => [
+                        ",\"src_app\":null".to_string(),
+                        ",\"dst_app\":null".to_string(),
+                    ],
+                    n => [
+                        format!(",\"src_app\":\"app{n}\""),
+                        format!(",\"dst_app\":\"app{n}\""),
+                    ],
                 })
                 .collect()
         }
@@ -270,13 +322,19 @@ mod tests {
                     2 1 eni 10.0.0.1 10.0.0.9 1 2 6 3 4 99 160 REJECT OK\n";
         let out = run(None, text);
         assert_eq!(out.emitted, 2);
-        assert_eq!(out.errors, vec![(1, "wrong field count: expected 14, found 1".to_string())]);
+        assert_eq!(
+            out.errors,
+            vec![(1, "wrong field count: expected 14, found 1".to_string())]
+        );
         let lines: Vec<&str> = out.output.lines().collect();
         assert_eq!(
             lines[0],
             r#"{"version":2,"account_id":"1","interface_id":"eni","srcaddr":"10.0.0.1","dstaddr":"10.0.0.9","srcport":1,"dstport":2,"protocol":6,"packets":3,"bytes":4,"start":100,"end":160,"action":"ACCEPT","log_status":"OK","src_app":"app1","dst_app":null}"#
         );
-        assert!(lines[1].contains(r#""src_app":null"#), "owned only from t=100");
+        assert!(
+            lines[1].contains(r#""src_app":null"#),
+            "owned only from t=100"
+        );
     }
 
     #[test]
@@ -294,19 +352,29 @@ mod tests {
     #[test]
     fn leading_zeros_are_normalised_and_dash_is_null() {
         let out = run(Some("${srcport} ${bytes} ${action}"), "007 - -");
-        assert_eq!(out.output, "{\"srcport\":7,\"bytes\":null,\"action\":null,\"src_app\":null,\"dst_app\":null}\n");
+        assert_eq!(
+            out.output,
+            "{\"srcport\":7,\"bytes\":null,\"action\":null,\"src_app\":null,\"dst_app\":null}\n"
+        );
     }
 
     #[test]
     fn empty_lines_are_errors_but_a_final_newline_is_not_a_line() {
         let out = run(Some("srcport"), "1\n\n  \n2\n");
         assert_eq!(out.emitted, 2);
-        assert_eq!(out.errors.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            out.errors.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(run(Some("srcport"), "").emitted, 0);
     }
 
     #[test]
     fn invalid_format_fails_the_batch() {
-        assert!(Processor::new().process(Some("nope"), "1", &mut Fake).is_err());
+        assert!(
+            Processor::new()
+                .process(Some("nope"), "1", &mut Fake)
+                .is_err()
+        );
     }
 }

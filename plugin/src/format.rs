@@ -37,8 +37,12 @@ impl std::error::Error for FormatError {}
 pub struct Format {
     /// Indexes into [`FIELDS`], in line order.
     fields: Vec<u8>,
+    /// The kind of each field, in line order.
+    kinds: Vec<Kind>,
     /// The JSON key of each field with its leading `{` or `,` and trailing `:`.
     keys: Vec<Box<[u8]>>,
+    /// Total length of `keys`.
+    key_bytes: usize,
     /// Position of `srcaddr` in the line, if present.
     pub(crate) src: Option<usize>,
     /// Position of `dstaddr` in the line, if present.
@@ -80,13 +84,14 @@ impl Format {
         }
         let mut fields: Vec<u8> = Vec::with_capacity(names.len());
         for name in names {
-            let index = fields::find(name).ok_or_else(|| FormatError::UnknownField(name.to_string()))?;
+            let index =
+                fields::find(name).ok_or_else(|| FormatError::UnknownField(name.to_string()))?;
             if fields.contains(&(index as u8)) {
                 return Err(FormatError::DuplicateField(FIELDS[index].name.to_string()));
             }
             fields.push(index as u8);
         }
-        let keys = fields
+        let keys: Vec<Box<[u8]>> = fields
             .iter()
             .enumerate()
             .map(|(pos, &index)| {
@@ -96,6 +101,11 @@ impl Format {
                     .into_boxed_slice()
             })
             .collect();
+        let kinds = fields
+            .iter()
+            .map(|&index| FIELDS[index as usize].kind)
+            .collect();
+        let key_bytes = keys.iter().map(|k| k.len()).sum();
         let position = |wanted: usize| fields.iter().position(|&index| index as usize == wanted);
         let canonical = fields
             .iter()
@@ -107,7 +117,9 @@ impl Format {
             dst: position(fields::DSTADDR),
             start: position(fields::START),
             fields,
+            kinds,
             keys,
+            key_bytes,
             canonical,
         })
     }
@@ -130,7 +142,12 @@ impl Format {
     /// The kind of the field at line position `pos`.
     #[inline]
     pub(crate) fn kind(&self, pos: usize) -> Kind {
-        FIELDS[self.fields[pos] as usize].kind
+        self.kinds[pos]
+    }
+
+    /// Total bytes of all JSON key prefixes (sizing output buffers).
+    pub(crate) fn key_bytes(&self) -> usize {
+        self.key_bytes
     }
 
     /// The AWS name of the field at line position `pos`.
@@ -186,7 +203,10 @@ mod tests {
         let format = Format::default();
         assert_eq!(format.len(), 14);
         assert_eq!(format.canonical(), DEFAULT_FORMAT);
-        assert_eq!((format.src, format.dst, format.start), (Some(3), Some(4), Some(10)));
+        assert_eq!(
+            (format.src, format.dst, format.start),
+            (Some(3), Some(4), Some(10))
+        );
     }
 
     #[test]
@@ -221,14 +241,19 @@ mod tests {
             Format::parse("${version} account-id").unwrap_err(),
             FormatError::Malformed(_)
         ));
-        assert!(matches!(Format::parse("${version").unwrap_err(), FormatError::Malformed(_)));
+        assert!(matches!(
+            Format::parse("${version").unwrap_err(),
+            FormatError::Malformed(_)
+        ));
     }
 
     #[test]
     fn headers_are_recognised_and_data_is_not() {
         let header = Format::from_header("version vpc-id srcaddr dstaddr start").unwrap();
         assert_eq!(header.len(), 5);
-        assert!(Format::from_header("2 123 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 ACCEPT OK").is_none());
+        assert!(
+            Format::from_header("2 123 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 ACCEPT OK").is_none()
+        );
         assert!(Format::from_header("ACCEPT OK").is_none());
         assert!(Format::from_header("").is_none());
         assert!(Format::from_header("version version").is_none());

@@ -24,8 +24,8 @@ mod component {
     });
 
     use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
-    use flowenrich::enrich::types::LineError;
     use flowenrich::enrich::lookup;
+    use flowenrich::enrich::types::LineError;
     use std::cell::RefCell;
 
     thread_local! {

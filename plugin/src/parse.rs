@@ -84,10 +84,26 @@ pub struct Parsed {
     pub start: Option<u64>,
 }
 
-/// Splits `line` (already trimmed) into fields, validates each against `format`, and
-/// appends the byte spans (relative to `base`) to `spans`. On error `spans` is left as
-/// it was.
-pub fn parse_line(line: &[u8], base: u32, format: &Format, spans: &mut Vec<(u32, u32)>) -> Result<Parsed, LineError> {
+/// Splits `line` into fields, validates each against `format`, and appends the byte
+/// spans (relative to `line`) to `spans`. On error `spans` is left as it was.
+pub fn parse_line(
+    line: &[u8],
+    format: &Format,
+    spans: &mut Vec<(u32, u32)>,
+) -> Result<Parsed, LineError> {
+    parse_line_at(line, 0, format, spans).0
+}
+
+/// Parses the line that starts at `start` in `text` and ends at the next `\n` (or the
+/// end of `text`). Fields are separated by runs of spaces, tabs or other control bytes;
+/// spans are absolute offsets into `text`. Returns the result and the line's end.
+#[inline]
+pub fn parse_line_at(
+    text: &[u8],
+    start: usize,
+    format: &Format,
+    spans: &mut Vec<(u32, u32)>,
+) -> (Result<Parsed, LineError>, usize) {
     let mark = spans.len();
     let expected = format.len();
     let mut parsed = Parsed {
@@ -96,52 +112,55 @@ pub fn parse_line(line: &[u8], base: u32, format: &Format, spans: &mut Vec<(u32,
         start: None,
     };
     let mut pos = 0usize;
-    let mut i = 0usize;
+    let mut i = start;
+    let n = text.len();
     // A wrong field count is the more useful message, so keep counting after a bad value.
     let mut first_error: Option<LineError> = None;
-    let n = line.len();
-    while i < n {
-        while i < n && is_space(line[i]) {
+    loop {
+        // Skip separators; stop at the end of the line.
+        while i < n && text[i] <= b' ' && text[i] != b'\n' {
             i += 1;
         }
-        if i == n {
+        if i == n || text[i] == b'\n' {
             break;
         }
         let begin = i;
-        while i < n && !is_space(line[i]) {
-            i += 1;
-        }
+        i += text[i..].iter().position(|&b| b <= b' ').unwrap_or(n - i);
         if pos < expected && first_error.is_none() {
-            let value = &line[begin..i];
-            match check_field(format, pos, value, &mut parsed) {
-                Ok(()) => spans.push((base + begin as u32, base + i as u32)),
+            match check_field(format, pos, &text[begin..i], &mut parsed) {
+                Ok(()) => spans.push((begin as u32, i as u32)),
                 Err(error) => first_error = Some(error),
             }
         }
         pos += 1;
     }
+    let end = i;
     if pos != expected {
         spans.truncate(mark);
-        return Err(if pos == 0 {
+        let error = if pos == 0 {
             LineError::Empty
         } else {
-            LineError::FieldCount { expected, found: pos }
-        });
+            LineError::FieldCount {
+                expected,
+                found: pos,
+            }
+        };
+        return (Err(error), end);
     }
     if let Some(error) = first_error {
         spans.truncate(mark);
-        return Err(error);
+        return (Err(error), end);
     }
-    Ok(parsed)
+    (Ok(parsed), end)
 }
 
 #[inline]
-fn is_space(b: u8) -> bool {
-    b == b' ' || b == b'\t' || b == b'\r' || b == b'\n'
-}
-
-#[inline]
-fn check_field(format: &Format, pos: usize, value: &[u8], parsed: &mut Parsed) -> Result<(), LineError> {
+fn check_field(
+    format: &Format,
+    pos: usize,
+    value: &[u8],
+    parsed: &mut Parsed,
+) -> Result<(), LineError> {
     if value == b"-" {
         return Ok(());
     }
@@ -186,6 +205,17 @@ pub fn parse_uint(text: &[u8]) -> Option<u64> {
         return None;
     }
     let mut value: u64 = 0;
+    if text.len() < 20 {
+        // Up to 19 digits cannot overflow a u64.
+        for &b in text {
+            let digit = b.wrapping_sub(b'0');
+            if digit > 9 {
+                return None;
+            }
+            value = value * 10 + digit as u64;
+        }
+        return Some(value);
+    }
     for &b in text {
         let digit = b.wrapping_sub(b'0');
         if digit > 9 {
@@ -258,8 +288,14 @@ mod tests {
     fn parse(line: &str) -> Result<(Parsed, Vec<String>), LineError> {
         let format = Format::default();
         let mut spans = Vec::new();
-        let parsed = parse_line(line.as_bytes(), 0, &format, &mut spans)?;
-        Ok((parsed, spans.iter().map(|&(a, b)| line[a as usize..b as usize].to_string()).collect()))
+        let parsed = parse_line(line.as_bytes(), &format, &mut spans)?;
+        Ok((
+            parsed,
+            spans
+                .iter()
+                .map(|&(a, b)| line[a as usize..b as usize].to_string())
+                .collect(),
+        ))
     }
 
     #[test]
@@ -267,13 +303,17 @@ mod tests {
         let (parsed, fields) =
             parse("2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK").unwrap();
         assert_eq!(fields.len(), 14);
-        assert_eq!(parsed.src, Addr::V4(u32::from(Ipv4Addr::new(172, 31, 16, 139))));
+        assert_eq!(
+            parsed.src,
+            Addr::V4(u32::from(Ipv4Addr::new(172, 31, 16, 139)))
+        );
         assert_eq!(parsed.start, Some(1418530010));
     }
 
     #[test]
     fn runs_of_spaces_and_nodata() {
-        let (parsed, fields) = parse("2  123 eni-1   - - - - - - - 1431280876 1431280934 - NODATA").unwrap();
+        let (parsed, fields) =
+            parse("2  123 eni-1   - - - - - - - 1431280876 1431280934 - NODATA").unwrap();
         assert_eq!(fields[3], "-");
         assert_eq!(parsed.src, Addr::None);
         assert_eq!(parsed.start, Some(1431280876));
@@ -285,28 +325,67 @@ mod tests {
         assert_eq!(parse("   ").unwrap_err(), LineError::Empty);
         assert_eq!(
             parse("2 123 eni-1").unwrap_err(),
-            LineError::FieldCount { expected: 14, found: 3 }
+            LineError::FieldCount {
+                expected: 14,
+                found: 3
+            }
         );
         let bad_port = parse("2 1 e 10.0.0.1 10.0.0.2 70000 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
-        assert!(matches!(bad_port, LineError::OutOfRange { field: "srcport", max: 65535, .. }));
-        let bad_bytes = parse("2 1 e 10.0.0.1 10.0.0.2 1 22 6 1 99999999999999999999 1 2 ACCEPT OK").unwrap_err();
-        assert!(matches!(bad_bytes, LineError::NotANumber { field: "bytes", .. }));
+        assert!(matches!(
+            bad_port,
+            LineError::OutOfRange {
+                field: "srcport",
+                max: 65535,
+                ..
+            }
+        ));
+        let bad_bytes =
+            parse("2 1 e 10.0.0.1 10.0.0.2 1 22 6 1 99999999999999999999 1 2 ACCEPT OK")
+                .unwrap_err();
+        assert!(matches!(
+            bad_bytes,
+            LineError::NotANumber { field: "bytes", .. }
+        ));
         let neg = parse("2 1 e 10.0.0.1 10.0.0.2 -1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
-        assert!(matches!(neg, LineError::NotANumber { field: "srcport", .. }));
+        assert!(matches!(
+            neg,
+            LineError::NotANumber {
+                field: "srcport",
+                ..
+            }
+        ));
         let bad_ip = parse("2 1 e 10.0.0.256 10.0.0.2 1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
-        assert!(matches!(bad_ip, LineError::BadAddress { field: "srcaddr", .. }));
+        assert!(matches!(
+            bad_ip,
+            LineError::BadAddress {
+                field: "srcaddr",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn addresses() {
         assert_eq!(parse_addr(b"0.0.0.0"), Some(Addr::V4(0)));
         assert_eq!(parse_addr(b"255.255.255.255"), Some(Addr::V4(u32::MAX)));
-        for bad in ["1.2.3", "1.2.3.4.5", "01.2.3.4", "1.2.3.4x", "1..2.3", "", "1234.1.1.1", ":::", "abc"] {
+        for bad in [
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.4x",
+            "1..2.3",
+            "",
+            "1234.1.1.1",
+            ":::",
+            "abc",
+        ] {
             assert_eq!(parse_addr(bad.as_bytes()), None, "{bad}");
         }
         assert_eq!(
             parse_addr(b"2001:db8::1"),
-            Some(Addr::V6(u128::from("2001:db8::1".parse::<Ipv6Addr>().unwrap())))
+            Some(Addr::V6(u128::from(
+                "2001:db8::1".parse::<Ipv6Addr>().unwrap()
+            )))
         );
     }
 

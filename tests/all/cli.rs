@@ -13,7 +13,12 @@ fn enrich(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -30,11 +35,17 @@ fn enrich_writes_json_to_stdout_and_each_rejected_line_to_stderr() {
                  2 123456789012 eni-1 10.0.1.10 10.1.1.10 1 2 6 3 4 1700000100 1700000160 ACCEPT OK\n";
     let (code, stdout, stderr) = enrich(&["--metadata", metadata.to_str().unwrap()], input);
     assert_eq!(code, 0, "{stderr}");
-    let rows: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["src_app"], "api");
     assert_eq!(rows[0]["dst_region"], "us-west-2");
-    let errors: Vec<serde_json::Value> = stderr.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert_eq!(errors[0]["line"], "oops");
     assert!(errors[0]["error"].as_str().unwrap().contains("field count"));
@@ -48,7 +59,10 @@ fn enrich_accepts_aws_format_syntax_and_rejects_unknown_fields() {
     let (code, stdout, stderr) = enrich(&["--format", "srcaddr colour"], "10.0.0.1 red\n");
     assert_ne!(code, 0);
     assert!(stdout.is_empty());
-    assert!(stderr.contains("unknown flow-log field `colour`"), "{stderr}");
+    assert!(
+        stderr.contains("unknown flow-log field `colour`"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -66,7 +80,8 @@ fn validate(text: &str) -> (i32, String) {
     let path = dir.path().join("p.toml");
     std::fs::write(&path, text).unwrap();
     let out = bin().arg("validate").arg(&path).output().unwrap();
-    let all = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), all)
 }
 
@@ -99,8 +114,16 @@ inputs = ["enrich"]
 #[test]
 fn validate_accepts_the_shipped_pipelines() {
     for name in ["local.toml"] {
-        let out = bin().arg("validate").arg(repo().join("pipelines").join(name)).output().unwrap();
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = bin()
+            .arg("validate")
+            .arg(repo().join("pipelines").join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (code, out) = validate(&pipeline(""));
     assert_eq!(code, 0, "{out}");
@@ -113,17 +136,37 @@ fn validate_names_the_offending_key_or_file() {
     // A valid but empty component: it exports nothing, so it fails the type check.
     std::fs::write(&empty_component, b"\0asm\x0d\x00\x01\x00").unwrap();
     let cases = [
-        (pipeline("format = \"srcaddr colour\""), "transforms.enrich.format"),
-        (pipeline("batch_timeout_ms = 0"), "transforms.enrich.batch_timeout_ms"),
+        (
+            pipeline("format = \"srcaddr colour\""),
+            "transforms.enrich.format",
+        ),
+        (
+            pipeline("batch_timeout_ms = 0"),
+            "transforms.enrich.batch_timeout_ms",
+        ),
         (pipeline("colour = \"red\""), "unknown field `colour`"),
-        (pipeline("component = \"/nonexistent/x.wasm\""), "transforms.enrich.component"),
+        (
+            pipeline("component = \"/nonexistent/x.wasm\""),
+            "transforms.enrich.component",
+        ),
         (
             pipeline(&format!("component = \"{}\"", empty_component.display())),
             "does not implement flowenrich:enrich/enricher@0.1.0",
         ),
-        (pipeline("").replace("\"{data}/flows\"", "x").replace("/flows\"", "/no-such-dir\""), "sources.flows.path"),
-        (pipeline("").replace("inputs = [\"enrich\"]", "inputs = [\"enrich.dropped\"]"), "sinks.out.inputs"),
-        (pipeline("").replace("apps.jsonl", "missing.jsonl"), "metadata.apps.path"),
+        (
+            pipeline("")
+                .replace("\"{data}/flows\"", "x")
+                .replace("/flows\"", "/no-such-dir\""),
+            "sources.flows.path",
+        ),
+        (
+            pipeline("").replace("inputs = [\"enrich\"]", "inputs = [\"enrich.dropped\"]"),
+            "sinks.out.inputs",
+        ),
+        (
+            pipeline("").replace("apps.jsonl", "missing.jsonl"),
+            "metadata.apps.path",
+        ),
     ];
     for (text, needle) in cases {
         let (code, out) = validate(&text);

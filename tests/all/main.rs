@@ -2,6 +2,7 @@
 //! the `flowenrich` binary.
 
 mod cli;
+mod failures;
 mod fixtures;
 mod pipelines;
 
@@ -9,7 +10,10 @@ use std::path::PathBuf;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The `flowenrich` binary built for these tests.

@@ -44,7 +44,9 @@ impl Oracle {
         // Rule 2: most specific CIDR whose latest event at or before t is an assign.
         let mut per_cidr: BTreeMap<String, &Value> = BTreeMap::new();
         for e in &self.events {
-            let Some(cidr) = e["cidr"].as_str() else { continue };
+            let Some(cidr) = e["cidr"].as_str() else {
+                continue;
+            };
             let net: ipnet::IpNet = cidr.parse().unwrap();
             if net.contains(&ip) && e["ts"].as_u64().unwrap() <= t {
                 let entry = per_cidr.entry(cidr.to_string()).or_insert(e);
@@ -64,16 +66,26 @@ impl Oracle {
 fn count_lines(dir: &std::path::Path) -> usize {
     let mut total = 0;
     for path in flowenrich::sources::file::expand(dir.to_str().unwrap()).unwrap() {
-        total += flowenrich::sources::file::open_text(&path).unwrap().lines().count();
+        total += flowenrich::sources::file::open_text(&path)
+            .unwrap()
+            .lines()
+            .count();
     }
     total
 }
 
 #[test]
 fn the_embedded_default_accounts_for_every_line_and_misattributes_nothing() {
-    let out = bin().args(["run", "pipelines/local.toml"]).output().unwrap();
+    let out = bin()
+        .args(["run", "pipelines/local.toml"])
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for heading in [
         "Top application pairs by bytes",
         "Cross-region bytes by application pair",
@@ -90,14 +102,23 @@ fn the_embedded_default_accounts_for_every_line_and_misattributes_nothing() {
     let dead = std::fs::read_to_string(repo().join("out/local/dead_letters.ndjson")).unwrap();
     let (enriched, dead) = (enriched.lines().count(), dead.lines().count());
     assert!(dead > 0, "the sample data holds malformed lines");
-    assert_eq!(enriched + dead + files.len(), input_lines, "every line is enriched, dead-lettered or a header");
+    assert_eq!(
+        enriched + dead + files.len(),
+        input_lines,
+        "every line is enriched, dead-lettered or a header"
+    );
     assert!(stdout.contains(&format!("{enriched} flows")), "{stdout}");
 
     let oracle = Oracle::load(&data.join("apps.jsonl"));
     let mut attributed = 0;
-    for line in std::fs::read_to_string(repo().join("out/local/enriched.ndjson")).unwrap().lines() {
+    for line in std::fs::read_to_string(repo().join("out/local/enriched.ndjson"))
+        .unwrap()
+        .lines()
+    {
         let row: Value = serde_json::from_str(line).unwrap();
-        let Some(t) = row["start"].as_u64() else { continue };
+        let Some(t) = row["start"].as_u64() else {
+            continue;
+        };
         for side in ["src", "dst"] {
             let addr = &row[format!("{side}addr")];
             let Some(addr) = addr.as_str() else { continue };
@@ -107,7 +128,10 @@ fn the_embedded_default_accounts_for_every_line_and_misattributes_nothing() {
             attributed += usize::from(got.is_some());
         }
     }
-    assert!(attributed > 5000, "sample data is mostly attributable ({attributed})");
+    assert!(
+        attributed > 5000,
+        "sample data is mostly attributable ({attributed})"
+    );
 }
 
 #[test]
@@ -120,7 +144,8 @@ fn file_source_reads_globs_gzip_and_keeps_each_files_header_to_itself() {
         std::fs::File::create(flows.join("a.log.gz")).unwrap(),
         flate2::Compression::default(),
     );
-    gz.write_all(b"start srcaddr dstaddr bytes\n1700000100 10.0.0.1 10.0.0.2 5\n").unwrap();
+    gz.write_all(b"start srcaddr dstaddr bytes\n1700000100 10.0.0.1 10.0.0.2 5\n")
+        .unwrap();
     gz.finish().unwrap();
     std::fs::write(
         flows.join("nested/b.log"),
@@ -154,16 +179,31 @@ path = "out/dead.ndjson"
     )
     .unwrap();
     let out = bin().arg("run").arg(&pipeline).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows: Vec<Value> = std::fs::read_to_string(dir.path().join("out/enriched.ndjson"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[0], serde_json::json!({"start": 1700000100, "srcaddr": "10.0.0.1", "dstaddr": "10.0.0.2", "bytes": 5}));
-    assert_eq!(rows[1]["version"], 2, "b.log is parsed with the default format, not a.log's header");
-    let dead: Value = serde_json::from_str(std::fs::read_to_string(dir.path().join("out/dead.ndjson")).unwrap().trim()).unwrap();
+    assert_eq!(
+        rows[0],
+        serde_json::json!({"start": 1700000100, "srcaddr": "10.0.0.1", "dstaddr": "10.0.0.2", "bytes": 5})
+    );
+    assert_eq!(
+        rows[1]["version"], 2,
+        "b.log is parsed with the default format, not a.log's header"
+    );
+    let dead: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("out/dead.ndjson"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
     assert_eq!(dead["line"], "bad");
     assert_eq!(dead["component"], "enrich");
     assert!(dead["stream"].as_str().unwrap().ends_with("nested/b.log"));
@@ -201,22 +241,45 @@ path = "out.ndjson"
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     for i in 0..250 {
-        writeln!(stdin, "2 1 eni 10.0.0.1 10.0.0.2 1 2 6 1 {i} 1700000100 1700000160 ACCEPT OK").unwrap();
+        writeln!(
+            stdin,
+            "2 1 eni 10.0.0.1 10.0.0.2 1 2 6 1 {i} 1700000100 1700000160 ACCEPT OK"
+        )
+        .unwrap();
     }
     stdin.flush().unwrap();
     // Keep stdin open: the source would run forever without the signal.
     let out = dir.path().join("out.ndjson");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < 250 {
+    while std::fs::read_to_string(&out)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+        < 250
+    {
         assert!(Instant::now() < deadline, "lines never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     drop(stdin);
     let text = std::fs::read_to_string(&out).unwrap();
-    let bytes: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["bytes"].as_u64().unwrap()).collect();
+    let bytes: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["bytes"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(bytes, (0..250).collect::<Vec<_>>());
 }

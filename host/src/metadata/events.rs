@@ -94,9 +94,16 @@ impl Event {
     pub fn parse(line: &str) -> Result<Event, EventError> {
         let raw: RawEvent = serde_json::from_str(line)?;
         let target = match (&raw.ip, &raw.cidr) {
-            (Some(ip), None) => Target::Ip(ip.trim().parse().map_err(|_| EventError::BadIp(ip.clone()))?),
+            (Some(ip), None) => Target::Ip(
+                ip.trim()
+                    .parse()
+                    .map_err(|_| EventError::BadIp(ip.clone()))?,
+            ),
             (None, Some(cidr)) => {
-                let net: IpNet = cidr.trim().parse().map_err(|_| EventError::BadCidr(cidr.clone()))?;
+                let net: IpNet = cidr
+                    .trim()
+                    .parse()
+                    .map_err(|_| EventError::BadCidr(cidr.clone()))?;
                 Target::Cidr(net.trunc())
             }
             _ => return Err(EventError::Target),
@@ -106,7 +113,11 @@ impl Event {
             "unassign" => Op::Unassign,
             other => return Err(EventError::UnknownOp(other.to_string())),
         };
-        Ok(Event { ts: raw.ts, target, op })
+        Ok(Event {
+            ts: raw.ts,
+            target,
+            op,
+        })
     }
 }
 
@@ -162,12 +173,16 @@ mod tests {
 
     #[test]
     fn contract_examples_parse() {
-        let e = Event::parse(r#"{"ts": 1700000000, "op": "assign", "ip": "10.1.2.3", "attrs": {"app": "api"}}"#).unwrap();
+        let e = Event::parse(
+            r#"{"ts": 1700000000, "op": "assign", "ip": "10.1.2.3", "attrs": {"app": "api"}}"#,
+        )
+        .unwrap();
         assert_eq!(e.ts, 1700000000);
         assert_eq!(e.target, Target::Ip("10.1.2.3".parse().unwrap()));
         let e = Event::parse(r#"{"ts": 1700000300, "op": "unassign", "ip": "10.1.2.3"}"#).unwrap();
         assert_eq!(e.op, Op::Unassign);
-        let e = Event::parse(r#"{"ts": 1, "op": "assign", "cidr": "10.1.7.9/16", "attrs": {}}"#).unwrap();
+        let e = Event::parse(r#"{"ts": 1, "op": "assign", "cidr": "10.1.7.9/16", "attrs": {}}"#)
+            .unwrap();
         assert_eq!(e.target, Target::Cidr("10.1.0.0/16".parse().unwrap()));
     }
 
@@ -175,13 +190,34 @@ mod tests {
     fn bad_events_are_explained() {
         let cases = [
             (r#"{"ts": 1, "op": "move", "ip": "10.0.0.1"}"#, "unknown_op"),
-            (r#"{"ts": 1, "op": "assign", "attrs": {}}"#, "missing_target"),
-            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "cidr": "10.0.0.0/8", "attrs": {}}"#, "missing_target"),
-            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.300", "attrs": {}}"#, "invalid_ip"),
-            (r#"{"ts": 1, "op": "assign", "cidr": "10.0.0.0/33", "attrs": {}}"#, "invalid_cidr"),
-            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1"}"#, "missing_attrs"),
-            (r#"{"ts": -1, "op": "assign", "ip": "10.0.0.1", "attrs": {}}"#, "invalid_json"),
-            (r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "attrs": {"n": 1}}"#, "invalid_json"),
+            (
+                r#"{"ts": 1, "op": "assign", "attrs": {}}"#,
+                "missing_target",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "cidr": "10.0.0.0/8", "attrs": {}}"#,
+                "missing_target",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "ip": "10.0.0.300", "attrs": {}}"#,
+                "invalid_ip",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "cidr": "10.0.0.0/33", "attrs": {}}"#,
+                "invalid_cidr",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1"}"#,
+                "missing_attrs",
+            ),
+            (
+                r#"{"ts": -1, "op": "assign", "ip": "10.0.0.1", "attrs": {}}"#,
+                "invalid_json",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "attrs": {"n": 1}}"#,
+                "invalid_json",
+            ),
             ("not json", "invalid_json"),
         ];
         for (line, kind) in cases {

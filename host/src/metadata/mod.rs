@@ -1,6 +1,7 @@
 //! Application metadata: change events, the time-aware table, and the shared handle
 //! through which workers read one snapshot per batch.
 
+pub mod addr_map;
 pub mod events;
 pub mod table;
 
@@ -38,7 +39,8 @@ impl SharedTable {
     /// Replaces the table; readers see either the old or the new one, never a mix.
     pub fn replace(&self, table: Table) {
         self.current.store(Arc::new(table));
-        self.version.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.version
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// How many tables have been installed.
@@ -62,7 +64,9 @@ pub enum MetadataError {
 
 /// Loads changelog files in order into one table. Rejected lines are returned (with their
 /// file) so the caller can report and count them; every other line is used.
-pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Vec<(PathBuf, events::BadLine)>), MetadataError> {
+pub fn load_files(
+    paths: &[impl AsRef<Path>],
+) -> Result<(Table, Vec<(PathBuf, events::BadLine)>), MetadataError> {
     let mut builder = TableBuilder::new();
     let mut rejected = Vec::new();
     for path in paths {
@@ -72,7 +76,11 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Vec<(PathBuf, ev
             source,
         })?;
         builder.extend(&log.events);
-        rejected.extend(log.rejected.into_iter().map(|bad| (path.to_path_buf(), bad)));
+        rejected.extend(
+            log.rejected
+                .into_iter()
+                .map(|bad| (path.to_path_buf(), bad)),
+        );
     }
     Ok((builder.build(), rejected))
 }

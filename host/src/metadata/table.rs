@@ -5,6 +5,7 @@
 //! latest event at or before `t` is an `assign`; otherwise nobody. Events with equal
 //! timestamps apply in the order they were read, so the later one wins.
 
+use super::addr_map::{AddrKey, AddrMap};
 use super::events::{Attrs, Event, Op, Target};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
@@ -17,12 +18,8 @@ pub const UNATTRIBUTED: u32 = 0;
 /// [`UNATTRIBUTED`] marks an `unassign`.
 type History = Vec<(u64, u32)>;
 
-/// Owner at time `t` according to `history`, if any event happened at or before `t`.
-#[inline]
-fn at(history: &History, t: u64) -> Option<u32> {
-    let after = history.partition_point(|&(ts, _)| ts <= t);
-    (after > 0).then(|| history[after - 1].1)
-}
+/// How far ahead of the current lookup a batch prefetches slots (timelines: half that).
+const PREFETCH_AHEAD: usize = 16;
 
 /// One owner: its attributes and the JSON fragments the component appends.
 #[derive(Debug, Clone)]
@@ -36,17 +33,15 @@ pub struct Owner {
 }
 
 /// CIDR timelines for one prefix length.
-#[derive(Debug, Default)]
 struct PrefixLevel<K> {
-    len: u8,
-    nets: FxHashMap<K, History>,
+    mask: K,
+    nets: AddrMap<K>,
 }
 
 /// An immutable snapshot of the attribution table. Build it with [`TableBuilder`].
-#[derive(Debug)]
 pub struct Table {
-    v4: FxHashMap<u32, History>,
-    v6: FxHashMap<u128, History>,
+    v4: AddrMap<u32>,
+    v6: AddrMap<u128>,
     /// Most specific first.
     cidr_v4: Vec<PrefixLevel<u32>>,
     /// Most specific first.
@@ -62,47 +57,104 @@ impl Default for Table {
     }
 }
 
-impl Table {
-    /// Owner id of IPv4 address `addr` (big-endian integer) at epoch second `t`.
-    #[inline]
-    pub fn lookup_v4(&self, addr: u32, t: u64) -> u32 {
-        if let Some(history) = self.v4.get(&addr)
-            && let Some(owner) = at(history, t)
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("events", &self.events)
+            .field("addresses", &self.addresses())
+            .field("networks", &self.networks())
+            .field("owners", &self.owners())
+            .finish()
+    }
+}
+
+/// Owner of `addr` at `t`: exact timeline first, then the most specific network.
+#[inline]
+fn resolve<K: AddrKey + std::ops::BitAnd<Output = K>>(
+    exact: &AddrMap<K>,
+    levels: &[PrefixLevel<K>],
+    addr: K,
+    t: u64,
+) -> u32 {
+    if let Some(owner) = exact.at(addr, t)
+        && owner != UNATTRIBUTED
+    {
+        return owner;
+    }
+    for level in levels {
+        if let Some(owner) = level.nets.at(addr & level.mask, t)
             && owner != UNATTRIBUTED
         {
             return owner;
         }
-        for level in &self.cidr_v4 {
-            let mask = if level.len == 0 { 0 } else { u32::MAX << (32 - level.len) };
-            if let Some(history) = level.nets.get(&(addr & mask))
-                && let Some(owner) = at(history, t)
-                && owner != UNATTRIBUTED
-            {
-                return owner;
-            }
+    }
+    UNATTRIBUTED
+}
+
+/// Batched [`resolve`]: prefetches slots and timelines ahead so misses overlap.
+fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
+    exact: &AddrMap<K>,
+    levels: &[PrefixLevel<K>],
+    addrs: impl Fn(usize) -> K,
+    times: &[u64],
+    out: &mut Vec<u32>,
+) {
+    let n = times.len();
+    out.reserve(n);
+    for i in 0..n.min(PREFETCH_AHEAD) {
+        exact.prefetch_slot(addrs(i));
+    }
+    for i in 0..n {
+        if i + PREFETCH_AHEAD < n {
+            exact.prefetch_slot(addrs(i + PREFETCH_AHEAD));
         }
-        UNATTRIBUTED
+        if i + PREFETCH_AHEAD / 2 < n {
+            exact.prefetch_timeline(addrs(i + PREFETCH_AHEAD / 2));
+        }
+        out.push(resolve(exact, levels, addrs(i), times[i]));
+    }
+}
+
+impl Table {
+    /// Owner id of IPv4 address `addr` (big-endian integer) at epoch second `t`.
+    #[inline]
+    pub fn lookup_v4(&self, addr: u32, t: u64) -> u32 {
+        resolve(&self.v4, &self.cidr_v4, addr, t)
     }
 
     /// Owner id of IPv6 address `addr` at epoch second `t`.
     #[inline]
     pub fn lookup_v6(&self, addr: u128, t: u64) -> u32 {
-        if let Some(history) = self.v6.get(&addr)
-            && let Some(owner) = at(history, t)
-            && owner != UNATTRIBUTED
-        {
-            return owner;
-        }
-        for level in &self.cidr_v6 {
-            let mask = if level.len == 0 { 0 } else { u128::MAX << (128 - level.len) };
-            if let Some(history) = level.nets.get(&(addr & mask))
-                && let Some(owner) = at(history, t)
-                && owner != UNATTRIBUTED
-            {
-                return owner;
-            }
-        }
-        UNATTRIBUTED
+        resolve(&self.v6, &self.cidr_v6, addr, t)
+    }
+
+    /// Owner ids of IPv4 addresses at times (`addrs[i]` at `times[i]`), appended to `out`.
+    pub fn lookup_v4_batch(&self, addrs: &[u32], times: &[u64], out: &mut Vec<u32>) {
+        let n = addrs.len().min(times.len());
+        resolve_batch(&self.v4, &self.cidr_v4, |i| addrs[i], &times[..n], out);
+    }
+
+    /// Owner ids of IPv6 addresses given as (high, low) u64 pairs, appended to `out`.
+    pub fn lookup_v6_batch(&self, addrs: &[u64], times: &[u64], out: &mut Vec<u32>) {
+        let n = (addrs.len() / 2).min(times.len());
+        let addr = |i: usize| ((addrs[2 * i] as u128) << 64) | addrs[2 * i + 1] as u128;
+        resolve_batch(&self.v6, &self.cidr_v6, addr, &times[..n], out);
+    }
+
+    /// Approximate bytes held by the lookup structures (not the owners' attributes).
+    pub fn heap_bytes(&self) -> usize {
+        self.v4.heap_bytes()
+            + self.v6.heap_bytes()
+            + self
+                .cidr_v4
+                .iter()
+                .map(|l| l.nets.heap_bytes())
+                .sum::<usize>()
+            + self
+                .cidr_v6
+                .iter()
+                .map(|l| l.nets.heap_bytes())
+                .sum::<usize>()
     }
 
     /// Owner id of any address at `t`.
@@ -135,7 +187,8 @@ impl Table {
 
     /// Number of networks with a history.
     pub fn networks(&self) -> usize {
-        self.cidr_v4.iter().map(|l| l.nets.len()).sum::<usize>() + self.cidr_v6.iter().map(|l| l.nets.len()).sum::<usize>()
+        self.cidr_v4.iter().map(|l| l.nets.len()).sum::<usize>()
+            + self.cidr_v6.iter().map(|l| l.nets.len()).sum::<usize>()
     }
 
     /// Number of distinct owners (without the unattributed one).
@@ -211,8 +264,18 @@ impl TableBuilder {
         v4.values_mut().for_each(sort);
         let mut v6 = self.v6;
         v6.values_mut().for_each(sort);
-        let cidr_v4 = levels(self.cidr_v4);
-        let cidr_v6 = levels(self.cidr_v6);
+        let v4 = AddrMap::build(v4.into_iter());
+        let v6 = AddrMap::build(v6.into_iter());
+        let cidr_v4 = levels(self.cidr_v4, |len| {
+            if len == 0 { 0 } else { u32::MAX << (32 - len) }
+        });
+        let cidr_v6 = levels(self.cidr_v6, |len| {
+            if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            }
+        });
 
         let keys: Vec<String> = self
             .owners
@@ -236,16 +299,23 @@ impl TableBuilder {
     }
 }
 
-fn levels<K: Copy + Eq + std::hash::Hash>(nets: FxHashMap<(u8, K), History>) -> Vec<PrefixLevel<K>> {
-    let mut by_len: std::collections::BTreeMap<u8, FxHashMap<K, History>> = Default::default();
+/// Groups network timelines by prefix length, most specific first.
+fn levels<K: AddrKey>(
+    nets: FxHashMap<(u8, K), History>,
+    mask: impl Fn(u8) -> K,
+) -> Vec<PrefixLevel<K>> {
+    let mut by_len: std::collections::BTreeMap<u8, Vec<(K, History)>> = Default::default();
     for ((len, net), mut history) in nets {
         history.sort_by_key(|&(ts, _)| ts);
-        by_len.entry(len).or_default().insert(net, history);
+        by_len.entry(len).or_default().push((net, history));
     }
     by_len
         .into_iter()
         .rev()
-        .map(|(len, nets)| PrefixLevel { len, nets })
+        .map(|(len, nets)| PrefixLevel {
+            mask: mask(len),
+            nets: AddrMap::build(nets.into_iter()),
+        })
         .collect()
 }
 
@@ -299,10 +369,22 @@ mod tests {
         );
         assert_eq!(app(&t, "10.1.2.3", 1699980000), None, "before anything");
         assert_eq!(app(&t, "10.1.2.3", 1699990000).as_deref(), Some("vpc-main"));
-        assert_eq!(app(&t, "10.1.2.3", 1699999999).as_deref(), Some("subnet"), "most specific");
-        assert_eq!(app(&t, "10.1.2.3", 1700000000).as_deref(), Some("api"), "ts <= t");
+        assert_eq!(
+            app(&t, "10.1.2.3", 1699999999).as_deref(),
+            Some("subnet"),
+            "most specific"
+        );
+        assert_eq!(
+            app(&t, "10.1.2.3", 1700000000).as_deref(),
+            Some("api"),
+            "ts <= t"
+        );
         assert_eq!(app(&t, "10.1.2.3", 1700000299).as_deref(), Some("api"));
-        assert_eq!(app(&t, "10.1.2.3", 1700000300).as_deref(), Some("subnet"), "unassigned");
+        assert_eq!(
+            app(&t, "10.1.2.3", 1700000300).as_deref(),
+            Some("subnet"),
+            "unassigned"
+        );
         assert_eq!(app(&t, "10.1.2.3", 1700000600).as_deref(), Some("web"));
         assert_eq!(app(&t, "10.1.9.9", 1700000600).as_deref(), Some("vpc-main"));
         assert_eq!(app(&t, "10.2.0.1", 1700000600), None);
@@ -343,7 +425,13 @@ mod tests {
         );
         assert_eq!(t.keys(), ["app", "region", "zone"]);
         let id = t.lookup("10.0.0.1".parse().unwrap(), 1);
-        assert_eq!(t.owner(id).unwrap().src_fragment, r#","src_app":"a\"b","src_region":"r","src_zone":null"#);
-        assert_eq!(t.owner(0).unwrap().dst_fragment, r#","dst_app":null,"dst_region":null,"dst_zone":null"#);
+        assert_eq!(
+            t.owner(id).unwrap().src_fragment,
+            r#","src_app":"a\"b","src_region":"r","src_zone":null"#
+        );
+        assert_eq!(
+            t.owner(0).unwrap().dst_fragment,
+            r#","dst_app":null,"dst_region":null,"dst_zone":null"#
+        );
     }
 }

@@ -154,11 +154,14 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
         let component = Component::new(&self.engine, bytes).map_err(RuntimeError::Compile)?;
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
-        Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(RuntimeError::TypeCheck)?;
+        Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(RuntimeError::TypeCheck)?;
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(RuntimeError::TypeCheck)?;
-        let instance_pre = linker.instantiate_pre(&component).map_err(RuntimeError::TypeCheck)?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(RuntimeError::TypeCheck)?;
         let pre = EnricherPre::new(instance_pre).map_err(RuntimeError::TypeCheck)?;
         let mut loaded = LoadedComponent {
             pre,
@@ -180,7 +183,11 @@ impl Runtime {
     }
 
     /// A worker with its own store and instance.
-    pub fn worker(&self, component: &LoadedComponent, limits: &WorkerLimits) -> Result<Worker, RuntimeError> {
+    pub fn worker(
+        &self,
+        component: &LoadedComponent,
+        limits: &WorkerLimits,
+    ) -> Result<Worker, RuntimeError> {
         let mut limits = limits.clone();
         limits.memory_limit_bytes = limits.memory_limit_bytes.min(self.options.max_memory_bytes);
         let mut worker = Worker {
@@ -212,7 +219,11 @@ pub struct HostState {
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
     fn lookup_v4(&mut self, addrs: Vec<u32>, times: Vec<u64>) -> Vec<u32> {
         let table = &*self.table;
-        addrs.iter().zip(&times).map(|(&a, &t)| table.lookup_v4(a, t)).collect()
+        addrs
+            .iter()
+            .zip(&times)
+            .map(|(&a, &t)| table.lookup_v4(a, t))
+            .collect()
     }
 
     fn lookup_v6(&mut self, addrs: Vec<u64>, times: Vec<u64>) -> Vec<u32> {
@@ -269,7 +280,10 @@ impl Worker {
             if let Some(ticks) = self.deadline_ticks() {
                 store.set_epoch_deadline(ticks);
             }
-            let enricher = self.pre.instantiate(&mut store).map_err(RuntimeError::Trap)?;
+            let enricher = self
+                .pre
+                .instantiate(&mut store)
+                .map_err(RuntimeError::Trap)?;
             self.instance = Some((store, enricher));
         }
         Ok(self.instance.as_mut().expect("just created"))
@@ -309,7 +323,9 @@ impl Worker {
 
     /// Validates a format with the component; `Ok(Err(message))` names the bad field.
     pub fn check_format(&mut self, format: &str) -> Result<Result<String, String>, RuntimeError> {
-        self.call(None, |e, s| e.flowenrich_enrich_transform().call_check_format(s, format))
+        self.call(None, |e, s| {
+            e.flowenrich_enrich_transform().call_check_format(s, format)
+        })
     }
 
     /// Processes one batch against `table`. A trap or timeout is retried once on a fresh
@@ -322,7 +338,8 @@ impl Worker {
     ) -> Result<Result<BatchResult, String>, RuntimeError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
-                e.flowenrich_enrich_transform().call_process(s, format, lines)
+                e.flowenrich_enrich_transform()
+                    .call_process(s, format, lines)
             })
         };
         match attempt(self) {

@@ -8,7 +8,12 @@ use std::path::Path;
 use tokio::sync::mpsc;
 
 /// Opens `path` (creating parents) and writes every batch to it.
-pub fn run(path: &Path, append: bool, mut input: mpsc::Receiver<SharedBatch>, metrics: &ComponentMetrics) -> std::io::Result<()> {
+pub fn run(
+    path: &Path,
+    append: bool,
+    mut input: mpsc::Receiver<SharedBatch>,
+    metrics: &ComponentMetrics,
+) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

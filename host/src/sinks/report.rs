@@ -70,18 +70,26 @@ impl Report {
         if row.get("action").and_then(Value::as_str) == Some("REJECT") {
             add(self.rejected.entry(pair).or_default(), sums);
         }
-        let (src_region, dst_region) = (text(format!("src_{}", keys.region)), text(format!("dst_{}", keys.region)));
+        let (src_region, dst_region) = (
+            text(format!("src_{}", keys.region)),
+            text(format!("dst_{}", keys.region)),
+        );
         if let (Some(a), Some(b)) = (&src_region, &dst_region)
             && a != b
         {
             let key = (src_app.clone(), a.clone(), dst_app.clone(), b.clone());
             add(self.cross_region.entry(key).or_default(), sums);
         }
-        if let (Some(a), Some(b)) = (text(format!("src_{}", keys.zone)), text(format!("dst_{}", keys.zone)))
-            && a != b
+        if let (Some(a), Some(b)) = (
+            text(format!("src_{}", keys.zone)),
+            text(format!("dst_{}", keys.zone)),
+        ) && a != b
             && src_region == dst_region
         {
-            add(self.cross_zone.entry((src_app, a, dst_app, b)).or_default(), sums);
+            add(
+                self.cross_zone.entry((src_app, a, dst_app, b)).or_default(),
+                sums,
+            );
         }
     }
 
@@ -91,20 +99,36 @@ impl Report {
         let _ = writeln!(
             out,
             "flowenrich report: {} flows, {} bytes, {} lines rejected by the parser",
-            self.flows,
-            self.bytes,
-            self.dead_letters
+            self.flows, self.bytes, self.dead_letters
         );
-        section(&mut out, "Top application pairs by bytes", top, &self.pairs, |(s, d)| format!("{s} -> {d}"));
-        section(&mut out, "Cross-region bytes by application pair", top, &self.cross_region, |(s, sr, d, dr)| {
-            format!("{s} ({sr}) -> {d} ({dr})")
-        });
-        section(&mut out, "Cross-AZ bytes by application pair (same region)", top, &self.cross_zone, |(s, sz, d, dz)| {
-            format!("{s} ({sz}) -> {d} ({dz})")
-        });
-        section(&mut out, "Rejected flows (action REJECT) by application pair", top, &self.rejected, |(s, d)| {
-            format!("{s} -> {d}")
-        });
+        section(
+            &mut out,
+            "Top application pairs by bytes",
+            top,
+            &self.pairs,
+            |(s, d)| format!("{s} -> {d}"),
+        );
+        section(
+            &mut out,
+            "Cross-region bytes by application pair",
+            top,
+            &self.cross_region,
+            |(s, sr, d, dr)| format!("{s} ({sr}) -> {d} ({dr})"),
+        );
+        section(
+            &mut out,
+            "Cross-AZ bytes by application pair (same region)",
+            top,
+            &self.cross_zone,
+            |(s, sz, d, dz)| format!("{s} ({sz}) -> {d} ({dz})"),
+        );
+        section(
+            &mut out,
+            "Rejected flows (action REJECT) by application pair",
+            top,
+            &self.rejected,
+            |(s, d)| format!("{s} -> {d}"),
+        );
         out
     }
 }
@@ -115,7 +139,13 @@ fn add(into: &mut Sums, sums: Sums) {
     into.packets += sums.packets;
 }
 
-fn section<K>(out: &mut String, title: &str, top: usize, rows: &HashMap<K, Sums>, label: impl Fn(&K) -> String) {
+fn section<K>(
+    out: &mut String,
+    title: &str,
+    top: usize,
+    rows: &HashMap<K, Sums>,
+    label: impl Fn(&K) -> String,
+) {
     let _ = writeln!(out, "\n{title}");
     if rows.is_empty() {
         let _ = writeln!(out, "  (none)");
@@ -123,10 +153,23 @@ fn section<K>(out: &mut String, title: &str, top: usize, rows: &HashMap<K, Sums>
     }
     let mut sorted: Vec<(String, Sums)> = rows.iter().map(|(k, v)| (label(k), *v)).collect();
     sorted.sort_by(|a, b| b.1.bytes.cmp(&a.1.bytes).then_with(|| a.0.cmp(&b.0)));
-    let width = sorted.iter().take(top).map(|(l, _)| l.len()).max().unwrap_or(0);
-    let _ = writeln!(out, "  {:width$}  {:>14}  {:>10}  {:>7}", "", "bytes", "packets", "flows");
+    let width = sorted
+        .iter()
+        .take(top)
+        .map(|(l, _)| l.len())
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:>14}  {:>10}  {:>7}",
+        "", "bytes", "packets", "flows"
+    );
     for (label, sums) in sorted.iter().take(top) {
-        let _ = writeln!(out, "  {label:width$}  {:>14}  {:>10}  {:>7}", sums.bytes, sums.packets, sums.flows);
+        let _ = writeln!(
+            out,
+            "  {label:width$}  {:>14}  {:>10}  {:>7}",
+            sums.bytes, sums.packets, sums.flows
+        );
     }
     if sorted.len() > top {
         let _ = writeln!(out, "  ... and {} more", sorted.len() - top);
@@ -134,7 +177,12 @@ fn section<K>(out: &mut String, title: &str, top: usize, rows: &HashMap<K, Sums>
 }
 
 /// Aggregates every batch, then returns the rendered report.
-pub fn run(mut input: mpsc::Receiver<SharedBatch>, keys: &ReportKeys, top: usize, metrics: &ComponentMetrics) -> String {
+pub fn run(
+    mut input: mpsc::Receiver<SharedBatch>,
+    keys: &ReportKeys,
+    top: usize,
+    metrics: &ComponentMetrics,
+) -> String {
     let mut report = Report::default();
     while let Some(batch) = input.blocking_recv() {
         metrics.received(batch.lines as u64);
@@ -158,19 +206,35 @@ mod tests {
             zone: "zone".into(),
         };
         let mut report = Report::default();
-        let row = |src: &str, dst: &str, sr: &str, dr: &str, sz: &str, dz: &str, bytes: u64, action: &str| {
+        let row = |src: &str,
+                   dst: &str,
+                   sr: &str,
+                   dr: &str,
+                   sz: &str,
+                   dz: &str,
+                   bytes: u64,
+                   action: &str| {
             format!(
                 r#"{{"srcaddr":"x","bytes":{bytes},"packets":1,"action":"{action}","src_app":"{src}","dst_app":"{dst}","src_region":"{sr}","dst_region":"{dr}","src_zone":"{sz}","dst_zone":"{dz}"}}"#
             )
         };
-        report.add(&row("api", "db", "r1", "r2", "a", "b", 100, "ACCEPT"), &keys);
+        report.add(
+            &row("api", "db", "r1", "r2", "a", "b", 100, "ACCEPT"),
+            &keys,
+        );
         report.add(&row("api", "db", "r1", "r1", "a", "b", 50, "REJECT"), &keys);
         report.add(r#"{"error":"bad","line":"x"}"#, &keys);
         let text = report.render(5);
-        assert!(text.starts_with("flowenrich report: 2 flows, 150 bytes, 1 lines rejected"), "{text}");
+        assert!(
+            text.starts_with("flowenrich report: 2 flows, 150 bytes, 1 lines rejected"),
+            "{text}"
+        );
         assert!(text.contains("api (r1) -> db (r2)"), "{text}");
         assert!(text.contains("api (a) -> db (b)"), "{text}");
         let rejected = text.split("Rejected flows").nth(1).unwrap();
-        assert!(rejected.contains("api -> db") && rejected.contains("50"), "{text}");
+        assert!(
+            rejected.contains("api -> db") && rejected.contains("50"),
+            "{text}"
+        );
     }
 }

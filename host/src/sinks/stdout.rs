@@ -6,7 +6,10 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 /// Writes every batch to standard output.
-pub fn run(mut input: mpsc::Receiver<SharedBatch>, metrics: &ComponentMetrics) -> std::io::Result<()> {
+pub fn run(
+    mut input: mpsc::Receiver<SharedBatch>,
+    metrics: &ComponentMetrics,
+) -> std::io::Result<()> {
     let stdout = std::io::stdout();
     while let Some(batch) = input.blocking_recv() {
         metrics.received(batch.lines as u64);

@@ -40,7 +40,10 @@ pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let n = file.read(&mut magic)?;
     let file = File::open(path)?;
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(file))))
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(file),
+        )))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
     }
@@ -85,7 +88,13 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), FileSourceError> {
 }
 
 /// Reads every file in order, one stream per file, until done or `stop` is set.
-pub fn run(files: Vec<PathBuf>, batch_lines: usize, output: &Output, metrics: &ComponentMetrics, stop: &AtomicBool) {
+pub fn run(
+    files: Vec<PathBuf>,
+    batch_lines: usize,
+    output: &Output,
+    metrics: &ComponentMetrics,
+    stop: &AtomicBool,
+) {
     for path in files {
         if stop.load(Ordering::Relaxed) {
             return;

@@ -21,7 +21,12 @@ pub struct Batcher<'a> {
 
 impl<'a> Batcher<'a> {
     /// A batcher for `stream`.
-    pub fn new(stream: &str, batch_lines: usize, output: &'a Output, metrics: &'a ComponentMetrics) -> Self {
+    pub fn new(
+        stream: &str,
+        batch_lines: usize,
+        output: &'a Output,
+        metrics: &'a ComponentMetrics,
+    ) -> Self {
         Batcher {
             stream: stream.into(),
             batch_lines,

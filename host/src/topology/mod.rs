@@ -4,7 +4,9 @@
 pub mod output;
 
 use crate::batch::SharedBatch;
-use crate::config::{DEAD_LETTER, MetadataConfig, Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use crate::config::{
+    DEAD_LETTER, MetadataConfig, Pipeline, SinkConfig, SourceConfig, TransformConfig,
+};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::{Metrics, Totals};
 use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
@@ -38,8 +40,13 @@ fn build_error(key: impl Into<String>, message: impl std::fmt::Display) -> Build
 }
 
 enum SourcePlan {
-    Files { files: Vec<PathBuf>, batch_lines: usize },
-    Stdin { batch_lines: usize },
+    Files {
+        files: Vec<PathBuf>,
+        batch_lines: usize,
+    },
+    Stdin {
+        batch_lines: usize,
+    },
 }
 
 struct TransformPlan {
@@ -79,7 +86,8 @@ impl Topology {
         let mut tables = BTreeMap::new();
         for (name, table) in &config.metadata {
             let MetadataConfig::File { .. } = table;
-            let (built, rejected) = metadata::load_files(&table.files()).map_err(|e| build_error(format!("metadata.{name}.path"), e))?;
+            let (built, rejected) = metadata::load_files(&table.files())
+                .map_err(|e| build_error(format!("metadata.{name}.path"), e))?;
             let counters = metrics.component(&format!("metadata.{name}"));
             counters.received(built.events() as u64 + rejected.len() as u64);
             counters.error("invalid_event", rejected.len() as u64);
@@ -94,7 +102,8 @@ impl Topology {
         for (id, source) in &config.sources {
             let plan = match source {
                 SourceConfig::File { path, batch_lines } => SourcePlan::Files {
-                    files: sources::file::expand(path).map_err(|e| build_error(format!("sources.{id}.path"), e))?,
+                    files: sources::file::expand(path)
+                        .map_err(|e| build_error(format!("sources.{id}.path"), e))?,
                     batch_lines: *batch_lines,
                 },
                 SourceConfig::Stdin { batch_lines } => SourcePlan::Stdin {
@@ -122,7 +131,9 @@ impl Topology {
                 None => {
                     let bytes: std::borrow::Cow<[u8]> = match component {
                         Some(path) => std::fs::read(path)
-                            .map_err(|e| build_error(&key, format!("cannot read {}: {e}", path.display())))?
+                            .map_err(|e| {
+                                build_error(&key, format!("cannot read {}: {e}", path.display()))
+                            })?
                             .into(),
                         None => crate::embedded::COMPONENT.into(),
                     };
@@ -136,8 +147,13 @@ impl Topology {
                 memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
             };
             if let Some(format) = format {
-                let mut worker = runtime.worker(&loaded, &limits).map_err(|e| build_error(&key, e))?;
-                if let Err(message) = worker.check_format(format).map_err(|e| build_error(&key, e))? {
+                let mut worker = runtime
+                    .worker(&loaded, &limits)
+                    .map_err(|e| build_error(&key, e))?;
+                if let Err(message) = worker
+                    .check_format(format)
+                    .map_err(|e| build_error(&key, e))?
+                {
                     return Err(build_error(format!("transforms.{id}.format"), message));
                 }
             }
@@ -174,13 +190,20 @@ impl Topology {
         for (consumer, inputs) in &self.inputs {
             let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
             for input in inputs {
-                outputs.entry(input.clone()).or_default().connect(tx.clone());
+                outputs
+                    .entry(input.clone())
+                    .or_default()
+                    .connect(tx.clone());
             }
             receivers.insert(consumer.clone(), rx);
         }
         let mut take_output = |name: &str| outputs.remove(name).unwrap_or_default();
 
-        let mut sink_threads: Vec<(String, Option<PathBuf>, JoinHandle<Result<Option<String>, String>>)> = Vec::new();
+        let mut sink_threads: Vec<(
+            String,
+            Option<PathBuf>,
+            JoinHandle<Result<Option<String>, String>>,
+        )> = Vec::new();
         for (id, sink) in self.sinks {
             let rx = receivers.remove(&id).expect("every sink has a channel");
             let metrics = self.metrics.component(&id);
@@ -188,12 +211,18 @@ impl Topology {
                 SinkConfig::File { path, append, .. } => (
                     None,
                     spawn(&id, move || {
-                        sinks::file::run(&path, append, rx, &metrics).map(|_| None).map_err(|e| format!("{}: {e}", path.display()))
+                        sinks::file::run(&path, append, rx, &metrics)
+                            .map(|_| None)
+                            .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 ),
                 SinkConfig::Stdout { .. } => (
                     None,
-                    spawn(&id, move || sinks::stdout::run(rx, &metrics).map(|_| None).map_err(|e| e.to_string())),
+                    spawn(&id, move || {
+                        sinks::stdout::run(rx, &metrics)
+                            .map(|_| None)
+                            .map_err(|e| e.to_string())
+                    }),
                 ),
                 SinkConfig::Report {
                     app_key,
@@ -208,7 +237,12 @@ impl Topology {
                         region: region_key,
                         zone: zone_key,
                     };
-                    (path, spawn(&id, move || Ok(Some(sinks::report::run(rx, &keys, top, &metrics)))))
+                    (
+                        path,
+                        spawn(&id, move || {
+                            Ok(Some(sinks::report::run(rx, &keys, top, &metrics)))
+                        }),
+                    )
                 }
             };
             sink_threads.push((id, report_path, handle));
@@ -216,7 +250,9 @@ impl Topology {
 
         let mut other_threads = Vec::new();
         for (id, plan) in self.transforms {
-            let rx = receivers.remove(&id).expect("every transform has a channel");
+            let rx = receivers
+                .remove(&id)
+                .expect("every transform has a channel");
             let worker = runtime
                 .worker(&plan.component, &plan.limits)
                 .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
@@ -235,10 +271,12 @@ impl Topology {
             let output = take_output(&id);
             let metrics = self.metrics.component(&id);
             let stop = stop.clone();
-            other_threads.push(spawn(&id, move || {
-                match plan {
-                    SourcePlan::Files { files, batch_lines } => sources::file::run(files, batch_lines, &output, &metrics, &stop),
-                    SourcePlan::Stdin { batch_lines } => sources::stdin::run(batch_lines, &output, &metrics, &stop),
+            other_threads.push(spawn(&id, move || match plan {
+                SourcePlan::Files { files, batch_lines } => {
+                    sources::file::run(files, batch_lines, &output, &metrics, &stop)
+                }
+                SourcePlan::Stdin { batch_lines } => {
+                    sources::stdin::run(batch_lines, &output, &metrics, &stop)
                 }
             }));
         }
@@ -256,14 +294,19 @@ impl Topology {
                 Ok(Ok(Some(report))) => match report_path {
                     Some(path) => {
                         if let Err(e) = std::fs::write(&path, &report) {
-                            failure = Some(build_error(format!("sinks.{id}.path"), format!("{}: {e}", path.display())));
+                            failure = Some(build_error(
+                                format!("sinks.{id}.path"),
+                                format!("{}: {e}", path.display()),
+                            ));
                         }
                     }
                     None => reports.push((id, report)),
                 },
                 Ok(Ok(None)) => {}
                 Ok(Err(message)) => failure = Some(build_error(format!("sinks.{id}"), message)),
-                Err(_) => failure = Some(build_error(format!("sinks.{id}"), "sink thread panicked")),
+                Err(_) => {
+                    failure = Some(build_error(format!("sinks.{id}"), "sink thread panicked"))
+                }
             }
         }
         if let Some(error) = failure {

@@ -41,18 +41,37 @@ impl WasmTransform {
         let mut unlogged_dead_letters = LOGGED_DEAD_LETTERS;
         while let Some(batch) = input.blocking_recv() {
             self.metrics.received(batch.lines as u64);
-            let table = self.table.as_ref().map_or_else(|| empty.clone(), |t| t.snapshot());
-            let format = formats.get(&batch.stream).cloned().or_else(|| self.format.clone());
-            let (output, rejected) = match self.worker.process(format.as_deref(), &batch.text, &table) {
+            let table = self
+                .table
+                .as_ref()
+                .map_or_else(|| empty.clone(), |t| t.snapshot());
+            let format = formats
+                .get(&batch.stream)
+                .cloned()
+                .or_else(|| self.format.clone());
+            let (output, rejected) = match self.worker.process(
+                format.as_deref(),
+                &batch.text,
+                &table,
+            ) {
                 Ok(Ok(result)) => {
                     if !batch.stream_end {
                         formats.insert(batch.stream.clone(), result.format);
                     }
-                    let lines: Vec<&str> = if result.errors.is_empty() { Vec::new() } else { batch.text.lines().collect() };
+                    let lines: Vec<&str> = if result.errors.is_empty() {
+                        Vec::new()
+                    } else {
+                        batch.text.lines().collect()
+                    };
                     let rejected: Vec<(String, &str)> = result
                         .errors
                         .into_iter()
-                        .map(|e| (e.message, lines.get(e.line as usize).copied().unwrap_or_default()))
+                        .map(|e| {
+                            (
+                                e.message,
+                                lines.get(e.line as usize).copied().unwrap_or_default(),
+                            )
+                        })
                         .collect();
                     self.metrics.error("invalid_line", rejected.len() as u64);
                     ((result.output, result.emitted as usize), rejected)
@@ -60,13 +79,19 @@ impl WasmTransform {
                 Ok(Err(message)) => {
                     self.metrics.error("invalid_format", batch.lines as u64);
                     let reason = format!("invalid format: {message}");
-                    ((String::new(), 0), batch.text.lines().map(|l| (reason.clone(), l)).collect())
+                    (
+                        (String::new(), 0),
+                        batch.text.lines().map(|l| (reason.clone(), l)).collect(),
+                    )
                 }
                 Err(error) => {
                     self.metrics.error(error.error_type(), batch.lines as u64);
                     let reason = format!("component failed on this batch twice: {error}");
                     tracing::error!(message = "Dead-lettering a batch the component could not process.", component_id = %self.id, %error, lines = batch.lines);
-                    ((String::new(), 0), batch.text.lines().map(|l| (reason.clone(), l)).collect())
+                    (
+                        (String::new(), 0),
+                        batch.text.lines().map(|l| (reason.clone(), l)).collect(),
+                    )
                 }
             };
             if batch.stream_end {
@@ -88,7 +113,8 @@ impl WasmTransform {
                     for (error, line) in rejected.iter().take(unlogged_dead_letters as usize) {
                         tracing::warn!(message = "Rejected line (no sink takes this transform's dead_letter output).", component_id = %self.id, stream = %batch.stream, %error, line);
                     }
-                    unlogged_dead_letters = unlogged_dead_letters.saturating_sub(rejected.len() as u64);
+                    unlogged_dead_letters =
+                        unlogged_dead_letters.saturating_sub(rejected.len() as u64);
                 } else {
                     let mut text = String::new();
                     for (error, line) in &rejected {

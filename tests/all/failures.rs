@@ -1,0 +1,127 @@
+//! A component that traps, loops or hoards memory never takes the host down: the batch is
+//! retried once on a fresh instance, then its lines are dead-lettered; later batches run.
+
+use flowenrich::metadata::Table;
+use flowenrich::runtime::{Runtime, RuntimeError, RuntimeOptions, Worker, WorkerLimits};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MISBEHAVING: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");
+
+fn worker(limits: WorkerLimits) -> (Runtime, Worker) {
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let component = runtime.load(&std::fs::read(MISBEHAVING).unwrap()).unwrap();
+    let worker = runtime.worker(&component, &limits).unwrap();
+    (runtime, worker)
+}
+
+fn process(worker: &mut Worker, text: &str) -> Result<String, RuntimeError> {
+    let table = Arc::new(Table::default());
+    worker
+        .process(None, text, &table)
+        .map(|r| r.unwrap().output)
+}
+
+#[test]
+fn a_trap_fails_only_its_batch_and_the_next_batch_runs_on_a_fresh_instance() {
+    let (_runtime, mut worker) = worker(WorkerLimits::default());
+    assert_eq!(process(&mut worker, "a\n").unwrap(), "{\"line\":\"a\"}\n");
+    let error = process(&mut worker, "b\nTRAP\n").unwrap_err();
+    assert!(matches!(error, RuntimeError::Trap(_)), "{error}");
+    assert_eq!(process(&mut worker, "c\n").unwrap(), "{\"line\":\"c\"}\n");
+}
+
+#[test]
+fn a_runaway_component_is_interrupted_by_the_epoch_deadline() {
+    let (_runtime, mut worker) = worker(WorkerLimits {
+        batch_timeout: Duration::from_millis(100),
+        ..WorkerLimits::default()
+    });
+    let error = process(&mut worker, "LOOP\n").unwrap_err();
+    assert!(
+        format!("{error:?}").to_lowercase().contains("interrupt"),
+        "{error:?}"
+    );
+    assert_eq!(
+        process(&mut worker, "after\n").unwrap(),
+        "{\"line\":\"after\"}\n"
+    );
+}
+
+#[test]
+fn unbounded_allocation_stops_at_the_memory_limit() {
+    let (_runtime, mut worker) = worker(WorkerLimits {
+        memory_limit_bytes: 32 << 20,
+        ..WorkerLimits::default()
+    });
+    assert!(process(&mut worker, "GROW\n").is_err());
+    assert_eq!(process(&mut worker, "ok\n").unwrap(), "{\"line\":\"ok\"}\n");
+}
+
+#[test]
+fn a_pipeline_dead_letters_the_lines_of_a_failing_batch_and_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.log"),
+        "one\ntwo\nthree TRAP\nfour\nfive\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[sources.in]
+type = "file"
+path = "in.log"
+batch_lines = 2
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+component = "{MISBEHAVING}"
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+
+[sinks.dead]
+type = "file"
+inputs = ["t.dead_letter"]
+path = "dead.ndjson"
+"#
+        ),
+    )
+    .unwrap();
+    let out = crate::bin()
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good = std::fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
+    assert_eq!(
+        good,
+        "{\"line\":\"one\"}\n{\"line\":\"two\"}\n{\"line\":\"five\"}\n"
+    );
+    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["line"], "three TRAP");
+    assert_eq!(dead[1]["line"], "four");
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("component failed"),
+        "{:?}",
+        dead[0]
+    );
+}

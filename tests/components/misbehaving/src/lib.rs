@@ -1,0 +1,66 @@
+//! A component for the host's failure tests. It implements the real `enricher` world.
+//! It misbehaves on purpose when a batch contains a trigger word:
+//! `TRAP` panics (a wasm trap), `LOOP` spins forever (an epoch timeout), and `GROW`
+//! allocates until the memory limit. Any other line comes back as `{"line": "..."}`.
+
+#[cfg(target_arch = "wasm32")]
+mod component {
+    wit_bindgen::generate!({
+        world: "enricher",
+        path: "../../../wit",
+    });
+
+    use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
+
+    struct Component;
+
+    impl Guest for Component {
+        fn info() -> ComponentInfo {
+            ComponentInfo {
+                name: "misbehaving".into(),
+                version: "0.0.0".into(),
+                api_version: "0.1.0".into(),
+            }
+        }
+
+        fn check_format(format: String) -> Result<String, String> {
+            Ok(format)
+        }
+
+        fn process(format: Option<String>, lines: String) -> Result<BatchResult, String> {
+            if lines.contains("TRAP") {
+                panic!("fixture trap");
+            }
+            if lines.contains("LOOP") {
+                let mut n: u64 = 0;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            if lines.contains("GROW") {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            let mut output = String::new();
+            let mut emitted = 0;
+            for line in lines.lines() {
+                output.push_str("{\"line\":\"");
+                output.push_str(&line.replace('\\', "\\\\").replace('"', "\\\""));
+                output.push_str("\"}\n");
+                emitted += 1;
+            }
+            Ok(BatchResult {
+                output,
+                emitted,
+                errors: Vec::new(),
+                headers: Vec::new(),
+                format: format.unwrap_or_default(),
+            })
+        }
+    }
+
+    export!(Component);
+}
