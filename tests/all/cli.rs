@@ -113,15 +113,18 @@ inputs = ["enrich"]
 
 #[test]
 fn validate_accepts_the_shipped_pipelines() {
-    for name in ["local.toml"] {
-        let out = bin()
-            .arg("validate")
-            .arg(repo().join("pipelines").join(name))
-            .output()
-            .unwrap();
+    let shipped: Vec<_> = std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    assert!(!shipped.is_empty());
+    for path in shipped {
+        let out = bin().arg("validate").arg(&path).output().unwrap();
         assert!(
             out.status.success(),
-            "{name}: {}",
+            "{}: {}",
+            path.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -104,14 +104,14 @@ fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
     for i in 0..n.min(PREFETCH_AHEAD) {
         exact.prefetch_slot(addrs(i));
     }
-    for i in 0..n {
+    for (i, &t) in times.iter().enumerate() {
         if i + PREFETCH_AHEAD < n {
             exact.prefetch_slot(addrs(i + PREFETCH_AHEAD));
         }
         if i + PREFETCH_AHEAD / 2 < n {
             exact.prefetch_timeline(addrs(i + PREFETCH_AHEAD / 2));
         }
-        out.push(resolve(exact, levels, addrs(i), times[i]));
+        out.push(resolve(exact, levels, addrs(i), t));
     }
 }
 

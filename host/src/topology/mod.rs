@@ -199,11 +199,7 @@ impl Topology {
         }
         let mut take_output = |name: &str| outputs.remove(name).unwrap_or_default();
 
-        let mut sink_threads: Vec<(
-            String,
-            Option<PathBuf>,
-            JoinHandle<Result<Option<String>, String>>,
-        )> = Vec::new();
+        let mut sink_threads: Vec<(String, Option<PathBuf>, SinkThread)> = Vec::new();
         for (id, sink) in self.sinks {
             let rx = receivers.remove(&id).expect("every sink has a channel");
             let metrics = self.metrics.component(&id);
@@ -318,6 +314,9 @@ impl Topology {
         })
     }
 }
+
+/// A sink's thread: `Ok(Some(report))` for report sinks, `Err(message)` on failure.
+type SinkThread = JoinHandle<Result<Option<String>, String>>;
 
 fn spawn<T: Send + 'static>(id: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     std::thread::Builder::new()
