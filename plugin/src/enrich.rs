@@ -209,7 +209,8 @@ impl Processor {
                 [pending.first_span as usize..pending.first_span as usize + format.len()];
             for (pos, &(begin, end)) in spans.iter().enumerate() {
                 json::put(&mut out, format.key(pos));
-                let value = &bytes[begin as usize..end as usize];
+                let special = end & parse::ESCAPE_FLAG != 0;
+                let value = &bytes[begin as usize..(end & !parse::ESCAPE_FLAG) as usize];
                 if value == b"-" {
                     json::put(&mut out, b"null");
                     continue;
@@ -224,7 +225,8 @@ impl Processor {
                     }
                     // Field values hold no whitespace or control bytes (they separate
                     // fields), so only quotes and backslashes can need escaping.
-                    Kind::Text | Kind::Ip => json::write_token(&mut out, value),
+                    Kind::Text | Kind::Ip if special => json::write_str(&mut out, value),
+                    Kind::Text | Kind::Ip => json::write_quoted(&mut out, value),
                 }
             }
             json::put(&mut out, fragment(owner_of(pending.src), 0));
@@ -355,6 +357,19 @@ mod tests {
         assert_eq!(
             out.output,
             "{\"srcport\":7,\"bytes\":null,\"action\":null,\"src_app\":null,\"dst_app\":null}\n"
+        );
+    }
+
+    #[test]
+    fn quotes_backslashes_and_unicode_survive_as_valid_json() {
+        let out = run(
+            Some("interface-id action"),
+            "eni\"quoted\\x ünïcode\neni-long-enough-to-span-words\"\" -\n",
+        );
+        assert_eq!(
+            out.output,
+            "{\"interface_id\":\"eni\\\"quoted\\\\x\",\"action\":\"ünïcode\",\"src_app\":null,\"dst_app\":null}\n\
+             {\"interface_id\":\"eni-long-enough-to-span-words\\\"\\\"\",\"action\":null,\"src_app\":null,\"dst_app\":null}\n"
         );
     }
 

@@ -48,16 +48,11 @@ pub fn write_str(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
 }
 
-/// Like [`write_str`] for text known to hold no byte below `0x21` (a whitespace-separated
-/// token): only quotes and backslashes can need escaping.
+/// Appends `text`, known to need no escaping, in quotes.
 #[inline]
-pub fn write_token(out: &mut Vec<u8>, token: &[u8]) {
+pub fn write_quoted(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
-    if token.iter().all(|&b| b != b'"' && b != b'\\') {
-        put(out, token);
-    } else {
-        write_escaped(out, token);
-    }
+    put(out, text);
     out.push(b'"');
 }
 

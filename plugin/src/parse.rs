@@ -84,6 +84,51 @@ pub struct Parsed {
     pub start: Option<u64>,
 }
 
+/// Set in a span's end offset when the token holds a `"` or `\\` (JSON must escape it).
+pub const ESCAPE_FLAG: u32 = 1 << 31;
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of the result is set where `w` has a zero byte (exact for the
+/// lowest one; higher ones may be false positives, so only the lowest is used).
+#[inline(always)]
+fn zero_bytes(w: u64) -> u64 {
+    w.wrapping_sub(ONES) & !w & HIGHS
+}
+
+/// Length of the token at the start of `s` (up to the first byte `<= b' '`) and whether
+/// it holds a byte JSON must escape. Eight bytes at a time: tokens are short, but this
+/// keeps the loop count (and wasm's per-iteration interrupt checks) low.
+#[inline]
+pub fn scan_token(s: &[u8]) -> (usize, bool) {
+    let mut i = 0;
+    let mut special = 0u64;
+    while i + 8 <= s.len() {
+        let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
+        // Bytes < 0x21 (separators); bytes >= 0x80 are excluded by `!w`.
+        let separators = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
+        let quotes = zero_bytes(w ^ (ONES * b'"' as u64)) | zero_bytes(w ^ (ONES * b'\\' as u64));
+        if separators != 0 {
+            let len = (separators.trailing_zeros() / 8) as usize;
+            // Only quote/backslash hits below the separator count.
+            let below = if len == 0 {
+                0
+            } else {
+                u64::MAX >> (64 - 8 * len)
+            };
+            return (i + len, special != 0 || quotes & below != 0);
+        }
+        special |= quotes;
+        i += 8;
+    }
+    while i < s.len() && s[i] > b' ' {
+        special |= u64::from(s[i] == b'"' || s[i] == b'\\');
+        i += 1;
+    }
+    (i, special != 0)
+}
+
 /// Splits `line` into fields, validates each against `format`, and appends the byte
 /// spans (relative to `line`) to `spans`. On error `spans` is left as it was.
 pub fn parse_line(
@@ -125,10 +170,14 @@ pub fn parse_line_at(
             break;
         }
         let begin = i;
-        i += text[i..].iter().position(|&b| b <= b' ').unwrap_or(n - i);
+        let (len, special) = scan_token(&text[i..]);
+        i += len;
         if pos < expected && first_error.is_none() {
             match check_field(format, pos, &text[begin..i], &mut parsed) {
-                Ok(()) => spans.push((begin as u32, i as u32)),
+                Ok(()) => spans.push((
+                    begin as u32,
+                    i as u32 | if special { ESCAPE_FLAG } else { 0 },
+                )),
                 Err(error) => first_error = Some(error),
             }
         }
@@ -387,6 +436,30 @@ mod tests {
                 "2001:db8::1".parse::<Ipv6Addr>().unwrap()
             )))
         );
+    }
+
+    #[test]
+    fn scan_token_finds_the_end_and_special_bytes() {
+        for text in [
+            "",
+            "a",
+            "abc def",
+            "abcdefgh",
+            "abcdefghi j",
+            "0123456789abcdef\tx",
+            "ünïcode-ид x",
+            "a\"b c",
+            "abcdefg\\ h",
+            "abcdefgh\"",
+            "abcdefghijklmno\n",
+        ] {
+            let bytes = text.as_bytes();
+            let want = bytes.iter().position(|&b| b <= b' ').unwrap_or(bytes.len());
+            let special = bytes[..want].iter().any(|&b| b == b'"' || b == b'\\');
+            assert_eq!(scan_token(bytes), (want, special), "{text:?}");
+        }
+        // A quote after the separator does not count.
+        assert_eq!(scan_token(b"abc \"xyzwv"), (3, false));
     }
 
     #[test]
