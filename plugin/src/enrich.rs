@@ -1,7 +1,6 @@
 //! The batch pipeline inside the component: parse every line, look up all addresses in
 //! two batched calls, fetch the owners' JSON fragments in one call, write NDJSON.
 
-use crate::fields::Kind;
 use crate::format::{Format, FormatError};
 use crate::json;
 use crate::parse::{self, Addr, LineError};
@@ -37,10 +36,10 @@ const V6_FLAG: u32 = 1 << 31;
 
 /// One accepted line, waiting for its lookups.
 struct Pending {
-    /// First span in `Processor::spans`.
-    first_span: u32,
-    /// Index into `Processor::formats`.
-    format: u32,
+    /// Where the line's JSON (without fragments and closing brace) starts in `draft`.
+    draft_start: u32,
+    /// Where it ends.
+    draft_end: u32,
     /// Slot of the source address in the v4/v6 lookup lists (`NO_ADDR` if none).
     src: u32,
     /// Slot of the destination address.
@@ -52,7 +51,8 @@ struct Pending {
 pub struct Processor {
     cached: Option<(String, Rc<Format>)>,
     formats: Vec<Rc<Format>>,
-    spans: Vec<(u32, u32)>,
+    /// JSON of accepted lines, written while parsing; fragments are added in pass 3.
+    draft: Vec<u8>,
     pending: Vec<Pending>,
     v4_addrs: Vec<u32>,
     v4_times: Vec<u64>,
@@ -90,7 +90,7 @@ impl Processor {
         let format = self.format_for(spec)?;
         self.formats.clear();
         self.formats.push(format);
-        self.spans.clear();
+        self.draft.clear();
         self.pending.clear();
         self.v4_addrs.clear();
         self.v4_times.clear();
@@ -105,12 +105,12 @@ impl Processor {
         let mut index = 0u32;
         while !text.is_empty() && start <= body_len {
             let current = self.formats.len() - 1;
-            let first_span = self.spans.len() as u32;
+            let draft_start = self.draft.len() as u32;
             let (parsed, end) = parse::parse_line_at(
                 &bytes[..body_len],
                 start,
                 &self.formats[current],
-                &mut self.spans,
+                &mut self.draft,
             );
             match parsed {
                 Ok(parsed) => {
@@ -118,8 +118,8 @@ impl Processor {
                     let src = self.slot(parsed.src, time);
                     let dst = self.slot(parsed.dst, time);
                     self.pending.push(Pending {
-                        first_span,
-                        format: current as u32,
+                        draft_start,
+                        draft_end: self.draft.len() as u32,
                         src,
                         dst,
                     });
@@ -188,47 +188,18 @@ impl Processor {
             }
         };
 
-        // Pass 3: JSON. Size the buffer once: input text, keys, quotes, fragments.
+        // Pass 3: each line's JSON, its owners' fragments, the closing brace.
         let widest_fragments = fragments
             .chunks(2)
             .map(|pair| pair.iter().map(String::len).sum::<usize>())
             .max()
             .unwrap_or(0);
-        let widest_keys = self
-            .formats
-            .iter()
-            .map(|f| f.key_bytes() + 2 * f.len())
-            .max()
-            .unwrap_or(0);
-        let mut out: Vec<u8> = Vec::with_capacity(
-            text.len() + self.pending.len() * (widest_keys + widest_fragments + 8),
-        );
+        let mut out: Vec<u8> =
+            Vec::with_capacity(self.draft.len() + self.pending.len() * (widest_fragments + 2));
         for pending in &self.pending {
-            let format = &*self.formats[pending.format as usize];
-            let spans = &self.spans
-                [pending.first_span as usize..pending.first_span as usize + format.len()];
-            for (pos, &(begin, end)) in spans.iter().enumerate() {
-                json::put(&mut out, format.key(pos));
-                let special = end & parse::ESCAPE_FLAG != 0;
-                let value = &bytes[begin as usize..(end & !parse::ESCAPE_FLAG) as usize];
-                if value == b"-" {
-                    json::put(&mut out, b"null");
-                    continue;
-                }
-                match format.kind(pos) {
-                    Kind::UInt(_) => {
-                        if value.len() > 1 && value[0] == b'0' {
-                            json::write_u64(&mut out, parse::parse_uint(value).unwrap_or_default());
-                        } else {
-                            json::put(&mut out, value);
-                        }
-                    }
-                    // Field values hold no whitespace or control bytes (they separate
-                    // fields), so only quotes and backslashes can need escaping.
-                    Kind::Text | Kind::Ip if special => json::write_str(&mut out, value),
-                    Kind::Text | Kind::Ip => json::write_quoted(&mut out, value),
-                }
-            }
+            out.extend_from_slice(
+                &self.draft[pending.draft_start as usize..pending.draft_end as usize],
+            );
             json::put(&mut out, fragment(owner_of(pending.src), 0));
             json::put(&mut out, fragment(owner_of(pending.dst), 1));
             json::put(&mut out, b"}\n");

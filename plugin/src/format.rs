@@ -41,8 +41,6 @@ pub struct Format {
     kinds: Vec<Kind>,
     /// The JSON key of each field with its leading `{` or `,` and trailing `:`.
     keys: Vec<Box<[u8]>>,
-    /// Total length of `keys`.
-    key_bytes: usize,
     /// Position of `srcaddr` in the line, if present.
     pub(crate) src: Option<usize>,
     /// Position of `dstaddr` in the line, if present.
@@ -105,7 +103,6 @@ impl Format {
             .iter()
             .map(|&index| FIELDS[index as usize].kind)
             .collect();
-        let key_bytes = keys.iter().map(|k| k.len()).sum();
         let position = |wanted: usize| fields.iter().position(|&index| index as usize == wanted);
         let canonical = fields
             .iter()
@@ -119,7 +116,6 @@ impl Format {
             fields,
             kinds,
             keys,
-            key_bytes,
             canonical,
         })
     }
@@ -143,11 +139,6 @@ impl Format {
     #[inline]
     pub(crate) fn kind(&self, pos: usize) -> Kind {
         self.kinds[pos]
-    }
-
-    /// Total bytes of all JSON key prefixes (sizing output buffers).
-    pub(crate) fn key_bytes(&self) -> usize {
-        self.key_bytes
     }
 
     /// The AWS name of the field at line position `pos`.

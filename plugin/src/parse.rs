@@ -2,6 +2,7 @@
 
 use crate::fields::Kind;
 use crate::format::Format;
+use crate::json;
 use std::fmt;
 use std::net::Ipv6Addr;
 
@@ -84,9 +85,6 @@ pub struct Parsed {
     pub start: Option<u64>,
 }
 
-/// Set in a span's end offset when the token holds a `"` or `\\` (JSON must escape it).
-pub const ESCAPE_FLAG: u32 = 1 << 31;
-
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
@@ -129,27 +127,25 @@ pub fn scan_token(s: &[u8]) -> (usize, bool) {
     (i, special != 0)
 }
 
-/// Splits `line` into fields, validates each against `format`, and appends the byte
-/// spans (relative to `line`) to `spans`. On error `spans` is left as it was.
-pub fn parse_line(
-    line: &[u8],
-    format: &Format,
-    spans: &mut Vec<(u32, u32)>,
-) -> Result<Parsed, LineError> {
-    parse_line_at(line, 0, format, spans).0
+/// Parses `line` and appends its JSON object, without the closing brace, to `out`.
+/// On error `out` is left as it was.
+pub fn parse_line(line: &[u8], format: &Format, out: &mut Vec<u8>) -> Result<Parsed, LineError> {
+    parse_line_at(line, 0, format, out).0
 }
 
 /// Parses the line that starts at `start` in `text` and ends at the next `\n` (or the
-/// end of `text`). Fields are separated by runs of spaces, tabs or other control bytes;
-/// spans are absolute offsets into `text`. Returns the result and the line's end.
+/// end of `text`), validating each field and writing the line's JSON object (keys in
+/// format order, no closing brace) to `out` in the same pass. Fields are separated by
+/// runs of spaces, tabs or other control bytes. Returns the result and the line's end;
+/// on error `out` is truncated back to where it was.
 #[inline]
 pub fn parse_line_at(
     text: &[u8],
     start: usize,
     format: &Format,
-    spans: &mut Vec<(u32, u32)>,
+    out: &mut Vec<u8>,
 ) -> (Result<Parsed, LineError>, usize) {
-    let mark = spans.len();
+    let mark = out.len();
     let expected = format.len();
     let mut parsed = Parsed {
         src: Addr::None,
@@ -172,20 +168,17 @@ pub fn parse_line_at(
         let begin = i;
         let (len, special) = scan_token(&text[i..]);
         i += len;
-        if pos < expected && first_error.is_none() {
-            match check_field(format, pos, &text[begin..i], &mut parsed) {
-                Ok(()) => spans.push((
-                    begin as u32,
-                    i as u32 | if special { ESCAPE_FLAG } else { 0 },
-                )),
-                Err(error) => first_error = Some(error),
-            }
+        if pos < expected
+            && first_error.is_none()
+            && let Err(error) = write_field(format, pos, &text[begin..i], special, &mut parsed, out)
+        {
+            first_error = Some(error);
         }
         pos += 1;
     }
     let end = i;
     if pos != expected {
-        spans.truncate(mark);
+        out.truncate(mark);
         let error = if pos == 0 {
             LineError::Empty
         } else {
@@ -197,24 +190,30 @@ pub fn parse_line_at(
         return (Err(error), end);
     }
     if let Some(error) = first_error {
-        spans.truncate(mark);
+        out.truncate(mark);
         return (Err(error), end);
     }
     (Ok(parsed), end)
 }
 
+/// Validates one field and appends `"key":value` to `out`.
 #[inline]
-fn check_field(
+fn write_field(
     format: &Format,
     pos: usize,
     value: &[u8],
+    special: bool,
     parsed: &mut Parsed,
+    out: &mut Vec<u8>,
 ) -> Result<(), LineError> {
+    json::put(out, format.key(pos));
     if value == b"-" {
+        json::put(out, b"null");
         return Ok(());
     }
     match format.kind(pos) {
-        Kind::Text => Ok(()),
+        Kind::Text if special => json::write_str(out, value),
+        Kind::Text => json::write_quoted(out, value),
         Kind::UInt(max) => {
             let number = parse_uint(value).ok_or_else(|| LineError::NotANumber {
                 field: format.name(pos),
@@ -230,7 +229,11 @@ fn check_field(
             if Some(pos) == format.start {
                 parsed.start = Some(number);
             }
-            Ok(())
+            if value.len() > 1 && value[0] == b'0' {
+                json::write_u64(out, number);
+            } else {
+                json::put(out, value);
+            }
         }
         Kind::Ip => {
             let addr = parse_addr(value).ok_or_else(|| LineError::BadAddress {
@@ -242,9 +245,11 @@ fn check_field(
             } else if Some(pos) == format.dst {
                 parsed.dst = addr;
             }
-            Ok(())
+            // A valid address is digits, hex letters, dots and colons: nothing to escape.
+            json::write_quoted(out, value);
         }
     }
+    Ok(())
 }
 
 /// Parses a plain unsigned decimal integer; `None` on anything else or on overflow.
@@ -334,24 +339,28 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
-    fn parse(line: &str) -> Result<(Parsed, Vec<String>), LineError> {
+    fn parse(line: &str) -> Result<(Parsed, String), LineError> {
         let format = Format::default();
-        let mut spans = Vec::new();
-        let parsed = parse_line(line.as_bytes(), &format, &mut spans)?;
-        Ok((
-            parsed,
-            spans
-                .iter()
-                .map(|&(a, b)| line[a as usize..b as usize].to_string())
-                .collect(),
-        ))
+        let mut out = b"previous".to_vec();
+        let parsed = parse_line(line.as_bytes(), &format, &mut out);
+        let json = String::from_utf8(out).unwrap();
+        let json = json
+            .strip_prefix("previous")
+            .expect("earlier output is kept");
+        if parsed.is_err() {
+            assert_eq!(json, "", "a rejected line leaves no output");
+        }
+        Ok((parsed?, json.to_string()))
     }
 
     #[test]
     fn default_line() {
         let (parsed, fields) =
             parse("2 123456789010 eni-1235b8ca123456789 172.31.16.139 172.31.16.21 20641 22 6 20 4249 1418530010 1418530070 ACCEPT OK").unwrap();
-        assert_eq!(fields.len(), 14);
+        assert_eq!(
+            fields,
+            r#"{"version":2,"account_id":"123456789010","interface_id":"eni-1235b8ca123456789","srcaddr":"172.31.16.139","dstaddr":"172.31.16.21","srcport":20641,"dstport":22,"protocol":6,"packets":20,"bytes":4249,"start":1418530010,"end":1418530070,"action":"ACCEPT","log_status":"OK""#
+        );
         assert_eq!(
             parsed.src,
             Addr::V4(u32::from(Ipv4Addr::new(172, 31, 16, 139)))
@@ -363,7 +372,7 @@ mod tests {
     fn runs_of_spaces_and_nodata() {
         let (parsed, fields) =
             parse("2  123 eni-1   - - - - - - - 1431280876 1431280934 - NODATA").unwrap();
-        assert_eq!(fields[3], "-");
+        assert!(fields.contains(r#","srcaddr":null,"#), "{fields}");
         assert_eq!(parsed.src, Addr::None);
         assert_eq!(parsed.start, Some(1431280876));
     }
