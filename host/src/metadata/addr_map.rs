@@ -1,7 +1,7 @@
 //! A compact open-addressing map from an address (or masked network) to its timeline,
 //! laid out for batched lookups: 12–24-byte slots probed linearly, timelines stored
-//! contiguously in two flat arrays, and prefetch hints so a batch of lookups overlaps
-//! its cache misses instead of paying them one after another.
+//! contiguously in one flat array of `(from_ts, owner)` entries, and prefetch hints so a
+//! batch of lookups overlaps its cache misses instead of paying them one after another.
 
 use std::hash::Hash;
 
@@ -31,7 +31,7 @@ impl AddrKey for u128 {
 #[derive(Clone, Copy, Default)]
 struct Slot<K> {
     key: K,
-    /// First entry of the timeline in `ts` / `owner`.
+    /// First entry of the timeline in `entries`.
     start: u32,
     /// Timeline length; 0 marks an empty slot.
     len: u32,
@@ -41,8 +41,7 @@ struct Slot<K> {
 pub struct AddrMap<K> {
     slots: Vec<Slot<K>>,
     shift: u32,
-    ts: Vec<u64>,
-    owner: Vec<u32>,
+    entries: Vec<(u64, u32)>,
     len: usize,
 }
 
@@ -54,17 +53,15 @@ impl<K: AddrKey> AddrMap<K> {
         let mut map = AddrMap {
             slots: vec![Slot::default(); capacity],
             shift: 64 - capacity.trailing_zeros(),
-            ts: Vec::new(),
-            owner: Vec::new(),
+            entries: Vec::new(),
             len,
         };
         for (key, timeline) in timelines {
             if timeline.is_empty() {
                 continue;
             }
-            let start = map.ts.len() as u32;
-            map.ts.extend(timeline.iter().map(|&(ts, _)| ts));
-            map.owner.extend(timeline.iter().map(|&(_, owner)| owner));
+            let start = map.entries.len() as u32;
+            map.entries.extend_from_slice(&timeline);
             let mut at = map.home(key);
             while map.slots[at].len != 0 {
                 at = (at + 1) & (capacity - 1);
@@ -75,8 +72,7 @@ impl<K: AddrKey> AddrMap<K> {
                 len: timeline.len() as u32,
             };
         }
-        map.ts.shrink_to_fit();
-        map.owner.shrink_to_fit();
+        map.entries.shrink_to_fit();
         map
     }
 
@@ -98,8 +94,7 @@ impl<K: AddrKey> AddrMap<K> {
     /// Bytes held by the map's arrays.
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot<K>>()
-            + self.ts.capacity() * 8
-            + self.owner.capacity() * 4
+            + self.entries.capacity() * std::mem::size_of::<(u64, u32)>()
     }
 
     #[inline]
@@ -125,14 +120,11 @@ impl<K: AddrKey> AddrMap<K> {
         let slot = self.find(key)?;
         let (start, end) = (slot.start as usize, (slot.start + slot.len) as usize);
         // Timelines are short and lookups are mostly for recent times: scan from the end.
-        let mut j = end;
-        while j > start {
-            j -= 1;
-            if self.ts[j] <= t {
-                return Some(self.owner[j]);
-            }
-        }
-        None
+        self.entries[start..end]
+            .iter()
+            .rev()
+            .find(|&&(ts, _)| ts <= t)
+            .map(|&(_, owner)| owner)
     }
 
     /// Hints the CPU to fetch the slot `key` hashes to.
@@ -147,7 +139,7 @@ impl<K: AddrKey> AddrMap<K> {
         let slot = self.slots[self.home(key)];
         if slot.len != 0 && slot.key == key {
             let end = (slot.start + slot.len - 1) as usize;
-            prefetch(&self.ts[end]);
+            prefetch(&self.entries[end]);
         }
     }
 }
