@@ -12,7 +12,7 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.reserve(n);
     let len = out.len();
     // SAFETY: `reserve` guarantees room for `n` more bytes after `len`; every read below
-    // stays inside `bytes` (the two 8- or 4-byte windows overlap when `n` is not a
+    // stays inside `bytes` (the two 8-, 4- or 2-byte windows overlap when `n` is not a
     // multiple of their size), and every write stays inside the reserved room.
     unsafe {
         let src = bytes.as_ptr();
@@ -27,10 +27,13 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
             let tail = src.add(n - 4).cast::<u32>().read_unaligned();
             dst.cast::<u32>().write_unaligned(head);
             dst.add(n - 4).cast::<u32>().write_unaligned(tail);
-        } else {
-            for i in 0..n {
-                *dst.add(i) = *src.add(i);
-            }
+        } else if n >= 2 {
+            let head = src.cast::<u16>().read_unaligned();
+            let tail = src.add(n - 2).cast::<u16>().read_unaligned();
+            dst.cast::<u16>().write_unaligned(head);
+            dst.add(n - 2).cast::<u16>().write_unaligned(tail);
+        } else if n == 1 {
+            *dst = *src;
         }
         out.set_len(len + n);
     }

@@ -158,7 +158,10 @@ pub fn parse_line_at(
     // A wrong field count is the more useful message, so keep counting after a bad value.
     let mut first_error: Option<LineError> = None;
     loop {
-        // Skip separators; stop at the end of the line.
+        // Skip separators (usually exactly one space); stop at the end of the line.
+        if i < n && text[i] == b' ' {
+            i += 1;
+        }
         while i < n && text[i] <= b' ' && text[i] != b'\n' {
             i += 1;
         }
@@ -258,26 +261,47 @@ pub fn parse_uint(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 20 {
         return None;
     }
-    let mut value: u64 = 0;
-    if text.len() < 20 {
-        // Up to 19 digits cannot overflow a u64.
+    if text.len() == 20 {
+        let mut value: u64 = 0;
         for &b in text {
             let digit = b.wrapping_sub(b'0');
             if digit > 9 {
                 return None;
             }
-            value = value * 10 + digit as u64;
+            value = value.checked_mul(10)?.checked_add(digit as u64)?;
         }
         return Some(value);
     }
-    for &b in text {
+    // Up to 19 digits cannot overflow a u64. Four digits per step keeps the loop (and
+    // wasm's per-iteration interrupt check) short: a timestamp takes 2 steps + 2 digits.
+    let mut value: u64 = 0;
+    let mut chunks = text.chunks_exact(4);
+    for chunk in &mut chunks {
+        value = value * 10_000 + four_digits(chunk.try_into().expect("4 bytes"))? as u64;
+    }
+    for &b in chunks.remainder() {
         let digit = b.wrapping_sub(b'0');
         if digit > 9 {
             return None;
         }
-        value = value.checked_mul(10)?.checked_add(digit as u64)?;
+        value = value * 10 + digit as u64;
     }
     Some(value)
+}
+
+/// The value of four ASCII digits, or `None` if any byte is not a digit (SWAR).
+#[inline(always)]
+fn four_digits(bytes: [u8; 4]) -> Option<u32> {
+    let w = u32::from_le_bytes(bytes);
+    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
+    if w & 0xF0F0_F0F0 != 0x3030_3030 || (w.wrapping_add(0x0606_0606) & 0xF0F0_F0F0) != 0x3030_3030
+    {
+        return None;
+    }
+    let d = w - 0x3030_3030;
+    // Byte 0 is the most significant digit: combine neighbours into two-digit pairs.
+    let pairs = d * 10 + (d >> 8);
+    Some((pairs & 0xFF) * 100 + ((pairs >> 16) & 0xFF))
 }
 
 /// Parses an IPv4 (dotted quad, no leading zeros) or IPv6 address.
@@ -296,31 +320,44 @@ pub fn parse_addr(text: &[u8]) -> Option<Addr> {
 
 #[inline]
 fn parse_v4(text: &[u8]) -> Option<u32> {
-    let mut value: u32 = 0;
-    let mut octets = 0;
+    // Unrolled (no inner loops): at most 3 digits per octet, no leading zeros.
     let mut i = 0;
-    let n = text.len();
-    while octets < 4 {
-        let begin = i;
-        let mut octet: u32 = 0;
-        while i < n && text[i].is_ascii_digit() && i - begin < 3 {
-            octet = octet * 10 + (text[i] - b'0') as u32;
-            i += 1;
-        }
-        let len = i - begin;
-        if len == 0 || octet > 255 || (len > 1 && text[begin] == b'0') {
-            return None;
-        }
+    let mut value: u32 = 0;
+    for octet_index in 0..4 {
+        let octet = octet(text, &mut i)?;
         value = (value << 8) | octet;
-        octets += 1;
-        if octets < 4 {
-            if i >= n || text[i] != b'.' {
+        if octet_index < 3 {
+            if text.get(i) != Some(&b'.') {
                 return None;
             }
             i += 1;
         }
     }
-    (i == n).then_some(value)
+    (i == text.len()).then_some(value)
+}
+
+#[inline(always)]
+fn octet(text: &[u8], i: &mut usize) -> Option<u32> {
+    let digit = |at: usize| {
+        text.get(at)
+            .map(|b| b.wrapping_sub(b'0'))
+            .filter(|d| *d <= 9)
+    };
+    let first = digit(*i)? as u32;
+    let Some(second) = digit(*i + 1) else {
+        *i += 1;
+        return Some(first);
+    };
+    if first == 0 {
+        return None; // leading zero
+    }
+    let Some(third) = digit(*i + 2) else {
+        *i += 2;
+        return Some(first * 10 + second as u32);
+    };
+    let value = first * 100 + second as u32 * 10 + third as u32;
+    *i += 3;
+    (value <= 255).then_some(value)
 }
 
 fn shorten(value: &[u8]) -> String {
@@ -469,6 +506,101 @@ mod tests {
         }
         // A quote after the separator does not count.
         assert_eq!(scan_token(b"abc \"xyzwv"), (3, false));
+    }
+
+    #[test]
+    fn uint_agrees_with_the_standard_parser() {
+        let mut cases: Vec<String> = vec![
+            "0".into(),
+            "9".into(),
+            "10".into(),
+            "65535".into(),
+            "1700000000".into(),
+            "0000".into(),
+            "0123".into(),
+            "99999999".into(),
+            "1234567890123456789".into(),
+            u64::MAX.to_string(),
+            "18446744073709551616".into(),
+            "99999999999999999999".into(),
+        ];
+        for bad in [
+            "12a4",
+            "1/34",
+            "12:4",
+            "1234567\u{0}",
+            "ab",
+            "-1",
+            "+1",
+            "1 2",
+            "١٢",
+        ] {
+            cases.push(bad.into());
+        }
+        let mut x = 1u64;
+        for _ in 0..2000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            cases.push((x >> (x % 60)).to_string());
+            let mut s = (x >> 7).to_string();
+            let at = (x % s.len() as u64) as usize;
+            s.replace_range(at..at + 1, [":", "/", "a", " "][(x % 4) as usize]);
+            cases.push(s);
+        }
+        for case in cases {
+            let want = if case.bytes().all(|b| b.is_ascii_digit()) {
+                case.parse::<u64>().ok()
+            } else {
+                None
+            };
+            assert_eq!(parse_uint(case.as_bytes()), want, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn v4_agrees_with_the_standard_parser() {
+        let mut x = 7u64;
+        let mut cases: Vec<String> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "01.2.3.4",
+            "1.2.3.04",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.",
+            ".1.2.3.4",
+            "1..2.3",
+            "1.2.3.4 ",
+            "1000.1.1.1",
+            "1.2.3.255",
+            "1.2.3.256",
+            "9.99.199.249",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..5000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let octets: Vec<String> = (0..4)
+                .map(|k| ((x >> (k * 16)) % 300).to_string())
+                .collect();
+            let mut s = octets.join(".");
+            if x % 5 == 0 {
+                s.insert(
+                    ((x >> 40) % s.len() as u64) as usize,
+                    "0.x".as_bytes()[(x % 3) as usize] as char,
+                );
+            }
+            cases.push(s);
+        }
+        for case in cases {
+            let want = case.parse::<Ipv4Addr>().ok().map(u32::from);
+            assert_eq!(parse_v4(case.as_bytes()), want, "{case:?}");
+        }
     }
 
     #[test]
