@@ -589,7 +589,7 @@ mod tests {
                 .map(|k| ((x >> (k * 16)) % 300).to_string())
                 .collect();
             let mut s = octets.join(".");
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 s.insert(
                     ((x >> 40) % s.len() as u64) as usize,
                     "0.x".as_bytes()[(x % 3) as usize] as char,
