@@ -23,18 +23,14 @@ struct NativeLookup<'a>(&'a Table);
 
 impl Lookup for NativeLookup<'_> {
     fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32> {
-        addrs
-            .iter()
-            .zip(times)
-            .map(|(&a, &t)| self.0.lookup_v4(a, t))
-            .collect()
+        let mut owners = Vec::new();
+        self.0.lookup_v4_batch(addrs, times, &mut owners);
+        owners
     }
     fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
-        addrs
-            .chunks_exact(2)
-            .zip(times)
-            .map(|(p, &t)| self.0.lookup_v6(((p[0] as u128) << 64) | p[1] as u128, t))
-            .collect()
+        let mut owners = Vec::new();
+        self.0.lookup_v6_batch(addrs, times, &mut owners);
+        owners
     }
     fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
         owners
@@ -224,7 +220,7 @@ fn main() {
             let started = Instant::now();
             for batch in &batches {
                 emitted += processor
-                    .process(None, batch, &mut NativeLookup(&table))
+                    .process(None, batch, false, &mut NativeLookup(&table))
                     .unwrap()
                     .emitted as u64;
             }
@@ -236,7 +232,7 @@ fn main() {
                 let started = Instant::now();
                 for batch in &batches {
                     emitted += worker
-                        .process(None, batch, &table)
+                        .process(None, batch, false, &table)
                         .unwrap()
                         .unwrap()
                         .emitted as u64;

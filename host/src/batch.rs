@@ -11,6 +11,8 @@ pub struct LineBatch {
     pub lines: usize,
     /// Identity of the stream the lines came from (file path, `stdin`, ...).
     pub stream: Arc<str>,
+    /// True on the first batch of the stream: its first line may be an S3 header.
+    pub stream_start: bool,
     /// True on the last batch of the stream, so per-stream state (the format set by an
     /// S3 header line) can be dropped.
     pub stream_end: bool,

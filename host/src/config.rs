@@ -190,12 +190,12 @@ fn default_top() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The pipeline file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// TOML syntax or an unknown/missing/mistyped key.
     #[error("{path}: {message}")]
@@ -229,9 +229,9 @@ pub struct Pipeline {
 impl Pipeline {
     /// Reads, parses and checks a pipeline file.
     pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Pipeline::parse(path, &text)
     }

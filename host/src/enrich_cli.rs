@@ -33,7 +33,10 @@ pub fn run<R: Read>(
     errors: &mut impl Write,
 ) -> Result<EnrichStats, EnrichError> {
     let mut stats = EnrichStats::default();
-    let mut format = format;
+    let mut stream = StreamState {
+        format,
+        started: false,
+    };
     let mut batch = String::new();
     let mut lines = 0usize;
     let mut raw = Vec::new();
@@ -49,7 +52,7 @@ pub fn run<R: Read>(
         }
         let drained = input.buffer().is_empty();
         if lines > 0 && (n == 0 || lines >= BATCH_LINES || drained) {
-            process_batch(worker, table, &mut format, &batch, out, errors, &mut stats)?;
+            process_batch(worker, table, &mut stream, &batch, out, errors, &mut stats)?;
             stats.lines += lines as u64;
             batch.clear();
             lines = 0;
@@ -60,16 +63,23 @@ pub fn run<R: Read>(
     }
 }
 
+/// Where the input stream stands: the format in effect and whether a batch was sent.
+struct StreamState {
+    format: Option<String>,
+    started: bool,
+}
+
 fn process_batch(
     worker: &mut Worker,
     table: &Arc<Table>,
-    format: &mut Option<String>,
+    stream: &mut StreamState,
     batch: &str,
     out: &mut impl Write,
     errors: &mut impl Write,
     stats: &mut EnrichStats,
 ) -> Result<(), EnrichError> {
-    match worker.process(format.as_deref(), batch, table) {
+    let stream_start = !std::mem::replace(&mut stream.started, true);
+    match worker.process(stream.format.as_deref(), batch, stream_start, table) {
         Ok(Ok(result)) => {
             out.write_all(result.output.as_bytes())
                 .map_err(EnrichError::Io)?;
@@ -86,7 +96,7 @@ fn process_batch(
                 stats.rejected += 1;
             }
             errors.flush().map_err(EnrichError::Io)?;
-            *format = Some(result.format);
+            stream.format = Some(result.format);
             Ok(())
         }
         Ok(Err(message)) => Err(EnrichError::Format(message)),

@@ -56,11 +56,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `enrich` keeps stderr for its JSON rejections, so it logs only errors by default.
+    let default_level = match cli.command {
+        Command::Enrich { .. } => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLOWENRICH_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .init();
     match dispatch(cli) {
@@ -100,13 +106,13 @@ fn enrich(
     component: Option<PathBuf>,
 ) -> Result<ExitCode> {
     let (table, rejected) = metadata::load_files(&metadata_files)?;
+    // Bad metadata lines are reported like rejected flow lines: one JSON object each.
     for (path, bad) in &rejected {
-        tracing::warn!(
-            message = "Rejected metadata line.",
-            file = %path.display(),
-            line_number = bad.line_number,
-            error = %bad.error
-        );
+        let record = serde_json::json!({
+            "error": format!("metadata {} line {}: {}", path.display(), bad.line_number, bad.error),
+            "line": bad.line,
+        });
+        eprintln!("{record}");
     }
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let component = runtime.load(&component_bytes(component.as_ref())?)?;

@@ -3,7 +3,7 @@
 
 use crate::format::{Format, FormatError};
 use crate::json;
-use crate::parse::{self, Addr, LineError};
+use crate::parse::{self, Addr};
 use std::rc::Rc;
 
 /// Metadata lookups, answered by the host (or by a native stand-in in benchmarks).
@@ -80,11 +80,14 @@ impl Processor {
         Ok(format)
     }
 
-    /// Processes newline-separated `text` (see the WIT `transform.process`).
+    /// Processes newline-separated `text` (see the WIT `transform.process`). When
+    /// `stream_start` is set, a first line made only of field names is the S3 header and
+    /// sets the format; elsewhere such a line is rejected like any other bad line.
     pub fn process(
         &mut self,
         spec: Option<&str>,
         text: &str,
+        stream_start: bool,
         lookup: &mut impl Lookup,
     ) -> Result<BatchOutput, FormatError> {
         let format = self.format_for(spec)?;
@@ -103,6 +106,20 @@ impl Processor {
         let body_len = bytes.len() - usize::from(bytes.last() == Some(&b'\n'));
         let mut start = 0usize;
         let mut index = 0u32;
+        if stream_start {
+            // An S3 file's first line names its fields: it is the format, not data.
+            let first_end = bytes[..body_len]
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(body_len);
+            // Lines are cut at ASCII `\n`, so this slice is valid UTF-8.
+            if let Some(header) = Format::from_header(text[..first_end].trim()) {
+                self.formats.push(Rc::new(header));
+                result.headers.push(0);
+                start = first_end + 1;
+                index = 1;
+            }
+        }
         while !text.is_empty() && start <= body_len {
             let current = self.formats.len() - 1;
             let draft_start = self.draft.len() as u32;
@@ -125,17 +142,7 @@ impl Processor {
                     });
                 }
                 Err(error) => {
-                    // Lines are cut at ASCII `\n`, so this slice is valid UTF-8.
-                    let line = text[start..end].trim();
-                    if let Some(header) = (!matches!(error, LineError::Empty))
-                        .then(|| Format::from_header(line))
-                        .flatten()
-                    {
-                        self.formats.push(Rc::new(header));
-                        result.headers.push(index);
-                    } else {
-                        result.errors.push((index, error.to_string()));
-                    }
+                    result.errors.push((index, error.to_string()));
                 }
             }
             // `end` is at the line's `\n` (or the end of the body); the next line follows.
@@ -285,7 +292,9 @@ mod tests {
     }
 
     fn run(spec: Option<&str>, text: &str) -> BatchOutput {
-        Processor::new().process(spec, text, &mut Fake).unwrap()
+        Processor::new()
+            .process(spec, text, true, &mut Fake)
+            .unwrap()
     }
 
     #[test]
@@ -308,6 +317,26 @@ mod tests {
             lines[1].contains(r#""src_app":null"#),
             "owned only from t=100"
         );
+    }
+
+    #[test]
+    fn only_the_first_line_of_a_stream_can_be_a_header() {
+        let text = "srcport\nversion\n5\n";
+        let out = run(Some("srcport"), text);
+        assert_eq!(out.headers, vec![0]);
+        assert_eq!(out.format, "srcport");
+        assert_eq!(out.emitted, 1);
+        assert_eq!(
+            out.errors.len(),
+            1,
+            "`version` mid-stream is a bad line: {:?}",
+            out.errors
+        );
+        let later = Processor::new()
+            .process(Some("srcport"), "version\n5\n", false, &mut Fake)
+            .unwrap();
+        assert!(later.headers.is_empty());
+        assert_eq!((later.emitted, later.errors.len()), (1, 1));
     }
 
     #[test]
@@ -359,7 +388,7 @@ mod tests {
     fn invalid_format_fails_the_batch() {
         assert!(
             Processor::new()
-                .process(Some("nope"), "1", &mut Fake)
+                .process(Some("nope"), "1", true, &mut Fake)
                 .is_err()
         );
     }

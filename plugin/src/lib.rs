@@ -64,11 +64,15 @@ mod component {
                 .map_err(|e| e.to_string())
         }
 
-        fn process(format: Option<String>, lines: String) -> Result<BatchResult, String> {
+        fn process(
+            format: Option<String>,
+            lines: String,
+            stream_start: bool,
+        ) -> Result<BatchResult, String> {
             PROCESSOR.with(|processor| {
                 let out = processor
                     .borrow_mut()
-                    .process(format.as_deref(), &lines, &mut HostLookup)
+                    .process(format.as_deref(), &lines, stream_start, &mut HostLookup)
                     .map_err(|e| e.to_string())?;
                 Ok(BatchResult {
                     output: out.output,

@@ -95,33 +95,46 @@ fn zero_bytes(w: u64) -> u64 {
     w.wrapping_sub(ONES) & !w & HIGHS
 }
 
-/// Length of the token at the start of `s` (up to the first byte `<= b' '`) and whether
-/// it holds a byte JSON must escape. Eight bytes at a time: tokens are short, but this
-/// keeps the loop count (and wasm's per-iteration interrupt checks) low.
+/// Field separators: space, tab, and carriage return (so CRLF line ends are tolerated).
+#[inline(always)]
+pub fn is_separator(b: u8) -> bool {
+    b == b' ' || b == b'\t' || b == b'\r'
+}
+
+/// Length of the token at the start of `s` (up to the first separator or `\n`) and
+/// whether it holds a byte JSON must escape (`"`, `\\` or another control byte). Eight
+/// bytes at a time: tokens are short, but this keeps the loop count (and wasm's
+/// per-iteration interrupt checks) low.
 #[inline]
 pub fn scan_token(s: &[u8]) -> (usize, bool) {
     let mut i = 0;
     let mut special = 0u64;
     while i + 8 <= s.len() {
         let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-        // Bytes < 0x21 (separators); bytes >= 0x80 are excluded by `!w`.
-        let separators = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
-        let quotes = zero_bytes(w ^ (ONES * b'"' as u64)) | zero_bytes(w ^ (ONES * b'\\' as u64));
-        if separators != 0 {
-            let len = (separators.trailing_zeros() / 8) as usize;
-            // Only quote/backslash hits below the separator count.
+        let ends = zero_bytes(w ^ (ONES * b' ' as u64))
+            | zero_bytes(w ^ (ONES * b'\t' as u64))
+            | zero_bytes(w ^ (ONES * b'\r' as u64))
+            | zero_bytes(w ^ (ONES * b'\n' as u64));
+        // Quotes, backslashes and bytes below 0x20 (bytes >= 0x80 are excluded by `!w`).
+        let escapes = zero_bytes(w ^ (ONES * b'"' as u64))
+            | zero_bytes(w ^ (ONES * b'\\' as u64))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
+        if ends != 0 {
+            let len = (ends.trailing_zeros() / 8) as usize;
+            // Only hits below the token's end count (false hits can only sit above a
+            // true one, so masking keeps the answer exact).
             let below = if len == 0 {
                 0
             } else {
                 u64::MAX >> (64 - 8 * len)
             };
-            return (i + len, special != 0 || quotes & below != 0);
+            return (i + len, special != 0 || escapes & below != 0);
         }
-        special |= quotes;
+        special |= escapes;
         i += 8;
     }
-    while i < s.len() && s[i] > b' ' {
-        special |= u64::from(s[i] == b'"' || s[i] == b'\\');
+    while i < s.len() && !is_separator(s[i]) && s[i] != b'\n' {
+        special |= u64::from(s[i] < 0x20 || s[i] == b'"' || s[i] == b'\\');
         i += 1;
     }
     (i, special != 0)
@@ -136,7 +149,7 @@ pub fn parse_line(line: &[u8], format: &Format, out: &mut Vec<u8>) -> Result<Par
 /// Parses the line that starts at `start` in `text` and ends at the next `\n` (or the
 /// end of `text`), validating each field and writing the line's JSON object (keys in
 /// format order, no closing brace) to `out` in the same pass. Fields are separated by
-/// runs of spaces, tabs or other control bytes. Returns the result and the line's end;
+/// runs of spaces, tabs and carriage returns. Returns the result and the line's end;
 /// on error `out` is truncated back to where it was.
 #[inline]
 pub fn parse_line_at(
@@ -162,7 +175,7 @@ pub fn parse_line_at(
         if i < n && text[i] == b' ' {
             i += 1;
         }
-        while i < n && text[i] <= b' ' && text[i] != b'\n' {
+        while i < n && is_separator(text[i]) {
             i += 1;
         }
         if i == n || text[i] == b'\n' {
@@ -258,7 +271,17 @@ fn write_field(
 /// Parses a plain unsigned decimal integer; `None` on anything else or on overflow.
 #[inline]
 pub fn parse_uint(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 20 {
+    if text.is_empty() {
+        return None;
+    }
+    // Leading zeros do not count towards the 20-digit limit of a u64.
+    let zeros = text.iter().take_while(|&&b| b == b'0').count();
+    let text = if zeros == text.len() {
+        &text[zeros - 1..]
+    } else {
+        &text[zeros..]
+    };
+    if text.len() > 20 {
         return None;
     }
     if text.len() == 20 {

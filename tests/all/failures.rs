@@ -18,7 +18,7 @@ fn worker(limits: WorkerLimits) -> (Runtime, Worker) {
 fn process(worker: &mut Worker, text: &str) -> Result<String, RuntimeError> {
     let table = Arc::new(Table::default());
     worker
-        .process(None, text, &table)
+        .process(None, text, false, &table)
         .map(|r| r.unwrap().output)
 }
 

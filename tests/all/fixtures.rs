@@ -82,7 +82,7 @@ fn a_batch_is_attributed_against_one_table_and_bad_lines_do_not_fail_it() {
             ));
         }
     }
-    let result = worker.process(None, &text, &table).unwrap().unwrap();
+    let result = worker.process(None, &text, true, &table).unwrap().unwrap();
     assert_eq!(result.emitted, 4995);
     assert_eq!(
         result.errors.iter().map(|e| e.line).collect::<Vec<_>>(),

@@ -61,6 +61,9 @@ pub enum EventError {
     /// `assign` without `attrs`.
     #[error("`assign` needs an `attrs` object")]
     MissingAttrs,
+    /// The line is not valid UTF-8.
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
 }
 
 impl EventError {
@@ -73,6 +76,7 @@ impl EventError {
             EventError::BadIp(_) => "invalid_ip",
             EventError::BadCidr(_) => "invalid_cidr",
             EventError::MissingAttrs => "missing_attrs",
+            EventError::NotUtf8 => "invalid_utf8",
         }
     }
 }
@@ -142,10 +146,26 @@ pub struct Changelog {
 }
 
 /// Reads a JSON Lines changelog; blank lines and lines starting with `#` are skipped.
-pub fn read_changelog(reader: impl BufRead) -> std::io::Result<Changelog> {
+/// A line that is not valid UTF-8 is rejected like any other bad line.
+pub fn read_changelog(mut reader: impl BufRead) -> std::io::Result<Changelog> {
     let mut log = Changelog::default();
-    for (index, line) in reader.lines().enumerate() {
-        let line = line?;
+    let mut raw = Vec::new();
+    for index in 0.. {
+        raw.clear();
+        if reader.read_until(b'\n', &mut raw)? == 0 {
+            break;
+        }
+        let line = match std::str::from_utf8(&raw) {
+            Ok(line) => line.trim_end_matches(['\n', '\r']).to_string(),
+            Err(_) => {
+                log.rejected.push(BadLine {
+                    line_number: index + 1,
+                    line: String::from_utf8_lossy(&raw).trim_end().to_string(),
+                    error: EventError::NotUtf8,
+                });
+                continue;
+            }
+        };
         let trimmed = line.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
@@ -227,10 +247,12 @@ mod tests {
 
     #[test]
     fn changelog_keeps_good_lines_and_reports_bad_ones() {
-        let text = "# snapshot\n{\"ts\":1,\"op\":\"unassign\",\"ip\":\"::1\"}\n\nbroken\n";
-        let log = read_changelog(text.as_bytes()).unwrap();
-        assert_eq!(log.events.len(), 1);
-        assert_eq!(log.rejected.len(), 1);
+        let text = b"# snapshot\n{\"ts\":1,\"op\":\"unassign\",\"ip\":\"::1\"}\r\n\nbroken\n\xff\xfe\n{\"ts\":2,\"op\":\"unassign\",\"ip\":\"::2\"}";
+        let log = read_changelog(&text[..]).unwrap();
+        assert_eq!(log.events.len(), 2);
+        assert_eq!(log.rejected.len(), 2);
         assert_eq!(log.rejected[0].line_number, 4);
+        assert_eq!(log.rejected[1].line_number, 5);
+        assert_eq!(log.rejected[1].error.error_type(), "invalid_utf8");
     }
 }

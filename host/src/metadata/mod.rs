@@ -53,12 +53,12 @@ impl SharedTable {
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
     /// The file could not be read.
-    #[error("cannot read metadata file {path}: {source}")]
+    #[error("cannot read metadata file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -71,9 +71,9 @@ pub fn load_files(
     let mut rejected = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let log = events::read_changelog_file(path).map_err(|source| MetadataError::Read {
+        let log = events::read_changelog_file(path).map_err(|error| MetadataError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         builder.extend(&log.events);
         rejected.extend(

@@ -343,6 +343,7 @@ fn render(attrs: Attrs, keys: &[String]) -> Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metadata::Event;
 
     fn table(lines: &str) -> Table {
         let log = super::super::events::read_changelog(lines.as_bytes()).unwrap();
@@ -414,6 +415,65 @@ mod tests {
         assert_eq!(app(&t, "2001:db8::7", 49).as_deref(), Some("v6"));
         assert_eq!(app(&t, "2001:db8::7", 50), None);
         assert_eq!(app(&t, "8.8.8.8", 50).as_deref(), Some("internet"));
+    }
+
+    #[test]
+    fn batched_lookups_agree_with_single_lookups() {
+        let mut builder = TableBuilder::new();
+        let mut x = 99u64;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 16
+        };
+        for i in 0..3000u64 {
+            let (ip4, ip6) = (
+                format!("10.0.{}.{}", i / 250, i % 250),
+                format!("2001:db8::{i:x}"),
+            );
+            for ip in [ip4, ip6] {
+                let ts = next() % 1000;
+                let line = if next() % 4 == 0 {
+                    format!(r#"{{"ts": {ts}, "op": "unassign", "ip": "{ip}"}}"#)
+                } else {
+                    format!(
+                        r#"{{"ts": {ts}, "op": "assign", "ip": "{ip}", "attrs": {{"app": "a{}"}}}}"#,
+                        next() % 50
+                    )
+                };
+                builder.apply(&Event::parse(&line).unwrap());
+            }
+        }
+        builder.apply(
+            &Event::parse(
+                r#"{"ts": 500, "op": "assign", "cidr": "10.0.0.0/20", "attrs": {"app": "net"}}"#,
+            )
+            .unwrap(),
+        );
+        let table = builder.build();
+        let (mut v4, mut v6, mut times) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..5000 {
+            let i = next() % 3500;
+            v4.push(u32::from_be_bytes([
+                10,
+                0,
+                (i / 250) as u8,
+                (i % 250) as u8,
+            ]));
+            let a = u128::from("2001:db8::".parse::<std::net::Ipv6Addr>().unwrap()) | i as u128;
+            v6.extend([(a >> 64) as u64, a as u64]);
+            times.push(next() % 1100);
+        }
+        let (mut got4, mut got6) = (Vec::new(), Vec::new());
+        table.lookup_v4_batch(&v4, &times, &mut got4);
+        table.lookup_v6_batch(&v6, &times, &mut got6);
+        for i in 0..times.len() {
+            assert_eq!(got4[i], table.lookup_v4(v4[i], times[i]));
+            let a = ((v6[2 * i] as u128) << 64) | v6[2 * i + 1] as u128;
+            assert_eq!(got6[i], table.lookup_v6(a, times[i]));
+        }
+        assert!(got4.iter().any(|&o| o != 0) && got6.iter().any(|&o| o != 0));
     }
 
     #[test]

@@ -218,21 +218,15 @@ pub struct HostState {
 
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
     fn lookup_v4(&mut self, addrs: Vec<u32>, times: Vec<u64>) -> Vec<u32> {
-        let table = &*self.table;
-        addrs
-            .iter()
-            .zip(&times)
-            .map(|(&a, &t)| table.lookup_v4(a, t))
-            .collect()
+        let mut owners = Vec::new();
+        self.table.lookup_v4_batch(&addrs, &times, &mut owners);
+        owners
     }
 
     fn lookup_v6(&mut self, addrs: Vec<u64>, times: Vec<u64>) -> Vec<u32> {
-        let table = &*self.table;
-        addrs
-            .chunks_exact(2)
-            .zip(&times)
-            .map(|(pair, &t)| table.lookup_v6(((pair[0] as u128) << 64) | pair[1] as u128, t))
-            .collect()
+        let mut owners = Vec::new();
+        self.table.lookup_v6_batch(&addrs, &times, &mut owners);
+        owners
     }
 
     fn owner_fragments(&mut self, owners: Vec<u32>) -> Vec<String> {
@@ -328,18 +322,20 @@ impl Worker {
         })
     }
 
-    /// Processes one batch against `table`. A trap or timeout is retried once on a fresh
-    /// instance before it is returned.
+    /// Processes one batch against `table`; `stream_start` marks the first batch of a
+    /// stream (whose first line may be an S3 header). A trap or timeout is retried once
+    /// on a fresh instance before it is returned.
     pub fn process(
         &mut self,
         format: Option<&str>,
         lines: &str,
+        stream_start: bool,
         table: &Arc<Table>,
     ) -> Result<Result<BatchResult, String>, RuntimeError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
                 e.flowenrich_enrich_transform()
-                    .call_process(s, format, lines)
+                    .call_process(s, format, lines, stream_start)
             })
         };
         match attempt(self) {

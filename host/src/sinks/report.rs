@@ -62,7 +62,7 @@ impl Report {
             packets: number("packets"),
         };
         self.flows += 1;
-        self.bytes += sums.bytes;
+        self.bytes = self.bytes.saturating_add(sums.bytes);
         let src_app = text(format!("src_{}", keys.app)).unwrap_or_else(|| UNATTRIBUTED.into());
         let dst_app = text(format!("dst_{}", keys.app)).unwrap_or_else(|| UNATTRIBUTED.into());
         let pair = (src_app.clone(), dst_app.clone());
@@ -133,10 +133,11 @@ impl Report {
     }
 }
 
+/// Adds `sums` to `into`, saturating (counters from bad input can be near `u64::MAX`).
 fn add(into: &mut Sums, sums: Sums) {
-    into.flows += sums.flows;
-    into.bytes += sums.bytes;
-    into.packets += sums.packets;
+    into.flows = into.flows.saturating_add(sums.flows);
+    into.bytes = into.bytes.saturating_add(sums.bytes);
+    into.packets = into.packets.saturating_add(sums.packets);
 }
 
 fn section<K>(
@@ -224,6 +225,17 @@ mod tests {
         );
         report.add(&row("api", "db", "r1", "r1", "a", "b", 50, "REJECT"), &keys);
         report.add(r#"{"error":"bad","line":"x"}"#, &keys);
+        let mut huge = Report::default();
+        for _ in 0..2 {
+            huge.add(
+                &row("a", "b", "r", "r", "z", "z", u64::MAX, "ACCEPT"),
+                &keys,
+            );
+        }
+        assert!(
+            huge.render(1).contains(&u64::MAX.to_string()),
+            "sums saturate instead of overflowing"
+        );
         let text = report.render(5);
         assert!(
             text.starts_with("flowenrich report: 2 flows, 150 bytes, 1 lines rejected"),

@@ -24,12 +24,12 @@ pub enum FileSourceError {
     #[error("no files match `{0}`")]
     NoFiles(String),
     /// A directory could not be listed.
-    #[error("cannot list {path}: {source}")]
+    #[error("cannot list {path}: {error}")]
     List {
         /// The directory.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -72,9 +72,9 @@ pub fn expand(path: &str) -> Result<Vec<PathBuf>, FileSourceError> {
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), FileSourceError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| FileSourceError::List {
+    let entries = std::fs::read_dir(dir).map_err(|error| FileSourceError::List {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     for entry in entries.flatten() {
         let path = entry.path();
@@ -110,7 +110,11 @@ pub fn run(
                         Ok(0) => break,
                         Ok(_) => batcher.push(&line),
                         Err(error) => {
-                            // Truncated gzip, I/O error: keep what was read, report, move on.
+                            // Truncated gzip, I/O error: keep what was read (a partial last
+                            // line goes on and is dead-lettered if malformed), report, move on.
+                            if !line.is_empty() {
+                                batcher.push(&line);
+                            }
                             metrics.error("read", 1);
                             tracing::error!(message = "Failed to read file; continuing with the next one.", file = %path.display(), %error);
                             break;

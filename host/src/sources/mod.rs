@@ -15,6 +15,7 @@ pub struct Batcher<'a> {
     batch_lines: usize,
     text: String,
     lines: usize,
+    started: bool,
     output: &'a Output,
     metrics: &'a ComponentMetrics,
 }
@@ -32,6 +33,7 @@ impl<'a> Batcher<'a> {
             batch_lines,
             text: String::new(),
             lines: 0,
+            started: false,
             output,
             metrics,
         }
@@ -64,6 +66,7 @@ impl<'a> Batcher<'a> {
             text: std::mem::take(&mut self.text),
             lines: std::mem::take(&mut self.lines),
             stream: self.stream.clone(),
+            stream_start: !std::mem::replace(&mut self.started, true),
             stream_end: end,
         };
         self.metrics.sent(batch.lines as u64);

@@ -40,5 +40,9 @@ pub fn run(batch_lines: usize, output: &Output, metrics: &ComponentMetrics, stop
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+    // Lines already read are sent too: shutdown drains, it does not drop.
+    while let Ok(line) = lines_rx.try_recv() {
+        batcher.push(&line);
+    }
     batcher.flush(true);
 }

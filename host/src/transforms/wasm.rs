@@ -52,6 +52,7 @@ impl WasmTransform {
             let (output, rejected) = match self.worker.process(
                 format.as_deref(),
                 &batch.text,
+                batch.stream_start,
                 &table,
             ) {
                 Ok(Ok(result)) => {
@@ -104,6 +105,7 @@ impl WasmTransform {
                     text,
                     lines: emitted,
                     stream: batch.stream.clone(),
+                    stream_start: batch.stream_start,
                     stream_end: batch.stream_end,
                 }));
             }
@@ -131,6 +133,7 @@ impl WasmTransform {
                         text,
                         lines: rejected.len(),
                         stream: batch.stream.clone(),
+                        stream_start: false,
                         stream_end: false,
                     }));
                 }

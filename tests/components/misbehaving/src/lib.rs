@@ -27,7 +27,11 @@ mod component {
             Ok(format)
         }
 
-        fn process(format: Option<String>, lines: String) -> Result<BatchResult, String> {
+        fn process(
+            format: Option<String>,
+            lines: String,
+            _stream_start: bool,
+        ) -> Result<BatchResult, String> {
             if lines.contains("TRAP") {
                 panic!("fixture trap");
             }
