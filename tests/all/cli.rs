@@ -52,6 +52,40 @@ fn enrich_writes_json_to_stdout_and_each_rejected_line_to_stderr() {
 }
 
 #[test]
+fn enrich_reports_bad_metadata_lines_as_json_on_stderr_and_uses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("m.jsonl");
+    std::fs::write(
+        &metadata,
+        b"{\"ts\": 0, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"a\"}}\nnot json\n\xff\xfe\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = enrich(
+        &["--metadata", metadata.to_str().unwrap()],
+        "2 1 e 10.0.0.1 10.0.0.2 1 2 6 1 1 5 6 ACCEPT OK\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(r#""src_app":"a""#), "{stdout}");
+    let errors: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(errors.len(), 2, "{stderr}");
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 2: invalid JSON")
+    );
+    assert!(
+        errors[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line 3: line is not valid UTF-8")
+    );
+}
+
+#[test]
 fn enrich_accepts_aws_format_syntax_and_rejects_unknown_fields() {
     let (code, stdout, _) = enrich(&["--format", "${srcaddr} ${bytes}"], "10.0.0.1 77\n");
     assert_eq!(code, 0);

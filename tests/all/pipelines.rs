@@ -283,3 +283,74 @@ path = "out.ndjson"
         .collect();
     assert_eq!(bytes, (0..250).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_truncated_gzip_file_keeps_every_complete_line_and_dead_letters_the_partial_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..2000 {
+        writeln!(
+            gz,
+            "2 1 eni-{i:06} 10.0.0.1 10.0.0.2 1 2 6 1 {i} 1700000100 1700000160 ACCEPT OK"
+        )
+        .unwrap();
+    }
+    let bytes = gz.finish().unwrap();
+    std::fs::write(dir.path().join("cut.log.gz"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[sources.in]
+type = "file"
+path = "cut.log.gz"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+
+[sinks.dead]
+type = "file"
+inputs = ["t.dead_letter"]
+path = "dead.ndjson"
+"#,
+    )
+    .unwrap();
+    let out = bin()
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good: Vec<Value> = std::fs::read_to_string(dir.path().join("out.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dead = std::fs::read_to_string(dir.path().join("dead.ndjson")).unwrap();
+    assert!(
+        good.len() > 100,
+        "the readable part comes out ({} rows)",
+        good.len()
+    );
+    for (i, row) in good.iter().enumerate() {
+        assert_eq!(row["bytes"], i as u64, "in order, none skipped");
+    }
+    assert!(
+        dead.lines().count() <= 1,
+        "at most the cut line is dead-lettered: {dead}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("read: 1")
+            || dead.lines().count() == 1
+            || good.len() < 2000
+    );
+}
