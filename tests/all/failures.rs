@@ -66,53 +66,16 @@ fn a_pipeline_dead_letters_the_lines_of_a_failing_batch_and_carries_on() {
         "one\ntwo\nthree TRAP\nfour\nfive\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
-[sources.in]
-type = "file"
-path = "in.log"
-batch_lines = 2
-
-[transforms.t]
-type = "wasm"
-inputs = ["in"]
-component = "{MISBEHAVING}"
-
-[sinks.out]
-type = "file"
-inputs = ["t"]
-path = "out.ndjson"
-
-[sinks.dead]
-type = "file"
-inputs = ["t.dead_letter"]
-path = "dead.ndjson"
-"#
-        ),
-    )
-    .unwrap();
-    let out = crate::bin()
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (_, good, dead) = crate::run_to_files(
+        dir.path(),
+        "type = \"file\"\npath = \"in.log\"\nbatch_lines = 2",
+        &format!("component = \"{MISBEHAVING}\""),
     );
-    let good = std::fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
-    assert_eq!(
-        good,
-        "{\"line\":\"one\"}\n{\"line\":\"two\"}\n{\"line\":\"five\"}\n"
-    );
-    let dead: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("dead.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let lines: Vec<&str> = good
+        .iter()
+        .map(|row| row["line"].as_str().unwrap())
         .collect();
+    assert_eq!(lines, ["one", "two", "five"]);
     assert_eq!(dead.len(), 2);
     assert_eq!(dead[0]["line"], "three TRAP");
     assert_eq!(dead[1]["line"], "four");

@@ -22,3 +22,59 @@ pub fn bin() -> std::process::Command {
     command.current_dir(repo());
     command
 }
+
+/// Runs a pipeline in `dir`: `[sources.in]` with the given settings, a `wasm` transform
+/// `t` (plus `transform` settings), enriched rows to `out.ndjson` and dead letters to
+/// `dead.ndjson`. Asserts it exits 0 and returns its output, the rows and the dead letters.
+pub fn run_to_files(
+    dir: &std::path::Path,
+    source: &str,
+    transform: &str,
+) -> (
+    std::process::Output,
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+) {
+    let pipeline = format!(
+        r#"
+[sources.in]
+{source}
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+{transform}
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+
+[sinks.dead]
+type = "file"
+inputs = ["t.dead_letter"]
+path = "dead.ndjson"
+"#
+    );
+    std::fs::write(dir.join("p.toml"), pipeline).unwrap();
+    let out = bin().arg("run").arg(dir.join("p.toml")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out,
+        read_ndjson(&dir.join("out.ndjson")),
+        read_ndjson(&dir.join("dead.ndjson")),
+    )
+}
+
+/// The JSON objects of an NDJSON file.
+pub fn read_ndjson(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
