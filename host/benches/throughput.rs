@@ -33,13 +33,7 @@ impl Lookup for NativeLookup<'_> {
         owners
     }
     fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
-        owners
-            .iter()
-            .flat_map(|&id| {
-                let owner = self.0.owner(id).or_else(|| self.0.owner(0)).unwrap();
-                [owner.src_fragment.clone(), owner.dst_fragment.clone()]
-            })
-            .collect()
+        self.0.owner_fragments(owners)
     }
 }
 

@@ -20,3 +20,11 @@ pub struct LineBatch {
 
 /// Batches are shared between the consumers of one output.
 pub type SharedBatch = Arc<LineBatch>;
+
+/// Appends one raw line (with or without its `\n`) to batch text, replacing invalid UTF-8.
+pub fn push_line(text: &mut String, raw: &[u8]) {
+    text.push_str(&String::from_utf8_lossy(raw));
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+}

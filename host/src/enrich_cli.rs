@@ -44,10 +44,7 @@ pub fn run<R: Read>(
         raw.clear();
         let n = input.read_until(b'\n', &mut raw).map_err(EnrichError::Io)?;
         if n > 0 {
-            batch.push_str(&String::from_utf8_lossy(&raw));
-            if !batch.ends_with('\n') {
-                batch.push('\n');
-            }
+            crate::batch::push_line(&mut batch, &raw);
             lines += 1;
         }
         let drained = input.buffer().is_empty();

@@ -92,12 +92,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
 }
 
 fn component_bytes(path: Option<&PathBuf>) -> Result<std::borrow::Cow<'static, [u8]>> {
-    Ok(match path {
-        Some(path) => std::fs::read(path)
-            .with_context(|| format!("cannot read component {}", path.display()))?
-            .into(),
-        None => flowenrich::embedded::COMPONENT.into(),
-    })
+    flowenrich::embedded::component_bytes(path.map(PathBuf::as_path)).map_err(anyhow::Error::msg)
 }
 
 fn enrich(

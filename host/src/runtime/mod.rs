@@ -230,18 +230,7 @@ impl bindings::flowenrich::enrich::lookup::Host for HostState {
     }
 
     fn owner_fragments(&mut self, owners: Vec<u32>) -> Vec<String> {
-        let table = &*self.table;
-        let mut out = Vec::with_capacity(owners.len() * 2);
-        for id in owners {
-            match table.owner(id).or_else(|| table.owner(0)) {
-                Some(owner) => {
-                    out.push(owner.src_fragment.clone());
-                    out.push(owner.dst_fragment.clone());
-                }
-                None => out.extend([String::new(), String::new()]),
-            }
-        }
-        out
+        self.table.owner_fragments(&owners)
     }
 }
 

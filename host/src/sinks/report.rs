@@ -12,15 +12,24 @@ use tokio::sync::mpsc;
 /// Label for a side without the attribute.
 const UNATTRIBUTED: &str = "(unattributed)";
 
-/// Attribute names the report groups by.
+/// Output keys the report groups by (`src_<attr>` / `dst_<attr>`), built once.
 #[derive(Debug, Clone)]
 pub struct ReportKeys {
-    /// Application attribute (`app`).
-    pub app: String,
-    /// Region attribute (`region`).
-    pub region: String,
-    /// Availability-zone attribute (`zone`).
-    pub zone: String,
+    app: [String; 2],
+    region: [String; 2],
+    zone: [String; 2],
+}
+
+impl ReportKeys {
+    /// Keys for the application, region and availability-zone attributes.
+    pub fn new(app: &str, region: &str, zone: &str) -> Self {
+        let sides = |attr: &str| [format!("src_{attr}"), format!("dst_{attr}")];
+        ReportKeys {
+            app: sides(app),
+            region: sides(region),
+            zone: sides(zone),
+        }
+    }
 }
 
 #[derive(Default, Clone, Copy)]
@@ -54,7 +63,7 @@ impl Report {
             self.dead_letters += 1;
             return;
         }
-        let text = |key: String| row.get(&key).and_then(Value::as_str).map(str::to_string);
+        let text = |key: &String| row.get(key).and_then(Value::as_str).map(str::to_string);
         let number = |key: &str| row.get(key).and_then(Value::as_u64).unwrap_or(0);
         let sums = Sums {
             flows: 1,
@@ -63,27 +72,22 @@ impl Report {
         };
         self.flows += 1;
         self.bytes = self.bytes.saturating_add(sums.bytes);
-        let src_app = text(format!("src_{}", keys.app)).unwrap_or_else(|| UNATTRIBUTED.into());
-        let dst_app = text(format!("dst_{}", keys.app)).unwrap_or_else(|| UNATTRIBUTED.into());
+        let src_app = text(&keys.app[0]).unwrap_or_else(|| UNATTRIBUTED.into());
+        let dst_app = text(&keys.app[1]).unwrap_or_else(|| UNATTRIBUTED.into());
         let pair = (src_app.clone(), dst_app.clone());
         add(self.pairs.entry(pair.clone()).or_default(), sums);
         if row.get("action").and_then(Value::as_str) == Some("REJECT") {
             add(self.rejected.entry(pair).or_default(), sums);
         }
-        let (src_region, dst_region) = (
-            text(format!("src_{}", keys.region)),
-            text(format!("dst_{}", keys.region)),
-        );
+        let (src_region, dst_region) = (text(&keys.region[0]), text(&keys.region[1]));
         if let (Some(a), Some(b)) = (&src_region, &dst_region)
             && a != b
         {
             let key = (src_app.clone(), a.clone(), dst_app.clone(), b.clone());
             add(self.cross_region.entry(key).or_default(), sums);
         }
-        if let (Some(a), Some(b)) = (
-            text(format!("src_{}", keys.zone)),
-            text(format!("dst_{}", keys.zone)),
-        ) && a != b
+        if let (Some(a), Some(b)) = (text(&keys.zone[0]), text(&keys.zone[1]))
+            && a != b
             && src_region == dst_region
         {
             add(
@@ -201,11 +205,7 @@ mod tests {
 
     #[test]
     fn groups_pairs_regions_zones_and_rejects() {
-        let keys = ReportKeys {
-            app: "app".into(),
-            region: "region".into(),
-            zone: "zone".into(),
-        };
+        let keys = ReportKeys::new("app", "region", "zone");
         let mut report = Report::default();
         let row = |src: &str,
                    dst: &str,

@@ -41,10 +41,7 @@ impl<'a> Batcher<'a> {
 
     /// Adds one raw line (with or without its `\n`); invalid UTF-8 is replaced.
     pub fn push(&mut self, raw: &[u8]) {
-        self.text.push_str(&String::from_utf8_lossy(raw));
-        if !self.text.ends_with('\n') {
-            self.text.push('\n');
-        }
+        crate::batch::push_line(&mut self.text, raw);
         self.lines += 1;
         self.metrics.received(1);
         if self.lines >= self.batch_lines {

@@ -129,14 +129,8 @@ impl Topology {
             let loaded = match compiled.get(component) {
                 Some(loaded) => loaded.clone(),
                 None => {
-                    let bytes: std::borrow::Cow<[u8]> = match component {
-                        Some(path) => std::fs::read(path)
-                            .map_err(|e| {
-                                build_error(&key, format!("cannot read {}: {e}", path.display()))
-                            })?
-                            .into(),
-                        None => crate::embedded::COMPONENT.into(),
-                    };
+                    let bytes = crate::embedded::component_bytes(component.as_deref())
+                        .map_err(|e| build_error(&key, e))?;
                     let loaded = runtime.load(&bytes).map_err(|e| build_error(&key, e))?;
                     compiled.insert(component.clone(), loaded.clone());
                     loaded
@@ -228,11 +222,7 @@ impl Topology {
                     path,
                     ..
                 } => {
-                    let keys = sinks::report::ReportKeys {
-                        app: app_key,
-                        region: region_key,
-                        zone: zone_key,
-                    };
+                    let keys = sinks::report::ReportKeys::new(&app_key, &region_key, &zone_key);
                     (
                         path,
                         spawn(&id, move || {
