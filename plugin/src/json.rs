@@ -42,13 +42,50 @@ pub fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Appends `text` as a JSON string (with quotes), escaping only what JSON requires.
 #[inline]
 pub fn write_str(out: &mut Vec<u8>, text: &[u8]) {
-    out.push(b'"');
-    if text.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\') {
-        put(out, text);
-    } else {
+    if needs_escape(text) {
+        out.push(b'"');
         write_escaped(out, text);
+        out.push(b'"');
+    } else {
+        write_quoted(out, text);
     }
-    out.push(b'"');
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `w` is `"`, `\\` or a control byte below 0x20 (SWAR: each test
+/// flags exactly when some byte matches, false positives only sit above true ones).
+#[inline(always)]
+fn word_needs_escape(w: u64) -> bool {
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    (zero(w ^ (ONES * b'"' as u64))
+        | zero(w ^ (ONES * b'\\' as u64))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS))
+        != 0
+}
+
+/// Whether `text` holds a byte that JSON strings must escape; eight bytes at a time.
+#[inline]
+pub fn needs_escape(text: &[u8]) -> bool {
+    let n = text.len();
+    let word = |at: usize| u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"));
+    if n >= 8 {
+        let mut at = 0;
+        while at + 8 < n {
+            if word_needs_escape(word(at)) {
+                return true;
+            }
+            at += 8;
+        }
+        // The last (possibly overlapping) word.
+        return word_needs_escape(word(n - 8));
+    }
+    if n >= 4 {
+        let half = |at: usize| u32::from_le_bytes(text[at..at + 4].try_into().expect("4 bytes"));
+        return word_needs_escape(u64::from(half(0)) | u64::from(half(n - 4)) << 32);
+    }
+    text.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Appends `text`, known to need no escaping, in quotes.
@@ -111,6 +148,24 @@ mod tests {
         assert_eq!(s("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(s("x\u{1}y\tz"), "\"x\\u0001y\\tz\"");
         assert_eq!(s("zoë"), "\"zoë\"");
+    }
+
+    #[test]
+    fn needs_escape_agrees_with_a_byte_loop() {
+        let base = b"abcdefghijklmnopqrstuvwxyz0123";
+        for n in 0..base.len() {
+            assert!(!needs_escape(&base[..n]), "length {n}");
+            for at in 0..n {
+                for special in [b'"', b'\\', 0u8, 0x1f, b'\n'] {
+                    let mut text = base[..n].to_vec();
+                    text[at] = special;
+                    assert!(needs_escape(&text), "{text:?}");
+                }
+                let mut text = base[..n].to_vec();
+                text[at] = 0xc3;
+                assert!(!needs_escape(&text), "{text:?}");
+            }
+        }
     }
 
     #[test]

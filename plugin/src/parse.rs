@@ -88,56 +88,43 @@ pub struct Parsed {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Bit 7 of each byte of the result is set where `w` has a zero byte (exact for the
-/// lowest one; higher ones may be false positives, so only the lowest is used).
-#[inline(always)]
-fn zero_bytes(w: u64) -> u64 {
-    w.wrapping_sub(ONES) & !w & HIGHS
-}
-
 /// Field separators: space, tab, and carriage return (so CRLF line ends are tolerated).
 #[inline(always)]
 pub fn is_separator(b: u8) -> bool {
     b == b' ' || b == b'\t' || b == b'\r'
 }
 
-/// Length of the token at the start of `s` (up to the first separator or `\n`) and
-/// whether it holds a byte JSON must escape (`"`, `\\` or another control byte). Eight
-/// bytes at a time: tokens are short, but this keeps the loop count (and wasm's
-/// per-iteration interrupt checks) low.
+/// A field ends at a separator or at the end of the line.
+#[inline(always)]
+fn ends_token(b: u8) -> bool {
+    is_separator(b) || b == b'\n'
+}
+
+/// Length of the token at the start of `s`: up to the first separator or `\n`. Eight
+/// bytes at a time with one test per word (bytes up to 0x20 stop the fast loop; a
+/// control byte that is not a separator belongs to the token), which keeps the loop
+/// count, and wasm's per-iteration interrupt checks, low.
 #[inline]
-pub fn scan_token(s: &[u8]) -> (usize, bool) {
+pub fn scan_token(s: &[u8]) -> usize {
     let mut i = 0;
-    let mut special = 0u64;
     while i + 8 <= s.len() {
         let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-        let ends = zero_bytes(w ^ (ONES * b' ' as u64))
-            | zero_bytes(w ^ (ONES * b'\t' as u64))
-            | zero_bytes(w ^ (ONES * b'\r' as u64))
-            | zero_bytes(w ^ (ONES * b'\n' as u64));
-        // Quotes, backslashes and bytes below 0x20 (bytes >= 0x80 are excluded by `!w`).
-        let escapes = zero_bytes(w ^ (ONES * b'"' as u64))
-            | zero_bytes(w ^ (ONES * b'\\' as u64))
-            | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS);
-        if ends != 0 {
-            let len = (ends.trailing_zeros() / 8) as usize;
-            // Only hits below the token's end count (false hits can only sit above a
-            // true one, so masking keeps the answer exact).
-            let below = if len == 0 {
-                0
-            } else {
-                u64::MAX >> (64 - 8 * len)
-            };
-            return (i + len, special != 0 || escapes & below != 0);
+        // Bit 7 set for bytes below 0x21 (exact for the lowest one, which is all we use).
+        let low = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
+        if low != 0 {
+            let at = i + (low.trailing_zeros() / 8) as usize;
+            if ends_token(s[at]) {
+                return at;
+            }
+            i = at + 1;
+            continue;
         }
-        special |= escapes;
         i += 8;
     }
-    while i < s.len() && !is_separator(s[i]) && s[i] != b'\n' {
-        special |= u64::from(s[i] < 0x20 || s[i] == b'"' || s[i] == b'\\');
+    while i < s.len() && !ends_token(s[i]) {
         i += 1;
     }
-    (i, special != 0)
+    i
 }
 
 /// Parses `line` and appends its JSON object, without the closing brace, to `out`.
@@ -182,11 +169,10 @@ pub fn parse_line_at(
             break;
         }
         let begin = i;
-        let (len, special) = scan_token(&text[i..]);
-        i += len;
+        i += scan_token(&text[i..]);
         if pos < expected
             && first_error.is_none()
-            && let Err(error) = write_field(format, pos, &text[begin..i], special, &mut parsed, out)
+            && let Err(error) = write_field(format, pos, &text[begin..i], &mut parsed, out)
         {
             first_error = Some(error);
         }
@@ -218,7 +204,6 @@ fn write_field(
     format: &Format,
     pos: usize,
     value: &[u8],
-    special: bool,
     parsed: &mut Parsed,
     out: &mut Vec<u8>,
 ) -> Result<(), LineError> {
@@ -228,8 +213,7 @@ fn write_field(
         return Ok(());
     }
     match format.kind(pos) {
-        Kind::Text if special => json::write_str(out, value),
-        Kind::Text => json::write_quoted(out, value),
+        Kind::Text => json::write_str(out, value),
         Kind::UInt(max) => {
             let number = parse_uint(value).ok_or_else(|| LineError::NotANumber {
                 field: format.name(pos),
@@ -508,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn scan_token_finds_the_end_and_special_bytes() {
+    fn scan_token_finds_the_end() {
         for text in [
             "",
             "a",
@@ -521,14 +505,16 @@ mod tests {
             "abcdefg\\ h",
             "abcdefgh\"",
             "abcdefghijklmno\n",
+            "ab\u{1}cdefghijk\u{7f}lm\u{1f}\r",
+            "abc\u{0}defghijklmnopqrstu\u{1}vwxyz x",
         ] {
             let bytes = text.as_bytes();
-            let want = bytes.iter().position(|&b| b <= b' ').unwrap_or(bytes.len());
-            let special = bytes[..want].iter().any(|&b| b == b'"' || b == b'\\');
-            assert_eq!(scan_token(bytes), (want, special), "{text:?}");
+            let want = bytes
+                .iter()
+                .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                .unwrap_or(bytes.len());
+            assert_eq!(scan_token(bytes), want, "{text:?}");
         }
-        // A quote after the separator does not count.
-        assert_eq!(scan_token(b"abc \"xyzwv"), (3, false));
     }
 
     #[test]

@@ -115,6 +115,10 @@ impl Runtime {
     pub fn new(options: RuntimeOptions) -> Result<Runtime, RuntimeError> {
         let mut config = Config::new();
         config.epoch_interruption(options.epoch_interruption);
+        // For profiling: `FLOWENRICH_PERFMAP=1` names the compiled wasm functions for `perf`.
+        if std::env::var_os("FLOWENRICH_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
             .total_component_instances(64)
