@@ -41,15 +41,63 @@ pub enum MetadataConfig {
         /// Several changelog files, applied in this order (after `path`).
         #[serde(default)]
         paths: Vec<PathBuf>,
+        /// AWS's published `ip-ranges.json` (a local copy): AWS addresses get `app = "aws"`,
+        /// `service` and `region`; a changelog event for the same network overrides it.
+        #[serde(default)]
+        aws_ip_ranges: Option<PathBuf>,
+        /// Public addresses that nothing else covers get `app = "internet"`. Default: on
+        /// when `aws_ip_ranges` is set, off otherwise.
+        #[serde(default)]
+        internet: Option<bool>,
+        /// Seconds of history kept behind the newest event; flows older than that are
+        /// left unattributed. 0 keeps all history. Default 3600.
+        #[serde(default = "default_retention_secs")]
+        retention_secs: u64,
+        /// How often the files are checked for changes, in milliseconds; a change rebuilds
+        /// the table and swaps it in. 0 never re-reads. Default 1000.
+        #[serde(default = "default_reload_interval_ms")]
+        reload_interval_ms: u64,
     },
 }
 
+fn default_retention_secs() -> u64 {
+    3600
+}
+
+fn default_reload_interval_ms() -> u64 {
+    1000
+}
+
 impl MetadataConfig {
-    /// The files of a `file` table, `path` first.
+    /// The changelog files of a `file` table, `path` first.
     pub fn files(&self) -> Vec<PathBuf> {
         match self {
-            MetadataConfig::File { path, paths } => path.iter().chain(paths).cloned().collect(),
+            MetadataConfig::File { path, paths, .. } => path.iter().chain(paths).cloned().collect(),
         }
+    }
+
+    /// What the table is built from.
+    pub fn spec(&self) -> crate::metadata::TableSpec {
+        let MetadataConfig::File {
+            aws_ip_ranges,
+            internet,
+            retention_secs,
+            ..
+        } = self;
+        crate::metadata::TableSpec {
+            files: self.files(),
+            aws_ip_ranges: aws_ip_ranges.clone(),
+            internet: internet.unwrap_or(aws_ip_ranges.is_some()),
+            retention: (*retention_secs > 0).then_some(*retention_secs),
+        }
+    }
+
+    /// How often the files are checked for changes (`None`: never).
+    pub fn reload_interval(&self) -> Option<std::time::Duration> {
+        let MetadataConfig::File {
+            reload_interval_ms, ..
+        } = self;
+        (*reload_interval_ms > 0).then(|| std::time::Duration::from_millis(*reload_interval_ms))
     }
 }
 
@@ -294,10 +342,10 @@ impl Pipeline {
             }
         }
         for (name, metadata) in &c.metadata {
-            if metadata.files().is_empty() {
+            if metadata.spec().watched_files().is_empty() {
                 return Err(self.invalid(
                     format!("metadata.{name}.path"),
-                    "a file table needs `path` or `paths`",
+                    "a file table needs `path`, `paths` or `aws_ip_ranges`",
                 ));
             }
         }
@@ -417,9 +465,15 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     };
     for metadata in config.metadata.values_mut() {
-        let MetadataConfig::File { path, paths } = metadata;
+        let MetadataConfig::File {
+            path,
+            paths,
+            aws_ip_ranges,
+            ..
+        } = metadata;
         path.iter_mut().for_each(resolve);
         paths.iter_mut().for_each(resolve);
+        aws_ip_ranges.iter_mut().for_each(resolve);
     }
     for source in config.sources.values_mut() {
         if let SourceConfig::File { path, .. } = source

@@ -178,8 +178,13 @@ fn run(path: PathBuf) -> Result<ExitCode> {
     }
     for (id, totals) in &summary.metrics {
         let errors: u64 = totals.errors.values().sum();
+        let counters: String = totals
+            .counters
+            .iter()
+            .map(|(name, n)| format!(" {name} {n}"))
+            .collect();
         eprintln!(
-            "{id}: received {} sent {} errors {errors} discarded {}",
+            "{id}: received {} sent {} errors {errors} discarded {}{counters}",
             totals.received, totals.sent, totals.discarded
         );
     }

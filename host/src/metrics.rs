@@ -12,6 +12,7 @@ pub struct ComponentMetrics {
     sent: AtomicU64,
     discarded: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    counters: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl ComponentMetrics {
@@ -36,6 +37,15 @@ impl ComponentMetrics {
             .entry(error_type)
             .or_default() += n;
     }
+    /// A component-specific counter (`<name> += n`), e.g. `metadata_reloads_total`.
+    pub fn count(&self, name: &'static str, n: u64) {
+        *self
+            .counters
+            .lock()
+            .expect("metrics lock")
+            .entry(name)
+            .or_default() += n;
+    }
     /// Current totals.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -43,6 +53,7 @@ impl ComponentMetrics {
             sent: self.sent.load(Ordering::Relaxed),
             discarded: self.discarded.load(Ordering::Relaxed),
             errors: self.errors.lock().expect("metrics lock").clone(),
+            counters: self.counters.lock().expect("metrics lock").clone(),
         }
     }
 }
@@ -58,6 +69,8 @@ pub struct Totals {
     pub discarded: u64,
     /// Errors by `error_type`.
     pub errors: BTreeMap<&'static str, u64>,
+    /// Component-specific counters by name.
+    pub counters: BTreeMap<&'static str, u64>,
 }
 
 /// All components' counters.
@@ -102,6 +115,18 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE {name} counter");
             for (id, totals) in &snapshot {
                 let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {}", pick(totals));
+            }
+        }
+        let names: std::collections::BTreeSet<&str> = snapshot
+            .values()
+            .flat_map(|t| t.counters.keys().copied())
+            .collect();
+        for name in names {
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (id, totals) in &snapshot {
+                if let Some(n) = totals.counters.get(name) {
+                    let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {n}");
+                }
             }
         }
         let _ = writeln!(out, "# TYPE component_errors_total counter");

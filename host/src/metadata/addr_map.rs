@@ -9,6 +9,48 @@ use std::hash::Hash;
 pub trait AddrKey: Copy + Eq + Hash + Default {
     /// A well-mixed 64-bit hash (the top bits pick the slot).
     fn mix(self) -> u64;
+    /// Whether the address is on the public internet: not private, shared, loopback,
+    /// link-local, documentation, benchmarking, multicast or reserved space.
+    fn is_public(self) -> bool;
+}
+
+/// IPv4 blocks that are not public: (network, prefix length).
+const NOT_PUBLIC_V4: [(u32, u32); 14] = [
+    (0x0000_0000, 8),  // "this network"
+    (0x0A00_0000, 8),  // 10/8 private
+    (0x6440_0000, 10), // 100.64/10 shared (carrier-grade NAT)
+    (0x7F00_0000, 8),  // loopback
+    (0xA9FE_0000, 16), // link-local
+    (0xAC10_0000, 12), // 172.16/12 private
+    (0xC000_0000, 24), // IETF protocol assignments
+    (0xC000_0200, 24), // TEST-NET-1
+    (0xC0A8_0000, 16), // 192.168/16 private
+    (0xC612_0000, 15), // benchmarking
+    (0xC633_6400, 24), // TEST-NET-2
+    (0xCB00_7100, 24), // TEST-NET-3
+    (0xE000_0000, 4),  // multicast
+    (0xF000_0000, 4),  // reserved, broadcast
+];
+
+/// Whether a big-endian IPv4 address is public (see [`AddrKey::is_public`]).
+pub fn is_public_v4(addr: u32) -> bool {
+    !NOT_PUBLIC_V4
+        .iter()
+        .any(|&(net, len)| addr >> (32 - len) == net >> (32 - len))
+}
+
+/// Whether a big-endian IPv6 address is public: global unicast (2000::/3) outside the
+/// documentation, IETF-protocol and 6to4 blocks, or an IPv4-mapped public address.
+pub fn is_public_v6(addr: u128) -> bool {
+    if addr >> 32 == 0xFFFF {
+        return is_public_v4(addr as u32);
+    }
+    let top16 = (addr >> 112) as u16;
+    let top32 = (addr >> 96) as u32;
+    addr >> 125 == 0b001
+        && top32 != 0x2001_0DB8
+        && addr >> 105 != 0x2001 << 7 // 2001::/23
+        && top16 != 0x2002
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -18,6 +60,10 @@ impl AddrKey for u32 {
     fn mix(self) -> u64 {
         (self as u64 ^ 0x5bd1_e995).wrapping_mul(GOLDEN)
     }
+    #[inline]
+    fn is_public(self) -> bool {
+        is_public_v4(self)
+    }
 }
 
 impl AddrKey for u128 {
@@ -25,6 +71,10 @@ impl AddrKey for u128 {
     fn mix(self) -> u64 {
         let folded = (self as u64) ^ ((self >> 64) as u64).rotate_left(29);
         (folded ^ (folded >> 31)).wrapping_mul(GOLDEN)
+    }
+    #[inline]
+    fn is_public(self) -> bool {
+        is_public_v6(self)
     }
 }
 
@@ -177,5 +227,58 @@ mod tests {
         assert_eq!(v6.at(1, 1), None);
         let empty: AddrMap<u32> = AddrMap::build(std::iter::empty());
         assert_eq!(empty.at(1, 1), None);
+    }
+
+    #[test]
+    fn public_addresses() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let v4 = |a: &str| is_public_v4(u32::from(a.parse::<Ipv4Addr>().unwrap()));
+        let v6 = |a: &str| is_public_v6(u128::from(a.parse::<Ipv6Addr>().unwrap()));
+        for public in [
+            "8.8.8.8",
+            "52.95.1.2",
+            "1.1.1.1",
+            "100.128.0.1",
+            "172.32.0.1",
+        ] {
+            assert!(v4(public), "{public}");
+        }
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "198.18.0.1",
+            "203.0.113.9",
+        ] {
+            assert!(!v4(private), "{private}");
+        }
+        for public in [
+            "2600:1f00::1",
+            "2a00:1450::1",
+            "::ffff:8.8.8.8",
+            "2001:4860::8888",
+        ] {
+            assert!(v6(public), "{public}");
+        }
+        for private in [
+            "::1",
+            "::",
+            "fe80::1",
+            "fd00::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001::1",
+            "2002::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!v6(private), "{private}");
+        }
     }
 }

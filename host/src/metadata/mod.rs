@@ -2,9 +2,12 @@
 //! through which workers read one snapshot per batch.
 
 pub mod addr_map;
+pub mod aws_ranges;
 pub mod events;
+pub mod reload;
 pub mod table;
 
+pub use aws_ranges::AwsRangesError;
 pub use events::{Attrs, Changelog, Event, EventError};
 pub use table::{Owner, Table, TableBuilder, UNATTRIBUTED};
 
@@ -60,17 +63,63 @@ pub enum MetadataError {
         /// The I/O error.
         error: std::io::Error,
     },
+    /// The AWS ranges file could not be used.
+    #[error(transparent)]
+    AwsRanges(#[from] AwsRangesError),
 }
 
-/// Loads changelog files in order into one table. Rejected lines are returned (with their
-/// file) so the caller can report and count them; every other line is used.
-pub fn load_files(
-    paths: &[impl AsRef<Path>],
-) -> Result<(Table, Vec<(PathBuf, events::BadLine)>), MetadataError> {
-    let mut builder = TableBuilder::new();
+/// Everything a table is built from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Changelog files (contract 3), applied in order.
+    pub files: Vec<PathBuf>,
+    /// AWS's `ip-ranges.json`, if any.
+    pub aws_ip_ranges: Option<PathBuf>,
+    /// Whether public addresses nobody else covers belong to the `internet` owner.
+    pub internet: bool,
+    /// Seconds of history kept behind the newest event; `None` keeps everything.
+    pub retention: Option<u64>,
+}
+
+impl TableSpec {
+    /// Every file the table is read from (the ones a reload watches).
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.files
+            .iter()
+            .chain(&self.aws_ip_ranges)
+            .cloned()
+            .collect()
+    }
+}
+
+/// Rejected changelog lines, each with its file.
+pub type Rejected = Vec<(PathBuf, events::BadLine)>;
+
+/// Builds a table from `spec`. Rejected changelog lines are returned (with their file) so
+/// the caller can report and count them; every other line is used. An unreadable file or
+/// an invalid AWS ranges file fails the whole load.
+pub fn load(spec: &TableSpec) -> Result<(Table, Rejected), MetadataError> {
+    let mut builder = TableBuilder::new()
+        .retention(spec.retention)
+        .internet(spec.internet);
+    if let Some(path) = &spec.aws_ip_ranges {
+        builder.aws_ranges(aws_ranges::read(path)?);
+    }
+    let rejected = apply_files(&mut builder, &spec.files)?;
+    Ok((builder.build(), rejected))
+}
+
+/// Loads changelog files in order into one table, keeping all history (see [`load`]).
+pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Rejected), MetadataError> {
+    load(&TableSpec {
+        files: paths.iter().map(|p| p.as_ref().to_path_buf()).collect(),
+        ..TableSpec::default()
+    })
+}
+
+fn apply_files(builder: &mut TableBuilder, paths: &[PathBuf]) -> Result<Rejected, MetadataError> {
     let mut rejected = Vec::new();
     for path in paths {
-        let path = path.as_ref();
         let log = events::read_changelog_file(path).map_err(|error| MetadataError::Read {
             path: path.to_path_buf(),
             error,
@@ -82,5 +131,5 @@ pub fn load_files(
                 .map(|bad| (path.to_path_buf(), bad)),
         );
     }
-    Ok((builder.build(), rejected))
+    Ok(rejected)
 }

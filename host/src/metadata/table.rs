@@ -1,11 +1,17 @@
 //! The time-aware attribution table: "who owned address `a` at time `t`".
 //!
-//! Rules (DESIGN.md contract 3): the latest exact-IP event at or before `t` decides if it
-//! is an `assign`; otherwise (no event, or an `unassign`) the most specific CIDR whose
-//! latest event at or before `t` is an `assign`; otherwise nobody. Events with equal
-//! timestamps apply in the order they were read, so the later one wins.
+//! Rules (DESIGN.md contract 3, extended): a flow older than the retention window is left
+//! unattributed; otherwise the latest exact-IP event at or before `t` decides if it is an
+//! `assign`; otherwise (no event, or an `unassign`) the most specific network whose latest
+//! event at or before `t` is an `assign` (changelog networks and AWS's published ranges
+//! compete on specificity; an AWS range holds from time 0, so a changelog event for the
+//! same network overrides it from the event's timestamp on); otherwise, when internet
+//! classification is on, a public address belongs to the `internet` owner; otherwise
+//! nobody. Events with equal timestamps apply in the order they were read, so the later
+//! one wins.
 
 use super::addr_map::{AddrKey, AddrMap};
+use super::aws_ranges::AwsRanges;
 use super::events::{Attrs, Event, Op, Target};
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
@@ -49,6 +55,10 @@ pub struct Table {
     owners: Vec<Owner>,
     keys: Vec<String>,
     events: usize,
+    /// Flows that started before this epoch second are left unattributed (0 = none).
+    cutoff: u64,
+    /// Owner of public addresses nobody else covers ([`UNATTRIBUTED`] = not classified).
+    internet: u32,
 }
 
 impl Default for Table {
@@ -64,43 +74,59 @@ impl std::fmt::Debug for Table {
             .field("addresses", &self.addresses())
             .field("networks", &self.networks())
             .field("owners", &self.owners())
+            .field("cutoff", &self.cutoff)
             .finish()
     }
 }
 
-/// Owner of `addr` at `t`: exact timeline first, then the most specific network.
+/// One address family of a table.
+struct Family<'a, K> {
+    exact: &'a AddrMap<K>,
+    /// Most specific first.
+    levels: &'a [PrefixLevel<K>],
+    cutoff: u64,
+    internet: u32,
+}
+
+/// Owner of `addr` at `t`: nobody before the cutoff, then the exact timeline, the most
+/// specific network, and the internet owner for public addresses.
 #[inline]
 fn resolve<K: AddrKey + std::ops::BitAnd<Output = K>>(
-    exact: &AddrMap<K>,
-    levels: &[PrefixLevel<K>],
+    family: &Family<'_, K>,
     addr: K,
     t: u64,
 ) -> u32 {
-    if let Some(owner) = exact.at(addr, t)
+    if t < family.cutoff {
+        return UNATTRIBUTED;
+    }
+    if let Some(owner) = family.exact.at(addr, t)
         && owner != UNATTRIBUTED
     {
         return owner;
     }
-    for level in levels {
+    for level in family.levels {
         if let Some(owner) = level.nets.at(addr & level.mask, t)
             && owner != UNATTRIBUTED
         {
             return owner;
         }
     }
+    if family.internet != UNATTRIBUTED && addr.is_public() {
+        return family.internet;
+    }
     UNATTRIBUTED
 }
 
 /// Batched [`resolve`]: prefetches slots and timelines ahead so misses overlap.
 fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
-    exact: &AddrMap<K>,
-    levels: &[PrefixLevel<K>],
+    family: &Family<'_, K>,
     addrs: impl Fn(usize) -> K,
     times: &[u64],
     out: &mut Vec<u32>,
 ) {
     let n = times.len();
     out.reserve(n);
+    let exact = family.exact;
     for i in 0..n.min(PREFETCH_AHEAD) {
         exact.prefetch_slot(addrs(i));
     }
@@ -111,34 +137,58 @@ fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
         if i + PREFETCH_AHEAD / 2 < n {
             exact.prefetch_timeline(addrs(i + PREFETCH_AHEAD / 2));
         }
-        out.push(resolve(exact, levels, addrs(i), t));
+        out.push(resolve(family, addrs(i), t));
     }
 }
 
 impl Table {
+    fn family_v4(&self) -> Family<'_, u32> {
+        Family {
+            exact: &self.v4,
+            levels: &self.cidr_v4,
+            cutoff: self.cutoff,
+            internet: self.internet,
+        }
+    }
+
+    fn family_v6(&self) -> Family<'_, u128> {
+        Family {
+            exact: &self.v6,
+            levels: &self.cidr_v6,
+            cutoff: self.cutoff,
+            internet: self.internet,
+        }
+    }
+
     /// Owner id of IPv4 address `addr` (big-endian integer) at epoch second `t`.
     #[inline]
     pub fn lookup_v4(&self, addr: u32, t: u64) -> u32 {
-        resolve(&self.v4, &self.cidr_v4, addr, t)
+        resolve(&self.family_v4(), addr, t)
     }
 
     /// Owner id of IPv6 address `addr` at epoch second `t`.
     #[inline]
     pub fn lookup_v6(&self, addr: u128, t: u64) -> u32 {
-        resolve(&self.v6, &self.cidr_v6, addr, t)
+        resolve(&self.family_v6(), addr, t)
+    }
+
+    /// Flows that started before this epoch second are outside the retention window and
+    /// left unattributed (0 when nothing has been trimmed).
+    pub fn cutoff(&self) -> u64 {
+        self.cutoff
     }
 
     /// Owner ids of IPv4 addresses at times (`addrs[i]` at `times[i]`), appended to `out`.
     pub fn lookup_v4_batch(&self, addrs: &[u32], times: &[u64], out: &mut Vec<u32>) {
         let n = addrs.len().min(times.len());
-        resolve_batch(&self.v4, &self.cidr_v4, |i| addrs[i], &times[..n], out);
+        resolve_batch(&self.family_v4(), |i| addrs[i], &times[..n], out);
     }
 
     /// Owner ids of IPv6 addresses given as (high, low) u64 pairs, appended to `out`.
     pub fn lookup_v6_batch(&self, addrs: &[u64], times: &[u64], out: &mut Vec<u32>) {
         let n = (addrs.len() / 2).min(times.len());
         let addr = |i: usize| ((addrs[2 * i] as u128) << 64) | addrs[2 * i + 1] as u128;
-        resolve_batch(&self.v6, &self.cidr_v6, addr, &times[..n], out);
+        resolve_batch(&self.family_v6(), addr, &times[..n], out);
     }
 
     /// Approximate bytes held by the lookup structures (not the owners' attributes).
@@ -211,37 +261,69 @@ impl Table {
     }
 }
 
-/// Folds events into a [`Table`].
+/// The attributes of the owner of public addresses nobody else covers.
+pub fn internet_attrs() -> Attrs {
+    Attrs::from([("app".to_string(), "internet".to_string())])
+}
+
+/// Folds events (and optionally AWS's ranges) into a [`Table`].
 #[derive(Default)]
 pub struct TableBuilder {
     v4: FxHashMap<u32, History>,
     v6: FxHashMap<u128, History>,
     cidr_v4: FxHashMap<(u8, u32), History>,
     cidr_v6: FxHashMap<(u8, u128), History>,
+    aws: AwsRanges,
+    internet: bool,
+    retention: Option<u64>,
+    newest: u64,
     owner_ids: HashMap<Attrs, u32>,
     owners: Vec<Attrs>,
     events: usize,
 }
 
 impl TableBuilder {
-    /// An empty builder.
+    /// An empty builder: no retention limit, no AWS ranges, no internet classification.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps only the history needed to attribute flows up to `seconds` older than the
+    /// newest event; older flows are left unattributed.
+    pub fn retention(mut self, seconds: Option<u64>) -> Self {
+        self.retention = seconds;
+        self
+    }
+
+    /// Classifies public addresses that nothing else covers as the `internet` owner.
+    pub fn internet(mut self, on: bool) -> Self {
+        self.internet = on;
+        self
+    }
+
+    /// Adds AWS's published ranges as networks valid at all times; a changelog event for
+    /// the same network overrides the range from its timestamp on.
+    pub fn aws_ranges(&mut self, ranges: AwsRanges) {
+        self.aws.extend(ranges);
+    }
+
+    fn owner_id(&mut self, attrs: &Attrs) -> u32 {
+        match self.owner_ids.get(attrs) {
+            Some(&id) => id,
+            None => {
+                self.owners.push(attrs.clone());
+                let id = self.owners.len() as u32; // ids start at 1
+                self.owner_ids.insert(attrs.clone(), id);
+                id
+            }
+        }
     }
 
     /// Adds one event (in read order; events need not be sorted by time).
     pub fn apply(&mut self, event: &Event) {
         let owner = match &event.op {
             Op::Unassign => UNATTRIBUTED,
-            Op::Assign(attrs) => match self.owner_ids.get(attrs) {
-                Some(&id) => id,
-                None => {
-                    self.owners.push(attrs.clone());
-                    let id = self.owners.len() as u32; // ids start at 1
-                    self.owner_ids.insert(attrs.clone(), id);
-                    id
-                }
-            },
+            Op::Assign(attrs) => self.owner_id(attrs),
         };
         let entry = (event.ts, owner);
         match event.target {
@@ -258,6 +340,7 @@ impl TableBuilder {
                 .or_default()
                 .push(entry),
         }
+        self.newest = self.newest.max(event.ts);
         self.events += 1;
     }
 
@@ -268,22 +351,39 @@ impl TableBuilder {
         }
     }
 
-    /// Sorts every timeline and renders the owners' fragments.
-    pub fn build(self) -> Table {
-        fn sort(history: &mut History) {
-            // Stable: equal timestamps keep read order, so the later event wins.
-            history.sort_by_key(|&(ts, _)| ts);
+    /// Sorts and trims every timeline and renders the owners' fragments.
+    pub fn build(mut self) -> Table {
+        let cutoff = match self.retention {
+            Some(retention) if self.events > 0 => self.newest.saturating_sub(retention),
+            _ => 0,
+        };
+        // An AWS range holds from the beginning of time; a changelog event for the same
+        // network comes after it in read order, so it wins from its own timestamp on.
+        for (net, attrs) in std::mem::take(&mut self.aws) {
+            let owner = self.owner_id(&attrs);
+            let history = match net {
+                ipnet::IpNet::V4(n) => self
+                    .cidr_v4
+                    .entry((n.prefix_len(), u32::from(n.network())))
+                    .or_default(),
+                ipnet::IpNet::V6(n) => self
+                    .cidr_v6
+                    .entry((n.prefix_len(), u128::from(n.network())))
+                    .or_default(),
+            };
+            history.insert(0, (0, owner));
         }
-        let mut v4 = self.v4;
-        v4.values_mut().for_each(sort);
-        let mut v6 = self.v6;
-        v6.values_mut().for_each(sort);
-        let v4 = AddrMap::build(v4.into_iter());
-        let v6 = AddrMap::build(v6.into_iter());
-        let cidr_v4 = levels(self.cidr_v4, |len| {
+        let internet = if self.internet {
+            self.owner_id(&internet_attrs())
+        } else {
+            UNATTRIBUTED
+        };
+        let v4 = AddrMap::build(timelines(self.v4, cutoff));
+        let v6 = AddrMap::build(timelines(self.v6, cutoff));
+        let cidr_v4 = levels(timelines(self.cidr_v4, cutoff), |len| {
             if len == 0 { 0 } else { u32::MAX << (32 - len) }
         });
-        let cidr_v6 = levels(self.cidr_v6, |len| {
+        let cidr_v6 = levels(timelines(self.cidr_v6, cutoff), |len| {
             if len == 0 {
                 0
             } else {
@@ -309,18 +409,43 @@ impl TableBuilder {
             owners,
             keys,
             events: self.events,
+            cutoff,
+            internet,
         }
     }
 }
 
+/// Sorts each timeline by time (stably: equal timestamps keep read order, so the later
+/// event wins) and drops what no lookup at or after `cutoff` can reach: entries older
+/// than the last one at or before the cutoff, and timelines that end unassigned before
+/// it.
+fn timelines<Key>(
+    histories: FxHashMap<Key, History>,
+    cutoff: u64,
+) -> impl ExactSizeIterator<Item = (Key, History)> {
+    let kept: Vec<(Key, History)> = histories
+        .into_iter()
+        .filter_map(|(key, mut history)| {
+            history.sort_by_key(|&(ts, _)| ts);
+            let at_cutoff = history.partition_point(|&(ts, _)| ts <= cutoff);
+            if at_cutoff > 1 {
+                history.drain(..at_cutoff - 1);
+            }
+            let dormant =
+                history.len() == 1 && history[0].1 == UNATTRIBUTED && history[0].0 <= cutoff;
+            (!dormant).then_some((key, history))
+        })
+        .collect();
+    kept.into_iter()
+}
+
 /// Groups network timelines by prefix length, most specific first.
 fn levels<K: AddrKey>(
-    nets: FxHashMap<(u8, K), History>,
+    nets: impl Iterator<Item = ((u8, K), History)>,
     mask: impl Fn(u8) -> K,
 ) -> Vec<PrefixLevel<K>> {
     let mut by_len: std::collections::BTreeMap<u8, Vec<(K, History)>> = Default::default();
-    for ((len, net), mut history) in nets {
-        history.sort_by_key(|&(ts, _)| ts);
+    for ((len, net), history) in nets {
         by_len.entry(len).or_default().push((net, history));
     }
     by_len
@@ -507,5 +632,110 @@ mod tests {
             t.owner(0).unwrap().dst_fragment,
             r#","dst_app":null,"dst_region":null,"dst_zone":null"#
         );
+    }
+
+    fn built(lines: &str, builder: TableBuilder) -> Table {
+        let log = super::super::events::read_changelog(lines.as_bytes()).unwrap();
+        let mut builder = builder;
+        builder.extend(&log.events);
+        builder.build()
+    }
+
+    #[test]
+    fn retention_trims_history_and_never_misattributes_older_flows() {
+        let events = r#"{"ts": 1000, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a"}}
+{"ts": 2000, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "b"}}
+{"ts": 3000, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "c"}}
+{"ts": 1000, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "d"}}
+{"ts": 1500, "op": "unassign", "ip": "10.0.0.2"}
+{"ts": 0, "op": "assign", "cidr": "10.0.0.0/24", "attrs": {"app": "net"}}
+{"ts": 5000, "op": "assign", "ip": "10.0.0.9", "attrs": {"app": "e"}}
+"#;
+        let full = built(events, TableBuilder::new());
+        let trimmed = built(events, TableBuilder::new().retention(Some(2500)));
+        assert_eq!(trimmed.cutoff(), 2500);
+        assert_eq!(full.cutoff(), 0);
+        assert!(trimmed.heap_bytes() <= full.heap_bytes());
+        // Inside the window both tables agree.
+        for t in [2500, 2999, 3000, 4000, 6000] {
+            for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.7", "10.0.0.9"] {
+                assert_eq!(app(&trimmed, ip, t), app(&full, ip, t), "{ip} at {t}");
+            }
+        }
+        // The owner at the cutoff is kept: b held 10.0.0.1 from 2000.
+        assert_eq!(app(&trimmed, "10.0.0.1", 2600).as_deref(), Some("b"));
+        // A dormant address falls back to its network inside the window...
+        assert_eq!(app(&trimmed, "10.0.0.2", 2600).as_deref(), Some("net"));
+        // ...and nothing older than the window is attributed, even to the network.
+        for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.7"] {
+            assert_eq!(app(&trimmed, ip, 1200), None, "{ip}");
+        }
+        assert_eq!(app(&full, "10.0.0.1", 1200).as_deref(), Some("a"));
+        assert_eq!(trimmed.addresses(), 2, "the dormant address is dropped");
+    }
+
+    fn aws() -> AwsRanges {
+        super::super::aws_ranges::parse(
+            r#"{"prefixes": [
+                {"ip_prefix": "52.95.0.0/16", "region": "us-east-1", "service": "S3"},
+                {"ip_prefix": "52.0.0.0/8", "region": "us-east-1", "service": "AMAZON"},
+                {"ip_prefix": "10.9.0.0/16", "region": "us-west-2", "service": "EC2"}
+            ], "ipv6_prefixes": [
+                {"ipv6_prefix": "2600:1f00::/24", "region": "us-east-1", "service": "EC2"}
+            ]}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn precedence_of_changelog_aws_ranges_and_internet() {
+        let events = r#"{"ts": 100, "op": "assign", "ip": "52.95.1.1", "attrs": {"app": "ours"}}
+{"ts": 100, "op": "assign", "cidr": "52.95.7.0/24", "attrs": {"app": "vpn"}}
+{"ts": 100, "op": "assign", "cidr": "10.9.0.0/16", "attrs": {"app": "peered"}}
+"#;
+        let mut builder = TableBuilder::new().internet(true);
+        builder.aws_ranges(aws());
+        let t = built(events, builder);
+        let attr = |ip: &str, key: &str| {
+            let id = t.lookup(ip.parse().unwrap(), 200);
+            t.owner(id).unwrap().attrs.get(key).cloned()
+        };
+        assert_eq!(
+            attr("52.95.1.1", "app").as_deref(),
+            Some("ours"),
+            "exact IP first"
+        );
+        assert_eq!(
+            attr("52.95.7.7", "app").as_deref(),
+            Some("vpn"),
+            "more specific changelog net"
+        );
+        assert_eq!(attr("52.95.8.8", "app").as_deref(), Some("aws"));
+        assert_eq!(
+            attr("52.95.8.8", "service").as_deref(),
+            Some("S3"),
+            "most specific AWS range"
+        );
+        assert_eq!(attr("52.1.1.1", "service").as_deref(), Some("AMAZON"));
+        assert_eq!(
+            attr("10.9.1.1", "app").as_deref(),
+            Some("peered"),
+            "changelog wins a tie"
+        );
+        assert_eq!(attr("2600:1f00::5", "service").as_deref(), Some("EC2"));
+        assert_eq!(attr("8.8.8.8", "app").as_deref(), Some("internet"));
+        assert_eq!(attr("2a00:1450::1", "app").as_deref(), Some("internet"));
+        assert_eq!(
+            attr("192.168.1.1", "app"),
+            None,
+            "private space is not internet"
+        );
+        assert_eq!(attr("10.1.1.1", "app"), None);
+        // AWS ranges hold at any time; the changelog net only from its timestamp.
+        let before = t.lookup("10.9.1.1".parse().unwrap(), 50);
+        assert_eq!(t.owner(before).unwrap().attrs["service"], "EC2");
+        // Without internet classification, uncovered public addresses stay unattributed.
+        let plain = built(events, TableBuilder::new());
+        assert_eq!(plain.lookup("8.8.8.8".parse().unwrap(), 200), UNATTRIBUTED);
     }
 }

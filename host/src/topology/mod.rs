@@ -4,9 +4,7 @@
 pub mod output;
 
 use crate::batch::SharedBatch;
-use crate::config::{
-    DEAD_LETTER, MetadataConfig, Pipeline, SinkConfig, SourceConfig, TransformConfig,
-};
+use crate::config::{DEAD_LETTER, Pipeline, SinkConfig, SourceConfig, TransformConfig};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::{Metrics, Totals};
 use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
@@ -49,6 +47,15 @@ enum SourcePlan {
     },
 }
 
+/// A table whose files are re-read when they change, once the topology runs.
+struct WatchPlan {
+    name: String,
+    spec: metadata::TableSpec,
+    shared: Arc<SharedTable>,
+    metrics: Arc<crate::metrics::ComponentMetrics>,
+    interval: Duration,
+}
+
 struct TransformPlan {
     component: LoadedComponent,
     limits: WorkerLimits,
@@ -64,6 +71,7 @@ pub struct Topology {
     inputs: BTreeMap<String, Vec<String>>,
     /// Metadata tables by name.
     pub tables: BTreeMap<String, Arc<SharedTable>>,
+    watched: Vec<WatchPlan>,
     /// Counters of every component.
     pub metrics: Metrics,
 }
@@ -84,18 +92,29 @@ impl Topology {
         let metrics = Metrics::default();
         let config = pipeline.config;
         let mut tables = BTreeMap::new();
+        let mut watched = Vec::new();
         for (name, table) in &config.metadata {
-            let MetadataConfig::File { .. } = table;
-            let (built, rejected) = metadata::load_files(&table.files())
-                .map_err(|e| build_error(format!("metadata.{name}.path"), e))?;
+            let spec = table.spec();
+            let (built, rejected) = metadata::load(&spec).map_err(|e| {
+                let key = match e {
+                    metadata::MetadataError::AwsRanges(_) => "aws_ip_ranges",
+                    metadata::MetadataError::Read { .. } => "path",
+                };
+                build_error(format!("metadata.{name}.{key}"), e)
+            })?;
             let counters = metrics.component(&format!("metadata.{name}"));
-            counters.received(built.events() as u64 + rejected.len() as u64);
-            counters.error("invalid_event", rejected.len() as u64);
-            for (path, bad) in &rejected {
-                tracing::warn!(message = "Rejected metadata line.", table = %name, file = %path.display(), line_number = bad.line_number, error = %bad.error, error_type = bad.error.error_type());
+            metadata::reload::record_load(name, &built, &rejected, &counters);
+            let shared = Arc::new(SharedTable::new(built));
+            if let Some(interval) = table.reload_interval() {
+                watched.push(WatchPlan {
+                    name: name.clone(),
+                    spec,
+                    shared: shared.clone(),
+                    metrics: counters,
+                    interval,
+                });
             }
-            tracing::info!(message = "Loaded metadata.", table = %name, events = built.events(), addresses = built.addresses(), networks = built.networks(), owners = built.owners());
-            tables.insert(name.clone(), Arc::new(SharedTable::new(built)));
+            tables.insert(name.clone(), shared);
         }
 
         let mut sources = BTreeMap::new();
@@ -171,6 +190,7 @@ impl Topology {
             sinks: config.sinks,
             inputs,
             tables,
+            watched,
             metrics,
         })
     }
@@ -178,6 +198,14 @@ impl Topology {
     /// Runs until every source is exhausted or `stop` is set, then drains: transforms
     /// finish what they hold, sinks flush. Returns the final counters and reports.
     pub fn run(self, runtime: &Runtime, stop: Arc<AtomicBool>) -> Result<RunSummary, BuildError> {
+        // Stopped (dropped) when the run ends.
+        let _watchers: Vec<metadata::reload::Watcher> = self
+            .watched
+            .into_iter()
+            .map(|w| {
+                metadata::reload::Watcher::start(w.name, w.spec, w.shared, w.metrics, w.interval)
+            })
+            .collect();
         // One bounded channel per consumer; every output it lists gets a sender.
         let mut outputs: HashMap<String, Output> = HashMap::new();
         let mut receivers: HashMap<String, mpsc::Receiver<SharedBatch>> = HashMap::new();

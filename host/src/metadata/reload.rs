@@ -1,0 +1,130 @@
+//! Re-reading a table's files when they change, off the hot path.
+//!
+//! A watcher thread polls the files' size and modification time. When they change it
+//! builds a complete new table and swaps it in with one atomic store; workers keep using
+//! the table they loaded for their batch. A file that cannot be read, or an AWS ranges
+//! file that does not parse, leaves the previous table in place; the failure is logged
+//! and counted, and the next change is tried again.
+
+use super::{Rejected, Table};
+use super::{SharedTable, TableSpec};
+use crate::metrics::ComponentMetrics;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+/// Size and modification time of every watched file (`None`: missing or unreadable).
+type Fingerprint = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+
+fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+    files
+        .iter()
+        .map(|path| {
+            let seen = std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (path.clone(), seen)
+        })
+        .collect()
+}
+
+/// A running watcher; [`Watcher::stop`] (or drop) ends it.
+pub struct Watcher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Starts watching `spec`'s files every `interval`, installing new tables in `shared`.
+    /// Counters on `metrics`: `metadata_reloads_total`, `metadata_reload_failures_total`,
+    /// received events and `invalid_event` errors of every load.
+    pub fn start(
+        name: String,
+        spec: TableSpec,
+        shared: Arc<SharedTable>,
+        metrics: Arc<ComponentMetrics>,
+        interval: Duration,
+    ) -> Watcher {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stopped = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("metadata-{name}"))
+            .spawn(move || {
+                let files = spec.watched_files();
+                let mut last = fingerprint(&files);
+                let (lock, wake) = &*stopped;
+                let mut done = lock.lock().expect("watcher lock");
+                loop {
+                    done = wake.wait_timeout(done, interval).expect("watcher lock").0;
+                    if *done {
+                        return;
+                    }
+                    let now = fingerprint(&files);
+                    if now == last {
+                        continue;
+                    }
+                    last = now;
+                    reload(&name, &spec, &shared, &metrics);
+                }
+            })
+            .expect("spawn metadata watcher");
+        Watcher {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the watcher and waits for it.
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        let (lock, wake) = &*self.stop;
+        *lock.lock().expect("watcher lock") = true;
+        wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Builds a new table from `spec` and installs it, or keeps the current one on failure.
+/// Returns whether a new table was installed.
+pub fn reload(
+    name: &str,
+    spec: &TableSpec,
+    shared: &SharedTable,
+    metrics: &ComponentMetrics,
+) -> bool {
+    match super::load(spec) {
+        Ok((table, rejected)) => {
+            record_load(name, &table, &rejected, metrics);
+            shared.replace(table);
+            metrics.count("metadata_reloads_total", 1);
+            true
+        }
+        Err(error) => {
+            tracing::error!(message = "Metadata reload failed; keeping the previous table.", table = %name, %error);
+            metrics.count("metadata_reload_failures_total", 1);
+            false
+        }
+    }
+}
+
+/// Logs and counts one successful load: its events, and each rejected line.
+pub fn record_load(name: &str, table: &Table, rejected: &Rejected, metrics: &ComponentMetrics) {
+    metrics.received(table.events() as u64 + rejected.len() as u64);
+    metrics.error("invalid_event", rejected.len() as u64);
+    for (path, bad) in rejected {
+        tracing::warn!(message = "Rejected metadata line.", table = %name, file = %path.display(), line_number = bad.line_number, error = %bad.error, error_type = bad.error.error_type());
+    }
+    tracing::info!(message = "Loaded metadata.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners(), cutoff = table.cutoff());
+}
