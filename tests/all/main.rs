@@ -4,6 +4,7 @@
 mod cli;
 mod failures;
 mod fixtures;
+mod metadata;
 mod pipelines;
 
 use std::path::PathBuf;
