@@ -78,51 +78,88 @@ impl AddrKey for u128 {
     }
 }
 
-#[derive(Clone, Copy, Default)]
+/// Marks an empty slot (in `older`).
+const EMPTY: u32 = u32::MAX;
+/// Marks a timeline with no entry before the inline one (in `older`).
+const NO_OLDER: u32 = u32::MAX - 1;
+
+/// One key and the latest entry of its timeline, inline: lookups are mostly for recent
+/// times, so most of them read this slot and nothing else. 16 bytes for IPv4.
+#[derive(Clone, Copy)]
 struct Slot<K> {
     key: K,
-    /// First entry of the timeline in `entries`.
-    start: u32,
-    /// Timeline length; 0 marks an empty slot.
-    len: u32,
+    /// From when the latest entry holds (epoch seconds).
+    last_ts: u32,
+    /// The latest entry's owner (0 = unassigned).
+    last_owner: u32,
+    /// Where the earlier entries are in `entries` (a `(count, 0)` header, then the
+    /// entries oldest first), [`NO_OLDER`], or [`EMPTY`] for an empty slot.
+    older: u32,
+}
+
+impl<K: AddrKey> Default for Slot<K> {
+    fn default() -> Self {
+        Slot {
+            key: K::default(),
+            last_ts: 0,
+            last_owner: 0,
+            older: EMPTY,
+        }
+    }
 }
 
 /// Address → timeline of `(from_ts, owner)`, sorted by time; owner 0 = unassigned.
 pub struct AddrMap<K> {
     slots: Vec<Slot<K>>,
     shift: u32,
-    entries: Vec<(u64, u32)>,
+    /// Earlier entries of every timeline, `(from_ts, owner)`, each run behind a header.
+    entries: Vec<(u32, u32)>,
     len: usize,
 }
 
 impl<K: AddrKey> AddrMap<K> {
-    /// Builds the map from timelines already sorted by time.
+    /// Builds the map from timelines already sorted by time, with times at most
+    /// [`super::events::MAX_TS`] (larger ones are clamped).
     pub fn build(timelines: impl ExactSizeIterator<Item = (K, Vec<(u64, u32)>)>) -> AddrMap<K> {
+        let timelines: Vec<(K, Vec<(u64, u32)>)> = timelines.collect();
         let len = timelines.len();
         let capacity = (len * 2).next_power_of_two().max(8);
+        let earlier: usize = timelines
+            .iter()
+            .map(|(_, t)| if t.len() > 1 { t.len() } else { 0 })
+            .sum();
         let mut map = AddrMap {
-            slots: vec![Slot::default(); capacity],
+            slots: huge_vec(capacity, Slot::default()),
             shift: 64 - capacity.trailing_zeros(),
-            entries: Vec::new(),
+            entries: huge_vec(earlier, (0, 0)),
             len,
         };
+        map.entries.clear();
+        let ts32 = |ts: u64| ts.min(super::events::MAX_TS) as u32;
         for (key, timeline) in timelines {
-            if timeline.is_empty() {
+            let Some((&(last_ts, last_owner), earlier)) = timeline.split_last() else {
                 continue;
-            }
-            let start = map.entries.len() as u32;
-            map.entries.extend_from_slice(&timeline);
+            };
+            let older = if earlier.is_empty() {
+                NO_OLDER
+            } else {
+                let at = map.entries.len() as u32;
+                map.entries.push((earlier.len() as u32, 0));
+                map.entries
+                    .extend(earlier.iter().map(|&(ts, owner)| (ts32(ts), owner)));
+                at
+            };
             let mut at = map.home(key);
-            while map.slots[at].len != 0 {
+            while map.slots[at].older != EMPTY {
                 at = (at + 1) & (capacity - 1);
             }
             map.slots[at] = Slot {
                 key,
-                start,
-                len: timeline.len() as u32,
+                last_ts: ts32(last_ts),
+                last_owner,
+                older,
             };
         }
-        map.entries.shrink_to_fit();
         map
     }
 
@@ -144,16 +181,16 @@ impl<K: AddrKey> AddrMap<K> {
     /// Bytes held by the map's arrays.
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot<K>>()
-            + self.entries.capacity() * std::mem::size_of::<(u64, u32)>()
+            + self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
     }
 
-    #[inline]
-    fn find(&self, key: K) -> Option<Slot<K>> {
+    #[inline(always)]
+    fn find(&self, key: K) -> Option<&Slot<K>> {
         let mask = self.slots.len() - 1;
         let mut at = self.home(key);
         loop {
-            let slot = self.slots[at];
-            if slot.len == 0 {
+            let slot = &self.slots[at];
+            if slot.older == EMPTY {
                 return None;
             }
             if slot.key == key {
@@ -165,15 +202,22 @@ impl<K: AddrKey> AddrMap<K> {
 
     /// The owner recorded by the latest entry at or before `t`, if there is one
     /// (0 when that entry is an unassign).
-    #[inline]
+    #[inline(always)]
     pub fn at(&self, key: K, t: u64) -> Option<u32> {
         let slot = self.find(key)?;
-        let (start, end) = (slot.start as usize, (slot.start + slot.len) as usize);
+        if u64::from(slot.last_ts) <= t {
+            return Some(slot.last_owner);
+        }
+        if slot.older == NO_OLDER {
+            return None;
+        }
+        let header = slot.older as usize;
+        let count = self.entries[header].0 as usize;
         // Timelines are short and lookups are mostly for recent times: scan from the end.
-        self.entries[start..end]
+        self.entries[header + 1..header + 1 + count]
             .iter()
             .rev()
-            .find(|&&(ts, _)| ts <= t)
+            .find(|&&(ts, _)| u64::from(ts) <= t)
             .map(|&(_, owner)| owner)
     }
 
@@ -183,15 +227,52 @@ impl<K: AddrKey> AddrMap<K> {
         prefetch(&self.slots[self.home(key)]);
     }
 
-    /// Hints the CPU to fetch `key`'s timeline (if its slot is already at hand).
+    /// Hints the CPU to fetch `key`'s earlier entries when a lookup at `t` will need
+    /// them (if its slot is already at hand).
     #[inline]
-    pub fn prefetch_timeline(&self, key: K) {
-        let slot = self.slots[self.home(key)];
-        if slot.len != 0 && slot.key == key {
-            let end = (slot.start + slot.len - 1) as usize;
-            prefetch(&self.entries[end]);
+    pub fn prefetch_timeline(&self, key: K, t: u64) {
+        let slot = &self.slots[self.home(key)];
+        if slot.key == key && slot.older < NO_OLDER && u64::from(slot.last_ts) > t {
+            prefetch(&self.entries[slot.older as usize]);
         }
     }
+}
+
+/// A vector of `n` copies of `value`, on transparent huge pages where the kernel offers
+/// them (a large table then costs far fewer TLB misses). The advice is given before the
+/// memory is first touched, so the pages are huge from the start.
+fn huge_vec<T: Clone>(n: usize, value: T) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    advise_huge_pages(v.as_ptr(), n * std::mem::size_of::<T>());
+    v.resize(n, value);
+    v
+}
+
+/// Asks the kernel to back `bytes` at `ptr` with huge pages; a hint, so failures are
+/// ignored.
+fn advise_huge_pages<T>(ptr: *const T, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        if bytes >= HUGE {
+            let start = ptr as usize;
+            let aligned = (start + HUGE - 1) & !(HUGE - 1);
+            let end = (start + bytes) & !(HUGE - 1);
+            if end > aligned {
+                // SAFETY: madvise with MADV_HUGEPAGE only changes how the kernel backs
+                // pages of this mapping we own; it never alters their contents.
+                unsafe {
+                    libc::madvise(
+                        aligned as *mut libc::c_void,
+                        end - aligned,
+                        libc::MADV_HUGEPAGE,
+                    );
+                }
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, bytes);
 }
 
 #[inline(always)]
@@ -219,7 +300,7 @@ mod tests {
             assert_eq!(map.at(k * 7, 15), Some(k + 1));
             assert_eq!(map.at(k * 7, 25), Some(0));
             map.prefetch_slot(k * 7);
-            map.prefetch_timeline(k * 7);
+            map.prefetch_timeline(k * 7, 15);
         }
         assert_eq!(map.at(3, 15), None);
         let v6 = AddrMap::build([(1u128 << 100, vec![(0, 5)])].into_iter());

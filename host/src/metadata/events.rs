@@ -64,7 +64,13 @@ pub enum EventError {
     /// The line is not valid UTF-8.
     #[error("line is not valid UTF-8")]
     NotUtf8,
+    /// `ts` is after 2106 (more than 32 bits of seconds): milliseconds, most likely.
+    #[error("`ts` {0} is after the year 2106; epoch seconds expected (milliseconds?)")]
+    TsOutOfRange(u64),
 }
+
+/// The largest accepted `ts`: the table stores times as 32-bit seconds.
+pub const MAX_TS: u64 = u32::MAX as u64 - 1;
 
 impl EventError {
     /// Stable label for metrics (`error_type`).
@@ -77,6 +83,7 @@ impl EventError {
             EventError::BadCidr(_) => "invalid_cidr",
             EventError::MissingAttrs => "missing_attrs",
             EventError::NotUtf8 => "invalid_utf8",
+            EventError::TsOutOfRange(_) => "invalid_ts",
         }
     }
 }
@@ -97,6 +104,9 @@ impl Event {
     /// Parses one JSON line.
     pub fn parse(line: &str) -> Result<Event, EventError> {
         let raw: RawEvent = serde_json::from_str(line)?;
+        if raw.ts > MAX_TS {
+            return Err(EventError::TsOutOfRange(raw.ts));
+        }
         let target = match (&raw.ip, &raw.cidr) {
             (Some(ip), None) => Target::Ip(
                 ip.trim()
@@ -233,6 +243,10 @@ mod tests {
             (
                 r#"{"ts": -1, "op": "assign", "ip": "10.0.0.1", "attrs": {}}"#,
                 "invalid_json",
+            ),
+            (
+                r#"{"ts": 1700000000000, "op": "assign", "ip": "10.0.0.1", "attrs": {}}"#,
+                "invalid_ts",
             ),
             (
                 r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "attrs": {"n": 1}}"#,

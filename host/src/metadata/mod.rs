@@ -18,11 +18,14 @@ use std::sync::Arc;
 /// A table that can be replaced atomically while workers read it.
 ///
 /// Readers call [`SharedTable::snapshot`] once per batch, so every line of a batch is
-/// attributed against exactly one table version.
+/// attributed against exactly one table version. Replaced tables are freed by the thread
+/// that replaces tables (in [`SharedTable::replace`] or [`SharedTable::reap`]) once no
+/// reader holds them, so a worker never pays for freeing a large table.
 #[derive(Debug)]
 pub struct SharedTable {
     current: ArcSwap<Table>,
     version: std::sync::atomic::AtomicU64,
+    retired: std::sync::Mutex<Vec<Arc<Table>>>,
 }
 
 impl SharedTable {
@@ -31,6 +34,7 @@ impl SharedTable {
         SharedTable {
             current: ArcSwap::from_pointee(table),
             version: 1.into(),
+            retired: Default::default(),
         }
     }
 
@@ -39,11 +43,22 @@ impl SharedTable {
         self.current.load_full()
     }
 
-    /// Replaces the table; readers see either the old or the new one, never a mix.
+    /// Replaces the table; readers see either the old or the new one, never a mix. The
+    /// old one is kept until no reader holds it, then freed here or by a later
+    /// [`SharedTable::reap`].
     pub fn replace(&self, table: Table) {
-        self.current.store(Arc::new(table));
+        let old = self.current.swap(Arc::new(table));
         self.version
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.retired.lock().expect("retired lock").push(old);
+        self.reap();
+    }
+
+    /// Frees replaced tables that no reader holds any more; returns how many are left.
+    pub fn reap(&self) -> usize {
+        let mut retired = self.retired.lock().expect("retired lock");
+        retired.retain(|table| Arc::strong_count(table) > 1);
+        retired.len()
     }
 
     /// How many tables have been installed.
@@ -132,4 +147,31 @@ fn apply_files(builder: &mut TableBuilder, paths: &[PathBuf]) -> Result<Rejected
         );
     }
     Ok(rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replaced_table_is_freed_by_the_replacer_once_no_reader_holds_it() {
+        let shared = SharedTable::new(Table::default());
+        let held = shared.snapshot();
+        let watch = Arc::downgrade(&held);
+        shared.replace(Table::default());
+        assert_eq!(shared.version(), 2);
+        assert!(
+            !Arc::ptr_eq(&held, &shared.snapshot()),
+            "new readers see the new table"
+        );
+        // The reader's drop must not free the table: the retired list still holds it.
+        drop(held);
+        assert!(watch.upgrade().is_some(), "kept for the replacer to free");
+        assert_eq!(shared.reap(), 0);
+        assert!(watch.upgrade().is_none(), "freed by reap");
+        // With no reader at all, replace frees the old table itself.
+        let watch = Arc::downgrade(&shared.snapshot());
+        shared.replace(Table::default());
+        assert!(watch.upgrade().is_none());
+    }
 }

@@ -60,6 +60,7 @@ impl Watcher {
                     if *done {
                         return;
                     }
+                    shared.reap();
                     let now = fingerprint(&files);
                     if now == last {
                         continue;

@@ -135,7 +135,7 @@ fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
             exact.prefetch_slot(addrs(i + PREFETCH_AHEAD));
         }
         if i + PREFETCH_AHEAD / 2 < n {
-            exact.prefetch_timeline(addrs(i + PREFETCH_AHEAD / 2));
+            exact.prefetch_timeline(addrs(i + PREFETCH_AHEAD / 2), times[i + PREFETCH_AHEAD / 2]);
         }
         out.push(resolve(family, addrs(i), t));
     }

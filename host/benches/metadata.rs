@@ -1,0 +1,303 @@
+//! The attribution table at scale.
+//!
+//! `cargo bench -p flowenrich --bench metadata` (options: `--ips N`, default 1,000,000;
+//! `--cidrs N`, default 100,000). Builds a table of N IPv4 addresses with 3 owners each
+//! over time plus the CIDRs, then prints, all from one run:
+//! - build time from events, and the time to swap it in;
+//! - bytes held by the lookup structures, per address and per history entry;
+//! - batched lookup cost per IP (1,000 per batch, as the component asks), for addresses
+//!   with a history and for addresses that only networks cover;
+//! - the longest pause a worker sees while tables are swapped under it: a worker thread
+//!   loops on snapshot + a 1,000-IP batch and records its slowest batch with and without
+//!   swaps going on (the difference is the swap's cost to the worker).
+
+use flowenrich::metadata::events::{Attrs, Event, Op, Target};
+use flowenrich::metadata::{SharedTable, Table, TableBuilder};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const T0: u64 = 1_700_000_000;
+const BATCH: usize = 1000;
+
+/// Cheap deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Address `i` of the table: spread over 10.0.0.0/8 and 100.64.0.0/10.
+fn host(i: u64) -> u32 {
+    let spread = (i.wrapping_mul(0x9E37_79B9) & 0x3F_FFFF) as u32;
+    if i.is_multiple_of(2) {
+        0x0A00_0000 | (spread & 0xFF_FFFF)
+    } else {
+        0x6440_0000 | (spread & 0x3F_FFFF)
+    }
+}
+
+fn events(ips: usize, cidrs: usize) -> Vec<Event> {
+    let mut rng = Rng(11);
+    let owners: Vec<Attrs> = (0..2000)
+        .map(|i| {
+            Attrs::from([
+                ("app".to_string(), format!("app{i}")),
+                ("cluster".to_string(), format!("app{i}-prod")),
+                (
+                    "region".to_string(),
+                    ["us-east-1", "eu-west-1"][i % 2].to_string(),
+                ),
+                ("zone".to_string(), format!("zone{}", i % 6)),
+            ])
+        })
+        .collect();
+    let mut out = Vec::with_capacity(ips * 3 + cidrs);
+    for i in 0..ips as u64 {
+        let addr = IpAddr::V4(Ipv4Addr::from(host(i)));
+        for slot in 0..3 {
+            out.push(Event {
+                ts: T0 + slot * 1200 + rng.below(600),
+                target: Target::Ip(addr),
+                op: Op::Assign(owners[rng.below(owners.len() as u64) as usize].clone()),
+            });
+        }
+    }
+    for _ in 0..cidrs {
+        let len = 16 + rng.below(13) as u8; // /16 … /28
+        let net = ipnet::Ipv4Net::new(
+            Ipv4Addr::from(0xAC10_0000 | (rng.below(1 << 20) as u32) << 4),
+            len,
+        )
+        .expect("valid prefix")
+        .trunc();
+        out.push(Event {
+            ts: T0 + rng.below(3600),
+            target: Target::Cidr(ipnet::IpNet::V4(net)),
+            op: Op::Assign(owners[rng.below(owners.len() as u64) as usize].clone()),
+        });
+    }
+    out
+}
+
+/// Batches of (addresses, times): `hit` = addresses with a history, else 172.16/12 ones
+/// that only networks cover; times anywhere in the history, or only after its last
+/// change (`recent`).
+fn batches(ips: usize, hit: bool, recent: bool, count: usize) -> Vec<(Vec<u32>, Vec<u64>)> {
+    let mut rng = Rng(99);
+    (0..count)
+        .map(|_| {
+            (0..BATCH)
+                .map(|_| {
+                    let addr = if hit {
+                        host(rng.below(ips as u64))
+                    } else {
+                        0xAC10_0000 | rng.below(1 << 24) as u32
+                    };
+                    let t = if recent {
+                        T0 + 3000 + rng.below(900)
+                    } else {
+                        T0 + rng.below(3 * 1200 + 600)
+                    };
+                    (addr, t)
+                })
+                .unzip()
+        })
+        .collect()
+}
+
+/// ns per IP over `batches`, best of 3 rounds; also returns how many were attributed.
+fn lookup_cost(table: &Table, batches: &[(Vec<u32>, Vec<u64>)]) -> (f64, usize) {
+    let mut best = f64::INFINITY;
+    let mut attributed = 0;
+    let mut out = Vec::with_capacity(BATCH);
+    for _ in 0..3 {
+        attributed = 0;
+        let started = Instant::now();
+        for (addrs, times) in batches {
+            out.clear();
+            table.lookup_v4_batch(addrs, times, &mut out);
+            attributed += out.iter().filter(|&&o| o != 0).count();
+        }
+        let ns = started.elapsed().as_nanos() as f64 / (batches.len() * BATCH) as f64;
+        best = best.min(ns);
+    }
+    (best, attributed)
+}
+
+/// Slowest worker batch (snapshot + lookups) during `window`, with `swapping` tables
+/// replaced in another thread as fast as they can be.
+fn worst_batch(
+    shared: &Arc<SharedTable>,
+    batches: &[(Vec<u32>, Vec<u64>)],
+    window: Duration,
+    spare: Option<Vec<Table>>,
+) -> WorkerTimes {
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let batches = batches.to_vec();
+        std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            let mut worst_snapshot = Duration::ZERO;
+            let mut total = Duration::ZERO;
+            let mut n = 0u32;
+            let mut out = Vec::with_capacity(BATCH);
+            while !stop.load(Ordering::Relaxed) {
+                for (addrs, times) in &batches {
+                    let started = Instant::now();
+                    let table = shared.snapshot();
+                    worst_snapshot = worst_snapshot.max(started.elapsed());
+                    out.clear();
+                    table.lookup_v4_batch(addrs, times, &mut out);
+                    drop(table);
+                    let took = started.elapsed();
+                    worst = worst.max(took);
+                    total += took;
+                    n += 1;
+                }
+            }
+            (worst, total / n.max(1), worst_snapshot)
+        })
+    };
+    let started = Instant::now();
+    let mut swaps = 0;
+    if let Some(mut spare) = spare {
+        while started.elapsed() < window {
+            if let Some(table) = spare.pop() {
+                shared.replace(table);
+                swaps += 1;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    } else {
+        std::thread::sleep(window);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (worst, mean, worst_snapshot) = worker.join().unwrap();
+    shared.reap();
+    WorkerTimes {
+        worst,
+        mean,
+        worst_snapshot,
+        swaps,
+    }
+}
+
+/// What a worker saw during one window.
+struct WorkerTimes {
+    /// Slowest batch (snapshot + lookups).
+    worst: Duration,
+    /// Mean batch.
+    mean: Duration,
+    /// Slowest `snapshot()` call alone.
+    worst_snapshot: Duration,
+    /// Tables swapped in during the window.
+    swaps: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ips = arg(&args, "--ips", 1_000_000);
+    let cidrs = arg(&args, "--cidrs", 100_000);
+    let events = events(ips, cidrs);
+
+    let build = || {
+        let mut builder = TableBuilder::new();
+        builder.extend(&events);
+        builder.build()
+    };
+    let started = Instant::now();
+    let table = build();
+    let built_in = started.elapsed();
+    let entries = ips * 3;
+    println!(
+        "flowenrich::metadata table: {} addresses x 3 owners over time + {} networks ({} owners)",
+        table.addresses(),
+        table.networks(),
+        table.owners()
+    );
+    println!(
+        "build from {} events: {:.2} s; lookup structures {:.1} MiB = {:.1} bytes per address, {:.1} per history entry",
+        events.len(),
+        built_in.as_secs_f64(),
+        table.heap_bytes() as f64 / (1 << 20) as f64,
+        table.heap_bytes() as f64 / ips as f64,
+        table.heap_bytes() as f64 / entries as f64
+    );
+
+    let hits = batches(ips, true, false, 500);
+    let recent = batches(ips, true, true, 500);
+    let misses = batches(ips, false, false, 100);
+    println!("batched lookup, {BATCH} random IPs per batch (ns per IP, share attributed):");
+    for (what, batches) in [
+        ("addresses with a history, times anywhere in it", &hits),
+        (
+            "addresses with a history, times after their last change",
+            &recent,
+        ),
+        ("addresses only networks cover", &misses),
+    ] {
+        let (ns, attributed) = lookup_cost(&table, batches);
+        println!(
+            "  {what}: {ns:.1} ns ({:.0}%)",
+            100.0 * attributed as f64 / (batches.len() * BATCH) as f64
+        );
+    }
+
+    // Install a new table while a reader still holds the old one (so this measures the
+    // atomic store, not the freeing), then free the old one as the watcher would.
+    let shared = Arc::new(SharedTable::new(table));
+    let next = build();
+    let held = shared.snapshot();
+    let started = Instant::now();
+    shared.replace(next);
+    let install = started.elapsed();
+    drop(held);
+    let started = Instant::now();
+    shared.reap();
+    let free = started.elapsed();
+    println!(
+        "swap: install {:.4} ms; freeing the replaced table {:.2} ms (on the replacing thread, never a worker)",
+        install.as_secs_f64() * 1e3,
+        free.as_secs_f64() * 1e3
+    );
+
+    // The worker's slowest batch, quiet and while tables are swapped under it.
+    let spare: Vec<Table> = (0..4).map(|_| build()).collect();
+    let window = Duration::from_millis(1500);
+    let quiet = worst_batch(&shared, &hits[..50], window, None);
+    let swapping = worst_batch(&shared, &hits[..50], window, Some(spare));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("worker (snapshot + {BATCH} lookups per batch), quiet vs while tables are swapped:");
+    println!(
+        "  quiet: batch mean {:.3} ms, slowest batch {:.3} ms, slowest snapshot {:.4} ms",
+        ms(quiet.mean),
+        ms(quiet.worst),
+        ms(quiet.worst_snapshot)
+    );
+    println!(
+        "  {} swaps: batch mean {:.3} ms, slowest batch {:.3} ms, slowest snapshot {:.4} ms",
+        swapping.swaps,
+        ms(swapping.mean),
+        ms(swapping.worst),
+        ms(swapping.worst_snapshot)
+    );
+}
