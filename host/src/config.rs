@@ -147,6 +147,11 @@ pub enum TransformConfig {
         /// Largest linear memory of one component instance, in MiB.
         #[serde(default = "default_memory_limit_mib")]
         memory_limit_mib: usize,
+        /// Seconds a flow with an unattributed side may be held back, waiting for the
+        /// metadata table to change; it is retried after every change and emitted
+        /// unattributed when the time is up (or at shutdown). 0 (the default) holds nothing.
+        #[serde(default)]
+        holdback_secs: u64,
     },
 }
 
@@ -366,8 +371,15 @@ impl Pipeline {
                 metadata,
                 batch_timeout_ms,
                 memory_limit_mib,
+                holdback_secs,
                 ..
             } = transform;
+            if *holdback_secs > 0 && metadata.is_none() {
+                return Err(self.invalid(
+                    format!("transforms.{name}.holdback_secs"),
+                    "holding flows back needs a `metadata` table to wait for",
+                ));
+            }
             if let Some(table) = metadata
                 && !c.metadata.contains_key(table)
             {
@@ -551,6 +563,10 @@ inputs = ["enrich.dead_letter"]
             (
                 GOOD.replace("metadata = \"apps\"", "metadata = \"other\""),
                 "transforms.enrich.metadata",
+            ),
+            (
+                GOOD.replace("metadata = \"apps\"", "holdback_secs = 60"),
+                "transforms.enrich.holdback_secs",
             ),
             (
                 GOOD.replace("enrich.dead_letter", "enrich.errors"),

@@ -27,6 +27,12 @@ pub struct BatchOutput {
     pub errors: Vec<(u32, String)>,
     /// Indexes of header lines consumed as formats.
     pub headers: Vec<u32>,
+    /// Indexes of lines held back (see [`Processor::process_holding`]).
+    pub held: Vec<u32>,
+    /// Sides with an address and a time that were attributed, among emitted lines.
+    pub attributed: u32,
+    /// Such sides left unattributed, among emitted lines.
+    pub unattributed: u32,
     /// Canonical format in effect after the batch.
     pub format: String,
 }
@@ -40,6 +46,8 @@ struct Pending {
     draft_start: u32,
     /// Where it ends.
     draft_end: u32,
+    /// The line's index in the batch.
+    index: u32,
     /// Slot of the source address in the v4/v6 lookup lists (`NO_ADDR` if none).
     src: u32,
     /// Slot of the destination address.
@@ -90,6 +98,20 @@ impl Processor {
         stream_start: bool,
         lookup: &mut impl Lookup,
     ) -> Result<BatchOutput, FormatError> {
+        self.process_holding(spec, text, stream_start, false, lookup)
+    }
+
+    /// [`Processor::process`], and with `hold_unattributed` a line with a side that has
+    /// an address and a time but no owner is left out of `output` and listed in `held`,
+    /// so the caller can submit it again once the metadata has changed.
+    pub fn process_holding(
+        &mut self,
+        spec: Option<&str>,
+        text: &str,
+        stream_start: bool,
+        hold_unattributed: bool,
+        lookup: &mut impl Lookup,
+    ) -> Result<BatchOutput, FormatError> {
         let format = self.format_for(spec)?;
         self.formats.clear();
         self.formats.push(format);
@@ -137,6 +159,7 @@ impl Processor {
                     self.pending.push(Pending {
                         draft_start,
                         draft_end: self.draft.len() as u32,
+                        index,
                         src,
                         dst,
                     });
@@ -204,14 +227,23 @@ impl Processor {
         let mut out: Vec<u8> =
             Vec::with_capacity(self.draft.len() + self.pending.len() * (widest_fragments + 2));
         for pending in &self.pending {
+            let (src, dst) = (owner_of(pending.src), owner_of(pending.dst));
+            let missing = u32::from(pending.src != NO_ADDR && src == 0)
+                + u32::from(pending.dst != NO_ADDR && dst == 0);
+            if hold_unattributed && missing > 0 {
+                result.held.push(pending.index);
+                continue;
+            }
+            result.unattributed += missing;
+            result.attributed += u32::from(src != 0) + u32::from(dst != 0);
             out.extend_from_slice(
                 &self.draft[pending.draft_start as usize..pending.draft_end as usize],
             );
-            json::put(&mut out, fragment(owner_of(pending.src), 0));
-            json::put(&mut out, fragment(owner_of(pending.dst), 1));
+            json::put(&mut out, fragment(src, 0));
+            json::put(&mut out, fragment(dst, 1));
             json::put(&mut out, b"}\n");
+            result.emitted += 1;
         }
-        result.emitted = self.pending.len() as u32;
         // SAFETY: `out` holds slices of `text` cut at ASCII separators, ASCII punctuation,
         // digits and fragments that are `String`s, so it is valid UTF-8.
         result.output = unsafe { String::from_utf8_unchecked(out) };
@@ -382,6 +414,27 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(run(Some("srcport"), "").emitted, 0);
+    }
+
+    #[test]
+    fn holding_leaves_out_lines_with_an_unattributed_side_and_counts_sides() {
+        // Line 0: both sides owned (10.0.0.1 from t=100, 2001:db8::1 always). Line 1:
+        // 10.0.0.1 before t=100. Line 2: no addresses, nothing to wait for. Line 3: bad.
+        let text = "start srcaddr dstaddr\n100 10.0.0.1 2001:db8::1\n99 10.0.0.1 2001:db8::1\n100 - -\nx 1 2\n";
+        let held = Processor::new()
+            .process_holding(None, text, true, true, &mut Fake)
+            .unwrap();
+        assert_eq!(held.held, vec![2]);
+        assert_eq!(held.emitted, 2);
+        assert_eq!((held.attributed, held.unattributed), (2, 0));
+        assert_eq!(held.errors.len(), 1);
+        assert!(!held.output.contains("\"start\":99"));
+        let released = Processor::new()
+            .process_holding(None, text, true, false, &mut Fake)
+            .unwrap();
+        assert!(released.held.is_empty());
+        assert_eq!(released.emitted, 3);
+        assert_eq!((released.attributed, released.unattributed), (3, 1));
     }
 
     #[test]

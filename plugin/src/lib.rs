@@ -2,7 +2,7 @@
 //!
 //! Pure modules ([`fields`], [`format`], [`parse`], [`json`], [`enrich`]) hold all the
 //! logic and build natively for unit tests and benchmarks; the `component` module (only
-//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.1.0`.
+//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.2.0`.
 
 pub mod enrich;
 pub mod fields;
@@ -14,7 +14,7 @@ pub use enrich::{BatchOutput, Lookup, Processor};
 pub use format::{Format, FormatError};
 
 /// The WIT package version this component implements.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.2.0";
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -68,11 +68,18 @@ mod component {
             format: Option<String>,
             lines: String,
             stream_start: bool,
+            hold_unattributed: bool,
         ) -> Result<BatchResult, String> {
             PROCESSOR.with(|processor| {
                 let out = processor
                     .borrow_mut()
-                    .process(format.as_deref(), &lines, stream_start, &mut HostLookup)
+                    .process_holding(
+                        format.as_deref(),
+                        &lines,
+                        stream_start,
+                        hold_unattributed,
+                        &mut HostLookup,
+                    )
                     .map_err(|e| e.to_string())?;
                 Ok(BatchResult {
                     output: out.output,
@@ -83,6 +90,9 @@ mod component {
                         .map(|(line, message)| LineError { line, message })
                         .collect(),
                     headers: out.headers,
+                    held: out.held,
+                    attributed: out.attributed,
+                    unattributed: out.unattributed,
                     format: out.format,
                 })
             })

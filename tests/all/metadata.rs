@@ -407,3 +407,118 @@ path = "out.ndjson"
     assert!(counter("metadata_reloads_total") >= 1, "{summary}");
     assert_eq!(counter("metadata_reload_failures_total"), 2, "{summary}");
 }
+
+#[test]
+fn holdback_waits_for_late_metadata_and_releases_the_rest_unattributed() {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.jsonl");
+    std::fs::write(
+        &apps,
+        "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"api\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        r#"
+[metadata.apps]
+type = "file"
+path = "apps.jsonl"
+retention_secs = 0
+reload_interval_ms = 50
+
+[sources.in]
+type = "stdin"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+holdback_secs = 3
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+    )
+    .unwrap();
+    let mut child = bin()
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let flow = |dst: &str, port: u32| {
+        format!("2 1 eni-1 10.0.0.1 {dst} {port} 443 6 1 10 200 260 ACCEPT OK")
+    };
+    // Fully attributed: goes straight through. Then two flows waiting on their
+    // destination: one whose owner arrives late, one that never gets an owner.
+    writeln!(stdin, "{}", flow("10.0.0.1", 1)).unwrap();
+    stdin.flush().unwrap();
+    rows_after(&out, 1);
+    let held_at = Instant::now();
+    writeln!(stdin, "{}\n{}", flow("10.0.0.2", 2), flow("10.0.0.9", 3)).unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_ndjson(&out).len(), 1, "both are held");
+
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&apps)
+        .unwrap();
+    writeln!(
+        file,
+        "{{\"ts\": 150, \"op\": \"assign\", \"ip\": \"10.0.0.2\", \"attrs\": {{\"app\": \"db\"}}}}"
+    )
+    .unwrap();
+    drop(file);
+    let rows = rows_after(&out, 2);
+    assert_eq!(rows[1]["srcport"], 2);
+    assert_eq!(
+        rows[1]["dst_app"], "db",
+        "released attributed after the reload"
+    );
+    assert!(
+        held_at.elapsed() < Duration::from_secs(3),
+        "before the window ends"
+    );
+
+    let rows = rows_after(&out, 3);
+    assert_eq!(rows[2]["srcport"], 3);
+    assert_eq!(rows[2]["dst_app"], serde_json::Value::Null);
+    assert!(
+        held_at.elapsed() >= Duration::from_secs(3),
+        "held for the whole window"
+    );
+
+    // A line still held at shutdown is released, not lost.
+    writeln!(stdin, "{}", flow("10.0.0.8", 4)).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let rows = read_ndjson(&out);
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows[3]["srcport"], 4);
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("t:"))
+        .unwrap_or_else(|| panic!("no transform summary in {stderr}"));
+    for (name, want) in [
+        ("holdback_held_total", 3),
+        ("holdback_released_total", 3),
+        ("attributed_sides_total", 6),
+        ("unattributed_sides_total", 2),
+    ] {
+        let words: Vec<&str> = summary.split_whitespace().collect();
+        let at = words
+            .iter()
+            .position(|w| *w == name)
+            .unwrap_or_else(|| panic!("{name} in {summary}"));
+        assert_eq!(words[at + 1], want.to_string(), "{name} in {summary}");
+    }
+}

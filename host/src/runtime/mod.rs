@@ -19,7 +19,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The WIT package version this host speaks; components must report the same.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.2.0";
 
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -325,10 +325,28 @@ impl Worker {
         stream_start: bool,
         table: &Arc<Table>,
     ) -> Result<Result<BatchResult, String>, RuntimeError> {
+        self.process_holding(format, lines, stream_start, false, table)
+    }
+
+    /// [`Worker::process`]; with `hold_unattributed`, lines with an unattributed side are
+    /// left out of the output and listed in `held` (see the WIT `transform.process`).
+    pub fn process_holding(
+        &mut self,
+        format: Option<&str>,
+        lines: &str,
+        stream_start: bool,
+        hold_unattributed: bool,
+        table: &Arc<Table>,
+    ) -> Result<Result<BatchResult, String>, RuntimeError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
-                e.flowenrich_enrich_transform()
-                    .call_process(s, format, lines, stream_start)
+                e.flowenrich_enrich_transform().call_process(
+                    s,
+                    format,
+                    lines,
+                    stream_start,
+                    hold_unattributed,
+                )
             })
         };
         match attempt(self) {

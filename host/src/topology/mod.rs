@@ -57,6 +57,7 @@ struct WatchPlan {
 }
 
 struct TransformPlan {
+    holdback: Option<Duration>,
     component: LoadedComponent,
     limits: WorkerLimits,
     table: Option<Arc<SharedTable>>,
@@ -143,6 +144,7 @@ impl Topology {
                 format,
                 batch_timeout_ms,
                 memory_limit_mib,
+                holdback_secs,
             } = transform;
             let key = format!("transforms.{id}.component");
             let loaded = match compiled.get(component) {
@@ -173,6 +175,7 @@ impl Topology {
             transforms.insert(
                 id.clone(),
                 TransformPlan {
+                    holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
                     component: loaded,
                     limits,
                     table: metadata.as_ref().map(|name| tables[name].clone()),
@@ -275,6 +278,8 @@ impl Topology {
                 worker,
                 table: plan.table,
                 format: plan.format,
+                holdback: plan.holdback,
+                unlogged_dead_letters: crate::transforms::wasm::LOGGED_DEAD_LETTERS,
                 output: take_output(&id),
                 dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
                 metrics: self.metrics.component(&id),

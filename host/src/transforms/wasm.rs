@@ -9,10 +9,11 @@ use crate::runtime::Worker;
 use crate::topology::output::Output;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// How many dead letters are logged when no sink takes them (all are counted).
-const LOGGED_DEAD_LETTERS: u64 = 20;
+pub const LOGGED_DEAD_LETTERS: u64 = 20;
 
 /// A running `wasm` transform.
 pub struct WasmTransform {
@@ -30,114 +31,269 @@ pub struct WasmTransform {
     pub dead_letters: Output,
     /// This transform's counters.
     pub metrics: Arc<ComponentMetrics>,
+    /// How long a flow with an unattributed side may wait for the table to change
+    /// (`None`: never held).
+    pub holdback: Option<std::time::Duration>,
+    /// Dead letters still to be logged when no sink takes them.
+    pub unlogged_dead_letters: u64,
+}
+
+/// How often held lines are checked while no input arrives.
+const HOLD_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A line held back until the table changes or its time is up.
+struct HeldLine {
+    line: String,
+    stream: Arc<str>,
+    format: Option<String>,
+    since: Instant,
+}
+
+/// What one trip through the component produced.
+struct Submitted {
+    /// Indexes (in the submitted text) of lines the component held back.
+    held: Vec<u32>,
+    /// JSON objects emitted.
+    emitted: usize,
 }
 
 impl WasmTransform {
-    /// Processes batches until every input has closed.
+    /// Processes batches until every input has closed, then releases held lines.
     pub fn run(mut self, mut input: mpsc::Receiver<SharedBatch>) {
-        let empty = Arc::new(Table::default());
         // Format per stream, set by S3 header lines.
         let mut formats: HashMap<Arc<str>, String> = HashMap::new();
-        let mut unlogged_dead_letters = LOGGED_DEAD_LETTERS;
-        while let Some(batch) = input.blocking_recv() {
-            self.metrics.received(batch.lines as u64);
-            let table = self
-                .table
-                .as_ref()
-                .map_or_else(|| empty.clone(), |t| t.snapshot());
-            let format = formats
-                .get(&batch.stream)
-                .cloned()
-                .or_else(|| self.format.clone());
-            let (output, rejected) = match self.worker.process(
-                format.as_deref(),
-                &batch.text,
-                batch.stream_start,
-                &table,
-            ) {
-                Ok(Ok(result)) => {
-                    if !batch.stream_end {
-                        formats.insert(batch.stream.clone(), result.format);
+        let mut held: Vec<HeldLine> = Vec::new();
+        let mut seen_version = self.table_version();
+        let timer = self.holdback.map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .expect("holdback timer")
+        });
+        loop {
+            let next = match &timer {
+                Some(timer) if !held.is_empty() => {
+                    // The timeout is created inside the timer's runtime (it needs its clock).
+                    match timer
+                        .block_on(async { tokio::time::timeout(HOLD_TICK, input.recv()).await })
+                    {
+                        Ok(next) => next.map(Some),
+                        Err(_) => Some(None),
                     }
-                    let lines: Vec<&str> = if result.errors.is_empty() {
-                        Vec::new()
-                    } else {
-                        batch.text.lines().collect()
-                    };
-                    let rejected: Vec<(String, &str)> = result
-                        .errors
-                        .into_iter()
-                        .map(|e| {
-                            (
-                                e.message,
-                                lines.get(e.line as usize).copied().unwrap_or_default(),
-                            )
-                        })
-                        .collect();
-                    self.metrics.error("invalid_line", rejected.len() as u64);
-                    ((result.output, result.emitted as usize), rejected)
                 }
-                Ok(Err(message)) => {
-                    self.metrics.error("invalid_format", batch.lines as u64);
-                    let reason = format!("invalid format: {message}");
-                    (
-                        (String::new(), 0),
-                        batch.text.lines().map(|l| (reason.clone(), l)).collect(),
-                    )
-                }
-                Err(error) => {
-                    self.metrics.error(error.error_type(), batch.lines as u64);
-                    let reason = format!("component failed on this batch twice: {error}");
-                    tracing::error!(message = "Dead-lettering a batch the component could not process.", component_id = %self.id, %error, lines = batch.lines);
-                    (
-                        (String::new(), 0),
-                        batch.text.lines().map(|l| (reason.clone(), l)).collect(),
-                    )
-                }
+                _ => input.blocking_recv().map(Some),
             };
-            if batch.stream_end {
-                formats.remove(&batch.stream);
-            }
-            let (text, emitted) = output;
-            self.metrics.sent(emitted as u64);
-            if emitted > 0 || batch.stream_end {
-                self.output.send(Arc::new(LineBatch {
-                    text,
-                    lines: emitted,
-                    stream: batch.stream.clone(),
-                    stream_start: batch.stream_start,
-                    stream_end: batch.stream_end,
-                }));
-            }
-            if !rejected.is_empty() {
-                if self.dead_letters.is_unconnected() {
-                    self.metrics.discarded(rejected.len() as u64);
-                    for (error, line) in rejected.iter().take(unlogged_dead_letters as usize) {
-                        tracing::warn!(message = "Rejected line (no sink takes this transform's dead_letter output).", component_id = %self.id, stream = %batch.stream, %error, line);
-                    }
-                    unlogged_dead_letters =
-                        unlogged_dead_letters.saturating_sub(rejected.len() as u64);
-                } else {
-                    let mut text = String::new();
-                    for (error, line) in &rejected {
-                        let record = serde_json::json!({
-                            "error": error,
-                            "line": line.trim_end_matches('\r'),
-                            "component": self.id,
-                            "stream": &*batch.stream,
-                        });
-                        text.push_str(&record.to_string());
-                        text.push('\n');
-                    }
-                    self.dead_letters.send(Arc::new(LineBatch {
-                        text,
-                        lines: rejected.len(),
-                        stream: batch.stream.clone(),
-                        stream_start: false,
-                        stream_end: false,
+            let Some(next) = next else { break };
+            if let Some(batch) = next {
+                self.metrics.received(batch.lines as u64);
+                let format = formats
+                    .get(&batch.stream)
+                    .cloned()
+                    .or_else(|| self.format.clone());
+                let hold = self.holdback.is_some();
+                let submitted = self.submit(&batch, format.as_deref(), hold, &mut formats);
+                if batch.stream_end {
+                    formats.remove(&batch.stream);
+                }
+                if !submitted.held.is_empty() {
+                    let lines: Vec<&str> = batch.text.lines().collect();
+                    let now = Instant::now();
+                    self.metrics
+                        .count("holdback_held_total", submitted.held.len() as u64);
+                    held.extend(submitted.held.iter().filter_map(|&i| {
+                        Some(HeldLine {
+                            line: lines.get(i as usize)?.to_string(),
+                            stream: batch.stream.clone(),
+                            format: format.clone(),
+                            since: now,
+                        })
                     }));
                 }
             }
+            if !held.is_empty() {
+                let version = self.table_version();
+                let changed = version != seen_version;
+                seen_version = version;
+                held = self.retry(held, changed, false);
+            }
+        }
+        // Nothing is lost at shutdown: whatever is still held goes out unattributed.
+        self.retry(held, false, true);
+    }
+
+    fn table_version(&self) -> u64 {
+        self.table.as_ref().map_or(0, |t| t.version())
+    }
+
+    /// Submits held lines again: those whose time is up (all of them when `release_all`)
+    /// without holding, the others with holding when the table `changed`. Returns the
+    /// lines still held.
+    fn retry(&mut self, held: Vec<HeldLine>, changed: bool, release_all: bool) -> Vec<HeldLine> {
+        let window = self.holdback.unwrap_or_default();
+        let now = Instant::now();
+        let (due, waiting): (Vec<HeldLine>, Vec<HeldLine>) = held
+            .into_iter()
+            .partition(|h| release_all || now.duration_since(h.since) >= window);
+        let mut still = Vec::new();
+        for (lines, hold) in [(due, false), (waiting, true)] {
+            if lines.is_empty() {
+                continue;
+            }
+            if hold && !changed {
+                still.extend(lines);
+                continue;
+            }
+            // One submission per stream and format, in arrival order.
+            let mut groups: Vec<(Arc<str>, Option<String>, Vec<HeldLine>)> = Vec::new();
+            for line in lines {
+                match groups
+                    .iter_mut()
+                    .find(|(s, f, _)| *s == line.stream && *f == line.format)
+                {
+                    Some(group) => group.2.push(line),
+                    None => groups.push((line.stream.clone(), line.format.clone(), vec![line])),
+                }
+            }
+            for (stream, format, group) in groups {
+                let mut text = String::new();
+                for line in &group {
+                    text.push_str(&line.line);
+                    text.push('\n');
+                }
+                let batch = LineBatch {
+                    text,
+                    lines: group.len(),
+                    stream,
+                    stream_start: false,
+                    stream_end: false,
+                };
+                let submitted = self.submit(&batch, format.as_deref(), hold, &mut HashMap::new());
+                self.metrics
+                    .count("holdback_released_total", submitted.emitted as u64);
+                let mut group: Vec<Option<HeldLine>> = group.into_iter().map(Some).collect();
+                still.extend(
+                    submitted
+                        .held
+                        .iter()
+                        .filter_map(|&i| group.get_mut(i as usize).and_then(Option::take)),
+                );
+            }
+        }
+        still
+    }
+
+    /// Runs one batch through the component against the current table and sends its
+    /// output and dead letters on.
+    fn submit(
+        &mut self,
+        batch: &LineBatch,
+        format: Option<&str>,
+        hold: bool,
+        formats: &mut HashMap<Arc<str>, String>,
+    ) -> Submitted {
+        let table = self
+            .table
+            .as_ref()
+            .map_or_else(|| Arc::new(Table::default()), |t| t.snapshot());
+        let mut held = Vec::new();
+        let (output, rejected) = match self.worker.process_holding(
+            format,
+            &batch.text,
+            batch.stream_start,
+            hold,
+            &table,
+        ) {
+            Ok(Ok(result)) => {
+                if !batch.stream_end {
+                    formats.insert(batch.stream.clone(), result.format);
+                }
+                self.metrics
+                    .count("attributed_sides_total", u64::from(result.attributed));
+                self.metrics
+                    .count("unattributed_sides_total", u64::from(result.unattributed));
+                held = result.held;
+                let lines: Vec<&str> = if result.errors.is_empty() {
+                    Vec::new()
+                } else {
+                    batch.text.lines().collect()
+                };
+                let rejected: Vec<(String, &str)> = result
+                    .errors
+                    .into_iter()
+                    .map(|e| {
+                        (
+                            e.message,
+                            lines.get(e.line as usize).copied().unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                self.metrics.error("invalid_line", rejected.len() as u64);
+                ((result.output, result.emitted as usize), rejected)
+            }
+            Ok(Err(message)) => {
+                self.metrics.error("invalid_format", batch.lines as u64);
+                let reason = format!("invalid format: {message}");
+                (
+                    (String::new(), 0),
+                    batch.text.lines().map(|l| (reason.clone(), l)).collect(),
+                )
+            }
+            Err(error) => {
+                self.metrics.error(error.error_type(), batch.lines as u64);
+                let reason = format!("component failed on this batch twice: {error}");
+                tracing::error!(message = "Dead-lettering a batch the component could not process.", component_id = %self.id, %error, lines = batch.lines);
+                (
+                    (String::new(), 0),
+                    batch.text.lines().map(|l| (reason.clone(), l)).collect(),
+                )
+            }
+        };
+        let (text, emitted) = output;
+        self.metrics.sent(emitted as u64);
+        if emitted > 0 || batch.stream_end {
+            self.output.send(Arc::new(LineBatch {
+                text,
+                lines: emitted,
+                stream: batch.stream.clone(),
+                stream_start: batch.stream_start,
+                stream_end: batch.stream_end,
+            }));
+        }
+        self.dead_letter(&batch.stream, &rejected);
+        Submitted { held, emitted }
+    }
+
+    fn dead_letter(&mut self, stream: &Arc<str>, rejected: &[(String, &str)]) {
+        if rejected.is_empty() {
+            return;
+        }
+        if self.dead_letters.is_unconnected() {
+            self.metrics.discarded(rejected.len() as u64);
+            for (error, line) in rejected.iter().take(self.unlogged_dead_letters as usize) {
+                tracing::warn!(message = "Rejected line (no sink takes this transform's dead_letter output).", component_id = %self.id, stream = %stream, %error, line);
+            }
+            self.unlogged_dead_letters = self
+                .unlogged_dead_letters
+                .saturating_sub(rejected.len() as u64);
+        } else {
+            let mut text = String::new();
+            for (error, line) in rejected {
+                let record = serde_json::json!({
+                    "error": error,
+                    "line": line.trim_end_matches('\r'),
+                    "component": self.id,
+                    "stream": &**stream,
+                });
+                text.push_str(&record.to_string());
+                text.push('\n');
+            }
+            self.dead_letters.send(Arc::new(LineBatch {
+                text,
+                lines: rejected.len(),
+                stream: stream.clone(),
+                stream_start: false,
+                stream_end: false,
+            }));
         }
     }
 }

@@ -19,7 +19,7 @@ mod component {
             ComponentInfo {
                 name: "misbehaving".into(),
                 version: "0.0.0".into(),
-                api_version: "0.1.0".into(),
+                api_version: "0.2.0".into(),
             }
         }
 
@@ -31,6 +31,7 @@ mod component {
             format: Option<String>,
             lines: String,
             _stream_start: bool,
+            _hold_unattributed: bool,
         ) -> Result<BatchResult, String> {
             if lines.contains("TRAP") {
                 panic!("fixture trap");
@@ -61,6 +62,9 @@ mod component {
                 emitted,
                 errors: Vec::new(),
                 headers: Vec::new(),
+                held: Vec::new(),
+                attributed: 0,
+                unattributed: 0,
                 format: format.unwrap_or_default(),
             })
         }
