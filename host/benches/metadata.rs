@@ -246,7 +246,10 @@ fn main() {
     if let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps_rollup")
         && let Some(line) = smaps.lines().find(|l| l.starts_with("AnonHugePages"))
     {
-        println!("transparent huge pages in use: {}", line.trim_start_matches("AnonHugePages:").trim());
+        println!(
+            "transparent huge pages in use: {}",
+            line.trim_start_matches("AnonHugePages:").trim()
+        );
     }
     let hits = batches(ips, true, false, 500);
     let recent = batches(ips, true, true, 500);

@@ -31,33 +31,76 @@ pub struct PipelineConfig {
 
 /// A metadata table.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum MetadataConfig {
-    /// Metadata change events (DESIGN.md contract 3) from JSON Lines files, applied in order.
-    File {
-        /// One changelog file (plain or `.gz`).
-        #[serde(default)]
-        path: Option<PathBuf>,
-        /// Several changelog files, applied in this order (after `path`).
-        #[serde(default)]
-        paths: Vec<PathBuf>,
-        /// AWS's published `ip-ranges.json` (a local copy): AWS addresses get `app = "aws"`,
-        /// `service` and `region`; a changelog event for the same network overrides it.
-        #[serde(default)]
-        aws_ip_ranges: Option<PathBuf>,
-        /// Public addresses that nothing else covers get `app = "internet"`. Default: on
-        /// when `aws_ip_ranges` is set, off otherwise.
-        #[serde(default)]
-        internet: Option<bool>,
-        /// Seconds of history kept behind the newest event; flows older than that are
-        /// left unattributed. 0 keeps all history. Default 3600.
-        #[serde(default = "default_retention_secs")]
-        retention_secs: u64,
-        /// How often the files are checked for changes, in milliseconds; a change rebuilds
-        /// the table and swaps it in. 0 never re-reads. Default 1000.
-        #[serde(default = "default_reload_interval_ms")]
-        reload_interval_ms: u64,
-    },
+#[serde(deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// `file`: changelog files, re-read when they change. `aws_kinesis_streams`: a
+    /// changelog stream (with optional files read once as a bootstrap snapshot).
+    #[serde(rename = "type")]
+    pub kind: MetadataKind,
+    /// One changelog file (plain or `.gz`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Several changelog files, applied in this order (after `path`).
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+    /// AWS's published `ip-ranges.json` (a local copy): AWS addresses get `app = "aws"`,
+    /// `service` and `region`; a changelog event for the same network overrides it.
+    #[serde(default)]
+    pub aws_ip_ranges: Option<PathBuf>,
+    /// Public addresses that nothing else covers get `app = "internet"`. Default: on
+    /// when `aws_ip_ranges` is set, off otherwise.
+    #[serde(default)]
+    pub internet: Option<bool>,
+    /// Seconds of history kept behind the newest event; flows older than that are left
+    /// unattributed. 0 keeps all history. Default 3600.
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: u64,
+    /// `file` tables: how often the files are checked for changes, in milliseconds; a
+    /// change rebuilds the table and swaps it in. 0 never re-reads. Default 1000.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+    /// `aws_kinesis_streams`: the changelog stream's name (or `stream_arn`).
+    #[serde(default)]
+    pub stream_name: Option<String>,
+    /// `aws_kinesis_streams`: the changelog stream's ARN (or `stream_name`).
+    #[serde(default)]
+    pub stream_arn: Option<String>,
+    /// `aws_kinesis_streams`: endpoint override, e.g. a local Kinesis
+    /// (`http://127.0.0.1:4567`). Default: AWS's endpoint for the region.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `aws_kinesis_streams`: region. Default: the standard AWS configuration chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `aws_kinesis_streams`: `trim_horizon` (the whole retained changelog, the default)
+    /// or `latest` (only changes from now on).
+    #[serde(default)]
+    pub start_position: MetadataStart,
+    /// `aws_kinesis_streams`: pause between polls of the shards, and the shortest time
+    /// between two table builds, in milliseconds. Default 250.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+/// Where a metadata table's changes come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataKind {
+    /// Changelog files.
+    File,
+    /// A changelog stream on Kinesis Data Streams.
+    AwsKinesisStreams,
+}
+
+/// Where a changelog stream is read from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataStart {
+    /// The oldest record the stream retains.
+    #[default]
+    TrimHorizon,
+    /// Only records written after the reader starts.
+    Latest,
 }
 
 fn default_retention_secs() -> u64 {
@@ -68,36 +111,45 @@ fn default_reload_interval_ms() -> u64 {
     1000
 }
 
+fn default_poll_interval_ms() -> u64 {
+    250
+}
+
 impl MetadataConfig {
-    /// The changelog files of a `file` table, `path` first.
+    /// The changelog files, `path` first.
     pub fn files(&self) -> Vec<PathBuf> {
-        match self {
-            MetadataConfig::File { path, paths, .. } => path.iter().chain(paths).cloned().collect(),
-        }
+        self.path.iter().chain(&self.paths).cloned().collect()
     }
 
-    /// What the table is built from.
+    /// What the table is built from (for a stream table: its bootstrap).
     pub fn spec(&self) -> crate::metadata::TableSpec {
-        let MetadataConfig::File {
-            aws_ip_ranges,
-            internet,
-            retention_secs,
-            ..
-        } = self;
         crate::metadata::TableSpec {
             files: self.files(),
-            aws_ip_ranges: aws_ip_ranges.clone(),
-            internet: internet.unwrap_or(aws_ip_ranges.is_some()),
-            retention: (*retention_secs > 0).then_some(*retention_secs),
+            aws_ip_ranges: self.aws_ip_ranges.clone(),
+            internet: self.internet.unwrap_or(self.aws_ip_ranges.is_some()),
+            retention: (self.retention_secs > 0).then_some(self.retention_secs),
         }
     }
 
-    /// How often the files are checked for changes (`None`: never).
+    /// How often a `file` table's files are checked for changes (`None`: never, or not
+    /// a `file` table).
     pub fn reload_interval(&self) -> Option<std::time::Duration> {
-        let MetadataConfig::File {
-            reload_interval_ms, ..
-        } = self;
-        (*reload_interval_ms > 0).then(|| std::time::Duration::from_millis(*reload_interval_ms))
+        (self.kind == MetadataKind::File && self.reload_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.reload_interval_ms))
+    }
+
+    /// The changelog stream of an `aws_kinesis_streams` table.
+    pub fn stream(&self) -> Option<crate::metadata::stream::StreamSpec> {
+        (self.kind == MetadataKind::AwsKinesisStreams).then(|| {
+            crate::metadata::stream::StreamSpec {
+                name: self.stream_name.clone(),
+                arn: self.stream_arn.clone(),
+                endpoint: self.endpoint.clone(),
+                region: self.region.clone(),
+                from_start: self.start_position == MetadataStart::TrimHorizon,
+                poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(1)),
+            }
+        })
     }
 }
 
@@ -347,11 +399,36 @@ impl Pipeline {
             }
         }
         for (name, metadata) in &c.metadata {
-            if metadata.spec().watched_files().is_empty() {
-                return Err(self.invalid(
-                    format!("metadata.{name}.path"),
-                    "a file table needs `path`, `paths` or `aws_ip_ranges`",
-                ));
+            match metadata.kind {
+                MetadataKind::File => {
+                    if metadata.spec().watched_files().is_empty() {
+                        return Err(self.invalid(
+                            format!("metadata.{name}.path"),
+                            "a file table needs `path`, `paths` or `aws_ip_ranges`",
+                        ));
+                    }
+                    for (key, set) in [
+                        ("stream_name", metadata.stream_name.is_some()),
+                        ("stream_arn", metadata.stream_arn.is_some()),
+                        ("endpoint", metadata.endpoint.is_some()),
+                        ("region", metadata.region.is_some()),
+                    ] {
+                        if set {
+                            return Err(self.invalid(
+                                format!("metadata.{name}.{key}"),
+                                "only an `aws_kinesis_streams` table reads a stream",
+                            ));
+                        }
+                    }
+                }
+                MetadataKind::AwsKinesisStreams => {
+                    if metadata.stream_name.is_some() == metadata.stream_arn.is_some() {
+                        return Err(self.invalid(
+                            format!("metadata.{name}.stream_name"),
+                            "an `aws_kinesis_streams` table needs exactly one of `stream_name` and `stream_arn`",
+                        ));
+                    }
+                }
             }
         }
         for (name, source) in &c.sources {
@@ -477,15 +554,9 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     };
     for metadata in config.metadata.values_mut() {
-        let MetadataConfig::File {
-            path,
-            paths,
-            aws_ip_ranges,
-            ..
-        } = metadata;
-        path.iter_mut().for_each(resolve);
-        paths.iter_mut().for_each(resolve);
-        aws_ip_ranges.iter_mut().for_each(resolve);
+        metadata.path.iter_mut().for_each(resolve);
+        metadata.paths.iter_mut().for_each(resolve);
+        metadata.aws_ip_ranges.iter_mut().for_each(resolve);
     }
     for source in config.sources.values_mut() {
         if let SourceConfig::File { path, .. } = source
@@ -567,6 +638,27 @@ inputs = ["enrich.dead_letter"]
             (
                 GOOD.replace("metadata = \"apps\"", "holdback_secs = 60"),
                 "transforms.enrich.holdback_secs",
+            ),
+            (
+                GOOD.replace(
+                    "path = \"apps.jsonl\"",
+                    "path = \"apps.jsonl\"\nstream_name = \"x\"",
+                ),
+                "metadata.apps.stream_name",
+            ),
+            (
+                GOOD.replace(
+                    "type = \"file\"\npath = \"apps.jsonl\"",
+                    "type = \"aws_kinesis_streams\"",
+                ),
+                "metadata.apps.stream_name",
+            ),
+            (
+                GOOD.replace(
+                    "type = \"file\"\npath = \"apps.jsonl\"",
+                    "type = \"aws_kinesis_streams\"\nstream_name = \"a\"\nstream_arn = \"b\"",
+                ),
+                "metadata.apps.stream_name",
             ),
             (
                 GOOD.replace("enrich.dead_letter", "enrich.errors"),

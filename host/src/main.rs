@@ -178,6 +178,16 @@ fn run(path: PathBuf) -> Result<ExitCode> {
     }
     for (id, totals) in &summary.metrics {
         let errors: u64 = totals.errors.values().sum();
+        let kinds: Vec<String> = totals
+            .errors
+            .iter()
+            .map(|(kind, n)| format!("{kind} {n}"))
+            .collect();
+        let errors = if kinds.is_empty() {
+            errors.to_string()
+        } else {
+            format!("{errors} ({})", kinds.join(", "))
+        };
         let counters: String = totals
             .counters
             .iter()

@@ -4,6 +4,7 @@
 mod cli;
 mod failures;
 mod fixtures;
+mod kinesis;
 mod metadata;
 mod pipelines;
 

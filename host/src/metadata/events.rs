@@ -21,7 +21,7 @@ pub enum Op {
 }
 
 /// What an event is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// One exact address.
     Ip(IpAddr),

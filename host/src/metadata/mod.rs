@@ -5,6 +5,7 @@ pub mod addr_map;
 pub mod aws_ranges;
 pub mod events;
 pub mod reload;
+pub mod stream;
 pub mod table;
 
 pub use aws_ranges::AwsRangesError;
@@ -114,6 +115,11 @@ pub type Rejected = Vec<(PathBuf, events::BadLine)>;
 /// the caller can report and count them; every other line is used. An unreadable file or
 /// an invalid AWS ranges file fails the whole load.
 pub fn load(spec: &TableSpec) -> Result<(Table, Rejected), MetadataError> {
+    load_with(spec, &[])
+}
+
+/// [`load`], then `extra` events (read from a changelog stream) after the files'.
+pub fn load_with(spec: &TableSpec, extra: &[Event]) -> Result<(Table, Rejected), MetadataError> {
     let mut builder = TableBuilder::new()
         .retention(spec.retention)
         .internet(spec.internet);
@@ -121,6 +127,7 @@ pub fn load(spec: &TableSpec) -> Result<(Table, Rejected), MetadataError> {
         builder.aws_ranges(aws_ranges::read(path)?);
     }
     let rejected = apply_files(&mut builder, &spec.files)?;
+    builder.extend(extra);
     Ok((builder.build(), rejected))
 }
 

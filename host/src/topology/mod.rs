@@ -47,13 +47,21 @@ enum SourcePlan {
     },
 }
 
-/// A table whose files are re-read when they change, once the topology runs.
+/// A table that changes while the topology runs.
 struct WatchPlan {
     name: String,
     spec: metadata::TableSpec,
     shared: Arc<SharedTable>,
     metrics: Arc<crate::metrics::ComponentMetrics>,
-    interval: Duration,
+    feed: Feed,
+}
+
+/// Where a table's changes come from.
+enum Feed {
+    /// Its files, checked at this interval.
+    Files(Duration),
+    /// A changelog stream.
+    Stream(metadata::stream::StreamSpec),
 }
 
 struct TransformPlan {
@@ -112,7 +120,15 @@ impl Topology {
                     spec,
                     shared: shared.clone(),
                     metrics: counters,
-                    interval,
+                    feed: Feed::Files(interval),
+                });
+            } else if let Some(stream) = table.stream() {
+                watched.push(WatchPlan {
+                    name: name.clone(),
+                    spec,
+                    shared: shared.clone(),
+                    metrics: counters,
+                    feed: Feed::Stream(stream),
                 });
             }
             tables.insert(name.clone(), shared);
@@ -201,12 +217,19 @@ impl Topology {
     /// Runs until every source is exhausted or `stop` is set, then drains: transforms
     /// finish what they hold, sinks flush. Returns the final counters and reports.
     pub fn run(self, runtime: &Runtime, stop: Arc<AtomicBool>) -> Result<RunSummary, BuildError> {
-        // Stopped (dropped) when the run ends.
-        let _watchers: Vec<metadata::reload::Watcher> = self
+        // Table feeds run until the run ends, when dropping them stops them.
+        let _feeds: Vec<Box<dyn Send>> = self
             .watched
             .into_iter()
-            .map(|w| {
-                metadata::reload::Watcher::start(w.name, w.spec, w.shared, w.metrics, w.interval)
+            .map(|w| -> Box<dyn Send> {
+                match w.feed {
+                    Feed::Files(interval) => Box::new(metadata::reload::Watcher::start(
+                        w.name, w.spec, w.shared, w.metrics, interval,
+                    )),
+                    Feed::Stream(stream) => Box::new(metadata::stream::StreamReader::start(
+                        w.name, w.spec, stream, w.shared, w.metrics,
+                    )),
+                }
             })
             .collect();
         // One bounded channel per consumer; every output it lists gets a sender.

@@ -1,0 +1,276 @@
+//! Tests against a real local Kinesis implementation (npm `kinesis-local`, i.e.
+//! kinesis-mock), started here on 127.0.0.1. `scripts/test` installs it.
+
+use crate::{bin, read_ndjson, repo};
+use aws_sdk_kinesis::primitives::Blob;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Obviously fake credentials for the local implementation (it checks none).
+pub const FAKE_KEY_ID: &str = "local-test-key";
+/// See [`FAKE_KEY_ID`].
+pub const FAKE_SECRET: &str = "local-test-secret";
+
+/// A local Kinesis listening on 127.0.0.1; killed when dropped.
+pub struct KinesisLocal {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_kinesis::Client,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn npm_dir() -> PathBuf {
+    std::env::var_os("FLOWENRICH_NPM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/flowenrich/npm")
+        })
+}
+
+impl KinesisLocal {
+    /// Starts kinesis-mock on free ports of 127.0.0.1 and waits until it answers.
+    pub fn start() -> KinesisLocal {
+        let main = npm_dir().join("node_modules/kinesis-local/main.js");
+        assert!(
+            main.exists(),
+            "{} is missing: run scripts/test, which installs kinesis-local",
+            main.display()
+        );
+        let (port, tls_port) = (free_port(), free_port());
+        let child = Command::new("node")
+            // It reads its server.json from the working directory.
+            .current_dir(main.parent().expect("package directory"))
+            .arg("-r")
+            .arg(repo().join("tests/kinesis/bind-localhost.cjs"))
+            .arg(&main)
+            .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
+            .env("LOG_LEVEL", "WARN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (Node.js is needed for the local Kinesis)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "kinesis-local did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                FAKE_KEY_ID,
+                FAKE_SECRET,
+                None,
+                None,
+                "local",
+            ))
+            .build();
+        KinesisLocal {
+            child,
+            endpoint,
+            runtime,
+            client: aws_sdk_kinesis::Client::from_conf(config),
+        }
+    }
+
+    /// Creates a stream and waits until it is active.
+    pub fn create_stream(&self, name: &str, shards: i32) {
+        self.runtime.block_on(async {
+            self.client
+                .create_stream()
+                .stream_name(name)
+                .shard_count(shards)
+                .send()
+                .await
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let described = self
+                    .client
+                    .describe_stream_summary()
+                    .stream_name(name)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = described
+                    .stream_description_summary()
+                    .map(|d| d.stream_status().clone());
+                if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "stream {name} never became active"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Puts one record.
+    pub fn put(&self, stream: &str, key: &str, data: &str) {
+        self.runtime.block_on(async {
+            self.client
+                .put_record()
+                .stream_name(stream)
+                .partition_key(key)
+                .data(Blob::new(data.as_bytes().to_vec()))
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Environment for a `flowenrich` process that talks to this Kinesis.
+    pub fn env(&self, command: &mut Command) {
+        command
+            .env("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE");
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `path` holds at least `n` rows.
+fn rows_after(path: &Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if path.exists() {
+            let rows = read_ndjson(path);
+            if rows.len() >= n {
+                return rows;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no row {n} in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_changelog_stream_feeds_the_table_while_flows_run() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("app-changes", 2);
+    // Before the pipeline starts: two events in one record, on either shard.
+    kinesis.put(
+        "app-changes",
+        "a",
+        "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"api\"}}\n\
+         {\"ts\": 100, \"op\": \"assign\", \"cidr\": \"10.9.0.0/16\", \"attrs\": {\"app\": \"vpc\"}}\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[metadata.apps]
+type = "aws_kinesis_streams"
+stream_name = "app-changes"
+endpoint = "{}"
+region = "us-east-1"
+retention_secs = 0
+poll_interval_ms = 100
+
+[sources.in]
+type = "stdin"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+            kinesis.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = bin();
+    command
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    kinesis.env(&mut command);
+    let mut child = command.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut sent = 0;
+    let mut send = |stdin: &mut std::process::ChildStdin, dst: &str| -> serde_json::Value {
+        writeln!(
+            stdin,
+            "2 1 eni-1 10.0.0.1 {dst} 1 443 6 1 10 200 260 ACCEPT OK"
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        sent += 1;
+        rows_after(&out, sent).pop().unwrap()
+    };
+    let wait_for = |send: &mut dyn FnMut() -> serde_json::Value, want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let row = send();
+            if row["dst_app"] == want && row["src_app"] == "api" {
+                return;
+            }
+            assert!(Instant::now() < deadline, "never saw dst_app {want}: {row}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // The stream's backlog is read from the start.
+    wait_for(&mut || send(&mut stdin, "10.9.1.1"), "vpc");
+
+    // A change put while flows run: later batches see it. A bad line in the same record
+    // is counted and skipped; the good one is used.
+    kinesis.put(
+        "app-changes",
+        "b",
+        "not json\n{\"ts\": 150, \"op\": \"assign\", \"ip\": \"10.9.1.1\", \"attrs\": {\"app\": \"db\"}}\n",
+    );
+    wait_for(&mut || send(&mut stdin, "10.9.1.1"), "db");
+
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("metadata.apps:"))
+        .unwrap_or_else(|| panic!("no metadata summary in {stderr}"));
+    assert!(summary.contains("invalid_json 1"), "{summary}");
+    assert!(summary.contains("received 4 "), "{summary}");
+}
