@@ -181,6 +181,7 @@ fn run(path: PathBuf) -> Result<ExitCode> {
         let kinds: Vec<String> = totals
             .errors
             .iter()
+            .filter(|(_, n)| **n > 0)
             .map(|(kind, n)| format!("{kind} {n}"))
             .collect();
         let errors = if kinds.is_empty() {

@@ -452,17 +452,23 @@ path = "out.ndjson"
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let out = dir.path().join("out.ndjson");
-    let flow = |dst: &str, port: u32| {
-        format!("2 1 eni-1 10.0.0.1 {dst} {port} 443 6 1 10 200 260 ACCEPT OK")
-    };
+    // The stream starts with an S3-style header in the same batch as the held lines:
+    // they must be parsed again with the format it set, not the default.
+    let flow = |dst: &str, port: u32| format!("{port} 10.0.0.1 {dst} 200");
     // Fully attributed: goes straight through. Then two flows waiting on their
     // destination: one whose owner arrives late, one that never gets an owner.
-    writeln!(stdin, "{}", flow("10.0.0.1", 1)).unwrap();
+    write!(
+        stdin,
+        "srcport srcaddr dstaddr start\n{}\n{}\n{}\n",
+        flow("10.0.0.1", 1),
+        flow("10.0.0.2", 2),
+        flow("10.0.0.9", 3)
+    )
+    .unwrap();
     stdin.flush().unwrap();
     rows_after(&out, 1);
+    // The batch that emitted row 1 held the other two.
     let held_at = Instant::now();
-    writeln!(stdin, "{}\n{}", flow("10.0.0.2", 2), flow("10.0.0.9", 3)).unwrap();
-    stdin.flush().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(read_ndjson(&out).len(), 1, "both are held");
 

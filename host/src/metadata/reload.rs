@@ -15,9 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 /// Size and modification time of every watched file (`None`: missing or unreadable).
-type Fingerprint = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
+pub type Fingerprint = Vec<(PathBuf, Option<(u64, SystemTime)>)>;
 
-fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+/// The fingerprint of `files` now. Take it before loading them, so that a change made
+/// during the load is seen by the watcher.
+pub fn fingerprint(files: &[PathBuf]) -> Fingerprint {
     files
         .iter()
         .map(|path| {
@@ -36,7 +38,8 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Starts watching `spec`'s files every `interval`, installing new tables in `shared`.
+    /// Starts watching `spec`'s files every `interval`, installing new tables in `shared`;
+    /// `seen` is the fingerprint taken before the current table was loaded.
     /// Counters on `metrics`: `metadata_reloads_total`, `metadata_reload_failures_total`,
     /// received events and `invalid_event` errors of every load.
     pub fn start(
@@ -45,6 +48,7 @@ impl Watcher {
         shared: Arc<SharedTable>,
         metrics: Arc<ComponentMetrics>,
         interval: Duration,
+        seen: Fingerprint,
     ) -> Watcher {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let stopped = stop.clone();
@@ -52,7 +56,7 @@ impl Watcher {
             .name(format!("metadata-{name}"))
             .spawn(move || {
                 let files = spec.watched_files();
-                let mut last = fingerprint(&files);
+                let mut last = seen;
                 let (lock, wake) = &*stopped;
                 let mut done = lock.lock().expect("watcher lock");
                 loop {

@@ -58,8 +58,8 @@ struct WatchPlan {
 
 /// Where a table's changes come from.
 enum Feed {
-    /// Its files, checked at this interval.
-    Files(Duration),
+    /// Its files, checked at this interval, as they were before the first load.
+    Files(Duration, metadata::reload::Fingerprint),
     /// A changelog stream.
     Stream(metadata::stream::StreamSpec),
 }
@@ -104,6 +104,7 @@ impl Topology {
         let mut watched = Vec::new();
         for (name, table) in &config.metadata {
             let spec = table.spec();
+            let seen = metadata::reload::fingerprint(&spec.watched_files());
             let (built, rejected) = metadata::load(&spec).map_err(|e| {
                 let key = match e {
                     metadata::MetadataError::AwsRanges(_) => "aws_ip_ranges",
@@ -120,7 +121,7 @@ impl Topology {
                     spec,
                     shared: shared.clone(),
                     metrics: counters,
-                    feed: Feed::Files(interval),
+                    feed: Feed::Files(interval, seen),
                 });
             } else if let Some(stream) = table.stream() {
                 watched.push(WatchPlan {
@@ -223,8 +224,8 @@ impl Topology {
             .into_iter()
             .map(|w| -> Box<dyn Send> {
                 match w.feed {
-                    Feed::Files(interval) => Box::new(metadata::reload::Watcher::start(
-                        w.name, w.spec, w.shared, w.metrics, interval,
+                    Feed::Files(interval, seen) => Box::new(metadata::reload::Watcher::start(
+                        w.name, w.spec, w.shared, w.metrics, interval, seen,
                     )),
                     Feed::Stream(stream) => Box::new(metadata::stream::StreamReader::start(
                         w.name, w.spec, stream, w.shared, w.metrics,

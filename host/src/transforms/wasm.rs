@@ -55,6 +55,9 @@ struct Submitted {
     held: Vec<u32>,
     /// JSON objects emitted.
     emitted: usize,
+    /// The format in effect after the batch (an S3 header may have set it), which held
+    /// lines must be parsed with again.
+    format: Option<String>,
 }
 
 impl WasmTransform {
@@ -104,7 +107,7 @@ impl WasmTransform {
                         Some(HeldLine {
                             line: lines.get(i as usize)?.to_string(),
                             stream: batch.stream.clone(),
-                            format: format.clone(),
+                            format: submitted.format.clone(),
                             since: now,
                         })
                     }));
@@ -196,6 +199,7 @@ impl WasmTransform {
             .as_ref()
             .map_or_else(|| Arc::new(Table::default()), |t| t.snapshot());
         let mut held = Vec::new();
+        let mut format_after = format.map(str::to_string);
         let (output, rejected) = match self.worker.process_holding(
             format,
             &batch.text,
@@ -204,6 +208,7 @@ impl WasmTransform {
             &table,
         ) {
             Ok(Ok(result)) => {
+                format_after = Some(result.format.clone());
                 if !batch.stream_end {
                     formats.insert(batch.stream.clone(), result.format);
                 }
@@ -260,7 +265,11 @@ impl WasmTransform {
             }));
         }
         self.dead_letter(&batch.stream, &rejected);
-        Submitted { held, emitted }
+        Submitted {
+            held,
+            emitted,
+            format: format_after,
+        }
     }
 
     fn dead_letter(&mut self, stream: &Arc<str>, rejected: &[(String, &str)]) {
