@@ -172,6 +172,93 @@ pub enum SourceConfig {
         #[serde(default = "default_batch_lines")]
         batch_lines: usize,
     },
+    /// A Kinesis data stream of flow logs, every shard; runs until shutdown.
+    AwsKinesisStreams {
+        /// The stream's name (or `stream_arn`).
+        #[serde(default)]
+        stream_name: Option<String>,
+        /// The stream's ARN (or `stream_name`).
+        #[serde(default)]
+        stream_arn: Option<String>,
+        /// Endpoint override, e.g. a local Kinesis. Default: AWS's for the region.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Region. Default: the standard AWS configuration chain.
+        #[serde(default)]
+        region: Option<String>,
+        /// `trim_horizon` (default), `latest` or `at_timestamp` (with `start_timestamp`).
+        #[serde(default)]
+        start_position: SourceStart,
+        /// Epoch seconds to start at, for `start_position = "at_timestamp"`.
+        #[serde(default)]
+        start_timestamp: Option<i64>,
+        /// `auto` (default: gzip records are CloudWatch Logs envelopes, others text),
+        /// `cloudwatch_logs` or `text`.
+        #[serde(default)]
+        record_format: crate::sources::kinesis::RecordFormat,
+        /// Lines per batch sent downstream.
+        #[serde(default = "default_batch_lines")]
+        batch_lines: usize,
+        /// Pause between polls of the shards, in milliseconds (at least 200). Default 200.
+        #[serde(default = "default_source_poll_interval_ms")]
+        poll_interval_ms: u64,
+    },
+}
+
+/// Where a Kinesis source starts reading a shard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceStart {
+    /// The oldest retained record.
+    #[default]
+    TrimHorizon,
+    /// Records written after the source starts.
+    Latest,
+    /// Records written at or after `start_timestamp`.
+    AtTimestamp,
+}
+
+fn default_source_poll_interval_ms() -> u64 {
+    200
+}
+
+impl SourceConfig {
+    /// The Kinesis settings of an `aws_kinesis_streams` source.
+    pub fn kinesis(&self) -> Option<crate::sources::kinesis::KinesisSourceSpec> {
+        let SourceConfig::AwsKinesisStreams {
+            stream_name,
+            stream_arn,
+            endpoint,
+            region,
+            start_position,
+            start_timestamp,
+            record_format,
+            batch_lines,
+            poll_interval_ms,
+        } = self
+        else {
+            return None;
+        };
+        let start = match start_position {
+            SourceStart::TrimHorizon => crate::kinesis::StartAt::TrimHorizon,
+            SourceStart::Latest => crate::kinesis::StartAt::Latest,
+            SourceStart::AtTimestamp => {
+                crate::kinesis::StartAt::Timestamp(start_timestamp.unwrap_or_default())
+            }
+        };
+        Some(crate::sources::kinesis::KinesisSourceSpec {
+            stream: crate::kinesis::StreamRef {
+                name: stream_name.clone(),
+                arn: stream_arn.clone(),
+            },
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            start,
+            format: *record_format,
+            batch_lines: *batch_lines,
+            poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
+        })
+    }
 }
 
 /// A transform.
@@ -433,10 +520,31 @@ impl Pipeline {
         }
         for (name, source) in &c.sources {
             let lines = match source {
-                SourceConfig::File { batch_lines, .. } | SourceConfig::Stdin { batch_lines } => {
-                    *batch_lines
-                }
+                SourceConfig::File { batch_lines, .. }
+                | SourceConfig::Stdin { batch_lines }
+                | SourceConfig::AwsKinesisStreams { batch_lines, .. } => *batch_lines,
             };
+            if let SourceConfig::AwsKinesisStreams {
+                stream_name,
+                stream_arn,
+                start_position,
+                start_timestamp,
+                ..
+            } = source
+            {
+                if stream_name.is_some() == stream_arn.is_some() {
+                    return Err(self.invalid(
+                        format!("sources.{name}.stream_name"),
+                        "needs exactly one of `stream_name` and `stream_arn`",
+                    ));
+                }
+                if (*start_position == SourceStart::AtTimestamp) != start_timestamp.is_some() {
+                    return Err(self.invalid(
+                        format!("sources.{name}.start_timestamp"),
+                        "is required with, and only with, `start_position = \"at_timestamp\"`",
+                    ));
+                }
+            }
             if lines == 0 {
                 return Err(
                     self.invalid(format!("sources.{name}.batch_lines"), "must be at least 1")
@@ -498,13 +606,19 @@ impl Pipeline {
                 None => {
                     self.config.sources.contains_key(id) || self.config.transforms.contains_key(id)
                 }
-                Some(DEAD_LETTER) => self.config.transforms.contains_key(id),
+                Some(DEAD_LETTER) => {
+                    self.config.transforms.contains_key(id)
+                        || matches!(
+                            self.config.sources.get(id),
+                            Some(SourceConfig::AwsKinesisStreams { .. })
+                        )
+                }
                 Some(_) => false,
             };
             if !known {
                 return Err(self.invalid(
                     key,
-                    format!("unknown input `{input}` (inputs name a source, a transform, or `<transform>.{DEAD_LETTER}`)"),
+                    format!("unknown input `{input}` (inputs name a source, a transform, or `<transform or kinesis source>.{DEAD_LETTER}`)"),
                 ));
             }
         }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod embedded;
 pub mod enrich_cli;
 pub mod fixtures;
+pub mod kinesis;
 pub mod metadata;
 pub mod metrics;
 pub mod runtime;

@@ -274,3 +274,144 @@ path = "out.ndjson"
     assert!(summary.contains("invalid_json 1"), "{summary}");
     assert!(summary.contains("received 4 "), "{summary}");
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+impl KinesisLocal {
+    /// Puts one record of raw bytes; returns its shard id and sequence number.
+    pub fn put_bytes(&self, stream: &str, key: &str, data: Vec<u8>) -> (String, String) {
+        self.runtime.block_on(async {
+            let put = self
+                .client
+                .put_record()
+                .stream_name(stream)
+                .partition_key(key)
+                .data(Blob::new(data))
+                .send()
+                .await
+                .unwrap();
+            (
+                put.shard_id().to_string(),
+                put.sequence_number().to_string(),
+            )
+        })
+    }
+}
+
+#[test]
+fn the_kinesis_source_reads_text_and_cloudwatch_envelopes_from_every_shard() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    let line = |port: u32| {
+        format!("2 123456789012 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK")
+    };
+    // Raw text, two lines in one record.
+    kinesis.put_bytes(
+        "flows",
+        "k1",
+        format!("{}\n{}\n", line(1), line(2)).into_bytes(),
+    );
+    // A CloudWatch Logs subscription record with three flow lines.
+    let events: Vec<serde_json::Value> = [3, 4, 5]
+        .map(|p| serde_json::json!({"id": p.to_string(), "timestamp": 1, "message": line(p)}))
+        .into();
+    let envelope = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "vpc-flow-logs",
+        "logStream": "eni-1-all", "subscriptionFilters": ["to-kinesis"],
+        "logEvents": events,
+    });
+    kinesis.put_bytes("flows", "k2", gzip(envelope.to_string().as_bytes()));
+    // CloudWatch's control message is skipped; a corrupt gzip record is dead-lettered.
+    kinesis.put_bytes(
+        "flows",
+        "k3",
+        gzip(br#"{"messageType": "CONTROL_MESSAGE", "logEvents": [{"id": "", "timestamp": 1, "message": "CWL CONTROL MESSAGE: Checking health of destination Kinesis stream."}]}"#),
+    );
+    let (bad_shard, bad_sequence) = kinesis.put_bytes("flows", "k4", vec![0x1f, 0x8b, 0, 1, 2]);
+    for port in 6..=15 {
+        kinesis.put_bytes("flows", &format!("key{port}"), line(port).into_bytes());
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "flows"
+endpoint = "{}"
+region = "us-east-1"
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+
+[sinks.bad_records]
+type = "file"
+inputs = ["flows.dead_letter"]
+path = "bad.ndjson"
+"#,
+            kinesis.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = bin();
+    command
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    kinesis.env(&mut command);
+    let child = command.spawn().unwrap();
+    let read = |name: &str| {
+        let path = dir.path().join(name);
+        if path.exists() {
+            read_ndjson(&path)
+        } else {
+            Vec::new()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (read("out.ndjson").len() < 15 || read("bad.ndjson").is_empty())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGTERM: drain, flush, exit 0.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let (rows, bad) = (read("out.ndjson"), read("bad.ndjson"));
+    assert_eq!((rows.len(), bad.len()), (15, 1), "{stderr}");
+
+    let mut ports: Vec<u64> = rows
+        .iter()
+        .map(|r| r["srcport"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (1..=15).collect::<Vec<u64>>(), "every line once");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["shard"], bad_shard.as_str());
+    assert_eq!(bad[0]["sequence"], bad_sequence.as_str());
+    assert_eq!(bad[0]["data_base64"], "H4sAAQI=");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("flows:"))
+        .unwrap_or_else(|| panic!("no source summary in {stderr}"));
+    assert!(summary.contains("invalid_record 1"), "{summary}");
+}

@@ -12,8 +12,8 @@
 
 use super::events::{BadLine, Event, Target};
 use super::{SharedTable, TableSpec};
+use crate::kinesis::{ShardCursor, StartAt, StreamRef};
 use crate::metrics::ComponentMetrics;
-use aws_sdk_kinesis::types::ShardIteratorType;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,26 +87,6 @@ impl StreamReader {
     }
 }
 
-/// Builds a Kinesis client from the standard AWS configuration chain, with `endpoint`
-/// and `region` overrides.
-pub async fn client(endpoint: Option<&str>, region: Option<&str>) -> aws_sdk_kinesis::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
-    }
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    aws_sdk_kinesis::Client::new(&loader.load().await)
-}
-
-/// One shard's reading position.
-struct ShardState {
-    iterator: Option<String>,
-    last_sequence: Option<String>,
-    finished: bool,
-}
-
 /// How often the shard list is fetched again (new shards after a reshard).
 const RELIST: Duration = Duration::from_secs(5);
 /// Shortest pause between two polls of a shard.
@@ -120,8 +100,17 @@ async fn read(
     metrics: Arc<ComponentMetrics>,
     stop: Arc<AtomicBool>,
 ) {
-    let client = client(stream.endpoint.as_deref(), stream.region.as_deref()).await;
-    let mut shards: HashMap<String, ShardState> = HashMap::new();
+    let client = crate::kinesis::client(stream.endpoint.as_deref(), stream.region.as_deref()).await;
+    let stream_ref = StreamRef {
+        name: stream.name.clone(),
+        arn: stream.arn.clone(),
+    };
+    let start = if stream.from_start {
+        StartAt::TrimHorizon
+    } else {
+        StartAt::Latest
+    };
+    let mut shards: HashMap<String, ShardCursor> = HashMap::new();
     // The bootstrap files are read once (their bad lines were counted at start-up);
     // every build starts from them and adds the stream's events.
     let mut events: Vec<Event> = Vec::new();
@@ -139,14 +128,10 @@ async fn read(
     let mut built_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
-            match list_shards(&client, &stream).await {
-                Ok(ids) => {
-                    for id in ids {
-                        shards.entry(id).or_insert(ShardState {
-                            iterator: None,
-                            last_sequence: None,
-                            finished: false,
-                        });
+            match crate::kinesis::list_shards(&client, &stream_ref).await {
+                Ok(listed) => {
+                    for shard in listed {
+                        shards.entry(shard.id).or_default();
                     }
                     listed_at = Some(Instant::now());
                 }
@@ -157,10 +142,10 @@ async fn read(
             }
         }
         for (shard_id, state) in shards.iter_mut().filter(|(_, s)| !s.finished) {
-            match poll_shard(&client, &stream, shard_id, state).await {
+            match state.poll(&client, &stream_ref, shard_id, start).await {
                 Ok(records) => {
-                    for data in records {
-                        let text = String::from_utf8_lossy(&data);
+                    for record in records {
+                        let text = String::from_utf8_lossy(&record.data);
                         for (number, line) in text.lines().enumerate() {
                             if line.trim().is_empty() {
                                 continue;
@@ -187,7 +172,7 @@ async fn read(
                 Err(error) => {
                     metrics.error("stream_read_failed", 1);
                     tracing::warn!(message = "Changelog read failed; the shard is read again from its last record.", table = %name, shard = %shard_id, %error);
-                    state.iterator = None;
+                    state.reset();
                 }
             }
         }
@@ -212,79 +197,6 @@ async fn read(
         tokio::time::sleep(stream.poll_interval.max(MIN_POLL)).await;
         shared.reap();
     }
-}
-
-async fn list_shards(
-    client: &aws_sdk_kinesis::Client,
-    stream: &StreamSpec,
-) -> Result<Vec<String>, aws_sdk_kinesis::Error> {
-    let mut ids = Vec::new();
-    let mut next: Option<String> = None;
-    loop {
-        let mut request = client.list_shards();
-        request = match &next {
-            Some(token) => request.next_token(token),
-            None => request
-                .set_stream_name(stream.name.clone())
-                .set_stream_arn(stream.arn.clone()),
-        };
-        let page = request.send().await?;
-        ids.extend(page.shards().iter().map(|s| s.shard_id().to_string()));
-        next = page.next_token().map(str::to_string);
-        if next.is_none() {
-            return Ok(ids);
-        }
-    }
-}
-
-/// Reads what is new in one shard (getting an iterator first if needed).
-async fn poll_shard(
-    client: &aws_sdk_kinesis::Client,
-    stream: &StreamSpec,
-    shard_id: &str,
-    state: &mut ShardState,
-) -> Result<Vec<Vec<u8>>, aws_sdk_kinesis::Error> {
-    if state.iterator.is_none() {
-        let request = client
-            .get_shard_iterator()
-            .set_stream_name(stream.name.clone())
-            .set_stream_arn(stream.arn.clone())
-            .shard_id(shard_id);
-        let request = match &state.last_sequence {
-            Some(sequence) => request
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(sequence),
-            None if stream.from_start => {
-                request.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            None => request.shard_iterator_type(ShardIteratorType::Latest),
-        };
-        state.iterator = request.send().await?.shard_iterator().map(str::to_string);
-    }
-    let Some(iterator) = state.iterator.clone() else {
-        state.finished = true;
-        return Ok(Vec::new());
-    };
-    let page = client
-        .get_records()
-        .shard_iterator(iterator)
-        .limit(1000)
-        .send()
-        .await?;
-    let records: Vec<Vec<u8>> = page
-        .records()
-        .iter()
-        .map(|r| r.data().as_ref().to_vec())
-        .collect();
-    if let Some(last) = page.records().last() {
-        state.last_sequence = Some(last.sequence_number().to_string());
-    }
-    match page.next_shard_iterator() {
-        Some(next) => state.iterator = Some(next.to_string()),
-        // A closed shard that has been read to its end.
-        None => state.finished = true,
-    }
-    Ok(records)
 }
 
 /// Drops events no lookup inside the retention window needs: per target, everything

@@ -2,6 +2,7 @@
 //! [`LineBatch`](crate::batch::LineBatch)es until its input ends or shutdown is requested.
 
 pub mod file;
+pub mod kinesis;
 pub mod stdin;
 
 use crate::batch::LineBatch;

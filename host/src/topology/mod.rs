@@ -45,6 +45,7 @@ enum SourcePlan {
     Stdin {
         batch_lines: usize,
     },
+    Kinesis(sources::kinesis::KinesisSourceSpec),
 }
 
 /// A table that changes while the topology runs.
@@ -146,6 +147,9 @@ impl Topology {
                 SourceConfig::Stdin { batch_lines } => SourcePlan::Stdin {
                     batch_lines: *batch_lines,
                 },
+                SourceConfig::AwsKinesisStreams { .. } => {
+                    SourcePlan::Kinesis(source.kinesis().expect("a kinesis source"))
+                }
             };
             sources.insert(id.clone(), plan);
         }
@@ -312,6 +316,8 @@ impl Topology {
         }
         for (id, plan) in self.sources {
             let output = take_output(&id);
+            let dead_letters = take_output(&format!("{id}.{DEAD_LETTER}"));
+            let source_id = id.clone();
             let metrics = self.metrics.component(&id);
             let stop = stop.clone();
             other_threads.push(spawn(&id, move || match plan {
@@ -321,6 +327,14 @@ impl Topology {
                 SourcePlan::Stdin { batch_lines } => {
                     sources::stdin::run(batch_lines, &output, &metrics, &stop)
                 }
+                SourcePlan::Kinesis(spec) => sources::kinesis::run(
+                    &source_id,
+                    &spec,
+                    &output,
+                    &dead_letters,
+                    &metrics,
+                    &stop,
+                ),
             }));
         }
         drop(outputs);

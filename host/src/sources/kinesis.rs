@@ -1,0 +1,371 @@
+//! The `aws_kinesis_streams` source: flow-log lines from every shard of a Kinesis data
+//! stream.
+//!
+//! One reader polls every shard it may read; each shard is its own stream of lines (so
+//! a format header applies per shard). The shard list is fetched again every few seconds,
+//! and a child shard from a split or merge is read only once all its parents have been
+//! read to their end (the KCL's rule), so per-key order survives resharding. Records are
+//! raw flow-log text (one or many lines) or CloudWatch Logs subscription envelopes
+//! (gzip JSON: the `logEvents` of a `DATA_MESSAGE`; a `CONTROL_MESSAGE` is skipped),
+//! detected per record or configured. A record that cannot be decoded goes to
+//! `<id>.dead_letter` with its shard and sequence number, and the shard keeps flowing.
+//!
+//! Not yet: checkpoints and end-to-end acknowledgements. A restarted source starts again
+//! from `start_position`.
+
+use super::Batcher;
+use crate::batch::LineBatch;
+use crate::kinesis::{Record, ShardCursor, StartAt, StreamRef};
+use crate::metrics::ComponentMetrics;
+use crate::topology::output::Output;
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// How records are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// Gzip records are CloudWatch Logs envelopes; anything else is text.
+    #[default]
+    Auto,
+    /// Every record is a CloudWatch Logs envelope.
+    CloudwatchLogs,
+    /// Every record is flow-log text, one or many lines.
+    Text,
+}
+
+/// Everything the source needs.
+#[derive(Debug, Clone)]
+pub struct KinesisSourceSpec {
+    /// The stream.
+    pub stream: StreamRef,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+    /// Region override.
+    pub region: Option<String>,
+    /// Where shards without a position start.
+    pub start: StartAt,
+    /// How records are decoded.
+    pub format: RecordFormat,
+    /// Lines per batch.
+    pub batch_lines: usize,
+    /// Pause between polling rounds.
+    pub poll_interval: Duration,
+}
+
+/// What one record holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Flow-log lines.
+    Lines(Vec<String>),
+    /// A CloudWatch Logs control message: nothing to read.
+    Control,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    message_type: String,
+    #[serde(default)]
+    log_events: Vec<LogEvent>,
+}
+
+#[derive(Deserialize)]
+struct LogEvent {
+    message: String,
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Decodes one record's bytes, or says why it cannot be.
+pub fn decode(data: &[u8], format: RecordFormat) -> Result<Decoded, String> {
+    let gzip = data.starts_with(&GZIP_MAGIC);
+    if format == RecordFormat::CloudwatchLogs && !gzip {
+        return Err("not a gzip CloudWatch Logs envelope".into());
+    }
+    let text_lines = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    if !gzip {
+        return Ok(Decoded::Lines(text_lines(data)));
+    }
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot gunzip the record: {e}"))?;
+    if format == RecordFormat::Text {
+        return Ok(Decoded::Lines(text_lines(&bytes)));
+    }
+    let envelope: Envelope = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("not a CloudWatch Logs envelope: {e}"))?;
+    match envelope.message_type.as_str() {
+        "CONTROL_MESSAGE" => Ok(Decoded::Control),
+        "DATA_MESSAGE" => Ok(Decoded::Lines(
+            envelope
+                .log_events
+                .iter()
+                .flat_map(|e| e.message.lines())
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect(),
+        )),
+        other => Err(format!("unknown CloudWatch Logs messageType `{other}`")),
+    }
+}
+
+/// Standard base64, for dead-lettered record bytes.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// How often the shard list is fetched again.
+const RELIST: Duration = Duration::from_secs(5);
+/// Shortest pause between two polls of a shard (Kinesis allows 5 per second).
+const MIN_POLL: Duration = Duration::from_millis(200);
+
+/// Reads until `stop` is set, then flushes what it holds.
+pub fn run(
+    id: &str,
+    spec: &KinesisSourceSpec,
+    output: &Output,
+    dead_letters: &Output,
+    metrics: &ComponentMetrics,
+    stop: &AtomicBool,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(message = "Cannot start the Kinesis source.", component_id = %id, %error);
+            return;
+        }
+    };
+    read(&runtime, id, spec, output, dead_letters, metrics, stop);
+}
+
+/// One shard being read.
+struct Shard<'a> {
+    cursor: ShardCursor,
+    parents: Vec<String>,
+    batcher: Batcher<'a>,
+    /// The end of the shard has been sent downstream.
+    done: bool,
+}
+
+/// The reading loop. Network calls run on `runtime`; batches are sent from this thread
+/// outside it, since sending blocks when downstream is full (backpressure).
+fn read(
+    runtime: &tokio::runtime::Runtime,
+    id: &str,
+    spec: &KinesisSourceSpec,
+    output: &Output,
+    dead_letters: &Output,
+    metrics: &ComponentMetrics,
+    stop: &AtomicBool,
+) {
+    let client = runtime.block_on(crate::kinesis::client(
+        spec.endpoint.as_deref(),
+        spec.region.as_deref(),
+    ));
+    let mut shards: HashMap<String, Shard<'_>> = HashMap::new();
+    let mut listed: HashSet<String> = HashSet::new();
+    let mut listed_at: Option<Instant> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
+            match runtime.block_on(crate::kinesis::list_shards(&client, &spec.stream)) {
+                Ok(infos) => {
+                    listed = infos.iter().map(|s| s.id.clone()).collect();
+                    for info in infos {
+                        shards.entry(info.id.clone()).or_insert_with(|| Shard {
+                            cursor: ShardCursor::default(),
+                            parents: info.parents,
+                            batcher: Batcher::new(&info.id, spec.batch_lines, output, metrics),
+                            done: false,
+                        });
+                    }
+                    listed_at = Some(Instant::now());
+                }
+                Err(error) => {
+                    metrics.error("list_shards_failed", 1);
+                    tracing::warn!(message = "Cannot list the stream's shards; retrying.", component_id = %id, %error);
+                }
+            }
+        }
+        // A child waits until every parent still listed has been read to its end.
+        let finished: HashSet<String> = shards
+            .iter()
+            .filter(|(_, s)| s.done)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for (shard_id, shard) in shards.iter_mut() {
+            if shard.done
+                || shard
+                    .parents
+                    .iter()
+                    .any(|p| listed.contains(p) && !finished.contains(p))
+            {
+                continue;
+            }
+            match runtime.block_on(
+                shard
+                    .cursor
+                    .poll(&client, &spec.stream, shard_id, spec.start),
+            ) {
+                Ok(records) => {
+                    for record in &records {
+                        take_record(
+                            id,
+                            shard_id,
+                            record,
+                            spec.format,
+                            shard,
+                            dead_letters,
+                            metrics,
+                        );
+                    }
+                    shard.batcher.flush(false);
+                    if shard.cursor.finished {
+                        shard.batcher.flush(true);
+                        shard.done = true;
+                        tracing::info!(message = "Shard read to its end.", component_id = %id, shard = %shard_id);
+                    }
+                }
+                Err(error) => {
+                    metrics.error("read_failed", 1);
+                    tracing::warn!(message = "Shard read failed; it is read again from its last record.", component_id = %id, shard = %shard_id, %error);
+                    shard.cursor.reset();
+                }
+            }
+        }
+        std::thread::sleep(spec.poll_interval.max(MIN_POLL));
+    }
+    for shard in shards.values_mut().filter(|s| !s.done) {
+        shard.batcher.flush(true);
+    }
+}
+
+fn take_record(
+    id: &str,
+    shard_id: &str,
+    record: &Record,
+    format: RecordFormat,
+    shard: &mut Shard<'_>,
+    dead_letters: &Output,
+    metrics: &ComponentMetrics,
+) {
+    match decode(&record.data, format) {
+        Ok(Decoded::Lines(lines)) => {
+            for line in lines {
+                shard.batcher.push(line.as_bytes());
+            }
+        }
+        Ok(Decoded::Control) => {}
+        Err(error) => {
+            metrics.error("invalid_record", 1);
+            if dead_letters.is_unconnected() {
+                metrics.discarded(1);
+                tracing::warn!(message = "Undecodable record (no sink takes this source's dead_letter output).", component_id = %id, shard = %shard_id, sequence = %record.sequence, %error);
+                return;
+            }
+            let letter = serde_json::json!({
+                "error": error,
+                "component": id,
+                "shard": shard_id,
+                "sequence": record.sequence,
+                "data_base64": base64(&record.data),
+            });
+            dead_letters.send(Arc::new(LineBatch {
+                text: format!("{letter}\n"),
+                lines: 1,
+                stream: shard_id.into(),
+                stream_start: false,
+                stream_end: false,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn decodes_text_envelopes_and_rejects_the_rest() {
+        let lines = |v: &[&str]| Decoded::Lines(v.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            decode(b"a b\r\nc d\n\n", RecordFormat::Auto),
+            Ok(lines(&["a b", "c d"]))
+        );
+        let data = gzip(
+            br#"{"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
+                 "subscriptionFilters": ["f"], "logEvents": [
+                   {"id": "1", "timestamp": 1, "message": "x y"},
+                   {"id": "2", "timestamp": 2, "message": "z w"}]}"#,
+        );
+        assert_eq!(
+            decode(&data, RecordFormat::Auto),
+            Ok(lines(&["x y", "z w"]))
+        );
+        assert_eq!(
+            decode(&data, RecordFormat::CloudwatchLogs),
+            Ok(lines(&["x y", "z w"]))
+        );
+        let control = gzip(br#"{"messageType": "CONTROL_MESSAGE", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]}"#);
+        assert_eq!(decode(&control, RecordFormat::Auto), Ok(Decoded::Control));
+        assert_eq!(
+            decode(&gzip(b"p q\n"), RecordFormat::Text),
+            Ok(lines(&["p q"]))
+        );
+        assert!(decode(b"plain", RecordFormat::CloudwatchLogs).is_err());
+        assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto).is_err());
+        assert!(decode(&gzip(b"not json"), RecordFormat::Auto).is_err());
+    }
+
+    #[test]
+    fn base64_matches_the_standard() {
+        for (data, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foobar", "Zm9vYmFy"),
+            (&[0x1f, 0x8b, 0xff][..], "H4v/"),
+        ] {
+            assert_eq!(base64(data), want);
+        }
+    }
+}
