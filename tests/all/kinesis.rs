@@ -102,6 +102,28 @@ impl KinesisLocal {
                 .send()
                 .await
                 .unwrap();
+        });
+        self.wait_active(name);
+    }
+
+    /// Reshards to `shards` (a split or a merge) and waits until the stream is active.
+    pub fn update_shard_count(&self, name: &str, shards: i32) {
+        self.runtime.block_on(async {
+            self.client
+                .update_shard_count()
+                .stream_name(name)
+                .target_shard_count(shards)
+                .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+                .send()
+                .await
+                .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        self.wait_active(name);
+    }
+
+    fn wait_active(&self, name: &str) {
+        self.runtime.block_on(async {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let described = self
@@ -414,4 +436,78 @@ path = "bad.ndjson"
         .find(|l| l.starts_with("flows:"))
         .unwrap_or_else(|| panic!("no source summary in {stderr}"));
     assert!(summary.contains("invalid_record 1"), "{summary}");
+}
+
+#[test]
+fn after_a_reshard_children_are_read_only_after_their_parent_is_drained() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("resharded", 1);
+    let line =
+        |port: u32| format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK");
+    // The same key before and after a split: its records go to the parent, then to
+    // one child. The source starts only afterwards, so it sees all three shards at once.
+    for port in 1..=10 {
+        kinesis.put_bytes("resharded", "one-key", line(port).into_bytes());
+    }
+    kinesis.update_shard_count("resharded", 2);
+    for port in 11..=20 {
+        kinesis.put_bytes("resharded", "one-key", line(port).into_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "resharded"
+endpoint = "{}"
+region = "us-east-1"
+batch_lines = 3
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+            kinesis.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = bin();
+    command
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    kinesis.env(&mut command);
+    let child = command.spawn().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (!out.exists() || read_ndjson(&out).len() < 20) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Give a wrongly re-read shard the chance to show up twice.
+    std::thread::sleep(Duration::from_millis(600));
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let ports: Vec<u64> = read_ndjson(&out)
+        .iter()
+        .map(|r| r["srcport"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        (1..=20).collect::<Vec<u64>>(),
+        "parent first, in order, once: {stderr}"
+    );
 }
