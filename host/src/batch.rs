@@ -16,6 +16,9 @@ pub struct LineBatch {
     /// True on the last batch of the stream, so per-stream state (the format set by an
     /// S3 header line) can be dropped.
     pub stream_end: bool,
+    /// Acknowledgements released when every holder has dropped this batch (sources with
+    /// checkpoints set them; transforms pass them on to what they emit).
+    pub acks: Vec<Arc<crate::checkpoint::Ack>>,
 }
 
 /// Batches are shared between the consumers of one output.

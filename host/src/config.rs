@@ -202,6 +202,10 @@ pub enum SourceConfig {
         /// Pause between polls of the shards, in milliseconds (at least 200). Default 200.
         #[serde(default = "default_source_poll_interval_ms")]
         poll_interval_ms: u64,
+        /// The checkpoint store (a JSON file, replaced atomically). Default:
+        /// `.flowenrich/<source id>.checkpoints.json` next to the pipeline file.
+        #[serde(default)]
+        checkpoints: Option<PathBuf>,
     },
 }
 
@@ -235,6 +239,7 @@ impl SourceConfig {
             record_format,
             batch_lines,
             poll_interval_ms,
+            checkpoints,
         } = self
         else {
             return None;
@@ -257,6 +262,7 @@ impl SourceConfig {
             format: *record_format,
             batch_lines: *batch_lines,
             poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
+            checkpoints: checkpoints.clone().unwrap_or_default(),
         })
     }
 }
@@ -672,11 +678,16 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         metadata.paths.iter_mut().for_each(resolve);
         metadata.aws_ip_ranges.iter_mut().for_each(resolve);
     }
-    for source in config.sources.values_mut() {
+    for (id, source) in config.sources.iter_mut() {
         if let SourceConfig::File { path, .. } = source
             && Path::new(path.as_str()).is_relative()
         {
             *path = base.join(&*path).to_string_lossy().into_owned();
+        }
+        if let SourceConfig::AwsKinesisStreams { checkpoints, .. } = source {
+            let path = checkpoints
+                .get_or_insert_with(|| PathBuf::from(format!(".flowenrich/{id}.checkpoints.json")));
+            resolve(path);
         }
     }
     for transform in config.transforms.values_mut() {

@@ -6,6 +6,7 @@
 //! [`metadata`] holds the attribution table; [`fixtures`] runs component test cases.
 
 pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod embedded;
 pub mod enrich_cli;

@@ -10,11 +10,13 @@
 //! detected per record or configured. A record that cannot be decoded goes to
 //! `<id>.dead_letter` with its shard and sequence number, and the shard keeps flowing.
 //!
-//! Not yet: checkpoints and end-to-end acknowledgements. A restarted source starts again
-//! from `start_position`.
+//! Batches end on record boundaries and carry an acknowledgement; a shard's checkpoint
+//! advances only once every sink has taken all its records up to that point (see
+//! [`crate::checkpoint`]). A restarted source resumes after each shard's checkpoint, and
+//! a shard checkpointed as finished is never read again.
 
-use super::Batcher;
 use crate::batch::LineBatch;
+use crate::checkpoint::Checkpoints;
 use crate::kinesis::{Record, ShardCursor, StartAt, StreamRef};
 use crate::metrics::ComponentMetrics;
 use crate::topology::output::Output;
@@ -55,6 +57,8 @@ pub struct KinesisSourceSpec {
     pub batch_lines: usize,
     /// Pause between polling rounds.
     pub poll_interval: Duration,
+    /// The checkpoint store file.
+    pub checkpoints: std::path::PathBuf,
 }
 
 /// What one record holds.
@@ -171,12 +175,108 @@ pub fn run(
 }
 
 /// One shard being read.
-struct Shard<'a> {
+struct Shard {
+    id: Arc<str>,
     cursor: ShardCursor,
     parents: Vec<String>,
-    batcher: Batcher<'a>,
-    /// The end of the shard has been sent downstream.
+    /// Lines of whole records not sent yet.
+    text: String,
+    lines: usize,
+    /// Sequence of the last record taken into `text` (or skipped) and not acknowledged
+    /// by a sent batch yet.
+    sequence: Option<String>,
+    /// Batches sent in this run.
+    batches: u64,
+    /// The shard's end has been sent downstream (or was checkpointed in an earlier run).
     done: bool,
+}
+
+/// Where batches go.
+struct Sending<'a> {
+    output: &'a Output,
+    dead_letters: &'a Output,
+    metrics: &'a ComponentMetrics,
+    checkpoints: &'a Checkpoints,
+}
+
+impl Shard {
+    /// Sends what is pending (with its acknowledgement); `end` marks the shard's end.
+    fn send(&mut self, to: &Sending<'_>, end: bool) {
+        if self.lines == 0 && self.sequence.is_none() && !end {
+            return;
+        }
+        let ack = to
+            .checkpoints
+            .ack(&self.id, self.batches, self.sequence.take(), end);
+        let batch = LineBatch {
+            text: std::mem::take(&mut self.text),
+            lines: std::mem::take(&mut self.lines),
+            stream: self.id.clone(),
+            stream_start: self.batches == 0,
+            stream_end: end,
+            acks: vec![ack],
+        };
+        self.batches += 1;
+        to.metrics.sent(batch.lines as u64);
+        to.output.send(Arc::new(batch));
+    }
+
+    fn take(
+        &mut self,
+        component: &str,
+        record: &Record,
+        format: RecordFormat,
+        batch_lines: usize,
+        to: &Sending<'_>,
+    ) {
+        match decode(&record.data, format) {
+            Ok(Decoded::Lines(lines)) => {
+                to.metrics.received(lines.len() as u64);
+                for line in lines {
+                    crate::batch::push_line(&mut self.text, line.as_bytes());
+                    self.lines += 1;
+                }
+                self.sequence = Some(record.sequence.clone());
+                if self.lines >= batch_lines {
+                    self.send(to, false);
+                }
+            }
+            Ok(Decoded::Control) => self.sequence = Some(record.sequence.clone()),
+            Err(error) => {
+                to.metrics.error("invalid_record", 1);
+                // What came before goes first, so the dead letter's acknowledgement
+                // keeps its place in the shard's order.
+                self.send(to, false);
+                let ack = to.checkpoints.ack(
+                    &self.id,
+                    self.batches,
+                    Some(record.sequence.clone()),
+                    false,
+                );
+                self.batches += 1;
+                if to.dead_letters.is_unconnected() {
+                    to.metrics.discarded(1);
+                    tracing::warn!(message = "Undecodable record (no sink takes this source's dead_letter output).", component_id = %component, shard = %self.id, sequence = %record.sequence, %error);
+                    return;
+                }
+                let letter = serde_json::json!({
+                    "error": error,
+                    "component": component,
+                    "shard": &*self.id,
+                    "sequence": record.sequence,
+                    "data_base64": base64(&record.data),
+                });
+                to.dead_letters.send(Arc::new(LineBatch {
+                    text: format!("{letter}\n"),
+                    lines: 1,
+                    stream: self.id.clone(),
+                    stream_start: false,
+                    stream_end: false,
+                    acks: vec![ack],
+                }));
+            }
+        }
+    }
 }
 
 /// The reading loop. Network calls run on `runtime`; batches are sent from this thread
@@ -190,11 +290,25 @@ fn read(
     metrics: &ComponentMetrics,
     stop: &AtomicBool,
 ) {
+    let checkpoints = match Checkpoints::open(&spec.checkpoints) {
+        Ok(checkpoints) => checkpoints,
+        Err(error) => {
+            metrics.error("checkpoint_failed", 1);
+            tracing::error!(message = "Cannot open the checkpoint store; not reading.", component_id = %id, %error);
+            return;
+        }
+    };
+    let to = Sending {
+        output,
+        dead_letters,
+        metrics,
+        checkpoints: &checkpoints,
+    };
     let client = runtime.block_on(crate::kinesis::client(
         spec.endpoint.as_deref(),
         spec.region.as_deref(),
     ));
-    let mut shards: HashMap<String, Shard<'_>> = HashMap::new();
+    let mut shards: HashMap<String, Shard> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut listed_at: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -203,11 +317,18 @@ fn read(
                 Ok(infos) => {
                     listed = infos.iter().map(|s| s.id.clone()).collect();
                     for info in infos {
-                        shards.entry(info.id.clone()).or_insert_with(|| Shard {
-                            cursor: ShardCursor::default(),
-                            parents: info.parents,
-                            batcher: Batcher::new(&info.id, spec.batch_lines, output, metrics),
-                            done: false,
+                        shards.entry(info.id.clone()).or_insert_with(|| {
+                            let saved = checkpoints.get(&info.id);
+                            Shard {
+                                id: info.id.as_str().into(),
+                                cursor: ShardCursor::after(saved.sequence),
+                                parents: info.parents,
+                                text: String::new(),
+                                lines: 0,
+                                sequence: None,
+                                batches: 0,
+                                done: saved.finished,
+                            }
                         });
                     }
                     listed_at = Some(Instant::now());
@@ -240,19 +361,11 @@ fn read(
             ) {
                 Ok(records) => {
                     for record in &records {
-                        take_record(
-                            id,
-                            shard_id,
-                            record,
-                            spec.format,
-                            shard,
-                            dead_letters,
-                            metrics,
-                        );
+                        shard.take(id, record, spec.format, spec.batch_lines, &to);
                     }
-                    shard.batcher.flush(false);
+                    shard.send(&to, false);
                     if shard.cursor.finished {
-                        shard.batcher.flush(true);
+                        shard.send(&to, true);
                         shard.done = true;
                         tracing::info!(message = "Shard read to its end.", component_id = %id, shard = %shard_id);
                     }
@@ -267,48 +380,7 @@ fn read(
         std::thread::sleep(spec.poll_interval.max(MIN_POLL));
     }
     for shard in shards.values_mut().filter(|s| !s.done) {
-        shard.batcher.flush(true);
-    }
-}
-
-fn take_record(
-    id: &str,
-    shard_id: &str,
-    record: &Record,
-    format: RecordFormat,
-    shard: &mut Shard<'_>,
-    dead_letters: &Output,
-    metrics: &ComponentMetrics,
-) {
-    match decode(&record.data, format) {
-        Ok(Decoded::Lines(lines)) => {
-            for line in lines {
-                shard.batcher.push(line.as_bytes());
-            }
-        }
-        Ok(Decoded::Control) => {}
-        Err(error) => {
-            metrics.error("invalid_record", 1);
-            if dead_letters.is_unconnected() {
-                metrics.discarded(1);
-                tracing::warn!(message = "Undecodable record (no sink takes this source's dead_letter output).", component_id = %id, shard = %shard_id, sequence = %record.sequence, %error);
-                return;
-            }
-            let letter = serde_json::json!({
-                "error": error,
-                "component": id,
-                "shard": shard_id,
-                "sequence": record.sequence,
-                "data_base64": base64(&record.data),
-            });
-            dead_letters.send(Arc::new(LineBatch {
-                text: format!("{letter}\n"),
-                lines: 1,
-                stream: shard_id.into(),
-                stream_start: false,
-                stream_end: false,
-            }));
-        }
+        shard.send(&to, false);
     }
 }
 

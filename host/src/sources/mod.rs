@@ -66,6 +66,7 @@ impl<'a> Batcher<'a> {
             stream: self.stream.clone(),
             stream_start: !std::mem::replace(&mut self.started, true),
             stream_end: end,
+            acks: Vec::new(),
         };
         self.metrics.sent(batch.lines as u64);
         self.output.send(Arc::new(batch));

@@ -44,6 +44,8 @@ const HOLD_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 /// A line held back until the table changes or its time is up.
 struct HeldLine {
     line: String,
+    /// The acknowledgements of the batch it came from, kept until it is emitted.
+    acks: Vec<Arc<crate::checkpoint::Ack>>,
     stream: Arc<str>,
     format: Option<String>,
     since: Instant,
@@ -106,6 +108,7 @@ impl WasmTransform {
                     held.extend(submitted.held.iter().filter_map(|&i| {
                         Some(HeldLine {
                             line: lines.get(i as usize)?.to_string(),
+                            acks: batch.acks.clone(),
                             stream: batch.stream.clone(),
                             format: submitted.format.clone(),
                             since: now,
@@ -159,9 +162,15 @@ impl WasmTransform {
             }
             for (stream, format, group) in groups {
                 let mut text = String::new();
+                let mut acks = Vec::new();
                 for line in &group {
                     text.push_str(&line.line);
                     text.push('\n');
+                    for ack in &line.acks {
+                        if !acks.iter().any(|a| Arc::ptr_eq(a, ack)) {
+                            acks.push(ack.clone());
+                        }
+                    }
                 }
                 let batch = LineBatch {
                     text,
@@ -169,6 +178,7 @@ impl WasmTransform {
                     stream,
                     stream_start: false,
                     stream_end: false,
+                    acks,
                 };
                 let submitted = self.submit(&batch, format.as_deref(), hold, &mut HashMap::new());
                 self.metrics
@@ -262,9 +272,10 @@ impl WasmTransform {
                 stream: batch.stream.clone(),
                 stream_start: batch.stream_start,
                 stream_end: batch.stream_end,
+                acks: batch.acks.clone(),
             }));
         }
-        self.dead_letter(&batch.stream, &rejected);
+        self.dead_letter(&batch.stream, &batch.acks, &rejected);
         Submitted {
             held,
             emitted,
@@ -272,7 +283,12 @@ impl WasmTransform {
         }
     }
 
-    fn dead_letter(&mut self, stream: &Arc<str>, rejected: &[(String, &str)]) {
+    fn dead_letter(
+        &mut self,
+        stream: &Arc<str>,
+        acks: &[Arc<crate::checkpoint::Ack>],
+        rejected: &[(String, &str)],
+    ) {
         if rejected.is_empty() {
             return;
         }
@@ -302,6 +318,7 @@ impl WasmTransform {
                 stream: stream.clone(),
                 stream_start: false,
                 stream_end: false,
+                acks: acks.to_vec(),
             }));
         }
     }

@@ -1,0 +1,235 @@
+//! End-to-end acknowledgements and durable checkpoints for the Kinesis source.
+//!
+//! Every batch a shard produces carries an [`Ack`]. The batch is shared down the pipeline
+//! (transforms pass their inputs' acks on to what they emit, including dead letters and
+//! held lines), and the ack is released when the last component holding it drops it:
+//! after every sink has written and flushed the batch. A shard's checkpoint advances only
+//! over an unbroken run of released batches, so a batch still in flight (a slow sink, a
+//! held line) keeps every later one from being checkpointed. The store is one JSON file
+//! per source, replaced atomically (written aside, then renamed) on every advance; a
+//! restarted source resumes after each shard's checkpoint, so a crash re-delivers at most
+//! the unacknowledged tail.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A shard's durable position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCheckpoint {
+    /// Sequence number of the last record delivered everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<String>,
+    /// The shard is closed and every record of it was delivered.
+    #[serde(default)]
+    pub finished: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct File {
+    shards: BTreeMap<String, ShardCheckpoint>,
+}
+
+/// Why checkpoints could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// I/O on the store.
+    #[error("checkpoint store {path}: {error}")]
+    Io {
+        /// The store file.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The store is not a checkpoint file.
+    #[error("checkpoint store {path} is not valid: {error}")]
+    Invalid {
+        /// The store file.
+        path: PathBuf,
+        /// What serde_json found.
+        error: serde_json::Error,
+    },
+}
+
+/// Per-shard bookkeeping of released batches.
+#[derive(Default)]
+struct ShardProgress {
+    /// Next batch number the checkpoint waits for.
+    next: u64,
+    /// Released batches beyond `next`, with their last sequence and end flag.
+    released: BTreeMap<u64, (Option<String>, bool)>,
+}
+
+struct Inner {
+    path: PathBuf,
+    saved: File,
+    progress: BTreeMap<String, ShardProgress>,
+}
+
+/// The checkpoint store of one source.
+#[derive(Clone)]
+pub struct Checkpoints {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl Checkpoints {
+    /// Opens (or starts) the store at `path`.
+    pub fn open(path: &Path) -> Result<Checkpoints, CheckpointError> {
+        let saved = match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|error| CheckpointError::Invalid {
+                path: path.to_path_buf(),
+                error,
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
+            Err(error) => {
+                return Err(CheckpointError::Io {
+                    path: path.to_path_buf(),
+                    error,
+                });
+            }
+        };
+        Ok(Checkpoints {
+            inner: Arc::new(Mutex::new(Inner {
+                path: path.to_path_buf(),
+                saved,
+                progress: BTreeMap::new(),
+            })),
+        })
+    }
+
+    /// Where `shard` was left.
+    pub fn get(&self, shard: &str) -> ShardCheckpoint {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        inner.saved.shards.get(shard).cloned().unwrap_or_default()
+    }
+
+    /// The ack for batch number `batch` of `shard` (numbers start at 0 for each shard in
+    /// each run), whose last record is `sequence` (`None`: no record, e.g. the end
+    /// marker), and which ends the shard when `end` is set.
+    pub fn ack(&self, shard: &str, batch: u64, sequence: Option<String>, end: bool) -> Arc<Ack> {
+        Arc::new(Ack {
+            store: self.clone(),
+            shard: shard.to_string(),
+            batch,
+            sequence,
+            end,
+        })
+    }
+
+    fn release(&self, ack: &Ack) {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        let progress = inner.progress.entry(ack.shard.clone()).or_default();
+        progress
+            .released
+            .insert(ack.batch, (ack.sequence.clone(), ack.end));
+        let mut advanced: Option<ShardCheckpoint> = None;
+        while let Some((sequence, end)) = progress.released.remove(&progress.next) {
+            progress.next += 1;
+            let mut checkpoint = advanced.take().unwrap_or_default();
+            if sequence.is_some() {
+                checkpoint.sequence = sequence;
+            }
+            checkpoint.finished |= end;
+            advanced = Some(checkpoint);
+        }
+        let Some(advanced) = advanced else { return };
+        let entry = inner.saved.shards.entry(ack.shard.clone()).or_default();
+        if advanced.sequence.is_some() {
+            entry.sequence = advanced.sequence;
+        }
+        entry.finished |= advanced.finished;
+        if let Err(error) = write_atomically(&inner.path, &inner.saved) {
+            tracing::error!(message = "Cannot write checkpoints; they will be written with the next advance.", %error);
+        }
+    }
+
+    /// Shards recorded as finished.
+    pub fn finished(&self) -> BTreeSet<String> {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        inner
+            .saved
+            .shards
+            .iter()
+            .filter(|(_, c)| c.finished)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+fn write_atomically(path: &Path, file: &File) -> Result<(), CheckpointError> {
+    let io = |error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let aside = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(file).expect("checkpoints serialise");
+    std::fs::write(&aside, text).map_err(io)?;
+    std::fs::rename(&aside, path).map_err(io)
+}
+
+/// Released when the last holder drops it; see the module docs.
+pub struct Ack {
+    store: Checkpoints,
+    shard: String,
+    batch: u64,
+    sequence: Option<String>,
+    end: bool,
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ack")
+            .field("shard", &self.shard)
+            .field("batch", &self.batch)
+            .finish()
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        self.store.release(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advances_only_over_an_unbroken_run_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let store = Checkpoints::open(&path).unwrap();
+        let a0 = store.ack("s", 0, Some("10".into()), false);
+        let a1 = store.ack("s", 1, Some("20".into()), false);
+        let a2 = store.ack("s", 2, None, true);
+        drop(a1);
+        assert_eq!(
+            store.get("s"),
+            ShardCheckpoint::default(),
+            "batch 0 still in flight"
+        );
+        drop(a2);
+        assert_eq!(store.get("s").sequence, None);
+        drop(a0);
+        assert_eq!(
+            store.get("s"),
+            ShardCheckpoint {
+                sequence: Some("20".into()),
+                finished: true
+            }
+        );
+        let reopened = Checkpoints::open(&path).unwrap();
+        assert_eq!(reopened.get("s").sequence.as_deref(), Some("20"));
+        assert!(reopened.finished().contains("s"));
+        std::fs::write(&path, "nonsense").unwrap();
+        assert!(matches!(
+            Checkpoints::open(&path),
+            Err(CheckpointError::Invalid { .. })
+        ));
+    }
+}
