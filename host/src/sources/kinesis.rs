@@ -189,6 +189,22 @@ struct Shard {
     batches: u64,
     /// The shard's end has been sent downstream (or was checkpointed in an earlier run).
     done: bool,
+    /// After a failed read: the current backoff and when the shard may be read again.
+    backoff: Duration,
+    retry_at: Option<Instant>,
+}
+
+/// First and longest pause after a failed read (doubled on each failure, with jitter).
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// A pause between `d / 2` and `d`, so shards that failed together do not retry together.
+fn jittered(d: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    let fraction = (hasher.finish() % 1000) as u32;
+    d / 2 + d / 2 * fraction / 1000
 }
 
 /// Where batches go.
@@ -328,6 +344,8 @@ fn read(
                                 sequence: None,
                                 batches: 0,
                                 done: saved.finished,
+                                backoff: Duration::ZERO,
+                                retry_at: None,
                             }
                         });
                     }
@@ -347,6 +365,7 @@ fn read(
             .collect();
         for (shard_id, shard) in shards.iter_mut() {
             if shard.done
+                || shard.retry_at.is_some_and(|at| Instant::now() < at)
                 || shard
                     .parents
                     .iter()
@@ -360,6 +379,13 @@ fn read(
                     .poll(&client, &spec.stream, shard_id, spec.start),
             ) {
                 Ok(records) => {
+                    shard.backoff = Duration::ZERO;
+                    shard.retry_at = None;
+                    metrics.count("kinesis_records_total", records.len() as u64);
+                    metrics.count(
+                        "kinesis_bytes_total",
+                        records.iter().map(|r| r.data.len() as u64).sum(),
+                    );
                     for record in &records {
                         shard.take(id, record, spec.format, spec.batch_lines, &to);
                     }
@@ -371,8 +397,21 @@ fn read(
                     }
                 }
                 Err(error) => {
-                    metrics.error("read_failed", 1);
-                    tracing::warn!(message = "Shard read failed; it is read again from its last record.", component_id = %id, shard = %shard_id, %error);
+                    use aws_sdk_kinesis::Error as E;
+                    match &error {
+                        E::ProvisionedThroughputExceededException(_) => {
+                            metrics.count("kinesis_throttles_total", 1)
+                        }
+                        E::ExpiredIteratorException(_) => {
+                            metrics.count("kinesis_expired_iterators_total", 1)
+                        }
+                        _ => metrics.error("read_failed", 1),
+                    }
+                    shard.backoff = (shard.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                    let pause = jittered(shard.backoff);
+                    shard.retry_at = Some(Instant::now() + pause);
+                    tracing::warn!(message = "Shard read failed; it is read again from its last record after a pause.", component_id = %id, shard = %shard_id, pause_ms = pause.as_millis() as u64, %error);
+                    // A new iterator is asked for from the last record read.
                     shard.cursor.reset();
                 }
             }
@@ -425,6 +464,17 @@ mod tests {
         assert!(decode(b"plain", RecordFormat::CloudwatchLogs).is_err());
         assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto).is_err());
         assert!(decode(&gzip(b"not json"), RecordFormat::Auto).is_err());
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_pause() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(800));
+            assert!(
+                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]
