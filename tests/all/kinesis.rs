@@ -439,19 +439,40 @@ path = "bad.ndjson"
 }
 
 #[test]
-fn after_a_reshard_children_are_read_only_after_their_parent_is_drained() {
+fn after_a_split_children_are_read_only_after_their_parent_is_drained() {
+    reshard(1, 2);
+}
+
+#[test]
+fn after_a_merge_the_child_is_read_only_after_both_parents_are_drained() {
+    reshard(2, 1);
+}
+
+/// Lines of one partition key before and after resharding `from` → `to` shards must come
+/// out in order and once each, plus lines of other keys once each.
+fn reshard(from: i32, to: i32) {
     let kinesis = KinesisLocal::start();
-    kinesis.create_stream("resharded", 1);
+    kinesis.create_stream("resharded", from);
     let line =
         |port: u32| format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK");
     // The same key before and after a split: its records go to the parent, then to
     // one child. The source starts only afterwards, so it sees all three shards at once.
     for port in 1..=10 {
         kinesis.put_bytes("resharded", "one-key", line(port).into_bytes());
+        kinesis.put_bytes(
+            "resharded",
+            &format!("other{port}"),
+            line(100 + port).into_bytes(),
+        );
     }
-    kinesis.update_shard_count("resharded", 2);
+    kinesis.update_shard_count("resharded", to);
     for port in 11..=20 {
         kinesis.put_bytes("resharded", "one-key", line(port).into_bytes());
+        kinesis.put_bytes(
+            "resharded",
+            &format!("other{port}"),
+            line(100 + port).into_bytes(),
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -488,7 +509,7 @@ path = "out.ndjson"
     let child = command.spawn().unwrap();
     let out = dir.path().join("out.ndjson");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (!out.exists() || read_ndjson(&out).len() < 20) && Instant::now() < deadline {
+    while (!out.exists() || read_ndjson(&out).len() < 40) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Give a wrongly re-read shard the chance to show up twice.
@@ -505,10 +526,18 @@ path = "out.ndjson"
         .iter()
         .map(|r| r["srcport"].as_u64().unwrap())
         .collect();
+    let one_key: Vec<u64> = ports.iter().copied().filter(|&p| p < 100).collect();
     assert_eq!(
-        ports,
+        one_key,
         (1..=20).collect::<Vec<u64>>(),
-        "parent first, in order, once: {stderr}"
+        "parents first, in order, once: {stderr}"
+    );
+    let mut others: Vec<u64> = ports.iter().copied().filter(|&p| p > 100).collect();
+    others.sort_unstable();
+    assert_eq!(
+        others,
+        (101..=120).collect::<Vec<u64>>(),
+        "every other line once"
     );
 }
 
