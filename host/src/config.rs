@@ -304,6 +304,28 @@ pub enum TransformConfig {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SinkConfig {
+    /// Every line as one record of a Kinesis data stream (PutRecords, retried until
+    /// accepted).
+    AwsKinesisStreams {
+        /// Upstream component ids.
+        inputs: Vec<String>,
+        /// The stream's name (or `stream_arn`).
+        #[serde(default)]
+        stream_name: Option<String>,
+        /// The stream's ARN (or `stream_name`).
+        #[serde(default)]
+        stream_arn: Option<String>,
+        /// Endpoint override, e.g. a local Kinesis. Default: AWS's for the region.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Region. Default: the standard AWS configuration chain.
+        #[serde(default)]
+        region: Option<String>,
+        /// Top-level JSON field whose value is the partition key (e.g. `srcaddr`);
+        /// default (or a line without it): a hash of the line, spread over the shards.
+        #[serde(default)]
+        partition_key_field: Option<String>,
+    },
     /// Newline-delimited JSON (or whatever lines arrive) to a file.
     File {
         /// Upstream component ids (`enrich`, `enrich.dead_letter`, ...).
@@ -348,7 +370,8 @@ impl SinkConfig {
         match self {
             SinkConfig::File { inputs, .. }
             | SinkConfig::Stdout { inputs }
-            | SinkConfig::Report { inputs, .. } => inputs,
+            | SinkConfig::Report { inputs, .. }
+            | SinkConfig::AwsKinesisStreams { inputs, .. } => inputs,
         }
     }
 }
@@ -557,6 +580,20 @@ impl Pipeline {
                 );
             }
         }
+        for (name, sink) in &c.sinks {
+            if let SinkConfig::AwsKinesisStreams {
+                stream_name,
+                stream_arn,
+                ..
+            } = sink
+                && stream_name.is_some() == stream_arn.is_some()
+            {
+                return Err(self.invalid(
+                    format!("sinks.{name}.stream_name"),
+                    "needs exactly one of `stream_name` and `stream_arn`",
+                ));
+            }
+        }
         for (name, transform) in &c.transforms {
             let TransformConfig::Wasm {
                 metadata,
@@ -698,7 +735,7 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         match sink {
             SinkConfig::File { path, .. } => resolve(path),
             SinkConfig::Report { path, .. } => path.iter_mut().for_each(resolve),
-            SinkConfig::Stdout { .. } => {}
+            SinkConfig::Stdout { .. } | SinkConfig::AwsKinesisStreams { .. } => {}
         }
     }
 }
@@ -763,6 +800,13 @@ inputs = ["enrich.dead_letter"]
             (
                 GOOD.replace("metadata = \"apps\"", "holdback_secs = 60"),
                 "transforms.enrich.holdback_secs",
+            ),
+            (
+                GOOD.replace(
+                    "type = \"file\"\ninputs = [\"enrich\"]\npath = \"/tmp/out.ndjson\"",
+                    "type = \"aws_kinesis_streams\"\ninputs = [\"enrich\"]",
+                ),
+                "sinks.out.stream_name",
             ),
             (
                 GOOD.replace(

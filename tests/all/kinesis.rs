@@ -640,3 +640,115 @@ append = true
         "the acknowledged part is never repeated"
     );
 }
+
+impl KinesisLocal {
+    /// Every record in the stream, as (shard id, data).
+    pub fn read_all(&self, stream: &str) -> Vec<(String, String)> {
+        self.runtime.block_on(async {
+            let shards = self
+                .client
+                .list_shards()
+                .stream_name(stream)
+                .send()
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for shard in shards.shards() {
+                let mut iterator = self
+                    .client
+                    .get_shard_iterator()
+                    .stream_name(stream)
+                    .shard_id(shard.shard_id())
+                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator()
+                    .map(str::to_string);
+                while let Some(it) = iterator {
+                    let page = self
+                        .client
+                        .get_records()
+                        .shard_iterator(it)
+                        .send()
+                        .await
+                        .unwrap();
+                    for record in page.records() {
+                        out.push((
+                            shard.shard_id().to_string(),
+                            String::from_utf8(record.data().as_ref().to_vec()).unwrap(),
+                        ));
+                    }
+                    if page.records().is_empty() {
+                        break;
+                    }
+                    iterator = page.next_shard_iterator().map(str::to_string);
+                }
+            }
+            out
+        })
+    }
+}
+
+#[test]
+fn the_kinesis_sink_puts_every_line_keyed_by_a_field() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("enriched", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (1..=40)
+        .map(|port| {
+            format!(
+                "2 1 eni-1 10.0.0.{} 10.0.9.9 {port} 443 6 1 10 200 260 ACCEPT OK\n",
+                port % 4
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("flows.log"), lines).unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[sources.in]
+type = "file"
+path = "flows.log"
+batch_lines = 7
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+
+[sinks.stream]
+type = "aws_kinesis_streams"
+inputs = ["t"]
+stream_name = "enriched"
+endpoint = "{}"
+region = "us-east-1"
+partition_key_field = "srcaddr"
+"#,
+            kinesis.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = bin();
+    command.arg("run").arg(dir.path().join("p.toml"));
+    kinesis.env(&mut command);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let records = kinesis.read_all("enriched");
+    let mut ports: Vec<u64> = Vec::new();
+    let mut shard_of: std::collections::HashMap<String, String> = Default::default();
+    for (shard, data) in &records {
+        let row: serde_json::Value = serde_json::from_str(data).unwrap();
+        ports.push(row["srcport"].as_u64().unwrap());
+        let addr = row["srcaddr"].as_str().unwrap().to_string();
+        let first = shard_of
+            .entry(addr.clone())
+            .or_insert_with(|| shard.clone());
+        assert_eq!(first, shard, "every record of {addr} in one shard");
+    }
+    ports.sort_unstable();
+    assert_eq!(ports, (1..=40).collect::<Vec<u64>>(), "{stderr}");
+    let summary = stderr.lines().find(|l| l.starts_with("stream:")).unwrap();
+    assert!(summary.contains("sent 40"), "{summary}");
+}

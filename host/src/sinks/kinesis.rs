@@ -1,0 +1,228 @@
+//! The `aws_kinesis_streams` sink: every line becomes one record of a Kinesis data stream
+//! (e.g. the stream a Druid Kinesis supervisor ingests).
+//!
+//! Lines go out with PutRecords in requests of at most 500 records and 5 MiB. Records
+//! that a request rejects (throttling, internal errors) are sent again, alone, with a
+//! doubling, jittered pause, until they are accepted: a batch is dropped, and so
+//! acknowledged upstream, only when every one of its lines is in the stream. A slow or
+//! unreachable stream therefore slows the pipeline instead of losing records.
+
+use crate::batch::SharedBatch;
+use crate::kinesis::StreamRef;
+use crate::metrics::ComponentMetrics;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Records per PutRecords request (the API's limit).
+const MAX_RECORDS: usize = 500;
+/// Bytes (data + partition keys) per PutRecords request (the API's limit).
+const MAX_BYTES: usize = 5 << 20;
+/// Largest record payload Kinesis accepts.
+const MAX_RECORD: usize = 1 << 20;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How records get their partition key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionKey {
+    /// A key spread evenly over the shards (a hash of the line).
+    Spread,
+    /// The value of this top-level JSON field (a line without it: spread).
+    Field(String),
+}
+
+/// Everything the sink needs.
+#[derive(Debug, Clone)]
+pub struct KinesisSinkSpec {
+    /// The stream.
+    pub stream: StreamRef,
+    /// Endpoint override.
+    pub endpoint: Option<String>,
+    /// Region override.
+    pub region: Option<String>,
+    /// How records are keyed.
+    pub partition_key: PartitionKey,
+}
+
+/// The partition key of `line`.
+pub fn key_of(line: &str, key: &PartitionKey) -> String {
+    let spread = || {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        line.hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    };
+    match key {
+        PartitionKey::Spread => spread(),
+        PartitionKey::Field(field) => serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| match v.get(field) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => {
+                    Some(s.chars().take(256).collect())
+                }
+                Some(serde_json::Value::Null) | None => None,
+                Some(other) => Some(other.to_string().chars().take(256).collect()),
+            })
+            .unwrap_or_else(spread),
+    }
+}
+
+/// Splits entries into PutRecords requests within the API's limits.
+pub fn requests(entries: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
+    let mut out: Vec<Vec<(String, String)>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry.0.len() + entry.1.len();
+        match out.last_mut() {
+            Some(last) if last.len() < MAX_RECORDS && bytes + size <= MAX_BYTES => {
+                bytes += size;
+                last.push(entry);
+            }
+            _ => {
+                bytes = size;
+                out.push(vec![entry]);
+            }
+        }
+    }
+    out
+}
+
+/// Sends every batch until the input closes.
+pub fn run(
+    id: &str,
+    spec: &KinesisSinkSpec,
+    mut input: mpsc::Receiver<SharedBatch>,
+    metrics: &ComponentMetrics,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = runtime.block_on(crate::kinesis::client(
+        spec.endpoint.as_deref(),
+        spec.region.as_deref(),
+    ));
+    while let Some(batch) = input.blocking_recv() {
+        metrics.received(batch.lines as u64);
+        let mut entries = Vec::with_capacity(batch.lines);
+        for line in batch.text.lines() {
+            if line.len() > MAX_RECORD {
+                metrics.error("record_too_large", 1);
+                metrics.discarded(1);
+                tracing::error!(message = "Line larger than a Kinesis record; dropped.", component_id = %id, bytes = line.len());
+                continue;
+            }
+            entries.push((line.to_string(), key_of(line, &spec.partition_key)));
+        }
+        for request in requests(entries) {
+            let sent = request.len() as u64;
+            runtime.block_on(put_all(&client, &spec.stream, request, id, metrics));
+            metrics.sent(sent);
+        }
+        // Dropping the batch here releases its acknowledgement: all of it is in the stream.
+        drop(batch);
+    }
+    Ok(())
+}
+
+/// Puts `pending` until every record is accepted.
+async fn put_all(
+    client: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    mut pending: Vec<(String, String)>,
+    id: &str,
+    metrics: &ComponentMetrics,
+) {
+    let mut backoff = Duration::ZERO;
+    while !pending.is_empty() {
+        if !backoff.is_zero() {
+            tokio::time::sleep(backoff / 2 + backoff / 2 * (pending.len() as u32 % 7) / 7).await;
+        }
+        let records: Vec<PutRecordsRequestEntry> = pending
+            .iter()
+            .map(|(data, key)| {
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(data.as_bytes().to_vec()))
+                    .partition_key(key)
+                    .build()
+                    .expect("data and key are set")
+            })
+            .collect();
+        let result = client
+            .put_records()
+            .set_stream_name(stream.name.clone())
+            .set_stream_arn(stream.arn.clone())
+            .set_records(Some(records))
+            .send()
+            .await;
+        backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        match result {
+            Ok(output) => {
+                // Keep only the records this request rejected, in order.
+                let rejected: Vec<bool> = output
+                    .records()
+                    .iter()
+                    .map(|r| r.error_code().is_some())
+                    .collect();
+                let before = pending.len();
+                let mut index = 0;
+                pending.retain(|_| {
+                    let keep = rejected.get(index).copied().unwrap_or(true);
+                    index += 1;
+                    keep
+                });
+                if pending.is_empty() {
+                    return;
+                }
+                metrics.count("kinesis_put_retries_total", pending.len() as u64);
+                tracing::warn!(message = "Some records were rejected; sending them again.", component_id = %id, rejected = pending.len(), of = before);
+            }
+            Err(error) => {
+                metrics.count("kinesis_put_retries_total", pending.len() as u64);
+                tracing::warn!(message = "PutRecords failed; sending again after a pause.", component_id = %id, %error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_stay_within_the_api_limits() {
+        let small: Vec<(String, String)> =
+            (0..1201).map(|i| (format!("{i}"), "k".into())).collect();
+        let sizes: Vec<usize> = requests(small).iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![500, 500, 201]);
+        let big: Vec<(String, String)> =
+            (0..12).map(|_| ("x".repeat(1 << 20), "k".into())).collect();
+        for request in requests(big) {
+            let bytes: usize = request.iter().map(|(d, k)| d.len() + k.len()).sum();
+            assert!(
+                bytes <= MAX_BYTES && request.len() == 4,
+                "{}",
+                request.len()
+            );
+        }
+    }
+
+    #[test]
+    fn partition_keys() {
+        let line = r#"{"srcaddr":"10.0.0.1","srcport":443,"src_app":null}"#;
+        assert_eq!(
+            key_of(line, &PartitionKey::Field("srcaddr".into())),
+            "10.0.0.1"
+        );
+        assert_eq!(key_of(line, &PartitionKey::Field("srcport".into())), "443");
+        let spread = key_of(line, &PartitionKey::Spread);
+        assert_eq!(spread.len(), 16);
+        assert_eq!(key_of(line, &PartitionKey::Field("src_app".into())), spread);
+        assert_eq!(
+            key_of("not json", &PartitionKey::Field("x".into())).len(),
+            16
+        );
+    }
+}
