@@ -752,3 +752,94 @@ partition_key_field = "srcaddr"
     let summary = stderr.lines().find(|l| l.starts_with("stream:")).unwrap();
     assert!(summary.contains("sent 40"), "{summary}");
 }
+
+#[test]
+fn a_sink_outage_slows_the_pipeline_and_loses_nothing() {
+    let kinesis = KinesisLocal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (1..=30)
+        .map(|port| format!("2 1 eni-1 10.0.0.1 10.0.9.9 {port} 443 6 1 10 200 260 ACCEPT OK\n"))
+        .collect();
+    std::fs::write(dir.path().join("flows.log"), lines).unwrap();
+    // The sink's stream does not exist yet: every put fails until it does.
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            r#"
+[sources.in]
+type = "file"
+path = "flows.log"
+batch_lines = 10
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+
+[sinks.stream]
+type = "aws_kinesis_streams"
+inputs = ["t"]
+stream_name = "late"
+endpoint = "{}"
+region = "us-east-1"
+"#,
+            kinesis.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = bin();
+    command
+        .arg("run")
+        .arg(dir.path().join("p.toml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    kinesis.env(&mut command);
+    let mut child = command.spawn().unwrap();
+    // Collect stderr as it comes, to see the sink failing before the stream exists.
+    let stderr_pipe = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr_pipe)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.lock().unwrap().contains("PutRecords failed") {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never failed: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still retrying, not finished"
+    );
+    kinesis.create_stream("late", 1);
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let stderr = log.lock().unwrap().clone();
+    assert!(status.success(), "{stderr}");
+    let mut ports: Vec<u64> = kinesis
+        .read_all("late")
+        .iter()
+        .map(|(_, data)| {
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["srcport"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, (1..=30).collect::<Vec<u64>>(), "{stderr}");
+    let summary = stderr.lines().find(|l| l.starts_with("stream:")).unwrap();
+    assert!(summary.contains("kinesis_put_retries_total"), "{summary}");
+}
