@@ -142,11 +142,16 @@ impl MetadataConfig {
     pub fn stream(&self) -> Option<crate::metadata::stream::StreamSpec> {
         (self.kind == MetadataKind::AwsKinesisStreams).then(|| {
             crate::metadata::stream::StreamSpec {
-                name: self.stream_name.clone(),
-                arn: self.stream_arn.clone(),
-                endpoint: self.endpoint.clone(),
-                region: self.region.clone(),
-                from_start: self.start_position == MetadataStart::TrimHorizon,
+                stream: stream_config(
+                    &self.stream_name,
+                    &self.stream_arn,
+                    &self.endpoint,
+                    &self.region,
+                ),
+                start: match self.start_position {
+                    MetadataStart::TrimHorizon => crate::kinesis::StartAt::TrimHorizon,
+                    MetadataStart::Latest => crate::kinesis::StartAt::Latest,
+                },
                 poll_interval: std::time::Duration::from_millis(self.poll_interval_ms.max(1)),
             }
         })
@@ -252,17 +257,53 @@ impl SourceConfig {
             }
         };
         Some(crate::sources::kinesis::KinesisSourceSpec {
-            stream: crate::kinesis::StreamRef {
-                name: stream_name.clone(),
-                arn: stream_arn.clone(),
-            },
-            endpoint: endpoint.clone(),
-            region: region.clone(),
+            stream: stream_config(stream_name, stream_arn, endpoint, region),
             start,
             format: *record_format,
             batch_lines: *batch_lines,
             poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
             checkpoints: checkpoints.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// The stream settings every `aws_kinesis_streams` table, source and sink has.
+fn stream_config(
+    name: &Option<String>,
+    arn: &Option<String>,
+    endpoint: &Option<String>,
+    region: &Option<String>,
+) -> crate::kinesis::StreamConfig {
+    crate::kinesis::StreamConfig {
+        stream: crate::kinesis::StreamRef {
+            name: name.clone(),
+            arn: arn.clone(),
+        },
+        endpoint: endpoint.clone(),
+        region: region.clone(),
+    }
+}
+
+impl SinkConfig {
+    /// The Kinesis settings of an `aws_kinesis_streams` sink.
+    pub fn kinesis(&self) -> Option<crate::sinks::kinesis::KinesisSinkSpec> {
+        let SinkConfig::AwsKinesisStreams {
+            stream_name,
+            stream_arn,
+            endpoint,
+            region,
+            partition_key_field,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        Some(crate::sinks::kinesis::KinesisSinkSpec {
+            stream: stream_config(stream_name, stream_arn, endpoint, region),
+            partition_key: partition_key_field.clone().map_or(
+                crate::sinks::kinesis::PartitionKey::Spread,
+                crate::sinks::kinesis::PartitionKey::Field,
+            ),
         })
     }
 }
@@ -473,6 +514,22 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// A Kinesis table, source or sink at `section` names its stream exactly once.
+    fn one_stream(
+        &self,
+        section: String,
+        name: &Option<String>,
+        arn: &Option<String>,
+    ) -> Result<(), ConfigError> {
+        if name.is_some() == arn.is_some() {
+            return Err(self.invalid(
+                format!("{section}.stream_name"),
+                "needs exactly one of `stream_name` and `stream_arn`",
+            ));
+        }
+        Ok(())
+    }
+
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.clone(),
@@ -537,14 +594,11 @@ impl Pipeline {
                         }
                     }
                 }
-                MetadataKind::AwsKinesisStreams => {
-                    if metadata.stream_name.is_some() == metadata.stream_arn.is_some() {
-                        return Err(self.invalid(
-                            format!("metadata.{name}.stream_name"),
-                            "an `aws_kinesis_streams` table needs exactly one of `stream_name` and `stream_arn`",
-                        ));
-                    }
-                }
+                MetadataKind::AwsKinesisStreams => self.one_stream(
+                    format!("metadata.{name}"),
+                    &metadata.stream_name,
+                    &metadata.stream_arn,
+                )?,
             }
         }
         for (name, source) in &c.sources {
@@ -561,12 +615,7 @@ impl Pipeline {
                 ..
             } = source
             {
-                if stream_name.is_some() == stream_arn.is_some() {
-                    return Err(self.invalid(
-                        format!("sources.{name}.stream_name"),
-                        "needs exactly one of `stream_name` and `stream_arn`",
-                    ));
-                }
+                self.one_stream(format!("sources.{name}"), stream_name, stream_arn)?;
                 if (*start_position == SourceStart::AtTimestamp) != start_timestamp.is_some() {
                     return Err(self.invalid(
                         format!("sources.{name}.start_timestamp"),
@@ -586,12 +635,8 @@ impl Pipeline {
                 stream_arn,
                 ..
             } = sink
-                && stream_name.is_some() == stream_arn.is_some()
             {
-                return Err(self.invalid(
-                    format!("sinks.{name}.stream_name"),
-                    "needs exactly one of `stream_name` and `stream_arn`",
-                ));
+                self.one_stream(format!("sinks.{name}"), stream_name, stream_arn)?;
             }
         }
         for (name, transform) in &c.transforms {

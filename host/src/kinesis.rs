@@ -23,17 +23,46 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
-/// Builds a client from the standard AWS configuration chain (environment, profile,
-/// IMDS), with `endpoint` and `region` overrides.
-pub async fn client(endpoint: Option<&str>, region: Option<&str>) -> aws_sdk_kinesis::Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_string()));
+/// A stream and how to reach it: what every Kinesis reader and writer is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// The stream.
+    pub stream: StreamRef,
+    /// Endpoint override (a local Kinesis in tests); `None` uses AWS's.
+    pub endpoint: Option<String>,
+    /// Region; `None` uses the standard AWS configuration chain.
+    pub region: Option<String>,
+}
+
+impl StreamConfig {
+    /// A client from the standard AWS configuration chain (environment, profile, IMDS),
+    /// with the endpoint and region overrides.
+    pub async fn client(&self) -> aws_sdk_kinesis::Client {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &self.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(endpoint) = &self.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        aws_sdk_kinesis::Client::new(&loader.load().await)
     }
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    aws_sdk_kinesis::Client::new(&loader.load().await)
+}
+
+/// How often readers fetch the shard list again (new shards after a reshard).
+pub const RELIST: std::time::Duration = std::time::Duration::from_secs(5);
+/// Shortest pause between two polls of a shard (Kinesis allows 5 GetRecords per second).
+pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A pause between `d / 2` and `d`, so that callers that failed together do not retry
+/// together.
+pub fn jittered(d: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded differently for every instance: a cheap source of jitter.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    let fraction = (hasher.finish() % 1000) as u32;
+    d / 2 + d / 2 * fraction / 1000
 }
 
 /// A shard and the shards it was split or merged from.
@@ -171,5 +200,22 @@ impl ShardCursor {
             None => self.finished = true,
         }
         Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_pause() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(800));
+            assert!(
+                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
+                "{d:?}"
+            );
+        }
     }
 }

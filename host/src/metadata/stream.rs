@@ -12,7 +12,7 @@
 
 use super::events::{BadLine, Event, Target};
 use super::{SharedTable, TableSpec};
-use crate::kinesis::{ShardCursor, StartAt, StreamRef};
+use crate::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StreamConfig};
 use crate::metrics::ComponentMetrics;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,16 +23,10 @@ use std::time::{Duration, Instant};
 /// Where a changelog stream is and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamSpec {
-    /// Stream name (or use `arn`).
-    pub name: Option<String>,
-    /// Stream ARN (or use `name`).
-    pub arn: Option<String>,
-    /// Endpoint override (a local Kinesis in tests); `None` uses AWS's.
-    pub endpoint: Option<String>,
-    /// Region; `None` uses the standard AWS configuration chain.
-    pub region: Option<String>,
-    /// Read from the oldest record (`true`) or only new ones.
-    pub from_start: bool,
+    /// The stream and how to reach it.
+    pub stream: StreamConfig,
+    /// Where shards start: the oldest record, or only new ones.
+    pub start: StartAt,
     /// Pause between polling rounds, and the shortest time between two table builds.
     pub poll_interval: Duration,
 }
@@ -87,11 +81,6 @@ impl StreamReader {
     }
 }
 
-/// How often the shard list is fetched again (new shards after a reshard).
-const RELIST: Duration = Duration::from_secs(5);
-/// Shortest pause between two polls of a shard.
-const MIN_POLL: Duration = Duration::from_millis(200);
-
 async fn read(
     name: String,
     spec: TableSpec,
@@ -100,16 +89,8 @@ async fn read(
     metrics: Arc<ComponentMetrics>,
     stop: Arc<AtomicBool>,
 ) {
-    let client = crate::kinesis::client(stream.endpoint.as_deref(), stream.region.as_deref()).await;
-    let stream_ref = StreamRef {
-        name: stream.name.clone(),
-        arn: stream.arn.clone(),
-    };
-    let start = if stream.from_start {
-        StartAt::TrimHorizon
-    } else {
-        StartAt::Latest
-    };
+    let client = stream.stream.client().await;
+    let stream_ref = &stream.stream.stream;
     let mut shards: HashMap<String, ShardCursor> = HashMap::new();
     // The bootstrap files are read once (their bad lines were counted at start-up);
     // every build starts from them and adds the stream's events.
@@ -128,7 +109,7 @@ async fn read(
     let mut built_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
-            match crate::kinesis::list_shards(&client, &stream_ref).await {
+            match crate::kinesis::list_shards(&client, stream_ref).await {
                 Ok(listed) => {
                     for shard in listed {
                         shards.entry(shard.id).or_default();
@@ -142,7 +123,10 @@ async fn read(
             }
         }
         for (shard_id, state) in shards.iter_mut().filter(|(_, s)| !s.finished) {
-            match state.poll(&client, &stream_ref, shard_id, start).await {
+            match state
+                .poll(&client, stream_ref, shard_id, stream.start)
+                .await
+            {
                 Ok(records) => {
                     for record in records {
                         let text = String::from_utf8_lossy(&record.data);
@@ -193,7 +177,6 @@ async fn read(
                 }
             }
         }
-        // Kinesis allows 5 GetRecords calls per shard per second.
         tokio::time::sleep(stream.poll_interval.max(MIN_POLL)).await;
         shared.reap();
     }

@@ -8,7 +8,7 @@
 //! unreachable stream therefore slows the pipeline instead of losing records.
 
 use crate::batch::SharedBatch;
-use crate::kinesis::StreamRef;
+use crate::kinesis::{StreamConfig, StreamRef, jittered};
 use crate::metrics::ComponentMetrics;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -36,12 +36,8 @@ pub enum PartitionKey {
 /// Everything the sink needs.
 #[derive(Debug, Clone)]
 pub struct KinesisSinkSpec {
-    /// The stream.
-    pub stream: StreamRef,
-    /// Endpoint override.
-    pub endpoint: Option<String>,
-    /// Region override.
-    pub region: Option<String>,
+    /// The stream and how to reach it.
+    pub stream: StreamConfig,
     /// How records are keyed.
     pub partition_key: PartitionKey,
 }
@@ -100,10 +96,7 @@ pub fn run(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let client = runtime.block_on(crate::kinesis::client(
-        spec.endpoint.as_deref(),
-        spec.region.as_deref(),
-    ));
+    let client = runtime.block_on(spec.stream.client());
     while let Some(batch) = input.blocking_recv() {
         metrics.received(batch.lines as u64);
         let mut entries = Vec::with_capacity(batch.lines);
@@ -118,7 +111,7 @@ pub fn run(
         }
         for request in requests(entries) {
             let sent = request.len() as u64;
-            runtime.block_on(put_all(&client, &spec.stream, request, id, metrics));
+            runtime.block_on(put_all(&client, &spec.stream.stream, request, id, metrics));
             metrics.sent(sent);
         }
         // Dropping the batch here releases its acknowledgement: all of it is in the stream.
@@ -138,7 +131,7 @@ async fn put_all(
     let mut backoff = Duration::ZERO;
     while !pending.is_empty() {
         if !backoff.is_zero() {
-            tokio::time::sleep(backoff / 2 + backoff / 2 * (pending.len() as u32 % 7) / 7).await;
+            tokio::time::sleep(jittered(backoff)).await;
         }
         let records: Vec<PutRecordsRequestEntry> = pending
             .iter()

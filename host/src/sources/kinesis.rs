@@ -17,7 +17,7 @@
 
 use crate::batch::LineBatch;
 use crate::checkpoint::Checkpoints;
-use crate::kinesis::{Record, ShardCursor, StartAt, StreamRef};
+use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
 use crate::metrics::ComponentMetrics;
 use crate::topology::output::Output;
 use serde::Deserialize;
@@ -43,12 +43,8 @@ pub enum RecordFormat {
 /// Everything the source needs.
 #[derive(Debug, Clone)]
 pub struct KinesisSourceSpec {
-    /// The stream.
-    pub stream: StreamRef,
-    /// Endpoint override.
-    pub endpoint: Option<String>,
-    /// Region override.
-    pub region: Option<String>,
+    /// The stream and how to reach it.
+    pub stream: StreamConfig,
     /// Where shards without a position start.
     pub start: StartAt,
     /// How records are decoded.
@@ -147,33 +143,6 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-/// How often the shard list is fetched again.
-const RELIST: Duration = Duration::from_secs(5);
-/// Shortest pause between two polls of a shard (Kinesis allows 5 per second).
-const MIN_POLL: Duration = Duration::from_millis(200);
-
-/// Reads until `stop` is set, then flushes what it holds.
-pub fn run(
-    id: &str,
-    spec: &KinesisSourceSpec,
-    output: &Output,
-    dead_letters: &Output,
-    metrics: &ComponentMetrics,
-    stop: &AtomicBool,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(message = "Cannot start the Kinesis source.", component_id = %id, %error);
-            return;
-        }
-    };
-    read(&runtime, id, spec, output, dead_letters, metrics, stop);
-}
-
 /// One shard being read.
 struct Shard {
     id: Arc<str>,
@@ -197,15 +166,6 @@ struct Shard {
 /// First and longest pause after a failed read (doubled on each failure, with jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-
-/// A pause between `d / 2` and `d`, so shards that failed together do not retry together.
-fn jittered(d: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(Instant::now().elapsed().as_nanos());
-    let fraction = (hasher.finish() % 1000) as u32;
-    d / 2 + d / 2 * fraction / 1000
-}
 
 /// Where batches go.
 struct Sending<'a> {
@@ -295,10 +255,10 @@ impl Shard {
     }
 }
 
-/// The reading loop. Network calls run on `runtime`; batches are sent from this thread
-/// outside it, since sending blocks when downstream is full (backpressure).
-fn read(
-    runtime: &tokio::runtime::Runtime,
+/// Reads until `stop` is set, then sends what it holds. Network calls run on a runtime
+/// of this thread; batches are sent outside it, since sending blocks while downstream is
+/// full (backpressure).
+pub fn run(
     id: &str,
     spec: &KinesisSourceSpec,
     output: &Output,
@@ -306,6 +266,16 @@ fn read(
     metrics: &ComponentMetrics,
     stop: &AtomicBool,
 ) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(message = "Cannot start the Kinesis source.", component_id = %id, %error);
+            return;
+        }
+    };
     let checkpoints = match Checkpoints::open(&spec.checkpoints) {
         Ok(checkpoints) => checkpoints,
         Err(error) => {
@@ -320,16 +290,13 @@ fn read(
         metrics,
         checkpoints: &checkpoints,
     };
-    let client = runtime.block_on(crate::kinesis::client(
-        spec.endpoint.as_deref(),
-        spec.region.as_deref(),
-    ));
+    let client = runtime.block_on(spec.stream.client());
     let mut shards: HashMap<String, Shard> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut listed_at: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
-            match runtime.block_on(crate::kinesis::list_shards(&client, &spec.stream)) {
+            match runtime.block_on(crate::kinesis::list_shards(&client, &spec.stream.stream)) {
                 Ok(infos) => {
                     listed = infos.iter().map(|s| s.id.clone()).collect();
                     for info in infos {
@@ -376,7 +343,7 @@ fn read(
             match runtime.block_on(
                 shard
                     .cursor
-                    .poll(&client, &spec.stream, shard_id, spec.start),
+                    .poll(&client, &spec.stream.stream, shard_id, spec.start),
             ) {
                 Ok(records) => {
                     shard.backoff = Duration::ZERO;
@@ -464,17 +431,6 @@ mod tests {
         assert!(decode(b"plain", RecordFormat::CloudwatchLogs).is_err());
         assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto).is_err());
         assert!(decode(&gzip(b"not json"), RecordFormat::Auto).is_err());
-    }
-
-    #[test]
-    fn jitter_stays_between_half_and_all_of_the_pause() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(800));
-            assert!(
-                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
-                "{d:?}"
-            );
-        }
     }
 
     #[test]

@@ -265,26 +265,8 @@ impl Topology {
                             .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 ),
-                SinkConfig::AwsKinesisStreams {
-                    stream_name,
-                    stream_arn,
-                    endpoint,
-                    region,
-                    partition_key_field,
-                    ..
-                } => {
-                    let spec = sinks::kinesis::KinesisSinkSpec {
-                        stream: crate::kinesis::StreamRef {
-                            name: stream_name,
-                            arn: stream_arn,
-                        },
-                        endpoint,
-                        region,
-                        partition_key: partition_key_field.map_or(
-                            sinks::kinesis::PartitionKey::Spread,
-                            sinks::kinesis::PartitionKey::Field,
-                        ),
-                    };
+                SinkConfig::AwsKinesisStreams { .. } => {
+                    let spec = sink.kinesis().expect("a kinesis sink");
                     let sink_id = id.clone();
                     (
                         None,
