@@ -17,31 +17,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use support::Rng;
+
+mod support;
 
 const T0: u64 = 1_700_000_000;
 const BATCH: usize = 1000;
-
-/// Cheap deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Address `i` of the table: spread over 10.0.0.0/8 and 100.64.0.0/10.
 fn host(i: u64) -> u32 {
@@ -215,8 +196,8 @@ struct WorkerTimes {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let ips = arg(&args, "--ips", 1_000_000);
-    let cidrs = arg(&args, "--cidrs", 100_000);
+    let ips = support::option(&args, "--ips").unwrap_or(1_000_000);
+    let cidrs = support::option(&args, "--cidrs").unwrap_or(100_000);
     let events = events(ips, cidrs);
 
     let build = || {

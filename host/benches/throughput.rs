@@ -13,6 +13,9 @@ use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich_plugin::{Lookup, Processor};
 use std::sync::Arc;
 use std::time::Instant;
+use support::Rng;
+
+mod support;
 
 const BATCH_SIZES: [usize; 4] = [1, 100, 1_000, 10_000];
 /// Rounds per configuration; the best is reported.
@@ -37,20 +40,6 @@ impl Lookup for NativeLookup<'_> {
     }
     fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
         self.0.owner_fragments(owners)
-    }
-}
-
-/// Cheap deterministic generator (xorshift).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -130,12 +119,7 @@ fn batches(lines: &[String], size: usize) -> Vec<String> {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let total = args
-        .iter()
-        .position(|a| a == "--lines")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1_000_000usize);
+    let total = support::option(&args, "--lines").unwrap_or(1_000_000);
     // `--native-only`: skip the wasm runs (for profiling the plugin code with perf).
     let native_only = args.iter().any(|a| a == "--native-only");
     let table = Arc::new(table());
@@ -197,11 +181,7 @@ fn main() {
         "batch", "native l/s", "wasm+epoch l/s", "wasm l/s", "native/wasm", "epoch cost"
     );
     // `--batch N`: only that batch size.
-    let only_batch: Option<usize> = args
-        .iter()
-        .position(|a| a == "--batch")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok());
+    let only_batch = support::option(&args, "--batch");
     for size in BATCH_SIZES
         .into_iter()
         .filter(|s| only_batch.is_none_or(|only| only == *s))

@@ -11,7 +11,7 @@
 //! the unacknowledged tail.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -119,41 +119,28 @@ impl Checkpoints {
 
     fn release(&self, ack: &Ack) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
-        let progress = inner.progress.entry(ack.shard.clone()).or_default();
+        let Inner {
+            path,
+            saved,
+            progress,
+        } = &mut *inner;
+        let progress = progress.entry(ack.shard.clone()).or_default();
         progress
             .released
             .insert(ack.batch, (ack.sequence.clone(), ack.end));
-        let mut advanced: Option<ShardCheckpoint> = None;
+        let mut advanced = false;
         while let Some((sequence, end)) = progress.released.remove(&progress.next) {
             progress.next += 1;
-            let mut checkpoint = advanced.take().unwrap_or_default();
+            let entry = saved.shards.entry(ack.shard.clone()).or_default();
             if sequence.is_some() {
-                checkpoint.sequence = sequence;
+                entry.sequence = sequence;
             }
-            checkpoint.finished |= end;
-            advanced = Some(checkpoint);
+            entry.finished |= end;
+            advanced = true;
         }
-        let Some(advanced) = advanced else { return };
-        let entry = inner.saved.shards.entry(ack.shard.clone()).or_default();
-        if advanced.sequence.is_some() {
-            entry.sequence = advanced.sequence;
-        }
-        entry.finished |= advanced.finished;
-        if let Err(error) = write_atomically(&inner.path, &inner.saved) {
+        if advanced && let Err(error) = write_atomically(path, saved) {
             tracing::error!(message = "Cannot write checkpoints; they will be written with the next advance.", %error);
         }
-    }
-
-    /// Shards recorded as finished.
-    pub fn finished(&self) -> BTreeSet<String> {
-        let inner = self.inner.lock().expect("checkpoint lock");
-        inner
-            .saved
-            .shards
-            .iter()
-            .filter(|(_, c)| c.finished)
-            .map(|(id, _)| id.clone())
-            .collect()
     }
 }
 
@@ -225,7 +212,7 @@ mod tests {
         );
         let reopened = Checkpoints::open(&path).unwrap();
         assert_eq!(reopened.get("s").sequence.as_deref(), Some("20"));
-        assert!(reopened.finished().contains("s"));
+        assert!(reopened.get("s").finished);
         std::fs::write(&path, "nonsense").unwrap();
         assert!(matches!(
             Checkpoints::open(&path),

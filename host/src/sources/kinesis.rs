@@ -340,11 +340,12 @@ pub fn run(
             {
                 continue;
             }
-            match runtime.block_on(
-                shard
-                    .cursor
-                    .poll(&client, &spec.stream.stream, shard_id, spec.start),
-            ) {
+            match runtime.block_on(shard.cursor.poll(
+                &client,
+                &spec.stream.stream,
+                shard_id,
+                spec.start,
+            )) {
                 Ok(records) => {
                     shard.backoff = Duration::ZERO;
                     shard.retry_at = None;

@@ -38,6 +38,10 @@ pub struct WasmTransform {
     pub unlogged_dead_letters: u64,
 }
 
+/// The table of transforms without metadata: built once, not per batch.
+static EMPTY_TABLE: std::sync::LazyLock<Arc<Table>> =
+    std::sync::LazyLock::new(|| Arc::new(Table::default()));
+
 /// How often held lines are checked while no input arrives.
 const HOLD_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -207,7 +211,7 @@ impl WasmTransform {
         let table = self
             .table
             .as_ref()
-            .map_or_else(|| Arc::new(Table::default()), |t| t.snapshot());
+            .map_or_else(|| EMPTY_TABLE.clone(), |t| t.snapshot());
         let mut held = Vec::new();
         let mut format_after = format.map(str::to_string);
         let (output, rejected) = match self.worker.process_holding(
