@@ -1,7 +1,7 @@
 //! Tests against a real local Kinesis implementation (npm `kinesis-local`, i.e.
 //! kinesis-mock), started here on 127.0.0.1. `scripts/test` installs it.
 
-use crate::{bin, read_ndjson, repo};
+use crate::{read_ndjson, repo, rows_after, rows_now, signal, sorted_ports, start_run, summary};
 use aws_sdk_kinesis::primitives::Blob;
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -148,28 +148,90 @@ impl KinesisLocal {
         });
     }
 
-    /// Puts one record.
+    /// Puts one record of text.
     pub fn put(&self, stream: &str, key: &str, data: &str) {
+        self.put_bytes(stream, key, data.as_bytes().to_vec());
+    }
+
+    /// Every record in the stream (each one JSON object), with its shard id.
+    pub fn read_all(&self, stream: &str) -> Vec<(String, serde_json::Value)> {
         self.runtime.block_on(async {
-            self.client
-                .put_record()
+            let shards = self
+                .client
+                .list_shards()
                 .stream_name(stream)
-                .partition_key(key)
-                .data(Blob::new(data.as_bytes().to_vec()))
                 .send()
                 .await
                 .unwrap();
-        });
+            let mut out = Vec::new();
+            for shard in shards.shards() {
+                let mut iterator = self
+                    .client
+                    .get_shard_iterator()
+                    .stream_name(stream)
+                    .shard_id(shard.shard_id())
+                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator()
+                    .map(str::to_string);
+                while let Some(it) = iterator {
+                    let page = self
+                        .client
+                        .get_records()
+                        .shard_iterator(it)
+                        .send()
+                        .await
+                        .unwrap();
+                    for record in page.records() {
+                        out.push((
+                            shard.shard_id().to_string(),
+                            serde_json::from_slice(record.data().as_ref()).unwrap(),
+                        ));
+                    }
+                    if page.records().is_empty() {
+                        break;
+                    }
+                    iterator = page.next_shard_iterator().map(str::to_string);
+                }
+            }
+            out
+        })
     }
 
-    /// Environment for a `flowenrich` process that talks to this Kinesis.
-    pub fn env(&self, command: &mut Command) {
-        command
-            .env("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
-            .env("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE");
+    /// Puts one record of raw bytes; returns its shard id and sequence number.
+    pub fn put_bytes(&self, stream: &str, key: &str, data: Vec<u8>) -> (String, String) {
+        self.runtime.block_on(async {
+            let put = self
+                .client
+                .put_record()
+                .stream_name(stream)
+                .partition_key(key)
+                .data(Blob::new(data))
+                .send()
+                .await
+                .unwrap();
+            (
+                put.shard_id().to_string(),
+                put.sequence_number().to_string(),
+            )
+        })
+    }
+
+    /// Starts `flowenrich run` on `pipeline` (with `{endpoint}` replaced by this
+    /// Kinesis's address) in `dir`, with the environment to reach it (fake credentials,
+    /// no instance metadata).
+    pub fn run(&self, dir: &Path, pipeline: &str) -> Child {
+        let pipeline = pipeline.replace("{endpoint}", &self.endpoint);
+        start_run(dir, &pipeline, |command| {
+            command
+                .env("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+                .env("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE");
+        })
     }
 }
 
@@ -177,25 +239,6 @@ impl Drop for KinesisLocal {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// Waits until `path` holds at least `n` rows.
-fn rows_after(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if path.exists() {
-            let rows = read_ndjson(path);
-            if rows.len() >= n {
-                return rows;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no row {n} in {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -211,14 +254,13 @@ fn a_changelog_stream_feeds_the_table_while_flows_run() {
          {\"ts\": 100, \"op\": \"assign\", \"cidr\": \"10.9.0.0/16\", \"attrs\": {\"app\": \"vpc\"}}\n",
     );
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
+    let mut child = kinesis.run(
+        dir.path(),
+        r#"
 [metadata.apps]
 type = "aws_kinesis_streams"
 stream_name = "app-changes"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 retention_secs = 0
 poll_interval_ms = 100
@@ -236,19 +278,7 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 "#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
-    let mut command = bin();
-    command
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    kinesis.env(&mut command);
-    let mut child = command.spawn().unwrap();
+    );
     let mut stdin = child.stdin.take().unwrap();
     let out = dir.path().join("out.ndjson");
     let mut sent = 0;
@@ -289,10 +319,7 @@ path = "out.ndjson"
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("metadata.apps:"))
-        .unwrap_or_else(|| panic!("no metadata summary in {stderr}"));
+    let summary = summary(&stderr, "metadata.apps");
     assert!(summary.contains("invalid_json 1"), "{summary}");
     assert!(summary.contains("received 4 "), "{summary}");
 }
@@ -301,27 +328,6 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     encoder.write_all(bytes).unwrap();
     encoder.finish().unwrap()
-}
-
-impl KinesisLocal {
-    /// Puts one record of raw bytes; returns its shard id and sequence number.
-    pub fn put_bytes(&self, stream: &str, key: &str, data: Vec<u8>) -> (String, String) {
-        self.runtime.block_on(async {
-            let put = self
-                .client
-                .put_record()
-                .stream_name(stream)
-                .partition_key(key)
-                .data(Blob::new(data))
-                .send()
-                .await
-                .unwrap();
-            (
-                put.shard_id().to_string(),
-                put.sequence_number().to_string(),
-            )
-        })
-    }
 }
 
 #[test]
@@ -359,14 +365,13 @@ fn the_kinesis_source_reads_text_and_cloudwatch_envelopes_from_every_shard() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
+    let child = kinesis.run(
+        dir.path(),
+        r#"
 [sources.flows]
 type = "aws_kinesis_streams"
 stream_name = "flows"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 
 [transforms.t]
@@ -383,26 +388,8 @@ type = "file"
 inputs = ["flows.dead_letter"]
 path = "bad.ndjson"
 "#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
-    let mut command = bin();
-    command
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    kinesis.env(&mut command);
-    let child = command.spawn().unwrap();
-    let read = |name: &str| {
-        let path = dir.path().join(name);
-        if path.exists() {
-            read_ndjson(&path)
-        } else {
-            Vec::new()
-        }
-    };
+    );
+    let read = |name: &str| rows_now(&dir.path().join(name));
     let deadline = Instant::now() + Duration::from_secs(60);
     while (read("out.ndjson").len() < 15 || read("bad.ndjson").is_empty())
         && Instant::now() < deadline
@@ -410,31 +397,23 @@ path = "bad.ndjson"
         std::thread::sleep(Duration::from_millis(50));
     }
     // SIGTERM: drain, flush, exit 0.
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let (rows, bad) = (read("out.ndjson"), read("bad.ndjson"));
     assert_eq!((rows.len(), bad.len()), (15, 1), "{stderr}");
 
-    let mut ports: Vec<u64> = rows
-        .iter()
-        .map(|r| r["srcport"].as_u64().unwrap())
-        .collect();
-    ports.sort_unstable();
-    assert_eq!(ports, (1..=15).collect::<Vec<u64>>(), "every line once");
+    assert_eq!(
+        sorted_ports(&rows),
+        (1..=15).collect::<Vec<u64>>(),
+        "every line once"
+    );
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0]["shard"], bad_shard.as_str());
     assert_eq!(bad[0]["sequence"], bad_sequence.as_str());
     assert_eq!(bad[0]["data_base64"], "H4sAAQI=");
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("flows:"))
-        .unwrap_or_else(|| panic!("no source summary in {stderr}"));
+    let summary = summary(&stderr, "flows");
     assert!(summary.contains("invalid_record 1"), "{summary}");
 }
 
@@ -475,14 +454,13 @@ fn reshard(from: i32, to: i32) {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
+    let child = kinesis.run(
+        dir.path(),
+        r#"
 [sources.flows]
 type = "aws_kinesis_streams"
 stream_name = "resharded"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 batch_lines = 3
 
@@ -495,30 +473,15 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 "#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
-    let mut command = bin();
-    command
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    kinesis.env(&mut command);
-    let child = command.spawn().unwrap();
+    );
     let out = dir.path().join("out.ndjson");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (!out.exists() || read_ndjson(&out).len() < 40) && Instant::now() < deadline {
+    while rows_now(&out).len() < 40 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Give a wrongly re-read shard the chance to show up twice.
     std::thread::sleep(Duration::from_millis(600));
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
+    signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -553,14 +516,11 @@ fn checkpoints_resume_after_a_restart_and_a_crash_loses_nothing() {
         }
     };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
+    let pipeline = r#"
 [sources.flows]
 type = "aws_kinesis_streams"
 stream_name = "resumed"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 
 [transforms.t]
@@ -572,44 +532,19 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 append = true
-"#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
+"#;
     let out = dir.path().join("out.ndjson");
-    let ports = || -> Vec<u64> {
-        if !out.exists() {
-            return Vec::new();
-        }
-        let mut ports: Vec<u64> = read_ndjson(&out)
-            .iter()
-            .map(|r| r["srcport"].as_u64().unwrap())
-            .collect();
-        ports.sort_unstable();
-        ports
-    };
-    // Runs the pipeline until `want` rows are out, then stops it with `signal`.
-    let run_until = |want: usize, signal: &str| {
-        let mut command = bin();
-        command
-            .arg("run")
-            .arg(dir.path().join("p.toml"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        kinesis.env(&mut command);
-        let child = command.spawn().unwrap();
+    let ports = || sorted_ports(&rows_now(&out));
+    // Runs the pipeline until `want` rows are out, then stops it with `how`.
+    let run_until = |want: usize, how: &str| {
+        let child = kinesis.run(dir.path(), pipeline);
         let deadline = Instant::now() + Duration::from_secs(60);
         while ports().len() < want && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         // Let checkpoints catch up with what is out.
         std::thread::sleep(Duration::from_millis(300));
-        Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
+        signal(&child, how);
         let output = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
@@ -641,55 +576,6 @@ append = true
     );
 }
 
-impl KinesisLocal {
-    /// Every record in the stream, as (shard id, data).
-    pub fn read_all(&self, stream: &str) -> Vec<(String, String)> {
-        self.runtime.block_on(async {
-            let shards = self
-                .client
-                .list_shards()
-                .stream_name(stream)
-                .send()
-                .await
-                .unwrap();
-            let mut out = Vec::new();
-            for shard in shards.shards() {
-                let mut iterator = self
-                    .client
-                    .get_shard_iterator()
-                    .stream_name(stream)
-                    .shard_id(shard.shard_id())
-                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
-                    .send()
-                    .await
-                    .unwrap()
-                    .shard_iterator()
-                    .map(str::to_string);
-                while let Some(it) = iterator {
-                    let page = self
-                        .client
-                        .get_records()
-                        .shard_iterator(it)
-                        .send()
-                        .await
-                        .unwrap();
-                    for record in page.records() {
-                        out.push((
-                            shard.shard_id().to_string(),
-                            String::from_utf8(record.data().as_ref().to_vec()).unwrap(),
-                        ));
-                    }
-                    if page.records().is_empty() {
-                        break;
-                    }
-                    iterator = page.next_shard_iterator().map(str::to_string);
-                }
-            }
-            out
-        })
-    }
-}
-
 #[test]
 fn the_kinesis_sink_puts_every_line_keyed_by_a_field() {
     let kinesis = KinesisLocal::start();
@@ -704,9 +590,9 @@ fn the_kinesis_sink_puts_every_line_keyed_by_a_field() {
         })
         .collect();
     std::fs::write(dir.path().join("flows.log"), lines).unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
+    let output = kinesis
+        .run(
+            dir.path(),
             r#"
 [sources.in]
 type = "file"
@@ -721,35 +607,31 @@ inputs = ["in"]
 type = "aws_kinesis_streams"
 inputs = ["t"]
 stream_name = "enriched"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 partition_key_field = "srcaddr"
 "#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
-    let mut command = bin();
-    command.arg("run").arg(dir.path().join("p.toml"));
-    kinesis.env(&mut command);
-    let output = command.output().unwrap();
+        )
+        .wait_with_output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let records = kinesis.read_all("enriched");
-    let mut ports: Vec<u64> = Vec::new();
+    let (shards, rows): (Vec<String>, Vec<serde_json::Value>) =
+        kinesis.read_all("enriched").into_iter().unzip();
     let mut shard_of: std::collections::HashMap<String, String> = Default::default();
-    for (shard, data) in &records {
-        let row: serde_json::Value = serde_json::from_str(data).unwrap();
-        ports.push(row["srcport"].as_u64().unwrap());
+    for (shard, row) in shards.iter().zip(&rows) {
         let addr = row["srcaddr"].as_str().unwrap().to_string();
         let first = shard_of
             .entry(addr.clone())
             .or_insert_with(|| shard.clone());
         assert_eq!(first, shard, "every record of {addr} in one shard");
     }
-    ports.sort_unstable();
-    assert_eq!(ports, (1..=40).collect::<Vec<u64>>(), "{stderr}");
-    let summary = stderr.lines().find(|l| l.starts_with("stream:")).unwrap();
+    assert_eq!(
+        sorted_ports(&rows),
+        (1..=40).collect::<Vec<u64>>(),
+        "{stderr}"
+    );
+    let summary = summary(&stderr, "stream");
     assert!(summary.contains("sent 40"), "{summary}");
 }
 
@@ -762,10 +644,9 @@ fn a_sink_outage_slows_the_pipeline_and_loses_nothing() {
         .collect();
     std::fs::write(dir.path().join("flows.log"), lines).unwrap();
     // The sink's stream does not exist yet: every put fails until it does.
-    std::fs::write(
-        dir.path().join("p.toml"),
-        format!(
-            r#"
+    let mut child = kinesis.run(
+        dir.path(),
+        r#"
 [sources.in]
 type = "file"
 path = "flows.log"
@@ -779,21 +660,10 @@ inputs = ["in"]
 type = "aws_kinesis_streams"
 inputs = ["t"]
 stream_name = "late"
-endpoint = "{}"
+endpoint = "{endpoint}"
 region = "us-east-1"
 "#,
-            kinesis.endpoint
-        ),
-    )
-    .unwrap();
-    let mut command = bin();
-    command
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    kinesis.env(&mut command);
-    let mut child = command.spawn().unwrap();
+    );
     // Collect stderr as it comes, to see the sink failing before the stream exists.
     let stderr_pipe = child.stderr.take().unwrap();
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -829,17 +699,16 @@ region = "us-east-1"
     reader.join().unwrap();
     let stderr = log.lock().unwrap().clone();
     assert!(status.success(), "{stderr}");
-    let mut ports: Vec<u64> = kinesis
+    let rows: Vec<serde_json::Value> = kinesis
         .read_all("late")
-        .iter()
-        .map(|(_, data)| {
-            serde_json::from_str::<serde_json::Value>(data).unwrap()["srcport"]
-                .as_u64()
-                .unwrap()
-        })
+        .into_iter()
+        .map(|(_, row)| row)
         .collect();
-    ports.sort_unstable();
-    assert_eq!(ports, (1..=30).collect::<Vec<u64>>(), "{stderr}");
-    let summary = stderr.lines().find(|l| l.starts_with("stream:")).unwrap();
+    assert_eq!(
+        sorted_ports(&rows),
+        (1..=30).collect::<Vec<u64>>(),
+        "{stderr}"
+    );
+    let summary = summary(&stderr, "stream");
     assert!(summary.contains("kinesis_put_retries_total"), "{summary}");
 }

@@ -80,3 +80,89 @@ pub fn read_ndjson(path: &std::path::Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
 }
+
+/// Writes `pipeline` to `dir/p.toml` and starts `flowenrich run` on it with stdin,
+/// stdout and stderr piped; `setup` adjusts the command first (environment, ...).
+pub fn start_run(
+    dir: &std::path::Path,
+    pipeline: &str,
+    setup: impl FnOnce(&mut std::process::Command),
+) -> std::process::Child {
+    use std::process::Stdio;
+    std::fs::write(dir.join("p.toml"), pipeline).unwrap();
+    let mut command = bin();
+    command
+        .arg("run")
+        .arg(dir.join("p.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    setup(&mut command);
+    command.spawn().unwrap()
+}
+
+/// Sends `signal` (`TERM`, `KILL`, ...) to `child`.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// Waits (up to a minute) until `path` holds at least `n` rows, and returns them.
+pub fn rows_after(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if path.exists() {
+            let rows = read_ndjson(path);
+            if rows.len() >= n {
+                return rows;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no row {n} in {}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The rows of an NDJSON file, or none while it does not exist yet.
+pub fn rows_now(path: &std::path::Path) -> Vec<serde_json::Value> {
+    if path.exists() {
+        read_ndjson(path)
+    } else {
+        Vec::new()
+    }
+}
+
+/// The `srcport`s of `rows`, sorted.
+pub fn sorted_ports(rows: &[serde_json::Value]) -> Vec<u64> {
+    let mut ports: Vec<u64> = rows
+        .iter()
+        .map(|r| r["srcport"].as_u64().unwrap())
+        .collect();
+    ports.sort_unstable();
+    ports
+}
+
+/// The line `flowenrich run` prints on stderr for `component` when it ends.
+pub fn summary<'a>(stderr: &'a str, component: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(&format!("{component}:")))
+        .unwrap_or_else(|| panic!("no summary for {component} in {stderr}"))
+}
+
+/// The value of counter `name` in a summary line (`... name N ...`).
+pub fn counter(summary: &str, name: &str) -> u64 {
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == name)
+        .unwrap_or_else(|| panic!("{name} in {summary}"));
+    words[at + 1].parse().unwrap()
+}

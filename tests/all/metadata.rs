@@ -1,11 +1,9 @@
 //! Metadata at scale: a churn scenario checked against ground truth computed here, AWS
 //! ranges and internet classification, and tables re-read while a pipeline runs.
 
-use crate::{bin, read_ndjson, run_to_files};
+use crate::{counter, read_ndjson, rows_after, run_to_files, start_run, summary};
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Deterministic generator (xorshift).
@@ -273,25 +271,6 @@ aws_ip_ranges = "ranges.json""#,
     assert_eq!(rows[2]["dst_app"], "internet");
 }
 
-/// Waits until `path` holds at least `n` rows.
-fn rows_after(path: &Path, n: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if path.exists() {
-            let rows = read_ndjson(path);
-            if rows.len() >= n {
-                return rows;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no row {n} in {}",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn changed_files_are_swapped_in_while_running_and_a_broken_one_keeps_the_previous_table() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,8 +282,8 @@ fn changed_files_are_swapped_in_while_running_and_a_broken_one_keeps_the_previou
         "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"old\"}}\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
+    let mut child = start_run(
+        dir.path(),
         r#"
 [metadata.apps]
 type = "file"
@@ -326,16 +305,8 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 "#,
-    )
-    .unwrap();
-    let mut child = bin()
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        |_| {},
+    );
     let mut stdin = child.stdin.take().unwrap();
     let out = dir.path().join("out.ndjson");
     let mut sent = 0;
@@ -392,20 +363,13 @@ path = "out.ndjson"
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("metadata.apps:"))
-        .unwrap_or_else(|| panic!("no metadata summary in {stderr}"));
-    let counter = |name: &str| -> u64 {
-        let words: Vec<&str> = summary.split_whitespace().collect();
-        let at = words
-            .iter()
-            .position(|w| *w == name)
-            .unwrap_or_else(|| panic!("{name} in {summary}"));
-        words[at + 1].parse().unwrap()
-    };
-    assert!(counter("metadata_reloads_total") >= 1, "{summary}");
-    assert_eq!(counter("metadata_reload_failures_total"), 2, "{summary}");
+    let summary = summary(&stderr, "metadata.apps");
+    assert!(counter(summary, "metadata_reloads_total") >= 1, "{summary}");
+    assert_eq!(
+        counter(summary, "metadata_reload_failures_total"),
+        2,
+        "{summary}"
+    );
 }
 
 #[test]
@@ -417,8 +381,8 @@ fn holdback_waits_for_late_metadata_and_releases_the_rest_unattributed() {
         "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"api\"}}\n",
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("p.toml"),
+    let mut child = start_run(
+        dir.path(),
         r#"
 [metadata.apps]
 type = "file"
@@ -440,16 +404,8 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 "#,
-    )
-    .unwrap();
-    let mut child = bin()
-        .arg("run")
-        .arg(dir.path().join("p.toml"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        |_| {},
+    );
     let mut stdin = child.stdin.take().unwrap();
     let out = dir.path().join("out.ndjson");
     // The stream starts with an S3-style header in the same batch as the held lines:
@@ -510,21 +466,13 @@ path = "out.ndjson"
     let rows = read_ndjson(&out);
     assert_eq!(rows.len(), 4, "{rows:?}");
     assert_eq!(rows[3]["srcport"], 4);
-    let summary = stderr
-        .lines()
-        .find(|l| l.starts_with("t:"))
-        .unwrap_or_else(|| panic!("no transform summary in {stderr}"));
+    let summary = summary(&stderr, "t");
     for (name, want) in [
         ("holdback_held_total", 3),
         ("holdback_released_total", 3),
         ("attributed_sides_total", 6),
         ("unattributed_sides_total", 2),
     ] {
-        let words: Vec<&str> = summary.split_whitespace().collect();
-        let at = words
-            .iter()
-            .position(|w| *w == name)
-            .unwrap_or_else(|| panic!("{name} in {summary}"));
-        assert_eq!(words[at + 1], want.to_string(), "{name} in {summary}");
+        assert_eq!(counter(summary, name), want, "{name} in {summary}");
     }
 }

@@ -224,11 +224,7 @@ path = "out.ndjson"
         assert!(Instant::now() < deadline, "lines never arrived");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     assert_eq!(
         output.status.code(),
@@ -278,7 +274,7 @@ fn a_truncated_gzip_file_keeps_every_complete_line_and_dead_letters_the_partial_
     );
     assert!(good.len() < 2000, "the file was cut");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let source_line = stderr.lines().find(|l| l.starts_with("in: ")).unwrap();
+    let source_line = crate::summary(&stderr, "in");
     assert!(
         source_line.contains("errors 1 "),
         "the read error is counted: {stderr}"
