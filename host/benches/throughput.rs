@@ -6,7 +6,10 @@
 //! it) and off, and the ratios, all measured in one run on one thread. Configurations
 //! take turns slice by slice (10,000 lines) for three rounds over the input, and each
 //! reports its best round. Options: `--lines N`,
-//! `--batch N` (one batch size), `--native-only` (for profiling the plugin code).
+//! `--batch N` (one batch size), `--native-only` (for profiling the plugin code),
+//! `--wasm-only` (only the component with epoch interruption, for profiling it) and
+//! `--component FILE.wasm` (another build of the component instead of the embedded one),
+//! `--dump-cwasm FILE` (write its compiled code for `objdump -d`).
 
 use flowenrich::metadata::{Event, Table, TableBuilder};
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
@@ -122,6 +125,11 @@ fn main() {
     let total = support::option(&args, "--lines").unwrap_or(1_000_000);
     // `--native-only`: skip the wasm runs (for profiling the plugin code with perf).
     let native_only = args.iter().any(|a| a == "--native-only");
+    let wasm_only = args.iter().any(|a| a == "--wasm-only");
+    let component_bytes = match args.iter().position(|a| a == "--component") {
+        Some(at) => std::fs::read(&args[at + 1]).expect("read --component"),
+        None => flowenrich::embedded::COMPONENT.to_vec(),
+    };
     let table = Arc::new(table());
     let input = lines(total);
     println!(
@@ -156,20 +164,29 @@ fn main() {
     let runtimes: Vec<Runtime> = if native_only {
         Vec::new()
     } else {
-        [true, false]
-            .map(|epoch_interruption| {
+        [true, false][..if wasm_only { 1 } else { 2 }]
+            .iter()
+            .map(|&epoch_interruption| {
                 Runtime::new(RuntimeOptions {
                     epoch_interruption,
                     ..RuntimeOptions::default()
                 })
                 .unwrap()
             })
-            .into()
+            .collect()
     };
+    // `--dump-cwasm FILE`: write the component as compiled with epoch interruption (an
+    // ELF object: `objdump -d FILE` shows the machine code of every wasm function).
+    if let (Some(at), Some(runtime)) = (
+        args.iter().position(|a| a == "--dump-cwasm"),
+        runtimes.first(),
+    ) {
+        std::fs::write(&args[at + 1], runtime.precompile(&component_bytes).unwrap()).unwrap();
+    }
     let mut workers: Vec<_> = runtimes
         .iter()
         .map(|runtime| {
-            let component = runtime.load(flowenrich::embedded::COMPONENT).unwrap();
+            let component = runtime.load(&component_bytes).unwrap();
             runtime
                 .worker(&component, &WorkerLimits::default())
                 .unwrap()
@@ -200,7 +217,7 @@ fn main() {
             let mut emitted = vec![0u64; configs];
             for slice in batches.chunks(per_slice) {
                 let started = Instant::now();
-                for batch in slice {
+                for batch in slice.iter().filter(|_| !wasm_only) {
                     emitted[0] += processor
                         .process(None, batch, false, &mut NativeLookup(&table))
                         .unwrap()
@@ -219,7 +236,7 @@ fn main() {
                     elapsed[config + 1] += started.elapsed().as_secs_f64();
                 }
             }
-            for config in 0..configs {
+            for config in usize::from(wasm_only)..configs {
                 assert_eq!(emitted[config], total as u64);
                 best[config] = best[config].min(elapsed[config]);
             }

@@ -32,15 +32,45 @@ impl fmt::Display for FormatError {
 
 impl std::error::Error for FormatError {}
 
+/// Longest JSON key with its opener, quotes and colon (`,"ecs_container_instance_arn":`
+/// is 30 bytes), rounded up so every key is copied as one 32-byte block.
+pub(crate) const KEY_BYTES: usize = 32;
+
+/// How the parser treats one line position: everything the hot loop needs in one
+/// compact record, so it keeps few values live (the wasm compiler spills the rest).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Column {
+    /// The JSON key (`{"version":` or `,"bytes":`), zero-padded to [`KEY_BYTES`].
+    pub key: [u8; KEY_BYTES],
+    /// Bytes of `key` in use.
+    pub key_len: u8,
+    /// [`Column::TEXT`], [`Column::UINT`] or [`Column::IP`].
+    pub kind: u8,
+    /// [`Column::NO_ROLE`], [`Column::SRC`], [`Column::DST`] or [`Column::START`].
+    pub role: u8,
+    /// Largest value of a `UINT` column.
+    pub max: u64,
+}
+
+impl Column {
+    pub(crate) const TEXT: u8 = 0;
+    pub(crate) const UINT: u8 = 1;
+    pub(crate) const IP: u8 = 2;
+    pub(crate) const NO_ROLE: u8 = 0;
+    pub(crate) const SRC: u8 = 1;
+    pub(crate) const DST: u8 = 2;
+    pub(crate) const START: u8 = 3;
+}
+
 /// A parsed format, with everything the parser and JSON writer need precomputed.
 #[derive(Debug, Clone)]
 pub struct Format {
     /// Indexes into [`FIELDS`], in line order.
     fields: Vec<u8>,
-    /// The kind of each field, in line order.
-    kinds: Vec<Kind>,
-    /// The JSON key of each field with its leading `{` or `,` and trailing `:`.
-    keys: Vec<Box<[u8]>>,
+    /// How each position is parsed and written, in line order.
+    pub(crate) columns: Vec<Column>,
+    /// Sum of the columns' key lengths (sizes the output reservation for a line).
+    pub(crate) keys_len: usize,
     /// Position of `srcaddr` in the line, if present.
     pub(crate) src: Option<usize>,
     /// Position of `dstaddr` in the line, if present.
@@ -89,20 +119,36 @@ impl Format {
             }
             fields.push(index as u8);
         }
-        let keys: Vec<Box<[u8]>> = fields
+        let columns: Vec<Column> = fields
             .iter()
             .enumerate()
             .map(|(pos, &index)| {
+                let spec = &FIELDS[index as usize];
                 let opener = if pos == 0 { '{' } else { ',' };
-                format!("{opener}\"{}\":", FIELDS[index as usize].key)
-                    .into_bytes()
-                    .into_boxed_slice()
+                let text = format!("{opener}\"{}\":", spec.key);
+                let mut key = [0u8; KEY_BYTES];
+                key[..text.len()].copy_from_slice(text.as_bytes());
+                let (kind, max) = match spec.kind {
+                    Kind::Text => (Column::TEXT, 0),
+                    Kind::UInt(max) => (Column::UINT, max),
+                    Kind::Ip => (Column::IP, 0),
+                };
+                let role = match index as usize {
+                    fields::SRCADDR => Column::SRC,
+                    fields::DSTADDR => Column::DST,
+                    fields::START => Column::START,
+                    _ => Column::NO_ROLE,
+                };
+                Column {
+                    key,
+                    key_len: text.len() as u8,
+                    kind,
+                    role,
+                    max,
+                }
             })
             .collect();
-        let kinds = fields
-            .iter()
-            .map(|&index| FIELDS[index as usize].kind)
-            .collect();
+        let keys_len = columns.iter().map(|c| c.key_len as usize).sum();
         let position = |wanted: usize| fields.iter().position(|&index| index as usize == wanted);
         let canonical = fields
             .iter()
@@ -114,8 +160,8 @@ impl Format {
             dst: position(fields::DSTADDR),
             start: position(fields::START),
             fields,
-            kinds,
-            keys,
+            columns,
+            keys_len,
             canonical,
         })
     }
@@ -135,21 +181,16 @@ impl Format {
         &self.canonical
     }
 
-    /// The kind of the field at line position `pos`.
-    #[inline]
-    pub(crate) fn kind(&self, pos: usize) -> Kind {
-        self.kinds[pos]
-    }
-
     /// The AWS name of the field at line position `pos`.
     pub(crate) fn name(&self, pos: usize) -> &'static str {
         FIELDS[self.fields[pos] as usize].name
     }
 
     /// The JSON key prefix (`{"version":` or `,"bytes":`) of line position `pos`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn key(&self, pos: usize) -> &[u8] {
-        &self.keys[pos]
+        let column = &self.columns[pos];
+        &column.key[..column.key_len as usize]
     }
 }
 
@@ -211,6 +252,16 @@ mod tests {
         }
         assert_eq!(a.key(0), b"{\"vpc_id\":");
         assert_eq!(a.key(2), b",\"log_status\":");
+    }
+
+    #[test]
+    fn every_key_fits_a_column() {
+        let all: Vec<&str> = FIELDS.iter().map(|f| f.name).collect();
+        let format = Format::parse(&all.join(" ")).unwrap();
+        for pos in 0..format.len() {
+            assert!(format.key(pos).len() <= KEY_BYTES);
+            assert_eq!(format.key(pos)[format.key(pos).len() - 1], b':');
+        }
     }
 
     #[test]

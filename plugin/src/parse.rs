@@ -1,9 +1,9 @@
 //! Parsing one flow-log line against a [`Format`]: splitting, validation, addresses.
 
-use crate::fields::Kind;
-use crate::format::Format;
+use crate::format::{Column, Format, KEY_BYTES};
 use crate::json;
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::net::Ipv6Addr;
 
 /// An address found in `srcaddr` or `dstaddr`.
@@ -133,11 +133,19 @@ pub fn parse_line(line: &[u8], format: &Format, out: &mut Vec<u8>) -> Result<Par
     parse_line_at(line, 0, format, out).0
 }
 
+/// Most fields a format can name (each field at most once).
+const MAX_FIELDS: usize = crate::fields::FIELDS.len();
+
 /// Parses the line that starts at `start` in `text` and ends at the next `\n` (or the
 /// end of `text`), validating each field and writing the line's JSON object (keys in
-/// format order, no closing brace) to `out` in the same pass. Fields are separated by
-/// runs of spaces, tabs and carriage returns. Returns the result and the line's end;
-/// on error `out` is truncated back to where it was.
+/// format order, no closing brace) to `out`. Fields are separated by runs of spaces,
+/// tabs and carriage returns. Returns the result and the line's end; on error `out` is
+/// left as it was.
+///
+/// Two small loops instead of one big one: the first finds the fields' bounds (and
+/// counts them, so a wrong field count wins over a bad value), the second validates and
+/// writes them into room reserved once per line. Few values stay live in each loop,
+/// which matters in wasm, where the compiler spills what does not fit in registers.
 #[inline]
 pub fn parse_line_at(
     text: &[u8],
@@ -145,111 +153,366 @@ pub fn parse_line_at(
     format: &Format,
     out: &mut Vec<u8>,
 ) -> (Result<Parsed, LineError>, usize) {
-    let mark = out.len();
     let expected = format.len();
+    let mut bounds = [MaybeUninit::<(u32, u32)>::uninit(); MAX_FIELDS];
+    let (found, end) = tokenize(text, start, &mut bounds[..expected]);
+    if found != expected {
+        let error = if found == 0 {
+            LineError::Empty
+        } else {
+            LineError::FieldCount { expected, found }
+        };
+        return (Err(error), end);
+    }
+    // SAFETY: `tokenize` wrote the first `found` (= `expected`) entries.
+    let bounds = unsafe {
+        &*(&bounds[..expected] as *const [MaybeUninit<(u32, u32)>] as *const [(u32, u32)])
+    };
+    (write_fields(text, end - start, format, bounds, out), end)
+}
+
+/// Finds the fields of the line at `start`: stores the first `bounds.len()` as
+/// (begin, end) offsets and returns how many there are, and where the line ends.
+///
+/// Works on 64-byte windows: one bit per byte for "separator" and for "newline"
+/// (16 bytes per SIMD compare), then token starts and ends fall out of two shifts, and
+/// each field costs a few bit operations instead of a byte loop. Not inlined, so that
+/// its loop gets the registers to itself.
+#[inline(never)]
+fn tokenize(text: &[u8], start: usize, bounds: &mut [MaybeUninit<(u32, u32)>]) -> (usize, usize) {
+    let mut window = start;
+    // Whether the byte before the window separates (the line start does).
+    let mut after_separator = true;
+    // A field that started in an earlier window and has not ended yet.
+    let mut open = false;
+    let mut found = 0usize;
+    loop {
+        let (separators, newlines) = window_masks(text, window);
+        // Everything from the first newline on ends the line.
+        let line_end = newlines.trailing_zeros();
+        let split = separators | u64::MAX.checked_shl(line_end).unwrap_or(0);
+        let before = (split << 1) | u64::from(after_separator);
+        if open && split != 0 {
+            // The open field ends at this window's first separator.
+            let end = window + split.trailing_zeros() as usize;
+            if let Some(slot) = bounds.get_mut(found - 1) {
+                // SAFETY: the open field's start was written when it was found.
+                unsafe { (*slot.as_mut_ptr()).1 = end as u32 };
+            }
+            open = false;
+        }
+        // One step per field: its end is the first separator after its start.
+        let mut starts = !split & before;
+        while starts != 0 {
+            let at = starts.trailing_zeros();
+            let rest = split >> at;
+            let end = if rest == 0 {
+                open = true;
+                0
+            } else {
+                window + (at + rest.trailing_zeros()) as usize
+            };
+            if let Some(slot) = bounds.get_mut(found) {
+                slot.write(((window + at as usize) as u32, end as u32));
+            }
+            found += 1;
+            starts &= starts - 1;
+        }
+        if line_end < 64 {
+            return (found, window + line_end as usize);
+        }
+        after_separator = split >> 63 != 0;
+        window += 64;
+    }
+}
+
+/// Bit `i` of the two masks: whether `text[at + i]` is a field separator (space, tab,
+/// carriage return), and whether it is a newline. The end of `text` counts as a newline.
+#[inline(always)]
+fn window_masks(text: &[u8], at: usize) -> (u64, u64) {
+    let mut padded = [b'\n'; 64];
+    let window: &[u8; 64] = match text.get(at..at + 64) {
+        Some(bytes) => bytes.try_into().expect("64 bytes"),
+        None => {
+            let rest = &text[at.min(text.len())..];
+            padded[..rest.len()].copy_from_slice(rest);
+            &padded
+        }
+    };
+    let mut separators = 0u64;
+    let mut newlines = 0u64;
+    for (k, chunk) in window.chunks_exact(16).enumerate() {
+        let (s, n) = masks16(chunk.try_into().expect("16 bytes"));
+        separators |= u64::from(s) << (16 * k);
+        newlines |= u64::from(n) << (16 * k);
+    }
+    (separators, newlines)
+}
+
+/// Separator and newline masks of 16 bytes (wasm SIMD).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn masks16(chunk: &[u8; 16]) -> (u16, u16) {
+    use core::arch::wasm32::*;
+    // SAFETY: `chunk` is 16 readable bytes; v128 loads need no alignment.
+    let v = unsafe { v128_load(chunk.as_ptr().cast::<v128>()) };
+    let separators = v128_or(
+        v128_or(
+            u8x16_eq(v, u8x16_splat(b' ')),
+            u8x16_eq(v, u8x16_splat(b'\t')),
+        ),
+        u8x16_eq(v, u8x16_splat(b'\r')),
+    );
+    let newlines = u8x16_eq(v, u8x16_splat(b'\n'));
+    (u8x16_bitmask(separators), u8x16_bitmask(newlines))
+}
+
+/// Separator and newline masks of 16 bytes (SSE2, part of every x86_64).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn masks16(chunk: &[u8; 16]) -> (u16, u16) {
+    use core::arch::x86_64::*;
+    // SAFETY: SSE2 is always present on x86_64; `chunk` is 16 readable bytes and
+    // `loadu` needs no alignment.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+        let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+        let separators = _mm_or_si128(_mm_or_si128(eq(b' '), eq(b'\t')), eq(b'\r'));
+        (
+            _mm_movemask_epi8(separators) as u16,
+            _mm_movemask_epi8(eq(b'\n')) as u16,
+        )
+    }
+}
+
+/// Separator and newline masks of 16 bytes (other targets).
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+#[inline(always)]
+fn masks16(chunk: &[u8; 16]) -> (u16, u16) {
+    masks16_portable(chunk)
+}
+
+/// Separator and newline masks of 16 bytes, one byte at a time (the reference).
+#[cfg_attr(
+    any(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        target_arch = "x86_64"
+    ),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn masks16_portable(chunk: &[u8; 16]) -> (u16, u16) {
+    let (mut separators, mut newlines) = (0u16, 0u16);
+    for (k, &b) in chunk.iter().enumerate() {
+        separators |= u16::from(is_separator(b)) << k;
+        newlines |= u16::from(b == b'\n') << k;
+    }
+    (separators, newlines)
+}
+
+/// Validates every field and appends `"key":value` for each to `out`, all or nothing.
+#[inline(never)]
+fn write_fields(
+    text: &[u8],
+    line_len: usize,
+    format: &Format,
+    bounds: &[(u32, u32)],
+    out: &mut Vec<u8>,
+) -> Result<Parsed, LineError> {
     let mut parsed = Parsed {
         src: Addr::None,
         dst: Addr::None,
         start: None,
     };
-    let mut pos = 0usize;
-    let mut i = start;
-    let n = text.len();
-    // A wrong field count is the more useful message, so keep counting after a bad value.
-    let mut first_error: Option<LineError> = None;
-    loop {
-        // Skip separators (usually exactly one space); stop at the end of the line.
-        if i < n && text[i] == b' ' {
-            i += 1;
+    // Enough for every key, every byte escaped (at most 6 bytes each), `null` for `-`,
+    // quotes, and the 32-byte blocks that key and value copies may write past their end.
+    out.reserve(format.keys_len + 6 * line_len + 4 * bounds.len() + 2 * KEY_BYTES);
+    let mut w = out.len();
+    for (column, &(begin, end)) in format.columns.iter().zip(bounds) {
+        let (begin, end) = (begin as usize, end as usize);
+        // SAFETY (every raw write below): the reservation above covers what this line
+        // can write, including the overlap of the fixed-size block copies.
+        unsafe {
+            let dst = out.as_mut_ptr().add(w);
+            std::ptr::copy_nonoverlapping(column.key.as_ptr(), dst, KEY_BYTES);
+            w += column.key_len as usize;
         }
-        while i < n && is_separator(text[i]) {
-            i += 1;
+        let value = &text[begin..end];
+        if value == b"-" {
+            unsafe { std::ptr::copy_nonoverlapping(b"null".as_ptr(), out.as_mut_ptr().add(w), 4) };
+            w += 4;
+            continue;
         }
-        if i == n || text[i] == b'\n' {
-            break;
-        }
-        let begin = i;
-        i += scan_token(&text[i..]);
-        if pos < expected
-            && first_error.is_none()
-            && let Err(error) = write_field(format, pos, &text[begin..i], &mut parsed, out)
-        {
-            first_error = Some(error);
-        }
-        pos += 1;
-    }
-    let end = i;
-    if pos != expected {
-        out.truncate(mark);
-        let error = if pos == 0 {
-            LineError::Empty
-        } else {
-            LineError::FieldCount {
-                expected,
-                found: pos,
+        match column.kind {
+            Column::UINT => {
+                let number = match value.len() {
+                    1..=16 => digits16(text, begin, value.len()),
+                    _ => parse_uint(value),
+                }
+                .ok_or_else(|| bad_value(format, bounds, column, text))?;
+                if number > column.max {
+                    return Err(bad_value(format, bounds, column, text));
+                }
+                if column.role == Column::START {
+                    parsed.start = Some(number);
+                }
+                if value.len() > 1 && value[0] == b'0' {
+                    // Leading zeros: write the number itself.
+                    // SAFETY: `out` is valid up to `w`, within the reservation.
+                    unsafe { out.set_len(w) };
+                    json::write_u64(out, number);
+                    w = out.len();
+                } else {
+                    w = copy_value(text, begin, end, out, w, false);
+                }
             }
-        };
-        return (Err(error), end);
+            Column::IP => {
+                let addr =
+                    parse_addr(value).ok_or_else(|| bad_value(format, bounds, column, text))?;
+                match column.role {
+                    Column::SRC => parsed.src = addr,
+                    Column::DST => parsed.dst = addr,
+                    _ => {}
+                }
+                // A valid address is digits, hex letters, dots and colons: nothing to escape.
+                w = copy_value(text, begin, end, out, w, true);
+            }
+            _ => {
+                if json::needs_escape(value) {
+                    // SAFETY: `out` is valid up to `w`, within the reservation.
+                    unsafe { out.set_len(w) };
+                    json::write_str(out, value);
+                    w = out.len();
+                } else {
+                    w = copy_value(text, begin, end, out, w, true);
+                }
+            }
+        }
     }
-    if let Some(error) = first_error {
-        out.truncate(mark);
-        return (Err(error), end);
-    }
-    (Ok(parsed), end)
+    // SAFETY: every byte up to `w` was written above.
+    unsafe { out.set_len(w) };
+    Ok(parsed)
 }
 
-/// Validates one field and appends `"key":value` to `out`.
-#[inline]
-fn write_field(
-    format: &Format,
-    pos: usize,
-    value: &[u8],
-    parsed: &mut Parsed,
+/// Copies `text[begin..end]` to `out` at `w` (in quotes when `quoted`), in 16-byte
+/// blocks where `text` is long enough to read them whole; returns the new end.
+#[inline(always)]
+fn copy_value(
+    text: &[u8],
+    begin: usize,
+    end: usize,
     out: &mut Vec<u8>,
-) -> Result<(), LineError> {
-    json::put(out, format.key(pos));
-    if value == b"-" {
-        json::put(out, b"null");
-        return Ok(());
-    }
-    match format.kind(pos) {
-        Kind::Text => json::write_str(out, value),
-        Kind::UInt(max) => {
-            let number = parse_uint(value).ok_or_else(|| LineError::NotANumber {
-                field: format.name(pos),
-                value: shorten(value),
-            })?;
-            if number > max {
-                return Err(LineError::OutOfRange {
-                    field: format.name(pos),
-                    value: shorten(value),
-                    max,
-                });
-            }
-            if Some(pos) == format.start {
-                parsed.start = Some(number);
-            }
-            if value.len() > 1 && value[0] == b'0' {
-                json::write_u64(out, number);
-            } else {
-                json::put(out, value);
-            }
+    mut w: usize,
+    quoted: bool,
+) -> usize {
+    let len = end - begin;
+    // SAFETY: the caller reserved room for the value, its quotes and a 32-byte overlap;
+    // reads stay inside `text` (checked before the block loop).
+    unsafe {
+        let base = out.as_mut_ptr();
+        if quoted {
+            *base.add(w) = b'"';
+            w += 1;
         }
-        Kind::Ip => {
-            let addr = parse_addr(value).ok_or_else(|| LineError::BadAddress {
-                field: format.name(pos),
-                value: shorten(value),
-            })?;
-            if Some(pos) == format.src {
-                parsed.src = addr;
-            } else if Some(pos) == format.dst {
-                parsed.dst = addr;
-            }
-            // A valid address is digits, hex letters, dots and colons: nothing to escape.
-            json::write_quoted(out, value);
+        if len <= 32 && begin + 32 <= text.len() {
+            // Most values: two fixed 16-byte copies, no loop (a 32-byte `memcpy` would
+            // become a `memory.copy` call in wasm).
+            let (src, dst) = (text.as_ptr().add(begin), base.add(w));
+            std::ptr::copy_nonoverlapping(src, dst, 16);
+            std::ptr::copy_nonoverlapping(src.add(16), dst.add(16), 16);
+        } else {
+            std::ptr::copy_nonoverlapping(text.as_ptr().add(begin), base.add(w), len);
+        }
+        w += len;
+        if quoted {
+            *base.add(w) = b'"';
+            w += 1;
         }
     }
-    Ok(())
+    w
+}
+
+/// The error for the value of `column` (found again by its position in `format`).
+#[cold]
+#[inline(never)]
+fn bad_value(format: &Format, bounds: &[(u32, u32)], column: &Column, text: &[u8]) -> LineError {
+    let pos = format
+        .columns
+        .iter()
+        .position(|c| std::ptr::eq(c, column))
+        .expect("column of this format");
+    let (begin, end) = bounds[pos];
+    let value = &text[begin as usize..end as usize];
+    let field = format.name(pos);
+    match column.kind {
+        Column::IP => LineError::BadAddress {
+            field,
+            value: shorten(value),
+        },
+        _ => match parse_uint(value) {
+            Some(_) => LineError::OutOfRange {
+                field,
+                value: shorten(value),
+                max: column.max,
+            },
+            None => LineError::NotANumber {
+                field,
+                value: shorten(value),
+            },
+        },
+    }
+}
+
+/// The value of the 1 to 16 ASCII digits at `text[at..at + len]`, or `None` if any byte
+/// is not a digit: eight digits per step (SWAR), no loop.
+#[inline(always)]
+fn digits16(text: &[u8], at: usize, len: usize) -> Option<u64> {
+    if len <= 8 {
+        return digits8(load8(text, at, len), len);
+    }
+    let high = digits8(load8(text, at, len - 8), len - 8)?;
+    let low = digits8(load8(text, at + len - 8, 8), 8)?;
+    Some(high * 100_000_000 + low)
+}
+
+/// Up to 8 bytes of `text` from `at` in the low bytes of a little-endian word; the
+/// bytes above `len` are unspecified (they are shifted out by [`digits8`]).
+#[inline(always)]
+fn load8(text: &[u8], at: usize, len: usize) -> u64 {
+    if at + 8 <= text.len() {
+        u64::from_le_bytes(text[at..at + 8].try_into().expect("8 bytes"))
+    } else {
+        let mut word = [0u8; 8];
+        word[..len].copy_from_slice(&text[at..at + len]);
+        u64::from_le_bytes(word)
+    }
+}
+
+/// The value of the `len` (1 to 8) ASCII digits in the low bytes of `word` (first digit
+/// lowest), or `None` if any of them is not a digit.
+#[inline(always)]
+fn digits8(word: u64, len: usize) -> Option<u64> {
+    // Move the digits to the top and fill the bytes below with '0', which adds nothing.
+    let pad = 8 * (8 - len) as u32;
+    let fill = ONES
+        .wrapping_mul(b'0' as u64)
+        .checked_shr(64 - pad)
+        .unwrap_or(0);
+    let word = word.checked_shl(pad).unwrap_or(0) | fill;
+    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
+    if word & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
+        || word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
+    {
+        return None;
+    }
+    // Combine neighbours: pairs, then fours, then all eight (first digit most significant).
+    let d = word - 0x3030_3030_3030_3030;
+    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((d * 10_000 + (d >> 32)) & 0xFFFF_FFFF)
 }
 
 /// Parses a plain unsigned decimal integer; `None` on anything else or on overflow.
@@ -609,6 +872,103 @@ mod tests {
         for case in cases {
             let want = case.parse::<Ipv4Addr>().ok().map(u32::from);
             assert_eq!(parse_v4(case.as_bytes()), want, "{case:?}");
+        }
+    }
+
+    #[test]
+    fn simd_masks_agree_with_the_portable_ones() {
+        for b in 0..=255u8 {
+            for at in [0, 7, 15] {
+                let mut chunk = [b'a'; 16];
+                chunk[at] = b;
+                assert_eq!(masks16(&chunk), masks16_portable(&chunk), "{b} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn tokenize_agrees_with_a_byte_loop() {
+        let alphabet: &[u8] = b"  \t\r\nab-9\x01\x7f\xc3\xa9\"";
+        let mut x = 11u64;
+        for _ in 0..3_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = (x % 300) as usize;
+            let text: Vec<u8> = (0..len)
+                .map(|k| {
+                    let r = x.rotate_left(k as u32 * 7) ^ (k as u64).wrapping_mul(0x9e37_79b9);
+                    // Mostly letters, so tokens grow past a 64-byte window now and then.
+                    if r % 4 == 0 {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    } else {
+                        b'x'
+                    }
+                })
+                .collect();
+            let mut line_start = 0;
+            while line_start <= text.len() {
+                let line_end = text[line_start..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(text.len(), |p| line_start + p);
+                let mut want = Vec::new();
+                let mut i = line_start;
+                while i < line_end {
+                    if is_separator(text[i]) {
+                        i += 1;
+                        continue;
+                    }
+                    let begin = i;
+                    while i < line_end && !is_separator(text[i]) {
+                        i += 1;
+                    }
+                    want.push((begin as u32, i as u32));
+                }
+                for room in [0, 3, MAX_FIELDS] {
+                    let mut bounds = [MaybeUninit::<(u32, u32)>::uninit(); MAX_FIELDS];
+                    let (found, end) = tokenize(&text, line_start, &mut bounds[..room]);
+                    assert_eq!(
+                        (found, end),
+                        (want.len(), line_end),
+                        "{text:?} from {line_start}"
+                    );
+                    for (k, wanted) in want.iter().take(room).enumerate() {
+                        assert_eq!(unsafe { bounds[k].assume_init() }, *wanted, "{text:?}");
+                    }
+                }
+                line_start = line_end + 1;
+            }
+        }
+    }
+
+    #[test]
+    fn swar_digits_agree_with_the_standard_parser() {
+        let mut x = 3u64;
+        for _ in 0..20_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 1 + (x % 16) as usize;
+            let mut digits: Vec<u8> = (0..len)
+                .map(|k| b'0' + ((x >> (k * 3)) % 10) as u8)
+                .collect();
+            if x % 3 == 0 {
+                let at = ((x >> 50) % len as u64) as usize;
+                digits[at] = [b'/', b':', b'a', b' ', 0, 0xff][((x >> 40) % 6) as usize];
+            }
+            let want = std::str::from_utf8(&digits)
+                .ok()
+                .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok());
+            // At the start of a longer text (whole-word loads) and at its very end.
+            let mut text = digits.clone();
+            text.extend_from_slice(b" 12345678901234567");
+            assert_eq!(digits16(&text, 0, len), want, "{digits:?}");
+            let mut text = b"xxxxxxxxxxxxxxxx ".to_vec();
+            let at = text.len();
+            text.extend_from_slice(&digits);
+            assert_eq!(digits16(&text, at, len), want, "{digits:?} at the end");
         }
     }
 

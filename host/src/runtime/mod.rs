@@ -154,6 +154,14 @@ impl Runtime {
         &self.options
     }
 
+    /// Compiles a component ahead of time for this engine (the `.cwasm` bytes, an ELF
+    /// object that `objdump -d` can show).
+    pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, RuntimeError> {
+        self.engine
+            .precompile_component(bytes)
+            .map_err(RuntimeError::Compile)
+    }
+
     /// Compiles and type-checks a component, then asks it for its identity.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
         let component = Component::new(&self.engine, bytes).map_err(RuntimeError::Compile)?;
