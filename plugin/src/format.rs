@@ -71,12 +71,6 @@ pub struct Format {
     pub(crate) columns: Vec<Column>,
     /// Sum of the columns' key lengths (sizes the output reservation for a line).
     pub(crate) keys_len: usize,
-    /// Position of `srcaddr` in the line, if present.
-    pub(crate) src: Option<usize>,
-    /// Position of `dstaddr` in the line, if present.
-    pub(crate) dst: Option<usize>,
-    /// Position of `start` in the line, if present.
-    pub(crate) start: Option<usize>,
     /// Canonical spelling: AWS names separated by single spaces.
     canonical: String,
 }
@@ -149,16 +143,12 @@ impl Format {
             })
             .collect();
         let keys_len = columns.iter().map(|c| c.key_len as usize).sum();
-        let position = |wanted: usize| fields.iter().position(|&index| index as usize == wanted);
         let canonical = fields
             .iter()
             .map(|&index| FIELDS[index as usize].name)
             .collect::<Vec<_>>()
             .join(" ");
         Ok(Format {
-            src: position(fields::SRCADDR),
-            dst: position(fields::DSTADDR),
-            start: position(fields::START),
             fields,
             columns,
             keys_len,
@@ -235,9 +225,13 @@ mod tests {
         let format = Format::default();
         assert_eq!(format.len(), 14);
         assert_eq!(format.canonical(), DEFAULT_FORMAT);
+        let roles: Vec<(usize, u8)> = (0..format.len())
+            .map(|pos| (pos, format.columns[pos].role))
+            .filter(|&(_, role)| role != Column::NO_ROLE)
+            .collect();
         assert_eq!(
-            (format.src, format.dst, format.start),
-            (Some(3), Some(4), Some(10))
+            roles,
+            vec![(3, Column::SRC), (4, Column::DST), (10, Column::START)]
         );
     }
 
