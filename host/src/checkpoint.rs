@@ -6,9 +6,9 @@
 //! after every sink has written and flushed the batch. A shard's checkpoint advances only
 //! over an unbroken run of released batches, so a batch still in flight (a slow sink, a
 //! held line) keeps every later one from being checkpointed. The store is one JSON file
-//! per source, replaced atomically (written aside, then renamed) on every advance; a
-//! restarted source resumes after each shard's checkpoint, so a crash re-delivers at most
-//! the unacknowledged tail.
+//! per source, replaced atomically and durably on every advance (written aside and
+//! synced, renamed, the directory synced); a restarted source resumes after each shard's
+//! checkpoint, so a crash re-delivers at most the unacknowledged tail.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,6 +104,13 @@ impl Checkpoints {
         inner.saved.shards.get(shard).cloned().unwrap_or_default()
     }
 
+    /// How many of `shard`'s batches of this run are checkpointed (batches are numbered
+    /// from 0, so this is also the number of the first one still awaited).
+    pub fn checkpointed_batches(&self, shard: &str) -> u64 {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        inner.progress.get(shard).map_or(0, |p| p.next)
+    }
+
     /// The ack for batch number `batch` of `shard` (numbers start at 0 for each shard in
     /// each run), whose last record is `sequence` (`None`: no record, e.g. the end
     /// marker), and which ends the shard when `end` is set.
@@ -154,8 +161,21 @@ fn write_atomically(path: &Path, file: &File) -> Result<(), CheckpointError> {
     }
     let aside = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(file).expect("checkpoints serialise");
-    std::fs::write(&aside, text).map_err(io)?;
-    std::fs::rename(&aside, path).map_err(io)
+    // Durable before it is visible: the new file's bytes reach the disk before the
+    // rename, and the rename itself (the directory entry) is synced after it, so a crash
+    // or power loss leaves either the old checkpoints or the new ones, never a torn file.
+    let mut written = std::fs::File::create(&aside).map_err(io)?;
+    std::io::Write::write_all(&mut written, text.as_bytes()).map_err(io)?;
+    written.sync_all().map_err(io)?;
+    drop(written);
+    std::fs::rename(&aside, path).map_err(io)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)
 }
 
 /// Released when the last holder drops it; see the module docs.

@@ -27,6 +27,22 @@ pub struct PipelineConfig {
     /// Where results go, by component id.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The admin endpoint (`/metrics`, `/health`); off when the table is absent.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// The admin endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Where it listens; only loopback by default. Port 0 picks a free port (logged).
+    #[serde(default = "default_api_address")]
+    pub address: std::net::SocketAddr,
+}
+
+fn default_api_address() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8686))
 }
 
 /// A metadata table.

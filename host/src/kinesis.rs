@@ -125,6 +125,8 @@ pub struct ShardCursor {
     pub last_sequence: Option<String>,
     /// The shard is closed and has been read to its end.
     pub finished: bool,
+    /// How far the last read was behind the shard's tip, as Kinesis reported it.
+    pub millis_behind_latest: Option<i64>,
 }
 
 impl ShardCursor {
@@ -194,6 +196,7 @@ impl ShardCursor {
         if let Some(last) = records.last() {
             self.last_sequence = Some(last.sequence.clone());
         }
+        self.millis_behind_latest = page.millis_behind_latest();
         match page.next_shard_iterator() {
             Some(next) => self.iterator = Some(next.to_string()),
             // A closed shard that has been read to its end.

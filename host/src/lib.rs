@@ -3,8 +3,10 @@
 //!
 //! Layout: [`config`] (pipeline TOML) → [`topology`] (wiring and running) with
 //! [`sources`], [`transforms`] and [`sinks`]; [`runtime`] hosts the component;
-//! [`metadata`] holds the attribution table; [`fixtures`] runs component test cases.
+//! [`metadata`] holds the attribution table; [`fixtures`] runs component test cases;
+//! [`api`] serves `/metrics` and `/health`.
 
+pub mod api;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -168,8 +168,13 @@ fn validate(path: PathBuf) -> Result<ExitCode> {
 fn run(path: PathBuf) -> Result<ExitCode> {
     let pipeline = Pipeline::load(&path)?;
     let runtime = runtime_for(&pipeline)?;
+    let api = pipeline.config.api.as_ref().map(|api| api.address);
     let topology =
         Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
+    if let Some(address) = api {
+        let bound = flowenrich::api::serve(address, topology.metrics.clone())?;
+        eprintln!("admin endpoint: http://{bound}/metrics");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone())?;
     let summary = topology.run(&runtime, stop)?;

@@ -13,6 +13,16 @@ pub struct ComponentMetrics {
     discarded: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     counters: Mutex<BTreeMap<&'static str, u64>>,
+    per_shard: Mutex<BTreeMap<(&'static str, String), ShardSeries>>,
+}
+
+/// One per-shard series: a counter (only grows) or a gauge (set to the latest value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardSeries {
+    /// A total, e.g. `kinesis_shard_records_total`.
+    Counter(u64),
+    /// A current value, e.g. `kinesis_millis_behind_latest`.
+    Gauge(i64),
 }
 
 impl ComponentMetrics {
@@ -46,6 +56,23 @@ impl ComponentMetrics {
             .entry(name)
             .or_default() += n;
     }
+    /// A per-shard counter (`<name>{shard_id} += n`).
+    pub fn shard_count(&self, name: &'static str, shard: &str, n: u64) {
+        let mut series = self.per_shard.lock().expect("metrics lock");
+        let entry = series
+            .entry((name, shard.to_string()))
+            .or_insert(ShardSeries::Counter(0));
+        if let ShardSeries::Counter(total) = entry {
+            *total += n;
+        }
+    }
+    /// A per-shard gauge (`<name>{shard_id} = value`).
+    pub fn shard_gauge(&self, name: &'static str, shard: &str, value: i64) {
+        self.per_shard
+            .lock()
+            .expect("metrics lock")
+            .insert((name, shard.to_string()), ShardSeries::Gauge(value));
+    }
     /// Current totals.
     pub fn totals(&self) -> Totals {
         Totals {
@@ -54,6 +81,7 @@ impl ComponentMetrics {
             discarded: self.discarded.load(Ordering::Relaxed),
             errors: self.errors.lock().expect("metrics lock").clone(),
             counters: self.counters.lock().expect("metrics lock").clone(),
+            per_shard: self.per_shard.lock().expect("metrics lock").clone(),
         }
     }
 }
@@ -71,6 +99,8 @@ pub struct Totals {
     pub errors: BTreeMap<&'static str, u64>,
     /// Component-specific counters by name.
     pub counters: BTreeMap<&'static str, u64>,
+    /// Per-shard series by (name, shard id).
+    pub per_shard: BTreeMap<(&'static str, String), ShardSeries>,
 }
 
 /// All components' counters.
@@ -126,6 +156,29 @@ impl Metrics {
             for (id, totals) in &snapshot {
                 if let Some(n) = totals.counters.get(name) {
                     let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {n}");
+                }
+            }
+        }
+        let names: std::collections::BTreeSet<(&str, bool)> = snapshot
+            .values()
+            .flat_map(|t| t.per_shard.iter())
+            .map(|((name, _), series)| (*name, matches!(series, ShardSeries::Gauge(_))))
+            .collect();
+        for (name, gauge) in names {
+            let kind = if gauge { "gauge" } else { "counter" };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (id, totals) in &snapshot {
+                for ((series_name, shard), series) in &totals.per_shard {
+                    let value = match series {
+                        ShardSeries::Counter(n) => *n as i64,
+                        ShardSeries::Gauge(v) => *v,
+                    };
+                    if *series_name == name {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{component_id=\"{id}\",shard_id=\"{shard}\"}} {value}"
+                        );
+                    }
                 }
             }
         }

@@ -23,7 +23,7 @@ pub struct KinesisLocal {
     client: aws_sdk_kinesis::Client,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -42,14 +42,28 @@ fn npm_dir() -> PathBuf {
 impl KinesisLocal {
     /// Starts kinesis-mock on free ports of 127.0.0.1 and waits until it answers.
     pub fn start() -> KinesisLocal {
+        KinesisLocal::start_on(free_port(), None)
+    }
+
+    /// Starts kinesis-mock on `port` of 127.0.0.1; with `persist_dir`, it keeps its
+    /// streams there (every 100 ms) and loads them again when started on the same dir.
+    pub fn start_on(port: u16, persist_dir: Option<&Path>) -> KinesisLocal {
         let main = npm_dir().join("node_modules/kinesis-local/main.js");
         assert!(
             main.exists(),
             "{} is missing: run scripts/test, which installs kinesis-local",
             main.display()
         );
-        let (port, tls_port) = (free_port(), free_port());
-        let child = Command::new("node")
+        let tls_port = free_port();
+        let mut command = Command::new("node");
+        if let Some(dir) = persist_dir {
+            command
+                .env("SHOULD_PERSIST_DATA", "true")
+                .env("LOAD_DATA_IF_EXISTS", "true")
+                .env("PERSIST_PATH", dir)
+                .env("PERSIST_INTERVAL", "100ms");
+        }
+        let child = command
             // It reads its server.json from the working directory.
             .current_dir(main.parent().expect("package directory"))
             .arg("-r")
@@ -711,4 +725,114 @@ region = "us-east-1"
     );
     let summary = summary(&stderr, "stream");
     assert!(summary.contains("kinesis_put_retries_total"), "{summary}");
+}
+
+/// GET `path` from the admin endpoint at `address`; the body.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_unreachable_endpoint_is_retried_from_the_same_position() {
+    let store = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let kinesis = KinesisLocal::start_on(port, Some(store.path()));
+    kinesis.create_stream("outage", 2);
+    let line =
+        |port: u32| format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK");
+    for port in 1..=10 {
+        kinesis.put_bytes("outage", &format!("k{port}"), line(port).into_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let child = kinesis.run(
+        dir.path(),
+        &format!(
+            r#"
+[api]
+address = "{api}"
+
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "outage"
+endpoint = "{{endpoint}}"
+region = "us-east-1"
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#
+        ),
+    );
+    let out = dir.path().join("out.ndjson");
+    assert_eq!(rows_after(&out, 10).len(), 10);
+
+    // The per-shard series are on the admin endpoint: both shards read, no lag left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let metrics = http_get(&api, "/metrics");
+        let lagging = metrics
+            .lines()
+            .filter(|l| l.starts_with("kinesis_checkpoint_lag_batches{"))
+            .filter(|l| !l.ends_with(" 0"))
+            .count();
+        if metrics.matches("kinesis_millis_behind_latest{").count() == 2 && lagging == 0 {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        metrics.contains("# TYPE kinesis_millis_behind_latest gauge"),
+        "{metrics}"
+    );
+    let records: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("kinesis_shard_records_total{component_id=\"flows\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(records, 10, "{metrics}");
+    assert!(http_get(&api, "/health").contains("\"ok\":true"));
+
+    // The endpoint goes away (after persisting its streams) and the host keeps failing...
+    std::thread::sleep(Duration::from_millis(500));
+    drop(kinesis);
+    std::thread::sleep(Duration::from_secs(3));
+    let failed = |metrics: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.contains("error_type=\"read_failed\""))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert!(
+        failed(&http_get(&api, "/metrics")) > 0,
+        "reads failed while it was gone"
+    );
+    // ...until it is back on the same address with the same streams; new records follow.
+    let kinesis = KinesisLocal::start_on(port, Some(store.path()));
+    for port in 11..=20 {
+        kinesis.put_bytes("outage", &format!("k{port}"), line(port).into_bytes());
+    }
+    let rows = rows_after(&out, 20);
+    signal(&child, "TERM");
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let rows_at_end = rows_now(&out);
+    assert_eq!(rows_at_end.len(), 20, "nothing read twice: {stderr}");
+    assert_eq!(sorted_ports(&rows), (1..=20).collect::<Vec<u64>>());
 }

@@ -14,6 +14,12 @@
 //! advances only once every sink has taken all its records up to that point (see
 //! [`crate::checkpoint`]). A restarted source resumes after each shard's checkpoint, and
 //! a shard checkpointed as finished is never read again.
+//!
+//! Per-shard series (on the admin endpoint's `/metrics`): `kinesis_shard_records_total`,
+//! `kinesis_shard_bytes_total`, `kinesis_millis_behind_latest` (as GetRecords reports it)
+//! and `kinesis_checkpoint_lag_batches` (batches sent downstream and not yet taken by
+//! every sink); totals `kinesis_records_total`, `kinesis_bytes_total`,
+//! `kinesis_throttles_total`, `kinesis_expired_iterators_total`.
 
 use crate::batch::LineBatch;
 use crate::checkpoint::Checkpoints;
@@ -349,15 +355,27 @@ pub fn run(
                 Ok(records) => {
                     shard.backoff = Duration::ZERO;
                     shard.retry_at = None;
+                    let bytes = records.iter().map(|r| r.data.len() as u64).sum();
                     metrics.count("kinesis_records_total", records.len() as u64);
-                    metrics.count(
-                        "kinesis_bytes_total",
-                        records.iter().map(|r| r.data.len() as u64).sum(),
+                    metrics.count("kinesis_bytes_total", bytes);
+                    metrics.shard_count(
+                        "kinesis_shard_records_total",
+                        shard_id,
+                        records.len() as u64,
                     );
+                    metrics.shard_count("kinesis_shard_bytes_total", shard_id, bytes);
+                    if let Some(behind) = shard.cursor.millis_behind_latest {
+                        metrics.shard_gauge("kinesis_millis_behind_latest", shard_id, behind);
+                    }
                     for record in &records {
                         shard.take(id, record, spec.format, spec.batch_lines, &to);
                     }
                     shard.send(&to, false);
+                    // Batches sent but not yet taken by every sink (checkpoint lag).
+                    let lag = shard
+                        .batches
+                        .saturating_sub(checkpoints.checkpointed_batches(shard_id));
+                    metrics.shard_gauge("kinesis_checkpoint_lag_batches", shard_id, lag as i64);
                     if shard.cursor.finished {
                         shard.send(&to, true);
                         shard.done = true;

@@ -1,0 +1,111 @@
+//! The admin endpoint: `GET /metrics` (Prometheus text of every component's counters,
+//! including the Kinesis source's per-shard series) and `GET /health`.
+//!
+//! Off unless the pipeline has an `[api]` table; it listens on 127.0.0.1 by default.
+//! One small thread answers requests one at a time: scrapes are rare and cheap.
+
+use crate::metrics::Metrics;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {address} for the admin endpoint: {error}")]
+pub struct ApiError {
+    /// The configured address.
+    pub address: SocketAddr,
+    /// What the bind said.
+    pub error: std::io::Error,
+}
+
+/// Starts serving `metrics` on `address`; returns the bound address (useful with port 0).
+pub fn serve(address: SocketAddr, metrics: Metrics) -> Result<SocketAddr, ApiError> {
+    let listener = TcpListener::bind(address).map_err(|error| ApiError { address, error })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|error| ApiError { address, error })?;
+    std::thread::Builder::new()
+        .name("admin-api".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(error) = answer(stream, &metrics) {
+                    tracing::debug!(message = "Admin request failed.", %error);
+                }
+            }
+        })
+        .map_err(|error| ApiError { address, error })?;
+    tracing::info!(message = "Admin endpoint listening.", address = %bound);
+    Ok(bound)
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Skip the headers: nothing in them matters here.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            metrics.render_prometheus(),
+        ),
+        ("GET", "/health") => ("200 OK", "application/json", "{\"ok\":true}\n".into()),
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".into(),
+        ),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn serves_metrics_with_shard_series_and_health() {
+        let metrics = Metrics::default();
+        let source = metrics.component("flows");
+        source.received(3);
+        source.shard_count("kinesis_shard_records_total", "shardId-000000000001", 2);
+        source.shard_gauge("kinesis_millis_behind_latest", "shardId-000000000001", 1500);
+        let address = serve("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
+        let text = get(address, "/metrics");
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        assert!(text.contains("component_received_events_total{component_id=\"flows\"} 3"));
+        assert!(text.contains("# TYPE kinesis_millis_behind_latest gauge"));
+        assert!(text.contains(
+            "kinesis_millis_behind_latest{component_id=\"flows\",shard_id=\"shardId-000000000001\"} 1500"
+        ));
+        assert!(text.contains(
+            "kinesis_shard_records_total{component_id=\"flows\",shard_id=\"shardId-000000000001\"} 2"
+        ));
+        assert!(get(address, "/health").contains("{\"ok\":true}"));
+        assert!(get(address, "/nope").starts_with("HTTP/1.1 404"));
+    }
+}
