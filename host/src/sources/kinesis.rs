@@ -1,9 +1,10 @@
 //! The `aws_kinesis_streams` source: flow-log lines from every shard of a Kinesis data
 //! stream.
 //!
-//! One reader polls every shard it may read; each shard is its own stream of lines (so
-//! a format header applies per shard). The shard list is fetched again every few seconds,
-//! and a child shard from a split or merge is read only once all its parents have been
+//! Every shard that may be read is polled at once (up to 64 GetRecords calls in flight,
+//! on one thread's async runtime); each shard is its own stream of lines (so a format
+//! header applies per shard). The shard list is fetched again every few seconds, and a
+//! child shard from a split or merge is read only once all its parents have been
 //! read to their end (the KCL's rule), so per-key order survives resharding. Records are
 //! raw flow-log text (one or many lines) or CloudWatch Logs subscription envelopes
 //! (gzip JSON: the `logEvents` of a `DATA_MESSAGE`; a `CONTROL_MESSAGE` is skipped),
@@ -169,6 +170,9 @@ struct Shard {
     retry_at: Option<Instant>,
 }
 
+/// Most shard reads in flight at once (GetRecords calls, one per shard).
+const CONCURRENT_READS: usize = 64;
+
 /// First and longest pause after a failed read (doubled on each failure, with jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -201,6 +205,68 @@ impl Shard {
         self.batches += 1;
         to.metrics.sent(batch.lines as u64);
         to.output.send(Arc::new(batch));
+    }
+
+    /// Takes what one poll returned, or backs off after a failed one.
+    fn handle(
+        &mut self,
+        component: &str,
+        polled: Result<Vec<Record>, aws_sdk_kinesis::Error>,
+        spec: &KinesisSourceSpec,
+        to: &Sending<'_>,
+    ) {
+        let metrics = to.metrics;
+        let shard_id = &*self.id.clone();
+        match polled {
+            Ok(records) => {
+                self.backoff = Duration::ZERO;
+                self.retry_at = None;
+                let bytes = records.iter().map(|r| r.data.len() as u64).sum();
+                metrics.count("kinesis_records_total", records.len() as u64);
+                metrics.count("kinesis_bytes_total", bytes);
+                metrics.shard_count(
+                    "kinesis_shard_records_total",
+                    shard_id,
+                    records.len() as u64,
+                );
+                metrics.shard_count("kinesis_shard_bytes_total", shard_id, bytes);
+                if let Some(behind) = self.cursor.millis_behind_latest {
+                    metrics.shard_gauge("kinesis_millis_behind_latest", shard_id, behind);
+                }
+                for record in &records {
+                    self.take(component, record, spec.format, spec.batch_lines, to);
+                }
+                self.send(to, false);
+                // Batches sent but not yet taken by every sink (checkpoint lag).
+                let lag = self
+                    .batches
+                    .saturating_sub(to.checkpoints.checkpointed_batches(shard_id));
+                metrics.shard_gauge("kinesis_checkpoint_lag_batches", shard_id, lag as i64);
+                if self.cursor.finished {
+                    self.send(to, true);
+                    self.done = true;
+                    tracing::info!(message = "Shard read to its end.", component_id = %component, shard = %shard_id);
+                }
+            }
+            Err(error) => {
+                use aws_sdk_kinesis::Error as E;
+                match &error {
+                    E::ProvisionedThroughputExceededException(_) => {
+                        metrics.count("kinesis_throttles_total", 1)
+                    }
+                    E::ExpiredIteratorException(_) => {
+                        metrics.count("kinesis_expired_iterators_total", 1)
+                    }
+                    _ => metrics.error("read_failed", 1),
+                }
+                self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+                let pause = jittered(self.backoff);
+                self.retry_at = Some(Instant::now() + pause);
+                tracing::warn!(message = "Shard read failed; it is read again from its last record after a pause.", component_id = %component, shard = %shard_id, pause_ms = pause.as_millis() as u64, %error);
+                // A new iterator is asked for from the last record read.
+                self.cursor.reset();
+            }
+        }
     }
 
     fn take(
@@ -336,70 +402,30 @@ pub fn run(
             .filter(|(_, s)| s.done)
             .map(|(id, _)| id.clone())
             .collect();
-        for (shard_id, shard) in shards.iter_mut() {
-            if shard.done
-                || shard.retry_at.is_some_and(|at| Instant::now() < at)
-                || shard
-                    .parents
-                    .iter()
-                    .any(|p| listed.contains(p) && !finished.contains(p))
-            {
-                continue;
-            }
-            match runtime.block_on(shard.cursor.poll(
-                &client,
-                &spec.stream.stream,
-                shard_id,
-                spec.start,
-            )) {
-                Ok(records) => {
-                    shard.backoff = Duration::ZERO;
-                    shard.retry_at = None;
-                    let bytes = records.iter().map(|r| r.data.len() as u64).sum();
-                    metrics.count("kinesis_records_total", records.len() as u64);
-                    metrics.count("kinesis_bytes_total", bytes);
-                    metrics.shard_count(
-                        "kinesis_shard_records_total",
-                        shard_id,
-                        records.len() as u64,
-                    );
-                    metrics.shard_count("kinesis_shard_bytes_total", shard_id, bytes);
-                    if let Some(behind) = shard.cursor.millis_behind_latest {
-                        metrics.shard_gauge("kinesis_millis_behind_latest", shard_id, behind);
-                    }
-                    for record in &records {
-                        shard.take(id, record, spec.format, spec.batch_lines, &to);
-                    }
-                    shard.send(&to, false);
-                    // Batches sent but not yet taken by every sink (checkpoint lag).
-                    let lag = shard
-                        .batches
-                        .saturating_sub(checkpoints.checkpointed_batches(shard_id));
-                    metrics.shard_gauge("kinesis_checkpoint_lag_batches", shard_id, lag as i64);
-                    if shard.cursor.finished {
-                        shard.send(&to, true);
-                        shard.done = true;
-                        tracing::info!(message = "Shard read to its end.", component_id = %id, shard = %shard_id);
-                    }
-                }
-                Err(error) => {
-                    use aws_sdk_kinesis::Error as E;
-                    match &error {
-                        E::ProvisionedThroughputExceededException(_) => {
-                            metrics.count("kinesis_throttles_total", 1)
-                        }
-                        E::ExpiredIteratorException(_) => {
-                            metrics.count("kinesis_expired_iterators_total", 1)
-                        }
-                        _ => metrics.error("read_failed", 1),
-                    }
-                    shard.backoff = (shard.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                    let pause = jittered(shard.backoff);
-                    shard.retry_at = Some(Instant::now() + pause);
-                    tracing::warn!(message = "Shard read failed; it is read again from its last record after a pause.", component_id = %id, shard = %shard_id, pause_ms = pause.as_millis() as u64, %error);
-                    // A new iterator is asked for from the last record read.
-                    shard.cursor.reset();
-                }
+        // Every shard that may be read now is read at the same time (at most
+        // CONCURRENT_READS requests in flight); their records are then taken in turn.
+        let now = Instant::now();
+        let mut ready: Vec<(&String, &mut Shard)> = shards
+            .iter_mut()
+            .filter(|(_, shard)| {
+                !shard.done
+                    && shard.retry_at.is_none_or(|at| now >= at)
+                    && !shard
+                        .parents
+                        .iter()
+                        .any(|p| listed.contains(p) && !finished.contains(p))
+            })
+            .collect();
+        for group in ready.chunks_mut(CONCURRENT_READS) {
+            let polls = runtime.block_on(futures_util::future::join_all(group.iter_mut().map(
+                |(shard_id, shard)| {
+                    shard
+                        .cursor
+                        .poll(&client, &spec.stream.stream, shard_id, spec.start)
+                },
+            )));
+            for ((_, shard), polled) in group.iter_mut().zip(polls) {
+                shard.handle(id, polled, spec, &to);
             }
         }
         std::thread::sleep(spec.poll_interval.max(MIN_POLL));
