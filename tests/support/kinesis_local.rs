@@ -1,0 +1,302 @@
+//! A real local Kinesis for tests and benchmarks: npm `kinesis-local` (kinesis-mock),
+//! installed by `scripts/test`, started on 127.0.0.1 with free ports and killed when
+//! dropped. Shared by `tests/all` and the `kinesis` benchmark (`#[path]` module).
+
+use aws_sdk_kinesis::primitives::Blob;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("host/ has a parent")
+        .to_path_buf()
+}
+
+/// Obviously fake credentials for the local implementation (it checks none).
+pub const FAKE_KEY_ID: &str = "local-test-key";
+/// See [`FAKE_KEY_ID`].
+pub const FAKE_SECRET: &str = "local-test-secret";
+
+/// A local Kinesis listening on 127.0.0.1; killed when dropped.
+pub struct KinesisLocal {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_kinesis::Client,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn npm_dir() -> PathBuf {
+    std::env::var_os("FLOWENRICH_NPM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/flowenrich/npm")
+        })
+}
+
+impl KinesisLocal {
+    /// Starts kinesis-mock on free ports of 127.0.0.1 and waits until it answers.
+    pub fn start() -> KinesisLocal {
+        KinesisLocal::start_on(free_port(), None)
+    }
+
+    /// Starts kinesis-mock on `port` of 127.0.0.1; with `persist_dir`, it keeps its
+    /// streams there (every 100 ms) and loads them again when started on the same dir.
+    pub fn start_on(port: u16, persist_dir: Option<&Path>) -> KinesisLocal {
+        let main = npm_dir().join("node_modules/kinesis-local/main.js");
+        assert!(
+            main.exists(),
+            "{} is missing: run scripts/test, which installs kinesis-local",
+            main.display()
+        );
+        let tls_port = free_port();
+        let mut command = Command::new("node");
+        if let Some(dir) = persist_dir {
+            command
+                .env("SHOULD_PERSIST_DATA", "true")
+                .env("LOAD_DATA_IF_EXISTS", "true")
+                .env("PERSIST_PATH", dir)
+                .env("PERSIST_INTERVAL", "100ms");
+        }
+        let child = command
+            // It reads its server.json from the working directory.
+            .current_dir(main.parent().expect("package directory"))
+            .arg("-r")
+            .arg(repo_root().join("tests/kinesis/bind-localhost.cjs"))
+            .arg(&main)
+            .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
+            .env("LOG_LEVEL", "WARN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (Node.js is needed for the local Kinesis)");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "kinesis-local did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let config = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+                FAKE_KEY_ID,
+                FAKE_SECRET,
+                None,
+                None,
+                "local",
+            ))
+            .build();
+        KinesisLocal {
+            child,
+            endpoint,
+            runtime,
+            client: aws_sdk_kinesis::Client::from_conf(config),
+        }
+    }
+
+    /// Creates a stream and waits until it is active.
+    pub fn create_stream(&self, name: &str, shards: i32) {
+        self.runtime.block_on(async {
+            self.client
+                .create_stream()
+                .stream_name(name)
+                .shard_count(shards)
+                .send()
+                .await
+                .unwrap();
+        });
+        self.wait_active(name);
+    }
+
+    /// Reshards to `shards` (a split or a merge) and waits until the stream is active.
+    pub fn update_shard_count(&self, name: &str, shards: i32) {
+        self.runtime.block_on(async {
+            self.client
+                .update_shard_count()
+                .stream_name(name)
+                .target_shard_count(shards)
+                .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+                .send()
+                .await
+                .unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        self.wait_active(name);
+    }
+
+    fn wait_active(&self, name: &str) {
+        self.runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let described = self
+                    .client
+                    .describe_stream_summary()
+                    .stream_name(name)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = described
+                    .stream_description_summary()
+                    .map(|d| d.stream_status().clone());
+                if status == Some(aws_sdk_kinesis::types::StreamStatus::Active) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "stream {name} never became active"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+
+    /// Puts one record of text.
+    pub fn put(&self, stream: &str, key: &str, data: &str) {
+        self.put_bytes(stream, key, data.as_bytes().to_vec());
+    }
+
+    /// Every record in the stream (each one JSON object), with its shard id.
+    pub fn read_all(&self, stream: &str) -> Vec<(String, serde_json::Value)> {
+        self.runtime.block_on(async {
+            let shards = self
+                .client
+                .list_shards()
+                .stream_name(stream)
+                .send()
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            for shard in shards.shards() {
+                let mut iterator = self
+                    .client
+                    .get_shard_iterator()
+                    .stream_name(stream)
+                    .shard_id(shard.shard_id())
+                    .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                    .send()
+                    .await
+                    .unwrap()
+                    .shard_iterator()
+                    .map(str::to_string);
+                while let Some(it) = iterator {
+                    let page = self
+                        .client
+                        .get_records()
+                        .shard_iterator(it)
+                        .send()
+                        .await
+                        .unwrap();
+                    for record in page.records() {
+                        out.push((
+                            shard.shard_id().to_string(),
+                            serde_json::from_slice(record.data().as_ref()).unwrap(),
+                        ));
+                    }
+                    if page.records().is_empty() {
+                        break;
+                    }
+                    iterator = page.next_shard_iterator().map(str::to_string);
+                }
+            }
+            out
+        })
+    }
+
+    /// Puts one record of raw bytes; returns its shard id and sequence number.
+    pub fn put_bytes(&self, stream: &str, key: &str, data: Vec<u8>) -> (String, String) {
+        self.runtime.block_on(async {
+            let put = self
+                .client
+                .put_record()
+                .stream_name(stream)
+                .partition_key(key)
+                .data(Blob::new(data))
+                .send()
+                .await
+                .unwrap();
+            (
+                put.shard_id().to_string(),
+                put.sequence_number().to_string(),
+            )
+        })
+    }
+}
+
+impl KinesisLocal {
+    /// Puts many records with PutRecords (500 per call), resending any the stream
+    /// rejected, until all are in.
+    pub fn put_many(&self, stream: &str, records: &[(String, Vec<u8>)]) {
+        use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+        self.runtime.block_on(async {
+            for chunk in records.chunks(500) {
+                let mut pending: Vec<&(String, Vec<u8>)> = chunk.iter().collect();
+                while !pending.is_empty() {
+                    let entries = pending
+                        .iter()
+                        .map(|(key, data)| {
+                            PutRecordsRequestEntry::builder()
+                                .partition_key(key)
+                                .data(Blob::new(data.clone()))
+                                .build()
+                                .unwrap()
+                        })
+                        .collect();
+                    let put = self
+                        .client
+                        .put_records()
+                        .stream_name(stream)
+                        .set_records(Some(entries))
+                        .send()
+                        .await
+                        .unwrap();
+                    pending = pending
+                        .into_iter()
+                        .zip(put.records())
+                        .filter(|(_, result)| result.error_code().is_some())
+                        .map(|(record, _)| record)
+                        .collect();
+                    if !pending.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Sets the environment a `flowenrich` process needs to reach this Kinesis: the
+    /// fake credentials, a region, and no instance metadata or profile lookups.
+    pub fn aws_env(command: &mut Command) {
+        command
+            .env("AWS_ACCESS_KEY_ID", FAKE_KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", FAKE_SECRET)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE");
+    }
+}
+
+impl Drop for KinesisLocal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
