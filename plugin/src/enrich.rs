@@ -256,7 +256,7 @@ impl Processor {
     }
 
     /// Queues an address for lookup and returns its slot.
-    #[inline]
+    #[inline(always)]
     fn slot(&mut self, addr: Addr, time: Option<u64>) -> u32 {
         let Some(time) = time else {
             return NO_ADDR;
