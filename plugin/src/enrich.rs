@@ -1,8 +1,9 @@
-//! The batch pipeline inside the component: parse every line, look up all addresses in
-//! two batched calls, fetch the owners' JSON fragments in one call, write NDJSON.
+//! The batch pipeline inside the component: parse every line (writing its JSON as it
+//! goes), look up all addresses in two batched calls, and report each emitted line's
+//! JSON span and owners. The host appends the owners' attributes and the closing brace
+//! while it copies the result out (it holds the attributes; see the WIT `batch-result`).
 
 use crate::format::{Format, FormatError};
-use crate::json;
 use crate::parse::{self, Addr};
 use std::rc::Rc;
 
@@ -12,16 +13,18 @@ pub trait Lookup {
     fn lookup_v4(&mut self, addrs: &[u32], times: &[u64]) -> Vec<u32>;
     /// Owner ids of IPv6 addresses given as (high, low) u64 pairs, at times.
     fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32>;
-    /// Two JSON fragments per owner id: source side, then destination side.
-    fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String>;
 }
 
 /// The result of one batch (mirrors the WIT `batch-result`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutput {
-    /// One JSON object per accepted line, each followed by `\n`.
-    pub output: String,
-    /// Number of objects in `output`.
+    /// Every accepted line's JSON without its closing brace (UTF-8).
+    pub drafts: Vec<u8>,
+    /// Start and end in `drafts` of each emitted line.
+    pub spans: Vec<u32>,
+    /// Source and destination owner of each emitted line (0 = unattributed).
+    pub owners: Vec<u32>,
+    /// Number of emitted lines.
     pub emitted: u32,
     /// Rejected lines: (line index, reason).
     pub errors: Vec<(u32, String)>,
@@ -59,14 +62,11 @@ struct Pending {
 pub struct Processor {
     cached: Option<(String, Rc<Format>)>,
     formats: Vec<Rc<Format>>,
-    /// JSON of accepted lines, written while parsing; fragments are added in pass 3.
-    draft: Vec<u8>,
     pending: Vec<Pending>,
     v4_addrs: Vec<u32>,
     v4_times: Vec<u64>,
     v6_addrs: Vec<u64>,
     v6_times: Vec<u64>,
-    owners: Vec<u32>,
 }
 
 impl Processor {
@@ -115,13 +115,14 @@ impl Processor {
         let format = self.format_for(spec)?;
         self.formats.clear();
         self.formats.push(format);
-        self.draft.clear();
         self.pending.clear();
         self.v4_addrs.clear();
         self.v4_times.clear();
         self.v6_addrs.clear();
         self.v6_times.clear();
         let mut result = BatchOutput::default();
+        // The JSON of accepted lines, written while parsing: what the host receives.
+        let mut draft = Vec::with_capacity(text.len() * 2 + 64);
 
         // Pass 1: parse and collect addresses.
         let bytes = text.as_bytes();
@@ -144,12 +145,12 @@ impl Processor {
         }
         while !text.is_empty() && start <= body_len {
             let current = self.formats.len() - 1;
-            let draft_start = self.draft.len() as u32;
+            let draft_start = draft.len() as u32;
             let (parsed, end) = parse::parse_line_at(
                 &bytes[..body_len],
                 start,
                 &self.formats[current],
-                &mut self.draft,
+                &mut draft,
             );
             match parsed {
                 Ok(parsed) => {
@@ -158,7 +159,7 @@ impl Processor {
                     let dst = self.slot(parsed.dst, time);
                     self.pending.push(Pending {
                         draft_start,
-                        draft_end: self.draft.len() as u32,
+                        draft_end: draft.len() as u32,
                         index,
                         src,
                         dst,
@@ -173,7 +174,7 @@ impl Processor {
             index += 1;
         }
 
-        // Pass 2: batched lookups, then the fragments of the owners seen.
+        // Pass 2: batched lookups.
         let v4_owners = if self.v4_addrs.is_empty() {
             Vec::new()
         } else {
@@ -183,17 +184,6 @@ impl Processor {
             Vec::new()
         } else {
             lookup.lookup_v6(&self.v6_addrs, &self.v6_times)
-        };
-        self.owners.clear();
-        self.owners.push(0);
-        self.owners.extend_from_slice(&v4_owners);
-        self.owners.extend_from_slice(&v6_owners);
-        self.owners.sort_unstable();
-        self.owners.dedup();
-        let fragments = if self.pending.is_empty() {
-            Vec::new()
-        } else {
-            lookup.owner_fragments(&self.owners)
         };
         let owner_of = |slot: u32| -> u32 {
             if slot == NO_ADDR {
@@ -207,25 +197,10 @@ impl Processor {
                 v4_owners.get(slot as usize).copied().unwrap_or(0)
             }
         };
-        let owners = &self.owners;
-        let fragment = |owner: u32, side: usize| -> &[u8] {
-            match owners.binary_search(&owner) {
-                Ok(at) => fragments
-                    .get(at * 2 + side)
-                    .map(|s| s.as_bytes())
-                    .unwrap_or_default(),
-                Err(_) => &[],
-            }
-        };
 
-        // Pass 3: each line's JSON, its owners' fragments, the closing brace.
-        let widest_fragments = fragments
-            .chunks(2)
-            .map(|pair| pair.iter().map(String::len).sum::<usize>())
-            .max()
-            .unwrap_or(0);
-        let mut out: Vec<u8> =
-            Vec::with_capacity(self.draft.len() + self.pending.len() * (widest_fragments + 2));
+        // Pass 3: each emitted line's span and owners; held lines are left out.
+        result.spans.reserve(self.pending.len() * 2);
+        result.owners.reserve(self.pending.len() * 2);
         for pending in &self.pending {
             let (src, dst) = (owner_of(pending.src), owner_of(pending.dst));
             let missing = u32::from(pending.src != NO_ADDR && src == 0)
@@ -236,17 +211,13 @@ impl Processor {
             }
             result.unattributed += missing;
             result.attributed += u32::from(src != 0) + u32::from(dst != 0);
-            out.extend_from_slice(
-                &self.draft[pending.draft_start as usize..pending.draft_end as usize],
-            );
-            json::put(&mut out, fragment(src, 0));
-            json::put(&mut out, fragment(dst, 1));
-            json::put(&mut out, b"}\n");
+            result
+                .spans
+                .extend_from_slice(&[pending.draft_start, pending.draft_end]);
+            result.owners.extend_from_slice(&[src, dst]);
             result.emitted += 1;
         }
-        // SAFETY: `out` holds slices of `text` cut at ASCII separators, ASCII punctuation,
-        // digits and fragments that are `String`s, so it is valid UTF-8.
-        result.output = unsafe { String::from_utf8_unchecked(out) };
+        result.drafts = draft;
         result.format = self
             .formats
             .last()
@@ -306,21 +277,23 @@ mod tests {
                 })
                 .collect()
         }
-        fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
-            owners
-                .iter()
-                .flat_map(|&o| match o {
-                    0 => [
-                        ",\"src_app\":null".to_string(),
-                        ",\"dst_app\":null".to_string(),
-                    ],
-                    n => [
-                        format!(",\"src_app\":\"app{n}\""),
-                        format!(",\"dst_app\":\"app{n}\""),
-                    ],
-                })
-                .collect()
+    }
+
+    /// The NDJSON the host would make of `out` (owner `n` is app `app<n>`).
+    fn ndjson(out: &BatchOutput) -> String {
+        let side = |owner: u32, side: &str| match owner {
+            0 => format!(",\"{side}_app\":null"),
+            n => format!(",\"{side}_app\":\"app{n}\""),
+        };
+        let mut text = String::new();
+        for (span, owners) in out.spans.chunks(2).zip(out.owners.chunks(2)) {
+            let draft = &out.drafts[span[0] as usize..span[1] as usize];
+            text.push_str(std::str::from_utf8(draft).unwrap());
+            text.push_str(&side(owners[0], "src"));
+            text.push_str(&side(owners[1], "dst"));
+            text.push_str("}\n");
         }
+        text
     }
 
     fn run(spec: Option<&str>, text: &str) -> BatchOutput {
@@ -340,7 +313,8 @@ mod tests {
             out.errors,
             vec![(1, "wrong field count: expected 14, found 1".to_string())]
         );
-        let lines: Vec<&str> = out.output.lines().collect();
+        let output = ndjson(&out);
+        let lines: Vec<&str> = output.lines().collect();
         assert_eq!(
             lines[0],
             r#"{"version":2,"account_id":"1","interface_id":"eni","srcaddr":"10.0.0.1","dstaddr":"10.0.0.9","srcport":1,"dstport":2,"protocol":6,"packets":3,"bytes":4,"start":100,"end":160,"action":"ACCEPT","log_status":"OK","src_app":"app1","dst_app":null}"#
@@ -378,7 +352,7 @@ mod tests {
         assert_eq!(out.headers, vec![0]);
         assert_eq!(out.format, "start srcaddr dstaddr");
         assert_eq!(
-            out.output,
+            ndjson(&out),
             "{\"start\":100,\"srcaddr\":\"10.0.0.1\",\"dstaddr\":\"2001:db8::1\",\"src_app\":\"app1\",\"dst_app\":\"app2\"}\n"
         );
     }
@@ -387,7 +361,7 @@ mod tests {
     fn leading_zeros_are_normalised_and_dash_is_null() {
         let out = run(Some("${srcport} ${bytes} ${action}"), "007 - -");
         assert_eq!(
-            out.output,
+            ndjson(&out),
             "{\"srcport\":7,\"bytes\":null,\"action\":null,\"src_app\":null,\"dst_app\":null}\n"
         );
     }
@@ -399,7 +373,7 @@ mod tests {
             "eni\"quoted\\x ünïcode\neni-long-enough-to-span-words\"\" -\n",
         );
         assert_eq!(
-            out.output,
+            ndjson(&out),
             "{\"interface_id\":\"eni\\\"quoted\\\\x\",\"action\":\"ünïcode\",\"src_app\":null,\"dst_app\":null}\n\
              {\"interface_id\":\"eni-long-enough-to-span-words\\\"\\\"\",\"action\":null,\"src_app\":null,\"dst_app\":null}\n"
         );
@@ -428,7 +402,7 @@ mod tests {
         assert_eq!(held.emitted, 2);
         assert_eq!((held.attributed, held.unattributed), (2, 0));
         assert_eq!(held.errors.len(), 1);
-        assert!(!held.output.contains("\"start\":99"));
+        assert!(!ndjson(&held).contains("\"start\":99"));
         let released = Processor::new()
             .process_holding(None, text, true, false, &mut Fake)
             .unwrap();

@@ -2,7 +2,7 @@
 //!
 //! Pure modules ([`fields`], [`format`], [`parse`], [`json`], [`enrich`]) hold all the
 //! logic and build natively for unit tests and benchmarks; the `component` module (only
-//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.2.0`.
+//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.3.0`.
 
 pub mod enrich;
 pub mod fields;
@@ -14,7 +14,7 @@ pub use enrich::{BatchOutput, Lookup, Processor};
 pub use format::{Format, FormatError};
 
 /// The WIT package version this component implements.
-pub const API_VERSION: &str = "0.2.0";
+pub const API_VERSION: &str = "0.3.0";
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -41,9 +41,6 @@ mod component {
         }
         fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32> {
             lookup::lookup_v6(addrs, times)
-        }
-        fn owner_fragments(&mut self, owners: &[u32]) -> Vec<String> {
-            lookup::owner_fragments(owners)
         }
     }
 
@@ -82,7 +79,9 @@ mod component {
                     )
                     .map_err(|e| e.to_string())?;
                 Ok(BatchResult {
-                    output: out.output,
+                    drafts: out.drafts,
+                    spans: out.spans,
+                    owners: out.owners,
                     emitted: out.emitted,
                     errors: out
                         .errors

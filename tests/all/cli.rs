@@ -188,7 +188,7 @@ fn validate_names_the_offending_key_or_file() {
         ),
         (
             pipeline(&format!("component = \"{}\"", empty_component.display())),
-            "does not implement flowenrich:enrich/enricher@0.2.0",
+            "does not implement flowenrich:enrich/enricher@0.3.0",
         ),
         (
             pipeline("")

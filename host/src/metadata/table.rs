@@ -215,20 +215,6 @@ impl Table {
         }
     }
 
-    /// Two JSON fragments per owner id, source side then destination side (the answer to
-    /// the WIT `lookup.owner-fragments`); an unknown id gets the unattributed fragments.
-    pub fn owner_fragments(&self, ids: &[u32]) -> Vec<String> {
-        let mut out = Vec::with_capacity(ids.len() * 2);
-        for &id in ids {
-            let owner = self
-                .owner(id)
-                .unwrap_or(&self.owners[UNATTRIBUTED as usize]);
-            out.push(owner.src_fragment.clone());
-            out.push(owner.dst_fragment.clone());
-        }
-        out
-    }
-
     /// The owner with id `id` (id 0 is the unattributed owner with no attributes).
     pub fn owner(&self, id: u32) -> Option<&Owner> {
         self.owners.get(id as usize)

@@ -8,9 +8,11 @@
 //! fresh instance and retries the batch once.
 
 pub mod bindings;
+pub mod records;
 
 use crate::metadata::Table;
-use bindings::exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo};
+use bindings::exports::flowenrich::enrich::transform::ComponentInfo;
+use bindings::flowenrich::enrich::types::LineError;
 use bindings::{Enricher, EnricherPre};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The WIT package version this host speaks; components must report the same.
-pub const API_VERSION: &str = "0.2.0";
+pub const API_VERSION: &str = "0.3.0";
 
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -45,6 +47,10 @@ pub enum RuntimeError {
     /// Instantiation or a call trapped or timed out.
     #[error("component trapped: {0:#}")]
     Trap(wasmtime::Error),
+    /// The component's result does not hold together (spans outside its output, an
+    /// owner id no lookup gave, output that is not UTF-8).
+    #[error("component returned an invalid result: {0}")]
+    InvalidResult(#[from] records::InvalidResult),
 }
 
 impl RuntimeError {
@@ -56,6 +62,7 @@ impl RuntimeError {
             RuntimeError::TypeCheck(_) => "type_check",
             RuntimeError::Version { .. } => "api_version",
             RuntimeError::Trap(_) => "trap",
+            RuntimeError::InvalidResult(_) => "invalid_result",
         }
     }
 }
@@ -240,10 +247,6 @@ impl bindings::flowenrich::enrich::lookup::Host for HostState {
         self.table.lookup_v6_batch(&addrs, &times, &mut owners);
         owners
     }
-
-    fn owner_fragments(&mut self, owners: Vec<u32>) -> Vec<String> {
-        self.table.owner_fragments(&owners)
-    }
 }
 
 impl bindings::flowenrich::enrich::types::Host for HostState {}
@@ -325,14 +328,15 @@ impl Worker {
 
     /// Processes one batch against `table`; `stream_start` marks the first batch of a
     /// stream (whose first line may be an S3 header). A trap or timeout is retried once
-    /// on a fresh instance before it is returned.
+    /// on a fresh instance before it is returned. The records come back put together:
+    /// each line's JSON from the component with its owners' attributes from `table`.
     pub fn process(
         &mut self,
         format: Option<&str>,
         lines: &str,
         stream_start: bool,
         table: &Arc<Table>,
-    ) -> Result<Result<BatchResult, String>, RuntimeError> {
+    ) -> Result<Result<Processed, String>, RuntimeError> {
         self.process_holding(format, lines, stream_start, false, table)
     }
 
@@ -345,7 +349,7 @@ impl Worker {
         stream_start: bool,
         hold_unattributed: bool,
         table: &Arc<Table>,
-    ) -> Result<Result<BatchResult, String>, RuntimeError> {
+    ) -> Result<Result<Processed, String>, RuntimeError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
                 e.flowenrich_enrich_transform().call_process(
@@ -357,12 +361,48 @@ impl Worker {
                 )
             })
         };
-        match attempt(self) {
-            Ok(result) => Ok(result),
+        let result = match attempt(self) {
+            Ok(result) => result,
             Err(first) => {
                 tracing::warn!(message = "Component trapped; retrying the batch on a fresh instance.", error = %first);
-                attempt(self)
+                attempt(self)?
             }
-        }
+        };
+        let result = match result {
+            Ok(result) => result,
+            Err(message) => return Ok(Err(message)),
+        };
+        let output = records::assemble(table, &result.drafts, &result.spans, &result.owners)?;
+        Ok(Ok(Processed {
+            output,
+            emitted: result.emitted,
+            errors: result.errors,
+            headers: result.headers,
+            held: result.held,
+            attributed: result.attributed,
+            unattributed: result.unattributed,
+            format: result.format,
+        }))
     }
+}
+
+/// A processed batch: the WIT `batch-result` with its records put together.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    /// One JSON object per emitted line, each followed by `\n`, in input order.
+    pub output: String,
+    /// How many objects `output` holds.
+    pub emitted: u32,
+    /// Rejected lines with their reasons.
+    pub errors: Vec<LineError>,
+    /// Index of the header line consumed as the format, if any.
+    pub headers: Vec<u32>,
+    /// Lines held back for late metadata.
+    pub held: Vec<u32>,
+    /// Sides attributed among the emitted lines.
+    pub attributed: u32,
+    /// Sides with an address and a time left unattributed among the emitted lines.
+    pub unattributed: u32,
+    /// The format in effect after the batch, canonical.
+    pub format: String,
 }

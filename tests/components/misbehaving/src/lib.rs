@@ -1,7 +1,8 @@
 //! A component for the host's failure tests. It implements the real `enricher` world.
 //! It misbehaves on purpose when a batch contains a trigger word:
 //! `TRAP` panics (a wasm trap), `LOOP` spins forever (an epoch timeout), and `GROW`
-//! allocates until the memory limit. Any other line comes back as `{"line": "..."}`.
+//! allocates until the memory limit. Any other line comes back as `{"line": "..."}`
+//! (the host closes each object), unattributed.
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -19,7 +20,7 @@ mod component {
             ComponentInfo {
                 name: "misbehaving".into(),
                 version: "0.0.0".into(),
-                api_version: "0.2.0".into(),
+                api_version: "0.3.0".into(),
             }
         }
 
@@ -49,16 +50,21 @@ mod component {
                     std::hint::black_box(&hoard);
                 }
             }
-            let mut output = String::new();
+            let mut drafts = String::new();
+            let mut spans = Vec::new();
             let mut emitted = 0;
             for line in lines.lines() {
-                output.push_str("{\"line\":\"");
-                output.push_str(&line.replace('\\', "\\\\").replace('"', "\\\""));
-                output.push_str("\"}\n");
+                spans.push(drafts.len() as u32);
+                drafts.push_str("{\"line\":\"");
+                drafts.push_str(&line.replace('\\', "\\\\").replace('"', "\\\""));
+                drafts.push('"');
+                spans.push(drafts.len() as u32);
                 emitted += 1;
             }
             Ok(BatchResult {
-                output,
+                drafts: drafts.into_bytes(),
+                spans,
+                owners: vec![0; 2 * emitted as usize],
                 emitted,
                 errors: Vec::new(),
                 headers: Vec::new(),

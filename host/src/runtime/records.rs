@@ -1,0 +1,138 @@
+//! Putting records together: the component returns each emitted line's JSON without its
+//! closing brace and the owners its lookups found; the host appends the owners'
+//! attribute fragments from the table snapshot and `}` while it copies the lines out.
+//! The attributes live in the host, so they never cross into the component and back.
+
+use crate::metadata::Table;
+
+/// A component result that does not hold together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidResult {
+    /// `spans` and `owners` must hold two entries per emitted line.
+    #[error("{spans} span offsets and {owners} owners do not describe the same lines")]
+    Shape {
+        /// Entries in `spans`.
+        spans: usize,
+        /// Entries in `owners`.
+        owners: usize,
+    },
+    /// A span outside the output, backwards, or cutting a UTF-8 character.
+    #[error("span {start}..{end} does not lie on character boundaries of the {len}-byte output")]
+    Span {
+        /// The span's start.
+        start: u32,
+        /// The span's end.
+        end: u32,
+        /// The output's length.
+        len: usize,
+    },
+    /// The output is not UTF-8.
+    #[error("output is not UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    /// An owner id that the table does not have.
+    #[error("owner id {0} is not in the table")]
+    Owner(u32),
+}
+
+/// NDJSON of the lines `spans` cut out of `drafts`, each followed by its source and
+/// destination owners' fragments (from `owners`, two per line), `}` and `\n`.
+pub fn assemble(
+    table: &Table,
+    drafts: &[u8],
+    spans: &[u32],
+    owners: &[u32],
+) -> Result<String, InvalidResult> {
+    if spans.len() != owners.len() || spans.len() % 2 != 0 {
+        return Err(InvalidResult::Shape {
+            spans: spans.len(),
+            owners: owners.len(),
+        });
+    }
+    let text = std::str::from_utf8(drafts)?;
+    let mut widest = 0;
+    for pair in owners.chunks_exact(2) {
+        let src = table.owner(pair[0]).ok_or(InvalidResult::Owner(pair[0]))?;
+        let dst = table.owner(pair[1]).ok_or(InvalidResult::Owner(pair[1]))?;
+        widest = widest.max(src.src_fragment.len() + dst.dst_fragment.len());
+    }
+    let lines = spans.len() / 2;
+    let mut out = String::with_capacity(drafts.len() + lines * (widest + 2));
+    for (span, pair) in spans.chunks_exact(2).zip(owners.chunks_exact(2)) {
+        let (start, end) = (span[0], span[1]);
+        let line = text
+            .get(start as usize..end as usize)
+            .ok_or(InvalidResult::Span {
+                start,
+                end,
+                len: drafts.len(),
+            })?;
+        out.push_str(line);
+        // Checked above: both ids are in the table.
+        if let (Some(src), Some(dst)) = (table.owner(pair[0]), table.owner(pair[1])) {
+            out.push_str(&src.src_fragment);
+            out.push_str(&dst.dst_fragment);
+        }
+        out.push_str("}\n");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Event, TableBuilder};
+
+    fn table() -> Table {
+        let mut builder = TableBuilder::new();
+        builder.apply(
+            &Event::parse(
+                r#"{"ts": 1, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "api"}}"#,
+            )
+            .unwrap(),
+        );
+        builder.build()
+    }
+
+    #[test]
+    fn appends_each_sides_attributes_and_closes_the_object() {
+        let table = table();
+        let api = table.lookup("10.0.0.1".parse().unwrap(), 5);
+        assert_ne!(api, 0);
+        let drafts = b"{\"a\":1{\"held\":0{\"b\":\"\xc3\xa9\"";
+        let out = assemble(&table, drafts, &[0, 6, 15, 24], &[api, 0, 0, api]).unwrap();
+        assert_eq!(
+            out,
+            "{\"a\":1,\"src_app\":\"api\",\"dst_app\":null}\n{\"b\":\"é\",\"src_app\":null,\"dst_app\":\"api\"}\n"
+        );
+    }
+
+    #[test]
+    fn rejects_results_that_do_not_hold_together() {
+        let table = table();
+        let drafts = "{\"b\":\"é\"".as_bytes();
+        assert!(matches!(
+            assemble(&table, drafts, &[0, 3], &[0]),
+            Err(InvalidResult::Shape { .. })
+        ));
+        assert!(matches!(
+            assemble(&table, drafts, &[0, 99], &[0, 0]),
+            Err(InvalidResult::Span { .. })
+        ));
+        assert!(matches!(
+            assemble(&table, drafts, &[0, 7], &[0, 0]),
+            Err(InvalidResult::Span { .. }),
+        ));
+        assert!(matches!(
+            assemble(&table, drafts, &[3, 1], &[0, 0]),
+            Err(InvalidResult::Span { .. }),
+        ));
+        assert!(matches!(
+            assemble(&table, b"\xff", &[0, 1], &[0, 0]),
+            Err(InvalidResult::Utf8(_))
+        ));
+        assert_eq!(
+            assemble(&table, drafts, &[0, 3], &[0, 7777]),
+            Err(InvalidResult::Owner(7777))
+        );
+    }
+}
