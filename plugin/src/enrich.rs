@@ -122,7 +122,8 @@ impl Processor {
         self.v6_times.clear();
         let mut result = BatchOutput::default();
         // The JSON of accepted lines, written while parsing: what the host receives.
-        let mut draft = Vec::with_capacity(text.len() * 2 + 64);
+        // Sized for the JSON of typical lines (keys included), so it rarely grows.
+        let mut draft = Vec::with_capacity(text.len() * 3 + 4 * crate::format::KEY_BYTES);
 
         // Pass 1: parse and collect addresses.
         let bytes = text.as_bytes();

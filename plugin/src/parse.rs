@@ -327,9 +327,12 @@ fn write_fields(
         dst: Addr::None,
         start: None,
     };
-    // Enough for every key, every byte escaped (at most 6 bytes each), `null` for `-`,
-    // quotes, and the 32-byte blocks that key and value copies may write past their end.
-    out.reserve(format.keys_len + 6 * line_len + 4 * bounds.len() + 2 * KEY_BYTES);
+    // Enough for every key, every value as it stands (numbers with leading zeros only
+    // get shorter), `null` for `-`, quotes, and the 32-byte blocks that key and value
+    // copies may write past their end. A value that needs escaping grows `out` itself
+    // and renews this reservation.
+    let room = format.keys_len + line_len + 4 * bounds.len() + 2 * KEY_BYTES;
+    out.reserve(room);
     let mut w = out.len();
     for (column, &(begin, end)) in format.columns.iter().zip(bounds) {
         let (begin, end) = (begin as usize, end as usize);
@@ -385,6 +388,7 @@ fn write_fields(
                     // SAFETY: `out` is valid up to `w`, within the reservation.
                     unsafe { out.set_len(w) };
                     json::write_str(out, value);
+                    out.reserve(room);
                     w = out.len();
                 } else {
                     w = copy_value(text, begin, end, out, w, true);
