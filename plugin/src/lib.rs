@@ -24,8 +24,8 @@ mod component {
     });
 
     use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
-    use flowenrich::enrich::lookup;
     use flowenrich::enrich::types::LineError;
+    use flowenrich::enrich::{lookup, records};
     use std::cell::RefCell;
 
     thread_local! {
@@ -78,10 +78,9 @@ mod component {
                         &mut HostLookup,
                     )
                     .map_err(|e| e.to_string())?;
+                // The host reads the records in place, while this call is in progress.
+                records::emit(&out.drafts, &out.spans, &out.owners);
                 Ok(BatchResult {
-                    drafts: out.drafts,
-                    spans: out.spans,
-                    owners: out.owners,
                     emitted: out.emitted,
                     errors: out
                         .errors

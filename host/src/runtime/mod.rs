@@ -173,8 +173,12 @@ impl Runtime {
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
         let component = Component::new(&self.engine, bytes).map_err(RuntimeError::Compile)?;
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
-        Enricher::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(RuntimeError::TypeCheck)?;
+        bindings::flowenrich::enrich::lookup::add_to_linker::<_, HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(RuntimeError::TypeCheck)?;
+        records::add_to_linker(&mut linker).map_err(RuntimeError::TypeCheck)?;
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(RuntimeError::TypeCheck)?;
@@ -233,6 +237,8 @@ pub struct LoadedComponent {
 pub struct HostState {
     table: Arc<Table>,
     limits: StoreLimits,
+    /// What `records.emit` put together during the call in flight.
+    records: Option<Result<(String, usize), records::InvalidResult>>,
 }
 
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
@@ -271,6 +277,7 @@ impl Worker {
                 &self.engine,
                 HostState {
                     table: Arc::new(Table::default()),
+                    records: None,
                     limits,
                 },
             );
@@ -352,13 +359,15 @@ impl Worker {
     ) -> Result<Result<Processed, String>, RuntimeError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
-                e.flowenrich_enrich_transform().call_process(
-                    s,
+                s.data_mut().records = None;
+                let result = e.flowenrich_enrich_transform().call_process(
+                    &mut *s,
                     format,
                     lines,
                     stream_start,
                     hold_unattributed,
-                )
+                )?;
+                Ok((result, s.data_mut().records.take()))
             })
         };
         let result = match attempt(self) {
@@ -368,11 +377,19 @@ impl Worker {
                 attempt(self)?
             }
         };
-        let result = match result {
-            Ok(result) => result,
-            Err(message) => return Ok(Err(message)),
+        let (result, (output, lines_emitted)) = match result {
+            (Ok(result), Some(records)) => (result, records?),
+            (Ok(result), None) if result.emitted == 0 => (result, (String::new(), 0)),
+            (Ok(_), None) => return Err(records::InvalidResult::NotEmitted.into()),
+            (Err(message), _) => return Ok(Err(message)),
         };
-        let output = records::assemble(table, &result.drafts, &result.spans, &result.owners)?;
+        if lines_emitted != result.emitted as usize {
+            return Err(records::InvalidResult::Count {
+                emitted: result.emitted,
+                records: lines_emitted,
+            }
+            .into());
+        }
         Ok(Ok(Processed {
             output,
             emitted: result.emitted,

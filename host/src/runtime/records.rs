@@ -1,9 +1,15 @@
-//! Putting records together: the component returns each emitted line's JSON without its
-//! closing brace and the owners its lookups found; the host appends the owners'
+//! Putting records together: the component hands over each emitted line's JSON without
+//! its closing brace and the owners its lookups found; the host appends the owners'
 //! attribute fragments from the table snapshot and `}` while it copies the lines out.
 //! The attributes live in the host, so they never cross into the component and back.
+//!
+//! The component hands the records over by calling the imported `records.emit`, which
+//! is linked here by hand rather than by `bindgen!`: it reads the lists in place in the
+//! component's memory (no copy out) and puts the records together in one pass.
 
+use super::HostState;
 use crate::metadata::Table;
+use wasmtime::component::{Linker, WasmList};
 
 /// A component result that does not hold together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,6 +38,48 @@ pub enum InvalidResult {
     /// An owner id that the table does not have.
     #[error("owner id {0} is not in the table")]
     Owner(u32),
+    /// `process` succeeded with lines emitted but never called `records.emit`.
+    #[error("the component emitted lines without handing them over")]
+    NotEmitted,
+    /// `emitted` disagrees with the records handed over.
+    #[error("the component says it emitted {emitted} lines but handed over {records}")]
+    Count {
+        /// What `batch-result.emitted` says.
+        emitted: u32,
+        /// Records handed over.
+        records: usize,
+    },
+}
+
+/// Defines `records.emit`: the lists are read where they lie in the component's memory,
+/// put together against the batch's table snapshot, and kept for the caller with the
+/// number of records.
+pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    let interface = format!("flowenrich:enrich/records@{}", super::API_VERSION);
+    linker.instance(&interface)?.func_wrap(
+        "emit",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>,
+         (drafts, spans, owners): (WasmList<u8>, WasmList<u32>, WasmList<u32>)| {
+            let table = store.data().table.clone();
+            let assembled = {
+                let drafts = drafts.as_le_slice(&store);
+                let spans = little_endian(spans.as_le_slice(&store));
+                let owners = little_endian(owners.as_le_slice(&store));
+                assemble(&table, drafts, &spans, &owners).map(|text| (text, spans.len() / 2))
+            };
+            store.data_mut().records = Some(assembled);
+            Ok(())
+        },
+    )
+}
+
+/// `u32`s as the component stored them (little-endian), in host order.
+fn little_endian(values: &[u32]) -> std::borrow::Cow<'_, [u32]> {
+    if cfg!(target_endian = "little") {
+        std::borrow::Cow::Borrowed(values)
+    } else {
+        values.iter().map(|v| u32::from_le(*v)).collect()
+    }
 }
 
 /// NDJSON of the lines `spans` cut out of `drafts`, each followed by its source and

@@ -61,10 +61,12 @@ mod component {
                 spans.push(drafts.len() as u32);
                 emitted += 1;
             }
+            flowenrich::enrich::records::emit(
+                drafts.as_bytes(),
+                &spans,
+                &vec![0; 2 * emitted as usize],
+            );
             Ok(BatchResult {
-                drafts: drafts.into_bytes(),
-                spans,
-                owners: vec![0; 2 * emitted as usize],
                 emitted,
                 errors: Vec::new(),
                 headers: Vec::new(),
