@@ -4,6 +4,7 @@
 pub mod addr_map;
 pub mod aws_ranges;
 pub mod events;
+pub mod networks;
 pub mod reload;
 pub mod stream;
 pub mod table;

@@ -13,6 +13,7 @@
 use super::addr_map::{AddrKey, AddrMap};
 use super::aws_ranges::AwsRanges;
 use super::events::{Attrs, Event, Op, Target};
+use super::networks::NetworksV4;
 use rustc_hash::FxHashMap;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -48,8 +49,8 @@ struct PrefixLevel<K> {
 pub struct Table {
     v4: AddrMap<u32>,
     v6: AddrMap<u128>,
-    /// Most specific first.
-    cidr_v4: Vec<PrefixLevel<u32>>,
+    /// IPv4 networks as elementary intervals.
+    cidr_v4: NetworksV4,
     /// Most specific first.
     cidr_v6: Vec<PrefixLevel<u128>>,
     owners: Vec<Owner>,
@@ -79,11 +80,39 @@ impl std::fmt::Debug for Table {
     }
 }
 
+/// The networks of one address family: who owns an address through them at `t`.
+trait Networks<K> {
+    /// The most specific network containing `addr` whose latest entry at or before `t`
+    /// is an assign, or [`UNATTRIBUTED`].
+    fn owner(&self, addr: K, t: u64) -> u32;
+}
+
+impl Networks<u32> for NetworksV4 {
+    #[inline]
+    fn owner(&self, addr: u32, t: u64) -> u32 {
+        NetworksV4::owner(self, addr, t)
+    }
+}
+
+/// Per prefix length, most specific first (IPv6: networks there are few).
+impl<K: AddrKey + std::ops::BitAnd<Output = K>> Networks<K> for [PrefixLevel<K>] {
+    #[inline]
+    fn owner(&self, addr: K, t: u64) -> u32 {
+        for level in self {
+            if let Some(owner) = level.nets.at(addr & level.mask, t)
+                && owner != UNATTRIBUTED
+            {
+                return owner;
+            }
+        }
+        UNATTRIBUTED
+    }
+}
+
 /// One address family of a table.
-struct Family<'a, K> {
+struct Family<'a, K, N: ?Sized> {
     exact: &'a AddrMap<K>,
-    /// Most specific first.
-    levels: &'a [PrefixLevel<K>],
+    networks: &'a N,
     cutoff: u64,
     internet: u32,
 }
@@ -91,11 +120,7 @@ struct Family<'a, K> {
 /// Owner of `addr` at `t`: nobody before the cutoff, then the exact timeline, the most
 /// specific network, and the internet owner for public addresses.
 #[inline]
-fn resolve<K: AddrKey + std::ops::BitAnd<Output = K>>(
-    family: &Family<'_, K>,
-    addr: K,
-    t: u64,
-) -> u32 {
+fn resolve<K: AddrKey, N: Networks<K> + ?Sized>(family: &Family<'_, K, N>, addr: K, t: u64) -> u32 {
     if t < family.cutoff {
         return UNATTRIBUTED;
     }
@@ -104,12 +129,9 @@ fn resolve<K: AddrKey + std::ops::BitAnd<Output = K>>(
     {
         return owner;
     }
-    for level in family.levels {
-        if let Some(owner) = level.nets.at(addr & level.mask, t)
-            && owner != UNATTRIBUTED
-        {
-            return owner;
-        }
+    let owner = family.networks.owner(addr, t);
+    if owner != UNATTRIBUTED {
+        return owner;
     }
     if family.internet != UNATTRIBUTED && addr.is_public() {
         return family.internet;
@@ -118,8 +140,8 @@ fn resolve<K: AddrKey + std::ops::BitAnd<Output = K>>(
 }
 
 /// Batched [`resolve`]: prefetches slots and timelines ahead so misses overlap.
-fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
-    family: &Family<'_, K>,
+fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
+    family: &Family<'_, K, N>,
     addrs: impl Fn(usize) -> K,
     times: &[u64],
     out: &mut Vec<u32>,
@@ -142,19 +164,19 @@ fn resolve_batch<K: AddrKey + std::ops::BitAnd<Output = K>>(
 }
 
 impl Table {
-    fn family_v4(&self) -> Family<'_, u32> {
+    fn family_v4(&self) -> Family<'_, u32, NetworksV4> {
         Family {
             exact: &self.v4,
-            levels: &self.cidr_v4,
+            networks: &self.cidr_v4,
             cutoff: self.cutoff,
             internet: self.internet,
         }
     }
 
-    fn family_v6(&self) -> Family<'_, u128> {
+    fn family_v6(&self) -> Family<'_, u128, [PrefixLevel<u128>]> {
         Family {
             exact: &self.v6,
-            levels: &self.cidr_v6,
+            networks: &self.cidr_v6[..],
             cutoff: self.cutoff,
             internet: self.internet,
         }
@@ -195,11 +217,7 @@ impl Table {
     pub fn heap_bytes(&self) -> usize {
         self.v4.heap_bytes()
             + self.v6.heap_bytes()
-            + self
-                .cidr_v4
-                .iter()
-                .map(|l| l.nets.heap_bytes())
-                .sum::<usize>()
+            + self.cidr_v4.heap_bytes()
             + self
                 .cidr_v6
                 .iter()
@@ -237,8 +255,7 @@ impl Table {
 
     /// Number of networks with a history.
     pub fn networks(&self) -> usize {
-        self.cidr_v4.iter().map(|l| l.nets.len()).sum::<usize>()
-            + self.cidr_v6.iter().map(|l| l.nets.len()).sum::<usize>()
+        self.cidr_v4.len() + self.cidr_v6.iter().map(|l| l.nets.len()).sum::<usize>()
     }
 
     /// Number of distinct owners (without the unattributed one).
@@ -366,9 +383,9 @@ impl TableBuilder {
         };
         let v4 = AddrMap::build(timelines(self.v4, cutoff));
         let v6 = AddrMap::build(timelines(self.v6, cutoff));
-        let cidr_v4 = levels(timelines(self.cidr_v4, cutoff), |len| {
-            if len == 0 { 0 } else { u32::MAX << (32 - len) }
-        });
+        let cidr_v4 = NetworksV4::build(
+            timelines(self.cidr_v4, cutoff).map(|((len, net), history)| (len, net, history)),
+        );
         let cidr_v6 = levels(timelines(self.cidr_v6, cutoff), |len| {
             if len == 0 {
                 0
