@@ -235,6 +235,7 @@ fn main() {
     let hits = batches(ips, true, false, 500);
     let recent = batches(ips, true, true, 500);
     let misses = batches(ips, false, false, 100);
+    let recent_misses = batches(ips, false, true, 100);
     println!("batched lookup, {BATCH} random IPs per batch (ns per IP, share attributed):");
     for (what, batches) in [
         ("addresses with a history, times anywhere in it", &hits),
@@ -242,7 +243,11 @@ fn main() {
             "addresses with a history, times after their last change",
             &recent,
         ),
-        ("addresses only networks cover", &misses),
+        ("addresses only networks cover, times anywhere", &misses),
+        (
+            "addresses only networks cover, times in the last 15 minutes",
+            &recent_misses,
+        ),
     ] {
         let (ns, attributed) = lookup_cost(&table, batches);
         println!(
