@@ -1,12 +1,16 @@
 //! The admin endpoint: `GET /metrics` (Prometheus text of every component's counters,
-//! including the Kinesis source's per-shard series) and `GET /health`.
+//! including the Kinesis source's per-shard series and each transform's component
+//! generation), `GET /health`, and `POST /reload` (look at every transform's component
+//! file now and hot-swap a new version in, as SIGHUP does).
 //!
 //! Off unless the pipeline has an `[api]` table; it listens on 127.0.0.1 by default.
 //! One small thread answers requests one at a time: scrapes are rare and cheap.
 
 use crate::metrics::Metrics;
+use crate::transforms::swap::ReloadRequests;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why the endpoint could not start.
@@ -20,7 +24,11 @@ pub struct ApiError {
 }
 
 /// Starts serving `metrics` on `address`; returns the bound address (useful with port 0).
-pub fn serve(address: SocketAddr, metrics: Metrics) -> Result<SocketAddr, ApiError> {
+pub fn serve(
+    address: SocketAddr,
+    metrics: Metrics,
+    reload: Arc<ReloadRequests>,
+) -> Result<SocketAddr, ApiError> {
     let listener = TcpListener::bind(address).map_err(|error| ApiError { address, error })?;
     let bound = listener
         .local_addr()
@@ -29,7 +37,7 @@ pub fn serve(address: SocketAddr, metrics: Metrics) -> Result<SocketAddr, ApiErr
         .name("admin-api".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                if let Err(error) = answer(stream, &metrics) {
+                if let Err(error) = answer(stream, &metrics, &reload) {
                     tracing::debug!(message = "Admin request failed.", %error);
                 }
             }
@@ -39,7 +47,7 @@ pub fn serve(address: SocketAddr, metrics: Metrics) -> Result<SocketAddr, ApiErr
     Ok(bound)
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+fn answer(stream: TcpStream, metrics: &Metrics, reload: &ReloadRequests) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -58,6 +66,14 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             metrics.render_prometheus(),
         ),
         ("GET", "/health") => ("200 OK", "application/json", "{\"ok\":true}\n".into()),
+        ("POST", "/reload") => {
+            reload.request();
+            (
+                "202 Accepted",
+                "application/json",
+                "{\"reload\":\"requested\"}\n".into(),
+            )
+        }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
         _ => (
             "405 Method Not Allowed",
@@ -80,8 +96,12 @@ mod tests {
     use std::io::Read;
 
     fn get(address: SocketAddr, path: &str) -> String {
+        request(address, "GET", path)
+    }
+
+    fn request(address: SocketAddr, method: &str, path: &str) -> String {
         let mut stream = TcpStream::connect(address).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        write!(stream, "{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer
@@ -94,7 +114,8 @@ mod tests {
         source.received(3);
         source.shard_count("kinesis_shard_records_total", "shardId-000000000001", 2);
         source.shard_gauge("kinesis_millis_behind_latest", "shardId-000000000001", 1500);
-        let address = serve("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
+        let reload = Arc::new(ReloadRequests::default());
+        let address = serve("127.0.0.1:0".parse().unwrap(), metrics, reload.clone()).unwrap();
         let text = get(address, "/metrics");
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
         assert!(text.contains("component_received_events_total{component_id=\"flows\"} 3"));
@@ -107,5 +128,8 @@ mod tests {
         ));
         assert!(get(address, "/health").contains("{\"ok\":true}"));
         assert!(get(address, "/nope").starts_with("HTTP/1.1 404"));
+        assert_eq!(reload.count(), 0);
+        assert!(request(address, "POST", "/reload").starts_with("HTTP/1.1 202"));
+        assert_eq!(reload.count(), 1);
     }
 }

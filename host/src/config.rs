@@ -354,7 +354,20 @@ pub enum TransformConfig {
         /// unattributed when the time is up (or at shutdown). 0 (the default) holds nothing.
         #[serde(default)]
         holdback_secs: u64,
+        /// How often `component`'s file is checked for a new version to hot-swap in, in
+        /// milliseconds; 0 checks only on SIGHUP or `POST /reload`. Ignored without
+        /// `component` (the built-in component never changes).
+        #[serde(default = "default_component_reload_ms")]
+        reload_interval_ms: u64,
+        /// A fixtures directory (`<dir>/<case>/input.log`, `expected.jsonl`, ...; see
+        /// `flowenrich test`) that a new component must pass before it is swapped in.
+        #[serde(default)]
+        fixtures: Option<PathBuf>,
     },
+}
+
+fn default_component_reload_ms() -> u64 {
+    1000
 }
 
 /// A sink.
@@ -789,8 +802,13 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         }
     }
     for transform in config.transforms.values_mut() {
-        let TransformConfig::Wasm { component, .. } = transform;
+        let TransformConfig::Wasm {
+            component,
+            fixtures,
+            ..
+        } = transform;
         component.iter_mut().for_each(resolve);
+        fixtures.iter_mut().for_each(resolve);
     }
     for sink in config.sinks.values_mut() {
         match sink {

@@ -172,11 +172,12 @@ fn run(path: PathBuf) -> Result<ExitCode> {
     let topology =
         Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
     if let Some(address) = api {
-        let bound = flowenrich::api::serve(address, topology.metrics.clone())?;
+        let bound =
+            flowenrich::api::serve(address, topology.metrics.clone(), topology.reload.clone())?;
         eprintln!("admin endpoint: http://{bound}/metrics");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone())?;
+    watch_signals(stop.clone(), topology.reload.clone())?;
     let summary = topology.run(&runtime, stop)?;
     for (_, report) in &summary.reports {
         println!("{report}");
@@ -208,7 +209,11 @@ fn run(path: PathBuf) -> Result<ExitCode> {
 }
 
 /// First SIGINT/SIGTERM: stop sources, drain, flush, exit 0. Second: exit at once.
-fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
+/// SIGHUP: look at every transform's component file now (hot swap).
+fn watch_signals(
+    stop: Arc<AtomicBool>,
+    reload: Arc<flowenrich::transforms::swap::ReloadRequests>,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -217,9 +222,10 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
         .spawn(move || {
             runtime.block_on(async move {
                 use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
                     signal(SignalKind::interrupt()),
                     signal(SignalKind::terminate()),
+                    signal(SignalKind::hangup()),
                 ) else {
                     return;
                 };
@@ -227,6 +233,11 @@ fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {
                     tokio::select! {
                         _ = interrupt.recv() => {}
                         _ = terminate.recv() => {}
+                        _ = hangup.recv() => {
+                            eprintln!("SIGHUP: checking component files for a new version");
+                            reload.request();
+                            continue;
+                        }
                     }
                     if stop.swap(true, Ordering::SeqCst) {
                         eprintln!("second signal: exiting without draining");

@@ -13,6 +13,7 @@ pub struct ComponentMetrics {
     discarded: AtomicU64,
     errors: Mutex<BTreeMap<&'static str, u64>>,
     counters: Mutex<BTreeMap<&'static str, u64>>,
+    gauges: Mutex<BTreeMap<&'static str, i64>>,
     per_shard: Mutex<BTreeMap<(&'static str, String), ShardSeries>>,
 }
 
@@ -56,6 +57,13 @@ impl ComponentMetrics {
             .entry(name)
             .or_default() += n;
     }
+    /// A component-specific gauge (`<name> = value`), e.g. `component_generation`.
+    pub fn gauge(&self, name: &'static str, value: i64) {
+        self.gauges
+            .lock()
+            .expect("metrics lock")
+            .insert(name, value);
+    }
     /// A per-shard counter (`<name>{shard_id} += n`).
     pub fn shard_count(&self, name: &'static str, shard: &str, n: u64) {
         let mut series = self.per_shard.lock().expect("metrics lock");
@@ -81,6 +89,7 @@ impl ComponentMetrics {
             discarded: self.discarded.load(Ordering::Relaxed),
             errors: self.errors.lock().expect("metrics lock").clone(),
             counters: self.counters.lock().expect("metrics lock").clone(),
+            gauges: self.gauges.lock().expect("metrics lock").clone(),
             per_shard: self.per_shard.lock().expect("metrics lock").clone(),
         }
     }
@@ -99,6 +108,8 @@ pub struct Totals {
     pub errors: BTreeMap<&'static str, u64>,
     /// Component-specific counters by name.
     pub counters: BTreeMap<&'static str, u64>,
+    /// Component-specific gauges by name.
+    pub gauges: BTreeMap<&'static str, i64>,
     /// Per-shard series by (name, shard id).
     pub per_shard: BTreeMap<(&'static str, String), ShardSeries>,
 }
@@ -156,6 +167,18 @@ impl Metrics {
             for (id, totals) in &snapshot {
                 if let Some(n) = totals.counters.get(name) {
                     let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {n}");
+                }
+            }
+        }
+        let names: std::collections::BTreeSet<&str> = snapshot
+            .values()
+            .flat_map(|t| t.gauges.keys().copied())
+            .collect();
+        for name in names {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (id, totals) in &snapshot {
+                if let Some(v) = totals.gauges.get(name) {
+                    let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {v}");
                 }
             }
         }

@@ -4,6 +4,7 @@
 mod cli;
 mod failures;
 mod fixtures;
+mod hot_swap;
 mod kinesis;
 mod metadata;
 mod pipelines;

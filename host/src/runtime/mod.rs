@@ -104,16 +104,21 @@ impl Default for WorkerLimits {
     }
 }
 
-/// The engine plus its epoch ticker. Create one per process.
+/// The engine plus its epoch ticker. Create one per process; clones share both (the
+/// ticker stops when the last clone is dropped).
+#[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     options: RuntimeOptions,
-    stop_ticker: Arc<AtomicBool>,
+    _ticker: Arc<Ticker>,
 }
 
-impl Drop for Runtime {
+/// Stops the epoch ticker when dropped.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop_ticker.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -152,7 +157,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             options,
-            stop_ticker,
+            _ticker: Arc::new(Ticker(stop_ticker)),
         })
     }
 
@@ -319,6 +324,14 @@ impl Worker {
             self.instance = None;
         }
         result.map_err(RuntimeError::Trap)
+    }
+
+    /// Runs `component` from the next call on (a fresh instance of it); what this worker
+    /// processed so far is unaffected. This is how a transform picks up a hot-swapped
+    /// component between batches.
+    pub fn set_component(&mut self, component: &LoadedComponent) {
+        self.pre = component.pre.clone();
+        self.instance = None;
     }
 
     /// The component's identity.

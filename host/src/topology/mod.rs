@@ -10,6 +10,7 @@ use crate::metrics::{Metrics, Totals};
 use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
 use crate::sinks;
 use crate::sources;
+use crate::transforms::swap::{self, ReloadRequests, SharedComponent, Watch};
 use crate::transforms::wasm::WasmTransform;
 use output::{CHANNEL_BATCHES, Output};
 use std::collections::{BTreeMap, HashMap};
@@ -68,6 +69,10 @@ enum Feed {
 struct TransformPlan {
     holdback: Option<Duration>,
     component: LoadedComponent,
+    /// The component file to watch for hot swaps, with its fingerprint when read.
+    swap: Option<(PathBuf, metadata::reload::Fingerprint)>,
+    reload_interval: Option<Duration>,
+    fixtures: Option<PathBuf>,
     limits: WorkerLimits,
     table: Option<Arc<SharedTable>>,
     format: Option<String>,
@@ -84,6 +89,8 @@ pub struct Topology {
     watched: Vec<WatchPlan>,
     /// Counters of every component.
     pub metrics: Metrics,
+    /// Reload requests (SIGHUP, `POST /reload`) for the transforms' component watchers.
+    pub reload: Arc<ReloadRequests>,
 }
 
 /// What a finished run leaves behind.
@@ -166,8 +173,14 @@ impl Topology {
                 batch_timeout_ms,
                 memory_limit_mib,
                 holdback_secs,
+                reload_interval_ms,
+                fixtures,
             } = transform;
             let key = format!("transforms.{id}.component");
+            // Taken before the file is read, so a change during start-up is not missed.
+            let swap = component
+                .as_ref()
+                .map(|path| (path.clone(), metadata::reload::fingerprint(&[path.clone()])));
             let loaded = match compiled.get(component) {
                 Some(loaded) => loaded.clone(),
                 None => {
@@ -198,6 +211,10 @@ impl Topology {
                 TransformPlan {
                     holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
                     component: loaded,
+                    swap,
+                    reload_interval: (*reload_interval_ms > 0)
+                        .then(|| Duration::from_millis(*reload_interval_ms)),
+                    fixtures: fixtures.clone(),
                     limits,
                     table: metadata.as_ref().map(|name| tables[name].clone()),
                     format: format.clone(),
@@ -216,6 +233,7 @@ impl Topology {
             tables,
             watched,
             metrics,
+            reload: Arc::new(ReloadRequests::default()),
         })
     }
 
@@ -303,6 +321,9 @@ impl Topology {
             sink_threads.push((id, report_path, handle));
         }
 
+        // Component watchers run until the run ends (they stop soon after this guard drops).
+        let swap_stop = Arc::new(AtomicBool::new(false));
+        let _swap_guard = StopOnDrop(swap_stop.clone());
         let mut other_threads = Vec::new();
         for (id, plan) in self.transforms {
             let rx = receivers
@@ -311,9 +332,28 @@ impl Topology {
             let worker = runtime
                 .worker(&plan.component, &plan.limits)
                 .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
+            let shared = Arc::new(SharedComponent::new(plan.component.clone()));
+            if let Some((path, seen)) = plan.swap {
+                let watch = Watch {
+                    id: id.clone(),
+                    path,
+                    fixtures: plan.fixtures.clone(),
+                    interval: plan.reload_interval,
+                    limits: plan.limits.clone(),
+                    shared: shared.clone(),
+                    metrics: self.metrics.component(&id),
+                };
+                let (runtime, requests, stop) =
+                    (runtime.clone(), self.reload.clone(), swap_stop.clone());
+                spawn(&format!("{id}.swap"), move || {
+                    swap::watch(watch, runtime, requests, stop, seen)
+                });
+            }
             let transform = WasmTransform {
                 id: id.clone(),
                 worker,
+                component: shared,
+                generation: 1,
                 table: plan.table,
                 format: plan.format,
                 holdback: plan.holdback,
@@ -388,6 +428,15 @@ impl Topology {
 
 /// A sink's thread: `Ok(Some(report))` for report sinks, `Err(message)` on failure.
 type SinkThread = JoinHandle<Result<Option<String>, String>>;
+
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 fn spawn<T: Send + 'static>(id: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
     std::thread::Builder::new()

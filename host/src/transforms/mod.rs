@@ -1,3 +1,4 @@
 //! Transforms: what happens to lines between sources and sinks.
 
+pub mod swap;
 pub mod wasm;

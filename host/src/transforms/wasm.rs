@@ -21,6 +21,10 @@ pub struct WasmTransform {
     pub id: String,
     /// The component instance.
     pub worker: Worker,
+    /// The component to run, replaceable while the transform runs (hot swap).
+    pub component: Arc<crate::transforms::swap::SharedComponent>,
+    /// The generation `worker` runs.
+    pub generation: u64,
     /// Metadata to attribute with; `None` leaves every flow unattributed.
     pub table: Option<Arc<SharedTable>>,
     /// Configured format (`None` = AWS default).
@@ -208,6 +212,13 @@ impl WasmTransform {
         hold: bool,
         formats: &mut HashMap<Arc<str>, String>,
     ) -> Submitted {
+        // A new component generation is picked up here, between batches.
+        let current = self.component.current();
+        if current.number != self.generation {
+            self.worker.set_component(&current.component);
+            self.generation = current.number;
+            tracing::info!(message = "Transform runs a new component generation.", component_id = %self.id, generation = current.number, version = %current.component.info.version);
+        }
         let table = self
             .table
             .as_ref()

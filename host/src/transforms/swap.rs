@@ -1,0 +1,216 @@
+//! Hot swap of a `wasm` transform's component, without a restart, a lost line or a
+//! pause.
+//!
+//! A transform's component lives in a [`SharedComponent`]: the current generation behind
+//! an `ArcSwap`. A watcher thread ([`watch`]) notices a new component file (its size or
+//! modification time changed, checked every `reload_interval_ms`) or a reload request
+//! (SIGHUP, or `POST /reload` on the admin endpoint). Off the hot path it compiles the
+//! new bytes, type-checks them against the WIT world and its version, runs the
+//! transform's fixtures through a fresh instance if `fixtures` is set, and only then
+//! installs the new generation with one atomic store. The transform looks at the
+//! generation before every batch and moves its worker to a new one between batches, so
+//! a batch in flight finishes on the component it started on and nothing is lost or run
+//! twice. A candidate that fails any step is logged, counted
+//! (`component_errors_total{error_type}`) and dropped; the running one carries on.
+
+use crate::fixtures;
+use crate::metadata::reload::{Fingerprint, fingerprint};
+use crate::metrics::ComponentMetrics;
+use crate::runtime::{LoadedComponent, Runtime, RuntimeError, WorkerLimits};
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// One installed component.
+pub struct Generation {
+    /// 1 for the component the pipeline started with, then one more per swap.
+    pub number: u64,
+    /// The compiled, type-checked component.
+    pub component: LoadedComponent,
+}
+
+/// A transform's current component, replaceable while it runs.
+pub struct SharedComponent {
+    current: ArcSwap<Generation>,
+}
+
+impl SharedComponent {
+    /// Starts at generation 1 with `component`.
+    pub fn new(component: LoadedComponent) -> SharedComponent {
+        SharedComponent {
+            current: ArcSwap::from_pointee(Generation {
+                number: 1,
+                component,
+            }),
+        }
+    }
+
+    /// The generation to run the next batch on.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Installs `component` as the next generation and returns its number. Only the
+    /// watcher of this transform installs, so numbers never repeat.
+    pub fn install(&self, component: LoadedComponent) -> u64 {
+        let number = self.current.load().number + 1;
+        self.current
+            .store(Arc::new(Generation { number, component }));
+        number
+    }
+}
+
+/// Requests to look at every component file now, whatever its fingerprint says (SIGHUP,
+/// `POST /reload`): a counter each watcher compares with the last value it acted on.
+#[derive(Debug, Default)]
+pub struct ReloadRequests(AtomicU64);
+
+impl ReloadRequests {
+    /// Asks every watcher to reload.
+    pub fn request(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many requests there have been.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Why a candidate component was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The component file.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// It does not compile, fit the world, or speak the host's version.
+    #[error(transparent)]
+    Load(#[from] RuntimeError),
+    /// A fixture case gave other output than expected.
+    #[error("fixture {case} failed: {message}")]
+    Fixture {
+        /// The case folder.
+        case: PathBuf,
+        /// The first mismatch.
+        message: String,
+    },
+}
+
+impl SwapError {
+    /// Stable label for metrics (`error_type`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            SwapError::Read { .. } => "component_read_failed",
+            SwapError::Load(RuntimeError::Compile(_)) => "component_compile_failed",
+            SwapError::Load(RuntimeError::TypeCheck(_) | RuntimeError::Version { .. }) => {
+                "component_type_check_failed"
+            }
+            SwapError::Load(_) => "component_load_failed",
+            SwapError::Fixture { .. } => "component_fixtures_failed",
+        }
+    }
+}
+
+/// What a watcher needs.
+pub struct Watch {
+    /// The transform's id.
+    pub id: String,
+    /// The component file.
+    pub path: PathBuf,
+    /// Fixture cases (`<dir>/<case>/`) a candidate must pass, if any.
+    pub fixtures: Option<PathBuf>,
+    /// How often the file is checked; `None`: only on reload requests.
+    pub interval: Option<Duration>,
+    /// The limits of the transform's worker (also used for the fixtures).
+    pub limits: WorkerLimits,
+    /// Where generations are installed.
+    pub shared: Arc<SharedComponent>,
+    /// The transform's counters.
+    pub metrics: Arc<ComponentMetrics>,
+}
+
+/// How often a watcher wakes to look at `stop` and reload requests.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Watches until `stop` is set: swaps in every new version of the file that passes.
+/// `seen` is the file's fingerprint when the running component was read from it.
+pub fn watch(
+    plan: Watch,
+    runtime: Runtime,
+    requests: Arc<ReloadRequests>,
+    stop: Arc<AtomicBool>,
+    seen: Fingerprint,
+) {
+    let files = [plan.path.clone()];
+    let mut seen = seen;
+    let mut requested = requests.count();
+    let mut checked = Instant::now();
+    plan.metrics.gauge("component_generation", 1);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let asked = requests.count() != requested;
+        let due = plan
+            .interval
+            .is_some_and(|every| checked.elapsed() >= every);
+        if !asked && !due {
+            continue;
+        }
+        requested = requests.count();
+        checked = Instant::now();
+        let now = fingerprint(&files);
+        if !asked && now == seen {
+            continue;
+        }
+        seen = now;
+        match candidate(&plan, &runtime) {
+            Ok(component) => {
+                let info = component.info.clone();
+                let number = plan.shared.install(component);
+                plan.metrics.count("component_swaps_total", 1);
+                plan.metrics.gauge("component_generation", number as i64);
+                tracing::info!(message = "Component swapped in.", component_id = %plan.id, path = %plan.path.display(), generation = number, name = %info.name, version = %info.version, api_version = %info.api_version);
+            }
+            Err(error) => {
+                plan.metrics.error(error.error_type(), 1);
+                tracing::error!(message = "New component refused; the running one stays.", component_id = %plan.id, path = %plan.path.display(), %error);
+            }
+        }
+    }
+}
+
+/// Reads, compiles, type-checks and (with fixtures) tries the file's component.
+fn candidate(plan: &Watch, runtime: &Runtime) -> Result<LoadedComponent, SwapError> {
+    let bytes = std::fs::read(&plan.path).map_err(|error| SwapError::Read {
+        path: plan.path.clone(),
+        error,
+    })?;
+    let component = runtime.load(&bytes)?;
+    if let Some(dir) = &plan.fixtures {
+        for case in fixture_cases(dir).map_err(|error| SwapError::Read {
+            path: dir.clone(),
+            error,
+        })? {
+            let mut worker = runtime.worker(&component, &plan.limits)?;
+            fixtures::run_case(&case, &mut worker)
+                .map_err(|message| SwapError::Fixture { case, message })?;
+        }
+    }
+    Ok(component)
+}
+
+/// The case folders of a fixtures directory, sorted.
+fn fixture_cases(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join("input.log").exists())
+        .collect();
+    cases.sort();
+    Ok(cases)
+}

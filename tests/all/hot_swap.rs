@@ -1,0 +1,225 @@
+//! Hot swap of a transform's component while a pipeline runs: a new file is compiled,
+//! checked and swapped in between batches; broken ones are refused and the running one
+//! carries on. Every line is accounted for exactly once across a swap.
+
+use crate::kinesis::free_port;
+use crate::{read_ndjson, repo, rows_after, signal, start_run};
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const MISBEHAVING: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");
+
+/// Replaces `path` atomically (written aside, then renamed), as a deploy should.
+fn replace(path: &Path, bytes: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+/// `METHOD path` on the admin endpoint; the body.
+fn admin(address: &str, method: &str, path: &str) -> String {
+    use std::io::Read;
+    let mut stream = TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The value of the series `name{component_id="t"...}` (summed over its labels), or 0.
+fn metric(address: &str, name: &str, label: &str) -> i64 {
+    admin(address, "GET", "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{component_id=\"t\"")) && l.contains(label))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
+        .sum()
+}
+
+/// Waits until `metric(...) >= at_least`.
+fn wait_metric(address: &str, name: &str, label: &str, at_least: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(address, name, label) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{name}{label} never reached {at_least}: {}",
+            admin(address, "GET", "/metrics")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn line(i: u64) -> String {
+    format!("2 123456789012 eni-1 10.0.0.1 10.0.0.2 1 443 6 1 {i} 200 260 ACCEPT OK")
+}
+
+/// The key of an output row: `bytes` of an enriched row, or the number in the line the
+/// misbehaving component echoes back.
+fn key(row: &serde_json::Value) -> (u64, bool) {
+    match row["bytes"].as_u64() {
+        Some(bytes) => (bytes, true),
+        None => {
+            let echoed = row["line"].as_str().expect("an echoed line");
+            (echoed.split(' ').nth(9).unwrap().parse().unwrap(), false)
+        }
+    }
+}
+
+fn pipeline(api: &str, extra: &str) -> String {
+    format!(
+        r#"
+[api]
+address = "{api}"
+
+[sources.in]
+type = "stdin"
+batch_lines = 20
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+component = "c.wasm"
+{extra}
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#
+    )
+}
+
+#[test]
+fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("c.wasm");
+    std::fs::write(&component, flowenrich::embedded::COMPONENT).unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let mut child = start_run(
+        dir.path(),
+        &pipeline(&api, "reload_interval_ms = 50"),
+        |_| {},
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    const LINES: u64 = 3000;
+    // Continuous load from another thread: a line every ~0.2 ms.
+    let writer = std::thread::spawn(move || {
+        for i in 0..LINES {
+            writeln!(stdin, "{}", line(i)).unwrap();
+            if i % 20 == 0 {
+                stdin.flush().unwrap();
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        stdin.flush().unwrap();
+        drop(stdin);
+    });
+    let out = dir.path().join("out.ndjson");
+    rows_after(&out, 200);
+    // A broken file (a truncated component) is refused; the running one carries on.
+    replace(&component, &flowenrich::embedded::COMPONENT[..1000]);
+    wait_metric(
+        &api,
+        "component_errors_total",
+        "component_compile_failed",
+        1,
+    );
+    assert_eq!(metric(&api, "component_generation", ""), 1);
+    let rows_before_swap = rows_after(&out, 800).len();
+    // Another component that fits the world: swapped in between batches.
+    replace(&component, &std::fs::read(MISBEHAVING).unwrap());
+    wait_metric(&api, "component_generation", "", 2);
+    assert_eq!(metric(&api, "component_swaps_total", ""), 1);
+    writer.join().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+
+    let rows = read_ndjson(&out);
+    let keys: Vec<(u64, bool)> = rows.iter().map(key).collect();
+    let mut seen: Vec<u64> = keys.iter().map(|k| k.0).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..LINES).collect::<Vec<u64>>(),
+        "every line exactly once"
+    );
+    // The version change is visible in the output, and it happened at one point: every
+    // line before it enriched by the real plugin, every line after it echoed.
+    let first_echo = keys
+        .iter()
+        .position(|k| !k.1)
+        .expect("the new component ran");
+    assert!(
+        first_echo >= rows_before_swap,
+        "{first_echo} < {rows_before_swap}"
+    );
+    assert!(keys[..first_echo].iter().all(|k| k.1));
+    assert!(keys[first_echo..].iter().all(|k| !k.1), "no switch back");
+    assert!(stderr.contains("New component refused"), "{stderr}");
+}
+
+#[test]
+fn reloads_on_request_only_and_a_component_must_pass_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let component = dir.path().join("c.wasm");
+    std::fs::write(&component, flowenrich::embedded::COMPONENT).unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let fixtures = repo().join("tests/fixtures");
+    let mut child = start_run(
+        dir.path(),
+        &pipeline(
+            &api,
+            &format!(
+                "reload_interval_ms = 0\nfixtures = \"{}\"",
+                fixtures.display()
+            ),
+        ),
+        |_| {},
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut sent = 0;
+    let mut send = |stdin: &mut std::process::ChildStdin| {
+        writeln!(stdin, "{}", line(sent)).unwrap();
+        stdin.flush().unwrap();
+        sent += 1;
+        rows_after(&out, sent as usize).pop().unwrap()
+    };
+    assert!(send(&mut stdin)["bytes"].is_u64());
+
+    // Without polling, a new file waits for a request...
+    replace(&component, &std::fs::read(MISBEHAVING).unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(metric(&api, "component_generation", ""), 1);
+    // ...and on `POST /reload` this one fails the fixtures, so it is refused.
+    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    wait_metric(
+        &api,
+        "component_errors_total",
+        "component_fixtures_failed",
+        1,
+    );
+    assert_eq!(metric(&api, "component_generation", ""), 1);
+    assert!(send(&mut stdin)["bytes"].is_u64(), "still the real plugin");
+
+    // A component that passes the fixtures is swapped in on SIGHUP.
+    replace(&component, flowenrich::embedded::COMPONENT);
+    signal(&child, "HUP");
+    wait_metric(&api, "component_generation", "", 2);
+    assert!(send(&mut stdin)["bytes"].is_u64());
+
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("fixture"), "{stderr}");
+}
