@@ -199,6 +199,7 @@ fn run(path: PathBuf) -> Result<ExitCode> {
             .counters
             .iter()
             .map(|(name, n)| format!(" {name} {n}"))
+            .chain(totals.gauges.iter().map(|(name, v)| format!(" {name} {v}")))
             .collect();
         eprintln!(
             "{id}: received {} sent {} errors {errors} discarded {}{counters}",

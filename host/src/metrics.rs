@@ -14,6 +14,7 @@ pub struct ComponentMetrics {
     errors: Mutex<BTreeMap<&'static str, u64>>,
     counters: Mutex<BTreeMap<&'static str, u64>>,
     gauges: Mutex<BTreeMap<&'static str, i64>>,
+    info: Mutex<BTreeMap<&'static str, Vec<(&'static str, String)>>>,
     per_shard: Mutex<BTreeMap<(&'static str, String), ShardSeries>>,
 }
 
@@ -64,6 +65,11 @@ impl ComponentMetrics {
             .expect("metrics lock")
             .insert(name, value);
     }
+    /// An info series (`<name>{labels...} 1`), replacing the previous labels, e.g.
+    /// `component_info{name, version, api_version, generation}`.
+    pub fn info(&self, name: &'static str, labels: Vec<(&'static str, String)>) {
+        self.info.lock().expect("metrics lock").insert(name, labels);
+    }
     /// A per-shard counter (`<name>{shard_id} += n`).
     pub fn shard_count(&self, name: &'static str, shard: &str, n: u64) {
         let mut series = self.per_shard.lock().expect("metrics lock");
@@ -90,6 +96,7 @@ impl ComponentMetrics {
             errors: self.errors.lock().expect("metrics lock").clone(),
             counters: self.counters.lock().expect("metrics lock").clone(),
             gauges: self.gauges.lock().expect("metrics lock").clone(),
+            info: self.info.lock().expect("metrics lock").clone(),
             per_shard: self.per_shard.lock().expect("metrics lock").clone(),
         }
     }
@@ -110,6 +117,8 @@ pub struct Totals {
     pub counters: BTreeMap<&'static str, u64>,
     /// Component-specific gauges by name.
     pub gauges: BTreeMap<&'static str, i64>,
+    /// Info series by name, with their labels.
+    pub info: BTreeMap<&'static str, Vec<(&'static str, String)>>,
     /// Per-shard series by (name, shard id).
     pub per_shard: BTreeMap<(&'static str, String), ShardSeries>,
 }
@@ -179,6 +188,24 @@ impl Metrics {
             for (id, totals) in &snapshot {
                 if let Some(v) = totals.gauges.get(name) {
                     let _ = writeln!(out, "{name}{{component_id=\"{id}\"}} {v}");
+                }
+            }
+        }
+        let names: std::collections::BTreeSet<&str> = snapshot
+            .values()
+            .flat_map(|t| t.info.keys().copied())
+            .collect();
+        for name in names {
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for (id, totals) in &snapshot {
+                if let Some(labels) = totals.info.get(name) {
+                    let labels: String = labels
+                        .iter()
+                        .map(|(k, v)| {
+                            format!(",{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                        })
+                        .collect();
+                    let _ = writeln!(out, "{name}{{component_id=\"{id}\"{labels}}} 1");
                 }
             }
         }

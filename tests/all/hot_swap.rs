@@ -124,6 +124,12 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
     });
     let out = dir.path().join("out.ndjson");
     rows_after(&out, 200);
+    assert_eq!(
+        metric(&api, "component_info", "name=\"flowenrich-plugin\""),
+        1,
+        "{}",
+        admin(&api, "GET", "/metrics")
+    );
     // A broken file (a truncated component) is refused; the running one carries on.
     replace(&component, &flowenrich::embedded::COMPONENT[..1000]);
     wait_metric(
@@ -138,6 +144,15 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
     replace(&component, &std::fs::read(MISBEHAVING).unwrap());
     wait_metric(&api, "component_generation", "", 2);
     assert_eq!(metric(&api, "component_swaps_total", ""), 1);
+    // The new generation's identity is on the endpoint too.
+    assert_eq!(
+        metric(
+            &api,
+            "component_info",
+            "name=\"misbehaving\",version=\"0.0.0\",api_version=\"0.3.0\",generation=\"2\""
+        ),
+        1
+    );
     writer.join().unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

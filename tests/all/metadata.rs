@@ -365,6 +365,14 @@ path = "out.ndjson"
     assert!(output.status.success(), "{stderr}");
     let summary = summary(&stderr, "metadata.apps");
     assert!(counter(summary, "metadata_reloads_total") >= 1, "{summary}");
+    // The first table is version 1 and every swap makes a new one; the last table's
+    // size is reported.
+    assert_eq!(
+        counter(summary, "metadata_table_version"),
+        1 + counter(summary, "metadata_reloads_total"),
+        "{summary}"
+    );
+    assert!(counter(summary, "metadata_table_events") >= 1, "{summary}");
     assert_eq!(
         counter(summary, "metadata_reload_failures_total"),
         2,

@@ -114,6 +114,7 @@ pub fn reload(
             record_load(name, &table, &rejected, metrics);
             shared.replace(table);
             metrics.count("metadata_reloads_total", 1);
+            metrics.gauge("metadata_table_version", shared.version() as i64);
             true
         }
         Err(error) => {
@@ -127,9 +128,19 @@ pub fn reload(
 /// Logs and counts one successful load: its events, and each rejected line.
 pub fn record_load(name: &str, table: &Table, rejected: &Rejected, metrics: &ComponentMetrics) {
     metrics.received(table.events() as u64 + rejected.len() as u64);
+    record_size(table, metrics);
     metrics.error("invalid_event", rejected.len() as u64);
     for (path, bad) in rejected {
         tracing::warn!(message = "Rejected metadata line.", table = %name, file = %path.display(), line_number = bad.line_number, error = %bad.error, error_type = bad.error.error_type());
     }
     tracing::info!(message = "Loaded metadata.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners(), cutoff = table.cutoff());
+}
+
+/// The table's size as gauges: `metadata_table_addresses`, `_networks`, `_owners`,
+/// `_events`.
+pub fn record_size(table: &Table, metrics: &ComponentMetrics) {
+    metrics.gauge("metadata_table_addresses", table.addresses() as i64);
+    metrics.gauge("metadata_table_networks", table.networks() as i64);
+    metrics.gauge("metadata_table_owners", table.owners() as i64);
+    metrics.gauge("metadata_table_events", table.events() as i64);
 }

@@ -123,6 +123,7 @@ impl Topology {
             let counters = metrics.component(&format!("metadata.{name}"));
             metadata::reload::record_load(name, &built, &rejected, &counters);
             let shared = Arc::new(SharedTable::new(built));
+            counters.gauge("metadata_table_version", shared.version() as i64);
             if let Some(interval) = table.reload_interval() {
                 watched.push(WatchPlan {
                     name: name.clone(),
@@ -333,6 +334,9 @@ impl Topology {
                 .worker(&plan.component, &plan.limits)
                 .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
             let shared = Arc::new(SharedComponent::new(plan.component.clone()));
+            let counters = self.metrics.component(&id);
+            counters.gauge("component_generation", 1);
+            swap::record_info(&counters, &shared.current());
             if let Some((path, seen)) = plan.swap {
                 let watch = Watch {
                     id: id.clone(),

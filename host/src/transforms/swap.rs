@@ -152,7 +152,6 @@ pub fn watch(
     let mut seen = seen;
     let mut requested = requests.count();
     let mut checked = Instant::now();
-    plan.metrics.gauge("component_generation", 1);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);
         let asked = requests.count() != requested;
@@ -175,6 +174,7 @@ pub fn watch(
                 let number = plan.shared.install(component);
                 plan.metrics.count("component_swaps_total", 1);
                 plan.metrics.gauge("component_generation", number as i64);
+                record_info(&plan.metrics, &plan.shared.current());
                 tracing::info!(message = "Component swapped in.", component_id = %plan.id, path = %plan.path.display(), generation = number, name = %info.name, version = %info.version, api_version = %info.api_version);
             }
             Err(error) => {
@@ -183,6 +183,20 @@ pub fn watch(
             }
         }
     }
+}
+
+/// `component_info{name, version, api_version, generation} 1` for `generation`.
+pub fn record_info(metrics: &ComponentMetrics, generation: &Generation) {
+    let info = &generation.component.info;
+    metrics.info(
+        "component_info",
+        vec![
+            ("name", info.name.clone()),
+            ("version", info.version.clone()),
+            ("api_version", info.api_version.clone()),
+            ("generation", generation.number.to_string()),
+        ],
+    );
 }
 
 /// Reads, compiles, type-checks and (with fixtures) tries the file's component.
