@@ -23,6 +23,10 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 /// The WIT package version this host speaks; components must report the same.
 pub const API_VERSION: &str = "0.3.0";
 
+/// Bytes of a pooled linear memory kept resident between instances (about what the
+/// component touches for a batch of a few thousand lines).
+const KEEP_RESIDENT_BYTES: usize = 8 << 20;
+
 /// How often the epoch ticker advances the engine's epoch.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
@@ -137,7 +141,11 @@ impl Runtime {
             .total_core_instances(64)
             .total_memories(64)
             .total_tables(64)
-            .max_memory_size(options.max_memory_bytes);
+            .max_memory_size(options.max_memory_bytes)
+            // A fresh instance (after a trap or a hot swap) reuses a pooled memory slot;
+            // keeping its first pages resident (zeroed, not decommitted) spares the first
+            // batch the page faults of growing into them again.
+            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         let engine = Engine::new(&config).map_err(RuntimeError::Engine)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
