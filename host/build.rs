@@ -2,7 +2,7 @@
 //! `OUT_DIR`, so the host binary embeds its own component (Spin builds its test
 //! components the same way). The nested build uses its own target directory next to
 //! the outer one, so it never waits on the outer build's lock. The same build produces
-//! the failure-test component of `tests/components/misbehaving`.
+//! the test components of `tests/components/` (`misbehaving`, `old-api`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +35,8 @@ fn main() {
             "flowenrich-plugin",
             "-p",
             "flowenrich-test-misbehaving",
+            "-p",
+            "flowenrich-test-old-api",
         ])
         .arg("--target-dir")
         .arg(&nested_target)
@@ -78,6 +80,12 @@ fn main() {
     println!(
         "cargo:rustc-env=FLOWENRICH_TEST_COMPONENT_MISBEHAVING={}",
         misbehaving.display()
+    );
+    // A correct component of the previous WIT version, which the host must refuse.
+    let old_api = nested_target.join("wasm32-wasip2/release/flowenrich_test_old_api.wasm");
+    println!(
+        "cargo:rustc-env=FLOWENRICH_TEST_COMPONENT_OLD_API={}",
+        old_api.display()
     );
 }
 

@@ -191,6 +191,14 @@ fn validate_names_the_offending_key_or_file() {
             "does not implement flowenrich:enrich/enricher@0.3.0",
         ),
         (
+            // A correct component of the previous WIT version.
+            pipeline(&format!(
+                "component = \"{}\"",
+                env!("FLOWENRICH_TEST_COMPONENT_OLD_API")
+            )),
+            "does not implement flowenrich:enrich/enricher@0.3.0",
+        ),
+        (
             pipeline("")
                 .replace("\"{data}/flows\"", "x")
                 .replace("/flows\"", "/no-such-dir\""),

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 const MISBEHAVING: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");
+const OLD_API: &str = env!("FLOWENRICH_TEST_COMPONENT_OLD_API");
 
 /// Replaces `path` atomically (written aside, then renamed), as a deploy should.
 fn replace(path: &Path, bytes: &[u8]) {
@@ -210,6 +211,18 @@ fn reloads_on_request_only_and_a_component_must_pass_the_fixtures() {
         rows_after(&out, sent as usize).pop().unwrap()
     };
     assert!(send(&mut stdin)["bytes"].is_u64());
+
+    // A correct component of the previous WIT version is refused by the type check.
+    replace(&component, &std::fs::read(OLD_API).unwrap());
+    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    wait_metric(
+        &api,
+        "component_errors_total",
+        "component_type_check_failed",
+        1,
+    );
+    assert_eq!(metric(&api, "component_generation", ""), 1);
+    assert!(send(&mut stdin)["bytes"].is_u64(), "still the real plugin");
 
     // Without polling, a new file waits for a request...
     replace(&component, &std::fs::read(MISBEHAVING).unwrap());
