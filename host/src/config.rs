@@ -515,6 +515,8 @@ pub struct Pipeline {
     pub path: PathBuf,
     /// Its settings, with relative paths made absolute.
     pub config: PipelineConfig,
+    /// The file's TOML as written (what a config reload compares against).
+    pub toml: toml::Table,
 }
 
 impl Pipeline {
@@ -538,6 +540,10 @@ impl Pipeline {
         let pipeline = Pipeline {
             path: path.to_path_buf(),
             config,
+            toml: toml::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            })?,
         };
         pipeline.check()?;
         Ok(pipeline)

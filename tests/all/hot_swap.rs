@@ -38,17 +38,29 @@ fn admin(address: &str, method: &str, path: &str) -> String {
 
 /// The value of the series `name{component_id="t"...}` (summed over its labels), or 0.
 fn metric(address: &str, name: &str, label: &str) -> i64 {
+    metric_of(address, "t", name, label)
+}
+
+/// The value of `name{component_id="<component>"...}` with `label` in its labels, or 0.
+fn metric_of(address: &str, component: &str, name: &str, label: &str) -> i64 {
     admin(address, "GET", "/metrics")
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{component_id=\"t\"")) && l.contains(label))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{component_id=\"{component}\"")) && l.contains(label)
+        })
         .map(|l| l.rsplit(' ').next().unwrap().parse::<i64>().unwrap())
         .sum()
 }
 
 /// Waits until `metric(...) >= at_least`.
 fn wait_metric(address: &str, name: &str, label: &str, at_least: i64) {
+    wait_metric_of(address, "t", name, label, at_least)
+}
+
+/// Waits until `metric_of(...) >= at_least`.
+fn wait_metric_of(address: &str, component: &str, name: &str, label: &str, at_least: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(address, name, label) < at_least {
+    while metric_of(address, component, name, label) < at_least {
         assert!(
             Instant::now() < deadline,
             "{name}{label} never reached {at_least}: {}",
@@ -250,4 +262,132 @@ fn reloads_on_request_only_and_a_component_must_pass_the_fixtures() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("fixture"), "{stderr}");
+}
+
+#[test]
+fn the_pipeline_file_is_reloaded_where_safe_and_other_changes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let assign = |ts: u64, app: &str| {
+        format!(
+            "{{\"ts\": {ts}, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {{\"app\": \"{app}\"}}}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("a.jsonl"), assign(0, "api")).unwrap();
+    std::fs::write(dir.path().join("b.jsonl"), assign(0, "db")).unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let text = |table: &str, extra: &str, batch_lines: u32| {
+        format!(
+            r#"
+[api]
+address = "{api}"
+
+[metadata.apps]
+type = "file"
+path = "{table}"
+reload_interval_ms = 100
+
+[sources.in]
+type = "stdin"
+batch_lines = {batch_lines}
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+{extra}
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#
+        )
+    };
+    let mut child = start_run(dir.path(), &text("a.jsonl", "", 1), |_| {});
+    let pipeline = dir.path().join("p.toml");
+    let mut stdin = child.stdin.take().unwrap();
+    let out = dir.path().join("out.ndjson");
+    let mut sent = 0;
+    let mut send = |stdin: &mut std::process::ChildStdin, start: u64| {
+        writeln!(
+            stdin,
+            "2 1 eni-1 10.0.0.1 10.0.0.2 1 443 6 1 {sent} {start} {} ACCEPT OK",
+            start + 60
+        )
+        .unwrap();
+        stdin.flush().unwrap();
+        sent += 1;
+        rows_after(&out, sent as usize).pop().unwrap()
+    };
+    assert_eq!(send(&mut stdin, 10)["src_app"], "api");
+
+    // Live: the table's file and the transform's format (the same fields in AWS syntax).
+    let aws_syntax = "format = \"${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}\"";
+    replace(&pipeline, text("b.jsonl", aws_syntax, 1).as_bytes());
+    signal(&child, "HUP");
+    wait_metric_of(&api, "config", "config_reloads_total", "", 1);
+    assert_eq!(
+        send(&mut stdin, 10)["src_app"],
+        "db",
+        "the new file's table"
+    );
+    // The table's watcher follows the new file.
+    std::fs::write(
+        dir.path().join("b.jsonl"),
+        assign(0, "db") + &assign(100, "web"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while send(&mut stdin, 200)["src_app"] != "web" {
+        assert!(Instant::now() < deadline, "the new file was never re-read");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Refused: a source option needs a restart; a format the component rejects; a file
+    // that does not parse. Each is counted and nothing changes.
+    replace(&pipeline, text("b.jsonl", aws_syntax, 5).as_bytes());
+    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    wait_metric_of(
+        &api,
+        "config",
+        "component_errors_total",
+        "config_restart_needed",
+        1,
+    );
+    replace(
+        &pipeline,
+        text("b.jsonl", "format = \"srcaddr colour\"", 1).as_bytes(),
+    );
+    signal(&child, "HUP");
+    wait_metric_of(
+        &api,
+        "config",
+        "component_errors_total",
+        "config_invalid",
+        1,
+    );
+    replace(&pipeline, b"[sources.in\n");
+    signal(&child, "HUP");
+    wait_metric_of(
+        &api,
+        "config",
+        "component_errors_total",
+        "config_invalid",
+        2,
+    );
+    assert_eq!(metric_of(&api, "config", "config_reloads_total", ""), 1);
+    assert_eq!(
+        send(&mut stdin, 200)["src_app"],
+        "web",
+        "still running as before"
+    );
+
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("restart needed to apply changes to: sources.in.batch_lines"),
+        "{stderr}"
+    );
 }

@@ -91,7 +91,7 @@ impl Default for RuntimeOptions {
 }
 
 /// Limits of one worker.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerLimits {
     /// Longest time one batch may take inside the component.
     pub batch_timeout: Duration,
@@ -231,6 +231,7 @@ impl Runtime {
             pre: component.pre.clone(),
             epoch_interruption: self.options.epoch_interruption,
             limits,
+            max_memory_bytes: self.options.max_memory_bytes,
             instance: None,
         };
         worker.instance()?;
@@ -276,6 +277,7 @@ pub struct Worker {
     pre: EnricherPre<HostState>,
     epoch_interruption: bool,
     limits: WorkerLimits,
+    max_memory_bytes: usize,
     instance: Option<(Store<HostState>, Enricher)>,
 }
 
@@ -332,6 +334,22 @@ impl Worker {
             self.instance = None;
         }
         result.map_err(RuntimeError::Trap)
+    }
+
+    /// The limits in effect.
+    pub fn limits(&self) -> &WorkerLimits {
+        &self.limits
+    }
+
+    /// New limits from the next call on (on a fresh instance, so a new memory limit
+    /// applies too); capped by the engine's maximum as at creation.
+    pub fn set_limits(&mut self, limits: &WorkerLimits) {
+        let mut limits = limits.clone();
+        limits.memory_limit_bytes = limits.memory_limit_bytes.min(self.max_memory_bytes);
+        if limits != self.limits {
+            self.limits = limits;
+            self.instance = None;
+        }
     }
 
     /// Runs `component` from the next call on (a fresh instance of it); what this worker

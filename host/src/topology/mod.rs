@@ -2,6 +2,7 @@
 //! bounded channels (backpressure), runs everything to completion and drains on stop.
 
 pub mod output;
+pub mod reload;
 
 use crate::batch::SharedBatch;
 use crate::config::{DEAD_LETTER, Pipeline, SinkConfig, SourceConfig, TransformConfig};
@@ -11,8 +12,10 @@ use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
 use crate::sinks;
 use crate::sources;
 use crate::transforms::swap::{self, ReloadRequests, SharedComponent, Watch};
-use crate::transforms::wasm::WasmTransform;
+use crate::transforms::wasm::{LiveOptions, WasmTransform};
+use arc_swap::ArcSwap;
 use output::{CHANNEL_BATCHES, Output};
+use reload::{ConfigReloader, LiveTable, LiveTransform};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,15 +70,13 @@ enum Feed {
 }
 
 struct TransformPlan {
-    holdback: Option<Duration>,
+    options: LiveOptions,
     component: LoadedComponent,
     /// The component file to watch for hot swaps, with its fingerprint when read.
     swap: Option<(PathBuf, metadata::reload::Fingerprint)>,
     reload_interval: Option<Duration>,
     fixtures: Option<PathBuf>,
-    limits: WorkerLimits,
     table: Option<Arc<SharedTable>>,
-    format: Option<String>,
 }
 
 /// Everything checked and loaded, ready to run.
@@ -89,8 +90,11 @@ pub struct Topology {
     watched: Vec<WatchPlan>,
     /// Counters of every component.
     pub metrics: Metrics,
-    /// Reload requests (SIGHUP, `POST /reload`) for the transforms' component watchers.
+    /// Reload requests (SIGHUP, `POST /reload`) for the transforms' component watchers
+    /// and the pipeline file.
     pub reload: Arc<ReloadRequests>,
+    /// The pipeline file and its TOML, for reloading it.
+    pipeline: (PathBuf, toml::Table),
 }
 
 /// What a finished run leaves behind.
@@ -107,6 +111,7 @@ impl Topology {
     /// source files. Nothing runs yet.
     pub fn build(pipeline: Pipeline, runtime: &Runtime) -> Result<Topology, BuildError> {
         let metrics = Metrics::default();
+        let pipeline_file = (pipeline.path.clone(), pipeline.toml.clone());
         let config = pipeline.config;
         let mut tables = BTreeMap::new();
         let mut watched = Vec::new();
@@ -210,15 +215,17 @@ impl Topology {
             transforms.insert(
                 id.clone(),
                 TransformPlan {
-                    holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
+                    options: LiveOptions {
+                        format: format.clone(),
+                        holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
+                        limits,
+                    },
                     component: loaded,
                     swap,
                     reload_interval: (*reload_interval_ms > 0)
                         .then(|| Duration::from_millis(*reload_interval_ms)),
                     fixtures: fixtures.clone(),
-                    limits,
                     table: metadata.as_ref().map(|name| tables[name].clone()),
-                    format: format.clone(),
                 },
             );
             inputs.insert(id.clone(), transform_inputs.clone());
@@ -235,27 +242,54 @@ impl Topology {
             watched,
             metrics,
             reload: Arc::new(ReloadRequests::default()),
+            pipeline: pipeline_file,
         })
     }
 
     /// Runs until every source is exhausted or `stop` is set, then drains: transforms
     /// finish what they hold, sinks flush. Returns the final counters and reports.
     pub fn run(self, runtime: &Runtime, stop: Arc<AtomicBool>) -> Result<RunSummary, BuildError> {
-        // Table feeds run until the run ends, when dropping them stops them.
-        let _feeds: Vec<Box<dyn Send>> = self
-            .watched
-            .into_iter()
-            .map(|w| -> Box<dyn Send> {
-                match w.feed {
-                    Feed::Files(interval, seen) => Box::new(metadata::reload::Watcher::start(
-                        w.name, w.spec, w.shared, w.metrics, interval, seen,
-                    )),
-                    Feed::Stream(stream) => Box::new(metadata::stream::StreamReader::start(
-                        w.name, w.spec, stream, w.shared, w.metrics,
-                    )),
+        // Table feeds run until the run ends, when dropping them stops them. File watchers
+        // belong to the config reloader, which replaces them when their files change.
+        let mut live_tables: BTreeMap<String, LiveTable> = BTreeMap::new();
+        let mut _feeds: Vec<Box<dyn Send>> = Vec::new();
+        for w in self.watched {
+            match w.feed {
+                Feed::Files(interval, seen) => {
+                    let watcher = metadata::reload::Watcher::start(
+                        w.name.clone(),
+                        w.spec,
+                        w.shared.clone(),
+                        w.metrics.clone(),
+                        interval,
+                        seen,
+                    );
+                    live_tables.insert(
+                        w.name,
+                        LiveTable {
+                            shared: w.shared,
+                            metrics: w.metrics,
+                            watcher: Some(watcher),
+                        },
+                    );
                 }
-            })
-            .collect();
+                Feed::Stream(stream) => {
+                    _feeds.push(Box::new(metadata::stream::StreamReader::start(
+                        w.name, w.spec, stream, w.shared, w.metrics,
+                    )))
+                }
+            }
+        }
+        for (name, shared) in &self.tables {
+            live_tables
+                .entry(name.clone())
+                .or_insert_with(|| LiveTable {
+                    shared: shared.clone(),
+                    metrics: self.metrics.component(&format!("metadata.{name}")),
+                    watcher: None,
+                });
+        }
+        let mut live_transforms: BTreeMap<String, LiveTransform> = BTreeMap::new();
         // One bounded channel per consumer; every output it lists gets a sender.
         let mut outputs: HashMap<String, Output> = HashMap::new();
         let mut receivers: HashMap<String, mpsc::Receiver<SharedBatch>> = HashMap::new();
@@ -331,7 +365,7 @@ impl Topology {
                 .remove(&id)
                 .expect("every transform has a channel");
             let worker = runtime
-                .worker(&plan.component, &plan.limits)
+                .worker(&plan.component, &plan.options.limits)
                 .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
             let shared = Arc::new(SharedComponent::new(plan.component.clone()));
             let counters = self.metrics.component(&id);
@@ -343,7 +377,7 @@ impl Topology {
                     path,
                     fixtures: plan.fixtures.clone(),
                     interval: plan.reload_interval,
-                    limits: plan.limits.clone(),
+                    limits: plan.options.limits.clone(),
                     shared: shared.clone(),
                     metrics: self.metrics.component(&id),
                 };
@@ -353,14 +387,21 @@ impl Topology {
                     swap::watch(watch, runtime, requests, stop, seen)
                 });
             }
+            let options = Arc::new(ArcSwap::from_pointee(plan.options));
+            live_transforms.insert(
+                id.clone(),
+                LiveTransform {
+                    options: options.clone(),
+                    component: shared.clone(),
+                },
+            );
             let transform = WasmTransform {
                 id: id.clone(),
                 worker,
                 component: shared,
                 generation: 1,
                 table: plan.table,
-                format: plan.format,
-                holdback: plan.holdback,
+                options,
                 unlogged_dead_letters: crate::transforms::wasm::LOGGED_DEAD_LETTERS,
                 output: take_output(&id),
                 dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
@@ -368,6 +409,16 @@ impl Topology {
             };
             other_threads.push(spawn(&id, move || transform.run(rx)));
         }
+        let reloader = ConfigReloader {
+            path: self.pipeline.0,
+            running: self.pipeline.1,
+            transforms: live_transforms,
+            tables: live_tables,
+            metrics: self.metrics.component("config"),
+            runtime: runtime.clone(),
+        };
+        let (requests, reload_stop) = (self.reload.clone(), swap_stop.clone());
+        spawn("config-reload", move || reloader.run(requests, reload_stop));
         for (id, plan) in self.sources {
             let output = take_output(&id);
             let dead_letters = take_output(&format!("{id}.{DEAD_LETTER}"));

@@ -5,8 +5,9 @@
 use crate::batch::{LineBatch, SharedBatch};
 use crate::metadata::{SharedTable, Table};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::Worker;
+use crate::runtime::{Worker, WorkerLimits};
 use crate::topology::output::Output;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,19 +28,28 @@ pub struct WasmTransform {
     pub generation: u64,
     /// Metadata to attribute with; `None` leaves every flow unattributed.
     pub table: Option<Arc<SharedTable>>,
-    /// Configured format (`None` = AWS default).
-    pub format: Option<String>,
+    /// The options a config reload may change, read before every batch.
+    pub options: Arc<ArcSwap<LiveOptions>>,
     /// Where enriched JSON goes.
     pub output: Output,
     /// Where rejected lines go.
     pub dead_letters: Output,
     /// This transform's counters.
     pub metrics: Arc<ComponentMetrics>,
+    /// Dead letters still to be logged when no sink takes them.
+    pub unlogged_dead_letters: u64,
+}
+
+/// The transform options that a config reload may change while it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveOptions {
+    /// Configured format (`None` = AWS default).
+    pub format: Option<String>,
     /// How long a flow with an unattributed side may wait for the table to change
     /// (`None`: never held).
     pub holdback: Option<std::time::Duration>,
-    /// Dead letters still to be logged when no sink takes them.
-    pub unlogged_dead_letters: u64,
+    /// The worker's batch deadline and memory limit.
+    pub limits: WorkerLimits,
 }
 
 /// The table of transforms without metadata: built once, not per batch.
@@ -77,15 +87,14 @@ impl WasmTransform {
         let mut formats: HashMap<Arc<str>, String> = HashMap::new();
         let mut held: Vec<HeldLine> = Vec::new();
         let mut seen_version = self.table_version();
-        let timer = self.holdback.map(|_| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .expect("holdback timer")
-        });
+        // Holdback can be turned on by a config reload, so the timer is always there.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("holdback timer");
         loop {
             let next = match &timer {
-                Some(timer) if !held.is_empty() => {
+                timer if !held.is_empty() => {
                     // The timeout is created inside the timer's runtime (it needs its clock).
                     match timer
                         .block_on(async { tokio::time::timeout(HOLD_TICK, input.recv()).await })
@@ -99,11 +108,12 @@ impl WasmTransform {
             let Some(next) = next else { break };
             if let Some(batch) = next {
                 self.metrics.received(batch.lines as u64);
+                let options = self.options.load_full();
                 let format = formats
                     .get(&batch.stream)
                     .cloned()
-                    .or_else(|| self.format.clone());
-                let hold = self.holdback.is_some();
+                    .or_else(|| options.format.clone());
+                let hold = options.holdback.is_some();
                 let submitted = self.submit(&batch, format.as_deref(), hold, &mut formats);
                 if batch.stream_end {
                     formats.remove(&batch.stream);
@@ -143,7 +153,7 @@ impl WasmTransform {
     /// without holding, the others with holding when the table `changed`. Returns the
     /// lines still held.
     fn retry(&mut self, held: Vec<HeldLine>, changed: bool, release_all: bool) -> Vec<HeldLine> {
-        let window = self.holdback.unwrap_or_default();
+        let window = self.options.load().holdback.unwrap_or_default();
         let now = Instant::now();
         let (due, waiting): (Vec<HeldLine>, Vec<HeldLine>) = held
             .into_iter()
@@ -212,7 +222,8 @@ impl WasmTransform {
         hold: bool,
         formats: &mut HashMap<Arc<str>, String>,
     ) -> Submitted {
-        // A new component generation is picked up here, between batches.
+        // New limits and a new component generation are picked up here, between batches.
+        self.worker.set_limits(&self.options.load().limits);
         let current = self.component.current();
         if current.number != self.generation {
             self.worker.set_component(&current.component);
