@@ -903,7 +903,7 @@ mod tests {
                 .map(|k| {
                     let r = x.rotate_left(k as u32 * 7) ^ (k as u64).wrapping_mul(0x9e37_79b9);
                     // Mostly letters, so tokens grow past a 64-byte window now and then.
-                    if r % 4 == 0 {
+                    if r.is_multiple_of(4) {
                         alphabet[(r >> 8) as usize % alphabet.len()]
                     } else {
                         b'x'
@@ -957,7 +957,7 @@ mod tests {
             let mut digits: Vec<u8> = (0..len)
                 .map(|k| b'0' + ((x >> (k * 3)) % 10) as u8)
                 .collect();
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 let at = ((x >> 50) % len as u64) as usize;
                 digits[at] = [b'/', b':', b'a', b' ', 0, 0xff][((x >> 40) % 6) as usize];
             }

@@ -10,6 +10,10 @@
 //! rule says. Intervals are found through a directory of every /16 (and, where a /16 holds
 //! many boundaries, of its /24s), then a short scan.
 
+/// A network as the index is built from: prefix length, network address, timeline of
+/// `(from_ts, owner)` sorted by time.
+pub type Network = (u8, u32, Vec<(u64, u32)>);
+
 /// Boundaries in a /16 above which it gets a directory of its /24s.
 const DENSE: u32 = 8;
 
@@ -66,11 +70,13 @@ pub struct NetworksV4 {
 impl NetworksV4 {
     /// Builds the index from `(prefix length, network address, timeline)` with timelines
     /// sorted by time and times at most [`super::events::MAX_TS`].
-    pub fn build(networks: impl IntoIterator<Item = (u8, u32, Vec<(u64, u32)>)>) -> NetworksV4 {
+    pub fn build(networks: impl IntoIterator<Item = Network>) -> NetworksV4 {
         let ts32 = |ts: u64| ts.min(super::events::MAX_TS) as u32;
         // Ordered by start, then less specific first: a sweep then meets every network
         // after the networks that contain it.
-        let mut nets: Vec<(u32, u64, u8, Vec<(u64, u32)>)> = networks
+        // (start, end, prefix length, timeline)
+        type Span = (u32, u64, u8, Vec<(u64, u32)>);
+        let mut nets: Vec<Span> = networks
             .into_iter()
             .map(|(len, net, timeline)| {
                 let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
@@ -227,8 +233,8 @@ mod tests {
     use super::*;
 
     /// The rule itself: every network, most specific first.
-    fn reference(nets: &[(u8, u32, Vec<(u64, u32)>)], addr: u32, t: u64) -> u32 {
-        let mut covering: Vec<&(u8, u32, Vec<(u64, u32)>)> = nets
+    fn reference(nets: &[Network], addr: u32, t: u64) -> u32 {
+        let mut covering: Vec<&Network> = nets
             .iter()
             .filter(|(len, net, _)| {
                 let mask = if *len == 0 { 0 } else { u32::MAX << (32 - len) };
@@ -261,7 +267,7 @@ mod tests {
         for round in 0..20 {
             // Networks crowded into a few /16s (so some /16s get /24 directories), plus
             // a default route and a few wide ones in some rounds.
-            let mut nets: Vec<(u8, u32, Vec<(u64, u32)>)> = Vec::new();
+            let mut nets: Vec<Network> = Vec::new();
             let mut seen = std::collections::HashSet::new();
             let count = 5 + (rand() % 200) as usize;
             for _ in 0..count {

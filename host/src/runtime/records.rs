@@ -90,7 +90,7 @@ pub fn assemble(
     spans: &[u32],
     owners: &[u32],
 ) -> Result<String, InvalidResult> {
-    if spans.len() != owners.len() || spans.len() % 2 != 0 {
+    if spans.len() != owners.len() || !spans.len().is_multiple_of(2) {
         return Err(InvalidResult::Shape {
             spans: spans.len(),
             owners: owners.len(),

@@ -184,9 +184,12 @@ impl Topology {
             } = transform;
             let key = format!("transforms.{id}.component");
             // Taken before the file is read, so a change during start-up is not missed.
-            let swap = component
-                .as_ref()
-                .map(|path| (path.clone(), metadata::reload::fingerprint(&[path.clone()])));
+            let swap = component.as_ref().map(|path| {
+                (
+                    path.clone(),
+                    metadata::reload::fingerprint(std::slice::from_ref(path)),
+                )
+            });
             let loaded = match compiled.get(component) {
                 Some(loaded) => loaded.clone(),
                 None => {
