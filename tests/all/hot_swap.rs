@@ -3,9 +3,8 @@
 //! carries on. Every line is accounted for exactly once across a swap.
 
 use crate::kinesis::free_port;
-use crate::{read_ndjson, repo, rows_after, signal, start_run};
+use crate::{http, read_ndjson, repo, rows_after, signal, start_run};
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,23 +18,6 @@ fn replace(path: &Path, bytes: &[u8]) {
     std::fs::rename(&aside, path).unwrap();
 }
 
-/// `METHOD path` on the admin endpoint; the body.
-fn admin(address: &str, method: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = TcpStream::connect(address).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 /// The value of the series `name{component_id="t"...}` (summed over its labels), or 0.
 fn metric(address: &str, name: &str, label: &str) -> i64 {
     metric_of(address, "t", name, label)
@@ -43,7 +25,7 @@ fn metric(address: &str, name: &str, label: &str) -> i64 {
 
 /// The value of `name{component_id="<component>"...}` with `label` in its labels, or 0.
 fn metric_of(address: &str, component: &str, name: &str, label: &str) -> i64 {
-    admin(address, "GET", "/metrics")
+    http(address, "GET", "/metrics")
         .lines()
         .filter(|l| {
             l.starts_with(&format!("{name}{{component_id=\"{component}\"")) && l.contains(label)
@@ -64,7 +46,7 @@ fn wait_metric_of(address: &str, component: &str, name: &str, label: &str, at_le
         assert!(
             Instant::now() < deadline,
             "{name}{label} never reached {at_least}: {}",
-            admin(address, "GET", "/metrics")
+            http(address, "GET", "/metrics")
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -141,7 +123,7 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
         metric(&api, "component_info", "name=\"flowenrich-plugin\""),
         1,
         "{}",
-        admin(&api, "GET", "/metrics")
+        http(&api, "GET", "/metrics")
     );
     // A broken file (a truncated component) is refused; the running one carries on.
     replace(&component, &flowenrich::embedded::COMPONENT[..1000]);
@@ -226,7 +208,7 @@ fn reloads_on_request_only_and_a_component_must_pass_the_fixtures() {
 
     // A correct component of the previous WIT version is refused by the type check.
     replace(&component, &std::fs::read(OLD_API).unwrap());
-    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    assert!(http(&api, "POST", "/reload").contains("requested"));
     wait_metric(
         &api,
         "component_errors_total",
@@ -241,7 +223,7 @@ fn reloads_on_request_only_and_a_component_must_pass_the_fixtures() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(metric(&api, "component_generation", ""), 1);
     // ...and on `POST /reload` this one fails the fixtures, so it is refused.
-    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    assert!(http(&api, "POST", "/reload").contains("requested"));
     wait_metric(
         &api,
         "component_errors_total",
@@ -346,7 +328,7 @@ path = "out.ndjson"
     // Refused: a source option needs a restart; a format the component rejects; a file
     // that does not parse. Each is counted and nothing changes.
     replace(&pipeline, text("b.jsonl", aws_syntax, 5).as_bytes());
-    assert!(admin(&api, "POST", "/reload").contains("requested"));
+    assert!(http(&api, "POST", "/reload").contains("requested"));
     wait_metric_of(
         &api,
         "config",

@@ -1,9 +1,8 @@
 //! Tests against a real local Kinesis implementation (npm `kinesis-local`, i.e.
 //! kinesis-mock), started here on 127.0.0.1. `scripts/test` installs it.
 
-use crate::{read_ndjson, rows_after, rows_now, signal, sorted_ports, start_run, summary};
+use crate::{http, read_ndjson, rows_after, rows_now, signal, sorted_ports, start_run, summary};
 use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -495,19 +494,6 @@ region = "us-east-1"
     assert!(summary.contains("kinesis_put_retries_total"), "{summary}");
 }
 
-/// GET `path` from the admin endpoint at `address`; the body.
-fn http_get(address: &str, path: &str) -> String {
-    use std::io::Read;
-    let mut stream = TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default()
-}
-
 #[test]
 fn an_unreachable_endpoint_is_retried_from_the_same_position() {
     let store = tempfile::tempdir().unwrap();
@@ -551,7 +537,7 @@ path = "out.ndjson"
     // The per-shard series are on the admin endpoint: both shards read, no lag left.
     let deadline = Instant::now() + Duration::from_secs(30);
     let metrics = loop {
-        let metrics = http_get(&api, "/metrics");
+        let metrics = http(&api, "GET", "/metrics");
         let lagging = metrics
             .lines()
             .filter(|l| l.starts_with("kinesis_checkpoint_lag_batches{"))
@@ -573,7 +559,7 @@ path = "out.ndjson"
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(records, 10, "{metrics}");
-    assert!(http_get(&api, "/health").contains("\"ok\":true"));
+    assert!(http(&api, "GET", "/health").contains("\"ok\":true"));
 
     // The endpoint goes away (after persisting its streams) and the host keeps failing...
     std::thread::sleep(Duration::from_millis(500));
@@ -587,7 +573,7 @@ path = "out.ndjson"
             .sum::<u64>()
     };
     assert!(
-        failed(&http_get(&api, "/metrics")) > 0,
+        failed(&http(&api, "GET", "/metrics")) > 0,
         "reads failed while it was gone"
     );
     // ...until it is back on the same address with the same streams; new records follow.

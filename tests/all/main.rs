@@ -167,3 +167,20 @@ pub fn counter(summary: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in {summary}"));
     words[at + 1].parse().unwrap()
 }
+
+/// `METHOD path` on an HTTP endpoint at `address` (the admin endpoint); the body.
+pub fn http(address: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
