@@ -168,7 +168,13 @@ pub fn parse_line_at(
     let bounds = unsafe {
         &*(&bounds[..expected] as *const [MaybeUninit<(u32, u32)>] as *const [(u32, u32)])
     };
-    (write_fields(text, end - start, format, bounds, out), end)
+    let mark = out.len();
+    let result = write_fields(text, end - start, format, bounds, out);
+    if result.is_err() {
+        // A value that needed escaping or normalising may have been written already.
+        out.truncate(mark);
+    }
+    (result, end)
 }
 
 /// Finds the fields of the line at `start`: stores the first `bounds.len()` as
@@ -723,6 +729,17 @@ mod tests {
                 ..
             }
         ));
+        // A field written the slow way (escaped, or a number with leading zeros) before a
+        // bad one: nothing of the line may stay in the output.
+        let escaped_then_bad =
+            parse("2 1 e\"x 10.0.0.1 10.0.0.2 70000 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(escaped_then_bad, LineError::OutOfRange { .. }));
+        let zeros_then_bad =
+            parse("02 1 e 10.0.0.1 10.0.0.2 1 22 6 1 1 1 2 ACCEPT x\"y 7").unwrap_err();
+        assert!(matches!(zeros_then_bad, LineError::FieldCount { .. }));
+        let zeros_then_bad_ip =
+            parse("02 1 e 10.0.0.1 10.0.0.256 1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
+        assert!(matches!(zeros_then_bad_ip, LineError::BadAddress { .. }));
         let bad_ip = parse("2 1 e 10.0.0.256 10.0.0.2 1 22 6 1 1 1 2 ACCEPT OK").unwrap_err();
         assert!(matches!(
             bad_ip,

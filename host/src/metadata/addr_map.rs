@@ -293,6 +293,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timelines_of_every_length_agree_with_a_scan() {
+        let timeline = |k: u32| -> Vec<(u64, u32)> {
+            (0..(k % 6) as u64 + 1)
+                .map(|i| (10 * i + 5, k * 10 + i as u32))
+                .collect()
+        };
+        let map = AddrMap::build((0..600u32).map(|k| (k, timeline(k))));
+        for k in 0..600u32 {
+            for t in [
+                0,
+                4,
+                5,
+                14,
+                15,
+                25,
+                35,
+                44,
+                45,
+                55,
+                1000,
+                u64::from(u32::MAX) + 7,
+            ] {
+                let want = timeline(k)
+                    .iter()
+                    .rev()
+                    .find(|&&(ts, _)| ts <= t)
+                    .map(|&(_, owner)| owner);
+                assert_eq!(map.at(k, t), want, "key {k} at {t}");
+                map.prefetch_timeline(k, t);
+            }
+        }
+    }
+
+    #[test]
     fn finds_every_key_and_only_those() {
         let map = AddrMap::build((0..1000u32).map(|k| (k * 7, vec![(10, k + 1), (20, 0)])));
         for k in 0..1000u32 {

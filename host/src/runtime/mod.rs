@@ -253,6 +253,8 @@ pub struct HostState {
     limits: StoreLimits,
     /// What `records.emit` put together during the call in flight.
     records: Option<Result<(String, usize), records::InvalidResult>>,
+    /// The most records the batch in flight can have (each needs a line of its own).
+    max_lines: usize,
 }
 
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
@@ -293,6 +295,7 @@ impl Worker {
                 HostState {
                     table: Arc::new(Table::default()),
                     records: None,
+                    max_lines: 0,
                     limits,
                 },
             );
@@ -399,6 +402,9 @@ impl Worker {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
                 s.data_mut().records = None;
+                // An emitted line is at least one byte and a newline (the last one
+                // without its newline).
+                s.data_mut().max_lines = lines.len().div_ceil(2);
                 let result = e.flowenrich_enrich_transform().call_process(
                     &mut *s,
                     format,

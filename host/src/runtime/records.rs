@@ -41,6 +41,15 @@ pub enum InvalidResult {
     /// `process` succeeded with lines emitted but never called `records.emit`.
     #[error("the component emitted lines without handing them over")]
     NotEmitted,
+    /// Spans that overlap or go backwards, or more records than the batch had lines:
+    /// without this a component could make the host build output without bound.
+    #[error("{records} records for a batch of at most {max_lines} lines, or spans out of order")]
+    TooMany {
+        /// Records handed over.
+        records: usize,
+        /// The most the batch can have.
+        max_lines: usize,
+    },
     /// `emitted` disagrees with the records handed over.
     #[error("the component says it emitted {emitted} lines but handed over {records}")]
     Count {
@@ -61,11 +70,19 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut store: wasmtime::StoreContextMut<'_, HostState>,
          (drafts, spans, owners): (WasmList<u8>, WasmList<u32>, WasmList<u32>)| {
             let table = store.data().table.clone();
+            let max_lines = store.data().max_lines;
             let assembled = {
                 let drafts = drafts.as_le_slice(&store);
                 let spans = little_endian(spans.as_le_slice(&store));
                 let owners = little_endian(owners.as_le_slice(&store));
-                assemble(&table, drafts, &spans, &owners).map(|text| (text, spans.len() / 2))
+                if spans.len() / 2 > max_lines {
+                    Err(InvalidResult::TooMany {
+                        records: spans.len() / 2,
+                        max_lines,
+                    })
+                } else {
+                    assemble(&table, drafts, &spans, &owners).map(|text| (text, spans.len() / 2))
+                }
             };
             store.data_mut().records = Some(assembled);
             Ok(())
@@ -83,7 +100,9 @@ fn little_endian(values: &[u32]) -> std::borrow::Cow<'_, [u32]> {
 }
 
 /// NDJSON of the lines `spans` cut out of `drafts`, each followed by its source and
-/// destination owners' fragments (from `owners`, two per line), `}` and `\n`.
+/// destination owners' fragments (from `owners`, two per line), `}` and `\n`. Spans
+/// must follow one another without overlapping, so the output is bounded by the drafts
+/// plus one pair of fragments per line.
 pub fn assemble(
     table: &Table,
     drafts: &[u8],
@@ -105,8 +124,16 @@ pub fn assemble(
     }
     let lines = spans.len() / 2;
     let mut out = String::with_capacity(drafts.len() + lines * (widest + 2));
+    let mut previous_end = 0;
     for (span, pair) in spans.chunks_exact(2).zip(owners.chunks_exact(2)) {
         let (start, end) = (span[0], span[1]);
+        if start < previous_end {
+            return Err(InvalidResult::TooMany {
+                records: lines,
+                max_lines: lines,
+            });
+        }
+        previous_end = end;
         let line = text
             .get(start as usize..end as usize)
             .ok_or(InvalidResult::Span {
@@ -182,5 +209,10 @@ mod tests {
             assemble(&table, drafts, &[0, 3], &[0, 7777]),
             Err(InvalidResult::Owner(7777))
         );
+        // The same span twice would repeat output without bound.
+        assert!(matches!(
+            assemble(&table, drafts, &[0, 3, 0, 3], &[0, 0, 0, 0]),
+            Err(InvalidResult::TooMany { .. })
+        ));
     }
 }
