@@ -142,6 +142,7 @@ impl ShardCursor {
     /// from the last record read, so nothing is skipped or read twice.
     pub fn reset(&mut self) {
         self.iterator = None;
+        self.millis_behind_latest = None;
     }
 
     /// Reads what is new in the shard, getting an iterator first if needed.

@@ -336,6 +336,19 @@ path = "out.ndjson"
         "config_restart_needed",
         1,
     );
+    // A memory limit above what the engine was sized for at start-up needs one too.
+    replace(
+        &pipeline,
+        text("b.jsonl", "memory_limit_mib = 4096", 1).as_bytes(),
+    );
+    signal(&child, "HUP");
+    wait_metric_of(
+        &api,
+        "config",
+        "component_errors_total",
+        "config_restart_needed",
+        2,
+    );
     replace(
         &pipeline,
         text("b.jsonl", "format = \"srcaddr colour\"", 1).as_bytes(),
@@ -370,6 +383,10 @@ path = "out.ndjson"
     assert!(output.status.success(), "{stderr}");
     assert!(
         stderr.contains("restart needed to apply changes to: sources.in.batch_lines"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("memory_limit_mib (above the 512 MiB"),
         "{stderr}"
     );
 }

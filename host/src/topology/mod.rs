@@ -359,9 +359,12 @@ impl Topology {
             sink_threads.push((id, report_path, handle));
         }
 
-        // Component watchers run until the run ends (they stop soon after this guard drops).
+        // Component watchers and the config reloader run until the run ends.
         let swap_stop = Arc::new(AtomicBool::new(false));
-        let _swap_guard = StopOnDrop(swap_stop.clone());
+        let mut helpers = Helpers {
+            stop: swap_stop.clone(),
+            threads: Vec::new(),
+        };
         let mut other_threads = Vec::new();
         for (id, plan) in self.transforms {
             let rx = receivers
@@ -371,6 +374,7 @@ impl Topology {
                 .worker(&plan.component, &plan.options.limits)
                 .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
             let shared = Arc::new(SharedComponent::new(plan.component.clone()));
+            let options = Arc::new(ArcSwap::from_pointee(plan.options));
             let counters = self.metrics.component(&id);
             counters.gauge("component_generation", 1);
             swap::record_info(&counters, &shared.current());
@@ -380,17 +384,16 @@ impl Topology {
                     path,
                     fixtures: plan.fixtures.clone(),
                     interval: plan.reload_interval,
-                    limits: plan.options.limits.clone(),
+                    options: options.clone(),
                     shared: shared.clone(),
                     metrics: self.metrics.component(&id),
                 };
                 let (runtime, requests, stop) =
                     (runtime.clone(), self.reload.clone(), swap_stop.clone());
-                spawn(&format!("{id}.swap"), move || {
+                helpers.threads.push(spawn(&format!("{id}.swap"), move || {
                     swap::watch(watch, runtime, requests, stop, seen)
-                });
+                }));
             }
-            let options = Arc::new(ArcSwap::from_pointee(plan.options));
             live_transforms.insert(
                 id.clone(),
                 LiveTransform {
@@ -421,7 +424,9 @@ impl Topology {
             runtime: runtime.clone(),
         };
         let (requests, reload_stop) = (self.reload.clone(), swap_stop.clone());
-        spawn("config-reload", move || reloader.run(requests, reload_stop));
+        helpers.threads.push(spawn("config-reload", move || {
+            reloader.run(requests, reload_stop)
+        }));
         for (id, plan) in self.sources {
             let output = take_output(&id);
             let dead_letters = take_output(&format!("{id}.{DEAD_LETTER}"));
@@ -487,12 +492,19 @@ impl Topology {
 /// A sink's thread: `Ok(Some(report))` for report sinks, `Err(message)` on failure.
 type SinkThread = JoinHandle<Result<Option<String>, String>>;
 
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
+/// Threads that serve a run (component watchers, the config reloader, which owns the
+/// metadata file watchers): stopped and joined when the run ends, however it ends.
+struct Helpers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
 
-impl Drop for StopOnDrop {
+impl Drop for Helpers {
     fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }
 

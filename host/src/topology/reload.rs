@@ -8,7 +8,8 @@
 //!   `aws_ip_ranges`, `internet`, `retention_secs`, `reload_interval_ms`): the table is
 //!   rebuilt off the hot path and swapped in, and its watcher follows the new files; a
 //!   `wasm` transform's `format` (checked with its component first), `holdback_secs`,
-//!   `batch_timeout_ms` and `memory_limit_mib`, picked up before its next batch;
+//!   `batch_timeout_ms` and `memory_limit_mib` (up to the largest limit at start-up,
+//!   which sized the engine's memory pool), picked up before its next batch;
 //! - **refused, with the keys named:** anything else (sources, sinks, `inputs`, a
 //!   transform's `component`, `metadata`, `fixtures` or `reload_interval_ms`, a changelog stream's
 //!   settings, the `[api]` table, components added or removed). Those need a restart.
@@ -160,6 +161,14 @@ impl ConfigReloader {
                 batch_timeout: Duration::from_millis(*batch_timeout_ms),
                 memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
             };
+            // The engine's memory pool was sized at start-up for the largest limit then.
+            let max = self.runtime.options().max_memory_bytes;
+            if limits.memory_limit_bytes > max {
+                return Err(ReloadError::RestartNeeded(vec![format!(
+                    "transforms.{id}.memory_limit_mib (above the {} MiB the engine was sized for at start-up)",
+                    max >> 20
+                )]));
+            }
             if let Some(format) = format
                 && live.options.load().format.as_ref() != Some(format)
             {

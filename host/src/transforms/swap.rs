@@ -5,8 +5,9 @@
 //! an `ArcSwap`. A watcher thread ([`watch`]) notices a new component file (its size or
 //! modification time changed, checked every `reload_interval_ms`) or a reload request
 //! (SIGHUP, or `POST /reload` on the admin endpoint). Off the hot path it compiles the
-//! new bytes, type-checks them against the WIT world and its version, runs the
-//! transform's fixtures through a fresh instance if `fixtures` is set, and only then
+//! new bytes, type-checks them against the WIT world and its version, checks that it
+//! accepts the transform's format, runs the transform's fixtures through a fresh
+//! instance if `fixtures` is set, and only then
 //! installs the new generation with one atomic store. The transform looks at the
 //! generation before every batch and moves its worker to a new one between batches, so
 //! a batch in flight finishes on the component it started on and nothing is lost or run
@@ -16,7 +17,8 @@
 use crate::fixtures;
 use crate::metadata::reload::{Fingerprint, fingerprint};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{LoadedComponent, Runtime, RuntimeError, WorkerLimits};
+use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
+use crate::transforms::wasm::LiveOptions;
 use arc_swap::ArcSwap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,6 +95,9 @@ pub enum SwapError {
     /// It does not compile, fit the world, or speak the host's version.
     #[error(transparent)]
     Load(#[from] RuntimeError),
+    /// The component refuses the transform's format.
+    #[error("the component refuses the transform's format: {0}")]
+    Format(String),
     /// A fixture case gave other output than expected.
     #[error("fixture {case} failed: {message}")]
     Fixture {
@@ -113,6 +118,7 @@ impl SwapError {
                 "component_type_check_failed"
             }
             SwapError::Load(_) => "component_load_failed",
+            SwapError::Format(_) => "component_format_refused",
             SwapError::Fixture { .. } => "component_fixtures_failed",
         }
     }
@@ -128,8 +134,9 @@ pub struct Watch {
     pub fixtures: Option<PathBuf>,
     /// How often the file is checked; `None`: only on reload requests.
     pub interval: Option<Duration>,
-    /// The limits of the transform's worker (also used for the fixtures).
-    pub limits: WorkerLimits,
+    /// The transform's live options: its format (a candidate must accept it) and its
+    /// worker limits (the fixtures run under them).
+    pub options: Arc<ArcSwap<LiveOptions>>,
     /// Where generations are installed.
     pub shared: Arc<SharedComponent>,
     /// The transform's counters.
@@ -206,12 +213,17 @@ fn candidate(plan: &Watch, runtime: &Runtime) -> Result<LoadedComponent, SwapErr
         error,
     })?;
     let component = runtime.load(&bytes)?;
+    let options = plan.options.load_full();
+    if let Some(format) = &options.format {
+        let mut worker = runtime.worker(&component, &options.limits)?;
+        worker.check_format(format)?.map_err(SwapError::Format)?;
+    }
     if let Some(dir) = &plan.fixtures {
         for case in fixture_cases(dir).map_err(|error| SwapError::Read {
             path: dir.clone(),
             error,
         })? {
-            let mut worker = runtime.worker(&component, &plan.limits)?;
+            let mut worker = runtime.worker(&component, &options.limits)?;
             fixtures::run_case(&case, &mut worker)
                 .map_err(|message| SwapError::Fixture { case, message })?;
         }

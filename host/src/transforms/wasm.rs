@@ -281,7 +281,12 @@ impl WasmTransform {
             }
             Err(error) => {
                 self.metrics.error(error.error_type(), batch.lines as u64);
-                let reason = format!("component failed on this batch twice: {error}");
+                let reason = match &error {
+                    crate::runtime::RuntimeError::InvalidResult(_) => {
+                        format!("component returned an unusable result for this batch: {error}")
+                    }
+                    _ => format!("component failed on this batch twice: {error}"),
+                };
                 tracing::error!(message = "Dead-lettering a batch the component could not process.", component_id = %self.id, %error, lines = batch.lines);
                 (
                     (String::new(), 0),
