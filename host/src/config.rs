@@ -302,6 +302,47 @@ fn stream_config(
 
 impl SinkConfig {
     /// The Kinesis settings of an `aws_kinesis_streams` sink.
+    /// The spec of a `druid` sink.
+    pub fn druid(&self) -> Option<crate::sinks::druid::DruidSpec> {
+        let SinkConfig::Druid {
+            data_source,
+            dimensions,
+            granularity_secs,
+            flush_interval_secs,
+            path,
+            stream_name,
+            stream_arn,
+            endpoint,
+            region,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let output = match path {
+            Some(path) => crate::sinks::druid::DruidOutput::Files(path.clone()),
+            None => {
+                crate::sinks::druid::DruidOutput::Kinesis(crate::sinks::kinesis::KinesisSinkSpec {
+                    stream: stream_config(stream_name, stream_arn, endpoint, region),
+                    partition_key: crate::sinks::kinesis::PartitionKey::Spread,
+                })
+            }
+        };
+        Some(crate::sinks::druid::DruidSpec {
+            data_source: data_source.clone(),
+            dimensions: dimensions.clone().unwrap_or_else(|| {
+                crate::sinks::druid::DEFAULT_DIMENSIONS
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect()
+            }),
+            granularity_secs: *granularity_secs,
+            flush_interval: std::time::Duration::from_secs(*flush_interval_secs),
+            output,
+        })
+    }
+
+    /// The spec of an `aws_kinesis_streams` sink.
     pub fn kinesis(&self) -> Option<crate::sinks::kinesis::KinesisSinkSpec> {
         let SinkConfig::AwsKinesisStreams {
             stream_name,
@@ -406,6 +447,44 @@ pub enum SinkConfig {
         #[serde(default)]
         append: bool,
     },
+    /// Flows rolled up per time bucket and dimensions, as Druid rolls them up, and
+    /// delivered as JSON rows: to a Kinesis stream that a Druid Kinesis supervisor
+    /// ingests (`stream_name`/`stream_arn`; `flowenrich druid-spec` prints that
+    /// supervisor's spec), or to NDJSON files per bucket in `path`.
+    Druid {
+        /// Upstream component ids (enriched JSON).
+        inputs: Vec<String>,
+        /// Druid's dataSource.
+        #[serde(default = "default_data_source")]
+        data_source: String,
+        /// Dimensions to roll up on (output keys of the enriched flows); default:
+        /// src/dst app, cluster, account, region and zone, protocol, action and
+        /// flow_direction.
+        #[serde(default)]
+        dimensions: Option<Vec<String>>,
+        /// Bucket width in seconds (Druid's queryGranularity).
+        #[serde(default = "default_granularity_secs")]
+        granularity_secs: u64,
+        /// How often rolled-up rows are written, in seconds (rows of one bucket may be
+        /// split across writes; Druid's rollup sums them again).
+        #[serde(default = "default_flush_interval_secs")]
+        flush_interval_secs: u64,
+        /// A directory for NDJSON files per bucket (instead of a stream).
+        #[serde(default)]
+        path: Option<PathBuf>,
+        /// The stream's name (or `stream_arn`, or `path`).
+        #[serde(default)]
+        stream_name: Option<String>,
+        /// The stream's ARN.
+        #[serde(default)]
+        stream_arn: Option<String>,
+        /// Endpoint override, e.g. a local Kinesis. Default: AWS's for the region.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// Region. Default: the standard AWS configuration chain.
+        #[serde(default)]
+        region: Option<String>,
+    },
     /// Lines to standard output.
     Stdout {
         /// Upstream component ids.
@@ -441,7 +520,8 @@ impl SinkConfig {
             SinkConfig::File { inputs, .. }
             | SinkConfig::Stdout { inputs }
             | SinkConfig::Report { inputs, .. }
-            | SinkConfig::AwsKinesisStreams { inputs, .. } => inputs,
+            | SinkConfig::AwsKinesisStreams { inputs, .. }
+            | SinkConfig::Druid { inputs, .. } => inputs,
         }
     }
 }
@@ -453,6 +533,18 @@ impl TransformConfig {
             TransformConfig::Wasm { inputs, .. } => inputs,
         }
     }
+}
+
+fn default_data_source() -> String {
+    "vpc_flows".into()
+}
+
+fn default_granularity_secs() -> u64 {
+    60
+}
+
+fn default_flush_interval_secs() -> u64 {
+    10
 }
 
 fn default_batch_lines() -> usize {
@@ -673,6 +765,43 @@ impl Pipeline {
             {
                 self.one_stream(format!("sinks.{name}"), stream_name, stream_arn)?;
             }
+            if let SinkConfig::Druid {
+                path,
+                stream_name,
+                stream_arn,
+                granularity_secs,
+                flush_interval_secs,
+                dimensions,
+                ..
+            } = sink
+            {
+                if path.is_some() && (stream_name.is_some() || stream_arn.is_some()) {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.path"),
+                        "writes to files or to a stream, not both",
+                    ));
+                }
+                if path.is_none() {
+                    self.one_stream(format!("sinks.{name}"), stream_name, stream_arn)?;
+                }
+                if *granularity_secs == 0 {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.granularity_secs"),
+                        "must be at least 1",
+                    ));
+                }
+                if *flush_interval_secs == 0 {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.flush_interval_secs"),
+                        "must be at least 1",
+                    ));
+                }
+                if dimensions.as_ref().is_some_and(|d| d.is_empty()) {
+                    return Err(
+                        self.invalid(format!("sinks.{name}.dimensions"), "names no dimension")
+                    );
+                }
+            }
         }
         for (name, transform) in &c.transforms {
             let TransformConfig::Wasm {
@@ -820,6 +949,7 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         match sink {
             SinkConfig::File { path, .. } => resolve(path),
             SinkConfig::Report { path, .. } => path.iter_mut().for_each(resolve),
+            SinkConfig::Druid { path, .. } => path.iter_mut().for_each(resolve),
             SinkConfig::Stdout { .. } | SinkConfig::AwsKinesisStreams { .. } => {}
         }
     }

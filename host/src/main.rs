@@ -31,6 +31,14 @@ enum Command {
         /// Pipeline file (TOML).
         pipeline: PathBuf,
     },
+    /// Print the Druid Kinesis supervisor spec that ingests a pipeline's `druid` sink.
+    DruidSpec {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// The `druid` sink's id, when the pipeline has several.
+        #[arg(long)]
+        sink: Option<String>,
+    },
     /// Run component fixtures (`<dir>/<case>/input.log` + `expected.jsonl` ...).
     Test {
         /// Fixture folders, or folders of them; default `tests/fixtures`.
@@ -83,12 +91,36 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run { pipeline } => run(pipeline),
         Command::Validate { pipeline } => validate(pipeline),
         Command::Test { dirs, component } => test(dirs, component),
+        Command::DruidSpec { pipeline, sink } => druid_spec(pipeline, sink),
         Command::Enrich {
             metadata,
             format,
             component,
         } => enrich(metadata, format, component),
     }
+}
+
+fn druid_spec(path: PathBuf, sink: Option<String>) -> Result<ExitCode> {
+    let pipeline = Pipeline::load(&path)?;
+    let druid: Vec<(&String, _)> = pipeline
+        .config
+        .sinks
+        .iter()
+        .filter_map(|(id, s)| s.druid().map(|spec| (id, spec)))
+        .filter(|(id, _)| sink.as_ref().is_none_or(|wanted| wanted == *id))
+        .collect();
+    let [(id, spec)] = druid.as_slice() else {
+        anyhow::bail!(
+            "{}: {} `druid` sinks{}; name one with --sink",
+            path.display(),
+            druid.len(),
+            sink.map(|s| format!(" with id `{s}`")).unwrap_or_default()
+        );
+    };
+    let spec = flowenrich::sinks::druid::supervisor_spec(spec)
+        .map_err(|e| anyhow::anyhow!("sinks.{id}: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&spec)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn component_bytes(path: Option<&PathBuf>) -> Result<std::borrow::Cow<'static, [u8]>> {

@@ -2,6 +2,7 @@
 //! the `flowenrich` binary.
 
 mod cli;
+mod druid;
 mod failures;
 mod fixtures;
 mod hot_swap;

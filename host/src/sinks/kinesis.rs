@@ -85,6 +85,60 @@ pub fn requests(entries: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
     out
 }
 
+/// A connection to the stream that puts lines as records, each until it is accepted.
+pub struct KinesisWriter {
+    id: String,
+    spec: KinesisSinkSpec,
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_kinesis::Client,
+}
+
+impl KinesisWriter {
+    /// Connects (lazily: the first request reaches the endpoint) for sink `id`.
+    pub fn new(id: &str, spec: &KinesisSinkSpec) -> Result<KinesisWriter, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = runtime.block_on(spec.stream.client());
+        Ok(KinesisWriter {
+            id: id.to_string(),
+            spec: spec.clone(),
+            runtime,
+            client,
+        })
+    }
+
+    /// Puts every line of `text` as one record and returns once all are in the stream
+    /// (lines over the record size limit are counted and dropped); returns how many were
+    /// put.
+    pub fn write(&self, text: &str, metrics: &ComponentMetrics) -> u64 {
+        let mut entries = Vec::new();
+        for line in text.lines() {
+            if line.len() > MAX_RECORD {
+                metrics.error("record_too_large", 1);
+                metrics.discarded(1);
+                tracing::error!(message = "Line larger than a Kinesis record; dropped.", component_id = %self.id, bytes = line.len());
+                continue;
+            }
+            entries.push((line.to_string(), key_of(line, &self.spec.partition_key)));
+        }
+        let mut put = 0;
+        for request in requests(entries) {
+            let sent = request.len() as u64;
+            self.runtime.block_on(put_all(
+                &self.client,
+                &self.spec.stream.stream,
+                request,
+                &self.id,
+                metrics,
+            ));
+            put += sent;
+        }
+        put
+    }
+}
+
 /// Sends every batch until the input closes.
 pub fn run(
     id: &str,
@@ -92,28 +146,11 @@ pub fn run(
     mut input: mpsc::Receiver<SharedBatch>,
     metrics: &ComponentMetrics,
 ) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let client = runtime.block_on(spec.stream.client());
+    let writer = KinesisWriter::new(id, spec)?;
     while let Some(batch) = input.blocking_recv() {
         metrics.received(batch.lines as u64);
-        let mut entries = Vec::with_capacity(batch.lines);
-        for line in batch.text.lines() {
-            if line.len() > MAX_RECORD {
-                metrics.error("record_too_large", 1);
-                metrics.discarded(1);
-                tracing::error!(message = "Line larger than a Kinesis record; dropped.", component_id = %id, bytes = line.len());
-                continue;
-            }
-            entries.push((line.to_string(), key_of(line, &spec.partition_key)));
-        }
-        for request in requests(entries) {
-            let sent = request.len() as u64;
-            runtime.block_on(put_all(&client, &spec.stream.stream, request, id, metrics));
-            metrics.sent(sent);
-        }
+        let sent = writer.write(&batch.text, metrics);
+        metrics.sent(sent);
         // Dropping the batch here releases its acknowledgement: all of it is in the stream.
         drop(batch);
     }

@@ -331,6 +331,16 @@ impl Topology {
                         }),
                     )
                 }
+                SinkConfig::Druid { .. } => {
+                    let spec = sink.druid().expect("a druid sink");
+                    let sink_id = id.clone();
+                    (
+                        None,
+                        spawn(&id, move || {
+                            sinks::druid::run(&sink_id, &spec, rx, &metrics).map(|_| None)
+                        }),
+                    )
+                }
                 SinkConfig::Stdout { .. } => (
                     None,
                     spawn(&id, move || {

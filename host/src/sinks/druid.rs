@@ -1,0 +1,411 @@
+//! The `druid` sink: enriched flows rolled up per time bucket and dimensions, the way
+//! Druid itself rolls them up, then delivered as JSON rows either to a Kinesis stream
+//! that a Druid Kinesis supervisor ingests or to local NDJSON files (one per bucket).
+//!
+//! Each row is `{"timestamp": <bucket start, epoch ms>, <dimension>: <value>, ...,
+//! "flows": n, "bytes": sum, "packets": sum}`. The bucket is the flow's `start` rounded
+//! down to `granularity_secs`. Partial aggregates are written every `flush_interval_secs`
+//! (and at shutdown): two rows with the same bucket and dimensions are summed again by
+//! Druid's rollup (`longSum`), so splitting a bucket across flushes changes no query
+//! result. The batches a flush covers are acknowledged upstream only once its rows are
+//! written (for Kinesis: accepted by PutRecords), so the source's checkpoints stay end to
+//! end. [`supervisor_spec`] derives the matching Druid supervisor spec.
+
+use crate::batch::SharedBatch;
+use crate::metrics::ComponentMetrics;
+use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Dimensions rolled up on when a pipeline names none.
+pub const DEFAULT_DIMENSIONS: [&str; 13] = [
+    "src_app",
+    "dst_app",
+    "src_cluster",
+    "dst_cluster",
+    "src_account",
+    "dst_account",
+    "src_region",
+    "dst_region",
+    "src_zone",
+    "dst_zone",
+    "protocol",
+    "action",
+    "flow_direction",
+];
+
+/// Flow-log fields that are integers (their dimensions are Druid `long`s).
+const INTEGER_FIELDS: [&str; 10] = [
+    "version",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "tcp_flags",
+    "traffic_path",
+];
+
+/// The metrics of every row.
+pub const METRICS: [&str; 3] = ["flows", "bytes", "packets"];
+
+/// Where rows go.
+#[derive(Debug, Clone)]
+pub enum DruidOutput {
+    /// NDJSON files in this directory, one per bucket (`flows-20231114T2213Z.ndjson`).
+    Files(PathBuf),
+    /// One record per row on a Kinesis stream.
+    Kinesis(KinesisSinkSpec),
+}
+
+/// Everything the sink needs.
+#[derive(Debug, Clone)]
+pub struct DruidSpec {
+    /// Druid's dataSource.
+    pub data_source: String,
+    /// Dimensions rolled up on, in row order.
+    pub dimensions: Vec<String>,
+    /// Bucket width in seconds (Druid's queryGranularity).
+    pub granularity_secs: u64,
+    /// How often partial aggregates are written.
+    pub flush_interval: Duration,
+    /// Where rows go.
+    pub output: DruidOutput,
+}
+
+/// One bucket and dimension values (each JSON-encoded), and its sums.
+type Key = (u64, Vec<String>);
+
+/// Flows rolled up in memory until the next flush.
+pub struct Rollup {
+    dimensions: Vec<String>,
+    granularity: u64,
+    groups: HashMap<Key, [u64; 3]>,
+}
+
+/// Why a line was not rolled up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Not a JSON object.
+    InvalidJson,
+    /// No integer `start` to put it in a bucket.
+    NoStart,
+}
+
+impl Rollup {
+    /// An empty rollup on `dimensions` with buckets of `granularity` seconds.
+    pub fn new(dimensions: &[String], granularity: u64) -> Rollup {
+        Rollup {
+            dimensions: dimensions.to_vec(),
+            granularity: granularity.max(1),
+            groups: HashMap::new(),
+        }
+    }
+
+    /// Adds one enriched flow (a JSON object).
+    pub fn add(&mut self, line: &str) -> Result<(), Skipped> {
+        let flow: Value = serde_json::from_str(line).map_err(|_| Skipped::InvalidJson)?;
+        let object = flow.as_object().ok_or(Skipped::InvalidJson)?;
+        let start = object
+            .get("start")
+            .and_then(Value::as_u64)
+            .ok_or(Skipped::NoStart)?;
+        let bucket = start - start % self.granularity;
+        let values = self
+            .dimensions
+            .iter()
+            .map(|d| object.get(d).unwrap_or(&Value::Null).to_string())
+            .collect();
+        let sums = self.groups.entry((bucket, values)).or_insert([0; 3]);
+        sums[0] += 1;
+        for (at, field) in [(1, "bytes"), (2, "packets")] {
+            sums[at] =
+                sums[at].saturating_add(object.get(field).and_then(Value::as_u64).unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Takes every row out, as `(bucket start, NDJSON line)` ordered by bucket and
+    /// dimension values.
+    pub fn drain(&mut self) -> Vec<(u64, String)> {
+        let mut groups: Vec<(Key, [u64; 3])> = self.groups.drain().collect();
+        groups.sort();
+        groups
+            .into_iter()
+            .map(|((bucket, values), sums)| {
+                let mut row = format!("{{\"timestamp\":{}", bucket * 1000);
+                for (dimension, value) in self.dimensions.iter().zip(&values) {
+                    row.push(',');
+                    row.push_str(&Value::String(dimension.clone()).to_string());
+                    row.push(':');
+                    row.push_str(value);
+                }
+                for (name, sum) in METRICS.iter().zip(sums) {
+                    row.push_str(&format!(",\"{name}\":{sum}"));
+                }
+                row.push_str("}\n");
+                (bucket, row)
+            })
+            .collect()
+    }
+}
+
+/// `2023-11-14T22:13` style UTC time of `epoch` seconds, without separators that some
+/// file systems refuse (`20231114T2213Z`).
+pub fn bucket_name(epoch: u64) -> String {
+    // Howard Hinnant's civil-from-days.
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// Appends rows to their buckets' files in `dir`.
+fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut by_bucket: Vec<(u64, String)> = Vec::new();
+    for (bucket, row) in rows {
+        match by_bucket.last_mut() {
+            Some((b, text)) if b == bucket => text.push_str(row),
+            _ => by_bucket.push((*bucket, row.clone())),
+        }
+    }
+    for (bucket, text) in by_bucket {
+        let path = dir.join(format!("flows-{}.ndjson", bucket_name(bucket)));
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        file.write_all(text.as_bytes())?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Rolls up every batch until the input closes, writing rows every flush interval and at
+/// the end.
+pub fn run(
+    id: &str,
+    spec: &DruidSpec,
+    mut input: mpsc::Receiver<SharedBatch>,
+    metrics: &ComponentMetrics,
+) -> Result<(), String> {
+    let kinesis = match &spec.output {
+        DruidOutput::Kinesis(stream) => Some(KinesisWriter::new(id, stream)?),
+        DruidOutput::Files(_) => None,
+    };
+    let timer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut rollup = Rollup::new(&spec.dimensions, spec.granularity_secs);
+    // The batches the rows in memory came from: dropped (acknowledged) after a flush.
+    let mut covered: Vec<SharedBatch> = Vec::new();
+    let mut flushed_at = Instant::now();
+    let flush = |rollup: &mut Rollup, covered: &mut Vec<SharedBatch>| -> Result<(), String> {
+        let rows = rollup.drain();
+        if !rows.is_empty() {
+            let written = match (&spec.output, &kinesis) {
+                (DruidOutput::Kinesis(_), Some(writer)) => {
+                    let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
+                    writer.write(&text, metrics)
+                }
+                (DruidOutput::Files(dir), _) => {
+                    write_files(dir, &rows).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    rows.len() as u64
+                }
+                (DruidOutput::Kinesis(_), None) => unreachable!("a writer for a stream"),
+            };
+            metrics.sent(written);
+            metrics.count("druid_rows_total", written);
+        }
+        covered.clear();
+        Ok(())
+    };
+    loop {
+        let wait = spec.flush_interval.saturating_sub(flushed_at.elapsed());
+        let next = timer.block_on(async { tokio::time::timeout(wait, input.recv()).await });
+        match next {
+            Ok(Some(batch)) => {
+                metrics.received(batch.lines as u64);
+                for line in batch.text.lines() {
+                    match rollup.add(line) {
+                        Ok(()) => metrics.count("druid_flows_total", 1),
+                        Err(skipped) => {
+                            metrics.error(
+                                match skipped {
+                                    Skipped::InvalidJson => "invalid_json",
+                                    Skipped::NoStart => "missing_start",
+                                },
+                                1,
+                            );
+                            metrics.discarded(1);
+                        }
+                    }
+                }
+                covered.push(batch);
+            }
+            Ok(None) => break,
+            Err(_) => {}
+        }
+        if flushed_at.elapsed() >= spec.flush_interval {
+            flush(&mut rollup, &mut covered)?;
+            flushed_at = Instant::now();
+        }
+    }
+    flush(&mut rollup, &mut covered)
+}
+
+/// The Druid Kinesis supervisor spec that ingests this sink's stream: dimensions typed
+/// as they appear in the rows, `longSum` metrics over the pre-aggregated sums, and the
+/// same rollup granularity.
+pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
+    let DruidOutput::Kinesis(kinesis) = &spec.output else {
+        return Err(
+            "this druid sink writes files; a supervisor spec needs `stream_name` (or `stream_arn`)"
+                .into(),
+        );
+    };
+    let stream = kinesis
+        .stream
+        .stream
+        .name
+        .clone()
+        .or_else(|| {
+            kinesis
+                .stream
+                .stream
+                .arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit('/').next())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let endpoint = match (&kinesis.stream.endpoint, &kinesis.stream.region) {
+        (Some(endpoint), _) => endpoint
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .to_string(),
+        (None, Some(region)) => format!("kinesis.{region}.amazonaws.com"),
+        (None, None) => "kinesis.us-east-1.amazonaws.com".to_string(),
+    };
+    let dimensions: Vec<Value> = spec
+        .dimensions
+        .iter()
+        .map(|name| {
+            let kind = if INTEGER_FIELDS.contains(&name.as_str()) {
+                "long"
+            } else {
+                "string"
+            };
+            json!({"type": kind, "name": name})
+        })
+        .collect();
+    let metrics: Vec<Value> = METRICS
+        .iter()
+        .map(|name| json!({"type": "longSum", "name": name, "fieldName": name}))
+        .chain([json!({"type": "count", "name": "rows"})])
+        .collect();
+    let query_granularity = match spec.granularity_secs {
+        1 => json!("SECOND"),
+        60 => json!("MINUTE"),
+        900 => json!("FIFTEEN_MINUTE"),
+        3600 => json!("HOUR"),
+        86_400 => json!("DAY"),
+        secs => json!({"type": "duration", "duration": secs * 1000}),
+    };
+    Ok(json!({
+        "type": "kinesis",
+        "spec": {
+            "dataSchema": {
+                "dataSource": spec.data_source,
+                "timestampSpec": {"column": "timestamp", "format": "millis"},
+                "dimensionsSpec": {"dimensions": dimensions},
+                "metricsSpec": metrics,
+                "granularitySpec": {
+                    "type": "uniform",
+                    "segmentGranularity": "HOUR",
+                    "queryGranularity": query_granularity,
+                    "rollup": true
+                }
+            },
+            "ioConfig": {
+                "type": "kinesis",
+                "stream": stream,
+                "endpoint": endpoint,
+                "inputFormat": {"type": "json"},
+                "useEarliestSequenceNumber": true,
+                "taskCount": 1,
+                "replicas": 1,
+                "taskDuration": "PT1H"
+            },
+            "tuningConfig": {"type": "kinesis", "maxRowsInMemory": 100000}
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolls_up_per_bucket_and_dimensions() {
+        let dims: Vec<String> = ["src_app", "protocol"].map(String::from).into();
+        let mut rollup = Rollup::new(&dims, 60);
+        for line in [
+            r#"{"start":120,"src_app":"api","protocol":6,"bytes":10,"packets":1}"#,
+            r#"{"start":179,"src_app":"api","protocol":6,"bytes":5,"packets":2}"#,
+            r#"{"start":180,"src_app":"api","protocol":6,"bytes":1,"packets":1}"#,
+            r#"{"start":121,"src_app":null,"protocol":17,"bytes":null,"packets":3}"#,
+        ] {
+            rollup.add(line).unwrap();
+        }
+        assert_eq!(rollup.add("{\"start\":null}"), Err(Skipped::NoStart));
+        assert_eq!(rollup.add("not json"), Err(Skipped::InvalidJson));
+        let rows: Vec<String> = rollup.drain().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            rows,
+            vec![
+                "{\"timestamp\":120000,\"src_app\":\"api\",\"protocol\":6,\"flows\":2,\"bytes\":15,\"packets\":3}\n",
+                "{\"timestamp\":120000,\"src_app\":null,\"protocol\":17,\"flows\":1,\"bytes\":0,\"packets\":3}\n",
+                "{\"timestamp\":180000,\"src_app\":\"api\",\"protocol\":6,\"flows\":1,\"bytes\":1,\"packets\":1}\n",
+            ]
+        );
+        assert!(rollup.is_empty());
+    }
+
+    #[test]
+    fn bucket_names_are_utc() {
+        assert_eq!(bucket_name(0), "19700101T0000Z");
+        assert_eq!(bucket_name(1_700_000_000), "20231114T2213Z");
+        assert_eq!(bucket_name(951_782_400), "20000229T0000Z");
+    }
+}

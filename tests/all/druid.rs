@@ -1,0 +1,317 @@
+//! The `druid` sink: rolled-up rows equal an independent rollup of the enriched flows,
+//! to files (the embedded default) and to a real local Kinesis stream; the supervisor
+//! spec matches a golden file and names exactly the rows' keys.
+
+use crate::kinesis::KinesisLocal;
+use crate::{bin, read_ndjson, repo, start_run};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const DIMENSIONS: [&str; 4] = ["src_app", "dst_app", "protocol", "action"];
+
+/// (timestamp ms, dimension values as JSON text) → [flows, bytes, packets].
+type Rollup = BTreeMap<(u64, Vec<String>), [u64; 3]>;
+
+/// The rollup computed here, from the enriched rows, the obvious way.
+fn expected(enriched: &[Value]) -> Rollup {
+    let mut out = Rollup::new();
+    for row in enriched {
+        let Some(start) = row["start"].as_u64() else {
+            continue;
+        };
+        let dims = DIMENSIONS.iter().map(|d| row[*d].to_string()).collect();
+        let sums = out.entry(((start / 60) * 60 * 1000, dims)).or_default();
+        sums[0] += 1;
+        sums[1] += row["bytes"].as_u64().unwrap_or(0);
+        sums[2] += row["packets"].as_u64().unwrap_or(0);
+    }
+    out
+}
+
+/// The sink's rows summed again by (timestamp, dimensions), as Druid's rollup would.
+fn summed(rows: &[Value]) -> Rollup {
+    let mut out = Rollup::new();
+    for row in rows {
+        let dims = DIMENSIONS.iter().map(|d| row[*d].to_string()).collect();
+        let sums = out
+            .entry((row["timestamp"].as_u64().unwrap(), dims))
+            .or_default();
+        for (at, metric) in ["flows", "bytes", "packets"].iter().enumerate() {
+            sums[at] += row[*metric].as_u64().unwrap();
+        }
+    }
+    out
+}
+
+fn dimensions_toml() -> String {
+    let quoted: Vec<String> = DIMENSIONS.iter().map(|d| format!("\"{d}\"")).collect();
+    format!("dimensions = [{}]", quoted.join(", "))
+}
+
+/// Keys of every row must be exactly the spec's timestamp, dimensions and metric fields.
+fn assert_rows_match_the_spec(rows: &[Value], spec: &Value) {
+    let schema = &spec["spec"]["dataSchema"];
+    let mut wanted: Vec<String> = vec![schema["timestampSpec"]["column"].as_str().unwrap().into()];
+    for dimension in schema["dimensionsSpec"]["dimensions"].as_array().unwrap() {
+        wanted.push(dimension["name"].as_str().unwrap().into());
+    }
+    for metric in schema["metricsSpec"].as_array().unwrap() {
+        if let Some(field) = metric["fieldName"].as_str() {
+            wanted.push(field.into());
+        }
+    }
+    wanted.sort();
+    for row in rows {
+        let mut keys: Vec<String> = row.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, wanted, "{row}");
+    }
+}
+
+/// Runs `pipeline` in `dir` to its end; its output and the rows of `out.ndjson`.
+fn run_to_end(dir: &Path, pipeline: &str) -> (std::process::Output, Vec<Value>) {
+    let mut child = start_run(dir, pipeline, |_| {});
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let rows = read_ndjson(&dir.join("out.ndjson"));
+    (output, rows)
+}
+
+fn druid_spec(pipeline: &Path) -> Value {
+    let output = bin().arg("druid-spec").arg(pipeline).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn rolled_up_files_equal_an_independent_rollup_of_the_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/data");
+    let (output, enriched) = run_to_end(
+        dir.path(),
+        &format!(
+            r#"
+[metadata.apps]
+type = "file"
+path = "{data}/apps.jsonl"
+retention_secs = 0
+
+[sources.flows]
+type = "file"
+path = "{data}/flows"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["flows"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out.ndjson"
+
+[sinks.druid]
+type = "druid"
+inputs = ["enrich"]
+path = "druid"
+flush_interval_secs = 1
+{dims}
+"#,
+            data = data.display(),
+            dims = dimensions_toml()
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("druid")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for row in read_ndjson(&path) {
+            // Each file holds one bucket, named after it.
+            let ms = row["timestamp"].as_u64().unwrap();
+            assert_eq!(
+                name,
+                format!(
+                    "flows-{}.ndjson",
+                    flowenrich::sinks::druid::bucket_name(ms / 1000)
+                )
+            );
+            rows.push(row);
+        }
+    }
+    assert!(!rows.is_empty(), "{stderr}");
+    let want = expected(&enriched);
+    assert_eq!(summed(&rows), want, "sums per bucket and dimensions");
+    let flows: u64 = want.values().map(|s| s[0]).sum();
+    assert_eq!(flows, enriched.len() as u64);
+    assert!(
+        rows.len() * 2 < enriched.len(),
+        "{} rows for {} flows: the rollup should reduce",
+        rows.len(),
+        enriched.len()
+    );
+    let summary = crate::summary(&stderr, "druid");
+    assert!(
+        summary.contains(&format!("druid_flows_total {flows}")),
+        "{summary}"
+    );
+
+    // The same sink publishing to a stream: its spec names exactly these rows' keys.
+    let pipeline = dir.path().join("stream.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[sources.in]\ntype = \"stdin\"\n\n[transforms.enrich]\ntype = \"wasm\"\ninputs = [\"in\"]\n\n[sinks.druid]\ntype = \"druid\"\ninputs = [\"enrich\"]\nstream_name = \"vpc-flow-rollups\"\nregion = \"eu-west-1\"\n{}\n",
+            dimensions_toml()
+        ),
+    )
+    .unwrap();
+    assert_rows_match_the_spec(&rows, &druid_spec(&pipeline));
+}
+
+#[test]
+fn the_supervisor_spec_matches_its_golden_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("p.toml");
+    std::fs::write(
+        &pipeline,
+        "[sources.in]\ntype = \"stdin\"\n\n[transforms.enrich]\ntype = \"wasm\"\ninputs = [\"in\"]\n\n[sinks.druid]\ntype = \"druid\"\ninputs = [\"enrich\"]\ndata_source = \"vpc_flows\"\nstream_name = \"vpc-flow-rollups\"\nregion = \"us-east-1\"\n",
+    )
+    .unwrap();
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("tests/golden/druid-supervisor-spec.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(druid_spec(&pipeline), golden);
+    // A sink that writes files has no stream to ingest: a clear error.
+    std::fs::write(
+        &pipeline,
+        "[sources.in]\ntype = \"stdin\"\n\n[sinks.druid]\ntype = \"druid\"\ninputs = [\"in\"]\npath = \"d\"\n",
+    )
+    .unwrap();
+    let output = bin().arg("druid-spec").arg(&pipeline).output().unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("sinks.druid"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
+    let kinesis = KinesisLocal::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/data");
+    // The stream does not exist yet: the sink keeps retrying and loses nothing.
+    let mut child = kinesis.run(
+        dir.path(),
+        &format!(
+            r#"
+[metadata.apps]
+type = "file"
+path = "{data}/apps.jsonl"
+retention_secs = 0
+
+[sources.in]
+type = "stdin"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out.ndjson"
+
+[sinks.druid]
+type = "druid"
+inputs = ["enrich"]
+stream_name = "rollups"
+endpoint = "{{endpoint}}"
+region = "us-east-1"
+flush_interval_secs = 1
+{dims}
+"#,
+            data = data.display(),
+            dims = dimensions_toml()
+        ),
+    );
+    // 300 flow lines between addresses of the bundled metadata, fed through stdin.
+    let ips: Vec<String> = std::fs::read_to_string(data.join("apps.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["ip"].as_str().map(str::to_string))
+        .collect();
+    assert!(ips.len() > 4);
+    let t0 = 1_700_000_000u64;
+    let lines: Vec<String> = (0..300u64)
+        .map(|i| {
+            let (src, dst) = (
+                &ips[i as usize % ips.len()],
+                &ips[(i as usize * 7 + 3) % ips.len()],
+            );
+            let start = t0 + (i * 37) % 1800;
+            let action = if i % 9 == 0 { "REJECT" } else { "ACCEPT" };
+            format!(
+                "2 123456789012 eni-1 {src} {dst} {} 443 {} {} {} {start} {} {action} OK",
+                1024 + i,
+                [6, 17][i as usize % 2],
+                1 + i % 5,
+                100 + i * 13,
+                start + 60
+            )
+        })
+        .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    for line in &lines {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    stdin.flush().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    kinesis.create_stream("rollups", 2);
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let enriched_path = dir.path().join("out.ndjson");
+    let mut rows;
+    loop {
+        rows = kinesis
+            .read_all("rollups")
+            .into_iter()
+            .map(|(_, row)| row)
+            .collect::<Vec<_>>();
+        let enriched = read_ndjson(&enriched_path);
+        if enriched.len() == 300 && summed(&rows) == expected(&enriched) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} rows so far for {} flows",
+            rows.len(),
+            enriched.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("kinesis_put_retries_total"),
+        "the outage was seen: {stderr}"
+    );
+}
