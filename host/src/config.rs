@@ -310,6 +310,8 @@ impl SinkConfig {
             granularity_secs,
             flush_interval_secs,
             path,
+            append,
+            overlord_url,
             stream_name,
             stream_arn,
             endpoint,
@@ -320,7 +322,10 @@ impl SinkConfig {
             return None;
         };
         let output = match path {
-            Some(path) => crate::sinks::druid::DruidOutput::Files(path.clone()),
+            Some(path) => crate::sinks::druid::DruidOutput::Files {
+                dir: path.clone(),
+                append: *append,
+            },
             None => {
                 crate::sinks::druid::DruidOutput::Kinesis(crate::sinks::kinesis::KinesisSinkSpec {
                     stream: stream_config(stream_name, stream_arn, endpoint, region),
@@ -339,6 +344,7 @@ impl SinkConfig {
             granularity_secs: *granularity_secs,
             flush_interval: std::time::Duration::from_secs(*flush_interval_secs),
             output,
+            overlord_url: overlord_url.clone(),
         })
     }
 
@@ -472,6 +478,16 @@ pub enum SinkConfig {
         /// A directory for NDJSON files per bucket (instead of a stream).
         #[serde(default)]
         path: Option<PathBuf>,
+        /// With `path`: add to the bucket files already there instead of starting them
+        /// afresh (by default a run first removes the `flows-*.ndjson` files it would
+        /// write).
+        #[serde(default)]
+        append: bool,
+        /// A Druid Overlord (`http://host:8081`): the supervisor spec is submitted to it
+        /// when the sink starts (`POST /druid/indexer/v1/supervisor`) and its answer
+        /// logged. Plain HTTP only; rows flow whatever it answers.
+        #[serde(default)]
+        overlord_url: Option<String>,
         /// The stream's name (or `stream_arn`, or `path`).
         #[serde(default)]
         stream_name: Option<String>,
@@ -767,6 +783,7 @@ impl Pipeline {
             }
             if let SinkConfig::Druid {
                 path,
+                overlord_url,
                 stream_name,
                 stream_arn,
                 granularity_secs,
@@ -775,6 +792,12 @@ impl Pipeline {
                 ..
             } = sink
             {
+                if path.is_some() && overlord_url.is_some() {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.overlord_url"),
+                        "a supervisor ingests a stream; this sink writes files (`path`)",
+                    ));
+                }
                 if path.is_some() && (stream_name.is_some() || stream_arn.is_some()) {
                     return Err(self.invalid(
                         format!("sinks.{name}.path"),

@@ -214,6 +214,37 @@ fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
     let kinesis = KinesisLocal::start();
     let dir = tempfile::tempdir().unwrap();
     let data = repo().join("pipelines/data");
+    // A stand-in Overlord on 127.0.0.1 that records the one request it gets.
+    let overlord = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let overlord_url = format!("http://{}", overlord.local_addr().unwrap());
+    let request = std::thread::spawn(move || {
+        use std::io::{BufRead, Read, Write};
+        let (stream, _) = overlord.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = n.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        let reply = "{\"id\":\"vpc_flows\"}";
+        write!(
+            &stream,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )
+        .unwrap();
+        (head, body)
+    });
     // The stream does not exist yet: the sink keeps retrying and loses nothing.
     let mut child = kinesis.run(
         dir.path(),
@@ -244,12 +275,25 @@ stream_name = "rollups"
 endpoint = "{{endpoint}}"
 region = "us-east-1"
 flush_interval_secs = 1
+overlord_url = "{overlord_url}"
 {dims}
 "#,
             data = data.display(),
             dims = dimensions_toml()
         ),
     );
+    // The spec went to the Overlord when the sink started: the same as `druid-spec`.
+    let (head, body) = request.join().unwrap();
+    assert!(
+        head.starts_with("POST /druid/indexer/v1/supervisor HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json")
+    );
+    let submitted: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(submitted, druid_spec(&dir.path().join("p.toml")));
     // 300 flow lines between addresses of the bundled metadata, fed through stdin.
     let ips: Vec<String> = std::fs::read_to_string(data.join("apps.jsonl"))
         .unwrap()

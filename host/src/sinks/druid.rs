@@ -58,8 +58,14 @@ pub const METRICS: [&str; 3] = ["flows", "bytes", "packets"];
 /// Where rows go.
 #[derive(Debug, Clone)]
 pub enum DruidOutput {
-    /// NDJSON files in this directory, one per bucket (`flows-20231114T2213Z.ndjson`).
-    Files(PathBuf),
+    /// NDJSON files in `dir`, one per bucket (`flows-20231114T2213Z.ndjson`); unless
+    /// `append`, the run starts them afresh.
+    Files {
+        /// The directory.
+        dir: PathBuf,
+        /// Keep what earlier runs wrote.
+        append: bool,
+    },
     /// One record per row on a Kinesis stream.
     Kinesis(KinesisSinkSpec),
 }
@@ -77,6 +83,8 @@ pub struct DruidSpec {
     pub flush_interval: Duration,
     /// Where rows go.
     pub output: DruidOutput,
+    /// A Druid Overlord to submit the supervisor spec to when the sink starts.
+    pub overlord_url: Option<String>,
 }
 
 /// One bucket and dimension values (each JSON-encoded), and its sums.
@@ -188,8 +196,81 @@ pub fn bucket_name(epoch: u64) -> String {
     )
 }
 
-/// Appends rows to their buckets' files in `dir`.
-fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
+/// Removes the bucket files of an earlier run from `dir`.
+fn start_afresh(dir: &Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if name.starts_with("flows-") && name.ends_with(".ndjson") {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// POSTs `spec` to `<overlord>/druid/indexer/v1/supervisor` (plain HTTP/1.1); returns
+/// the status line and body, or why it failed.
+pub fn submit(overlord: &str, spec: &Value) -> Result<String, String> {
+    use std::io::Read;
+    let rest = overlord.strip_prefix("http://").ok_or_else(|| {
+        format!("`{overlord}`: only http:// is supported here; submit over TLS with `flowenrich druid-spec PIPELINE.toml | curl -X POST -H 'Content-Type: application/json' -d @- https://.../druid/indexer/v1/supervisor`")
+    })?;
+    let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
+    let path = format!(
+        "/{}druid/indexer/v1/supervisor",
+        if base.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", base.trim_end_matches('/'))
+        }
+    );
+    let address = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let body = spec.to_string();
+    let mut stream =
+        std::net::TcpStream::connect(&address).map_err(|e| format!("{address}: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let status = answer.lines().next().unwrap_or_default().to_string();
+    let reply = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+        .unwrap_or_default();
+    if status
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|code| code.starts_with('2'))
+    {
+        Ok(format!("{status} {reply}"))
+    } else {
+        Err(format!("the Overlord answered `{status}`: {reply}"))
+    }
+}
+
+/// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
+pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut by_bucket: Vec<(u64, String)> = Vec::new();
     for (bucket, row) in rows {
@@ -220,8 +301,24 @@ pub fn run(
 ) -> Result<(), String> {
     let kinesis = match &spec.output {
         DruidOutput::Kinesis(stream) => Some(KinesisWriter::new(id, stream)?),
-        DruidOutput::Files(_) => None,
+        DruidOutput::Files { dir, append } => {
+            if !append {
+                start_afresh(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+            None
+        }
     };
+    if let Some(url) = &spec.overlord_url {
+        match supervisor_spec(spec).and_then(|body| submit(url, &body)) {
+            Ok(answer) => {
+                tracing::info!(message = "Supervisor spec submitted to the Overlord.", component_id = %id, overlord = %url, %answer)
+            }
+            Err(error) => {
+                metrics.error("overlord_submit_failed", 1);
+                tracing::error!(message = "Could not submit the supervisor spec; rows flow anyway.", component_id = %id, overlord = %url, %error);
+            }
+        }
+    }
     let timer = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -238,7 +335,7 @@ pub fn run(
                     let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
                     writer.write(&text, metrics)
                 }
-                (DruidOutput::Files(dir), _) => {
+                (DruidOutput::Files { dir, .. }, _) => {
                     write_files(dir, &rows).map_err(|e| format!("{}: {e}", dir.display()))?;
                     rows.len() as u64
                 }
