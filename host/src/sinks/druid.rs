@@ -14,8 +14,9 @@
 use crate::batch::SharedBatch;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
+use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -87,14 +88,19 @@ pub struct DruidSpec {
     pub overlord_url: Option<String>,
 }
 
-/// One bucket and dimension values (each JSON-encoded), and its sums.
-type Key = (u64, Vec<String>);
+/// Separates the parts of a group's key: a byte that JSON text never holds raw.
+const SEP: char = '\u{1}';
 
 /// Flows rolled up in memory until the next flush.
 pub struct Rollup {
     dimensions: Vec<String>,
     granularity: u64,
-    groups: HashMap<Key, [u64; 3]>,
+    /// Key: the bucket, then each dimension's JSON text, joined by [`SEP`].
+    groups: FxHashMap<String, [u64; 3]>,
+    /// The key being built for the current line (reused).
+    key: String,
+    /// Each dimension's JSON text in the current line (reused).
+    values: Vec<(usize, usize)>,
 }
 
 /// Why a line was not rolled up.
@@ -106,36 +112,162 @@ pub enum Skipped {
     NoStart,
 }
 
+/// The members of a flat JSON object (no nested objects or arrays), as raw key text
+/// (without quotes) and raw value text, given to `member`; `None` when the line is not
+/// such an object (then the caller parses it fully). Enriched flows are flat objects, so
+/// this is the fast path: nothing is allocated and each byte is looked at once.
+fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> Option<()> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // The end of the string that starts at `at` (a quote), just past its closing quote.
+    let string_end = |mut at: usize| -> Option<usize> {
+        at += 1;
+        while at < bytes.len() {
+            match bytes[at] {
+                b'"' => return Some(at + 1),
+                b'\\' => at += 2,
+                _ => at += 1,
+            }
+        }
+        None
+    };
+    skip(&mut i);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    skip(&mut i);
+    if bytes.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        skip(&mut i);
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = &line[i + 1..key_end - 1];
+        i = key_end;
+        skip(&mut i);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        skip(&mut i);
+        let value_start = i;
+        match bytes.get(i)? {
+            b'"' => i = string_end(i)?,
+            b'{' | b'[' => return None,
+            _ => {
+                while i < bytes.len() && !matches!(bytes[i], b',' | b'}') {
+                    i += 1;
+                }
+            }
+        }
+        let value = line[value_start..i].trim_end();
+        if bytes[value_start] != b'"' && !is_scalar(value) {
+            return None;
+        }
+        member(key, value);
+        skip(&mut i);
+        match bytes.get(i)? {
+            b',' => i += 1,
+            b'}' => {
+                i += 1;
+                skip(&mut i);
+                return (i == bytes.len()).then_some(());
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Whether `text` is a JSON number, `true`, `false` or `null`.
+fn is_scalar(text: &str) -> bool {
+    matches!(text, "true" | "false" | "null")
+        || (text
+            .bytes()
+            .next()
+            .is_some_and(|b| b == b'-' || b.is_ascii_digit())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+            && text.parse::<f64>().is_ok())
+}
+
 impl Rollup {
     /// An empty rollup on `dimensions` with buckets of `granularity` seconds.
     pub fn new(dimensions: &[String], granularity: u64) -> Rollup {
         Rollup {
             dimensions: dimensions.to_vec(),
             granularity: granularity.max(1),
-            groups: HashMap::new(),
+            groups: FxHashMap::default(),
+            key: String::new(),
+            values: Vec::new(),
         }
     }
 
     /// Adds one enriched flow (a JSON object).
     pub fn add(&mut self, line: &str) -> Result<(), Skipped> {
-        let flow: Value = serde_json::from_str(line).map_err(|_| Skipped::InvalidJson)?;
-        let object = flow.as_object().ok_or(Skipped::InvalidJson)?;
-        let start = object
-            .get("start")
-            .and_then(Value::as_u64)
-            .ok_or(Skipped::NoStart)?;
+        // Each dimension's value as a range of `line`, or of `owned` for the slow path.
+        let mut owned = String::new();
+        self.values.clear();
+        self.values.resize(self.dimensions.len(), (0, 0));
+        let (mut start, mut bytes, mut packets) = (None, None, None);
+        let dimensions = &self.dimensions;
+        let values = &mut self.values;
+        let base = line.as_ptr() as usize;
+        let fast = flat_members(line, |key, value| {
+            let number = || value.parse::<u64>().ok();
+            match key {
+                "start" => start = number(),
+                "bytes" => bytes = number(),
+                "packets" => packets = number(),
+                _ => {}
+            }
+            if let Some(at) = dimensions.iter().position(|d| d == key) {
+                let offset = value.as_ptr() as usize - base;
+                values[at] = (offset, offset + value.len());
+            }
+        });
+        let text: &str = if fast.is_some() {
+            line
+        } else {
+            // Not a flat object: parse it properly (or reject it).
+            let flow: Value = serde_json::from_str(line).map_err(|_| Skipped::InvalidJson)?;
+            let object = flow.as_object().ok_or(Skipped::InvalidJson)?;
+            start = object.get("start").and_then(Value::as_u64);
+            bytes = object.get("bytes").and_then(Value::as_u64);
+            packets = object.get("packets").and_then(Value::as_u64);
+            for (at, dimension) in dimensions.iter().enumerate() {
+                let value = object.get(dimension).unwrap_or(&Value::Null).to_string();
+                values[at] = (owned.len(), owned.len() + value.len());
+                owned.push_str(&value);
+            }
+            &owned
+        };
+        let start = start.ok_or(Skipped::NoStart)?;
         let bucket = start - start % self.granularity;
-        let values = self
-            .dimensions
-            .iter()
-            .map(|d| object.get(d).unwrap_or(&Value::Null).to_string())
-            .collect();
-        let sums = self.groups.entry((bucket, values)).or_insert([0; 3]);
-        sums[0] += 1;
-        for (at, field) in [(1, "bytes"), (2, "packets")] {
-            sums[at] =
-                sums[at].saturating_add(object.get(field).and_then(Value::as_u64).unwrap_or(0));
+        self.key.clear();
+        let _ = write!(self.key, "{bucket}");
+        for &(from, to) in self.values.iter() {
+            self.key.push(SEP);
+            // A dimension the flow lacks is null.
+            self.key
+                .push_str(if from == to { "null" } else { &text[from..to] });
         }
+        let sums = match self.groups.get_mut(self.key.as_str()) {
+            Some(sums) => sums,
+            None => self.groups.entry(self.key.clone()).or_insert([0; 3]),
+        };
+        sums[0] += 1;
+        sums[1] = sums[1].saturating_add(bytes.unwrap_or(0));
+        sums[2] = sums[2].saturating_add(packets.unwrap_or(0));
         Ok(())
     }
 
@@ -152,11 +284,19 @@ impl Rollup {
     /// Takes every row out, as `(bucket start, NDJSON line)` ordered by bucket and
     /// dimension values.
     pub fn drain(&mut self) -> Vec<(u64, String)> {
-        let mut groups: Vec<(Key, [u64; 3])> = self.groups.drain().collect();
+        let mut groups: Vec<(u64, Vec<String>, [u64; 3])> = self
+            .groups
+            .drain()
+            .map(|(key, sums)| {
+                let mut parts = key.split(SEP);
+                let bucket = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+                (bucket, parts.map(str::to_string).collect(), sums)
+            })
+            .collect();
         groups.sort();
         groups
             .into_iter()
-            .map(|((bucket, values), sums)| {
+            .map(|(bucket, values, sums)| {
                 let mut row = format!("{{\"timestamp\":{}", bucket * 1000);
                 for (dimension, value) in self.dimensions.iter().zip(&values) {
                     row.push(',');
@@ -497,6 +637,44 @@ mod tests {
             ]
         );
         assert!(rollup.is_empty());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_a_json_parser() {
+        let dims: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        for line in [
+            r#"{"start":60,"a":"x","b":7,"c":null,"bytes":3,"packets":1}"#,
+            r#" { "start" : 60 , "a" : "x\"y,}" , "b":true,"bytes":3 } "#,
+            r#"{"start":61,"b":{"nested":1},"a":"x"}"#,
+            r#"{"start":62,"a":["list"],"bytes":9}"#,
+            r#"{"start":63}"#,
+        ] {
+            let mut fast = Rollup::new(&dims, 60);
+            fast.add(line).unwrap();
+            // The reference: the same line through serde_json.
+            let value: Value = serde_json::from_str(line).unwrap();
+            let o = value.as_object().unwrap();
+            let want = format!(
+                "{{\"timestamp\":60000,\"a\":{},\"b\":{},\"c\":{},\"flows\":1,\"bytes\":{},\"packets\":{}}}\n",
+                o.get("a").unwrap_or(&Value::Null),
+                o.get("b").unwrap_or(&Value::Null),
+                o.get("c").unwrap_or(&Value::Null),
+                o.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+                o.get("packets").and_then(Value::as_u64).unwrap_or(0),
+            );
+            assert_eq!(fast.drain()[0].1, want, "{line}");
+        }
+        let mut rollup = Rollup::new(&dims, 60);
+        for bad in [
+            "{\"start\":1",
+            "{\"start\":1}}",
+            "[1]",
+            "{\"a\":1,}",
+            "{\"start\":1,\"a\":xyz}",
+            "{\"start\":1,\"a\":1x}",
+        ] {
+            assert_eq!(rollup.add(bad), Err(Skipped::InvalidJson), "{bad}");
+        }
     }
 
     #[test]
