@@ -3,7 +3,7 @@
 //! spec matches a golden file and names exactly the rows' keys.
 
 use crate::kinesis::KinesisLocal;
-use crate::{bin, read_ndjson, repo, start_run};
+use crate::{bin, read_ndjson, repo, signal, start_run};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -358,4 +358,99 @@ overlord_url = "{overlord_url}"
         stderr.contains("kinesis_put_retries_total"),
         "the outage was seen: {stderr}"
     );
+}
+
+#[test]
+fn checkpoints_wait_for_the_rollup_to_be_written() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    for port in 1..=10u32 {
+        kinesis.put_bytes(
+            "flows",
+            &format!("k{port}"),
+            format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK").into_bytes(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Rows are written only at shutdown (the flush interval is an hour).
+    let pipeline = r#"
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "flows"
+endpoint = "{endpoint}"
+region = "us-east-1"
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+append = true
+
+[sinks.druid]
+type = "druid"
+inputs = ["t"]
+path = "druid"
+append = true
+flush_interval_secs = 3600
+dimensions = ["protocol", "action"]
+"#;
+    let out = dir.path().join("out.ndjson");
+    let store = dir.path().join(".flowenrich/flows.checkpoints.json");
+    let checkpointed = || -> usize {
+        std::fs::read_to_string(&store)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .map_or(0, |saved| {
+                saved["shards"].as_object().map_or(0, |shards| {
+                    shards
+                        .values()
+                        .filter(|s| s["sequence"].is_string())
+                        .count()
+                })
+            })
+    };
+    let flows_in_druid = || -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir.path().join("druid")) else {
+            return 0;
+        };
+        entries
+            .flat_map(|e| read_ndjson(&e.unwrap().path()))
+            .map(|row| row["flows"].as_u64().unwrap())
+            .sum()
+    };
+    let run_until = |rows: usize, how: &str| {
+        let child = kinesis.run(dir.path(), pipeline);
+        crate::rows_after(&out, rows);
+        std::thread::sleep(Duration::from_millis(500));
+        let before = checkpointed();
+        signal(&child, how);
+        let output = child.wait_with_output().unwrap();
+        (before, String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+
+    // Every flow is through the transform and in the file sink, but the rollup holds
+    // them: no checkpoint may move. A crash now loses the rollup's memory...
+    let (before, _) = run_until(10, "KILL");
+    assert_eq!(before, 0, "checkpointed before the rollup was written");
+    assert_eq!(flows_in_druid(), 0);
+    // ...and the restart reads every record again, so nothing is lost. On SIGTERM the
+    // rollup is written, and only then are the shards checkpointed.
+    let (before, stderr) = run_until(20, "TERM");
+    assert_eq!(before, 0, "{stderr}");
+    assert_eq!(flows_in_druid(), 10, "{stderr}");
+    assert_eq!(
+        checkpointed(),
+        2,
+        "both shards checkpointed after the write: {stderr}"
+    );
+    // A further run has nothing new to read.
+    let child = kinesis.run(dir.path(), pipeline);
+    std::thread::sleep(Duration::from_secs(2));
+    signal(&child, "TERM");
+    assert!(child.wait_with_output().unwrap().status.success());
+    assert_eq!(flows_in_druid(), 10, "nothing counted twice");
 }
