@@ -5,12 +5,21 @@
 //! over one hour between `--apps` applications in 3 regions and 6 zones, rolls them up
 //! per minute on the sink's default dimensions, and writes the rows to NDJSON files per
 //! bucket. Prints flows/s into the rollup, rows/s written, and the reduction factor.
+//! With `--kinesis N` it also delivers the first N rows to a stream of a real local
+//! Kinesis (npm `kinesis-local`, started here on 127.0.0.1) through the sink's writer
+//! and prints rows/s delivered.
 
 use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup, write_files};
+use flowenrich::sinks::kinesis::{KinesisSinkSpec, KinesisWriter, PartitionKey};
 use std::time::Instant;
 use support::Rng;
 
 mod support;
+
+// Shared with the integration tests, which use other parts of it.
+#[allow(dead_code)]
+#[path = "../../tests/support/kinesis_local.rs"]
+mod kinesis_local;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -60,4 +69,37 @@ fn main() {
         flows as f64 / rows.len() as f64,
         rows.len() as f64 / written
     );
+    if let Some(count) = support::option(&args, "--kinesis") {
+        let kinesis = kinesis_local::KinesisLocal::start();
+        kinesis.create_stream("rollups", 4);
+        // The writer reads credentials and region from the environment, as a pipeline does.
+        // SAFETY: set before any other thread of this process reads the environment.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", kinesis_local::FAKE_KEY_ID);
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", kinesis_local::FAKE_SECRET);
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        let spec = KinesisSinkSpec {
+            stream: flowenrich::kinesis::StreamConfig {
+                stream: flowenrich::kinesis::StreamRef {
+                    name: Some("rollups".into()),
+                    arn: None,
+                },
+                endpoint: Some(kinesis.endpoint.clone()),
+                region: Some("us-east-1".into()),
+            },
+            partition_key: PartitionKey::Spread,
+        };
+        let writer = KinesisWriter::new("druid", &spec).unwrap();
+        let text: String = rows.iter().take(count).map(|(_, r)| r.as_str()).collect();
+        let metrics = flowenrich::metrics::ComponentMetrics::default();
+        let started = Instant::now();
+        let put = writer.write(&text, &metrics);
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "kinesis: {put} rows delivered (PutRecords accepted them) at {:.0} rows/s = {:.0} flows/s at this reduction",
+            put as f64 / seconds,
+            put as f64 / seconds * flows as f64 / rows.len() as f64
+        );
+    }
 }
