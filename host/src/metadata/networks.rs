@@ -2,13 +2,14 @@
 //! contains `a`" without probing every prefix length.
 //!
 //! Networks (CIDRs) are nested or disjoint, so their boundaries cut the address space
-//! into intervals on which the set of covering networks is constant. Each interval keeps
-//! that set as a chain, most specific first, and the answer once nothing in the chain
-//! changes any more (`settled`): a lookup at a time after the chain's last change (the
-//! usual case: flows are minutes old, networks change rarely) reads one record. Older
-//! times walk the chain, checking each network's timeline, exactly as the per-prefix
-//! rule says. Intervals are found through a directory of every /16 (and, where a /16 holds
-//! many boundaries, of its /24s), then a short scan.
+//! into intervals on which the set of covering networks is constant. At build time each
+//! interval's answer is worked out for every time one of its networks changes, by the
+//! rule itself (most specific network first, the first one assigned at that time wins),
+//! and kept as a short timeline of changes. A lookup finds the interval through a
+//! directory of every /16 (and, where a /16 holds many boundaries, of its /24s) and a
+//! short scan, then reads the interval's record: after the last change (the usual case:
+//! flows are minutes old, networks change rarely) the record holds the answer; for an
+//! older time, one short run of answers is scanned.
 
 /// A network as the index is built from: prefix length, network address, timeline of
 /// `(from_ts, owner)` sorted by time.
@@ -20,11 +21,11 @@ const DENSE: u32 = 8;
 /// One elementary interval.
 #[derive(Clone, Copy, Debug, Default)]
 struct Interval {
-    /// Where its chain of network ids starts in `chains`.
-    chain_start: u32,
-    /// How many networks cover it.
-    chain_len: u32,
-    /// From this time on no network of the chain changes...
+    /// Where its answers start in `answers`.
+    answers_start: u32,
+    /// How many answers it has.
+    answers_len: u32,
+    /// From this time on no covering network changes...
     settled_ts: u32,
     /// ...and this is the owner (0 = nobody).
     settled_owner: u32,
@@ -62,9 +63,12 @@ pub struct NetworksV4 {
     /// Interval start addresses, ascending; the first is 0.
     starts: Vec<u32>,
     intervals: Vec<Interval>,
-    /// Network ids covering each interval, most specific first.
-    chains: Vec<u32>,
-    timelines: Timelines,
+    /// Each interval's answer over time, `(from_ts, owner)` oldest first, one entry per
+    /// change: the rule applied to its covering networks at every time one of them
+    /// changes, so a lookup reads one short run instead of walking the networks.
+    answers: Vec<(u32, u32)>,
+    /// Number of networks.
+    networks: usize,
 }
 
 impl NetworksV4 {
@@ -108,9 +112,11 @@ impl NetworksV4 {
         bounds.dedup();
 
         let mut index = NetworksV4 {
-            timelines,
+            networks: timelines.runs.len(),
             ..NetworksV4::default()
         };
+        let mut chain: Vec<u32> = Vec::new();
+        let mut times: Vec<u32> = Vec::new();
         // Sweep the boundaries with the stack of networks containing the current one.
         let mut stack: Vec<(u64, u32)> = Vec::new(); // (end, id), innermost last
         let mut next = 0usize;
@@ -122,32 +128,42 @@ impl NetworksV4 {
                 stack.push((nets[next].1, next as u32));
                 next += 1;
             }
-            let chain_start = index.chains.len() as u32;
-            index.chains.extend(stack.iter().rev().map(|&(_, id)| id));
-            let chain = &index.chains[chain_start as usize..];
-            let settled_ts = chain
-                .iter()
-                .filter_map(|&id| {
-                    let (start, len) = index.timelines.runs[id as usize];
-                    (len > 0).then(|| index.timelines.entries[(start + len - 1) as usize].0)
-                })
-                .max()
-                .unwrap_or(0);
-            let settled_owner = chain
-                .iter()
-                .find_map(|&id| {
-                    index
-                        .timelines
-                        .at(id, u64::MAX)
-                        .filter(|&owner| owner != super::table::UNATTRIBUTED)
-                })
-                .unwrap_or(super::table::UNATTRIBUTED);
+            // The covering networks, most specific first, and every time one changes.
+            chain.clear();
+            chain.extend(stack.iter().rev().map(|&(_, id)| id));
+            times.clear();
+            for &id in &chain {
+                let (start, len) = timelines.runs[id as usize];
+                times.extend(
+                    timelines.entries[start as usize..(start + len) as usize]
+                        .iter()
+                        .map(|&(ts, _)| ts),
+                );
+            }
+            times.sort_unstable();
+            times.dedup();
+            let answers_start = index.answers.len() as u32;
+            let mut owner = super::table::UNATTRIBUTED;
+            for &ts in &times {
+                let now = chain
+                    .iter()
+                    .find_map(|&id| {
+                        timelines
+                            .at(id, u64::from(ts))
+                            .filter(|&owner| owner != super::table::UNATTRIBUTED)
+                    })
+                    .unwrap_or(super::table::UNATTRIBUTED);
+                if now != owner {
+                    index.answers.push((ts, now));
+                    owner = now;
+                }
+            }
             index.starts.push(bound as u32);
             index.intervals.push(Interval {
-                chain_start,
-                chain_len: chain.len() as u32,
-                settled_ts,
-                settled_owner,
+                answers_start,
+                answers_len: index.answers.len() as u32 - answers_start,
+                settled_ts: times.last().copied().unwrap_or(0),
+                settled_owner: owner,
             });
         }
         // The directories.
@@ -175,12 +191,12 @@ impl NetworksV4 {
 
     /// Number of networks.
     pub fn len(&self) -> usize {
-        self.timelines.runs.len()
+        self.networks
     }
 
     /// True when there is no network.
     pub fn is_empty(&self) -> bool {
-        self.timelines.runs.is_empty()
+        self.networks == 0
     }
 
     /// Bytes held by the index.
@@ -190,16 +206,14 @@ impl NetworksV4 {
             + self.dir24.capacity() * 4
             + self.starts.capacity() * 4
             + self.intervals.capacity() * size_of::<Interval>()
-            + self.chains.capacity() * 4
-            + self.timelines.runs.capacity() * 8
-            + self.timelines.entries.capacity() * 8
+            + self.answers.capacity() * 8
     }
 
     /// The owner of `addr` at `t`: the most specific network containing it whose latest
     /// entry at or before `t` is an assign (0 = none).
     #[inline]
     pub fn owner(&self, addr: u32, t: u64) -> u32 {
-        if self.chains.is_empty() {
+        if self.networks == 0 {
             return super::table::UNATTRIBUTED;
         }
         let h = (addr >> 16) as usize;
@@ -216,15 +230,12 @@ impl NetworksV4 {
         if t >= u64::from(interval.settled_ts) {
             return interval.settled_owner;
         }
-        let start = interval.chain_start as usize;
-        self.chains[start..start + interval.chain_len as usize]
+        let start = interval.answers_start as usize;
+        self.answers[start..start + interval.answers_len as usize]
             .iter()
-            .find_map(|&id| {
-                self.timelines
-                    .at(id, t)
-                    .filter(|&owner| owner != super::table::UNATTRIBUTED)
-            })
-            .unwrap_or(super::table::UNATTRIBUTED)
+            .rev()
+            .find(|&&(ts, _)| u64::from(ts) <= t)
+            .map_or(super::table::UNATTRIBUTED, |&(_, owner)| owner)
     }
 }
 
