@@ -657,6 +657,37 @@ impl Pipeline {
         Ok(pipeline)
     }
 
+    /// Whether a Kinesis source (which resumes from checkpoints) feeds component `id`,
+    /// directly or through transforms.
+    fn fed_by_checkpointed_source(&self, id: &str) -> bool {
+        let c = &self.config;
+        let mut stack = vec![id.to_string()];
+        let mut seen = BTreeSet::new();
+        while let Some(current) = stack.pop() {
+            if !seen.insert(current.clone()) {
+                continue;
+            }
+            let inputs: &[String] = match (c.sinks.get(&current), c.transforms.get(&current)) {
+                (Some(sink), _) => sink.inputs(),
+                (None, Some(transform)) => transform.inputs(),
+                (None, None) => &[],
+            };
+            for input in inputs {
+                let upstream = input
+                    .strip_suffix(&format!(".{DEAD_LETTER}"))
+                    .unwrap_or(input);
+                if matches!(
+                    c.sources.get(upstream),
+                    Some(SourceConfig::AwsKinesisStreams { .. })
+                ) {
+                    return true;
+                }
+                stack.push(upstream.to_string());
+            }
+        }
+        false
+    }
+
     /// A Kinesis table, source or sink at `section` names its stream exactly once.
     fn one_stream(
         &self,
@@ -783,6 +814,7 @@ impl Pipeline {
             }
             if let SinkConfig::Druid {
                 path,
+                append,
                 overlord_url,
                 stream_name,
                 stream_arn,
@@ -819,10 +851,34 @@ impl Pipeline {
                         "must be at least 1",
                     ));
                 }
-                if dimensions.as_ref().is_some_and(|d| d.is_empty()) {
-                    return Err(
-                        self.invalid(format!("sinks.{name}.dimensions"), "names no dimension")
-                    );
+                if let Some(dimensions) = dimensions {
+                    if dimensions.is_empty() {
+                        return Err(
+                            self.invalid(format!("sinks.{name}.dimensions"), "names no dimension")
+                        );
+                    }
+                    let mut seen = BTreeSet::new();
+                    for dimension in dimensions {
+                        if ["timestamp", "flows", "bytes", "packets"].contains(&dimension.as_str())
+                        {
+                            return Err(self.invalid(
+                                format!("sinks.{name}.dimensions"),
+                                format!("`{dimension}` is a column of every row already"),
+                            ));
+                        }
+                        if !seen.insert(dimension) {
+                            return Err(self.invalid(
+                                format!("sinks.{name}.dimensions"),
+                                format!("`{dimension}` appears twice"),
+                            ));
+                        }
+                    }
+                }
+                if path.is_some() && !*append && self.fed_by_checkpointed_source(name) {
+                    return Err(self.invalid(
+                        format!("sinks.{name}.append"),
+                        "must be true when a Kinesis source feeds this sink: a restart resumes after the checkpoints and must not remove the rows of what it already read",
+                    ));
                 }
             }
         }
@@ -1088,6 +1144,66 @@ inputs = ["enrich.dead_letter"]
             let message = parse(&text).unwrap_err().to_string();
             assert!(message.contains(key), "{message} should name {key}");
             assert!(message.contains("/etc/p/pipeline.toml"), "{message}");
+        }
+    }
+
+    #[test]
+    fn druid_sinks_are_checked() {
+        let druid = |source: &str, sink: &str| {
+            format!(
+                "[sources.s]\n{source}\n[transforms.t]\ntype = \"wasm\"\ninputs = [\"s\"]\n[sinks.d]\ntype = \"druid\"\ninputs = [\"t\"]\n{sink}\n"
+            )
+        };
+        let stdin = "type = \"stdin\"";
+        let kinesis = "type = \"aws_kinesis_streams\"\nstream_name = \"f\"";
+        assert!(parse(&druid(stdin, "path = \"d\"")).is_ok());
+        assert!(parse(&druid(kinesis, "path = \"d\"\nappend = true")).is_ok());
+        assert!(parse(&druid(kinesis, "stream_name = \"r\"")).is_ok());
+        for (sink, source, key, why) in [
+            ("path = \"d\"", kinesis, "sinks.d.append", "checkpoints"),
+            ("", stdin, "sinks.d.stream_name", "exactly one"),
+            (
+                "path = \"d\"\nstream_name = \"r\"",
+                stdin,
+                "sinks.d.path",
+                "not both",
+            ),
+            (
+                "path = \"d\"\noverlord_url = \"http://o\"",
+                stdin,
+                "sinks.d.overlord_url",
+                "stream",
+            ),
+            (
+                "path = \"d\"\ndimensions = [\"a\", \"a\"]",
+                stdin,
+                "sinks.d.dimensions",
+                "twice",
+            ),
+            (
+                "path = \"d\"\ndimensions = [\"bytes\"]",
+                stdin,
+                "sinks.d.dimensions",
+                "column",
+            ),
+            (
+                "path = \"d\"\ndimensions = []",
+                stdin,
+                "sinks.d.dimensions",
+                "no dimension",
+            ),
+            (
+                "path = \"d\"\ngranularity_secs = 0",
+                stdin,
+                "sinks.d.granularity_secs",
+                "at least 1",
+            ),
+        ] {
+            let message = parse(&druid(source, sink)).unwrap_err().to_string();
+            assert!(
+                message.contains(key) && message.contains(why),
+                "{sink}: {message}"
+            );
         }
     }
 

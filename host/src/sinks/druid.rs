@@ -125,12 +125,18 @@ fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> 
         }
     };
     // The end of the string that starts at `at` (a quote), just past its closing quote.
+    // Only plain strings take the fast path: a control byte or a `\u` escape sends the
+    // line to the full parser (which checks it), and any other escape must be valid.
     let string_end = |mut at: usize| -> Option<usize> {
         at += 1;
         while at < bytes.len() {
             match bytes[at] {
                 b'"' => return Some(at + 1),
-                b'\\' => at += 2,
+                b'\\' => match bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                    _ => return None,
+                },
+                0..0x20 => return None,
                 _ => at += 1,
             }
         }
@@ -152,6 +158,10 @@ fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> 
         }
         let key_end = string_end(i)?;
         let key = &line[i + 1..key_end - 1];
+        if key.contains('\\') {
+            // An escaped key is compared decoded by the full parser.
+            return None;
+        }
         i = key_end;
         skip(&mut i);
         if bytes.get(i) != Some(&b':') {
@@ -189,15 +199,42 @@ fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> 
 
 /// Whether `text` is a JSON number, `true`, `false` or `null`.
 fn is_scalar(text: &str) -> bool {
-    matches!(text, "true" | "false" | "null")
-        || (text
-            .bytes()
-            .next()
-            .is_some_and(|b| b == b'-' || b.is_ascii_digit())
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
-            && text.parse::<f64>().is_ok())
+    matches!(text, "true" | "false" | "null") || is_json_number(text.as_bytes())
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(text: &[u8]) -> bool {
+    let mut i = usize::from(text.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while text.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - from
+    };
+    match text.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == text.len()
 }
 
 impl Rollup {
@@ -251,7 +288,10 @@ impl Rollup {
             }
             &owned
         };
-        let start = start.ok_or(Skipped::NoStart)?;
+        // A start beyond what milliseconds can hold is no time.
+        let start = start
+            .filter(|&s| s.checked_mul(1000).is_some())
+            .ok_or(Skipped::NoStart)?;
         let bucket = start - start % self.granularity;
         self.key.clear();
         let _ = write!(self.key, "{bucket}");
@@ -336,6 +376,19 @@ pub fn bucket_name(epoch: u64) -> String {
     )
 }
 
+/// Batches whose rows are not written yet. Dropping them acknowledges them upstream, so
+/// if the thread unwinds from a panic they are leaked instead: their records are then
+/// read again after a restart rather than checkpointed unwritten.
+struct Held(Vec<SharedBatch>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            std::mem::forget(std::mem::take(&mut self.0));
+        }
+    }
+}
+
 /// Removes the bucket files of an earlier run from `dir`.
 fn start_afresh(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -378,10 +431,17 @@ pub fn submit(overlord: &str, spec: &Value) -> Result<String, String> {
         format!("{authority}:80")
     };
     let body = spec.to_string();
-    let mut stream =
-        std::net::TcpStream::connect(&address).map_err(|e| format!("{address}: {e}"))?;
+    use std::net::ToSocketAddrs;
+    let resolved = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address}: no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&resolved, Duration::from_secs(10))
+        .map_err(|e| format!("{address}: {e}"))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
+        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(30))))
         .map_err(|e| e.to_string())?;
     write!(
         stream,
@@ -419,14 +479,27 @@ pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
             _ => by_bucket.push((*bucket, row.clone())),
         }
     }
+    let mut created = false;
     for (bucket, text) in by_bucket {
         let path = dir.join(format!("flows-{}.ndjson", bucket_name(bucket)));
+        created |= !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_data()?;
+        let before = file.metadata()?.len();
+        if let Err(error) = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_data())
+        {
+            // No torn row stays behind for the next attempt to append after.
+            let _ = file.set_len(before);
+            return Err(error);
+        }
+    }
+    if created {
+        // A new file's directory entry is durable before its rows are acknowledged.
+        std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
 }
@@ -465,9 +538,9 @@ pub fn run(
         .map_err(|e| e.to_string())?;
     let mut rollup = Rollup::new(&spec.dimensions, spec.granularity_secs);
     // The batches the rows in memory came from: dropped (acknowledged) after a flush.
-    let mut covered: Vec<SharedBatch> = Vec::new();
+    let mut covered = Held(Vec::new());
     let mut flushed_at = Instant::now();
-    let flush = |rollup: &mut Rollup, covered: &mut Vec<SharedBatch>| -> Result<(), String> {
+    let flush = |rollup: &mut Rollup, covered: &mut Held| -> Result<(), String> {
         let rows = rollup.drain();
         if !rows.is_empty() {
             let written = match (&spec.output, &kinesis) {
@@ -476,7 +549,15 @@ pub fn run(
                     writer.write(&text, metrics)
                 }
                 (DruidOutput::Files { dir, .. }, _) => {
-                    write_files(dir, &rows).map_err(|e| format!("{}: {e}", dir.display()))?;
+                    // Like the Kinesis writer: keep trying, the pipeline waits, nothing
+                    // is acknowledged before it is written.
+                    let mut pause = Duration::from_millis(100);
+                    while let Err(error) = write_files(dir, &rows) {
+                        metrics.error("write_failed", 1);
+                        tracing::error!(message = "Cannot write rolled-up rows; trying again.", component_id = %id, dir = %dir.display(), %error, pause_ms = pause.as_millis() as u64);
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_secs(10));
+                    }
                     rows.len() as u64
                 }
                 (DruidOutput::Kinesis(_), None) => unreachable!("a writer for a stream"),
@@ -484,7 +565,7 @@ pub fn run(
             metrics.sent(written);
             metrics.count("druid_rows_total", written);
         }
-        covered.clear();
+        covered.0.clear();
         Ok(())
     };
     loop {
@@ -508,7 +589,7 @@ pub fn run(
                         }
                     }
                 }
-                covered.push(batch);
+                covered.0.push(batch);
             }
             Ok(None) => break,
             Err(_) => {}
@@ -552,7 +633,11 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
             .trim_start_matches("http://")
             .to_string(),
         (None, Some(region)) => format!("kinesis.{region}.amazonaws.com"),
-        (None, None) => "kinesis.us-east-1.amazonaws.com".to_string(),
+        (None, None) => {
+            return Err(
+                "set `region` (or `endpoint`): the spec must name the stream's endpoint".into(),
+            );
+        }
     };
     let dimensions: Vec<Value> = spec
         .dimensions
@@ -648,6 +733,8 @@ mod tests {
             r#"{"start":61,"b":{"nested":1},"a":"x"}"#,
             r#"{"start":62,"a":["list"],"bytes":9}"#,
             r#"{"start":63}"#,
+            r#"{"start":64,"a":"\u00e9","b":-0,"c":1e5}"#,
+            r#"{"\u0073tart":65,"a":"x"}"#,
         ] {
             let mut fast = Rollup::new(&dims, 60);
             fast.add(line).unwrap();
@@ -672,6 +759,11 @@ mod tests {
             "{\"a\":1,}",
             "{\"start\":1,\"a\":xyz}",
             "{\"start\":1,\"a\":1x}",
+            "{\"start\":1,\"a\":01}",
+            "{\"start\":1,\"a\":1.}",
+            "{\"start\":1,\"a\":-.5}",
+            "{\"start\":1,\"a\":\"bad \\q escape\"}",
+            "{\"start\":1,\"a\":\"raw \u{1} control\"}",
         ] {
             assert_eq!(rollup.add(bad), Err(Skipped::InvalidJson), "{bad}");
         }
