@@ -94,6 +94,37 @@ fn druid_spec(pipeline: &Path) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// 300 flow lines between addresses of the bundled metadata.
+fn sample_lines(data: &Path) -> Vec<String> {
+    let ips: Vec<String> = std::fs::read_to_string(data.join("apps.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|e| e["ip"].as_str().map(str::to_string))
+        .collect();
+    assert!(ips.len() > 4);
+    let t0 = 1_700_000_000u64;
+    let lines: Vec<String> = (0..300u64)
+        .map(|i| {
+            let (src, dst) = (
+                &ips[i as usize % ips.len()],
+                &ips[(i as usize * 7 + 3) % ips.len()],
+            );
+            let start = t0 + (i * 37) % 1800;
+            let action = if i % 9 == 0 { "REJECT" } else { "ACCEPT" };
+            format!(
+                "2 123456789012 eni-1 {src} {dst} {} 443 {} {} {} {start} {} {action} OK",
+                1024 + i,
+                [6, 17][i as usize % 2],
+                1 + i % 5,
+                100 + i * 13,
+                start + 60
+            )
+        })
+        .collect();
+    lines
+}
+
 #[test]
 fn rolled_up_files_equal_an_independent_rollup_of_the_flows() {
     let dir = tempfile::tempdir().unwrap();
@@ -294,33 +325,7 @@ overlord_url = "{overlord_url}"
     );
     let submitted: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(submitted, druid_spec(&dir.path().join("p.toml")));
-    // 300 flow lines between addresses of the bundled metadata, fed through stdin.
-    let ips: Vec<String> = std::fs::read_to_string(data.join("apps.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|e| e["ip"].as_str().map(str::to_string))
-        .collect();
-    assert!(ips.len() > 4);
-    let t0 = 1_700_000_000u64;
-    let lines: Vec<String> = (0..300u64)
-        .map(|i| {
-            let (src, dst) = (
-                &ips[i as usize % ips.len()],
-                &ips[(i as usize * 7 + 3) % ips.len()],
-            );
-            let start = t0 + (i * 37) % 1800;
-            let action = if i % 9 == 0 { "REJECT" } else { "ACCEPT" };
-            format!(
-                "2 123456789012 eni-1 {src} {dst} {} 443 {} {} {} {start} {} {action} OK",
-                1024 + i,
-                [6, 17][i as usize % 2],
-                1 + i % 5,
-                100 + i * 13,
-                start + 60
-            )
-        })
-        .collect();
+    let lines = sample_lines(&data);
     let mut stdin = child.stdin.take().unwrap();
     use std::io::Write;
     for line in &lines {
@@ -453,4 +458,81 @@ dimensions = ["protocol", "action"]
     signal(&child, "TERM");
     assert!(child.wait_with_output().unwrap().status.success());
     assert_eq!(flows_in_druid(), 10, "nothing counted twice");
+}
+
+#[test]
+fn partial_put_records_failures_lose_and_repeat_nothing() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("rollups", 2);
+    // The sink talks to the stream through a proxy that rejects the first record of
+    // every PutRecords call, as a throttled shard does.
+    let proxy = crate::kinesis::PartialFailures::start(&kinesis.endpoint);
+    let dir = tempfile::tempdir().unwrap();
+    let data = repo().join("pipelines/data");
+    let mut child = kinesis.run(
+        dir.path(),
+        &format!(
+            r#"
+[metadata.apps]
+type = "file"
+path = "{data}/apps.jsonl"
+retention_secs = 0
+
+[sources.in]
+type = "stdin"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out.ndjson"
+
+[sinks.druid]
+type = "druid"
+inputs = ["enrich"]
+stream_name = "rollups"
+endpoint = "{proxy}"
+region = "us-east-1"
+{dims}
+"#,
+            data = data.display(),
+            proxy = proxy.endpoint,
+            dims = dimensions_toml()
+        ),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    for line in sample_lines(&data) {
+        writeln!(stdin, "{line}").unwrap();
+    }
+    drop(stdin);
+    // The rows go out when the input ends.
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let rows: Vec<Value> = kinesis
+        .read_all("rollups")
+        .into_iter()
+        .map(|(_, row)| row)
+        .collect();
+    let enriched = read_ndjson(&dir.path().join("out.ndjson"));
+    assert_eq!(enriched.len(), 300);
+    let failed = proxy.failed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(failed > 0, "the proxy rejected records");
+    assert!(stderr.contains("kinesis_put_retries_total"), "{stderr}");
+    // Every row exactly once: the sums equal the rollup, and no row repeats.
+    assert_eq!(
+        summed(&rows),
+        expected(&enriched),
+        "{failed} records were rejected"
+    );
+    let mut keys: Vec<String> = rows.iter().map(Value::to_string).collect();
+    let all = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), all, "a row was put twice");
 }

@@ -300,3 +300,126 @@ impl Drop for KinesisLocal {
         let _ = self.child.wait();
     }
 }
+
+/// A proxy on 127.0.0.1 in front of a local Kinesis that makes PutRecords partly fail,
+/// as a real stream does under throttling: in every PutRecords call of two or more
+/// records, the first record is not forwarded and is answered with
+/// `ProvisionedThroughputExceededException`; everything else passes through unchanged.
+/// (The local implementation checks no signatures, so the rewritten body is accepted.)
+pub struct PartialFailures {
+    /// `http://127.0.0.1:<port>` of the proxy.
+    pub endpoint: String,
+    /// How many records were failed so far.
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl PartialFailures {
+    /// Starts the proxy in front of `upstream` (`http://127.0.0.1:<port>`).
+    pub fn start(upstream: &str) -> PartialFailures {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let failed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = failed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, counter) = (upstream.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let _ = proxy_connection(client, &upstream, &counter);
+                });
+            }
+        });
+        PartialFailures { endpoint, failed }
+    }
+}
+
+/// One HTTP/1.1 message: head lines and body (by `Content-Length`).
+fn read_message(
+    reader: &mut impl std::io::BufRead,
+) -> std::io::Result<Option<(Vec<String>, Vec<u8>)>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_string());
+    }
+    let length = head
+        .iter()
+        .find_map(|h| {
+            let (name, value) = h.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body)?;
+    Ok(Some((head, body)))
+}
+
+fn write_message(
+    out: &mut impl std::io::Write,
+    head: &[String],
+    body: &[u8],
+) -> std::io::Result<()> {
+    for line in head {
+        if !line.to_ascii_lowercase().starts_with("content-length:") {
+            write!(out, "{line}\r\n")?;
+        }
+    }
+    write!(out, "content-length: {}\r\n\r\n", body.len())?;
+    out.write_all(body)?;
+    out.flush()
+}
+
+fn proxy_connection(
+    client: std::net::TcpStream,
+    upstream: &str,
+    failed: &std::sync::atomic::AtomicUsize,
+) -> std::io::Result<()> {
+    use serde_json::Value;
+    let server = TcpStream::connect(upstream)?;
+    let mut from_client = std::io::BufReader::new(client.try_clone()?);
+    let mut from_server = std::io::BufReader::new(server.try_clone()?);
+    let (mut to_client, mut to_server) = (client, server);
+    while let Some((head, mut body)) = read_message(&mut from_client)? {
+        let put_records = head
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("x-amz-target: kinesis_20131202.putrecords"));
+        let mut request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let inject = put_records
+            && request["Records"]
+                .as_array()
+                .is_some_and(|records| records.len() >= 2);
+        if inject {
+            request["Records"].as_array_mut().unwrap().remove(0);
+            body = serde_json::to_vec(&request).unwrap();
+        }
+        write_message(&mut to_server, &head, &body)?;
+        let Some((answer_head, answer)) = read_message(&mut from_server)? else {
+            return Ok(());
+        };
+        let answer = match serde_json::from_slice::<Value>(&answer) {
+            Ok(mut reply) if inject && reply["Records"].is_array() => {
+                reply["Records"].as_array_mut().unwrap().insert(
+                    0,
+                    serde_json::json!({
+                        "ErrorCode": "ProvisionedThroughputExceededException",
+                        "ErrorMessage": "Rate exceeded for shard (injected by the test proxy)"
+                    }),
+                );
+                let count = reply["FailedRecordCount"].as_u64().unwrap_or(0) + 1;
+                reply["FailedRecordCount"] = count.into();
+                failed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                serde_json::to_vec(&reply).unwrap()
+            }
+            _ => answer,
+        };
+        write_message(&mut to_client, &answer_head, &answer)?;
+    }
+    Ok(())
+}
