@@ -86,45 +86,11 @@ pub struct Parsed {
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// Field separators: space, tab, and carriage return (so CRLF line ends are tolerated).
 #[inline(always)]
 pub fn is_separator(b: u8) -> bool {
     b == b' ' || b == b'\t' || b == b'\r'
-}
-
-/// A field ends at a separator or at the end of the line.
-#[inline(always)]
-fn ends_token(b: u8) -> bool {
-    is_separator(b) || b == b'\n'
-}
-
-/// Length of the token at the start of `s`: up to the first separator or `\n`. Eight
-/// bytes at a time with one test per word (bytes up to 0x20 stop the fast loop; a
-/// control byte that is not a separator belongs to the token), which keeps the loop
-/// count, and wasm's per-iteration interrupt checks, low.
-#[inline]
-pub fn scan_token(s: &[u8]) -> usize {
-    let mut i = 0;
-    while i + 8 <= s.len() {
-        let w = u64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"));
-        // Bit 7 set for bytes below 0x21 (exact for the lowest one, which is all we use).
-        let low = w.wrapping_sub(ONES * 0x21) & !w & HIGHS;
-        if low != 0 {
-            let at = i + (low.trailing_zeros() / 8) as usize;
-            if ends_token(s[at]) {
-                return at;
-            }
-            i = at + 1;
-            continue;
-        }
-        i += 8;
-    }
-    while i < s.len() && !ends_token(s[i]) {
-        i += 1;
-    }
-    i
 }
 
 /// Parses `line` and appends its JSON object, without the closing brace, to `out`.
@@ -773,32 +739,6 @@ mod tests {
                 "2001:db8::1".parse::<Ipv6Addr>().unwrap()
             )))
         );
-    }
-
-    #[test]
-    fn scan_token_finds_the_end() {
-        for text in [
-            "",
-            "a",
-            "abc def",
-            "abcdefgh",
-            "abcdefghi j",
-            "0123456789abcdef\tx",
-            "ünïcode-ид x",
-            "a\"b c",
-            "abcdefg\\ h",
-            "abcdefgh\"",
-            "abcdefghijklmno\n",
-            "ab\u{1}cdefghijk\u{7f}lm\u{1f}\r",
-            "abc\u{0}defghijklmnopqrstu\u{1}vwxyz x",
-        ] {
-            let bytes = text.as_bytes();
-            let want = bytes
-                .iter()
-                .position(|&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-                .unwrap_or(bytes.len());
-            assert_eq!(scan_token(bytes), want, "{text:?}");
-        }
     }
 
     #[test]
