@@ -112,9 +112,7 @@ pub fn reload(
     match super::load(spec) {
         Ok((table, rejected)) => {
             record_load(name, &table, &rejected, metrics);
-            shared.replace(table);
-            metrics.count("metadata_reloads_total", 1);
-            metrics.gauge("metadata_table_version", shared.version() as i64);
+            install(table, shared, metrics);
             true
         }
         Err(error) => {
@@ -128,12 +126,20 @@ pub fn reload(
 /// Logs and counts one successful load: its events, and each rejected line.
 pub fn record_load(name: &str, table: &Table, rejected: &Rejected, metrics: &ComponentMetrics) {
     metrics.received(table.events() as u64 + rejected.len() as u64);
-    record_size(table, metrics);
     metrics.error("invalid_event", rejected.len() as u64);
     for (path, bad) in rejected {
         tracing::warn!(message = "Rejected metadata line.", table = %name, file = %path.display(), line_number = bad.line_number, error = %bad.error, error_type = bad.error.error_type());
     }
     tracing::info!(message = "Loaded metadata.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners(), cutoff = table.cutoff());
+}
+
+/// Swaps `table` in and counts it: its size, `metadata_reloads_total` and the new
+/// `metadata_table_version` (every path that replaces a running table goes through here).
+pub fn install(table: Table, shared: &SharedTable, metrics: &ComponentMetrics) {
+    record_size(&table, metrics);
+    shared.replace(table);
+    metrics.count("metadata_reloads_total", 1);
+    metrics.gauge("metadata_table_version", shared.version() as i64);
 }
 
 /// The table's size as gauges: `metadata_table_addresses`, `_networks`, `_owners`,

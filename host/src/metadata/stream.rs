@@ -166,10 +166,7 @@ async fn read(
                 Ok((table, _)) => {
                     tracing::info!(message = "Rebuilt metadata from the changelog stream.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners());
                     let cutoff = table.cutoff();
-                    super::reload::record_size(&table, &metrics);
-                    shared.replace(table);
-                    metrics.count("metadata_reloads_total", 1);
-                    metrics.gauge("metadata_table_version", shared.version() as i64);
+                    super::reload::install(table, &shared, &metrics);
                     compact(&mut events, cutoff);
                     dirty = false;
                 }

@@ -127,6 +127,7 @@ impl Topology {
             })?;
             let counters = metrics.component(&format!("metadata.{name}"));
             metadata::reload::record_load(name, &built, &rejected, &counters);
+            metadata::reload::record_size(&built, &counters);
             let shared = Arc::new(SharedTable::new(built));
             counters.gauge("metadata_table_version", shared.version() as i64);
             if let Some(interval) = table.reload_interval() {

@@ -239,10 +239,7 @@ impl ConfigReloader {
             // older build over it.
             live.watcher = None;
             metadata::reload::record_load(&name, &built, &rejected, &live.metrics);
-            live.shared.replace(built);
-            live.metrics.count("metadata_reloads_total", 1);
-            live.metrics
-                .gauge("metadata_table_version", live.shared.version() as i64);
+            metadata::reload::install(built, &live.shared, &live.metrics);
             live.watcher = interval.map(|interval| {
                 Watcher::start(
                     name.clone(),
