@@ -41,14 +41,23 @@ pub enum InvalidResult {
     /// `process` succeeded with lines emitted but never called `records.emit`.
     #[error("the component emitted lines without handing them over")]
     NotEmitted,
-    /// Spans that overlap or go backwards, or more records than the batch had lines:
-    /// without this a component could make the host build output without bound.
-    #[error("{records} records for a batch of at most {max_lines} lines, or spans out of order")]
+    /// More records than the batch had lines: without this a component could make the
+    /// host build output without bound.
+    #[error("{records} records for a batch of at most {max_lines} lines")]
     TooMany {
         /// Records handed over.
         records: usize,
         /// The most the batch can have.
         max_lines: usize,
+    },
+    /// A span that starts before the previous one ends (repeating or overlapping output,
+    /// which would also be unbounded).
+    #[error("span starting at {start} overlaps the previous one, which ends at {previous_end}")]
+    Overlap {
+        /// The span's start.
+        start: u32,
+        /// Where the previous span ends.
+        previous_end: u32,
     },
     /// `emitted` disagrees with the records handed over.
     #[error("the component says it emitted {emitted} lines but handed over {records}")]
@@ -128,9 +137,9 @@ pub fn assemble(
     for (span, pair) in spans.chunks_exact(2).zip(owners.chunks_exact(2)) {
         let (start, end) = (span[0], span[1]);
         if start < previous_end {
-            return Err(InvalidResult::TooMany {
-                records: lines,
-                max_lines: lines,
+            return Err(InvalidResult::Overlap {
+                start,
+                previous_end,
             });
         }
         previous_end = end;
@@ -212,7 +221,10 @@ mod tests {
         // The same span twice would repeat output without bound.
         assert!(matches!(
             assemble(&table, drafts, &[0, 3, 0, 3], &[0, 0, 0, 0]),
-            Err(InvalidResult::TooMany { .. })
+            Err(InvalidResult::Overlap {
+                start: 0,
+                previous_end: 3
+            })
         ));
     }
 }
