@@ -512,13 +512,18 @@ pub fn run(
     mut input: mpsc::Receiver<SharedBatch>,
     metrics: &ComponentMetrics,
 ) -> Result<(), String> {
-    let kinesis = match &spec.output {
-        DruidOutput::Kinesis(stream) => Some(KinesisWriter::new(id, stream)?),
+    // Where rows go, connected.
+    enum Writer<'a> {
+        Files(&'a Path),
+        Kinesis(KinesisWriter),
+    }
+    let writer = match &spec.output {
+        DruidOutput::Kinesis(stream) => Writer::Kinesis(KinesisWriter::new(id, stream)?),
         DruidOutput::Files { dir, append } => {
             if !append {
                 start_afresh(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
-            None
+            Writer::Files(dir)
         }
     };
     if let Some(url) = &spec.overlord_url {
@@ -540,15 +545,16 @@ pub fn run(
     // The batches the rows in memory came from: dropped (acknowledged) after a flush.
     let mut covered = Held(Vec::new());
     let mut flushed_at = Instant::now();
-    let flush = |rollup: &mut Rollup, covered: &mut Held| -> Result<(), String> {
+    // Returns once the rows are written (it waits out failures), then acknowledges.
+    let flush = |rollup: &mut Rollup, covered: &mut Held| {
         let rows = rollup.drain();
         if !rows.is_empty() {
-            let written = match (&spec.output, &kinesis) {
-                (DruidOutput::Kinesis(_), Some(writer)) => {
+            let written = match &writer {
+                Writer::Kinesis(writer) => {
                     let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
                     writer.write(&text, metrics)
                 }
-                (DruidOutput::Files { dir, .. }, _) => {
+                Writer::Files(dir) => {
                     // Like the Kinesis writer: keep trying, the pipeline waits, nothing
                     // is acknowledged before it is written.
                     let mut pause = Duration::from_millis(100);
@@ -560,13 +566,11 @@ pub fn run(
                     }
                     rows.len() as u64
                 }
-                (DruidOutput::Kinesis(_), None) => unreachable!("a writer for a stream"),
             };
             metrics.sent(written);
             metrics.count("druid_rows_total", written);
         }
         covered.0.clear();
-        Ok(())
     };
     loop {
         let wait = spec.flush_interval.saturating_sub(flushed_at.elapsed());
@@ -595,11 +599,12 @@ pub fn run(
             Err(_) => {}
         }
         if flushed_at.elapsed() >= spec.flush_interval {
-            flush(&mut rollup, &mut covered)?;
+            flush(&mut rollup, &mut covered);
             flushed_at = Instant::now();
         }
     }
-    flush(&mut rollup, &mut covered)
+    flush(&mut rollup, &mut covered);
+    Ok(())
 }
 
 /// The Druid Kinesis supervisor spec that ingests this sink's stream: dimensions typed
