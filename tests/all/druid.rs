@@ -94,6 +94,44 @@ fn druid_spec(pipeline: &Path) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
+/// A pipeline: flows on stdin, enriched with the bundled metadata into `out.ndjson` and
+/// rolled up by a `druid` sink onto the stream `rollups` at `endpoint`, with `extra`
+/// sink settings.
+fn stdin_to_stream(data: &Path, endpoint: &str, extra: &str) -> String {
+    format!(
+        r#"
+[metadata.apps]
+type = "file"
+path = "{data}/apps.jsonl"
+retention_secs = 0
+
+[sources.in]
+type = "stdin"
+
+[transforms.enrich]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["enrich"]
+path = "out.ndjson"
+
+[sinks.druid]
+type = "druid"
+inputs = ["enrich"]
+stream_name = "rollups"
+endpoint = "{endpoint}"
+region = "us-east-1"
+{extra}
+{dims}
+"#,
+        data = data.display(),
+        dims = dimensions_toml()
+    )
+}
+
 /// 300 flow lines between addresses of the bundled metadata.
 fn sample_lines(data: &Path) -> Vec<String> {
     let ips: Vec<String> = std::fs::read_to_string(data.join("apps.jsonl"))
@@ -279,38 +317,10 @@ fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
     // The stream does not exist yet: the sink keeps retrying and loses nothing.
     let mut child = kinesis.run(
         dir.path(),
-        &format!(
-            r#"
-[metadata.apps]
-type = "file"
-path = "{data}/apps.jsonl"
-retention_secs = 0
-
-[sources.in]
-type = "stdin"
-
-[transforms.enrich]
-type = "wasm"
-inputs = ["in"]
-metadata = "apps"
-
-[sinks.out]
-type = "file"
-inputs = ["enrich"]
-path = "out.ndjson"
-
-[sinks.druid]
-type = "druid"
-inputs = ["enrich"]
-stream_name = "rollups"
-endpoint = "{{endpoint}}"
-region = "us-east-1"
-flush_interval_secs = 1
-overlord_url = "{overlord_url}"
-{dims}
-"#,
-            data = data.display(),
-            dims = dimensions_toml()
+        &stdin_to_stream(
+            &data,
+            "{endpoint}",
+            &format!("flush_interval_secs = 1\noverlord_url = \"{overlord_url}\""),
         ),
     );
     // The spec went to the Overlord when the sink started: the same as `druid-spec`.
@@ -469,41 +479,7 @@ fn partial_put_records_failures_lose_and_repeat_nothing() {
     let proxy = crate::kinesis::PartialFailures::start(&kinesis.endpoint);
     let dir = tempfile::tempdir().unwrap();
     let data = repo().join("pipelines/data");
-    let mut child = kinesis.run(
-        dir.path(),
-        &format!(
-            r#"
-[metadata.apps]
-type = "file"
-path = "{data}/apps.jsonl"
-retention_secs = 0
-
-[sources.in]
-type = "stdin"
-
-[transforms.enrich]
-type = "wasm"
-inputs = ["in"]
-metadata = "apps"
-
-[sinks.out]
-type = "file"
-inputs = ["enrich"]
-path = "out.ndjson"
-
-[sinks.druid]
-type = "druid"
-inputs = ["enrich"]
-stream_name = "rollups"
-endpoint = "{proxy}"
-region = "us-east-1"
-{dims}
-"#,
-            data = data.display(),
-            proxy = proxy.endpoint,
-            dims = dimensions_toml()
-        ),
-    );
+    let mut child = kinesis.run(dir.path(), &stdin_to_stream(&data, &proxy.endpoint, ""));
     let mut stdin = child.stdin.take().unwrap();
     use std::io::Write;
     for line in sample_lines(&data) {
