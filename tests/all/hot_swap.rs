@@ -327,6 +327,19 @@ path = "out.ndjson"
 
     // Refused: a source option needs a restart; a format the component rejects; a file
     // that does not parse. Each is counted and nothing changes.
+    // Writes `contents` as the pipeline, asks for a reload (SIGHUP) and waits until the
+    // config component has refused `refusals` times with `error_type`.
+    let refused = |contents: &[u8], error_type: &str, refusals: i64| {
+        replace(&pipeline, contents);
+        signal(&child, "HUP");
+        wait_metric_of(
+            &api,
+            "config",
+            "component_errors_total",
+            error_type,
+            refusals,
+        );
+    };
     replace(&pipeline, text("b.jsonl", aws_syntax, 5).as_bytes());
     assert!(http(&api, "POST", "/reload").contains("requested"));
     wait_metric_of(
@@ -337,39 +350,17 @@ path = "out.ndjson"
         1,
     );
     // A memory limit above what the engine was sized for at start-up needs one too.
-    replace(
-        &pipeline,
+    refused(
         text("b.jsonl", "memory_limit_mib = 4096", 1).as_bytes(),
-    );
-    signal(&child, "HUP");
-    wait_metric_of(
-        &api,
-        "config",
-        "component_errors_total",
         "config_restart_needed",
         2,
     );
-    replace(
-        &pipeline,
+    refused(
         text("b.jsonl", "format = \"srcaddr colour\"", 1).as_bytes(),
-    );
-    signal(&child, "HUP");
-    wait_metric_of(
-        &api,
-        "config",
-        "component_errors_total",
         "config_invalid",
         1,
     );
-    replace(&pipeline, b"[sources.in\n");
-    signal(&child, "HUP");
-    wait_metric_of(
-        &api,
-        "config",
-        "component_errors_total",
-        "config_invalid",
-        2,
-    );
+    refused(b"[sources.in\n", "config_invalid", 2);
     assert_eq!(metric_of(&api, "config", "config_reloads_total", ""), 1);
     assert_eq!(
         send(&mut stdin, 200)["src_app"],
