@@ -105,18 +105,30 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
     );
     let mut stdin = child.stdin.take().unwrap();
     const LINES: u64 = 3000;
-    // Continuous load from another thread: a line every ~0.2 ms.
-    let writer = std::thread::spawn(move || {
-        for i in 0..LINES {
-            writeln!(stdin, "{}", line(i)).unwrap();
-            if i % 20 == 0 {
-                stdin.flush().unwrap();
-                std::thread::sleep(Duration::from_millis(10));
+    // Continuous load from another thread: a line every ~0.5 ms, at least LINES of them
+    // and 200 more after the swap is installed (so the load spans it however slowly this
+    // machine compiles the new component). Returns how many lines it wrote.
+    let swapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let swapped = swapped.clone();
+        std::thread::spawn(move || {
+            let (mut written, mut after_swap) = (0u64, 0u64);
+            while written < LINES || after_swap < 200 {
+                writeln!(stdin, "{}", line(written)).unwrap();
+                written += 1;
+                if swapped.load(std::sync::atomic::Ordering::SeqCst) {
+                    after_swap += 1;
+                }
+                if written % 20 == 0 {
+                    stdin.flush().unwrap();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
             }
-        }
-        stdin.flush().unwrap();
-        drop(stdin);
-    });
+            stdin.flush().unwrap();
+            drop(stdin);
+            written
+        })
+    };
     let out = dir.path().join("out.ndjson");
     rows_after(&out, 200);
     assert_eq!(
@@ -138,6 +150,7 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
     // Another component that fits the world: swapped in between batches.
     replace(&component, &std::fs::read(MISBEHAVING).unwrap());
     wait_metric(&api, "component_generation", "", 2);
+    swapped.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(metric(&api, "component_swaps_total", ""), 1);
     // The new generation's identity is on the endpoint too.
     assert_eq!(
@@ -148,7 +161,7 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
         ),
         1
     );
-    writer.join().unwrap();
+    let written = writer.join().unwrap();
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
@@ -159,7 +172,7 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
     seen.sort_unstable();
     assert_eq!(
         seen,
-        (0..LINES).collect::<Vec<u64>>(),
+        (0..written).collect::<Vec<u64>>(),
         "every line exactly once"
     );
     // The version change is visible in the output, and it happened at one point: every

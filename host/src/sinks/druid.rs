@@ -515,10 +515,10 @@ pub fn run(
     // Where rows go, connected.
     enum Writer<'a> {
         Files(&'a Path),
-        Kinesis(KinesisWriter),
+        Kinesis(Box<KinesisWriter>),
     }
     let writer = match &spec.output {
-        DruidOutput::Kinesis(stream) => Writer::Kinesis(KinesisWriter::new(id, stream)?),
+        DruidOutput::Kinesis(stream) => Writer::Kinesis(Box::new(KinesisWriter::new(id, stream)?)),
         DruidOutput::Files { dir, append } => {
             if !append {
                 start_afresh(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
