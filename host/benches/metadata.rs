@@ -1,7 +1,8 @@
 //! The attribution table at scale.
 //!
 //! `cargo bench -p flowenrich --bench metadata` (options: `--ips N`, default 1,000,000;
-//! `--cidrs N`, default 100,000). Builds a table of N IPv4 addresses with 3 owners each
+//! `--cidrs N`, default 100,000; `--batches N` of 1,000 lookups per case, default 500;
+//! `--lookups-only` stops after the lookup costs, e.g. for a profiler). Builds a table of N IPv4 addresses with 3 owners each
 //! over time plus the CIDRs, then prints, all from one run:
 //! - build time from events, and the time to swap it in;
 //! - bytes held by the lookup structures, per address and per history entry;
@@ -232,10 +233,11 @@ fn main() {
             line.trim_start_matches("AnonHugePages:").trim()
         );
     }
-    let hits = batches(ips, true, false, 500);
-    let recent = batches(ips, true, true, 500);
-    let misses = batches(ips, false, false, 100);
-    let recent_misses = batches(ips, false, true, 100);
+    let rounds = support::option(&args, "--batches").unwrap_or(500);
+    let hits = batches(ips, true, false, rounds);
+    let recent = batches(ips, true, true, rounds);
+    let misses = batches(ips, false, false, rounds);
+    let recent_misses = batches(ips, false, true, rounds);
     println!("batched lookup, {BATCH} random IPs per batch (ns per IP, share attributed):");
     for (what, batches) in [
         ("addresses with a history, times anywhere in it", &hits),
@@ -254,6 +256,10 @@ fn main() {
             "  {what}: {ns:.1} ns ({:.0}%)",
             100.0 * attributed as f64 / (batches.len() * BATCH) as f64
         );
+    }
+
+    if args.iter().any(|a| a == "--lookups-only") {
+        return;
     }
 
     // Install a new table while a reader still holds the old one (so this measures the

@@ -275,8 +275,9 @@ fn advise_huge_pages<T>(ptr: *const T, bytes: usize) {
     let _ = (ptr, bytes);
 }
 
+/// Hints the CPU to fetch the cache line holding `value`.
 #[inline(always)]
-fn prefetch<T>(value: &T) {
+pub(super) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, whatever the address.
     unsafe {

@@ -11,6 +11,9 @@
 //! flows are minutes old, networks change rarely) the record holds the answer; for an
 //! older time, one short run of answers is scanned.
 
+use super::addr_map::prefetch;
+use super::table::CHUNK;
+
 /// A network as the index is built from: prefix length, network address, timeline of
 /// `(from_ts, owner)` sorted by time.
 pub type Network = (u8, u32, Vec<(u64, u32)>);
@@ -209,6 +212,57 @@ impl NetworksV4 {
             + self.answers.capacity() * 8
     }
 
+    /// The interval starts a search for `addr` looks at: the ones inside its /16 (or
+    /// /24 in a dense /16); when none of them is at or before `addr`, its interval is the
+    /// one just before them.
+    #[inline(always)]
+    fn candidates(&self, addr: u32) -> (usize, usize) {
+        let h = (addr >> 16) as usize;
+        let (lo, hi) = (self.dir16[h].0 as usize, self.dir16[h + 1].0 as usize);
+        let block = self.dir16[h].1 as usize;
+        if block == 0 {
+            return (lo, hi);
+        }
+        let b = ((addr >> 8) & 0xff) as usize;
+        let dir = &self.dir24[(block - 1) * 257..];
+        (dir[b] as usize, dir[b + 1] as usize)
+    }
+
+    /// Index of the interval holding `addr`: the last one starting at or before it
+    /// (`starts[0]` is 0, so there always is one).
+    #[inline(always)]
+    fn interval_of(&self, addr: u32) -> usize {
+        let (lo, hi) = self.candidates(addr);
+        lo + self.starts[lo..hi].partition_point(|&s| s <= addr) - 1
+    }
+
+    /// [`NetworksV4::owner`] of up to [`CHUNK`] lookups, in passes so that each one's
+    /// loads were prefetched by the pass before: the candidate starts of every lookup,
+    /// then every interval, then every answer.
+    pub fn owners(&self, addrs: &[u32], times: &[u64], owners: &mut [u32]) {
+        let n = addrs.len().min(times.len()).min(owners.len()).min(CHUNK);
+        if self.networks == 0 {
+            owners[..n].fill(super::table::UNATTRIBUTED);
+            return;
+        }
+        let mut found = [(0u32, 0u32); CHUNK];
+        for (k, &addr) in addrs[..n].iter().enumerate() {
+            let (lo, hi) = self.candidates(addr);
+            prefetch(&self.starts[lo.saturating_sub(1)]);
+            prefetch(&self.starts[hi.saturating_sub(1)]);
+            found[k] = (lo as u32, hi as u32);
+        }
+        for (k, &addr) in addrs[..n].iter().enumerate() {
+            let (lo, hi) = (found[k].0 as usize, found[k].1 as usize);
+            let at = lo + self.starts[lo..hi].partition_point(|&s| s <= addr) - 1;
+            prefetch(&self.intervals[at]);
+            found[k].0 = at as u32;
+        }
+        for k in 0..n {
+            owners[k] = self.answer(&self.intervals[found[k].0 as usize], times[k]);
+        }
+    }
+
     /// The owner of `addr` at `t`: the most specific network containing it whose latest
     /// entry at or before `t` is an assign (0 = none).
     #[inline]
@@ -216,17 +270,12 @@ impl NetworksV4 {
         if self.networks == 0 {
             return super::table::UNATTRIBUTED;
         }
-        let h = (addr >> 16) as usize;
-        let (mut lo, mut hi) = (self.dir16[h].0 as usize, self.dir16[h + 1].0 as usize);
-        let block = self.dir16[h].1 as usize;
-        if block != 0 {
-            let b = ((addr >> 8) & 0xff) as usize;
-            let dir = &self.dir24[(block - 1) * 257..];
-            (lo, hi) = (dir[b] as usize, dir[b + 1] as usize);
-        }
-        // The interval is the last one starting at or before `addr`; starts[0] is 0.
-        let ahead = self.starts[lo..hi].partition_point(|&s| s <= addr);
-        let interval = &self.intervals[lo + ahead - 1];
+        self.answer(&self.intervals[self.interval_of(addr)], t)
+    }
+
+    /// The owner `interval` has at `t`.
+    #[inline(always)]
+    fn answer(&self, interval: &Interval, t: u64) -> u32 {
         if t >= u64::from(interval.settled_ts) {
             return interval.settled_owner;
         }
