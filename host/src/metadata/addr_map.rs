@@ -1,7 +1,8 @@
 //! A compact open-addressing map from an address (or masked network) to its timeline,
-//! laid out for batched lookups: 12–24-byte slots probed linearly, timelines stored
-//! contiguously in one flat array of `(from_ts, owner)` entries, and prefetch hints so a
-//! batch of lookups overlaps its cache misses instead of paying them one after another.
+//! laid out for batched lookups: slots probed linearly (16 bytes for IPv4, 32 for IPv6)
+//! that hold the latest entry inline, earlier entries contiguously in one flat array of
+//! `(from_ts, owner)`, and a batched lookup that works in passes with prefetches, so a
+//! batch overlaps its cache misses instead of paying them one after another.
 
 use std::hash::Hash;
 
@@ -204,7 +205,12 @@ impl<K: AddrKey> AddrMap<K> {
     /// (0 when that entry is an unassign).
     #[inline(always)]
     pub fn at(&self, key: K, t: u64) -> Option<u32> {
-        let slot = self.find(key)?;
+        self.entry_at(self.find(key)?, t)
+    }
+
+    /// The owner recorded by `slot`'s latest entry at or before `t`, if there is one.
+    #[inline(always)]
+    fn entry_at(&self, slot: &Slot<K>, t: u64) -> Option<u32> {
         if u64::from(slot.last_ts) <= t {
             return Some(slot.last_owner);
         }
@@ -221,19 +227,42 @@ impl<K: AddrKey> AddrMap<K> {
             .map(|&(_, owner)| owner)
     }
 
-    /// Hints the CPU to fetch the slot `key` hashes to.
-    #[inline]
-    pub fn prefetch_slot(&self, key: K) {
-        prefetch(&self.slots[self.home(key)]);
-    }
-
-    /// Hints the CPU to fetch `key`'s earlier entries when a lookup at `t` will need
-    /// them (if its slot is already at hand).
-    #[inline]
-    pub fn prefetch_timeline(&self, key: K, t: u64) {
-        let slot = &self.slots[self.home(key)];
-        if slot.key == key && slot.older < NO_OLDER && u64::from(slot.last_ts) > t {
-            prefetch(&self.entries[slot.older as usize]);
+    /// [`AddrMap::at`] of many lookups, in passes so that each one's loads were
+    /// prefetched by the pass before: every lookup's home slot, then every slot (and
+    /// the earlier entries of those that need them), then every answer. `owners[k]`
+    /// becomes the owner assigned to `keys[k]` at `times[k]`, 0 when there is none (no
+    /// entry, or an unassign). At most [`super::table::CHUNK`] lookups.
+    pub fn owners(&self, keys: &[K], times: &[u64], owners: &mut [u32]) {
+        const CHUNK: usize = super::table::CHUNK;
+        let n = keys.len().min(times.len()).min(owners.len()).min(CHUNK);
+        let mut slots = [0u32; CHUNK];
+        for (k, &key) in keys[..n].iter().enumerate() {
+            let home = self.home(key);
+            prefetch(&self.slots[home]);
+            slots[k] = home as u32;
+        }
+        let mask = self.slots.len() - 1;
+        for k in 0..n {
+            let (key, mut at) = (keys[k], slots[k] as usize);
+            slots[k] = loop {
+                let slot = &self.slots[at];
+                if slot.older == EMPTY {
+                    break u32::MAX;
+                }
+                if slot.key == key {
+                    if slot.older < NO_OLDER && u64::from(slot.last_ts) > times[k] {
+                        prefetch(&self.entries[slot.older as usize]);
+                    }
+                    break at as u32;
+                }
+                at = (at + 1) & mask;
+            };
+        }
+        for k in 0..n {
+            owners[k] = match self.slots.get(slots[k] as usize) {
+                Some(slot) => self.entry_at(slot, times[k]).unwrap_or(0),
+                None => 0,
+            };
         }
     }
 }
@@ -322,7 +351,17 @@ mod tests {
                     .find(|&&(ts, _)| ts <= t)
                     .map(|&(_, owner)| owner);
                 assert_eq!(map.at(k, t), want, "key {k} at {t}");
-                map.prefetch_timeline(k, t);
+            }
+        }
+        // Batched, over keys present and absent and chunks of every length.
+        let keys: Vec<u32> = (0..700u32).map(|k| k * 13 % 800).collect();
+        let times: Vec<u64> = (0..700u64).map(|i| i * 7 % 60).collect();
+        for len in [0, 1, 5, 100, super::super::table::CHUNK] {
+            let mut owners = vec![u32::MAX; len];
+            map.owners(&keys[..len], &times[..len], &mut owners);
+            for k in 0..len {
+                let want = map.at(keys[k], times[k]).unwrap_or(0);
+                assert_eq!(owners[k], want, "key {} at {}", keys[k], times[k]);
             }
         }
     }
@@ -334,8 +373,6 @@ mod tests {
             assert_eq!(map.at(k * 7, 9), None);
             assert_eq!(map.at(k * 7, 15), Some(k + 1));
             assert_eq!(map.at(k * 7, 25), Some(0));
-            map.prefetch_slot(k * 7);
-            map.prefetch_timeline(k * 7, 15);
         }
         assert_eq!(map.at(3, 15), None);
         let v6 = AddrMap::build([(1u128 << 100, vec![(0, 5)])].into_iter());

@@ -25,9 +25,6 @@ pub const UNATTRIBUTED: u32 = 0;
 /// [`UNATTRIBUTED`] marks an `unassign`.
 type History = Vec<(u64, u32)>;
 
-/// How far ahead of the current lookup a batch prefetches slots (timelines: half that).
-const PREFETCH_AHEAD: usize = 16;
-
 /// One owner: its attributes and the JSON fragments the component appends.
 #[derive(Debug, Clone)]
 pub struct Owner {
@@ -168,11 +165,12 @@ pub(super) const CHUNK: usize = 256;
 
 /// Batched [`resolve`], arranged so the cache misses of many lookups overlap instead of
 /// being paid one after another. Per chunk of [`CHUNK`] lookups:
-/// 1. exact timelines: each slot is prefetched [`PREFETCH_AHEAD`] lookups ahead and its
-///    earlier entries half that; lookups the timelines leave open are set aside;
-/// 2. the networks of those set aside, in one [`Networks::owners`] call (which works in
-///    passes: each pass prefetches what the next one reads);
+/// 1. exact timelines, in one [`AddrMap::owners`] call; lookups they leave open (and
+///    that are not older than the cutoff) are set aside;
+/// 2. the networks of those set aside, in one [`Networks::owners`] call;
 /// 3. the internet owner for public addresses no network covers.
+///
+/// Both calls work in passes: each pass prefetches what the next one reads.
 fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
     family: &Family<'_, K, N>,
     addrs: impl Fn(usize) -> K,
@@ -181,42 +179,34 @@ fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
 ) {
     let n = times.len();
     out.reserve(n);
-    let exact = family.exact;
-    for i in 0..n.min(PREFETCH_AHEAD) {
-        exact.prefetch_slot(addrs(i));
-    }
+    let mut keys = [K::default(); CHUNK];
+    let mut owners = [UNATTRIBUTED; CHUNK];
     let mut open = [0u16; CHUNK];
     let mut open_addrs = [K::default(); CHUNK];
     let mut open_times = [0u64; CHUNK];
-    let mut owners = [UNATTRIBUTED; CHUNK];
     for chunk in (0..n).step_by(CHUNK) {
+        let len = (n - chunk).min(CHUNK);
+        let chunk_times = &times[chunk..chunk + len];
+        for (k, key) in keys[..len].iter_mut().enumerate() {
+            *key = addrs(chunk + k);
+        }
+        family
+            .exact
+            .owners(&keys[..len], chunk_times, &mut owners[..len]);
         let base = out.len();
         let mut left = 0;
-        for i in chunk..n.min(chunk + CHUNK) {
-            if i + PREFETCH_AHEAD < n {
-                exact.prefetch_slot(addrs(i + PREFETCH_AHEAD));
+        for k in 0..len {
+            let (owner, t) = (owners[k], chunk_times[k]);
+            if t < family.cutoff {
+                out.push(UNATTRIBUTED);
+                continue;
             }
-            if i + PREFETCH_AHEAD / 2 < n {
-                exact.prefetch_timeline(
-                    addrs(i + PREFETCH_AHEAD / 2),
-                    times[i + PREFETCH_AHEAD / 2],
-                );
+            if owner == UNATTRIBUTED {
+                open[left] = k as u16;
+                open_addrs[left] = keys[k];
+                open_times[left] = t;
+                left += 1;
             }
-            let (addr, t) = (addrs(i), times[i]);
-            let owner = if t < family.cutoff {
-                UNATTRIBUTED
-            } else {
-                match exact.at(addr, t) {
-                    Some(owner) if owner != UNATTRIBUTED => owner,
-                    _ => {
-                        open[left] = (i - chunk) as u16;
-                        open_addrs[left] = addr;
-                        open_times[left] = t;
-                        left += 1;
-                        UNATTRIBUTED
-                    }
-                }
-            };
             out.push(owner);
         }
         if left == 0 {
