@@ -123,6 +123,36 @@ fn lookup_cost(table: &Table, batches: &[(Vec<u32>, Vec<u64>)]) -> (f64, usize) 
     (best, attributed)
 }
 
+/// ns per read of `reads` independent random reads over an array of `bytes` (best of
+/// 3 rounds; the addresses are computed beforehand, so reads overlap as far as the
+/// memory system lets them): the floor under any lookup that reads one random cache line.
+fn random_read_floor(bytes: usize, reads: usize) -> (f64, usize) {
+    let words = (bytes / 8).next_power_of_two();
+    let mut array: Vec<u64> = Vec::with_capacity(words);
+    // SAFETY: madvise only changes how the kernel backs pages of this allocation.
+    unsafe {
+        let start = (array.as_ptr() as usize + (2 << 20) - 1) & !((2 << 20) - 1);
+        libc::madvise(
+            start as *mut libc::c_void,
+            words * 8 - (2 << 20),
+            libc::MADV_HUGEPAGE,
+        );
+    }
+    array.extend((0..words as u64).map(|i| i.wrapping_mul(0x9E37_79B9)));
+    let mut rng = Rng(7);
+    let at: Vec<usize> = (0..reads)
+        .map(|_| rng.below(words as u64) as usize)
+        .collect();
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let sum = at.iter().fold(0u64, |sum, &i| sum.wrapping_add(array[i]));
+        std::hint::black_box(sum);
+        best = best.min(started.elapsed().as_nanos() as f64 / reads as f64);
+    }
+    (best, (words * 8) >> 20)
+}
+
 /// Slowest worker batch (snapshot + lookups) during `window`, with `swapping` tables
 /// replaced in another thread as fast as they can be.
 fn worst_batch(
@@ -257,6 +287,11 @@ fn main() {
             100.0 * attributed as f64 / (batches.len() * BATCH) as f64
         );
     }
+
+    let (floor_ns, floor_mib) = random_read_floor(table.heap_bytes(), rounds * BATCH);
+    println!(
+        "  for scale, the machine's floor: independent random 8-byte reads over a {floor_mib} MiB array (huge pages asked for): {floor_ns:.1} ns each"
+    );
 
     if args.iter().any(|a| a == "--lookups-only") {
         return;

@@ -10,6 +10,9 @@ use std::hash::Hash;
 pub trait AddrKey: Copy + Eq + Hash + Default {
     /// A well-mixed 64-bit hash (the top bits pick the slot).
     fn mix(self) -> u64;
+    /// Which of [`BLOCKS`] address blocks the key is in: its /16 for IPv4, a hash of
+    /// its /48 for IPv6.
+    fn block(self) -> usize;
     /// Whether the address is on the public internet: not private, shared, loopback,
     /// link-local, documentation, benchmarking, multicast or reserved space.
     fn is_public(self) -> bool;
@@ -62,6 +65,10 @@ impl AddrKey for u32 {
         (self as u64 ^ 0x5bd1_e995).wrapping_mul(GOLDEN)
     }
     #[inline]
+    fn block(self) -> usize {
+        (self >> 16) as usize
+    }
+    #[inline]
     fn is_public(self) -> bool {
         is_public_v4(self)
     }
@@ -74,43 +81,65 @@ impl AddrKey for u128 {
         (folded ^ (folded >> 31)).wrapping_mul(GOLDEN)
     }
     #[inline]
+    fn block(self) -> usize {
+        (((self >> 80) as u64).wrapping_mul(GOLDEN) >> 48) as usize
+    }
+    #[inline]
     fn is_public(self) -> bool {
         is_public_v6(self)
     }
 }
+
+/// Address blocks [`AddrMap`] tracks the use of.
+pub const BLOCKS: usize = 1 << 16;
+
+/// "No slot" in a batched lookup (never a slot index: capacities are powers of two).
+const NO_SLOT: usize = u32::MAX as usize;
 
 /// Marks an empty slot (in `older`).
 const EMPTY: u32 = u32::MAX;
 /// Marks a timeline with no entry before the inline one (in `older`).
 const NO_OLDER: u32 = u32::MAX - 1;
 
-/// One key and the latest entry of its timeline, inline: lookups are mostly for recent
-/// times, so most of them read this slot and nothing else. 16 bytes for IPv4.
+/// Entries of a timeline a slot holds inline: the latest ones.
+const INLINE: usize = 3;
+
+/// Owner of an unused inline entry (whose `from_ts` is 0, so it sorts last).
+const NO_ENTRY: u32 = u32::MAX;
+
+/// One key and the latest [`INLINE`] entries of its timeline: lookups are for the last
+/// hour or so, and most timelines are that short, so most lookups read this slot and
+/// nothing else. 32 bytes for IPv4, aligned so that a slot never straddles cache lines.
 #[derive(Clone, Copy)]
+#[repr(C, align(32))]
 struct Slot<K> {
     key: K,
-    /// From when the latest entry holds (epoch seconds).
-    last_ts: u32,
-    /// The latest entry's owner (0 = unassigned).
-    last_owner: u32,
-    /// Where the earlier entries are in `entries` (a `(count, 0)` header, then the
-    /// entries oldest first), [`NO_OLDER`], or [`EMPTY`] for an empty slot.
+    /// Where the entries before the inline ones are in `entries` (a `(count, 0)` header,
+    /// then the entries oldest first), [`NO_OLDER`], or [`EMPTY`] for an empty slot.
     older: u32,
+    /// From when each inline entry holds (epoch seconds), newest first (0 when unused).
+    ts: [u32; INLINE],
+    /// Each inline entry's owner (0 = unassigned, [`NO_ENTRY`] = unused).
+    owners: [u32; INLINE],
 }
 
 impl<K: AddrKey> Default for Slot<K> {
     fn default() -> Self {
         Slot {
             key: K::default(),
-            last_ts: 0,
-            last_owner: 0,
             older: EMPTY,
+            ts: [0; INLINE],
+            owners: [NO_ENTRY; INLINE],
         }
     }
 }
 
 /// Address → timeline of `(from_ts, owner)`, sorted by time; owner 0 = unassigned.
 pub struct AddrMap<K> {
+    /// One bit per address block ([`AddrKey::block`]): whether any key is in it. A
+    /// lookup of an address in a block without keys (most of the internet) ends here,
+    /// in 8 KiB that stay cached, instead of probing the slots.
+    blocks: Vec<u64>,
     slots: Vec<Slot<K>>,
     shift: u32,
     /// Earlier entries of every timeline, `(from_ts, owner)`, each run behind a header.
@@ -127,9 +156,16 @@ impl<K: AddrKey> AddrMap<K> {
         let capacity = (len * 2).next_power_of_two().max(8);
         let earlier: usize = timelines
             .iter()
-            .map(|(_, t)| if t.len() > 1 { t.len() } else { 0 })
+            .map(|(_, t)| {
+                if t.len() > INLINE {
+                    t.len() - INLINE + 1
+                } else {
+                    0
+                }
+            })
             .sum();
         let mut map = AddrMap {
+            blocks: vec![0; BLOCKS / 64],
             slots: huge_vec(capacity, Slot::default()),
             shift: 64 - capacity.trailing_zeros(),
             entries: huge_vec(earlier, (0, 0)),
@@ -138,9 +174,10 @@ impl<K: AddrKey> AddrMap<K> {
         map.entries.clear();
         let ts32 = |ts: u64| ts.min(super::events::MAX_TS) as u32;
         for (key, timeline) in timelines {
-            let Some((&(last_ts, last_owner), earlier)) = timeline.split_last() else {
+            if timeline.is_empty() {
                 continue;
-            };
+            }
+            let (earlier, latest) = timeline.split_at(timeline.len().saturating_sub(INLINE));
             let older = if earlier.is_empty() {
                 NO_OLDER
             } else {
@@ -150,16 +187,22 @@ impl<K: AddrKey> AddrMap<K> {
                     .extend(earlier.iter().map(|&(ts, owner)| (ts32(ts), owner)));
                 at
             };
+            let mut slot = Slot {
+                key,
+                older,
+                ..Slot::default()
+            };
+            for (j, &(ts, owner)) in latest.iter().rev().enumerate() {
+                slot.ts[j] = ts32(ts);
+                slot.owners[j] = owner;
+            }
+            let block = key.block();
+            map.blocks[block / 64] |= 1 << (block % 64);
             let mut at = map.home(key);
             while map.slots[at].older != EMPTY {
                 at = (at + 1) & (capacity - 1);
             }
-            map.slots[at] = Slot {
-                key,
-                last_ts: ts32(last_ts),
-                last_owner,
-                older,
-            };
+            map.slots[at] = slot;
         }
         map
     }
@@ -181,12 +224,23 @@ impl<K: AddrKey> AddrMap<K> {
 
     /// Bytes held by the map's arrays.
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot<K>>()
+        self.blocks.capacity() * 8
+            + self.slots.capacity() * std::mem::size_of::<Slot<K>>()
             + self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
+    }
+
+    /// Whether any key is in `key`'s address block.
+    #[inline(always)]
+    fn in_used_block(&self, key: K) -> bool {
+        let block = key.block();
+        self.blocks[block / 64] & (1 << (block % 64)) != 0
     }
 
     #[inline(always)]
     fn find(&self, key: K) -> Option<&Slot<K>> {
+        if !self.in_used_block(key) {
+            return None;
+        }
         let mask = self.slots.len() - 1;
         let mut at = self.home(key);
         loop {
@@ -211,8 +265,11 @@ impl<K: AddrKey> AddrMap<K> {
     /// The owner recorded by `slot`'s latest entry at or before `t`, if there is one.
     #[inline(always)]
     fn entry_at(&self, slot: &Slot<K>, t: u64) -> Option<u32> {
-        if u64::from(slot.last_ts) <= t {
-            return Some(slot.last_owner);
+        // Inline entries are newest first: those after `t` come first.
+        let after = slot.ts.iter().filter(|&&ts| u64::from(ts) > t).count();
+        if after < INLINE {
+            let owner = slot.owners[after];
+            return (owner != NO_ENTRY).then_some(owner);
         }
         if slot.older == NO_OLDER {
             return None;
@@ -237,20 +294,27 @@ impl<K: AddrKey> AddrMap<K> {
         let n = keys.len().min(times.len()).min(owners.len()).min(CHUNK);
         let mut slots = [0u32; CHUNK];
         for (k, &key) in keys[..n].iter().enumerate() {
-            let home = self.home(key);
-            prefetch(&self.slots[home]);
-            slots[k] = home as u32;
+            slots[k] = if self.in_used_block(key) {
+                let home = self.home(key);
+                prefetch(&self.slots[home]);
+                home as u32
+            } else {
+                NO_SLOT as u32
+            };
         }
         let mask = self.slots.len() - 1;
         for k in 0..n {
             let (key, mut at) = (keys[k], slots[k] as usize);
+            if at == NO_SLOT {
+                continue;
+            }
             slots[k] = loop {
                 let slot = &self.slots[at];
                 if slot.older == EMPTY {
-                    break u32::MAX;
+                    break NO_SLOT as u32;
                 }
                 if slot.key == key {
-                    if slot.older < NO_OLDER && u64::from(slot.last_ts) > times[k] {
+                    if slot.older < NO_OLDER && u64::from(slot.ts[INLINE - 1]) > times[k] {
                         prefetch(&self.entries[slot.older as usize]);
                     }
                     break at as u32;
