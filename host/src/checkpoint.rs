@@ -8,7 +8,13 @@
 //! held line) keeps every later one from being checkpointed. The store is one JSON file
 //! per source, replaced atomically and durably on every advance (written aside and
 //! synced, renamed, the directory synced); a restarted source resumes after each shard's
-//! checkpoint, so a crash re-delivers at most the unacknowledged tail.
+//! checkpoint, so a crash re-delivers at most the unacknowledged tail. With a lease
+//! table ([`crate::leases`]) the store keeps positions in memory instead and the source
+//! writes the advanced ones to the table ([`Checkpoints::take_advanced`]).
+//!
+//! A shard that changes hands within a run (a lease lost and taken again) starts a new
+//! *generation*: acknowledgements of batches read before are ignored, so they cannot
+//! move the new reading's checkpoint.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +61,8 @@ pub enum CheckpointError {
 /// Per-shard bookkeeping of released batches.
 #[derive(Default)]
 struct ShardProgress {
+    /// Acks of other generations are ignored.
+    generation: u64,
     /// Next batch number the checkpoint waits for.
     next: u64,
     /// Released batches beyond `next`, with their last sequence and end flag.
@@ -62,9 +70,14 @@ struct ShardProgress {
 }
 
 struct Inner {
-    path: PathBuf,
+    /// The file, or `None` when positions go to a lease table.
+    path: Option<PathBuf>,
     saved: File,
     progress: BTreeMap<String, ShardProgress>,
+    /// Shards whose position advanced since [`Checkpoints::take_advanced`].
+    advanced: std::collections::BTreeSet<String>,
+    /// Acks handed out and not released yet.
+    in_flight: usize,
 }
 
 /// The checkpoint store of one source.
@@ -89,13 +102,54 @@ impl Checkpoints {
                 });
             }
         };
-        Ok(Checkpoints {
+        Ok(Checkpoints::with(Some(path.to_path_buf()), saved))
+    }
+
+    /// A store kept in memory, for positions written to a lease table.
+    pub fn in_memory() -> Checkpoints {
+        Checkpoints::with(None, File::default())
+    }
+
+    fn with(path: Option<PathBuf>, saved: File) -> Checkpoints {
+        Checkpoints {
             inner: Arc::new(Mutex::new(Inner {
-                path: path.to_path_buf(),
+                path,
                 saved,
                 progress: BTreeMap::new(),
+                advanced: Default::default(),
+                in_flight: 0,
             })),
-        })
+        }
+    }
+
+    /// Starts a new reading of `shard` from `position` (a lease taken): batch numbers
+    /// start at 0 again and acks of earlier readings are ignored.
+    pub fn restart(&self, shard: &str, position: ShardCheckpoint) {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        let progress = inner.progress.entry(shard.to_string()).or_default();
+        progress.generation += 1;
+        progress.next = 0;
+        progress.released.clear();
+        inner.saved.shards.insert(shard.to_string(), position);
+        inner.advanced.remove(shard);
+    }
+
+    /// Positions that advanced since the last call, to be written elsewhere.
+    pub fn take_advanced(&self) -> Vec<(String, ShardCheckpoint)> {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        let advanced = std::mem::take(&mut inner.advanced);
+        advanced
+            .into_iter()
+            .map(|shard| {
+                let position = inner.saved.shards.get(&shard).cloned().unwrap_or_default();
+                (shard, position)
+            })
+            .collect()
+    }
+
+    /// Acks handed out and not released yet.
+    pub fn in_flight(&self) -> usize {
+        self.inner.lock().expect("checkpoint lock").in_flight
     }
 
     /// Where `shard` was left.
@@ -115,9 +169,15 @@ impl Checkpoints {
     /// each run), whose last record is `sequence` (`None`: no record, e.g. the end
     /// marker), and which ends the shard when `end` is set.
     pub fn ack(&self, shard: &str, batch: u64, sequence: Option<String>, end: bool) -> Arc<Ack> {
+        let generation = {
+            let mut inner = self.inner.lock().expect("checkpoint lock");
+            inner.in_flight += 1;
+            inner.progress.get(shard).map_or(0, |p| p.generation)
+        };
         Arc::new(Ack {
             store: self.clone(),
             shard: shard.to_string(),
+            generation,
             batch,
             sequence,
             end,
@@ -126,12 +186,18 @@ impl Checkpoints {
 
     fn release(&self, ack: &Ack) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
+        inner.in_flight -= 1;
         let Inner {
             path,
             saved,
             progress,
+            advanced: advanced_shards,
+            ..
         } = &mut *inner;
         let progress = progress.entry(ack.shard.clone()).or_default();
+        if progress.generation != ack.generation {
+            return;
+        }
         progress
             .released
             .insert(ack.batch, (ack.sequence.clone(), ack.end));
@@ -145,8 +211,18 @@ impl Checkpoints {
             entry.finished |= end;
             advanced = true;
         }
-        if advanced && let Err(error) = write_atomically(path, saved) {
-            tracing::error!(message = "Cannot write checkpoints; they will be written with the next advance.", %error);
+        if !advanced {
+            return;
+        }
+        match path {
+            Some(path) => {
+                if let Err(error) = write_atomically(path, saved) {
+                    tracing::error!(message = "Cannot write checkpoints; they will be written with the next advance.", %error);
+                }
+            }
+            None => {
+                advanced_shards.insert(ack.shard.clone());
+            }
         }
     }
 }
@@ -182,6 +258,7 @@ fn write_atomically(path: &Path, file: &File) -> Result<(), CheckpointError> {
 pub struct Ack {
     store: Checkpoints,
     shard: String,
+    generation: u64,
     batch: u64,
     sequence: Option<String>,
     end: bool,

@@ -224,10 +224,83 @@ pub enum SourceConfig {
         #[serde(default = "default_source_poll_interval_ms")]
         poll_interval_ms: u64,
         /// The checkpoint store (a JSON file, replaced atomically). Default:
-        /// `.flowenrich/<source id>.checkpoints.json` next to the pipeline file.
+        /// `.flowenrich/<source id>.checkpoints.json` next to the pipeline file. Not
+        /// with `leases`, which keep the checkpoints in their table.
         #[serde(default)]
         checkpoints: Option<PathBuf>,
+        /// Share the stream with other hosts through a DynamoDB lease table
+        /// (`[sources.<id>.leases]`); without it, this host reads every shard.
+        #[serde(default)]
+        leases: Option<Box<LeasesConfig>>,
     },
+}
+
+/// A Kinesis source's lease table: the KCL's way for a fleet of hosts to share a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeasesConfig {
+    /// The DynamoDB table, created (on-demand capacity) if missing. One per source.
+    pub table_name: String,
+    /// Endpoint override, e.g. a local DynamoDB. Default: AWS's for the region.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Region. Default: the standard AWS configuration chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// This host's id in the fleet; must be unique among running hosts. Default:
+    /// `<hostname>-<process id>`.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Milliseconds without renewal after which another host may take a lease (the
+    /// failover time). Leases are renewed three times per period. Default 10,000.
+    #[serde(default = "default_lease_duration_ms")]
+    pub lease_duration_ms: u64,
+    /// Milliseconds between scans of the table for leases to take or ask for. Default
+    /// 1,000.
+    #[serde(default = "default_lease_scan_interval_ms")]
+    pub scan_interval_ms: u64,
+    /// Milliseconds between checkpoint writes per shard (what a crash may re-deliver).
+    /// Default 1,000.
+    #[serde(default = "default_lease_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+fn default_lease_duration_ms() -> u64 {
+    10_000
+}
+
+fn default_lease_scan_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_lease_checkpoint_interval_ms() -> u64 {
+    1_000
+}
+
+/// `<hostname>-<process id>`: unique among the processes of a fleet.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "flowenrich".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl LeasesConfig {
+    /// The lease settings of the source.
+    pub fn spec(&self) -> crate::leases::LeaseSpec {
+        crate::leases::LeaseSpec {
+            table: self.table_name.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            worker: self.worker_id.clone().unwrap_or_else(default_worker_id),
+            lease_duration: std::time::Duration::from_millis(self.lease_duration_ms),
+            scan_interval: std::time::Duration::from_millis(self.scan_interval_ms),
+            checkpoint_interval: std::time::Duration::from_millis(self.checkpoint_interval_ms),
+        }
+    }
 }
 
 /// Where a Kinesis source starts reading a shard.
@@ -261,6 +334,7 @@ impl SourceConfig {
             batch_lines,
             poll_interval_ms,
             checkpoints,
+            leases,
         } = self
         else {
             return None;
@@ -279,6 +353,7 @@ impl SourceConfig {
             batch_lines: *batch_lines,
             poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
             checkpoints: checkpoints.clone().unwrap_or_default(),
+            leases: leases.as_deref().map(LeasesConfig::spec),
         })
     }
 }
@@ -704,6 +779,47 @@ impl Pipeline {
         Ok(())
     }
 
+    /// A source's `[leases]`: a table name, workable intervals, no `checkpoints` beside.
+    fn check_leases(
+        &self,
+        source: &str,
+        leases: &LeasesConfig,
+        checkpoints: bool,
+    ) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("sources.{source}.leases.{k}");
+        if checkpoints {
+            return Err(self.invalid(
+                format!("sources.{source}.checkpoints"),
+                "cannot be set with `leases`: the checkpoints live in the lease table",
+            ));
+        }
+        if leases.table_name.trim().is_empty() {
+            return Err(self.invalid(key("table_name"), "must name a DynamoDB table"));
+        }
+        if leases
+            .worker_id
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            return Err(self.invalid(key("worker_id"), "must not be empty"));
+        }
+        if leases.lease_duration_ms < 300 {
+            return Err(self.invalid(key("lease_duration_ms"), "must be at least 300"));
+        }
+        for (name, value) in [
+            ("scan_interval_ms", leases.scan_interval_ms),
+            ("checkpoint_interval_ms", leases.checkpoint_interval_ms),
+        ] {
+            if value == 0 || value >= leases.lease_duration_ms {
+                return Err(self.invalid(
+                    key(name),
+                    "must be at least 1 and less than `lease_duration_ms`",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.clone(),
@@ -786,10 +902,15 @@ impl Pipeline {
                 stream_arn,
                 start_position,
                 start_timestamp,
+                checkpoints,
+                leases,
                 ..
             } = source
             {
                 self.one_stream(format!("sources.{name}"), stream_name, stream_arn)?;
+                if let Some(leases) = leases {
+                    self.check_leases(name, leases, checkpoints.is_some())?;
+                }
                 if (*start_position == SourceStart::AtTimestamp) != start_timestamp.is_some() {
                     return Err(self.invalid(
                         format!("sources.{name}.start_timestamp"),
@@ -1009,7 +1130,12 @@ fn resolve_paths(config: &mut PipelineConfig, base: &Path) {
         {
             *path = base.join(&*path).to_string_lossy().into_owned();
         }
-        if let SourceConfig::AwsKinesisStreams { checkpoints, .. } = source {
+        if let SourceConfig::AwsKinesisStreams {
+            checkpoints,
+            leases: None,
+            ..
+        } = source
+        {
             let path = checkpoints
                 .get_or_insert_with(|| PathBuf::from(format!(".flowenrich/{id}.checkpoints.json")));
             resolve(path);

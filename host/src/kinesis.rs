@@ -38,15 +38,24 @@ impl StreamConfig {
     /// A client from the standard AWS configuration chain (environment, profile, IMDS),
     /// with the endpoint and region overrides.
     pub async fn client(&self) -> aws_sdk_kinesis::Client {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(region) = &self.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &self.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        aws_sdk_kinesis::Client::new(&loader.load().await)
+        aws_sdk_kinesis::Client::new(&aws_config(&self.region, &self.endpoint).await)
     }
+}
+
+/// AWS settings from the standard configuration chain (environment, profile, IMDS), with
+/// region and endpoint overrides: what every AWS client here is made from.
+pub async fn aws_config(
+    region: &Option<String>,
+    endpoint: &Option<String>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.clone()));
+    }
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
 }
 
 /// How often readers fetch the shard list again (new shards after a reshard).

@@ -14,6 +14,7 @@ pub mod embedded;
 pub mod enrich_cli;
 pub mod fixtures;
 pub mod kinesis;
+pub mod leases;
 pub mod metadata;
 pub mod metrics;
 pub mod runtime;

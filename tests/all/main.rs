@@ -7,6 +7,7 @@ mod failures;
 mod fixtures;
 mod hot_swap;
 mod kinesis;
+mod leases;
 mod metadata;
 mod pipelines;
 

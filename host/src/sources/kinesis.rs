@@ -23,8 +23,9 @@
 //! `kinesis_throttles_total`, `kinesis_expired_iterators_total`.
 
 use crate::batch::LineBatch;
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{Checkpoints, ShardCheckpoint};
 use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
+use crate::leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
 use crate::metrics::ComponentMetrics;
 use crate::topology::output::Output;
 use serde::Deserialize;
@@ -60,8 +61,11 @@ pub struct KinesisSourceSpec {
     pub batch_lines: usize,
     /// Pause between polling rounds.
     pub poll_interval: Duration,
-    /// The checkpoint store file.
+    /// The checkpoint store file (unused with `leases`).
     pub checkpoints: std::path::PathBuf,
+    /// Share the stream with other hosts through a DynamoDB lease table, which then
+    /// holds the checkpoints too.
+    pub leases: Option<LeaseSpec>,
 }
 
 /// What one record holds.
@@ -154,6 +158,8 @@ fn base64(data: &[u8]) -> String {
 struct Shard {
     id: Arc<str>,
     cursor: ShardCursor,
+    /// Where the shard starts when it has no position.
+    start: StartAt,
     parents: Vec<String>,
     /// Lines of whole records not sent yet.
     text: String,
@@ -168,6 +174,28 @@ struct Shard {
     /// After a failed read: the current backoff and when the shard may be read again.
     backoff: Duration,
     retry_at: Option<Instant>,
+    /// Another host asked for the shard's lease: not read any more, and handed over
+    /// once what was read is acknowledged (or at this deadline).
+    handing_off: Option<Instant>,
+}
+
+impl Shard {
+    fn new(id: &str, position: ShardCheckpoint, start: StartAt, parents: Vec<String>) -> Shard {
+        Shard {
+            id: id.into(),
+            cursor: ShardCursor::after(position.sequence),
+            start,
+            parents,
+            text: String::new(),
+            lines: 0,
+            sequence: None,
+            batches: 0,
+            done: position.finished,
+            backoff: Duration::ZERO,
+            retry_at: None,
+            handing_off: None,
+        }
+    }
 }
 
 /// Most shard reads in flight at once (GetRecords calls, one per shard).
@@ -327,14 +355,26 @@ impl Shard {
     }
 }
 
+/// The lease table's `checkpoint` for a shard nobody has read yet.
+fn unstarted(start: StartAt) -> &'static str {
+    match start {
+        StartAt::TrimHorizon => crate::leases::TRIM_HORIZON,
+        StartAt::Latest => crate::leases::LATEST,
+        StartAt::Timestamp(_) => crate::leases::AT_TIMESTAMP,
+    }
+}
+
 /// Reads until `stop` is set, then sends what it holds. Network calls run on a runtime
 /// of this thread; batches are sent outside it, since sending blocks while downstream is
-/// full (backpressure).
+/// full (backpressure). With a lease table, only shards whose lease this host holds are
+/// read; on stop, the outputs are closed, and once everything read is acknowledged (or
+/// the lease period has passed) the last checkpoints are written and every lease is
+/// released, so another host resumes exactly after what this one delivered.
 pub fn run(
     id: &str,
     spec: &KinesisSourceSpec,
-    output: &Output,
-    dead_letters: &Output,
+    output: Output,
+    dead_letters: Output,
     metrics: &ComponentMetrics,
     stop: &AtomicBool,
 ) {
@@ -348,17 +388,40 @@ pub fn run(
             return;
         }
     };
-    let checkpoints = match Checkpoints::open(&spec.checkpoints) {
-        Ok(checkpoints) => checkpoints,
-        Err(error) => {
-            metrics.error("checkpoint_failed", 1);
-            tracing::error!(message = "Cannot open the checkpoint store; not reading.", component_id = %id, %error);
-            return;
+    let checkpoints = if spec.leases.is_some() {
+        Checkpoints::in_memory()
+    } else {
+        match Checkpoints::open(&spec.checkpoints) {
+            Ok(checkpoints) => checkpoints,
+            Err(error) => {
+                metrics.error("checkpoint_failed", 1);
+                tracing::error!(message = "Cannot open the checkpoint store; not reading.", component_id = %id, %error);
+                return;
+            }
+        }
+    };
+    let mut leases = match &spec.leases {
+        None => None,
+        Some(lease_spec) => {
+            let table = runtime.block_on(LeaseTable::connect(lease_spec));
+            if let Err(error) = runtime.block_on(table.ensure_table()) {
+                metrics.error("lease_table_failed", 1);
+                tracing::error!(message = "Cannot use the lease table; not reading.", component_id = %id, %error);
+                return;
+            }
+            tracing::info!(message = "Sharing the stream through a lease table.", component_id = %id, table = %lease_spec.table, worker = %lease_spec.worker);
+            Some(Leases {
+                coordinator: Coordinator::new(table, lease_spec.clone()),
+                spec: lease_spec.clone(),
+                counts: LeaseCounts::default(),
+                reported: LeaseCounts::default(),
+                checkpointed_at: Instant::now(),
+            })
         }
     };
     let to = Sending {
-        output,
-        dead_letters,
+        output: &output,
+        dead_letters: &dead_letters,
         metrics,
         checkpoints: &checkpoints,
     };
@@ -366,27 +429,51 @@ pub fn run(
     let mut shards: HashMap<String, Shard> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut listed_at: Option<Instant> = None;
+    let mut polled_at: Option<Instant> = None;
+    let poll_interval = spec.poll_interval.max(MIN_POLL);
+    // With leases, the loop also wakes for renewals and scans between polls.
+    let tick = spec.leases.as_ref().map_or(poll_interval, |l| {
+        poll_interval
+            .min(l.scan_interval)
+            .min(l.renew_interval())
+            .max(Duration::from_millis(10))
+    });
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
             match runtime.block_on(crate::kinesis::list_shards(&client, &spec.stream.stream)) {
                 Ok(infos) => {
                     listed = infos.iter().map(|s| s.id.clone()).collect();
-                    for info in infos {
-                        shards.entry(info.id.clone()).or_insert_with(|| {
-                            let saved = checkpoints.get(&info.id);
-                            Shard {
-                                id: info.id.as_str().into(),
-                                cursor: ShardCursor::after(saved.sequence),
-                                parents: info.parents,
-                                text: String::new(),
-                                lines: 0,
-                                sequence: None,
-                                batches: 0,
-                                done: saved.finished,
-                                backoff: Duration::ZERO,
-                                retry_at: None,
+                    match &mut leases {
+                        Some(leases) => {
+                            let synced = runtime.block_on(
+                                leases
+                                    .coordinator
+                                    .sync_shards(&infos, unstarted(spec.start)),
+                            );
+                            if let Err(error) = synced {
+                                metrics.error("lease_table_failed", 1);
+                                tracing::warn!(message = "Cannot add leases for new shards; retrying.", component_id = %id, %error);
                             }
-                        });
+                        }
+                        None => {
+                            for info in infos {
+                                shards.entry(info.id.clone()).or_insert_with(|| {
+                                    // A child of a reshard starts at its oldest record: nothing
+                                    // written to it before it is first read may be skipped.
+                                    let start = if info.parents.is_empty() {
+                                        spec.start
+                                    } else {
+                                        StartAt::TrimHorizon
+                                    };
+                                    Shard::new(
+                                        &info.id,
+                                        checkpoints.get(&info.id),
+                                        start,
+                                        info.parents,
+                                    )
+                                });
+                            }
+                        }
                     }
                     listed_at = Some(Instant::now());
                 }
@@ -396,12 +483,31 @@ pub fn run(
                 }
             }
         }
-        // A child waits until every parent still listed has been read to its end.
+        if let Some(leases) = &mut leases {
+            leases.step(&runtime, &mut shards, spec, &to, false);
+        }
+        if polled_at.is_some_and(|at| at.elapsed() < poll_interval) {
+            std::thread::sleep(tick);
+            continue;
+        }
+        polled_at = Some(Instant::now());
+        // A child waits until every parent still listed has been read to its end (by
+        // this host, or, with leases, by whichever host held it).
         let finished: HashSet<String> = shards
             .iter()
             .filter(|(_, s)| s.done)
             .map(|(id, _)| id.clone())
             .collect();
+        let parents_done = |shard: &Shard| {
+            shard
+                .parents
+                .iter()
+                .all(|p| !listed.contains(p) || finished.contains(p))
+                || leases.as_ref().is_some_and(|l| {
+                    l.coordinator
+                        .parents_done(&shard.parents, &|p| listed.contains(p))
+                })
+        };
         // Every shard that may be read now is read at the same time (at most
         // CONCURRENT_READS requests in flight); their records are then taken in turn.
         let now = Instant::now();
@@ -409,29 +515,170 @@ pub fn run(
             .iter_mut()
             .filter(|(_, shard)| {
                 !shard.done
+                    && shard.handing_off.is_none()
                     && shard.retry_at.is_none_or(|at| now >= at)
-                    && !shard
-                        .parents
-                        .iter()
-                        .any(|p| listed.contains(p) && !finished.contains(p))
+                    && parents_done(shard)
             })
             .collect();
         for group in ready.chunks_mut(CONCURRENT_READS) {
             let polls = runtime.block_on(futures_util::future::join_all(group.iter_mut().map(
                 |(shard_id, shard)| {
+                    let start = shard.start;
                     shard
                         .cursor
-                        .poll(&client, &spec.stream.stream, shard_id, spec.start)
+                        .poll(&client, &spec.stream.stream, shard_id, start)
                 },
             )));
             for ((_, shard), polled) in group.iter_mut().zip(polls) {
                 shard.handle(id, polled, spec, &to);
             }
         }
-        std::thread::sleep(spec.poll_interval.max(MIN_POLL));
+        std::thread::sleep(tick);
     }
     for shard in shards.values_mut().filter(|s| !s.done) {
         shard.send(&to, false);
+    }
+    // Downstream drains and flushes once the outputs close.
+    drop(output);
+    drop(dead_letters);
+    if let Some(mut leases) = leases {
+        let deadline = Instant::now() + leases.spec.lease_duration;
+        while checkpoints.in_flight() > 0 && Instant::now() < deadline {
+            leases.keep_alive(&runtime, &checkpoints, spec);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let unacknowledged = checkpoints.in_flight();
+        leases.flush(&runtime, &checkpoints, spec, &mut Vec::new());
+        runtime.block_on(leases.coordinator.release_all());
+        leases.report(metrics);
+        tracing::info!(message = "Released every lease.", component_id = %id, unacknowledged_batches = unacknowledged);
+    }
+}
+
+/// A source's side of a lease table.
+struct Leases {
+    coordinator: Coordinator,
+    spec: LeaseSpec,
+    counts: LeaseCounts,
+    /// Counts already added to the metrics.
+    reported: LeaseCounts,
+    checkpointed_at: Instant,
+}
+
+impl Leases {
+    /// One round: renew, scan and take, write checkpoints, and apply what changed to
+    /// the shards being read.
+    fn step(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        shards: &mut HashMap<String, Shard>,
+        spec: &KinesisSourceSpec,
+        to: &Sending<'_>,
+        stopping: bool,
+    ) {
+        let mut changes = runtime.block_on(self.coordinator.tick(stopping, &mut self.counts));
+        if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
+            self.flush(runtime, to.checkpoints, spec, &mut changes);
+        }
+        for change in changes {
+            match change {
+                Change::Acquired {
+                    shard,
+                    position,
+                    checkpoint,
+                    parents,
+                } => {
+                    let start = match checkpoint.as_str() {
+                        crate::leases::TRIM_HORIZON => StartAt::TrimHorizon,
+                        crate::leases::LATEST => StartAt::Latest,
+                        _ => spec.start,
+                    };
+                    tracing::info!(message = "Reading a shard under a lease.", shard = %shard, checkpoint = %checkpoint);
+                    to.checkpoints.restart(&shard, position.clone());
+                    shards.insert(shard.clone(), Shard::new(&shard, position, start, parents));
+                }
+                Change::Lost(shard) => {
+                    // Unsent lines are dropped: they were never acknowledged, and the
+                    // new owner reads them from the last checkpoint.
+                    shards.remove(&shard);
+                    to.checkpoints.restart(&shard, ShardCheckpoint::default());
+                }
+                Change::HandOff(shard) => {
+                    if let Some(s) = shards.get_mut(&shard) {
+                        s.send(to, false);
+                        s.handing_off = Some(Instant::now() + self.spec.lease_duration / 2);
+                    }
+                }
+            }
+        }
+        // Hand over the shards whose reads are all acknowledged.
+        let ready: Vec<String> = shards
+            .iter()
+            .filter(|(id, s)| {
+                s.handing_off.is_some_and(|deadline| {
+                    Instant::now() >= deadline
+                        || to.checkpoints.checkpointed_batches(id) >= s.batches
+                })
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if !ready.is_empty() {
+            self.flush(runtime, to.checkpoints, spec, &mut Vec::new());
+            for shard in ready {
+                runtime.block_on(self.coordinator.hand_over(&shard, &mut self.counts));
+                shards.remove(&shard);
+                to.checkpoints.restart(&shard, ShardCheckpoint::default());
+            }
+        }
+        self.report(to.metrics);
+    }
+
+    /// Renewals and checkpoints only (while stopping).
+    fn keep_alive(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        checkpoints: &Checkpoints,
+        spec: &KinesisSourceSpec,
+    ) {
+        let _ = runtime.block_on(self.coordinator.tick(true, &mut self.counts));
+        if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
+            self.flush(runtime, checkpoints, spec, &mut Vec::new());
+        }
+    }
+
+    /// Writes every advanced position to the table.
+    fn flush(
+        &mut self,
+        runtime: &tokio::runtime::Runtime,
+        checkpoints: &Checkpoints,
+        spec: &KinesisSourceSpec,
+        changes: &mut Vec<Change>,
+    ) {
+        self.checkpointed_at = Instant::now();
+        let advanced = checkpoints.take_advanced();
+        if advanced.is_empty() {
+            return;
+        }
+        runtime.block_on(self.coordinator.checkpoint(
+            advanced,
+            unstarted(spec.start),
+            changes,
+            &mut self.counts,
+        ));
+    }
+
+    fn report(&mut self, metrics: &ComponentMetrics) {
+        let (now, was) = (self.counts, self.reported);
+        metrics.count("lease_taken_total", now.taken - was.taken);
+        metrics.count("lease_handed_in_total", now.handed_in - was.handed_in);
+        metrics.count("lease_handed_out_total", now.handed_out - was.handed_out);
+        metrics.count("lease_lost_total", now.lost - was.lost);
+        metrics.count("lease_requested_total", now.requested - was.requested);
+        metrics.count("lease_renewals_total", now.renewals - was.renewals);
+        metrics.count("lease_checkpoints_total", now.checkpoints - was.checkpoints);
+        metrics.count("lease_scans_total", now.scans - was.scans);
+        metrics.gauge("leases_held", self.coordinator.held().count() as i64);
+        self.reported = now;
     }
 }
 

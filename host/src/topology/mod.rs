@@ -49,7 +49,7 @@ enum SourcePlan {
     Stdin {
         batch_lines: usize,
     },
-    Kinesis(sources::kinesis::KinesisSourceSpec),
+    Kinesis(Box<sources::kinesis::KinesisSourceSpec>),
 }
 
 /// A table that changes while the topology runs.
@@ -162,7 +162,7 @@ impl Topology {
                     batch_lines: *batch_lines,
                 },
                 SourceConfig::AwsKinesisStreams { .. } => {
-                    SourcePlan::Kinesis(source.kinesis().expect("a kinesis source"))
+                    SourcePlan::Kinesis(Box::new(source.kinesis().expect("a kinesis source")))
                 }
             };
             sources.insert(id.clone(), plan);
@@ -451,14 +451,9 @@ impl Topology {
                 SourcePlan::Stdin { batch_lines } => {
                     sources::stdin::run(batch_lines, &output, &metrics, &stop)
                 }
-                SourcePlan::Kinesis(spec) => sources::kinesis::run(
-                    &source_id,
-                    &spec,
-                    &output,
-                    &dead_letters,
-                    &metrics,
-                    &stop,
-                ),
+                SourcePlan::Kinesis(spec) => {
+                    sources::kinesis::run(&source_id, &spec, output, dead_letters, &metrics, &stop)
+                }
             }));
         }
         drop(outputs);

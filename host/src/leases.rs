@@ -1,0 +1,919 @@
+//! Shard leases in a DynamoDB table, the way the Kinesis Client Library keeps them, so
+//! that a fleet of hosts shares one stream: each shard is read by one host at a time,
+//! hosts joining or leaving rebalance, and a host that dies loses its leases after the
+//! lease period to hosts that resume from its last checkpoint.
+//!
+//! **The table** has one item per shard, keyed by `leaseKey` (the KCL's lease-row shape):
+//!
+//! | attribute | type | meaning |
+//! |---|---|---|
+//! | `leaseKey` | S | shard id (the table's hash key) |
+//! | `leaseOwner` | S | worker id of the owner; absent when nobody owns it |
+//! | `leaseCounter` | N | incremented by every renewal, take and release |
+//! | `checkpoint` | S | last sequence number delivered everywhere, or `TRIM_HORIZON`, `LATEST`, `AT_TIMESTAMP` (not started) or `SHARD_END` (read to its end) |
+//! | `checkpointSubSequenceNumber` | N | always 0 (no aggregated records) |
+//! | `ownerSwitchesSinceCheckpoint` | N | takes since the last checkpoint |
+//! | `parentShardId` | SS | the shards it was split or merged from |
+//! | `pendingOwner` | S | a worker that asked for the lease (graceful handoff) |
+//!
+//! **Every write is conditional**, so two hosts can never both own a shard:
+//! - *renew*: `leaseCounter + 1` if `leaseOwner` is me and the counter is what I last
+//!   wrote (otherwise the lease was taken: I stop reading it at once);
+//! - *take*: set `leaseOwner` to me and `leaseCounter + 1` if the counter is what my scan
+//!   saw. A lease may be taken when nobody owns it, or when its counter has not moved for
+//!   a whole lease period by my own clock (its owner stopped renewing; no clocks are
+//!   compared across hosts);
+//! - *checkpoint* and *release*: only while `leaseOwner` is me.
+//!
+//! A holder treats its lease as valid only until one lease period after its last
+//! successful renewal, minus one renewal interval; a taker waits a whole lease period
+//! after it last saw the counter move. So a host that stops renewing (a pause, a network
+//! split) stops reading before anyone else may start.
+//!
+//! **Balancing**: every scan counts the workers that hold live leases; a worker holding
+//! fewer than its share (leases ÷ workers, rounded up) takes unowned or expired leases,
+//! or, when there are none, asks the most loaded worker for one by setting
+//! `pendingOwner`. The owner sees the request at its next renewal, stops reading the
+//! shard, waits until what it read is acknowledged everywhere, checkpoints, and hands
+//! the lease over. Nothing is read twice when shards move between live hosts.
+
+use crate::checkpoint::ShardCheckpoint;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// `checkpoint` of a shard nobody has read yet that starts at the oldest record.
+pub const TRIM_HORIZON: &str = "TRIM_HORIZON";
+/// `checkpoint` of a shard nobody has read yet that starts at new records.
+pub const LATEST: &str = "LATEST";
+/// `checkpoint` of a shard nobody has read yet that starts at a timestamp.
+pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
+/// `checkpoint` of a shard read to its end.
+pub const SHARD_END: &str = "SHARD_END";
+
+/// How a source shares its stream through a lease table (`[sources.<id>.leases]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseSpec {
+    /// The DynamoDB table (created on demand, on-demand capacity).
+    pub table: String,
+    /// Endpoint override (a local DynamoDB in tests); `None` uses AWS's.
+    pub endpoint: Option<String>,
+    /// Region; `None` uses the standard AWS configuration chain.
+    pub region: Option<String>,
+    /// This host's worker id, unique in the fleet.
+    pub worker: String,
+    /// A lease not renewed for this long may be taken by another host.
+    pub lease_duration: Duration,
+    /// How often the table is scanned for leases to take.
+    pub scan_interval: Duration,
+    /// How often acknowledged positions are written to the table.
+    pub checkpoint_interval: Duration,
+}
+
+impl LeaseSpec {
+    /// How often held leases are renewed: three times per lease period.
+    pub fn renew_interval(&self) -> Duration {
+        self.lease_duration / 3
+    }
+}
+
+/// Why the lease table could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// A DynamoDB call failed (other than a failed condition, which is an answer).
+    #[error("DynamoDB {operation} on lease table {table}: {message}")]
+    Dynamo {
+        /// The call.
+        operation: &'static str,
+        /// The table.
+        table: String,
+        /// What the SDK said.
+        message: String,
+    },
+    /// An item of the table is not a lease.
+    #[error("lease table {table}: item {key} is not a lease: {problem}")]
+    Invalid {
+        /// The table.
+        table: String,
+        /// The item's `leaseKey` (or `?`).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// One lease as the table holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Shard id.
+    pub shard: String,
+    /// Owner's worker id.
+    pub owner: Option<String>,
+    /// Lease counter.
+    pub counter: u64,
+    /// Sequence number, or one of [`TRIM_HORIZON`], [`LATEST`], [`AT_TIMESTAMP`],
+    /// [`SHARD_END`].
+    pub checkpoint: String,
+    /// Parent shards.
+    pub parents: Vec<String>,
+    /// A worker that asked for the lease.
+    pub pending_owner: Option<String>,
+}
+
+impl Lease {
+    /// The shard has been read to its end.
+    pub fn finished(&self) -> bool {
+        self.checkpoint == SHARD_END
+    }
+
+    /// Where a new owner resumes.
+    pub fn position(&self) -> ShardCheckpoint {
+        match self.checkpoint.as_str() {
+            SHARD_END => ShardCheckpoint {
+                sequence: None,
+                finished: true,
+            },
+            TRIM_HORIZON | LATEST | AT_TIMESTAMP => ShardCheckpoint::default(),
+            sequence => ShardCheckpoint {
+                sequence: Some(sequence.to_string()),
+                finished: false,
+            },
+        }
+    }
+}
+
+/// The `checkpoint` value of a position.
+pub fn checkpoint_value(position: &ShardCheckpoint, unstarted: &str) -> String {
+    match (&position.sequence, position.finished) {
+        (_, true) => SHARD_END.to_string(),
+        (Some(sequence), false) => sequence.clone(),
+        (None, false) => unstarted.to_string(),
+    }
+}
+
+/// The lease table and this worker's calls on it.
+pub struct LeaseTable {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    worker: String,
+}
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_string())
+}
+
+fn n(value: u64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+impl LeaseTable {
+    /// A client for `spec`'s table from the standard AWS configuration chain.
+    pub async fn connect(spec: &LeaseSpec) -> LeaseTable {
+        let config = crate::kinesis::aws_config(&spec.region, &spec.endpoint).await;
+        LeaseTable {
+            client: aws_sdk_dynamodb::Client::new(&config),
+            table: spec.table.clone(),
+            worker: spec.worker.clone(),
+        }
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    fn error(&self, operation: &'static str, error: impl std::fmt::Display) -> LeaseError {
+        LeaseError::Dynamo {
+            operation,
+            table: self.table.clone(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Creates the table (hash key `leaseKey`, on-demand capacity) unless it exists, and
+    /// waits until it is active.
+    pub async fn ensure_table(&self) -> Result<(), LeaseError> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+            TableStatus,
+        };
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        let exists = match described {
+            Ok(_) => true,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                false
+            }
+            Err(e) => return Err(self.error("DescribeTable", e.into_service_error())),
+        };
+        if !exists {
+            let created = self
+                .client
+                .create_table()
+                .table_name(&self.table)
+                .attribute_definitions(
+                    AttributeDefinition::builder()
+                        .attribute_name("leaseKey")
+                        .attribute_type(ScalarAttributeType::S)
+                        .build()
+                        .map_err(|e| self.error("CreateTable", e))?,
+                )
+                .key_schema(
+                    KeySchemaElement::builder()
+                        .attribute_name("leaseKey")
+                        .key_type(KeyType::Hash)
+                        .build()
+                        .map_err(|e| self.error("CreateTable", e))?,
+                )
+                .billing_mode(BillingMode::PayPerRequest)
+                .send()
+                .await;
+            match created {
+                Ok(_) => tracing::info!(message = "Created the lease table.", table = %self.table),
+                // Another host created it first.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_resource_in_use_exception()) => {}
+                Err(e) => return Err(self.error("CreateTable", e.into_service_error())),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await
+                .map_err(|e| self.error("DescribeTable", e.into_service_error()))?;
+            if described.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.error("DescribeTable", "the table did not become active"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every lease (a strongly consistent scan).
+    pub async fn scan(&self) -> Result<Vec<Lease>, LeaseError> {
+        let mut leases = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| self.error("Scan", e.into_service_error()))?;
+            for item in page.items() {
+                leases.push(self.parse(item)?);
+            }
+            start = page.last_evaluated_key().cloned();
+            if start.is_none() {
+                return Ok(leases);
+            }
+        }
+    }
+
+    fn parse(&self, item: &HashMap<String, AttributeValue>) -> Result<Lease, LeaseError> {
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let invalid = |problem: &str| LeaseError::Invalid {
+            table: self.table.clone(),
+            key: text("leaseKey").unwrap_or_else(|| "?".into()),
+            problem: problem.to_string(),
+        };
+        let shard = text("leaseKey").ok_or_else(|| invalid("no string leaseKey"))?;
+        let counter = match item.get("leaseCounter") {
+            Some(AttributeValue::N(v)) => v.parse().map_err(|_| invalid("bad leaseCounter"))?,
+            None => 0,
+            Some(_) => return Err(invalid("leaseCounter is not a number")),
+        };
+        Ok(Lease {
+            shard,
+            owner: text("leaseOwner"),
+            counter,
+            checkpoint: text("checkpoint").unwrap_or_else(|| TRIM_HORIZON.to_string()),
+            parents: item
+                .get("parentShardId")
+                .and_then(|v| v.as_ss().ok())
+                .cloned()
+                .unwrap_or_default(),
+            pending_owner: text("pendingOwner"),
+        })
+    }
+
+    /// Adds a lease for `shard` unless one exists (nobody owns it yet).
+    pub async fn create(
+        &self,
+        shard: &str,
+        parents: &[String],
+        checkpoint: &str,
+    ) -> Result<(), LeaseError> {
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("leaseKey", s(shard))
+            .item("leaseCounter", n(0))
+            .item("checkpoint", s(checkpoint))
+            .item("checkpointSubSequenceNumber", n(0))
+            .item("ownerSwitchesSinceCheckpoint", n(0))
+            .condition_expression("attribute_not_exists(leaseKey)");
+        if !parents.is_empty() {
+            request = request.item("parentShardId", AttributeValue::Ss(parents.to_vec()));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.error("PutItem", e.into_service_error())),
+        }
+    }
+
+    /// A conditional update of `shard`'s lease: `Ok(None)` when the condition failed.
+    async fn update(
+        &self,
+        operation: &'static str,
+        shard: &str,
+        update: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+    ) -> Result<Option<Lease>, LeaseError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .update_expression(update)
+            .condition_expression(condition)
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
+        for (name, value) in values {
+            request = request.expression_attribute_values(*name, value.clone());
+        }
+        match request.send().await {
+            Ok(out) => match out.attributes() {
+                Some(item) => Ok(Some(self.parse(item)?)),
+                None => Err(self.error(operation, "no attributes returned")),
+            },
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.error(operation, e.into_service_error())),
+        }
+    }
+
+    /// Takes `lease` as scanned: `Ok(None)` when someone else changed it first.
+    pub async fn take(&self, lease: &Lease) -> Result<Option<Lease>, LeaseError> {
+        self.update(
+            "UpdateItem (take)",
+            &lease.shard,
+            "SET leaseOwner = :me, leaseCounter = leaseCounter + :one, \
+             ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one REMOVE pendingOwner",
+            "leaseCounter = :seen",
+            &[
+                (":me", s(&self.worker)),
+                (":one", n(1)),
+                (":seen", n(lease.counter)),
+            ],
+        )
+        .await
+    }
+
+    /// Renews a held lease: `Ok(None)` when it is no longer this worker's.
+    pub async fn renew(&self, shard: &str, counter: u64) -> Result<Option<Lease>, LeaseError> {
+        self.update(
+            "UpdateItem (renew)",
+            shard,
+            "SET leaseCounter = leaseCounter + :one",
+            "leaseOwner = :me AND leaseCounter = :held",
+            &[
+                (":me", s(&self.worker)),
+                (":one", n(1)),
+                (":held", n(counter)),
+            ],
+        )
+        .await
+    }
+
+    /// Writes `checkpoint` for a held lease: `Ok(false)` when it is no longer held.
+    pub async fn checkpoint(&self, shard: &str, checkpoint: &str) -> Result<bool, LeaseError> {
+        Ok(self
+            .update(
+                "UpdateItem (checkpoint)",
+                shard,
+                "SET checkpoint = :cp, ownerSwitchesSinceCheckpoint = :zero",
+                "leaseOwner = :me",
+                &[
+                    (":me", s(&self.worker)),
+                    (":cp", s(checkpoint)),
+                    (":zero", n(0)),
+                ],
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Gives up a held lease, to `to` (a handoff) or to nobody.
+    pub async fn release(&self, shard: &str, to: Option<&str>) -> Result<bool, LeaseError> {
+        let released = match to {
+            Some(to) => {
+                self.update(
+                    "UpdateItem (hand over)",
+                    shard,
+                    "SET leaseOwner = :to, leaseCounter = leaseCounter + :one, \
+                     ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one \
+                     REMOVE pendingOwner",
+                    "leaseOwner = :me",
+                    &[(":me", s(&self.worker)), (":to", s(to)), (":one", n(1))],
+                )
+                .await?
+            }
+            None => {
+                self.update(
+                    "UpdateItem (release)",
+                    shard,
+                    "SET leaseCounter = leaseCounter + :one REMOVE leaseOwner, pendingOwner",
+                    "leaseOwner = :me",
+                    &[(":me", s(&self.worker)), (":one", n(1))],
+                )
+                .await?
+            }
+        };
+        Ok(released.is_some())
+    }
+
+    /// Asks `lease`'s owner to hand it over: `Ok(false)` when it changed owner or
+    /// someone else asked first.
+    pub async fn request(&self, lease: &Lease) -> Result<bool, LeaseError> {
+        let Some(owner) = &lease.owner else {
+            return Ok(false);
+        };
+        Ok(self
+            .update(
+                "UpdateItem (ask for)",
+                &lease.shard,
+                "SET pendingOwner = :me",
+                "leaseOwner = :owner AND attribute_not_exists(pendingOwner)",
+                &[(":me", s(&self.worker)), (":owner", s(owner))],
+            )
+            .await?
+            .is_some())
+    }
+}
+
+/// A lease this worker holds.
+#[derive(Debug)]
+struct Held {
+    counter: u64,
+    /// Until when reading under it is safe (see the module docs).
+    valid_until: Instant,
+    /// Another worker asked for it.
+    handoff_to: Option<String>,
+}
+
+/// What changed for the source after a [`Coordinator::tick`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A lease was taken or handed over to this worker: read the shard from `position`.
+    Acquired {
+        /// Shard id.
+        shard: String,
+        /// Where to resume.
+        position: ShardCheckpoint,
+        /// The lease's `checkpoint` (which tells where an unstarted shard starts).
+        checkpoint: String,
+        /// Its parents.
+        parents: Vec<String>,
+    },
+    /// The lease is gone (taken, or not renewed in time): stop reading the shard now.
+    Lost(String),
+    /// Another worker asked for the lease: stop reading, let what was read be
+    /// acknowledged, then [`Coordinator::hand_over`].
+    HandOff(String),
+}
+
+/// This worker's side of the lease protocol: renewing, taking, balancing, handing over.
+pub struct Coordinator {
+    table: LeaseTable,
+    spec: LeaseSpec,
+    held: HashMap<String, Held>,
+    /// Per lease, the owner and counter last scanned, and since when they are unchanged.
+    seen: HashMap<String, (Option<String>, u64, Instant)>,
+    /// The last scan's leases.
+    leases: Vec<Lease>,
+    last_scan: Option<Instant>,
+    last_renew: Option<Instant>,
+}
+
+/// Counts of lease events, for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LeaseCounts {
+    /// Leases taken (unowned or expired).
+    pub taken: u64,
+    /// Leases received from a handoff.
+    pub handed_in: u64,
+    /// Leases handed over to another worker.
+    pub handed_out: u64,
+    /// Leases lost (taken by someone else, or not renewed in time).
+    pub lost: u64,
+    /// Handoffs asked for.
+    pub requested: u64,
+    /// Renewal writes.
+    pub renewals: u64,
+    /// Checkpoint writes.
+    pub checkpoints: u64,
+    /// Scans of the table.
+    pub scans: u64,
+}
+
+impl Coordinator {
+    /// A coordinator on `table`; holds nothing yet.
+    pub fn new(table: LeaseTable, spec: LeaseSpec) -> Coordinator {
+        Coordinator {
+            table,
+            spec,
+            held: HashMap::new(),
+            seen: HashMap::new(),
+            leases: Vec::new(),
+            last_scan: None,
+            last_renew: None,
+        }
+    }
+
+    /// The lease table.
+    pub fn table(&self) -> &LeaseTable {
+        &self.table
+    }
+
+    /// Shards this worker holds.
+    pub fn held(&self) -> impl Iterator<Item = &str> {
+        self.held.keys().map(String::as_str)
+    }
+
+    /// Whether every parent of a shard has been read to its end (or is gone from the
+    /// table and from the stream's listing, `listed`).
+    pub fn parents_done(&self, parents: &[String], listed: &dyn Fn(&str) -> bool) -> bool {
+        parents.iter().all(
+            |parent| match self.leases.iter().find(|l| &l.shard == parent) {
+                Some(lease) => lease.finished(),
+                None => !listed(parent),
+            },
+        )
+    }
+
+    /// Adds leases for listed shards that have none. Shards with parents start at the
+    /// oldest record (nothing written after a reshard may be skipped); others at
+    /// `unstarted`.
+    pub async fn sync_shards(
+        &mut self,
+        shards: &[crate::kinesis::ShardInfo],
+        unstarted: &str,
+    ) -> Result<(), LeaseError> {
+        for shard in shards {
+            if self.leases.iter().any(|l| l.shard == shard.id) {
+                continue;
+            }
+            let start = if shard.parents.is_empty() {
+                unstarted
+            } else {
+                TRIM_HORIZON
+            };
+            self.table.create(&shard.id, &shard.parents, start).await?;
+        }
+        Ok(())
+    }
+
+    /// Renews, scans, takes and balances when their intervals are due; returns what the
+    /// source must do. Errors leave held leases until they run out.
+    pub async fn tick(&mut self, stopping: bool, counts: &mut LeaseCounts) -> Vec<Change> {
+        let now = Instant::now();
+        let mut changes = Vec::new();
+        if self
+            .last_renew
+            .is_none_or(|at| now - at >= self.spec.renew_interval())
+        {
+            self.last_renew = Some(now);
+            self.renew(&mut changes, counts).await;
+        }
+        // A lease whose renewals kept failing is given up before anyone may take it.
+        let expired: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.valid_until <= Instant::now())
+            .map(|(shard, _)| shard.clone())
+            .collect();
+        for shard in expired {
+            tracing::warn!(message = "Lease not renewed in time; no longer reading the shard.", shard = %shard);
+            self.held.remove(&shard);
+            counts.lost += 1;
+            changes.push(Change::Lost(shard));
+        }
+        if !stopping
+            && self
+                .last_scan
+                .is_none_or(|at| now - at >= self.spec.scan_interval)
+        {
+            self.last_scan = Some(now);
+            counts.scans += 1;
+            match self.table.scan().await {
+                Ok(leases) => {
+                    self.leases = leases;
+                    self.balance(&mut changes, counts).await;
+                }
+                Err(error) => tracing::warn!(message = "Cannot scan the lease table.", %error),
+            }
+        }
+        changes
+    }
+
+    fn valid_until(&self, renewed_at: Instant) -> Instant {
+        renewed_at + self.spec.lease_duration - self.spec.renew_interval()
+    }
+
+    async fn renew(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
+        let shards: Vec<(String, u64)> = self
+            .held
+            .iter()
+            .map(|(shard, h)| (shard.clone(), h.counter))
+            .collect();
+        for (shard, counter) in shards {
+            let started = Instant::now();
+            counts.renewals += 1;
+            match self.table.renew(&shard, counter).await {
+                Ok(Some(lease)) => {
+                    let valid_until = self.valid_until(started);
+                    let held = self.held.get_mut(&shard).expect("held");
+                    held.counter = lease.counter;
+                    held.valid_until = valid_until;
+                    if held.handoff_to.is_none()
+                        && let Some(to) = lease.pending_owner
+                        && to != self.table.worker
+                    {
+                        held.handoff_to = Some(to);
+                        changes.push(Change::HandOff(shard.clone()));
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
+                    self.held.remove(&shard);
+                    counts.lost += 1;
+                    changes.push(Change::Lost(shard));
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Cannot renew a lease; retrying.", shard = %shard, %error)
+                }
+            }
+        }
+    }
+
+    async fn balance(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
+        let now = Instant::now();
+        let me = self.table.worker.clone();
+        // Track how long each counter has stood still.
+        let mut seen = HashMap::new();
+        for lease in &self.leases {
+            let since = match self.seen.get(&lease.shard) {
+                Some((owner, counter, since))
+                    if *owner == lease.owner && *counter == lease.counter =>
+                {
+                    *since
+                }
+                _ => now,
+            };
+            seen.insert(
+                lease.shard.clone(),
+                (lease.owner.clone(), lease.counter, since),
+            );
+        }
+        self.seen = seen;
+        let live = |lease: &Lease, seen: &HashMap<String, (Option<String>, u64, Instant)>| {
+            lease.owner.is_some()
+                && seen
+                    .get(&lease.shard)
+                    .is_some_and(|(_, _, since)| now - *since < self.spec.lease_duration)
+        };
+        // Leases handed over to this worker.
+        for lease in &self.leases {
+            if lease.owner.as_deref() == Some(me.as_str())
+                && !lease.finished()
+                && !self.held.contains_key(&lease.shard)
+            {
+                let valid_until = self.valid_until(now);
+                self.held.insert(
+                    lease.shard.clone(),
+                    Held {
+                        counter: lease.counter,
+                        valid_until,
+                        handoff_to: None,
+                    },
+                );
+                counts.handed_in += 1;
+                changes.push(Change::Acquired {
+                    shard: lease.shard.clone(),
+                    position: lease.position(),
+                    checkpoint: lease.checkpoint.clone(),
+                    parents: lease.parents.clone(),
+                });
+            }
+        }
+        let open: Vec<&Lease> = self.leases.iter().filter(|l| !l.finished()).collect();
+        let mut per_worker: HashMap<String, Vec<&Lease>> = HashMap::new();
+        for lease in &open {
+            if live(lease, &self.seen)
+                && let Some(owner) = &lease.owner
+                && *owner != me
+            {
+                per_worker.entry(owner.clone()).or_default().push(lease);
+            }
+        }
+        let workers = per_worker.len() + 1;
+        let target = open.len().div_ceil(workers);
+        let mut mine = self.held.len();
+        // Unowned and expired leases first.
+        for lease in &open {
+            if mine >= target {
+                break;
+            }
+            if self.held.contains_key(&lease.shard) || live(lease, &self.seen) {
+                continue;
+            }
+            let started = Instant::now();
+            match self.table.take(lease).await {
+                Ok(Some(taken)) => {
+                    tracing::info!(message = "Took a lease.", shard = %lease.shard, from = lease.owner.as_deref().unwrap_or("nobody"));
+                    let valid_until = self.valid_until(started);
+                    self.held.insert(
+                        lease.shard.clone(),
+                        Held {
+                            counter: taken.counter,
+                            valid_until,
+                            handoff_to: None,
+                        },
+                    );
+                    mine += 1;
+                    counts.taken += 1;
+                    changes.push(Change::Acquired {
+                        shard: lease.shard.clone(),
+                        position: taken.position(),
+                        checkpoint: taken.checkpoint.clone(),
+                        parents: taken.parents.clone(),
+                    });
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(message = "Cannot take a lease.", shard = %lease.shard, %error)
+                }
+            }
+        }
+        // Still short: ask the most loaded worker for one lease (one at a time).
+        let asked = open
+            .iter()
+            .any(|l| l.pending_owner.as_deref() == Some(me.as_str()));
+        if mine < target
+            && !asked
+            && let Some((_, leases)) = per_worker
+                .iter()
+                .filter(|(_, leases)| leases.len() > target)
+                .max_by_key(|(worker, leases)| (leases.len(), (*worker).clone()))
+            && let Some(lease) = leases.iter().find(|l| l.pending_owner.is_none())
+        {
+            match self.table.request(lease).await {
+                Ok(true) => {
+                    tracing::info!(message = "Asked for a lease.", shard = %lease.shard, owner = lease.owner.as_deref().unwrap_or(""));
+                    counts.requested += 1;
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(message = "Cannot ask for a lease.", shard = %lease.shard, %error)
+                }
+            }
+        }
+    }
+
+    /// Writes acknowledged positions of held shards (`unstarted`: see
+    /// [`checkpoint_value`]); a shard read to its end then gives up its lease.
+    pub async fn checkpoint(
+        &mut self,
+        positions: Vec<(String, ShardCheckpoint)>,
+        unstarted: &str,
+        changes: &mut Vec<Change>,
+        counts: &mut LeaseCounts,
+    ) {
+        for (shard, position) in positions {
+            if !self.held.contains_key(&shard) {
+                continue;
+            }
+            let value = checkpoint_value(&position, unstarted);
+            counts.checkpoints += 1;
+            match self.table.checkpoint(&shard, &value).await {
+                Ok(true) => {
+                    if position.finished {
+                        match self.table.release(&shard, None).await {
+                            Ok(_) => {
+                                self.held.remove(&shard);
+                            }
+                            Err(error) => {
+                                tracing::warn!(message = "Cannot release a finished shard's lease.", shard = %shard, %error)
+                            }
+                        }
+                    }
+                }
+                Ok(false) => {
+                    self.held.remove(&shard);
+                    counts.lost += 1;
+                    changes.push(Change::Lost(shard));
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Cannot write a checkpoint; it is written with the next one.", shard = %shard, %error)
+                }
+            }
+        }
+    }
+
+    /// Hands a lease over to the worker that asked for it (after its last checkpoint).
+    pub async fn hand_over(&mut self, shard: &str, counts: &mut LeaseCounts) {
+        let Some(held) = self.held.remove(shard) else {
+            return;
+        };
+        match self.table.release(shard, held.handoff_to.as_deref()).await {
+            Ok(_) => {
+                counts.handed_out += 1;
+                tracing::info!(message = "Handed a lease over.", shard = %shard, to = held.handoff_to.as_deref().unwrap_or("nobody"));
+            }
+            Err(error) => {
+                tracing::warn!(message = "Cannot hand a lease over; it runs out instead.", shard = %shard, %error)
+            }
+        }
+    }
+
+    /// Whether another worker asked for `shard`.
+    pub fn handing_off(&self, shard: &str) -> bool {
+        self.held.get(shard).is_some_and(|h| h.handoff_to.is_some())
+    }
+
+    /// Gives up every lease (on shutdown, after the last checkpoints).
+    pub async fn release_all(&mut self) {
+        for (shard, _) in std::mem::take(&mut self.held) {
+            if let Err(error) = self.table.release(&shard, None).await {
+                tracing::warn!(message = "Cannot release a lease; it runs out instead.", shard = %shard, %error);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_values_round_trip() {
+        let lease = |checkpoint: &str| Lease {
+            shard: "s".into(),
+            owner: None,
+            counter: 0,
+            checkpoint: checkpoint.into(),
+            parents: vec![],
+            pending_owner: None,
+        };
+        for position in [
+            ShardCheckpoint::default(),
+            ShardCheckpoint {
+                sequence: Some("4960".into()),
+                finished: false,
+            },
+            ShardCheckpoint {
+                sequence: Some("4960".into()),
+                finished: true,
+            },
+        ] {
+            for unstarted in [TRIM_HORIZON, LATEST, AT_TIMESTAMP] {
+                let back = lease(&checkpoint_value(&position, unstarted)).position();
+                if position.finished {
+                    assert!(back.finished && back.sequence.is_none());
+                } else {
+                    assert_eq!(back, position);
+                }
+            }
+        }
+        assert!(lease(SHARD_END).finished());
+    }
+}

@@ -1,0 +1,131 @@
+//! A real local DynamoDB for tests: npm `dynalite`, installed by `scripts/test`, started
+//! on 127.0.0.1 on a free port (in memory) and killed when dropped.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A local DynamoDB listening on 127.0.0.1; killed when dropped.
+pub struct Dynalite {
+    child: Child,
+    /// `http://127.0.0.1:<port>`.
+    pub endpoint: String,
+    runtime: tokio::runtime::Runtime,
+    client: aws_sdk_dynamodb::Client,
+}
+
+/// One lease row as a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    /// `leaseKey`: the shard id.
+    pub shard: String,
+    /// `leaseOwner`.
+    pub owner: Option<String>,
+    /// `checkpoint`.
+    pub checkpoint: String,
+    /// `leaseCounter`.
+    pub counter: u64,
+}
+
+fn npm_dir() -> PathBuf {
+    std::env::var_os("FLOWENRICH_NPM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/flowenrich/npm")
+        })
+}
+
+impl Dynalite {
+    /// Starts dynalite on a free port of 127.0.0.1 and waits until it answers.
+    pub fn start() -> Dynalite {
+        let cli = npm_dir().join("node_modules/dynalite/cli.js");
+        assert!(
+            cli.exists(),
+            "{} is missing: run scripts/test, which installs dynalite",
+            cli.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("node")
+            .arg(&cli)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--createTableMs", "0", "--deleteTableMs", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node (Node.js is needed for the local DynamoDB)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "dynalite did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                crate::kinesis::FAKE_KEY_ID,
+                crate::kinesis::FAKE_SECRET,
+                None,
+                None,
+                "local",
+            ))
+            .build();
+        Dynalite {
+            child,
+            endpoint,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: aws_sdk_dynamodb::Client::from_conf(config),
+        }
+    }
+
+    /// Every lease of `table` (none while the table does not exist), by shard id.
+    pub fn leases(&self, table: &str) -> Vec<LeaseRow> {
+        self.runtime.block_on(async {
+            let Ok(page) = self
+                .client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .send()
+                .await
+            else {
+                return Vec::new();
+            };
+            let mut rows: Vec<LeaseRow> = page
+                .items()
+                .iter()
+                .map(|item| {
+                    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                    LeaseRow {
+                        shard: text("leaseKey").unwrap(),
+                        owner: text("leaseOwner"),
+                        checkpoint: text("checkpoint").unwrap_or_default(),
+                        counter: item
+                            .get("leaseCounter")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
+                    }
+                })
+                .collect();
+            rows.sort_by(|a, b| a.shard.cmp(&b.shard));
+            rows
+        })
+    }
+}
+
+impl Drop for Dynalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
