@@ -284,6 +284,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_memory_positions_advance_per_generation() {
+        let store = Checkpoints::in_memory();
+        let stale = store.ack("s", 0, Some("5".into()), false);
+        assert_eq!(store.in_flight(), 1);
+        // The shard changes hands and is read again from "3": the earlier reading's
+        // ack must not move the new reading's checkpoint.
+        store.restart(
+            "s",
+            ShardCheckpoint {
+                sequence: Some("3".into()),
+                finished: false,
+            },
+        );
+        drop(stale);
+        assert_eq!(store.in_flight(), 0);
+        assert!(store.take_advanced().is_empty());
+        assert_eq!(store.get("s").sequence.as_deref(), Some("3"));
+        let a0 = store.ack("s", 0, Some("4".into()), false);
+        let a1 = store.ack("s", 1, None, true);
+        drop(a1);
+        assert!(store.take_advanced().is_empty(), "batch 0 still in flight");
+        drop(a0);
+        assert_eq!(
+            store.take_advanced(),
+            vec![(
+                "s".to_string(),
+                ShardCheckpoint {
+                    sequence: Some("4".into()),
+                    finished: true
+                }
+            )]
+        );
+        assert!(store.take_advanced().is_empty());
+        assert_eq!(store.in_flight(), 0);
+    }
+
+    #[test]
     fn advances_only_over_an_unbroken_run_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cp.json");

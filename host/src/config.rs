@@ -1274,6 +1274,66 @@ inputs = ["enrich.dead_letter"]
     }
 
     #[test]
+    fn lease_tables_are_checked() {
+        let source = |extra: &str, leases: &str| {
+            GOOD.replace(
+                "type = \"file\"\npath = \"flows/*.log.gz\"",
+                &format!(
+                    "type = \"aws_kinesis_streams\"\nstream_name = \"f\"\n{extra}\n[sources.flows.leases]\n{leases}"
+                ),
+            )
+        };
+        let good = parse(&source("", "table_name = \"t\"\nworker_id = \"w1\"")).unwrap();
+        let spec = good.config.sources["flows"].kinesis().unwrap();
+        let leases = spec.leases.expect("leases");
+        assert_eq!((leases.table.as_str(), leases.worker.as_str()), ("t", "w1"));
+        assert_eq!(leases.lease_duration, std::time::Duration::from_secs(10));
+        assert_eq!(leases.renew_interval(), leases.lease_duration / 3);
+        let defaulted = parse(&source("", "table_name = \"t\"")).unwrap();
+        let worker = defaulted.config.sources["flows"]
+            .kinesis()
+            .unwrap()
+            .leases
+            .unwrap()
+            .worker;
+        assert!(
+            worker.ends_with(&format!("-{}", std::process::id())),
+            "{worker}"
+        );
+        for (text, key) in [
+            (
+                source("checkpoints = \"c.json\"", "table_name = \"t\""),
+                "sources.flows.checkpoints",
+            ),
+            (
+                source("", "table_name = \" \""),
+                "sources.flows.leases.table_name",
+            ),
+            (
+                source("", "table_name = \"t\"\nworker_id = \"\""),
+                "sources.flows.leases.worker_id",
+            ),
+            (
+                source("", "table_name = \"t\"\nlease_duration_ms = 100"),
+                "sources.flows.leases.lease_duration_ms",
+            ),
+            (
+                source("", "table_name = \"t\"\nscan_interval_ms = 10000"),
+                "sources.flows.leases.scan_interval_ms",
+            ),
+            (
+                source("", "table_name = \"t\"\ncheckpoint_interval_ms = 0"),
+                "sources.flows.leases.checkpoint_interval_ms",
+            ),
+            (source("", "table_name = \"t\"\nlease_ms = 5"), "lease_ms"),
+            (source("", "worker_id = \"w\""), "table_name"),
+        ] {
+            let message = parse(&text).unwrap_err().to_string();
+            assert!(message.contains(key), "{message} should name {key}");
+        }
+    }
+
+    #[test]
     fn druid_sinks_are_checked() {
         let druid = |source: &str, sink: &str| {
             format!(

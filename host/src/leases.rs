@@ -75,6 +75,14 @@ impl LeaseSpec {
     pub fn renew_interval(&self) -> Duration {
         self.lease_duration / 3
     }
+
+    /// How long a host that hands a lease over (or shuts down) waits for what it read to
+    /// be acknowledged everywhere before it checkpoints and lets go anyway (what was
+    /// not acknowledged by then is read again by the next owner): four lease periods,
+    /// at least 30 s, so that sinks that hold rows for a while (a Druid rollup) finish.
+    pub fn handoff_timeout(&self) -> Duration {
+        (self.lease_duration * 4).max(Duration::from_secs(30))
+    }
 }
 
 /// Why the lease table could not be used.
@@ -784,7 +792,9 @@ impl Coordinator {
                 }
             }
         }
-        // Still short: ask the most loaded worker for one lease (one at a time).
+        // Still short: ask the most loaded worker for one lease (one at a time), if it
+        // holds more than its share, or its share while this worker is two short (so
+        // 4 leases over 3 workers end 2-1-1, not 2-2-0).
         let asked = open
             .iter()
             .any(|l| l.pending_owner.as_deref() == Some(me.as_str()));
@@ -792,8 +802,8 @@ impl Coordinator {
             && !asked
             && let Some((_, leases)) = per_worker
                 .iter()
-                .filter(|(_, leases)| leases.len() > target)
                 .max_by_key(|(worker, leases)| (leases.len(), (*worker).clone()))
+            && (leases.len() > target || (leases.len() == target && mine + 1 < target))
             && let Some(lease) = leases.iter().find(|l| l.pending_owner.is_none())
         {
             match self.table.request(lease).await {

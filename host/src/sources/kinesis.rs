@@ -542,7 +542,7 @@ pub fn run(
     drop(output);
     drop(dead_letters);
     if let Some(mut leases) = leases {
-        let deadline = Instant::now() + leases.spec.lease_duration;
+        let deadline = Instant::now() + leases.spec.handoff_timeout();
         while checkpoints.in_flight() > 0 && Instant::now() < deadline {
             leases.keep_alive(&runtime, &checkpoints, spec);
             std::thread::sleep(Duration::from_millis(50));
@@ -606,7 +606,7 @@ impl Leases {
                 Change::HandOff(shard) => {
                     if let Some(s) = shards.get_mut(&shard) {
                         s.send(to, false);
-                        s.handing_off = Some(Instant::now() + self.spec.lease_duration / 2);
+                        s.handing_off = Some(Instant::now() + self.spec.handoff_timeout());
                     }
                 }
             }
