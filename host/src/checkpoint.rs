@@ -147,6 +147,12 @@ impl Checkpoints {
             .collect()
     }
 
+    /// Marks positions as advanced again (their write elsewhere failed).
+    pub fn advanced_again(&self, shards: Vec<String>) {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        inner.advanced.extend(shards);
+    }
+
     /// Acks handed out and not released yet.
     pub fn in_flight(&self) -> usize {
         self.inner.lock().expect("checkpoint lock").in_flight

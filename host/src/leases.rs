@@ -657,18 +657,25 @@ impl Coordinator {
         renewed_at + self.spec.lease_duration - self.spec.renew_interval()
     }
 
+    /// Renews every held lease, all at once.
     async fn renew(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
         let shards: Vec<(String, u64)> = self
             .held
             .iter()
             .map(|(shard, h)| (shard.clone(), h.counter))
             .collect();
-        for (shard, counter) in shards {
-            let started = Instant::now();
-            counts.renewals += 1;
-            match self.table.renew(&shard, counter).await {
+        let started = Instant::now();
+        counts.renewals += shards.len() as u64;
+        let renewed = futures_util::future::join_all(
+            shards
+                .iter()
+                .map(|(shard, counter)| self.table.renew(shard, *counter)),
+        )
+        .await;
+        let valid_until = self.valid_until(started);
+        for ((shard, _), renewed) in shards.into_iter().zip(renewed) {
+            match renewed {
                 Ok(Some(lease)) => {
-                    let valid_until = self.valid_until(started);
                     let held = self.held.get_mut(&shard).expect("held");
                     held.counter = lease.counter;
                     held.valid_until = valid_until;
@@ -819,44 +826,55 @@ impl Coordinator {
         }
     }
 
-    /// Writes acknowledged positions of held shards (`unstarted`: see
-    /// [`checkpoint_value`]); a shard read to its end then gives up its lease.
+    /// Writes acknowledged positions of held shards, all at once (`unstarted`: see
+    /// [`checkpoint_value`]); a shard read to its end then gives up its lease. Returns
+    /// the shards whose write failed, to be written again.
     pub async fn checkpoint(
         &mut self,
         positions: Vec<(String, ShardCheckpoint)>,
         unstarted: &str,
         changes: &mut Vec<Change>,
         counts: &mut LeaseCounts,
-    ) {
-        for (shard, position) in positions {
-            if !self.held.contains_key(&shard) {
-                continue;
-            }
-            let value = checkpoint_value(&position, unstarted);
-            counts.checkpoints += 1;
-            match self.table.checkpoint(&shard, &value).await {
-                Ok(true) => {
-                    if position.finished {
-                        match self.table.release(&shard, None).await {
-                            Ok(_) => {
-                                self.held.remove(&shard);
-                            }
-                            Err(error) => {
-                                tracing::warn!(message = "Cannot release a finished shard's lease.", shard = %shard, %error)
-                            }
-                        }
+    ) -> Vec<String> {
+        let positions: Vec<(String, ShardCheckpoint, String)> = positions
+            .into_iter()
+            .filter(|(shard, _)| self.held.contains_key(shard))
+            .map(|(shard, position)| {
+                let value = checkpoint_value(&position, unstarted);
+                (shard, position, value)
+            })
+            .collect();
+        counts.checkpoints += positions.len() as u64;
+        let written = futures_util::future::join_all(
+            positions
+                .iter()
+                .map(|(shard, _, value)| self.table.checkpoint(shard, value)),
+        )
+        .await;
+        let mut failed = Vec::new();
+        for ((shard, position, _), written) in positions.into_iter().zip(written) {
+            match written {
+                Ok(true) if position.finished => match self.table.release(&shard, None).await {
+                    Ok(_) => {
+                        self.held.remove(&shard);
                     }
-                }
+                    Err(error) => {
+                        tracing::warn!(message = "Cannot release a finished shard's lease.", shard = %shard, %error)
+                    }
+                },
+                Ok(true) => {}
                 Ok(false) => {
                     self.held.remove(&shard);
                     counts.lost += 1;
                     changes.push(Change::Lost(shard));
                 }
                 Err(error) => {
-                    tracing::warn!(message = "Cannot write a checkpoint; it is written with the next one.", shard = %shard, %error)
+                    tracing::warn!(message = "Cannot write a checkpoint; retrying with the next round.", shard = %shard, %error);
+                    failed.push(shard);
                 }
             }
         }
+        failed
     }
 
     /// Hands a lease over to the worker that asked for it (after its last checkpoint).

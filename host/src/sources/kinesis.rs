@@ -659,12 +659,13 @@ impl Leases {
         if advanced.is_empty() {
             return;
         }
-        runtime.block_on(self.coordinator.checkpoint(
+        let failed = runtime.block_on(self.coordinator.checkpoint(
             advanced,
             unstarted(spec.start),
             changes,
             &mut self.counts,
         ));
+        checkpoints.advanced_again(failed);
     }
 
     fn report(&mut self, metrics: &ComponentMetrics) {
