@@ -206,6 +206,7 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
     );
 
     // Two hosts join: the shards spread over the three without a pause in delivery.
+    let joined = Instant::now();
     hosts.push(Host::start("host-b", &kinesis, &dynamo));
     hosts.push(Host::start("host-c", &kinesis, &dynamo));
     *outputs.lock().unwrap() = hosts.iter().map(Host::out).collect();
@@ -215,6 +216,10 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
             .iter()
             .all(|h| owners.values().any(|o| o.as_deref() == Some(*h)))
     });
+    println!(
+        "two hosts joined: every host held a lease {} ms after they were started",
+        joined.elapsed().as_millis()
+    );
 
     // A rolling deploy of host-c: SIGTERM hands its leases back with their last
     // checkpoints; the new process joins again.
