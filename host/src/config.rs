@@ -248,7 +248,7 @@ pub struct LeasesConfig {
     #[serde(default)]
     pub region: Option<String>,
     /// This host's id in the fleet; must be unique among running hosts. Default:
-    /// `<hostname>-<process id>`.
+    /// `<hostname>-<process id>-<random>`.
     #[serde(default)]
     pub worker_id: Option<String>,
     /// Milliseconds without renewal after which another host may take a lease (the
@@ -277,7 +277,8 @@ fn default_lease_checkpoint_interval_ms() -> u64 {
     1_000
 }
 
-/// `<hostname>-<process id>`: unique among the processes of a fleet.
+/// `<hostname>-<process id>-<random>`: unique among the processes of a fleet, even in
+/// containers that share a hostname and all run as process 1.
 fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -285,7 +286,14 @@ fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "flowenrich".to_string());
-    format!("{host}-{}", std::process::id())
+    let random = {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS for every process.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u64(0);
+        hasher.finish() as u32
+    };
+    format!("{host}-{}-{random:08x}", std::process::id())
 }
 
 impl LeasesConfig {
@@ -1297,7 +1305,7 @@ inputs = ["enrich.dead_letter"]
             .unwrap()
             .worker;
         assert!(
-            worker.ends_with(&format!("-{}", std::process::id())),
+            worker.contains(&format!("-{}-", std::process::id())),
             "{worker}"
         );
         for (text, key) in [

@@ -136,6 +136,10 @@ pub struct ShardCursor {
     pub finished: bool,
     /// How far the last read was behind the shard's tip, as Kinesis reported it.
     pub millis_behind_latest: Option<i64>,
+    /// When a `latest` start first got an iterator (epoch seconds): a new iterator
+    /// before any record was read starts there, not at the tip of the moment, so
+    /// nothing written during a failed read is skipped.
+    latest_from: Option<i64>,
 }
 
 impl ShardCursor {
@@ -171,6 +175,10 @@ impl ShardCursor {
                 .set_stream_name(stream.name.clone())
                 .set_stream_arn(stream.arn.clone())
                 .shard_id(shard_id);
+            let start = match (start, self.latest_from) {
+                (StartAt::Latest, Some(seconds)) => StartAt::Timestamp(seconds),
+                (other, _) => other,
+            };
             let request = match (&self.last_sequence, start) {
                 (Some(sequence), _) => request
                     .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -178,7 +186,13 @@ impl ShardCursor {
                 (None, StartAt::TrimHorizon) => {
                     request.shard_iterator_type(ShardIteratorType::TrimHorizon)
                 }
-                (None, StartAt::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+                (None, StartAt::Latest) => {
+                    self.latest_from = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs() as i64);
+                    request.shard_iterator_type(ShardIteratorType::Latest)
+                }
                 (None, StartAt::Timestamp(seconds)) => request
                     .shard_iterator_type(ShardIteratorType::AtTimestamp)
                     .timestamp(aws_sdk_kinesis::primitives::DateTime::from_secs(seconds)),

@@ -15,6 +15,7 @@
 //! | `ownerSwitchesSinceCheckpoint` | N | takes since the last checkpoint |
 //! | `parentShardId` | SS | the shards it was split or merged from |
 //! | `pendingOwner` | S | a worker that asked for the lease (graceful handoff) |
+//! | `startTimestamp` | N | with `checkpoint = AT_TIMESTAMP`: the epoch second to start at (a `latest` start is pinned to when the lease was created) |
 //!
 //! **Every write is conditional**, so two hosts can never both own a shard:
 //! - *renew*: `leaseCounter + 1` if `leaseOwner` is me and the counter is what I last
@@ -35,9 +36,12 @@
 //! or, when there are none, asks the most loaded worker for one by setting
 //! `pendingOwner`. The owner sees the request at its next renewal, stops reading the
 //! shard, waits until what it read is acknowledged everywhere, checkpoints, and hands
-//! the lease over. Nothing is read twice when shards move between live hosts.
+//! the lease over; the receiver adopts it with a conditional renewal. Nothing is read
+//! twice when shards move between live hosts, unless acknowledgements take longer than
+//! [`LeaseSpec::handoff_timeout`] or the last checkpoint cannot be written by then.
 
 use crate::checkpoint::ShardCheckpoint;
+use crate::kinesis::StartAt;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -50,6 +54,12 @@ pub const LATEST: &str = "LATEST";
 pub const AT_TIMESTAMP: &str = "AT_TIMESTAMP";
 /// `checkpoint` of a shard read to its end.
 pub const SHARD_END: &str = "SHARD_END";
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// How a source shares its stream through a lease table (`[sources.<id>.leases]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,12 +136,23 @@ pub struct Lease {
     pub parents: Vec<String>,
     /// A worker that asked for the lease.
     pub pending_owner: Option<String>,
+    /// With `checkpoint` [`AT_TIMESTAMP`]: the epoch second the shard starts at.
+    pub start_timestamp: Option<i64>,
 }
 
 impl Lease {
     /// The shard has been read to its end.
     pub fn finished(&self) -> bool {
         self.checkpoint == SHARD_END
+    }
+
+    /// Where the shard starts while it has no sequence number yet.
+    pub fn start(&self) -> StartAt {
+        match (self.checkpoint.as_str(), self.start_timestamp) {
+            (LATEST, _) => StartAt::Latest,
+            (AT_TIMESTAMP, Some(seconds)) => StartAt::Timestamp(seconds),
+            _ => StartAt::TrimHorizon,
+        }
     }
 
     /// Where a new owner resumes.
@@ -150,12 +171,13 @@ impl Lease {
     }
 }
 
-/// The `checkpoint` value of a position.
-pub fn checkpoint_value(position: &ShardCheckpoint, unstarted: &str) -> String {
+/// The `checkpoint` value of a position; `None` before its first record (the lease
+/// keeps where it starts).
+pub fn checkpoint_value(position: &ShardCheckpoint) -> Option<String> {
     match (&position.sequence, position.finished) {
-        (_, true) => SHARD_END.to_string(),
-        (Some(sequence), false) => sequence.clone(),
-        (None, false) => unstarted.to_string(),
+        (_, true) => Some(SHARD_END.to_string()),
+        (Some(sequence), false) => Some(sequence.clone()),
+        (None, false) => None,
     }
 }
 
@@ -319,16 +341,26 @@ impl LeaseTable {
                 .cloned()
                 .unwrap_or_default(),
             pending_owner: text("pendingOwner"),
+            start_timestamp: item
+                .get("startTimestamp")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok()),
         })
     }
 
-    /// Adds a lease for `shard` unless one exists (nobody owns it yet).
+    /// Adds a lease for `shard` unless one exists (nobody owns it yet), starting at
+    /// `start`.
     pub async fn create(
         &self,
         shard: &str,
         parents: &[String],
-        checkpoint: &str,
+        start: StartAt,
     ) -> Result<(), LeaseError> {
+        let (checkpoint, timestamp) = match start {
+            StartAt::TrimHorizon => (TRIM_HORIZON, None),
+            StartAt::Latest => (LATEST, None),
+            StartAt::Timestamp(seconds) => (AT_TIMESTAMP, Some(seconds)),
+        };
         let mut request = self
             .client
             .put_item()
@@ -341,6 +373,9 @@ impl LeaseTable {
             .condition_expression("attribute_not_exists(leaseKey)");
         if !parents.is_empty() {
             request = request.item("parentShardId", AttributeValue::Ss(parents.to_vec()));
+        }
+        if let Some(seconds) = timestamp {
+            request = request.item("startTimestamp", AttributeValue::N(seconds.to_string()));
         }
         match request.send().await {
             Ok(_) => Ok(()),
@@ -444,16 +479,22 @@ impl LeaseTable {
     pub async fn release(&self, shard: &str, to: Option<&str>) -> Result<bool, LeaseError> {
         let released = match to {
             Some(to) => {
-                self.update(
-                    "UpdateItem (hand over)",
-                    shard,
-                    "SET leaseOwner = :to, leaseCounter = leaseCounter + :one, \
-                     ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one \
-                     REMOVE pendingOwner",
-                    "leaseOwner = :me",
-                    &[(":me", s(&self.worker)), (":to", s(to)), (":one", n(1))],
-                )
-                .await?
+                let handed = self
+                    .update(
+                        "UpdateItem (hand over)",
+                        shard,
+                        "SET leaseOwner = :to, leaseCounter = leaseCounter + :one, \
+                         ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one \
+                         REMOVE pendingOwner",
+                        "leaseOwner = :me AND pendingOwner = :to",
+                        &[(":me", s(&self.worker)), (":to", s(to)), (":one", n(1))],
+                    )
+                    .await?;
+                if handed.is_some() {
+                    return Ok(true);
+                }
+                // The asker withdrew: nobody's, for whoever scans first.
+                return Box::pin(self.release(shard, None)).await;
             }
             None => {
                 self.update(
@@ -467,6 +508,20 @@ impl LeaseTable {
             }
         };
         Ok(released.is_some())
+    }
+
+    /// Withdraws this worker's request for `shard`.
+    pub async fn withdraw(&self, shard: &str) -> Result<bool, LeaseError> {
+        Ok(self
+            .update(
+                "UpdateItem (withdraw)",
+                shard,
+                "REMOVE pendingOwner",
+                "pendingOwner = :me",
+                &[(":me", s(&self.worker))],
+            )
+            .await?
+            .is_some())
     }
 
     /// Asks `lease`'s owner to hand it over: `Ok(false)` when it changed owner or
@@ -507,8 +562,8 @@ pub enum Change {
         shard: String,
         /// Where to resume.
         position: ShardCheckpoint,
-        /// The lease's `checkpoint` (which tells where an unstarted shard starts).
-        checkpoint: String,
+        /// Where the shard starts when `position` has no sequence number.
+        start: StartAt,
         /// Its parents.
         parents: Vec<String>,
     },
@@ -590,20 +645,21 @@ impl Coordinator {
 
     /// Adds leases for listed shards that have none. Shards with parents start at the
     /// oldest record (nothing written after a reshard may be skipped); others at
-    /// `unstarted`.
+    /// `start`, where "latest" is pinned to now, so that a host that takes the lease
+    /// over before the first checkpoint does not skip what was written meanwhile.
     pub async fn sync_shards(
         &mut self,
         shards: &[crate::kinesis::ShardInfo],
-        unstarted: &str,
+        start: StartAt,
     ) -> Result<(), LeaseError> {
         for shard in shards {
             if self.leases.iter().any(|l| l.shard == shard.id) {
                 continue;
             }
-            let start = if shard.parents.is_empty() {
-                unstarted
-            } else {
-                TRIM_HORIZON
+            let start = match start {
+                _ if !shard.parents.is_empty() => StartAt::TrimHorizon,
+                StartAt::Latest => StartAt::Timestamp(now_seconds()),
+                other => other,
             };
             self.table.create(&shard.id, &shard.parents, start).await?;
         }
@@ -726,28 +782,40 @@ impl Coordinator {
                     .get(&lease.shard)
                     .is_some_and(|(_, _, since)| now - *since < self.spec.lease_duration)
         };
-        // Leases handed over to this worker.
+        // Leases handed over to this worker: adopted through a conditional renewal on
+        // the scanned counter, like a take, so that a lease someone took meanwhile is
+        // not read twice.
         for lease in &self.leases {
             if lease.owner.as_deref() == Some(me.as_str())
                 && !lease.finished()
                 && !self.held.contains_key(&lease.shard)
             {
-                let valid_until = self.valid_until(now);
-                self.held.insert(
-                    lease.shard.clone(),
-                    Held {
-                        counter: lease.counter,
-                        valid_until,
-                        handoff_to: None,
-                    },
-                );
-                counts.handed_in += 1;
-                changes.push(Change::Acquired {
-                    shard: lease.shard.clone(),
-                    position: lease.position(),
-                    checkpoint: lease.checkpoint.clone(),
-                    parents: lease.parents.clone(),
-                });
+                let started = Instant::now();
+                counts.renewals += 1;
+                match self.table.renew(&lease.shard, lease.counter).await {
+                    Ok(Some(adopted)) => {
+                        let valid_until = self.valid_until(started);
+                        self.held.insert(
+                            lease.shard.clone(),
+                            Held {
+                                counter: adopted.counter,
+                                valid_until,
+                                handoff_to: None,
+                            },
+                        );
+                        counts.handed_in += 1;
+                        changes.push(Change::Acquired {
+                            shard: adopted.shard.clone(),
+                            position: adopted.position(),
+                            start: adopted.start(),
+                            parents: adopted.parents.clone(),
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::warn!(message = "Cannot adopt a lease handed over.", shard = %lease.shard, %error)
+                    }
+                }
             }
         }
         let open: Vec<&Lease> = self.leases.iter().filter(|l| !l.finished()).collect();
@@ -789,7 +857,7 @@ impl Coordinator {
                     changes.push(Change::Acquired {
                         shard: lease.shard.clone(),
                         position: taken.position(),
-                        checkpoint: taken.checkpoint.clone(),
+                        start: taken.start(),
                         parents: taken.parents.clone(),
                     });
                 }
@@ -826,22 +894,21 @@ impl Coordinator {
         }
     }
 
-    /// Writes acknowledged positions of held shards, all at once (`unstarted`: see
-    /// [`checkpoint_value`]); a shard read to its end then gives up its lease. Returns
-    /// the shards whose write failed, to be written again.
+    /// Writes acknowledged positions of held shards, all at once; a shard read to its
+    /// end then gives up its lease. Returns the shards whose write failed, to be
+    /// written again.
     pub async fn checkpoint(
         &mut self,
         positions: Vec<(String, ShardCheckpoint)>,
-        unstarted: &str,
         changes: &mut Vec<Change>,
         counts: &mut LeaseCounts,
     ) -> Vec<String> {
         let positions: Vec<(String, ShardCheckpoint, String)> = positions
             .into_iter()
             .filter(|(shard, _)| self.held.contains_key(shard))
-            .map(|(shard, position)| {
-                let value = checkpoint_value(&position, unstarted);
-                (shard, position, value)
+            .filter_map(|(shard, position)| {
+                let value = checkpoint_value(&position)?;
+                Some((shard, position, value))
             })
             .collect();
         counts.checkpoints += positions.len() as u64;
@@ -854,14 +921,14 @@ impl Coordinator {
         let mut failed = Vec::new();
         for ((shard, position, _), written) in positions.into_iter().zip(written) {
             match written {
-                Ok(true) if position.finished => match self.table.release(&shard, None).await {
-                    Ok(_) => {
-                        self.held.remove(&shard);
-                    }
-                    Err(error) => {
+                Ok(true) if position.finished => {
+                    // Finished leases are never taken, so one whose release fails only
+                    // keeps a stale owner (released again on shutdown).
+                    self.held.remove(&shard);
+                    if let Err(error) = self.table.release(&shard, None).await {
                         tracing::warn!(message = "Cannot release a finished shard's lease.", shard = %shard, %error)
                     }
-                },
+                }
                 Ok(true) => {}
                 Ok(false) => {
                     self.held.remove(&shard);
@@ -888,6 +955,7 @@ impl Coordinator {
                 tracing::info!(message = "Handed a lease over.", shard = %shard, to = held.handoff_to.as_deref().unwrap_or("nobody"));
             }
             Err(error) => {
+                // Not renewed any more, so it runs out, and the asker takes it then.
                 tracing::warn!(message = "Cannot hand a lease over; it runs out instead.", shard = %shard, %error)
             }
         }
@@ -898,11 +966,36 @@ impl Coordinator {
         self.held.get(shard).is_some_and(|h| h.handoff_to.is_some())
     }
 
-    /// Gives up every lease (on shutdown, after the last checkpoints).
+    /// Gives up every lease (on shutdown, after the last checkpoints): those held, any
+    /// the table still names this worker as owner of (handed over meanwhile, or a
+    /// finished one whose release failed), and withdraws its requests for others.
     pub async fn release_all(&mut self) {
-        for (shard, _) in std::mem::take(&mut self.held) {
+        let me = self.table.worker.clone();
+        let mut mine: Vec<String> = std::mem::take(&mut self.held).into_keys().collect();
+        let mut asked = Vec::new();
+        match self.table.scan().await {
+            Ok(leases) => {
+                for lease in leases {
+                    if lease.owner.as_deref() == Some(me.as_str()) && !mine.contains(&lease.shard) {
+                        mine.push(lease.shard.clone());
+                    }
+                    if lease.pending_owner.as_deref() == Some(me.as_str()) {
+                        asked.push(lease.shard);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(message = "Cannot scan the lease table before releasing.", %error)
+            }
+        }
+        for shard in mine {
             if let Err(error) = self.table.release(&shard, None).await {
                 tracing::warn!(message = "Cannot release a lease; it runs out instead.", shard = %shard, %error);
+            }
+        }
+        for shard in asked {
+            if let Err(error) = self.table.withdraw(&shard).await {
+                tracing::warn!(message = "Cannot withdraw a request for a lease.", shard = %shard, %error);
             }
         }
     }
@@ -921,6 +1014,7 @@ mod tests {
             checkpoint: checkpoint.into(),
             parents: vec![],
             pending_owner: None,
+            start_timestamp: Some(7),
         };
         for position in [
             ShardCheckpoint::default(),
@@ -933,15 +1027,18 @@ mod tests {
                 finished: true,
             },
         ] {
-            for unstarted in [TRIM_HORIZON, LATEST, AT_TIMESTAMP] {
-                let back = lease(&checkpoint_value(&position, unstarted)).position();
-                if position.finished {
+            match checkpoint_value(&position) {
+                Some(value) if position.finished => {
+                    let back = lease(&value).position();
                     assert!(back.finished && back.sequence.is_none());
-                } else {
-                    assert_eq!(back, position);
                 }
+                Some(value) => assert_eq!(lease(&value).position(), position),
+                None => assert_eq!(position, ShardCheckpoint::default()),
             }
         }
         assert!(lease(SHARD_END).finished());
+        assert_eq!(lease(AT_TIMESTAMP).start(), StartAt::Timestamp(7));
+        assert_eq!(lease(LATEST).start(), StartAt::Latest);
+        assert_eq!(lease(TRIM_HORIZON).start(), StartAt::TrimHorizon);
     }
 }

@@ -170,23 +170,32 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
         })
         .collect();
     let outputs = Arc::new(Mutex::new(outputs));
-    let first_seen: Arc<Mutex<HashMap<u64, u64>>> = Arc::default();
+    // (record, host) -> the look it was first seen at; `looks` counts the looks.
+    let first_seen: Arc<Mutex<HashMap<(u64, usize), u64>>> = Arc::default();
+    let looks = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stop_watching = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (outputs, first_seen, stop) =
-            (outputs.clone(), first_seen.clone(), stop_watching.clone());
+        let (outputs, first_seen, stop, looks) = (
+            outputs.clone(),
+            first_seen.clone(),
+            stop_watching.clone(),
+            looks.clone(),
+        );
         std::thread::spawn(move || {
-            let mut look = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                let look = looks.load(Ordering::Relaxed);
                 let paths = outputs.lock().unwrap().clone();
                 let mut seen = first_seen.lock().unwrap();
-                for path in paths.iter().filter(|p| !p.as_os_str().is_empty()) {
+                for (host, path) in paths.iter().enumerate() {
+                    if path.as_os_str().is_empty() {
+                        continue;
+                    }
                     for n in delivered(path) {
-                        seen.entry(n).or_insert(look);
+                        seen.entry((n, host)).or_insert(look);
                     }
                 }
                 drop(seen);
-                look += 1;
+                looks.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
@@ -250,8 +259,14 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
     });
     let before = count(&hosts);
     wait_until("more records", || count(&hosts) >= before + 30);
+    let killed_shards: BTreeSet<String> = owners(&dynamo)
+        .into_iter()
+        .filter(|(_, o)| o.as_deref() == Some("host-b"))
+        .map(|(shard, _)| shard)
+        .collect();
     hosts[1].stop("KILL");
     let killed_at = Instant::now();
+    let killed_look = looks.load(Ordering::Relaxed);
     let killed: BTreeSet<u64> = delivered(&hosts[1].out()).into_iter().collect();
     wait_until("host-b's leases are taken over", || {
         owners(&dynamo)
@@ -265,9 +280,10 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
         takeover.as_millis(),
         bound.as_millis()
     );
-    // 100 ms for this test's own polling of the table.
+    // The design bound is the lease period plus two scan intervals (100 ms each
+    // here); 300 ms more for this test's own polling of the table on a loaded machine.
     assert!(
-        takeover <= bound + Duration::from_millis(100),
+        takeover <= bound + Duration::from_millis(300),
         "takeover took {takeover:?}"
     );
 
@@ -322,16 +338,26 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
             deliveries.entry(n).or_default().push(host);
         }
     }
+    // A record may come out twice only if the killed host delivered it from a shard
+    // it held when it died, and the other copy came out after the kill.
+    let first_seen = first_seen.lock().unwrap();
     let mut twice = 0;
-    for (n, _, _) in &written {
+    for (n, _, shard) in &written {
         let by = deliveries
             .get(n)
             .unwrap_or_else(|| panic!("record {n} lost"));
         if by.len() > 1 {
             twice += 1;
+            let other = if by[0] == "b" { by[1] } else { by[0] };
+            let other_host = ["a", "b", "c"].iter().position(|h| *h == other).unwrap();
             assert!(
-                by.len() == 2 && killed.contains(n) && !terminated.contains(n),
-                "record {n} delivered by {by:?}"
+                by.len() == 2
+                    && by.contains(&"b")
+                    && killed.contains(n)
+                    && killed_shards.contains(shard)
+                    && !terminated.contains(n)
+                    && first_seen[&(*n, other_host)] >= killed_look,
+                "record {n} of {shard} delivered by {by:?}"
             );
         }
     }
@@ -343,10 +369,15 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
     // through handoffs (the old owner's reads are acknowledged before the new owner
     // starts), the kill, and the reshard (a child shard is read only after its parent
     // was read to its end, by whichever host).
-    let first_seen = first_seen.lock().unwrap();
+    let first_look = |n: u64| {
+        (0..3)
+            .filter_map(|h| first_seen.get(&(n, h)))
+            .min()
+            .copied()
+    };
     let mut last: HashMap<&str, (u64, u64)> = HashMap::new();
     for (n, key, _) in &written {
-        let look = first_seen[n];
+        let look = first_look(*n).expect("seen");
         if let Some(&(before, before_look)) = last.get(key.as_str()) {
             assert!(
                 look >= before_look,

@@ -355,21 +355,12 @@ impl Shard {
     }
 }
 
-/// The lease table's `checkpoint` for a shard nobody has read yet.
-fn unstarted(start: StartAt) -> &'static str {
-    match start {
-        StartAt::TrimHorizon => crate::leases::TRIM_HORIZON,
-        StartAt::Latest => crate::leases::LATEST,
-        StartAt::Timestamp(_) => crate::leases::AT_TIMESTAMP,
-    }
-}
-
 /// Reads until `stop` is set, then sends what it holds. Network calls run on a runtime
 /// of this thread; batches are sent outside it, since sending blocks while downstream is
 /// full (backpressure). With a lease table, only shards whose lease this host holds are
 /// read; on stop, the outputs are closed, and once everything read is acknowledged (or
-/// the lease period has passed) the last checkpoints are written and every lease is
-/// released, so another host resumes exactly after what this one delivered.
+/// [`LeaseSpec::handoff_timeout`] has passed) the last checkpoints are written and every
+/// lease is released, so another host resumes exactly after what this one delivered.
 pub fn run(
     id: &str,
     spec: &KinesisSourceSpec,
@@ -445,11 +436,8 @@ pub fn run(
                     listed = infos.iter().map(|s| s.id.clone()).collect();
                     match &mut leases {
                         Some(leases) => {
-                            let synced = runtime.block_on(
-                                leases
-                                    .coordinator
-                                    .sync_shards(&infos, unstarted(spec.start)),
-                            );
+                            let synced = runtime
+                                .block_on(leases.coordinator.sync_shards(&infos, spec.start));
                             if let Err(error) = synced {
                                 metrics.error("lease_table_failed", 1);
                                 tracing::warn!(message = "Cannot add leases for new shards; retrying.", component_id = %id, %error);
@@ -484,29 +472,34 @@ pub fn run(
             }
         }
         if let Some(leases) = &mut leases {
-            leases.step(&runtime, &mut shards, spec, &to, false);
+            leases.step(&runtime, &mut shards, &to, false);
         }
         if polled_at.is_some_and(|at| at.elapsed() < poll_interval) {
             std::thread::sleep(tick);
             continue;
         }
         polled_at = Some(Instant::now());
-        // A child waits until every parent still listed has been read to its end (by
-        // this host, or, with leases, by whichever host held it).
+        // A child waits until every parent still listed has been read to its end. With
+        // leases, the table says so (`SHARD_END`, written once the parent's last batch
+        // was acknowledged, by whichever host read it), and only after a listing has
+        // succeeded; without, this host's own reading does.
         let finished: HashSet<String> = shards
             .iter()
             .filter(|(_, s)| s.done)
             .map(|(id, _)| id.clone())
             .collect();
-        let parents_done = |shard: &Shard| {
-            shard
+        let parents_done = |shard: &Shard| match &leases {
+            None => shard
                 .parents
                 .iter()
-                .all(|p| !listed.contains(p) || finished.contains(p))
-                || leases.as_ref().is_some_and(|l| {
-                    l.coordinator
-                        .parents_done(&shard.parents, &|p| listed.contains(p))
-                })
+                .all(|p| !listed.contains(p) || finished.contains(p)),
+            Some(leases) => {
+                shard.parents.is_empty()
+                    || (listed_at.is_some()
+                        && leases
+                            .coordinator
+                            .parents_done(&shard.parents, &|p| listed.contains(p)))
+            }
         };
         // Every shard that may be read now is read at the same time (at most
         // CONCURRENT_READS requests in flight); their records are then taken in turn.
@@ -544,11 +537,19 @@ pub fn run(
     if let Some(mut leases) = leases {
         let deadline = Instant::now() + leases.spec.handoff_timeout();
         while checkpoints.in_flight() > 0 && Instant::now() < deadline {
-            leases.keep_alive(&runtime, &checkpoints, spec);
+            leases.keep_alive(&runtime, &checkpoints);
             std::thread::sleep(Duration::from_millis(50));
         }
         let unacknowledged = checkpoints.in_flight();
-        leases.flush(&runtime, &checkpoints, spec, &mut Vec::new());
+        // The last checkpoints, retried (while the leases are kept alive) until written.
+        while !leases
+            .flush(&runtime, &checkpoints, &mut Vec::new())
+            .is_empty()
+            && Instant::now() < deadline
+        {
+            let _ = runtime.block_on(leases.coordinator.tick(true, &mut leases.counts));
+            std::thread::sleep(Duration::from_millis(200));
+        }
         runtime.block_on(leases.coordinator.release_all());
         leases.report(metrics);
         tracing::info!(message = "Released every lease.", component_id = %id, unacknowledged_batches = unacknowledged);
@@ -572,28 +573,22 @@ impl Leases {
         &mut self,
         runtime: &tokio::runtime::Runtime,
         shards: &mut HashMap<String, Shard>,
-        spec: &KinesisSourceSpec,
         to: &Sending<'_>,
         stopping: bool,
     ) {
         let mut changes = runtime.block_on(self.coordinator.tick(stopping, &mut self.counts));
         if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
-            self.flush(runtime, to.checkpoints, spec, &mut changes);
+            self.flush(runtime, to.checkpoints, &mut changes);
         }
         for change in changes {
             match change {
                 Change::Acquired {
                     shard,
                     position,
-                    checkpoint,
+                    start,
                     parents,
                 } => {
-                    let start = match checkpoint.as_str() {
-                        crate::leases::TRIM_HORIZON => StartAt::TrimHorizon,
-                        crate::leases::LATEST => StartAt::Latest,
-                        _ => spec.start,
-                    };
-                    tracing::info!(message = "Reading a shard under a lease.", shard = %shard, checkpoint = %checkpoint);
+                    tracing::info!(message = "Reading a shard under a lease.", shard = %shard, sequence = position.sequence.as_deref().unwrap_or("none"));
                     to.checkpoints.restart(&shard, position.clone());
                     shards.insert(shard.clone(), Shard::new(&shard, position, start, parents));
                 }
@@ -611,7 +606,8 @@ impl Leases {
                 }
             }
         }
-        // Hand over the shards whose reads are all acknowledged.
+        // Hand over the shards whose reads are all acknowledged, once their last
+        // checkpoint is written (a failed write is retried next round).
         let ready: Vec<String> = shards
             .iter()
             .filter(|(id, s)| {
@@ -623,8 +619,18 @@ impl Leases {
             .map(|(id, _)| id.clone())
             .collect();
         if !ready.is_empty() {
-            self.flush(runtime, to.checkpoints, spec, &mut Vec::new());
+            let mut lost = Vec::new();
+            let failed = self.flush(runtime, to.checkpoints, &mut lost);
+            for change in lost {
+                if let Change::Lost(shard) = change {
+                    shards.remove(&shard);
+                    to.checkpoints.restart(&shard, ShardCheckpoint::default());
+                }
+            }
             for shard in ready {
+                if failed.contains(&shard) || !shards.contains_key(&shard) {
+                    continue;
+                }
                 runtime.block_on(self.coordinator.hand_over(&shard, &mut self.counts));
                 shards.remove(&shard);
                 to.checkpoints.restart(&shard, ShardCheckpoint::default());
@@ -634,38 +640,33 @@ impl Leases {
     }
 
     /// Renewals and checkpoints only (while stopping).
-    fn keep_alive(
-        &mut self,
-        runtime: &tokio::runtime::Runtime,
-        checkpoints: &Checkpoints,
-        spec: &KinesisSourceSpec,
-    ) {
+    fn keep_alive(&mut self, runtime: &tokio::runtime::Runtime, checkpoints: &Checkpoints) {
         let _ = runtime.block_on(self.coordinator.tick(true, &mut self.counts));
         if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
-            self.flush(runtime, checkpoints, spec, &mut Vec::new());
+            self.flush(runtime, checkpoints, &mut Vec::new());
         }
     }
 
-    /// Writes every advanced position to the table.
+    /// Writes every advanced position to the table; returns the shards whose write
+    /// failed (marked advanced again, so the next flush retries them).
     fn flush(
         &mut self,
         runtime: &tokio::runtime::Runtime,
         checkpoints: &Checkpoints,
-        spec: &KinesisSourceSpec,
         changes: &mut Vec<Change>,
-    ) {
+    ) -> Vec<String> {
         self.checkpointed_at = Instant::now();
         let advanced = checkpoints.take_advanced();
         if advanced.is_empty() {
-            return;
+            return Vec::new();
         }
         let failed = runtime.block_on(self.coordinator.checkpoint(
             advanced,
-            unstarted(spec.start),
             changes,
             &mut self.counts,
         ));
-        checkpoints.advanced_again(failed);
+        checkpoints.advanced_again(failed.clone());
+        failed
     }
 
     fn report(&mut self, metrics: &ComponentMetrics) {
