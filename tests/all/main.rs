@@ -84,6 +84,17 @@ pub fn read_ndjson(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The complete lines' JSON objects of an NDJSON file a sink may be writing right now:
+/// a last line without its newline yet is left for the next look.
+fn read_ndjson_so_far(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
 /// Writes `pipeline` to `dir/p.toml` and starts `flowenrich run` on it with stdin,
 /// stdout and stderr piped; `setup` adjusts the command first (environment, ...).
 pub fn start_run(
@@ -114,12 +125,12 @@ pub fn signal(child: &std::process::Child, signal: &str) {
     assert!(status.success(), "kill -{signal}");
 }
 
-/// Waits (up to a minute) until `path` holds at least `n` rows, and returns them.
+/// Waits (up to a minute) until `path` holds at least `n` complete rows, and returns them.
 pub fn rows_after(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         if path.exists() {
-            let rows = read_ndjson(path);
+            let rows = read_ndjson_so_far(path);
             if rows.len() >= n {
                 return rows;
             }
@@ -133,10 +144,11 @@ pub fn rows_after(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
-/// The rows of an NDJSON file, or none while it does not exist yet.
+/// The complete rows of an NDJSON file (a sink may be writing it), or none while it does
+/// not exist yet.
 pub fn rows_now(path: &std::path::Path) -> Vec<serde_json::Value> {
     if path.exists() {
-        read_ndjson(path)
+        read_ndjson_so_far(path)
     } else {
         Vec::new()
     }
