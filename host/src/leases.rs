@@ -44,6 +44,8 @@ use crate::checkpoint::ShardCheckpoint;
 use crate::kinesis::StartAt;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `checkpoint` of a shard nobody has read yet that starts at the oldest record.
@@ -198,10 +200,18 @@ fn n(value: u64) -> AttributeValue {
 
 impl LeaseTable {
     /// A client for `spec`'s table from the standard AWS configuration chain.
+    /// Every call gives up after one renewal interval (at least 1 s), so that a hung
+    /// request neither outlives the lease it renews nor holds up a shutdown.
     pub async fn connect(spec: &LeaseSpec) -> LeaseTable {
         let config = crate::kinesis::aws_config(&spec.region, &spec.endpoint).await;
+        let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+            .operation_timeout(spec.renew_interval().max(Duration::from_secs(1)))
+            .build();
+        let config = aws_sdk_dynamodb::config::Builder::from(&config)
+            .timeout_config(timeouts)
+            .build();
         LeaseTable {
-            client: aws_sdk_dynamodb::Client::new(&config),
+            client: aws_sdk_dynamodb::Client::from_conf(config),
             table: spec.table.clone(),
             worker: spec.worker.clone(),
         }
@@ -574,17 +584,113 @@ pub enum Change {
     HandOff(String),
 }
 
-/// This worker's side of the lease protocol: renewing, taking, balancing, handing over.
+/// Leases this worker holds, shared by the coordinator and its renewer thread.
+type HeldLeases = Arc<Mutex<HashMap<String, Held>>>;
+
+/// This worker's side of the lease protocol: taking, balancing, handing over, and (on a
+/// thread of its own, so that a source blocked by backpressure keeps its leases)
+/// renewing.
 pub struct Coordinator {
     table: LeaseTable,
     spec: LeaseSpec,
-    held: HashMap<String, Held>,
+    held: HeldLeases,
+    /// What the renewer found (leases lost, handoffs asked for) since the last tick.
+    found: Arc<Mutex<Vec<Change>>>,
+    /// Renewal writes so far.
+    renewals: Arc<AtomicU64>,
+    /// Renewals counted in [`LeaseCounts`] so far.
+    renewals_counted: u64,
+    stop_renewer: Arc<AtomicBool>,
+    renewer: Option<std::thread::JoinHandle<()>>,
     /// Per lease, the owner and counter last scanned, and since when they are unchanged.
     seen: HashMap<String, (Option<String>, u64, Instant)>,
     /// The last scan's leases.
     leases: Vec<Lease>,
     last_scan: Option<Instant>,
-    last_renew: Option<Instant>,
+}
+
+/// The renewer thread: renews every held lease three times per lease period, all at
+/// once, and reports leases lost and handoffs asked for. It has a client of its own:
+/// an SDK client's connections are driven by the runtime that opened them, and the
+/// source's runtime only runs while the source thread is inside it.
+fn renew_leases(
+    spec: LeaseSpec,
+    held: HeldLeases,
+    found: Arc<Mutex<Vec<Change>>>,
+    renewals: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(message = "Cannot start the lease renewer; leases will run out.", %error);
+            return;
+        }
+    };
+    let table = runtime.block_on(LeaseTable::connect(&spec));
+    let mut renewed_at = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(20));
+        if renewed_at.elapsed() < spec.renew_interval() {
+            continue;
+        }
+        renewed_at = Instant::now();
+        let shards: Vec<(String, u64)> = held
+            .lock()
+            .expect("lease lock")
+            .iter()
+            .map(|(shard, h)| (shard.clone(), h.counter))
+            .collect();
+        if shards.is_empty() {
+            continue;
+        }
+        renewals.fetch_add(shards.len() as u64, Ordering::Relaxed);
+        let started = Instant::now();
+        let renewed = runtime.block_on(futures_util::future::join_all(
+            shards
+                .iter()
+                .map(|(shard, counter)| table.renew(shard, *counter)),
+        ));
+        let valid_until = started + spec.lease_duration - spec.renew_interval();
+        let mut held = held.lock().expect("lease lock");
+        let mut found = found.lock().expect("lease lock");
+        for ((shard, counter), renewed) in shards.into_iter().zip(renewed) {
+            // Handed over, released or taken again meanwhile: not this renewal's to judge.
+            let Some(h) = held.get_mut(&shard).filter(|h| h.counter == counter) else {
+                continue;
+            };
+            match renewed {
+                Ok(Some(lease)) => {
+                    h.counter = lease.counter;
+                    h.valid_until = valid_until;
+                    if h.handoff_to.is_none()
+                        && let Some(to) = lease.pending_owner
+                        && to != table.worker
+                    {
+                        h.handoff_to = Some(to);
+                        found.push(Change::HandOff(shard));
+                    }
+                }
+                Ok(None) => {
+                    tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
+                    held.remove(&shard);
+                    found.push(Change::Lost(shard));
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Cannot renew a lease; retrying.", shard = %shard, %error)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.stop_renewing();
+    }
 }
 
 /// Counts of lease events, for metrics.
@@ -611,25 +717,64 @@ pub struct LeaseCounts {
 impl Coordinator {
     /// A coordinator on `table`; holds nothing yet.
     pub fn new(table: LeaseTable, spec: LeaseSpec) -> Coordinator {
+        let held = HeldLeases::default();
+        let found = Arc::new(Mutex::new(Vec::new()));
+        let renewals = Arc::new(AtomicU64::new(0));
+        let stop_renewer = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (spec, held, found, renewals, stop) = (
+                spec.clone(),
+                held.clone(),
+                found.clone(),
+                renewals.clone(),
+                stop_renewer.clone(),
+            );
+            std::thread::Builder::new()
+                .name("lease-renewer".into())
+                .spawn(move || renew_leases(spec, held, found, renewals, stop))
+                .ok()
+        };
         Coordinator {
             table,
             spec,
-            held: HashMap::new(),
+            held,
+            found,
+            renewals,
+            renewals_counted: 0,
+            stop_renewer,
+            renewer,
             seen: HashMap::new(),
             leases: Vec::new(),
             last_scan: None,
-            last_renew: None,
         }
+    }
+
+    fn stop_renewing(&mut self) {
+        self.stop_renewer.store(true, Ordering::Relaxed);
+        if let Some(renewer) = self.renewer.take() {
+            let _ = renewer.join();
+        }
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().expect("lease lock")
+    }
+
+    /// Whether this worker holds `shard`'s lease and may read it now.
+    pub fn holds(&self, shard: &str) -> bool {
+        self.held()
+            .get(shard)
+            .is_some_and(|h| h.valid_until > Instant::now())
+    }
+
+    /// How many leases this worker holds.
+    pub fn held_count(&self) -> usize {
+        self.held().len()
     }
 
     /// The lease table.
     pub fn table(&self) -> &LeaseTable {
         &self.table
-    }
-
-    /// Shards this worker holds.
-    pub fn held(&self) -> impl Iterator<Item = &str> {
-        self.held.keys().map(String::as_str)
     }
 
     /// Whether every parent of a shard has been read to its end (or is gone from the
@@ -666,28 +811,34 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Renews, scans, takes and balances when their intervals are due; returns what the
-    /// source must do. Errors leave held leases until they run out.
+    /// Reports what the renewer found, then scans, takes and balances when a scan is
+    /// due; returns what the source must do. Errors leave held leases until they run
+    /// out.
     pub async fn tick(&mut self, stopping: bool, counts: &mut LeaseCounts) -> Vec<Change> {
         let now = Instant::now();
-        let mut changes = Vec::new();
-        if self
-            .last_renew
-            .is_none_or(|at| now - at >= self.spec.renew_interval())
-        {
-            self.last_renew = Some(now);
-            self.renew(&mut changes, counts).await;
-        }
-        // A lease whose renewals kept failing is given up before anyone may take it.
-        let expired: Vec<String> = self
-            .held
+        let mut changes = std::mem::take(&mut *self.found.lock().expect("lease lock"));
+        counts.lost += changes
             .iter()
-            .filter(|(_, h)| h.valid_until <= Instant::now())
-            .map(|(shard, _)| shard.clone())
-            .collect();
+            .filter(|c| matches!(c, Change::Lost(_)))
+            .count() as u64;
+        let renewals = self.renewals.load(Ordering::Relaxed);
+        counts.renewals += renewals - self.renewals_counted;
+        self.renewals_counted = renewals;
+        // A lease whose renewals kept failing is given up before anyone may take it.
+        let expired: Vec<String> = {
+            let mut held = self.held();
+            let expired: Vec<String> = held
+                .iter()
+                .filter(|(_, h)| h.valid_until <= now)
+                .map(|(shard, _)| shard.clone())
+                .collect();
+            for shard in &expired {
+                held.remove(shard);
+            }
+            expired
+        };
         for shard in expired {
             tracing::warn!(message = "Lease not renewed in time; no longer reading the shard.", shard = %shard);
-            self.held.remove(&shard);
             counts.lost += 1;
             changes.push(Change::Lost(shard));
         }
@@ -711,49 +862,6 @@ impl Coordinator {
 
     fn valid_until(&self, renewed_at: Instant) -> Instant {
         renewed_at + self.spec.lease_duration - self.spec.renew_interval()
-    }
-
-    /// Renews every held lease, all at once.
-    async fn renew(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
-        let shards: Vec<(String, u64)> = self
-            .held
-            .iter()
-            .map(|(shard, h)| (shard.clone(), h.counter))
-            .collect();
-        let started = Instant::now();
-        counts.renewals += shards.len() as u64;
-        let renewed = futures_util::future::join_all(
-            shards
-                .iter()
-                .map(|(shard, counter)| self.table.renew(shard, *counter)),
-        )
-        .await;
-        let valid_until = self.valid_until(started);
-        for ((shard, _), renewed) in shards.into_iter().zip(renewed) {
-            match renewed {
-                Ok(Some(lease)) => {
-                    let held = self.held.get_mut(&shard).expect("held");
-                    held.counter = lease.counter;
-                    held.valid_until = valid_until;
-                    if held.handoff_to.is_none()
-                        && let Some(to) = lease.pending_owner
-                        && to != self.table.worker
-                    {
-                        held.handoff_to = Some(to);
-                        changes.push(Change::HandOff(shard.clone()));
-                    }
-                }
-                Ok(None) => {
-                    tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
-                    self.held.remove(&shard);
-                    counts.lost += 1;
-                    changes.push(Change::Lost(shard));
-                }
-                Err(error) => {
-                    tracing::warn!(message = "Cannot renew a lease; retrying.", shard = %shard, %error)
-                }
-            }
-        }
     }
 
     async fn balance(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
@@ -788,14 +896,14 @@ impl Coordinator {
         for lease in &self.leases {
             if lease.owner.as_deref() == Some(me.as_str())
                 && !lease.finished()
-                && !self.held.contains_key(&lease.shard)
+                && !self.held().contains_key(&lease.shard)
             {
                 let started = Instant::now();
                 counts.renewals += 1;
                 match self.table.renew(&lease.shard, lease.counter).await {
                     Ok(Some(adopted)) => {
                         let valid_until = self.valid_until(started);
-                        self.held.insert(
+                        self.held().insert(
                             lease.shard.clone(),
                             Held {
                                 counter: adopted.counter,
@@ -830,13 +938,13 @@ impl Coordinator {
         }
         let workers = per_worker.len() + 1;
         let target = open.len().div_ceil(workers);
-        let mut mine = self.held.len();
+        let mut mine = self.held().len();
         // Unowned and expired leases first.
         for lease in &open {
             if mine >= target {
                 break;
             }
-            if self.held.contains_key(&lease.shard) || live(lease, &self.seen) {
+            if self.held().contains_key(&lease.shard) || live(lease, &self.seen) {
                 continue;
             }
             let started = Instant::now();
@@ -844,7 +952,7 @@ impl Coordinator {
                 Ok(Some(taken)) => {
                     tracing::info!(message = "Took a lease.", shard = %lease.shard, from = lease.owner.as_deref().unwrap_or("nobody"));
                     let valid_until = self.valid_until(started);
-                    self.held.insert(
+                    self.held().insert(
                         lease.shard.clone(),
                         Held {
                             counter: taken.counter,
@@ -905,7 +1013,7 @@ impl Coordinator {
     ) -> Vec<String> {
         let positions: Vec<(String, ShardCheckpoint, String)> = positions
             .into_iter()
-            .filter(|(shard, _)| self.held.contains_key(shard))
+            .filter(|(shard, _)| self.held().contains_key(shard))
             .filter_map(|(shard, position)| {
                 let value = checkpoint_value(&position)?;
                 Some((shard, position, value))
@@ -924,14 +1032,14 @@ impl Coordinator {
                 Ok(true) if position.finished => {
                     // Finished leases are never taken, so one whose release fails only
                     // keeps a stale owner (released again on shutdown).
-                    self.held.remove(&shard);
+                    self.held().remove(&shard);
                     if let Err(error) = self.table.release(&shard, None).await {
                         tracing::warn!(message = "Cannot release a finished shard's lease.", shard = %shard, %error)
                     }
                 }
                 Ok(true) => {}
                 Ok(false) => {
-                    self.held.remove(&shard);
+                    self.held().remove(&shard);
                     counts.lost += 1;
                     changes.push(Change::Lost(shard));
                 }
@@ -946,7 +1054,7 @@ impl Coordinator {
 
     /// Hands a lease over to the worker that asked for it (after its last checkpoint).
     pub async fn hand_over(&mut self, shard: &str, counts: &mut LeaseCounts) {
-        let Some(held) = self.held.remove(shard) else {
+        let Some(held) = self.held().remove(shard) else {
             return;
         };
         match self.table.release(shard, held.handoff_to.as_deref()).await {
@@ -963,7 +1071,9 @@ impl Coordinator {
 
     /// Whether another worker asked for `shard`.
     pub fn handing_off(&self, shard: &str) -> bool {
-        self.held.get(shard).is_some_and(|h| h.handoff_to.is_some())
+        self.held()
+            .get(shard)
+            .is_some_and(|h| h.handoff_to.is_some())
     }
 
     /// Gives up every lease (on shutdown, after the last checkpoints): those held, any
@@ -971,7 +1081,8 @@ impl Coordinator {
     /// finished one whose release failed), and withdraws its requests for others.
     pub async fn release_all(&mut self) {
         let me = self.table.worker.clone();
-        let mut mine: Vec<String> = std::mem::take(&mut self.held).into_keys().collect();
+        self.stop_renewing();
+        let mut mine: Vec<String> = std::mem::take(&mut *self.held()).into_keys().collect();
         let mut asked = Vec::new();
         match self.table.scan().await {
             Ok(leases) => {

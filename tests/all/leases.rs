@@ -409,3 +409,86 @@ fn a_fleet_of_hosts_shares_a_stream_through_leases() {
         }
     }
 }
+
+#[test]
+fn a_host_blocked_by_backpressure_keeps_its_leases() {
+    let kinesis = Arc::new(KinesisLocal::start());
+    let dynamo = Dynalite::start();
+    kinesis.create_stream("flows", 2);
+    // The sink's stream does not exist yet: the sink retries, its queue fills, and the
+    // source blocks in sending for longer than the lease period.
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        r#"
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "flows"
+endpoint = "{kinesis}"
+region = "us-east-1"
+record_format = "text"
+batch_lines = 1
+poll_interval_ms = 200
+
+[sources.flows.leases]
+table_name = "{TABLE}"
+endpoint = "{dynamo}"
+worker_id = "host-a"
+lease_duration_ms = {LEASE_MS}
+scan_interval_ms = 100
+checkpoint_interval_ms = 200
+
+[sinks.out]
+type = "aws_kinesis_streams"
+inputs = ["flows"]
+stream_name = "out"
+endpoint = "{kinesis}"
+region = "us-east-1"
+"#,
+        kinesis = kinesis.endpoint,
+        dynamo = dynamo.endpoint,
+    );
+    let mut child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+    let records: Vec<(String, Vec<u8>)> = (0..100)
+        .map(|n| (format!("key-{n}"), format!("rec {n}\n").into_bytes()))
+        .collect();
+    kinesis.put_many("flows", &records);
+    wait_until("host-a holds both leases", || {
+        let owners = owners(&dynamo);
+        owners.len() == 2 && owners.values().all(|o| o.as_deref() == Some("host-a"))
+    });
+    // 100 one-line batches cannot all be queued: the source is blocked now. Over two
+    // lease periods its leases must stay its own, renewed all along.
+    std::thread::sleep(Duration::from_millis(500));
+    let counters = |dynamo: &Dynalite| -> Vec<u64> {
+        dynamo.leases(TABLE).iter().map(|l| l.counter).collect()
+    };
+    let mut before = counters(&dynamo);
+    let blocked_until = Instant::now() + Duration::from_millis(2 * LEASE_MS);
+    while Instant::now() < blocked_until {
+        std::thread::sleep(Duration::from_millis(LEASE_MS / 2));
+        let now = counters(&dynamo);
+        assert!(
+            now.iter().zip(&before).all(|(now, before)| now > before),
+            "leases renewed while blocked: {before:?} then {now:?}"
+        );
+        assert!(
+            owners(&dynamo)
+                .values()
+                .all(|o| o.as_deref() == Some("host-a"))
+        );
+        before = now;
+    }
+    // The sink's stream appears: everything flows, once.
+    kinesis.create_stream("out", 1);
+    wait_until("every record is in the sink's stream", || {
+        kinesis.read_all_text("out").len() >= records.len()
+    });
+    signal(&child, "TERM");
+    assert!(child.wait().unwrap().success());
+    let mut got: Vec<String> = kinesis.read_all_text("out");
+    got.sort();
+    let mut want: Vec<String> = (0..100).map(|n| format!("rec {n}")).collect();
+    want.sort();
+    assert_eq!(got, want);
+    let _ = &mut child;
+}

@@ -176,6 +176,22 @@ impl KinesisLocal {
 
     /// Every record in the stream (each one JSON object), with its shard id.
     pub fn read_all(&self, stream: &str) -> Vec<(String, serde_json::Value)> {
+        self.read_all_raw(stream)
+            .into_iter()
+            .map(|(shard, data)| (shard, serde_json::from_slice(&data).unwrap()))
+            .collect()
+    }
+
+    /// Every record in the stream as text, without its trailing newline.
+    pub fn read_all_text(&self, stream: &str) -> Vec<String> {
+        self.read_all_raw(stream)
+            .into_iter()
+            .map(|(_, data)| String::from_utf8(data).unwrap().trim_end().to_string())
+            .collect()
+    }
+
+    /// Every record in the stream, with its shard id.
+    fn read_all_raw(&self, stream: &str) -> Vec<(String, Vec<u8>)> {
         self.runtime.block_on(async {
             let shards = self
                 .client
@@ -208,7 +224,7 @@ impl KinesisLocal {
                     for record in page.records() {
                         out.push((
                             shard.shard_id().to_string(),
-                            serde_json::from_slice(record.data().as_ref()).unwrap(),
+                            record.data().as_ref().to_vec(),
                         ));
                     }
                     if page.records().is_empty() {

@@ -509,6 +509,9 @@ pub fn run(
             .filter(|(_, shard)| {
                 !shard.done
                     && shard.handing_off.is_none()
+                    && leases
+                        .as_ref()
+                        .is_none_or(|l| l.coordinator.holds(&shard.id))
                     && shard.retry_at.is_none_or(|at| now >= at)
                     && parents_done(shard)
             })
@@ -679,7 +682,7 @@ impl Leases {
         metrics.count("lease_renewals_total", now.renewals - was.renewals);
         metrics.count("lease_checkpoints_total", now.checkpoints - was.checkpoints);
         metrics.count("lease_scans_total", now.scans - was.scans);
-        metrics.gauge("leases_held", self.coordinator.held().count() as i64);
+        metrics.gauge("leases_held", self.coordinator.held_count() as i64);
         self.reported = now;
     }
 }
