@@ -864,6 +864,25 @@ impl Coordinator {
         renewed_at + self.spec.lease_duration - self.spec.renew_interval()
     }
 
+    /// Holds `lease` as a conditional write that started at `started` returned it;
+    /// what the source must do about it.
+    fn hold(&self, lease: &Lease, started: Instant) -> Change {
+        self.held().insert(
+            lease.shard.clone(),
+            Held {
+                counter: lease.counter,
+                valid_until: self.valid_until(started),
+                handoff_to: None,
+            },
+        );
+        Change::Acquired {
+            shard: lease.shard.clone(),
+            position: lease.position(),
+            start: lease.start(),
+            parents: lease.parents.clone(),
+        }
+    }
+
     async fn balance(&mut self, changes: &mut Vec<Change>, counts: &mut LeaseCounts) {
         let now = Instant::now();
         let me = self.table.worker.clone();
@@ -902,22 +921,8 @@ impl Coordinator {
                 counts.renewals += 1;
                 match self.table.renew(&lease.shard, lease.counter).await {
                     Ok(Some(adopted)) => {
-                        let valid_until = self.valid_until(started);
-                        self.held().insert(
-                            lease.shard.clone(),
-                            Held {
-                                counter: adopted.counter,
-                                valid_until,
-                                handoff_to: None,
-                            },
-                        );
                         counts.handed_in += 1;
-                        changes.push(Change::Acquired {
-                            shard: adopted.shard.clone(),
-                            position: adopted.position(),
-                            start: adopted.start(),
-                            parents: adopted.parents.clone(),
-                        });
+                        changes.push(self.hold(&adopted, started));
                     }
                     Ok(None) => {}
                     Err(error) => {
@@ -951,23 +956,9 @@ impl Coordinator {
             match self.table.take(lease).await {
                 Ok(Some(taken)) => {
                     tracing::info!(message = "Took a lease.", shard = %lease.shard, from = lease.owner.as_deref().unwrap_or("nobody"));
-                    let valid_until = self.valid_until(started);
-                    self.held().insert(
-                        lease.shard.clone(),
-                        Held {
-                            counter: taken.counter,
-                            valid_until,
-                            handoff_to: None,
-                        },
-                    );
                     mine += 1;
                     counts.taken += 1;
-                    changes.push(Change::Acquired {
-                        shard: lease.shard.clone(),
-                        position: taken.position(),
-                        start: taken.start(),
-                        parents: taken.parents.clone(),
-                    });
+                    changes.push(self.hold(&taken, started));
                 }
                 Ok(None) => {}
                 Err(error) => {

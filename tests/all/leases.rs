@@ -72,8 +72,17 @@ impl Drop for Host {
     }
 }
 
-fn start(name: &str, dir: &Path, kinesis: &KinesisLocal, dynamo: &Dynalite) -> Child {
-    let pipeline = format!(
+/// The `[sources.flows]` of host `name`: the stream `flows` read under leases (lease
+/// period [`LEASE_MS`], scans every 100 ms, checkpoints every 200 ms), polled every
+/// `poll_ms`, `batch_lines` lines per batch.
+fn source(
+    name: &str,
+    kinesis: &KinesisLocal,
+    dynamo: &Dynalite,
+    poll_ms: u64,
+    batch_lines: usize,
+) -> String {
+    format!(
         r#"
 [sources.flows]
 type = "aws_kinesis_streams"
@@ -81,7 +90,8 @@ stream_name = "flows"
 endpoint = "{kinesis}"
 region = "us-east-1"
 record_format = "text"
-poll_interval_ms = {POLL_MS}
+batch_lines = {batch_lines}
+poll_interval_ms = {poll_ms}
 
 [sources.flows.leases]
 table_name = "{TABLE}"
@@ -90,16 +100,21 @@ worker_id = "{name}"
 lease_duration_ms = {LEASE_MS}
 scan_interval_ms = 100
 checkpoint_interval_ms = 200
+"#,
+        kinesis = kinesis.endpoint,
+        dynamo = dynamo.endpoint,
+    )
+}
 
+fn start(name: &str, dir: &Path, kinesis: &KinesisLocal, dynamo: &Dynalite) -> Child {
+    let pipeline = source(name, kinesis, dynamo, POLL_MS, 1000)
+        + r#"
 [sinks.out]
 type = "file"
 inputs = ["flows"]
 path = "out.txt"
 append = true
-"#,
-        kinesis = kinesis.endpoint,
-        dynamo = dynamo.endpoint,
-    );
+"#;
     start_run(dir, &pipeline, KinesisLocal::aws_env)
 }
 
@@ -418,35 +433,18 @@ fn a_host_blocked_by_backpressure_keeps_its_leases() {
     // The sink's stream does not exist yet: the sink retries, its queue fills, and the
     // source blocks in sending for longer than the lease period.
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = format!(
-        r#"
-[sources.flows]
-type = "aws_kinesis_streams"
-stream_name = "flows"
-endpoint = "{kinesis}"
-region = "us-east-1"
-record_format = "text"
-batch_lines = 1
-poll_interval_ms = 200
-
-[sources.flows.leases]
-table_name = "{TABLE}"
-endpoint = "{dynamo}"
-worker_id = "host-a"
-lease_duration_ms = {LEASE_MS}
-scan_interval_ms = 100
-checkpoint_interval_ms = 200
-
+    let pipeline = source("host-a", &kinesis, &dynamo, 200, 1)
+        + &format!(
+            r#"
 [sinks.out]
 type = "aws_kinesis_streams"
 inputs = ["flows"]
 stream_name = "out"
-endpoint = "{kinesis}"
+endpoint = "{}"
 region = "us-east-1"
 "#,
-        kinesis = kinesis.endpoint,
-        dynamo = dynamo.endpoint,
-    );
+            kinesis.endpoint
+        );
     let mut child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
     let records: Vec<(String, Vec<u8>)> = (0..100)
         .map(|n| (format!("key-{n}"), format!("rec {n}\n").into_bytes()))
@@ -490,5 +488,4 @@ region = "us-east-1"
     let mut want: Vec<String> = (0..100).map(|n| format!("rec {n}")).collect();
     want.sort();
     assert_eq!(got, want);
-    let _ = &mut child;
 }
