@@ -2,7 +2,6 @@
 //! on 127.0.0.1 on a free port (in memory) and killed when dropped.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,18 +27,10 @@ pub struct LeaseRow {
     pub counter: u64,
 }
 
-fn npm_dir() -> PathBuf {
-    std::env::var_os("FLOWENRICH_NPM_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/flowenrich/npm")
-        })
-}
-
 impl Dynalite {
     /// Starts dynalite on a free port of 127.0.0.1 and waits until it answers.
     pub fn start() -> Dynalite {
-        let cli = npm_dir().join("node_modules/dynalite/cli.js");
+        let cli = crate::kinesis::npm_dir().join("node_modules/dynalite/cli.js");
         assert!(
             cli.exists(),
             "{} is missing: run scripts/test, which installs dynalite",

@@ -38,7 +38,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn npm_dir() -> PathBuf {
+/// Where `scripts/test` installs the npm packages the tests start.
+pub fn npm_dir() -> PathBuf {
     std::env::var_os("FLOWENRICH_NPM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
