@@ -193,22 +193,19 @@ fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
         family
             .exact
             .owners(&keys[..len], chunk_times, &mut owners[..len]);
-        let base = out.len();
         let mut left = 0;
-        for k in 0..len {
-            let (owner, t) = (owners[k], chunk_times[k]);
+        for (k, (owner, &t)) in owners[..len].iter_mut().zip(chunk_times).enumerate() {
             if t < family.cutoff {
-                out.push(UNATTRIBUTED);
-                continue;
-            }
-            if owner == UNATTRIBUTED {
+                *owner = UNATTRIBUTED;
+            } else if *owner == UNATTRIBUTED {
                 open[left] = k as u16;
                 open_addrs[left] = keys[k];
                 open_times[left] = t;
                 left += 1;
             }
-            out.push(owner);
         }
+        let base = out.len();
+        out.extend_from_slice(&owners[..len]);
         if left == 0 {
             continue;
         }
