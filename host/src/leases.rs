@@ -200,12 +200,12 @@ fn n(value: u64) -> AttributeValue {
 
 impl LeaseTable {
     /// A client for `spec`'s table from the standard AWS configuration chain.
-    /// Every call gives up after one renewal interval (at least 1 s), so that a hung
-    /// request neither outlives the lease it renews nor holds up a shutdown.
+    /// Every call gives up after one renewal interval, so that a hung request neither
+    /// outlives the lease it renews nor holds up a shutdown.
     pub async fn connect(spec: &LeaseSpec) -> LeaseTable {
         let config = crate::kinesis::aws_config(&spec.region, &spec.endpoint).await;
         let timeouts = aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-            .operation_timeout(spec.renew_interval().max(Duration::from_secs(1)))
+            .operation_timeout(spec.renew_interval())
             .build();
         let config = aws_sdk_dynamodb::config::Builder::from(&config)
             .timeout_config(timeouts)
@@ -520,6 +520,20 @@ impl LeaseTable {
         Ok(released.is_some())
     }
 
+    /// The lease of `shard` as it is now (a strongly consistent read).
+    pub async fn get(&self, shard: &str) -> Result<Option<Lease>, LeaseError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error("GetItem", e.into_service_error()))?;
+        item.item().map(|item| self.parse(item)).transpose()
+    }
+
     /// Withdraws this worker's request for `shard`.
     pub async fn withdraw(&self, shard: &str) -> Result<bool, LeaseError> {
         Ok(self
@@ -614,22 +628,13 @@ pub struct Coordinator {
 /// an SDK client's connections are driven by the runtime that opened them, and the
 /// source's runtime only runs while the source thread is inside it.
 fn renew_leases(
+    runtime: tokio::runtime::Runtime,
     spec: LeaseSpec,
     held: HeldLeases,
     found: Arc<Mutex<Vec<Change>>>,
     renewals: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(message = "Cannot start the lease renewer; leases will run out.", %error);
-            return;
-        }
-    };
     let table = runtime.block_on(LeaseTable::connect(&spec));
     let mut renewed_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -655,11 +660,34 @@ fn renew_leases(
                 .map(|(shard, counter)| table.renew(shard, *counter)),
         ));
         let valid_until = started + spec.lease_duration - spec.renew_interval();
+        // A renewal whose condition failed: an earlier one that timed out may have been
+        // applied after all, leaving the lease this worker's, one count on. Only a take
+        // changes the owner, so the owner decides (read without holding the lock).
+        let recheck: Vec<(&String, Result<Option<Lease>, LeaseError>)> = shards
+            .iter()
+            .zip(&renewed)
+            .filter(|(_, renewed)| matches!(renewed, Ok(None)))
+            .map(|((shard, _), _)| (shard, runtime.block_on(table.get(shard))))
+            .collect();
+        let still_mine: HashMap<&String, u64> = recheck
+            .iter()
+            .filter_map(|(shard, now)| match now {
+                Ok(Some(lease)) if lease.owner.as_deref() == Some(table.worker()) => {
+                    Some((*shard, lease.counter))
+                }
+                _ => None,
+            })
+            .collect();
+        let unknown: Vec<&String> = recheck
+            .iter()
+            .filter(|(_, now)| now.is_err())
+            .map(|(shard, _)| *shard)
+            .collect();
         let mut held = held.lock().expect("lease lock");
         let mut found = found.lock().expect("lease lock");
-        for ((shard, counter), renewed) in shards.into_iter().zip(renewed) {
+        for ((shard, counter), renewed) in shards.iter().zip(renewed) {
             // Handed over, released or taken again meanwhile: not this renewal's to judge.
-            let Some(h) = held.get_mut(&shard).filter(|h| h.counter == counter) else {
+            let Some(h) = held.get_mut(shard).filter(|h| h.counter == *counter) else {
                 continue;
             };
             match renewed {
@@ -671,14 +699,21 @@ fn renew_leases(
                         && to != table.worker
                     {
                         h.handoff_to = Some(to);
-                        found.push(Change::HandOff(shard));
+                        found.push(Change::HandOff(shard.clone()));
                     }
                 }
-                Ok(None) => {
-                    tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
-                    held.remove(&shard);
-                    found.push(Change::Lost(shard));
-                }
+                Ok(None) => match still_mine.get(shard) {
+                    // Renewed with the right counter next round.
+                    Some(&now) => h.counter = now,
+                    None if unknown.contains(&shard) => {
+                        tracing::warn!(message = "Cannot read a lease whose renewal failed; retrying.", shard = %shard)
+                    }
+                    None => {
+                        tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
+                        held.remove(shard);
+                        found.push(Change::Lost(shard.clone()));
+                    }
+                },
                 Err(error) => {
                     tracing::warn!(message = "Cannot renew a lease; retrying.", shard = %shard, %error)
                 }
@@ -715,12 +750,16 @@ pub struct LeaseCounts {
 }
 
 impl Coordinator {
-    /// A coordinator on `table`; holds nothing yet.
-    pub fn new(table: LeaseTable, spec: LeaseSpec) -> Coordinator {
+    /// A coordinator on `table`; holds nothing yet. Fails when its renewer thread
+    /// cannot be started (without it, every lease would run out again and again).
+    pub fn new(table: LeaseTable, spec: LeaseSpec) -> std::io::Result<Coordinator> {
         let held = HeldLeases::default();
         let found = Arc::new(Mutex::new(Vec::new()));
         let renewals = Arc::new(AtomicU64::new(0));
         let stop_renewer = Arc::new(AtomicBool::new(false));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let renewer = {
             let (spec, held, found, renewals, stop) = (
                 spec.clone(),
@@ -731,10 +770,9 @@ impl Coordinator {
             );
             std::thread::Builder::new()
                 .name("lease-renewer".into())
-                .spawn(move || renew_leases(spec, held, found, renewals, stop))
-                .ok()
+                .spawn(move || renew_leases(runtime, spec, held, found, renewals, stop))?
         };
-        Coordinator {
+        Ok(Coordinator {
             table,
             spec,
             held,
@@ -742,11 +780,11 @@ impl Coordinator {
             renewals,
             renewals_counted: 0,
             stop_renewer,
-            renewer,
+            renewer: Some(renewer),
             seen: HashMap::new(),
             leases: Vec::new(),
             last_scan: None,
-        }
+        })
     }
 
     fn stop_renewing(&mut self) {
@@ -867,7 +905,8 @@ impl Coordinator {
     /// Holds `lease` as a conditional write that started at `started` returned it;
     /// what the source must do about it.
     fn hold(&self, lease: &Lease, started: Instant) -> Change {
-        self.held().insert(
+        let mut held = self.held();
+        held.insert(
             lease.shard.clone(),
             Held {
                 counter: lease.counter,
@@ -875,6 +914,13 @@ impl Coordinator {
                 handoff_to: None,
             },
         );
+        // A report the renewer made about an earlier holding of this shard since the
+        // tick began would undo this one. (Same lock order as the renewer: held, found.)
+        self.found
+            .lock()
+            .expect("lease lock")
+            .retain(|c| !matches!(c, Change::Lost(s) | Change::HandOff(s) if *s == lease.shard));
+        drop(held);
         Change::Acquired {
             shard: lease.shard.clone(),
             position: lease.position(),
@@ -1058,13 +1104,6 @@ impl Coordinator {
                 tracing::warn!(message = "Cannot hand a lease over; it runs out instead.", shard = %shard, %error)
             }
         }
-    }
-
-    /// Whether another worker asked for `shard`.
-    pub fn handing_off(&self, shard: &str) -> bool {
-        self.held()
-            .get(shard)
-            .is_some_and(|h| h.handoff_to.is_some())
     }
 
     /// Gives up every lease (on shutdown, after the last checkpoints): those held, any

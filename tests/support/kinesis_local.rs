@@ -21,9 +21,38 @@ pub const FAKE_KEY_ID: &str = "local-test-key";
 /// See [`FAKE_KEY_ID`].
 pub const FAKE_SECRET: &str = "local-test-secret";
 
+/// One local Kinesis at a time in this process: the tests that start one run many
+/// processes each, and two at once on this 2-core machine made startups and timings
+/// miss their deadlines.
+static BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static FREE: std::sync::Condvar = std::sync::Condvar::new();
+
+/// This test's turn with a local Kinesis; the next one's starts when it is dropped.
+struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        // A test that failed during its turn does not block the others.
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            busy = FREE.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        *busy = true;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        FREE.notify_one();
+    }
+}
+
 /// A local Kinesis listening on 127.0.0.1; killed when dropped.
 pub struct KinesisLocal {
     child: Child,
+    _turn: Turn,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
     runtime: tokio::runtime::Runtime,
@@ -62,6 +91,7 @@ impl KinesisLocal {
             "{} is missing: run scripts/test, which installs kinesis-local",
             main.display()
         );
+        let turn = Turn::take();
         let tls_port = free_port();
         let mut command = Command::new("node");
         if let Some(dir) = persist_dir {
@@ -84,7 +114,7 @@ impl KinesisLocal {
             .stderr(Stdio::null())
             .spawn()
             .expect("start node (Node.js is needed for the local Kinesis)");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "kinesis-local did not start");
             std::thread::sleep(Duration::from_millis(100));
@@ -108,6 +138,7 @@ impl KinesisLocal {
             .build();
         KinesisLocal {
             child,
+            _turn: turn,
             endpoint,
             runtime,
             client: aws_sdk_kinesis::Client::from_conf(config),

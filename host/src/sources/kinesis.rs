@@ -401,8 +401,16 @@ pub fn run(
                 return;
             }
             tracing::info!(message = "Sharing the stream through a lease table.", component_id = %id, table = %lease_spec.table, worker = %lease_spec.worker);
+            let coordinator = match Coordinator::new(table, lease_spec.clone()) {
+                Ok(coordinator) => coordinator,
+                Err(error) => {
+                    metrics.error("lease_table_failed", 1);
+                    tracing::error!(message = "Cannot start the lease renewer; not reading.", component_id = %id, %error);
+                    return;
+                }
+            };
             Some(Leases {
-                coordinator: Coordinator::new(table, lease_spec.clone()),
+                coordinator,
                 spec: lease_spec.clone(),
                 counts: LeaseCounts::default(),
                 reported: LeaseCounts::default(),
@@ -422,7 +430,8 @@ pub fn run(
     let mut listed_at: Option<Instant> = None;
     let mut polled_at: Option<Instant> = None;
     let poll_interval = spec.poll_interval.max(MIN_POLL);
-    // With leases, the loop also wakes for renewals and scans between polls.
+    // With leases, the loop also wakes between polls for scans and what the renewer
+    // found.
     let tick = spec.leases.as_ref().map_or(poll_interval, |l| {
         poll_interval
             .min(l.scan_interval)
@@ -525,7 +534,17 @@ pub fn run(
                         .poll(&client, &spec.stream.stream, shard_id, start)
                 },
             )));
-            for ((_, shard), polled) in group.iter_mut().zip(polls) {
+            for ((shard_id, shard), polled) in group.iter_mut().zip(polls) {
+                // The lease may have gone while the group was read, or while earlier
+                // shards' records waited on backpressure: then the next owner reads
+                // these records, not this host.
+                if leases
+                    .as_ref()
+                    .is_some_and(|l| !l.coordinator.holds(shard_id))
+                {
+                    shard.cursor.reset();
+                    continue;
+                }
                 shard.handle(id, polled, spec, &to);
             }
         }
@@ -570,8 +589,8 @@ struct Leases {
 }
 
 impl Leases {
-    /// One round: renew, scan and take, write checkpoints, and apply what changed to
-    /// the shards being read.
+    /// One round: apply what the renewer found, scan and take, write checkpoints, and
+    /// apply what changed to the shards being read.
     fn step(
         &mut self,
         runtime: &tokio::runtime::Runtime,
@@ -642,7 +661,7 @@ impl Leases {
         self.report(to.metrics);
     }
 
-    /// Renewals and checkpoints only (while stopping).
+    /// Checkpoints only, while stopping (the renewer keeps the leases alive).
     fn keep_alive(&mut self, runtime: &tokio::runtime::Runtime, checkpoints: &Checkpoints) {
         let _ = runtime.block_on(self.coordinator.tick(true, &mut self.counts));
         if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
