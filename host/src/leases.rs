@@ -88,6 +88,12 @@ impl LeaseSpec {
         self.lease_duration / 3
     }
 
+    /// Until when a lease renewed by a write that started at `renewed_at` may be read
+    /// under: one renewal interval before anyone else may take it.
+    pub fn valid_until(&self, renewed_at: Instant) -> Instant {
+        renewed_at + self.lease_duration - self.renew_interval()
+    }
+
     /// How long a host that hands a lease over (or shuts down) waits for what it read to
     /// be acknowledged everywhere before it checkpoints and lets go anyway (what was
     /// not acknowledged by then is read again by the next owner): four lease periods,
@@ -659,29 +665,15 @@ fn renew_leases(
                 .iter()
                 .map(|(shard, counter)| table.renew(shard, *counter)),
         ));
-        let valid_until = started + spec.lease_duration - spec.renew_interval();
+        let valid_until = spec.valid_until(started);
         // A renewal whose condition failed: an earlier one that timed out may have been
         // applied after all, leaving the lease this worker's, one count on. Only a take
         // changes the owner, so the owner decides (read without holding the lock).
-        let recheck: Vec<(&String, Result<Option<Lease>, LeaseError>)> = shards
+        let recheck: HashMap<&String, Result<Option<Lease>, LeaseError>> = shards
             .iter()
             .zip(&renewed)
             .filter(|(_, renewed)| matches!(renewed, Ok(None)))
             .map(|((shard, _), _)| (shard, runtime.block_on(table.get(shard))))
-            .collect();
-        let still_mine: HashMap<&String, u64> = recheck
-            .iter()
-            .filter_map(|(shard, now)| match now {
-                Ok(Some(lease)) if lease.owner.as_deref() == Some(table.worker()) => {
-                    Some((*shard, lease.counter))
-                }
-                _ => None,
-            })
-            .collect();
-        let unknown: Vec<&String> = recheck
-            .iter()
-            .filter(|(_, now)| now.is_err())
-            .map(|(shard, _)| *shard)
             .collect();
         let mut held = held.lock().expect("lease lock");
         let mut found = found.lock().expect("lease lock");
@@ -702,13 +694,15 @@ fn renew_leases(
                         found.push(Change::HandOff(shard.clone()));
                     }
                 }
-                Ok(None) => match still_mine.get(shard) {
-                    // Renewed with the right counter next round.
-                    Some(&now) => h.counter = now,
-                    None if unknown.contains(&shard) => {
-                        tracing::warn!(message = "Cannot read a lease whose renewal failed; retrying.", shard = %shard)
+                Ok(None) => match recheck.get(shard) {
+                    // Still this worker's: renewed with the right counter next round.
+                    Some(Ok(Some(now))) if now.owner.as_deref() == Some(table.worker()) => {
+                        h.counter = now.counter
                     }
-                    None => {
+                    Some(Err(error)) => {
+                        tracing::warn!(message = "Cannot read a lease whose renewal failed; retrying.", shard = %shard, %error)
+                    }
+                    _ => {
                         tracing::info!(message = "Lease taken by another worker; no longer reading the shard.", shard = %shard);
                         held.remove(shard);
                         found.push(Change::Lost(shard.clone()));
@@ -810,11 +804,6 @@ impl Coordinator {
         self.held().len()
     }
 
-    /// The lease table.
-    pub fn table(&self) -> &LeaseTable {
-        &self.table
-    }
-
     /// Whether every parent of a shard has been read to its end (or is gone from the
     /// table and from the stream's listing, `listed`).
     pub fn parents_done(&self, parents: &[String], listed: &dyn Fn(&str) -> bool) -> bool {
@@ -898,10 +887,6 @@ impl Coordinator {
         changes
     }
 
-    fn valid_until(&self, renewed_at: Instant) -> Instant {
-        renewed_at + self.spec.lease_duration - self.spec.renew_interval()
-    }
-
     /// Holds `lease` as a conditional write that started at `started` returned it;
     /// what the source must do about it.
     fn hold(&self, lease: &Lease, started: Instant) -> Change {
@@ -910,7 +895,7 @@ impl Coordinator {
             lease.shard.clone(),
             Held {
                 counter: lease.counter,
-                valid_until: self.valid_until(started),
+                valid_until: self.spec.valid_until(started),
                 handoff_to: None,
             },
         );

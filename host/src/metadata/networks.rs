@@ -233,6 +233,12 @@ impl NetworksV4 {
     #[inline(always)]
     fn interval_of(&self, addr: u32) -> usize {
         let (lo, hi) = self.candidates(addr);
+        self.interval_among(lo, hi, addr)
+    }
+
+    /// [`NetworksV4::interval_of`] once its [`NetworksV4::candidates`] are known.
+    #[inline(always)]
+    fn interval_among(&self, lo: usize, hi: usize, addr: u32) -> usize {
         lo + self.starts[lo..hi].partition_point(|&s| s <= addr) - 1
     }
 
@@ -253,8 +259,7 @@ impl NetworksV4 {
             found[k] = (lo as u32, hi as u32);
         }
         for (k, &addr) in addrs[..n].iter().enumerate() {
-            let (lo, hi) = (found[k].0 as usize, found[k].1 as usize);
-            let at = lo + self.starts[lo..hi].partition_point(|&s| s <= addr) - 1;
+            let at = self.interval_among(found[k].0 as usize, found[k].1 as usize, addr);
             prefetch(&self.intervals[at]);
             found[k].0 = at as u32;
         }

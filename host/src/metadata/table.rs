@@ -138,25 +138,20 @@ fn resolve<K: AddrKey, N: Networks<K> + ?Sized>(family: &Family<'_, K, N>, addr:
     {
         return owner;
     }
-    resolve_by_network(family, addr, t)
+    family.or_internet(addr, family.networks.owner(addr, t))
 }
 
-/// The rest of [`resolve`] once the exact timeline has not decided: the most specific
-/// network, then the internet owner for public addresses.
-#[inline(always)]
-fn resolve_by_network<K: AddrKey, N: Networks<K> + ?Sized>(
-    family: &Family<'_, K, N>,
-    addr: K,
-    t: u64,
-) -> u32 {
-    let owner = family.networks.owner(addr, t);
-    if owner != UNATTRIBUTED {
-        return owner;
+impl<K: AddrKey, N: ?Sized> Family<'_, K, N> {
+    /// `network_owner`, or when no network decided, the internet owner for a public
+    /// address.
+    #[inline(always)]
+    fn or_internet(&self, addr: K, network_owner: u32) -> u32 {
+        if network_owner == UNATTRIBUTED && self.internet != UNATTRIBUTED && addr.is_public() {
+            self.internet
+        } else {
+            network_owner
+        }
     }
-    if family.internet != UNATTRIBUTED && addr.is_public() {
-        return family.internet;
-    }
-    UNATTRIBUTED
 }
 
 /// Lookups a batch works through at a time: their exact timelines first, then the
@@ -215,12 +210,7 @@ fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
             &mut owners[..left],
         );
         for k in 0..left {
-            let mut owner = owners[k];
-            if owner == UNATTRIBUTED && family.internet != UNATTRIBUTED && open_addrs[k].is_public()
-            {
-                owner = family.internet;
-            }
-            out[base + open[k] as usize] = owner;
+            out[base + open[k] as usize] = family.or_internet(open_addrs[k], owners[k]);
         }
     }
 }

@@ -481,7 +481,7 @@ pub fn run(
             }
         }
         if let Some(leases) = &mut leases {
-            leases.step(&runtime, &mut shards, &to, false);
+            leases.step(&runtime, &mut shards, &to);
         }
         if polled_at.is_some_and(|at| at.elapsed() < poll_interval) {
             std::thread::sleep(tick);
@@ -578,6 +578,13 @@ pub fn run(
     }
 }
 
+/// Forgets a shard whose lease is gone: acks of what was read of it no longer move its
+/// checkpoint.
+fn stop_reading(shards: &mut HashMap<String, Shard>, checkpoints: &Checkpoints, shard: &str) {
+    shards.remove(shard);
+    checkpoints.restart(shard, ShardCheckpoint::default());
+}
+
 /// A source's side of a lease table.
 struct Leases {
     coordinator: Coordinator,
@@ -596,9 +603,8 @@ impl Leases {
         runtime: &tokio::runtime::Runtime,
         shards: &mut HashMap<String, Shard>,
         to: &Sending<'_>,
-        stopping: bool,
     ) {
-        let mut changes = runtime.block_on(self.coordinator.tick(stopping, &mut self.counts));
+        let mut changes = runtime.block_on(self.coordinator.tick(false, &mut self.counts));
         if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
             self.flush(runtime, to.checkpoints, &mut changes);
         }
@@ -614,12 +620,9 @@ impl Leases {
                     to.checkpoints.restart(&shard, position.clone());
                     shards.insert(shard.clone(), Shard::new(&shard, position, start, parents));
                 }
-                Change::Lost(shard) => {
-                    // Unsent lines are dropped: they were never acknowledged, and the
-                    // new owner reads them from the last checkpoint.
-                    shards.remove(&shard);
-                    to.checkpoints.restart(&shard, ShardCheckpoint::default());
-                }
+                // Unsent lines are dropped: they were never acknowledged, and the new
+                // owner reads them from the last checkpoint.
+                Change::Lost(shard) => stop_reading(shards, to.checkpoints, &shard),
                 Change::HandOff(shard) => {
                     if let Some(s) = shards.get_mut(&shard) {
                         s.send(to, false);
@@ -645,8 +648,7 @@ impl Leases {
             let failed = self.flush(runtime, to.checkpoints, &mut lost);
             for change in lost {
                 if let Change::Lost(shard) = change {
-                    shards.remove(&shard);
-                    to.checkpoints.restart(&shard, ShardCheckpoint::default());
+                    stop_reading(shards, to.checkpoints, &shard);
                 }
             }
             for shard in ready {
@@ -654,8 +656,7 @@ impl Leases {
                     continue;
                 }
                 runtime.block_on(self.coordinator.hand_over(&shard, &mut self.counts));
-                shards.remove(&shard);
-                to.checkpoints.restart(&shard, ShardCheckpoint::default());
+                stop_reading(shards, to.checkpoints, &shard);
             }
         }
         self.report(to.metrics);
