@@ -92,31 +92,40 @@ impl KinesisLocal {
             main.display()
         );
         let turn = Turn::take();
-        let tls_port = free_port();
-        let mut command = Command::new("node");
-        if let Some(dir) = persist_dir {
+        let spawn = || {
+            let mut command = Command::new("node");
+            if let Some(dir) = persist_dir {
+                command
+                    .env("SHOULD_PERSIST_DATA", "true")
+                    .env("LOAD_DATA_IF_EXISTS", "true")
+                    .env("PERSIST_PATH", dir)
+                    .env("PERSIST_INTERVAL", "100ms");
+            }
             command
-                .env("SHOULD_PERSIST_DATA", "true")
-                .env("LOAD_DATA_IF_EXISTS", "true")
-                .env("PERSIST_PATH", dir)
-                .env("PERSIST_INTERVAL", "100ms");
-        }
-        let child = command
-            // It reads its server.json from the working directory.
-            .current_dir(main.parent().expect("package directory"))
-            .arg("-r")
-            .arg(repo_root().join("tests/kinesis/bind-localhost.cjs"))
-            .arg(&main)
-            .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
-            .env("KINESIS_MOCK_TLS_PORT", tls_port.to_string())
-            .env("LOG_LEVEL", "WARN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node (Node.js is needed for the local Kinesis)");
+                // It reads its server.json from the working directory.
+                .current_dir(main.parent().expect("package directory"))
+                .arg("-r")
+                .arg(repo_root().join("tests/kinesis/bind-localhost.cjs"))
+                .arg(&main)
+                .env("KINESIS_MOCK_PLAIN_PORT", port.to_string())
+                .env("KINESIS_MOCK_TLS_PORT", free_port().to_string())
+                .env("LOG_LEVEL", "WARN")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start node (Node.js is needed for the local Kinesis)")
+        };
+        let mut child = spawn();
         let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "kinesis-local did not start");
+            // It exits when a port is taken: a port given back by a stopped instance
+            // (restarted on the same address) can meanwhile be the local end of some
+            // other process's connection. Start it again once that is gone.
+            if let Ok(Some(_)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(500));
+                child = spawn();
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         let endpoint = format!("http://127.0.0.1:{port}");
