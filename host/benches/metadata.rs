@@ -61,14 +61,19 @@ fn events(ips: usize, cidrs: usize) -> Vec<Event> {
             });
         }
     }
-    for _ in 0..cidrs {
-        let len = 16 + rng.below(13) as u8; // /16 … /28
+    // `cidrs` distinct networks, /16 … /28, in 172.16.0.0 … 173.15.255.255.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < cidrs {
+        let len = 16 + rng.below(13) as u8;
         let net = ipnet::Ipv4Net::new(
             Ipv4Addr::from(0xAC10_0000 | (rng.below(1 << 20) as u32) << 4),
             len,
         )
         .expect("valid prefix")
         .trunc();
+        if !seen.insert(net) {
+            continue;
+        }
         out.push(Event {
             ts: T0 + rng.below(3600),
             target: Target::Cidr(ipnet::IpNet::V4(net)),

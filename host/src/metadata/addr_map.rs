@@ -241,15 +241,21 @@ impl<K: AddrKey> AddrMap<K> {
         if !self.in_used_block(key) {
             return None;
         }
+        self.find_from(key, self.home(key))
+            .map(|at| &self.slots[at])
+    }
+
+    /// Index of the slot of `key`, probing from slot `at` on.
+    #[inline(always)]
+    fn find_from(&self, key: K, mut at: usize) -> Option<usize> {
         let mask = self.slots.len() - 1;
-        let mut at = self.home(key);
         loop {
             let slot = &self.slots[at];
             if slot.older == EMPTY {
                 return None;
             }
             if slot.key == key {
-                return Some(slot);
+                return Some(at);
             }
             at = (at + 1) & mask;
         }
@@ -284,52 +290,139 @@ impl<K: AddrKey> AddrMap<K> {
             .map(|&(_, owner)| owner)
     }
 
-    /// [`AddrMap::at`] of many lookups, in passes so that each one's loads were
-    /// prefetched by the pass before: every lookup's home slot, then every slot (and
-    /// the earlier entries of those that need them), then every answer. `owners[k]`
-    /// becomes the owner assigned to `keys[k]` at `times[k]`, 0 when there is none (no
-    /// entry, or an unassign). At most [`super::table::CHUNK`] lookups.
-    pub fn owners(&self, keys: &[K], times: &[u64], owners: &mut [u32]) {
-        const CHUNK: usize = super::table::CHUNK;
-        let n = keys.len().min(times.len()).min(owners.len()).min(CHUNK);
-        let mut slots = [0u32; CHUNK];
-        for (k, &key) in keys[..n].iter().enumerate() {
-            slots[k] = if self.in_used_block(key) {
-                let home = self.home(key);
-                prefetch(&self.slots[home]);
-                home as u32
-            } else {
-                NO_SLOT as u32
-            };
-        }
-        let mask = self.slots.len() - 1;
-        for k in 0..n {
-            let (key, mut at) = (keys[k], slots[k] as usize);
-            if at == NO_SLOT {
-                continue;
+    /// What `slot`'s inline entries say about `t`: the owner (0 when there is none),
+    /// or [`NO_ENTRY`] when `t` is before them and the earlier entries decide.
+    #[inline(always)]
+    fn inline_owner(slot: &Slot<K>, t: u64) -> u32 {
+        let after = slot.ts.iter().filter(|&&ts| u64::from(ts) > t).count();
+        if after < INLINE {
+            match slot.owners[after] {
+                NO_ENTRY => 0,
+                owner => owner,
             }
-            slots[k] = loop {
-                let slot = &self.slots[at];
-                if slot.older == EMPTY {
-                    break NO_SLOT as u32;
-                }
-                if slot.key == key {
-                    if slot.older < NO_OLDER && u64::from(slot.ts[INLINE - 1]) > times[k] {
-                        prefetch(&self.entries[slot.older as usize]);
-                    }
-                    break at as u32;
-                }
-                at = (at + 1) & mask;
-            };
-        }
-        for k in 0..n {
-            owners[k] = match self.slots.get(slots[k] as usize) {
-                Some(slot) => self.entry_at(slot, times[k]).unwrap_or(0),
-                None => 0,
-            };
+        } else if slot.older == NO_OLDER {
+            0
+        } else {
+            NO_ENTRY
         }
     }
+
+    /// [`AddrMap::at`] of many lookups, software-pipelined: the home slot of the lookup
+    /// [`AHEAD`] places on is prefetched while this one is probed and answered, so the
+    /// cache misses of many lookups overlap each other and the work on the ones before
+    /// them. A lookup that would wait on a second miss is set aside with that line
+    /// prefetched and finished after the others: one whose probe runs into the next
+    /// cache line, and one whose time is before its inline entries.
+    ///
+    /// `owners[k]` becomes the owner assigned to `keys[k]` at `times[k]`: 0 when there
+    /// is none (no entry, or an unassign) or when the time is before `cutoff`. The
+    /// indices of the lookups left at 0 but not for the cutoff go to `open`; returns how
+    /// many. At most [`super::table::CHUNK`] lookups.
+    pub fn owners(
+        &self,
+        keys: &[K],
+        times: &[u64],
+        cutoff: u64,
+        owners: &mut [u32],
+        open: &mut [u16],
+    ) -> usize {
+        const CHUNK: usize = super::table::CHUNK;
+        let n = keys
+            .len()
+            .min(times.len())
+            .min(owners.len())
+            .min(open.len())
+            .min(CHUNK);
+        let (keys, times, owners) = (&keys[..n], &times[..n], &mut owners[..n]);
+        // Home slots first (no memory touched but the block bitmap).
+        let mut homes = [NO_SLOT as u32; CHUNK];
+        for ((home, &key), &t) in homes.iter_mut().zip(keys).zip(times) {
+            if t >= cutoff && self.in_used_block(key) {
+                *home = self.home(key) as u32;
+            }
+        }
+        let prefetch_home = |home: u32| {
+            if let Some(slot) = self.slots.get(home as usize) {
+                prefetch(slot);
+            }
+        };
+        for &home in &homes[..n.min(AHEAD)] {
+            prefetch_home(home);
+        }
+        let mask = self.slots.len() - 1;
+        let per_line = (64 / std::mem::size_of::<Slot<K>>()).max(1);
+        let mut n_open = 0;
+        // Lookups set aside: (lookup, slot to go on from), and (lookup, its slot).
+        let mut crossed = [(0u16, 0u32); CHUNK];
+        let mut n_crossed = 0;
+        let mut later = [(0u16, 0u32); CHUNK];
+        let mut n_later = 0;
+        for k in 0..n {
+            if let Some(&home) = homes.get(k + AHEAD) {
+                prefetch_home(home);
+            }
+            let (key, t, mut at) = (keys[k], times[k], homes[k] as usize);
+            let owner = if at == NO_SLOT {
+                0
+            } else {
+                loop {
+                    let slot = &self.slots[at];
+                    if slot.older == EMPTY {
+                        break 0;
+                    }
+                    if slot.key == key {
+                        let owner = Self::inline_owner(slot, t);
+                        if owner == NO_ENTRY {
+                            prefetch(&self.entries[slot.older as usize]);
+                            later[n_later] = (k as u16, at as u32);
+                            n_later += 1;
+                        }
+                        break owner;
+                    }
+                    at = (at + 1) & mask;
+                    if at % per_line == 0 {
+                        prefetch(&self.slots[at]);
+                        crossed[n_crossed] = (k as u16, at as u32);
+                        n_crossed += 1;
+                        break NO_ENTRY;
+                    }
+                }
+            };
+            owners[k] = owner;
+            open[n_open] = k as u16;
+            n_open += usize::from(owner == 0 && t >= cutoff);
+        }
+        for &(k, at) in &crossed[..n_crossed] {
+            let k = k as usize;
+            let mut owner = 0;
+            if let Some(at) = self.find_from(keys[k], at as usize) {
+                owner = Self::inline_owner(&self.slots[at], times[k]);
+                if owner == NO_ENTRY {
+                    later[n_later] = (k as u16, at as u32);
+                    n_later += 1;
+                    continue;
+                }
+            }
+            owners[k] = owner;
+            open[n_open] = k as u16;
+            n_open += usize::from(owner == 0);
+        }
+        for &(k, at) in &later[..n_later] {
+            let k = k as usize;
+            let owner = self
+                .entry_at(&self.slots[at as usize], times[k])
+                .unwrap_or(0);
+            owners[k] = owner;
+            open[n_open] = k as u16;
+            n_open += usize::from(owner == 0);
+        }
+        n_open
+    }
 }
+
+/// How many lookups ahead [`AddrMap::owners`] prefetches: enough to cover a miss to
+/// memory with the work on the lookups in between.
+const AHEAD: usize = 16;
 
 /// A vector of `n` copies of `value`, on transparent huge pages where the kernel offers
 /// them (a large table then costs far fewer TLB misses). The advice is given before the
@@ -421,11 +514,25 @@ mod tests {
         let keys: Vec<u32> = (0..700u32).map(|k| k * 13 % 800).collect();
         let times: Vec<u64> = (0..700u64).map(|i| i * 7 % 60).collect();
         for len in [0, 1, 5, 100, super::super::table::CHUNK] {
-            let mut owners = vec![u32::MAX; len];
-            map.owners(&keys[..len], &times[..len], &mut owners);
-            for k in 0..len {
-                let want = map.at(keys[k], times[k]).unwrap_or(0);
-                assert_eq!(owners[k], want, "key {} at {}", keys[k], times[k]);
+            for cutoff in [0, 20] {
+                let mut owners = vec![u32::MAX; len];
+                let mut open = vec![u16::MAX; len];
+                let n_open =
+                    map.owners(&keys[..len], &times[..len], cutoff, &mut owners, &mut open);
+                let mut open = open[..n_open].to_vec();
+                open.sort_unstable();
+                let mut want_open = Vec::new();
+                for k in 0..len {
+                    let want = match times[k] < cutoff {
+                        true => 0,
+                        false => map.at(keys[k], times[k]).unwrap_or(0),
+                    };
+                    assert_eq!(owners[k], want, "key {} at {}", keys[k], times[k]);
+                    if want == 0 && times[k] >= cutoff {
+                        want_open.push(k as u16);
+                    }
+                }
+                assert_eq!(open, want_open, "{len} lookups, cutoff {cutoff}");
             }
         }
     }

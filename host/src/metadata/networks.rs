@@ -5,11 +5,14 @@
 //! into intervals on which the set of covering networks is constant. At build time each
 //! interval's answer is worked out for every time one of its networks changes, by the
 //! rule itself (most specific network first, the first one assigned at that time wins),
-//! and kept as a short timeline of changes. A lookup finds the interval through a
-//! directory of every /16 (and, where a /16 holds many boundaries, of its /24s) and a
-//! short scan, then reads the interval's record: after the last change (the usual case:
-//! flows are minutes old, networks change rarely) the record holds the answer; for an
-//! older time, one short run of answers is scanned.
+//! and kept as a short timeline of changes. A lookup finds the interval without a
+//! search: a directory entry per /16 names it when no boundary lies inside the /16;
+//! otherwise a page of entries per /24 does, or, for a /24 cut by boundaries, the
+//! count of its boundaries at or below the address's last byte (a few kept in one
+//! 16-byte record, more in a 256-byte table). Then it reads the interval's record:
+//! after the last change (the usual case: flows are minutes old, networks change
+//! rarely) the record holds the answer; for an older time, one short run of answers
+//! is scanned.
 
 use super::addr_map::prefetch;
 use super::table::CHUNK;
@@ -18,8 +21,40 @@ use super::table::CHUNK;
 /// `(from_ts, owner)` sorted by time.
 pub type Network = (u8, u32, Vec<(u64, u32)>);
 
-/// Boundaries in a /16 above which it gets a directory of its /24s.
-const DENSE: u32 = 8;
+/// Tags of a directory entry (its top two bits); the rest is the payload.
+const TAG: u32 = 0b11 << 30;
+/// The entry's block lies inside one interval: the payload is the interval's index.
+const LEAF: u32 = 0;
+/// (/16 entries) The payload is the index of the /16's page of /24 entries.
+const PAGE: u32 = 1 << 30;
+/// (/24 entries) The payload indexes `few`: the /24 holds at most [`FEW`] boundaries.
+const SOME: u32 = 2 << 30;
+/// (/24 entries) The payload indexes `many`: a table by last byte.
+const MANY: u32 = 3 << 30;
+
+/// Boundaries inside a /24 that one [`Few`] record holds.
+const FEW: usize = 12;
+
+/// A /24 cut by at most [`FEW`] interval boundaries.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(16))]
+struct Few {
+    /// The interval holding the /24's first address.
+    base: u32,
+    /// Each boundary's last byte minus one (boundaries are never at byte 0), 255 for
+    /// unused ones: the address's interval is `base` plus how many of these are below
+    /// its last byte.
+    below: [u8; FEW],
+}
+
+/// A /24 cut by more than [`FEW`] boundaries.
+#[derive(Clone, Copy, Debug)]
+struct Many {
+    /// The interval holding the /24's first address.
+    base: u32,
+    /// Per last byte: how many boundaries are at or below it.
+    offsets: [u8; 256],
+}
 
 /// One elementary interval.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,7 +63,7 @@ struct Interval {
     answers_start: u32,
     /// How many answers it has.
     answers_len: u32,
-    /// From this time on no covering network changes...
+    /// From this time on the answer stays the same (its last change)...
     settled_ts: u32,
     /// ...and this is the owner (0 = nobody).
     settled_owner: u32,
@@ -58,13 +93,12 @@ impl Timelines {
 /// The IPv4 networks of a table.
 #[derive(Default)]
 pub struct NetworksV4 {
-    /// Per /16 `h` (65,537 entries): how many interval starts lie below `h << 16`, and
-    /// 1 + the index of its /24 directory in `dir24` (0: none).
-    dir16: Vec<(u32, u32)>,
-    /// 257 entries per dense /16: interval starts below each of its /24s, then the total.
-    dir24: Vec<u32>,
-    /// Interval start addresses, ascending; the first is 0.
-    starts: Vec<u32>,
+    /// One entry per /16: [`LEAF`] or [`PAGE`].
+    dir16: Vec<u32>,
+    /// 256 entries per page, one per /24: [`LEAF`], [`SOME`] or [`MANY`].
+    pages: Vec<u32>,
+    few: Vec<Few>,
+    many: Vec<Many>,
     intervals: Vec<Interval>,
     /// Each interval's answer over time, `(from_ts, owner)` oldest first, one entry per
     /// change: the rule applied to its covering networks at every time one of them
@@ -118,6 +152,7 @@ impl NetworksV4 {
             networks: timelines.runs.len(),
             ..NetworksV4::default()
         };
+        let mut starts: Vec<u32> = Vec::with_capacity(bounds.len());
         let mut chain: Vec<u32> = Vec::new();
         let mut times: Vec<u32> = Vec::new();
         // Sweep the boundaries with the stack of networks containing the current one.
@@ -161,37 +196,73 @@ impl NetworksV4 {
                     owner = now;
                 }
             }
-            index.starts.push(bound as u32);
+            let answers_len = index.answers.len() as u32 - answers_start;
+            starts.push(bound as u32);
             index.intervals.push(Interval {
                 answers_start,
-                answers_len: index.answers.len() as u32 - answers_start,
-                settled_ts: times.last().copied().unwrap_or(0),
+                answers_len,
+                settled_ts: match answers_len {
+                    0 => 0,
+                    _ => index.answers[index.answers.len() - 1].0,
+                },
                 settled_owner: owner,
             });
         }
-        // The directories.
-        index.dir16 = Vec::with_capacity(65_537);
-        for h in 0..=65_536u64 {
-            let below = index.starts.partition_point(|&s| u64::from(s) < h << 16) as u32;
-            index.dir16.push((below, 0));
-        }
-        for h in 0..65_536usize {
-            let (lo, hi) = (index.dir16[h].0, index.dir16[h + 1].0);
-            if hi - lo > DENSE {
-                let block = index.dir24.len() / 257;
-                for b in 0..256u64 {
-                    let at = ((h as u64) << 16) | (b << 8);
-                    index
-                        .dir24
-                        .push(index.starts.partition_point(|&s| u64::from(s) < at) as u32);
-                }
-                index.dir24.push(hi);
-                index.dir16[h].1 = block as u32 + 1;
-            }
+        assert!(
+            index.intervals.len() < 1 << 30,
+            "too many networks for the IPv4 index"
+        );
+        if index.networks > 0 {
+            index.build_directories(&starts);
         }
         index
     }
 
+    /// Builds `dir16`, `pages`, `few` and `many` over the sorted interval `starts`.
+    fn build_directories(&mut self, starts: &[u32]) {
+        // The interval holding `addr`, and the boundaries strictly inside
+        // `addr..addr + size`.
+        let interval_at = |addr: u64| starts.partition_point(|&s| u64::from(s) <= addr) - 1;
+        let inside = |addr: u64, size: u64| {
+            let lo = starts.partition_point(|&s| u64::from(s) <= addr);
+            let hi = starts.partition_point(|&s| u64::from(s) < addr + size);
+            &starts[lo..hi]
+        };
+        self.dir16 = Vec::with_capacity(1 << 16);
+        for h in 0..1u64 << 16 {
+            let at16 = h << 16;
+            if inside(at16, 1 << 16).is_empty() {
+                self.dir16.push(LEAF | interval_at(at16) as u32);
+                continue;
+            }
+            self.dir16.push(PAGE | (self.pages.len() >> 8) as u32);
+            for b in 0..256u64 {
+                let at24 = at16 | b << 8;
+                let base = interval_at(at24) as u32;
+                let cuts = inside(at24, 256);
+                let entry = if cuts.is_empty() {
+                    LEAF | base
+                } else if cuts.len() <= FEW {
+                    let mut below = [u8::MAX; FEW];
+                    for (below, &cut) in below.iter_mut().zip(cuts) {
+                        *below = (u64::from(cut) - at24 - 1) as u8;
+                    }
+                    self.few.push(Few { base, below });
+                    SOME | (self.few.len() - 1) as u32
+                } else {
+                    let mut offsets = [0u8; 256];
+                    for &cut in cuts {
+                        for offset in &mut offsets[(u64::from(cut) - at24) as usize..] {
+                            *offset += 1;
+                        }
+                    }
+                    self.many.push(Many { base, offsets });
+                    MANY | (self.many.len() - 1) as u32
+                };
+                self.pages.push(entry);
+            }
+        }
+    }
     /// Number of networks.
     pub fn len(&self) -> usize {
         self.networks
@@ -205,66 +276,73 @@ impl NetworksV4 {
     /// Bytes held by the index.
     pub fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
-        self.dir16.capacity() * size_of::<(u32, u32)>()
-            + self.dir24.capacity() * 4
-            + self.starts.capacity() * 4
+        self.dir16.capacity() * 4
+            + self.pages.capacity() * 4
+            + self.few.capacity() * size_of::<Few>()
+            + self.many.capacity() * size_of::<Many>()
             + self.intervals.capacity() * size_of::<Interval>()
             + self.answers.capacity() * 8
     }
 
-    /// The interval starts a search for `addr` looks at: the ones inside its /16 (or
-    /// /24 in a dense /16); when none of them is at or before `addr`, its interval is the
-    /// one just before them.
-    #[inline(always)]
-    fn candidates(&self, addr: u32) -> (usize, usize) {
-        let h = (addr >> 16) as usize;
-        let (lo, hi) = (self.dir16[h].0 as usize, self.dir16[h + 1].0 as usize);
-        let block = self.dir16[h].1 as usize;
-        if block == 0 {
-            return (lo, hi);
-        }
-        let b = ((addr >> 8) & 0xff) as usize;
-        let dir = &self.dir24[(block - 1) * 257..];
-        (dir[b] as usize, dir[b + 1] as usize)
-    }
-
-    /// Index of the interval holding `addr`: the last one starting at or before it
-    /// (`starts[0]` is 0, so there always is one).
+    /// Index of the interval holding `addr`: through its /16's directory entry, and
+    /// its /24's when the /16 is cut.
     #[inline(always)]
     fn interval_of(&self, addr: u32) -> usize {
-        let (lo, hi) = self.candidates(addr);
-        self.interval_among(lo, hi, addr)
+        let mut entry = self.dir16[(addr >> 16) as usize];
+        if entry & TAG == PAGE {
+            entry = self.pages[((entry & !TAG) as usize) << 8 | ((addr >> 8) & 0xff) as usize];
+        }
+        let (payload, last) = ((entry & !TAG) as usize, addr as u8);
+        match entry & TAG {
+            LEAF => payload,
+            SOME => {
+                let few = &self.few[payload];
+                few.base as usize + few.below.iter().filter(|&&b| b < last).count()
+            }
+            _ => {
+                let many = &self.many[payload];
+                many.base as usize + many.offsets[last as usize] as usize
+            }
+        }
     }
 
-    /// [`NetworksV4::interval_of`] once its [`NetworksV4::candidates`] are known.
-    #[inline(always)]
-    fn interval_among(&self, lo: usize, hi: usize, addr: u32) -> usize {
-        lo + self.starts[lo..hi].partition_point(|&s| s <= addr) - 1
-    }
-
-    /// [`NetworksV4::owner`] of up to [`CHUNK`] lookups, in passes so that each one's
-    /// loads were prefetched by the pass before: the candidate starts of every lookup,
-    /// then every interval, then every answer.
-    pub fn owners(&self, addrs: &[u32], times: &[u64], owners: &mut [u32]) {
-        let n = addrs.len().min(times.len()).min(owners.len()).min(CHUNK);
+    /// [`NetworksV4::owner`] of the lookups `which` names (at most [`CHUNK`]):
+    /// `owners[k]` becomes the owner of `addrs[k]` at `times[k]` for every `k` in
+    /// `which`. In passes: every lookup's interval (prefetching its record); every
+    /// answer a record holds (prefetching the earlier answers of the rest); the rest.
+    pub fn owners(&self, addrs: &[u32], times: &[u64], which: &[u16], owners: &mut [u32]) {
+        let which = &which[..which.len().min(CHUNK)];
         if self.networks == 0 {
-            owners[..n].fill(super::table::UNATTRIBUTED);
+            for &k in which {
+                owners[k as usize] = super::table::UNATTRIBUTED;
+            }
             return;
         }
-        let mut found = [(0u32, 0u32); CHUNK];
-        for (k, &addr) in addrs[..n].iter().enumerate() {
-            let (lo, hi) = self.candidates(addr);
-            prefetch(&self.starts[lo.saturating_sub(1)]);
-            prefetch(&self.starts[hi.saturating_sub(1)]);
-            found[k] = (lo as u32, hi as u32);
-        }
-        for (k, &addr) in addrs[..n].iter().enumerate() {
-            let at = self.interval_among(found[k].0 as usize, found[k].1 as usize, addr);
+        let mut found = [0u32; CHUNK];
+        for (found, &k) in found.iter_mut().zip(which) {
+            let at = self.interval_of(addrs[k as usize]);
             prefetch(&self.intervals[at]);
-            found[k].0 = at as u32;
+            *found = at as u32;
         }
-        for k in 0..n {
-            owners[k] = self.answer(&self.intervals[found[k].0 as usize], times[k]);
+        let mut later = [0u16; CHUNK];
+        let mut n_later = 0;
+        for (i, &k) in which.iter().enumerate() {
+            let at = found[i];
+            let interval = &self.intervals[at as usize];
+            let t = times[k as usize];
+            if t >= u64::from(interval.settled_ts) || interval.answers_len <= 1 {
+                owners[k as usize] = self.answer(interval, t);
+            } else {
+                prefetch(&self.answers[interval.answers_start as usize]);
+                // Entries before `i` are no longer needed: keep the interval there.
+                later[n_later] = k;
+                found[n_later] = at;
+                n_later += 1;
+            }
+        }
+        for (&k, &at) in later[..n_later].iter().zip(&found) {
+            let k = k as usize;
+            owners[k] = self.answer(&self.intervals[at as usize], times[k]);
         }
     }
 
@@ -283,6 +361,10 @@ impl NetworksV4 {
     fn answer(&self, interval: &Interval, t: u64) -> u32 {
         if t >= u64::from(interval.settled_ts) {
             return interval.settled_owner;
+        }
+        if interval.answers_len <= 1 {
+            // Before its only change, the interval had no owner.
+            return super::table::UNATTRIBUTED;
         }
         let start = interval.answers_start as usize;
         self.answers[start..start + interval.answers_len as usize]
@@ -329,16 +411,19 @@ mod tests {
             x ^= x << 17;
             x
         };
-        for round in 0..20 {
-            // Networks crowded into a few /16s (so some /16s get /24 directories), plus
-            // a default route and a few wide ones in some rounds.
+        let (mut few_used, mut many_used) = (false, false);
+        for round in 0..30 {
+            // Networks crowded into a few /16s (so some /16s get pages of /24s), in
+            // some rounds into a few /24s (so some /24s are cut many times), plus a
+            // default route and a few wide ones in some rounds.
+            let spread = if round % 3 == 1 { 0xFF } else { 0xFFFF };
             let mut nets: Vec<Network> = Vec::new();
             let mut seen = std::collections::HashSet::new();
             let count = 5 + (rand() % 200) as usize;
             for _ in 0..count {
                 let len = [8u8, 12, 16, 20, 24, 26, 28, 30, 32][(rand() % 9) as usize];
                 let base = 0x0A00_0000u32 | ((rand() % 3) as u32) << 16;
-                let addr = base | (rand() as u32 & 0xFFFF);
+                let addr = base | (rand() as u32 & spread);
                 let net = addr & (u32::MAX << (32 - len as u32));
                 if !seen.insert((len, net)) {
                     continue;
@@ -353,11 +438,13 @@ mod tests {
                 nets.push((0, 0, vec![(50, 9)]));
             }
             let index = NetworksV4::build(nets.clone());
+            few_used |= !index.few.is_empty();
+            many_used |= !index.many.is_empty();
             for _ in 0..2_000 {
                 let addr = if rand() % 8 == 0 {
                     rand() as u32
                 } else {
-                    0x0A00_0000 | ((rand() % 3) as u32) << 16 | (rand() as u32 & 0xFFFF)
+                    0x0A00_0000 | ((rand() % 3) as u32) << 16 | (rand() as u32 & spread)
                 };
                 let t = rand() % 120;
                 assert_eq!(
@@ -367,6 +454,7 @@ mod tests {
                 );
             }
         }
+        assert!(few_used && many_used, "every kind of /24 entry was tested");
         let empty = NetworksV4::build(Vec::new());
         assert_eq!(empty.owner(0x0A00_0001, 5), 0);
         assert_eq!(

@@ -82,12 +82,13 @@ trait Networks<K: AddrKey> {
     /// The most specific network containing `addr` whose latest entry at or before `t`
     /// is an assign, or [`UNATTRIBUTED`].
     fn owner(&self, addr: K, t: u64) -> u32;
-    /// [`Networks::owner`] of many lookups: `owners[k]` becomes the owner of `addrs[k]`
-    /// at `times[k]`, for at most [`CHUNK`] lookups.
+    /// [`Networks::owner`] of the lookups `which` names: `owners[k]` becomes the owner
+    /// of `addrs[k]` at `times[k]` for every `k` in `which` (at most [`CHUNK`]).
     #[inline]
-    fn owners(&self, addrs: &[K], times: &[u64], owners: &mut [u32]) {
-        for ((owner, &addr), &t) in owners.iter_mut().zip(addrs).zip(times) {
-            *owner = self.owner(addr, t);
+    fn owners(&self, addrs: &[K], times: &[u64], which: &[u16], owners: &mut [u32]) {
+        for &k in which {
+            let k = k as usize;
+            owners[k] = self.owner(addrs[k], times[k]);
         }
     }
 }
@@ -98,8 +99,8 @@ impl Networks<u32> for NetworksV4 {
         NetworksV4::owner(self, addr, t)
     }
     #[inline]
-    fn owners(&self, addrs: &[u32], times: &[u64], owners: &mut [u32]) {
-        NetworksV4::owners(self, addrs, times, owners)
+    fn owners(&self, addrs: &[u32], times: &[u64], which: &[u16], owners: &mut [u32]) {
+        NetworksV4::owners(self, addrs, times, which, owners)
     }
 }
 
@@ -158,61 +159,36 @@ impl<K: AddrKey, N: ?Sized> Family<'_, K, N> {
 /// networks of those the timelines left open.
 pub(super) const CHUNK: usize = 256;
 
-/// Batched [`resolve`], arranged so the cache misses of many lookups overlap instead of
-/// being paid one after another. Per chunk of [`CHUNK`] lookups:
-/// 1. exact timelines, in one [`AddrMap::owners`] call; lookups they leave open (and
-///    that are not older than the cutoff) are set aside;
+/// Batched [`resolve`] of at most [`CHUNK`] lookups, appended to `out`, arranged so the
+/// cache misses of many lookups overlap instead of being paid one after another:
+/// 1. exact timelines, in one [`AddrMap::owners`] call, which also sets aside the
+///    lookups they leave open (and that are not older than the cutoff);
 /// 2. the networks of those set aside, in one [`Networks::owners`] call;
 /// 3. the internet owner for public addresses no network covers.
-///
-/// Both calls work in passes: each pass prefetches what the next one reads.
-fn resolve_batch<K: AddrKey, N: Networks<K> + ?Sized>(
+fn resolve_chunk<K: AddrKey, N: Networks<K> + ?Sized>(
     family: &Family<'_, K, N>,
-    addrs: impl Fn(usize) -> K,
+    keys: &[K],
     times: &[u64],
     out: &mut Vec<u32>,
 ) {
-    let n = times.len();
-    out.reserve(n);
-    let mut keys = [K::default(); CHUNK];
+    let len = keys.len().min(times.len()).min(CHUNK);
+    let (keys, times) = (&keys[..len], &times[..len]);
     let mut owners = [UNATTRIBUTED; CHUNK];
     let mut open = [0u16; CHUNK];
-    let mut open_addrs = [K::default(); CHUNK];
-    let mut open_times = [0u64; CHUNK];
-    for chunk in (0..n).step_by(CHUNK) {
-        let len = (n - chunk).min(CHUNK);
-        let chunk_times = &times[chunk..chunk + len];
-        for (k, key) in keys[..len].iter_mut().enumerate() {
-            *key = addrs(chunk + k);
-        }
-        family
-            .exact
-            .owners(&keys[..len], chunk_times, &mut owners[..len]);
-        let mut left = 0;
-        for (k, (owner, &t)) in owners[..len].iter_mut().zip(chunk_times).enumerate() {
-            if t < family.cutoff {
-                *owner = UNATTRIBUTED;
-            } else if *owner == UNATTRIBUTED {
-                open[left] = k as u16;
-                open_addrs[left] = keys[k];
-                open_times[left] = t;
-                left += 1;
+    let n_open = family
+        .exact
+        .owners(keys, times, family.cutoff, &mut owners, &mut open);
+    if n_open > 0 {
+        let open = &open[..n_open];
+        family.networks.owners(keys, times, open, &mut owners);
+        if family.internet != UNATTRIBUTED {
+            for &k in open {
+                let k = k as usize;
+                owners[k] = family.or_internet(keys[k], owners[k]);
             }
         }
-        let base = out.len();
-        out.extend_from_slice(&owners[..len]);
-        if left == 0 {
-            continue;
-        }
-        family.networks.owners(
-            &open_addrs[..left],
-            &open_times[..left],
-            &mut owners[..left],
-        );
-        for k in 0..left {
-            out[base + open[k] as usize] = family.or_internet(open_addrs[k], owners[k]);
-        }
     }
+    out.extend_from_slice(&owners[..len]);
 }
 
 impl Table {
@@ -255,14 +231,28 @@ impl Table {
     /// Owner ids of IPv4 addresses at times (`addrs[i]` at `times[i]`), appended to `out`.
     pub fn lookup_v4_batch(&self, addrs: &[u32], times: &[u64], out: &mut Vec<u32>) {
         let n = addrs.len().min(times.len());
-        resolve_batch(&self.family_v4(), |i| addrs[i], &times[..n], out);
+        out.reserve(n);
+        let family = self.family_v4();
+        for (addrs, times) in addrs[..n].chunks(CHUNK).zip(times[..n].chunks(CHUNK)) {
+            resolve_chunk(&family, addrs, times, out);
+        }
     }
 
     /// Owner ids of IPv6 addresses given as (high, low) u64 pairs, appended to `out`.
     pub fn lookup_v6_batch(&self, addrs: &[u64], times: &[u64], out: &mut Vec<u32>) {
         let n = (addrs.len() / 2).min(times.len());
-        let addr = |i: usize| ((addrs[2 * i] as u128) << 64) | addrs[2 * i + 1] as u128;
-        resolve_batch(&self.family_v6(), addr, &times[..n], out);
+        out.reserve(n);
+        let family = self.family_v6();
+        let mut keys = [0u128; CHUNK];
+        for (halves, times) in addrs[..2 * n]
+            .chunks(2 * CHUNK)
+            .zip(times[..n].chunks(CHUNK))
+        {
+            for (key, pair) in keys.iter_mut().zip(halves.chunks_exact(2)) {
+                *key = (u128::from(pair[0]) << 64) | u128::from(pair[1]);
+            }
+            resolve_chunk(&family, &keys[..times.len()], times, out);
+        }
     }
 
     /// Approximate bytes held by the lookup structures (not the owners' attributes).
