@@ -318,13 +318,14 @@ impl<K: AddrKey> AddrMap<K> {
     /// is none (no entry, or an unassign) or when the time is before `cutoff`. The
     /// indices of the lookups left at 0 but not for the cutoff go to `open`; returns how
     /// many. At most [`super::table::CHUNK`] lookups.
-    pub fn owners(
+    pub(super) fn owners(
         &self,
         keys: &[K],
         times: &[u64],
         cutoff: u64,
         owners: &mut [u32],
         open: &mut [u16],
+        work: &mut super::table::Work,
     ) -> usize {
         const CHUNK: usize = super::table::CHUNK;
         let n = keys
@@ -335,11 +336,12 @@ impl<K: AddrKey> AddrMap<K> {
             .min(CHUNK);
         let (keys, times, owners) = (&keys[..n], &times[..n], &mut owners[..n]);
         // Home slots first (no memory touched but the block bitmap).
-        let mut homes = [NO_SLOT as u32; CHUNK];
+        let homes = &mut work.at;
         for ((home, &key), &t) in homes.iter_mut().zip(keys).zip(times) {
-            if t >= cutoff && self.in_used_block(key) {
-                *home = self.home(key) as u32;
-            }
+            *home = match t >= cutoff && self.in_used_block(key) {
+                true => self.home(key) as u32,
+                false => NO_SLOT as u32,
+            };
         }
         let prefetch_home = |home: u32| {
             if let Some(slot) = self.slots.get(home as usize) {
@@ -353,10 +355,8 @@ impl<K: AddrKey> AddrMap<K> {
         let per_line = (64 / std::mem::size_of::<Slot<K>>()).max(1);
         let mut n_open = 0;
         // Lookups set aside: (lookup, slot to go on from), and (lookup, its slot).
-        let mut crossed = [(0u16, 0u32); CHUNK];
-        let mut n_crossed = 0;
-        let mut later = [(0u16, 0u32); CHUNK];
-        let mut n_later = 0;
+        let (crossed, later) = (&mut work.aside, &mut work.later);
+        let (mut n_crossed, mut n_later) = (0, 0);
         for k in 0..n {
             if let Some(&home) = homes.get(k + AHEAD) {
                 prefetch_home(home);
@@ -517,8 +517,14 @@ mod tests {
             for cutoff in [0, 20] {
                 let mut owners = vec![u32::MAX; len];
                 let mut open = vec![u16::MAX; len];
-                let n_open =
-                    map.owners(&keys[..len], &times[..len], cutoff, &mut owners, &mut open);
+                let n_open = map.owners(
+                    &keys[..len],
+                    &times[..len],
+                    cutoff,
+                    &mut owners,
+                    &mut open,
+                    &mut super::super::table::Work::new(),
+                );
                 let mut open = open[..n_open].to_vec();
                 open.sort_unstable();
                 let mut want_open = Vec::new();

@@ -11,11 +11,11 @@
 //! count of its boundaries at or below the address's last byte (a few kept in one
 //! 16-byte record, more in a 256-byte table). Then it reads the interval's record:
 //! after the last change (the usual case: flows are minutes old, networks change
-//! rarely) the record holds the answer; for an older time, one short run of answers
-//! is scanned.
+//! rarely) the record holds the answer, as it does for the two changes before that;
+//! for an older time, one short run of earlier changes is scanned.
 
 use super::addr_map::prefetch;
-use super::table::CHUNK;
+use super::table::{CHUNK, Work};
 
 /// A network as the index is built from: prefix length, network address, timeline of
 /// `(from_ts, owner)` sorted by time.
@@ -47,6 +47,29 @@ struct Few {
     below: [u8; FEW],
 }
 
+impl Few {
+    /// How many of the boundaries are at or below last byte `last`.
+    #[inline(always)]
+    fn cuts_below(&self, last: u8) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::*;
+            // SAFETY: SSE2 is part of x86_64; the load reads exactly this 16-byte record.
+            unsafe {
+                let record = _mm_loadu_si128((self as *const Few).cast());
+                let last = _mm_set1_epi8(last as i8);
+                // Bytes at or above `last` (max(b, last) == b); `below` is ascending,
+                // so the cuts below `last` are the lanes before the first of those.
+                let at_or_above = _mm_cmpeq_epi8(_mm_max_epu8(record, last), record);
+                let mask = _mm_movemask_epi8(at_or_above) as u32 >> 4;
+                (mask | 1 << FEW).trailing_zeros() as usize
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        self.below.iter().filter(|&&b| b < last).count()
+    }
+}
+
 /// A /24 cut by more than [`FEW`] boundaries.
 #[derive(Clone, Copy, Debug)]
 struct Many {
@@ -56,17 +79,39 @@ struct Many {
     offsets: [u8; 256],
 }
 
-/// One elementary interval.
-#[derive(Clone, Copy, Debug, Default)]
+/// Answers an interval's record holds inline: its latest changes.
+const INLINE: usize = 3;
+
+/// Marks an interval without changes before its inline ones.
+const NO_OLDER: u32 = u32::MAX;
+
+/// One elementary interval: its answer over time, as its latest changes (most lookups
+/// read nothing else) and where the earlier ones are. 32 bytes, aligned so that a
+/// record never straddles cache lines.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(32))]
 struct Interval {
-    /// Where its answers start in `answers`.
-    answers_start: u32,
-    /// How many answers it has.
-    answers_len: u32,
-    /// From this time on the answer stays the same (its last change)...
-    settled_ts: u32,
-    /// ...and this is the owner (0 = nobody).
-    settled_owner: u32,
+    /// From when each of the latest answers holds, newest first; unused ones are 0,
+    /// with owner 0 (before its first change an interval has no owner).
+    ts: [u32; INLINE],
+    /// Each of those answers' owner (0 = nobody).
+    owners: [u32; INLINE],
+    /// Where the earlier changes are in `answers` (a `(count, 0)` header, then the
+    /// changes oldest first), or [`NO_OLDER`].
+    older: u32,
+}
+
+impl Interval {
+    /// The owner at `t`, unless `t` is before the inline answers and earlier ones
+    /// decide.
+    #[inline(always)]
+    fn inline_answer(&self, t: u64) -> Option<u32> {
+        let after = self.ts.iter().filter(|&&ts| u64::from(ts) > t).count();
+        match after < INLINE || self.older == NO_OLDER {
+            true => Some(self.owners.get(after).copied().unwrap_or(0)),
+            false => None,
+        }
+    }
 }
 
 /// Timelines of the networks, by network id: `(from_ts, owner)` oldest first.
@@ -95,14 +140,17 @@ impl Timelines {
 pub struct NetworksV4 {
     /// One entry per /16: [`LEAF`] or [`PAGE`].
     dir16: Vec<u32>,
-    /// 256 entries per page, one per /24: [`LEAF`], [`SOME`] or [`MANY`].
+    /// 256 entries per page, one per /24: [`LEAF`], [`SOME`] or [`MANY`]. Page 0 is
+    /// a dummy that no /16 names.
     pages: Vec<u32>,
+    /// The cut /24s' records; `few[0]` is a dummy that no /24 names.
     few: Vec<Few>,
     many: Vec<Many>,
     intervals: Vec<Interval>,
-    /// Each interval's answer over time, `(from_ts, owner)` oldest first, one entry per
-    /// change: the rule applied to its covering networks at every time one of them
-    /// changes, so a lookup reads one short run instead of walking the networks.
+    /// The intervals' changes before their inline ones, `(from_ts, owner)` oldest
+    /// first, each run behind a header. An interval's changes are worked out by the
+    /// rule applied to its covering networks at every time one of them changes, so a
+    /// lookup reads one record (or one short run) instead of walking the networks.
     answers: Vec<(u32, u32)>,
     /// Number of networks.
     networks: usize,
@@ -155,6 +203,7 @@ impl NetworksV4 {
         let mut starts: Vec<u32> = Vec::with_capacity(bounds.len());
         let mut chain: Vec<u32> = Vec::new();
         let mut times: Vec<u32> = Vec::new();
+        let mut changes: Vec<(u32, u32)> = Vec::new();
         // Sweep the boundaries with the stack of networks containing the current one.
         let mut stack: Vec<(u64, u32)> = Vec::new(); // (end, id), innermost last
         let mut next = 0usize;
@@ -180,7 +229,7 @@ impl NetworksV4 {
             }
             times.sort_unstable();
             times.dedup();
-            let answers_start = index.answers.len() as u32;
+            changes.clear();
             let mut owner = super::table::UNATTRIBUTED;
             for &ts in &times {
                 let now = chain
@@ -192,21 +241,27 @@ impl NetworksV4 {
                     })
                     .unwrap_or(super::table::UNATTRIBUTED);
                 if now != owner {
-                    index.answers.push((ts, now));
+                    changes.push((ts, now));
                     owner = now;
                 }
             }
-            let answers_len = index.answers.len() as u32 - answers_start;
+            let (earlier, latest) = changes.split_at(changes.len().saturating_sub(INLINE));
+            let mut interval = Interval {
+                ts: [0; INLINE],
+                owners: [super::table::UNATTRIBUTED; INLINE],
+                older: NO_OLDER,
+            };
+            for (j, &(ts, owner)) in latest.iter().rev().enumerate() {
+                interval.ts[j] = ts;
+                interval.owners[j] = owner;
+            }
+            if !earlier.is_empty() {
+                interval.older = index.answers.len() as u32;
+                index.answers.push((earlier.len() as u32, 0));
+                index.answers.extend_from_slice(earlier);
+            }
             starts.push(bound as u32);
-            index.intervals.push(Interval {
-                answers_start,
-                answers_len,
-                settled_ts: match answers_len {
-                    0 => 0,
-                    _ => index.answers[index.answers.len() - 1].0,
-                },
-                settled_owner: owner,
-            });
+            index.intervals.push(interval);
         }
         assert!(
             index.intervals.len() < 1 << 30,
@@ -229,6 +284,12 @@ impl NetworksV4 {
             &starts[lo..hi]
         };
         self.dir16 = Vec::with_capacity(1 << 16);
+        // The dummies `interval_of` reads instead of a page and a `Few`.
+        self.pages = vec![LEAF; 256];
+        self.few = vec![Few {
+            base: 0,
+            below: [u8::MAX; FEW],
+        }];
         for h in 0..1u64 << 16 {
             let at16 = h << 16;
             if inside(at16, 1 << 16).is_empty() {
@@ -288,29 +349,36 @@ impl NetworksV4 {
     /// its /24's when the /16 is cut.
     #[inline(always)]
     fn interval_of(&self, addr: u32) -> usize {
-        let mut entry = self.dir16[(addr >> 16) as usize];
-        if entry & TAG == PAGE {
-            entry = self.pages[((entry & !TAG) as usize) << 8 | ((addr >> 8) & 0xff) as usize];
+        // Without branches but for the rare MANY: which entries a lookup takes is
+        // unpredictable, and a mispredicted branch would throw away the loads and
+        // prefetches issued after it. Page 0 and `few[0]` are dummies read instead.
+        use std::hint::select_unpredictable as select;
+        let entry16 = self.dir16[(addr >> 16) as usize];
+        let paged = entry16 & TAG == PAGE;
+        let at = ((entry16 & !TAG) as usize) << 8 | ((addr >> 8) & 0xff) as usize;
+        let entry = select(paged, self.pages[select(paged, at, 0)], entry16);
+        let (tag, payload, last) = (entry & TAG, (entry & !TAG) as usize, addr as u8);
+        if tag == MANY {
+            let many = &self.many[payload];
+            return many.base as usize + many.offsets[last as usize] as usize;
         }
-        let (payload, last) = ((entry & !TAG) as usize, addr as u8);
-        match entry & TAG {
-            LEAF => payload,
-            SOME => {
-                let few = &self.few[payload];
-                few.base as usize + few.below.iter().filter(|&&b| b < last).count()
-            }
-            _ => {
-                let many = &self.many[payload];
-                many.base as usize + many.offsets[last as usize] as usize
-            }
-        }
+        let some = tag == SOME;
+        let few = &self.few[select(some, payload, 0)];
+        select(some, few.base as usize, payload) + few.cuts_below(last)
     }
 
     /// [`NetworksV4::owner`] of the lookups `which` names (at most [`CHUNK`]):
     /// `owners[k]` becomes the owner of `addrs[k]` at `times[k]` for every `k` in
     /// `which`. In passes: every lookup's interval (prefetching its record); every
     /// answer a record holds (prefetching the earlier answers of the rest); the rest.
-    pub fn owners(&self, addrs: &[u32], times: &[u64], which: &[u16], owners: &mut [u32]) {
+    pub(super) fn owners(
+        &self,
+        addrs: &[u32],
+        times: &[u64],
+        which: &[u16],
+        owners: &mut [u32],
+        work: &mut Work,
+    ) {
         let which = &which[..which.len().min(CHUNK)];
         if self.networks == 0 {
             for &k in which {
@@ -318,29 +386,26 @@ impl NetworksV4 {
             }
             return;
         }
-        let mut found = [0u32; CHUNK];
+        let found = &mut work.at;
         for (found, &k) in found.iter_mut().zip(which) {
             let at = self.interval_of(addrs[k as usize]);
             prefetch(&self.intervals[at]);
             *found = at as u32;
         }
-        let mut later = [0u16; CHUNK];
+        let later = &mut work.later;
         let mut n_later = 0;
         for (i, &k) in which.iter().enumerate() {
             let at = found[i];
             let interval = &self.intervals[at as usize];
-            let t = times[k as usize];
-            if t >= u64::from(interval.settled_ts) || interval.answers_len <= 1 {
-                owners[k as usize] = self.answer(interval, t);
+            if let Some(owner) = interval.inline_answer(times[k as usize]) {
+                owners[k as usize] = owner;
             } else {
-                prefetch(&self.answers[interval.answers_start as usize]);
-                // Entries before `i` are no longer needed: keep the interval there.
-                later[n_later] = k;
-                found[n_later] = at;
+                prefetch(&self.answers[interval.older as usize]);
+                later[n_later] = (k, at);
                 n_later += 1;
             }
         }
-        for (&k, &at) in later[..n_later].iter().zip(&found) {
+        for &(k, at) in &later[..n_later] {
             let k = k as usize;
             owners[k] = self.answer(&self.intervals[at as usize], times[k]);
         }
@@ -359,15 +424,12 @@ impl NetworksV4 {
     /// The owner `interval` has at `t`.
     #[inline(always)]
     fn answer(&self, interval: &Interval, t: u64) -> u32 {
-        if t >= u64::from(interval.settled_ts) {
-            return interval.settled_owner;
+        if let Some(owner) = interval.inline_answer(t) {
+            return owner;
         }
-        if interval.answers_len <= 1 {
-            // Before its only change, the interval had no owner.
-            return super::table::UNATTRIBUTED;
-        }
-        let start = interval.answers_start as usize;
-        self.answers[start..start + interval.answers_len as usize]
+        let header = interval.older as usize;
+        let count = self.answers[header].0 as usize;
+        self.answers[header + 1..header + 1 + count]
             .iter()
             .rev()
             .find(|&&(ts, _)| u64::from(ts) <= t)
@@ -438,7 +500,7 @@ mod tests {
                 nets.push((0, 0, vec![(50, 9)]));
             }
             let index = NetworksV4::build(nets.clone());
-            few_used |= !index.few.is_empty();
+            few_used |= index.few.len() > 1;
             many_used |= !index.many.is_empty();
             for _ in 0..2_000 {
                 let addr = if rand() % 8 == 0 {

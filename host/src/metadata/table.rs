@@ -85,7 +85,14 @@ trait Networks<K: AddrKey> {
     /// [`Networks::owner`] of the lookups `which` names: `owners[k]` becomes the owner
     /// of `addrs[k]` at `times[k]` for every `k` in `which` (at most [`CHUNK`]).
     #[inline]
-    fn owners(&self, addrs: &[K], times: &[u64], which: &[u16], owners: &mut [u32]) {
+    fn owners(
+        &self,
+        addrs: &[K],
+        times: &[u64],
+        which: &[u16],
+        owners: &mut [u32],
+        _work: &mut Work,
+    ) {
         for &k in which {
             let k = k as usize;
             owners[k] = self.owner(addrs[k], times[k]);
@@ -99,8 +106,15 @@ impl Networks<u32> for NetworksV4 {
         NetworksV4::owner(self, addr, t)
     }
     #[inline]
-    fn owners(&self, addrs: &[u32], times: &[u64], which: &[u16], owners: &mut [u32]) {
-        NetworksV4::owners(self, addrs, times, which, owners)
+    fn owners(
+        &self,
+        addrs: &[u32],
+        times: &[u64],
+        which: &[u16],
+        owners: &mut [u32],
+        work: &mut Work,
+    ) {
+        NetworksV4::owners(self, addrs, times, which, owners, work)
     }
 }
 
@@ -159,6 +173,46 @@ impl<K: AddrKey, N: ?Sized> Family<'_, K, N> {
 /// networks of those the timelines left open.
 pub(super) const CHUNK: usize = 256;
 
+/// Working space of a batched lookup, set up once per batch rather than per chunk.
+pub(super) struct Scratch {
+    /// Per lookup: its owner so far.
+    owners: [u32; CHUNK],
+    /// Lookups the exact timelines left open.
+    open: [u16; CHUNK],
+    /// What the passes of the exact and network lookups keep.
+    work: Work,
+}
+
+/// What the passes of a chunk's lookups keep between them.
+pub(super) struct Work {
+    /// Per lookup: the slot or interval it is at.
+    pub(super) at: [u32; CHUNK],
+    /// Lookups set aside for a later pass: (lookup, slot or interval to go on from).
+    pub(super) aside: [(u16, u32); CHUNK],
+    /// Likewise, for the pass after that.
+    pub(super) later: [(u16, u32); CHUNK],
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            owners: [UNATTRIBUTED; CHUNK],
+            open: [0; CHUNK],
+            work: Work::new(),
+        }
+    }
+}
+
+impl Work {
+    pub(super) fn new() -> Work {
+        Work {
+            at: [0; CHUNK],
+            aside: [(0, 0); CHUNK],
+            later: [(0, 0); CHUNK],
+        }
+    }
+}
+
 /// Batched [`resolve`] of at most [`CHUNK`] lookups, appended to `out`, arranged so the
 /// cache misses of many lookups overlap instead of being paid one after another:
 /// 1. exact timelines, in one [`AddrMap::owners`] call, which also sets aside the
@@ -169,18 +223,18 @@ fn resolve_chunk<K: AddrKey, N: Networks<K> + ?Sized>(
     family: &Family<'_, K, N>,
     keys: &[K],
     times: &[u64],
+    scratch: &mut Scratch,
     out: &mut Vec<u32>,
 ) {
     let len = keys.len().min(times.len()).min(CHUNK);
     let (keys, times) = (&keys[..len], &times[..len]);
-    let mut owners = [UNATTRIBUTED; CHUNK];
-    let mut open = [0u16; CHUNK];
+    let Scratch { owners, open, work } = scratch;
     let n_open = family
         .exact
-        .owners(keys, times, family.cutoff, &mut owners, &mut open);
+        .owners(keys, times, family.cutoff, owners, open, work);
     if n_open > 0 {
         let open = &open[..n_open];
-        family.networks.owners(keys, times, open, &mut owners);
+        family.networks.owners(keys, times, open, owners, work);
         if family.internet != UNATTRIBUTED {
             for &k in open {
                 let k = k as usize;
@@ -233,8 +287,9 @@ impl Table {
         let n = addrs.len().min(times.len());
         out.reserve(n);
         let family = self.family_v4();
+        let mut scratch = Scratch::new();
         for (addrs, times) in addrs[..n].chunks(CHUNK).zip(times[..n].chunks(CHUNK)) {
-            resolve_chunk(&family, addrs, times, out);
+            resolve_chunk(&family, addrs, times, &mut scratch, out);
         }
     }
 
@@ -244,6 +299,7 @@ impl Table {
         out.reserve(n);
         let family = self.family_v6();
         let mut keys = [0u128; CHUNK];
+        let mut scratch = Scratch::new();
         for (halves, times) in addrs[..2 * n]
             .chunks(2 * CHUNK)
             .zip(times[..n].chunks(CHUNK))
@@ -251,7 +307,7 @@ impl Table {
             for (key, pair) in keys.iter_mut().zip(halves.chunks_exact(2)) {
                 *key = (u128::from(pair[0]) << 64) | u128::from(pair[1]);
             }
-            resolve_chunk(&family, &keys[..times.len()], times, out);
+            resolve_chunk(&family, &keys[..times.len()], times, &mut scratch, out);
         }
     }
 
