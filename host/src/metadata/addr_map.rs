@@ -94,7 +94,9 @@ impl AddrKey for u128 {
 pub const BLOCKS: usize = 1 << 16;
 
 /// "No slot" in a batched lookup (never a slot index: capacities are powers of two).
-const NO_SLOT: usize = u32::MAX as usize;
+const NO_SLOT: u32 = u32::MAX;
+/// "Before the cutoff" in a batched lookup (likewise).
+const OLD: u32 = u32::MAX - 1;
 
 /// Marks an empty slot (in `older`).
 const EMPTY: u32 = u32::MAX;
@@ -139,7 +141,7 @@ pub struct AddrMap<K> {
     /// One bit per address block ([`AddrKey::block`]): whether any key is in it. A
     /// lookup of an address in a block without keys (most of the internet) ends here,
     /// in 8 KiB that stay cached, instead of probing the slots.
-    blocks: Vec<u64>,
+    blocks: Box<[u64; BLOCKS / 64]>,
     slots: Vec<Slot<K>>,
     shift: u32,
     /// Earlier entries of every timeline, `(from_ts, owner)`, each run behind a header.
@@ -165,7 +167,7 @@ impl<K: AddrKey> AddrMap<K> {
             })
             .sum();
         let mut map = AddrMap {
-            blocks: vec![0; BLOCKS / 64],
+            blocks: Box::new([0; BLOCKS / 64]),
             slots: huge_vec(capacity, Slot::default()),
             shift: 64 - capacity.trailing_zeros(),
             entries: huge_vec(earlier, (0, 0)),
@@ -224,7 +226,7 @@ impl<K: AddrKey> AddrMap<K> {
 
     /// Bytes held by the map's arrays.
     pub fn heap_bytes(&self) -> usize {
-        self.blocks.capacity() * 8
+        BLOCKS / 8
             + self.slots.capacity() * std::mem::size_of::<Slot<K>>()
             + self.entries.capacity() * std::mem::size_of::<(u32, u32)>()
     }
@@ -324,46 +326,42 @@ impl<K: AddrKey> AddrMap<K> {
         times: &[u64],
         cutoff: u64,
         owners: &mut [u32],
-        open: &mut [u16],
+        open: &mut [u16; super::table::CHUNK],
         work: &mut super::table::Work,
     ) -> usize {
         const CHUNK: usize = super::table::CHUNK;
-        let n = keys
-            .len()
-            .min(times.len())
-            .min(owners.len())
-            .min(open.len())
-            .min(CHUNK);
+        let n = keys.len().min(times.len()).min(owners.len()).min(CHUNK);
         let (keys, times, owners) = (&keys[..n], &times[..n], &mut owners[..n]);
-        // Home slots first (no memory touched but the block bitmap).
+        // Home slots first (no memory touched but the block bitmap): NO_SLOT for an
+        // address in a block without keys, OLD for a time before the cutoff.
+        use std::hint::select_unpredictable as select;
         let homes = &mut work.at;
         for ((home, &key), &t) in homes.iter_mut().zip(keys).zip(times) {
-            *home = match t >= cutoff && self.in_used_block(key) {
-                true => self.home(key) as u32,
-                false => NO_SLOT as u32,
-            };
+            let slot = select(self.in_used_block(key), self.home(key) as u32, NO_SLOT);
+            *home = select(t >= cutoff, slot, OLD);
         }
-        let prefetch_home = |home: u32| {
-            if let Some(slot) = self.slots.get(home as usize) {
-                prefetch(slot);
-            }
-        };
-        for &home in &homes[..n.min(AHEAD)] {
+        homes[n..n + AHEAD].fill(NO_SLOT);
+        // Prefetching a sentinel's (masked) slot is harmless and saves a branch.
+        let mask = self.slots.len() - 1;
+        let first = self.slots.as_ptr();
+        let prefetch_home = |home: u32| prefetch_ptr(first.wrapping_add(home as usize & mask));
+        for &home in &homes[..AHEAD] {
             prefetch_home(home);
         }
-        let mask = self.slots.len() - 1;
         let per_line = (64 / std::mem::size_of::<Slot<K>>()).max(1);
         let mut n_open = 0;
         // Lookups set aside: (lookup, slot to go on from), and (lookup, its slot).
         let (crossed, later) = (&mut work.aside, &mut work.later);
         let (mut n_crossed, mut n_later) = (0, 0);
         for k in 0..n {
-            if let Some(&home) = homes.get(k + AHEAD) {
-                prefetch_home(home);
-            }
+            prefetch_home(homes[k + AHEAD]);
             let (key, t, mut at) = (keys[k], times[k], homes[k] as usize);
-            let owner = if at == NO_SLOT {
-                0
+            let owner = if at > mask {
+                // Not open when too old: those are set to 0 at the end.
+                match at == OLD as usize {
+                    true => NO_ENTRY,
+                    false => 0,
+                }
             } else {
                 loop {
                     let slot = &self.slots[at];
@@ -389,8 +387,9 @@ impl<K: AddrKey> AddrMap<K> {
                 }
             };
             owners[k] = owner;
-            open[n_open] = k as u16;
-            n_open += usize::from(owner == 0 && t >= cutoff);
+            // (`n_open` is below CHUNK: the mask only spares a bounds check.)
+            open[n_open & (CHUNK - 1)] = k as u16;
+            n_open += usize::from(owner == 0);
         }
         for &(k, at) in &crossed[..n_crossed] {
             let k = k as usize;
@@ -416,13 +415,18 @@ impl<K: AddrKey> AddrMap<K> {
             open[n_open] = k as u16;
             n_open += usize::from(owner == 0);
         }
+        if cutoff > 0 {
+            for (owner, &home) in owners.iter_mut().zip(homes.iter()) {
+                *owner = select(home == OLD, 0, *owner);
+            }
+        }
         n_open
     }
 }
 
 /// How many lookups ahead [`AddrMap::owners`] prefetches: enough to cover a miss to
 /// memory with the work on the lookups in between.
-const AHEAD: usize = 16;
+const AHEAD: usize = super::table::LOOK_AHEAD;
 
 /// A vector of `n` copies of `value`, on transparent huge pages where the kernel offers
 /// them (a large table then costs far fewer TLB misses). The advice is given before the
@@ -461,18 +465,24 @@ fn advise_huge_pages<T>(ptr: *const T, bytes: usize) {
     let _ = (ptr, bytes);
 }
 
+/// Hints the CPU to fetch the cache line at `ptr`, which may point anywhere.
+#[inline(always)]
+fn prefetch_ptr<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 /// Hints the CPU to fetch the cache line holding `value`.
 #[inline(always)]
 pub(super) fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-            (value as *const T).cast(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    prefetch_ptr(value as *const T);
 }
 
 #[cfg(test)]
@@ -516,7 +526,7 @@ mod tests {
         for len in [0, 1, 5, 100, super::super::table::CHUNK] {
             for cutoff in [0, 20] {
                 let mut owners = vec![u32::MAX; len];
-                let mut open = vec![u16::MAX; len];
+                let mut open = [u16::MAX; super::super::table::CHUNK];
                 let n_open = map.owners(
                     &keys[..len],
                     &times[..len],

@@ -172,6 +172,10 @@ impl<K: AddrKey, N: ?Sized> Family<'_, K, N> {
 /// Lookups a batch works through at a time: their exact timelines first, then the
 /// networks of those the timelines left open.
 pub(super) const CHUNK: usize = 256;
+const _: () = assert!(CHUNK.is_power_of_two() && CHUNK <= 1 << 16);
+
+/// How far ahead a software-pipelined pass may look past its last lookup.
+pub(super) const LOOK_AHEAD: usize = 16;
 
 /// Working space of a batched lookup, set up once per batch rather than per chunk.
 pub(super) struct Scratch {
@@ -185,8 +189,9 @@ pub(super) struct Scratch {
 
 /// What the passes of a chunk's lookups keep between them.
 pub(super) struct Work {
-    /// Per lookup: the slot or interval it is at.
-    pub(super) at: [u32; CHUNK],
+    /// Per lookup: the slot or interval it is at (and room for a pipeline's look
+    /// ahead past the last lookup).
+    pub(super) at: [u32; CHUNK + LOOK_AHEAD],
     /// Lookups set aside for a later pass: (lookup, slot or interval to go on from).
     pub(super) aside: [(u16, u32); CHUNK],
     /// Likewise, for the pass after that.
@@ -206,7 +211,7 @@ impl Scratch {
 impl Work {
     pub(super) fn new() -> Work {
         Work {
-            at: [0; CHUNK],
+            at: [0; CHUNK + LOOK_AHEAD],
             aside: [(0, 0); CHUNK],
             later: [(0, 0); CHUNK],
         }
