@@ -175,7 +175,7 @@ pub(super) const CHUNK: usize = 256;
 const _: () = assert!(CHUNK.is_power_of_two() && CHUNK <= 1 << 16);
 
 /// How far ahead a software-pipelined pass may look past its last lookup.
-pub(super) const LOOK_AHEAD: usize = 16;
+pub(super) const LOOK_AHEAD: usize = 48;
 
 /// Working space of a batched lookup, set up once per batch rather than per chunk.
 pub(super) struct Scratch {
