@@ -558,6 +558,89 @@ mod tests {
     }
 
     #[test]
+    fn batches_agree_with_single_lookups_on_random_keys() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // Random keys in a few blocks, at the full load factor, so that many keys sit
+        // past their home slot and some probes run into the next cache line.
+        let block = |r: u64| 0x0A00_0000 | ((r % 4) as u32) << 16;
+        let mut timelines = std::collections::HashMap::new();
+        while timelines.len() < 4_096 {
+            let r = rand();
+            let key = block(r) | (r >> 32) as u32 & 0xFFFF;
+            let len = 1 + rand() % 6;
+            let timeline: Vec<(u64, u32)> = (0..len)
+                .map(|i| (10 * i + rand() % 10, (rand() % 5) as u32))
+                .collect();
+            timelines.insert(key, timeline);
+        }
+        let map = AddrMap::build(timelines.clone().into_iter());
+        let crossed = timelines
+            .keys()
+            .filter(|&&key| {
+                let at = map.find_from(key, map.home(key)).unwrap();
+                at / 2 != map.home(key) / 2
+            })
+            .count();
+        assert!(
+            crossed > 100,
+            "only {crossed} keys are past their home line"
+        );
+        let present: Vec<u32> = timelines.keys().copied().collect();
+        let mut work = super::super::table::Work::new();
+        for round in 0..40 {
+            // Half of them present.
+            let keys: Vec<u32> = (0..super::super::table::CHUNK)
+                .map(|_| match rand() % 2 {
+                    0 => present[(rand() % present.len() as u64) as usize],
+                    _ => {
+                        let r = rand();
+                        block(r) | (r >> 32) as u32 & 0xFFFF
+                    }
+                })
+                .collect();
+            let times: Vec<u64> = keys.iter().map(|_| rand() % 80).collect();
+            let cutoff = [0, 15][round % 2];
+            let mut owners = vec![u32::MAX; keys.len()];
+            let mut open = [u16::MAX; super::super::table::CHUNK];
+            let n_open = map.owners(&keys, &times, cutoff, &mut owners, &mut open, &mut work);
+            let mut open = open[..n_open].to_vec();
+            open.sort_unstable();
+            let mut want_open = Vec::new();
+            for k in 0..keys.len() {
+                let scan = timelines.get(&keys[k]).and_then(|timeline| {
+                    timeline
+                        .iter()
+                        .rev()
+                        .find(|&&(ts, _)| ts <= times[k])
+                        .map(|&(_, owner)| owner)
+                });
+                assert_eq!(
+                    map.at(keys[k], times[k]),
+                    scan,
+                    "{:#x} at {}",
+                    keys[k],
+                    times[k]
+                );
+                let want = match times[k] < cutoff {
+                    true => 0,
+                    false => scan.unwrap_or(0),
+                };
+                assert_eq!(owners[k], want, "batched {:#x} at {}", keys[k], times[k]);
+                if want == 0 && times[k] >= cutoff {
+                    want_open.push(k as u16);
+                }
+            }
+            assert_eq!(open, want_open, "round {round}");
+        }
+    }
+
+    #[test]
     fn finds_every_key_and_only_those() {
         let map = AddrMap::build((0..1000u32).map(|k| (k * 7, vec![(10, k + 1), (20, 0)])));
         for k in 0..1000u32 {

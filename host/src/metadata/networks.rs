@@ -473,7 +473,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let (mut few_used, mut many_used) = (false, false);
+        let (mut few_used, mut many_used, mut older_used) = (false, false, false);
         for round in 0..30 {
             // Networks crowded into a few /16s (so some /16s get pages of /24s), in
             // some rounds into a few /24s (so some /24s are cut many times), plus a
@@ -502,6 +502,7 @@ mod tests {
             let index = NetworksV4::build(nets.clone());
             few_used |= index.few.len() > 1;
             many_used |= !index.many.is_empty();
+            let (mut addrs, mut times) = (Vec::new(), Vec::new());
             for _ in 0..2_000 {
                 let addr = if rand() % 8 == 0 {
                     rand() as u32
@@ -509,14 +510,43 @@ mod tests {
                     0x0A00_0000 | ((rand() % 3) as u32) << 16 | (rand() as u32 & spread)
                 };
                 let t = rand() % 120;
+                let want = reference(&nets, addr, t);
                 assert_eq!(
                     index.owner(addr, t),
-                    reference(&nets, addr, t),
+                    want,
                     "round {round}, {addr:#x} at {t}"
                 );
+                older_used |=
+                    t < u64::from(index.intervals[index.interval_of(addr)].ts[INLINE - 1])
+                        && index.intervals[index.interval_of(addr)].older != NO_OLDER;
+                addrs.push(addr);
+                times.push(t);
+            }
+            // Batched, over every other lookup of each chunk (as the table asks for the
+            // lookups its exact addresses left open).
+            let mut work = Work::new();
+            for (addrs, times) in addrs.chunks(CHUNK).zip(times.chunks(CHUNK)) {
+                let which: Vec<u16> = (0..addrs.len() as u16).step_by(2).collect();
+                let mut owners = vec![u32::MAX; addrs.len()];
+                index.owners(addrs, times, &which, &mut owners, &mut work);
+                for k in 0..addrs.len() {
+                    let want = match k % 2 {
+                        0 => reference(&nets, addrs[k], times[k]),
+                        _ => u32::MAX,
+                    };
+                    assert_eq!(
+                        owners[k], want,
+                        "round {round}, batched {:#x} at {}",
+                        addrs[k], times[k]
+                    );
+                }
             }
         }
         assert!(few_used && many_used, "every kind of /24 entry was tested");
+        assert!(
+            older_used,
+            "lookups before an interval's inline answers were tested"
+        );
         let empty = NetworksV4::build(Vec::new());
         assert_eq!(empty.owner(0x0A00_0001, 5), 0);
         assert_eq!(
