@@ -1,8 +1,8 @@
 //! A compact open-addressing map from an address (or masked network) to its timeline,
-//! laid out for batched lookups: slots probed linearly (16 bytes for IPv4, 32 for IPv6)
-//! that hold the latest entry inline, earlier entries contiguously in one flat array of
-//! `(from_ts, owner)`, and a batched lookup that works in passes with prefetches, so a
-//! batch overlaps its cache misses instead of paying them one after another.
+//! laid out for batched lookups: slots probed linearly (32 bytes for IPv4, 64 for IPv6)
+//! that hold the latest three entries inline, earlier entries contiguously in one flat
+//! array of `(from_ts, owner)`, and a software-pipelined batched lookup, so a batch
+//! overlaps its cache misses instead of paying them one after another.
 
 use std::hash::Hash;
 
@@ -484,8 +484,6 @@ fn prefetch_ptr<T>(ptr: *const T) {
 /// Hints the CPU to fetch the cache line holding `value`.
 #[inline(always)]
 pub(super) fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetching is a hint; it never faults, whatever the address.
     prefetch_ptr(value as *const T);
 }
 

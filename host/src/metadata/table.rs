@@ -199,6 +199,7 @@ pub(super) struct Work {
 }
 
 impl Scratch {
+    /// Working space for one batch.
     fn new() -> Scratch {
         Scratch {
             owners: [UNATTRIBUTED; CHUNK],
@@ -209,6 +210,7 @@ impl Scratch {
 }
 
 impl Work {
+    /// Working space for the passes of one chunk after another.
     pub(super) fn new() -> Work {
         Work {
             at: [0; CHUNK + LOOK_AHEAD],
