@@ -349,14 +349,40 @@ impl NetworksV4 {
     /// its /24's when the /16 is cut.
     #[inline(always)]
     fn interval_of(&self, addr: u32) -> usize {
-        // Without branches but for the rare MANY: which entries a lookup takes is
-        // unpredictable, and a mispredicted branch would throw away the loads and
-        // prefetches issued after it. Page 0 and `few[0]` are dummies read instead.
+        self.interval_in(self.entry_of(addr), addr)
+    }
+
+    /// The directory entry that decides `addr`'s interval: its /16's, or its /24's
+    /// when the /16 is cut ([`LEAF`], [`SOME`] or [`MANY`]).
+    #[inline(always)]
+    fn entry_of(&self, addr: u32) -> u32 {
+        // Without branches: which entries a lookup takes is unpredictable, and a
+        // mispredicted branch would throw away the loads and prefetches issued after
+        // it. Page 0 is a dummy read instead.
         use std::hint::select_unpredictable as select;
         let entry16 = self.dir16[(addr >> 16) as usize];
         let paged = entry16 & TAG == PAGE;
         let at = ((entry16 & !TAG) as usize) << 8 | ((addr >> 8) & 0xff) as usize;
-        let entry = select(paged, self.pages[select(paged, at, 0)], entry16);
+        select(paged, self.pages[select(paged, at, 0)], entry16)
+    }
+
+    /// Prefetches what [`NetworksV4::interval_in`] reads of the record `entry` (from
+    /// [`NetworksV4::entry_of`]) points to.
+    #[inline(always)]
+    fn prefetch_record(&self, entry: u32, addr: u32) {
+        let payload = (entry & !TAG) as usize;
+        match entry & TAG {
+            MANY => prefetch(&self.many[payload].offsets[addr as u8 as usize]),
+            // `few[0]` (a dummy) for a LEAF: cheaper than a branch.
+            tag => prefetch(&self.few[std::hint::select_unpredictable(tag == SOME, payload, 0)]),
+        }
+    }
+
+    /// Index of the interval holding `addr`, from its directory entry.
+    #[inline(always)]
+    fn interval_in(&self, entry: u32, addr: u32) -> usize {
+        // Without branches but for the rare MANY; `few[0]` is a dummy read instead.
+        use std::hint::select_unpredictable as select;
         let (tag, payload, last) = (entry & TAG, (entry & !TAG) as usize, addr as u8);
         if tag == MANY {
             let many = &self.many[payload];
@@ -369,8 +395,8 @@ impl NetworksV4 {
 
     /// [`NetworksV4::owner`] of the lookups `which` names (at most [`CHUNK`]):
     /// `owners[k]` becomes the owner of `addrs[k]` at `times[k]` for every `k` in
-    /// `which`. In passes: every lookup's interval (prefetching its record); every
-    /// answer a record holds (prefetching the earlier answers of the rest); the rest.
+    /// `which`. In passes, each prefetching what the next one reads: every lookup's
+    /// directory entry; every interval; every answer a record holds; the rest.
     pub(super) fn owners(
         &self,
         addrs: &[u32],
@@ -386,9 +412,17 @@ impl NetworksV4 {
             }
             return;
         }
+        // Every directory entry, prefetching the record it points to; then every
+        // interval, prefetching its record.
         let found = &mut work.at;
         for (found, &k) in found.iter_mut().zip(which) {
-            let at = self.interval_of(addrs[k as usize]);
+            let addr = addrs[k as usize];
+            let entry = self.entry_of(addr);
+            self.prefetch_record(entry, addr);
+            *found = entry;
+        }
+        for (found, &k) in found.iter_mut().zip(which) {
+            let at = self.interval_in(*found, addrs[k as usize]);
             prefetch(&self.intervals[at]);
             *found = at as u32;
         }
