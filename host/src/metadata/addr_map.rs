@@ -279,6 +279,13 @@ impl<K: AddrKey> AddrMap<K> {
             let owner = slot.owners[after];
             return (owner != NO_ENTRY).then_some(owner);
         }
+        self.older_owner(slot, t)
+    }
+
+    /// The owner recorded by `slot`'s latest entry before its inline ones that is at
+    /// or before `t`, if there is one.
+    #[inline(always)]
+    fn older_owner(&self, slot: &Slot<K>, t: u64) -> Option<u32> {
         if slot.older == NO_OLDER {
             return None;
         }
@@ -408,8 +415,9 @@ impl<K: AddrKey> AddrMap<K> {
         }
         for &(k, at) in &later[..n_later] {
             let k = k as usize;
+            // The time is before the inline entries.
             let owner = self
-                .entry_at(&self.slots[at as usize], times[k])
+                .older_owner(&self.slots[at as usize], times[k])
                 .unwrap_or(0);
             owners[k] = owner;
             open[n_open] = k as u16;
