@@ -2,15 +2,18 @@
 //!
 //! `cargo bench -p flowenrich --bench metadata` (options: `--ips N`, default 1,000,000;
 //! `--cidrs N`, default 100,000; `--batches N` of 1,000 lookups per case, default 500;
-//! `--lookups-only` stops after the lookup costs, e.g. for a profiler). Builds a table of N IPv4 addresses with 3 owners each
+//! `--lookups-only` stops after the lookup costs, e.g. for a profiler; `--hold` keeps
+//! the tables replaced during the swap window alive until it ends, to tell the swap's
+//! cost from the cost of freeing a table). Builds a table of N IPv4 addresses with 3 owners each
 //! over time plus the CIDRs, then prints, all from one run:
 //! - build time from events, and the time to swap it in;
 //! - bytes held by the lookup structures, per address and per history entry;
 //! - batched lookup cost per IP (1,000 per batch, as the component asks), for addresses
 //!   with a history and for addresses that only networks cover;
-//! - the longest pause a worker sees while tables are swapped under it: a worker thread
-//!   loops on snapshot + a 1,000-IP batch and records its slowest batch with and without
-//!   swaps going on (the difference is the swap's cost to the worker).
+//! - the pauses a worker sees while tables are swapped under it: a worker thread loops
+//!   on snapshot + a 1,000-IP batch and records every batch, with and without swaps
+//!   going on (median, 99.9th percentile, slowest, how many over 1 ms, and the slowest
+//!   `snapshot()` alone: the part a swap could block).
 
 use flowenrich::metadata::events::{Attrs, Event, Op, Target};
 use flowenrich::metadata::{SharedTable, Table, TableBuilder};
@@ -165,6 +168,7 @@ fn worst_batch(
     batches: &[(Vec<u32>, Vec<u64>)],
     window: Duration,
     spare: Option<Vec<Table>>,
+    hold: bool,
 ) -> WorkerTimes {
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -172,10 +176,10 @@ fn worst_batch(
         let stop = stop.clone();
         let batches = batches.to_vec();
         std::thread::spawn(move || {
-            let mut worst = Duration::ZERO;
+            // Written beforehand, so that recording a batch never faults a page in.
+            let mut took = vec![Duration::from_nanos(1); 1 << 20];
+            let mut n = 0;
             let mut worst_snapshot = Duration::ZERO;
-            let mut total = Duration::ZERO;
-            let mut n = 0u32;
             let mut out = Vec::with_capacity(BATCH);
             while !stop.load(Ordering::Relaxed) {
                 for (addrs, times) in &batches {
@@ -185,20 +189,27 @@ fn worst_batch(
                     out.clear();
                     table.lookup_v4_batch(addrs, times, &mut out);
                     drop(table);
-                    let took = started.elapsed();
-                    worst = worst.max(took);
-                    total += took;
-                    n += 1;
+                    if let Some(slot) = took.get_mut(n) {
+                        *slot = started.elapsed();
+                        n += 1;
+                    }
                 }
             }
-            (worst, total / n.max(1), worst_snapshot)
+            took.truncate(n);
+            (took, worst_snapshot)
         })
     };
     let started = Instant::now();
     let mut swaps = 0;
+    // With `hold`, the replaced tables are kept until the window ends instead of being
+    // freed as they are replaced.
+    let mut held = Vec::new();
     if let Some(mut spare) = spare {
         while started.elapsed() < window {
             if let Some(table) = spare.pop() {
+                if hold {
+                    held.push(shared.snapshot());
+                }
                 shared.replace(table);
                 swaps += 1;
             }
@@ -208,11 +219,20 @@ fn worst_batch(
         std::thread::sleep(window);
     }
     stop.store(true, Ordering::Relaxed);
-    let (worst, mean, worst_snapshot) = worker.join().unwrap();
+    let (mut took, worst_snapshot) = worker.join().unwrap();
+    drop(held);
     shared.reap();
+    took.sort_unstable();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
     WorkerTimes {
-        worst,
-        mean,
+        batches: took.len(),
+        median: at(0.5),
+        p999: at(0.999),
+        worst: at(1.0),
+        over_1ms: took
+            .iter()
+            .filter(|&&d| d > Duration::from_millis(1))
+            .count(),
         worst_snapshot,
         swaps,
     }
@@ -220,10 +240,16 @@ fn worst_batch(
 
 /// What a worker saw during one window.
 struct WorkerTimes {
-    /// Slowest batch (snapshot + lookups).
+    /// Batches (snapshot + lookups) it ran.
+    batches: usize,
+    /// Median batch.
+    median: Duration,
+    /// The batch slower than 99.9 % of them.
+    p999: Duration,
+    /// Slowest batch.
     worst: Duration,
-    /// Mean batch.
-    mean: Duration,
+    /// Batches over 1 ms.
+    over_1ms: usize,
     /// Slowest `snapshot()` call alone.
     worst_snapshot: Duration,
     /// Tables swapped in during the window.
@@ -320,24 +346,33 @@ fn main() {
         free.as_secs_f64() * 1e3
     );
 
-    // The worker's slowest batch, quiet and while tables are swapped under it.
+    // The worker's batches, quiet and while tables are swapped under it.
     let spare: Vec<Table> = (0..4).map(|_| build()).collect();
     let window = Duration::from_millis(1500);
-    let quiet = worst_batch(&shared, &hits[..50], window, None);
-    let swapping = worst_batch(&shared, &hits[..50], window, Some(spare));
+    let hold = args.iter().any(|a| a == "--hold");
+    let quiet = worst_batch(&shared, &hits[..50], window, None, false);
+    let swapping = worst_batch(&shared, &hits[..50], window, Some(spare), hold);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("worker (snapshot + {BATCH} lookups per batch), quiet vs while tables are swapped:");
-    println!(
-        "  quiet: batch mean {:.3} ms, slowest batch {:.3} ms, slowest snapshot {:.4} ms",
-        ms(quiet.mean),
-        ms(quiet.worst),
-        ms(quiet.worst_snapshot)
-    );
-    println!(
-        "  {} swaps: batch mean {:.3} ms, slowest batch {:.3} ms, slowest snapshot {:.4} ms",
-        swapping.swaps,
-        ms(swapping.mean),
-        ms(swapping.worst),
-        ms(swapping.worst_snapshot)
-    );
+    for (what, times) in [
+        ("quiet".to_string(), &quiet),
+        (
+            format!(
+                "{} swaps{}",
+                swapping.swaps,
+                if hold { " (replaced tables held)" } else { "" }
+            ),
+            &swapping,
+        ),
+    ] {
+        println!(
+            "  {what}: {} batches, median {:.3} ms, 99.9th percentile {:.3} ms, slowest {:.3} ms ({} over 1 ms); slowest snapshot {:.4} ms",
+            times.batches,
+            ms(times.median),
+            ms(times.p999),
+            ms(times.worst),
+            times.over_1ms,
+            ms(times.worst_snapshot)
+        );
+    }
 }
