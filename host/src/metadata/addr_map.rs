@@ -180,14 +180,12 @@ impl<K: AddrKey> AddrMap<K> {
                 continue;
             }
             let (earlier, latest) = timeline.split_at(timeline.len().saturating_sub(INLINE));
-            let older = if earlier.is_empty() {
-                NO_OLDER
-            } else {
-                let at = map.entries.len() as u32;
-                map.entries.push((earlier.len() as u32, 0));
-                map.entries
-                    .extend(earlier.iter().map(|&(ts, owner)| (ts32(ts), owner)));
-                at
+            let older = match earlier.is_empty() {
+                true => NO_OLDER,
+                false => push_run(
+                    &mut map.entries,
+                    earlier.iter().map(|&(ts, owner)| (ts32(ts), owner)),
+                ),
             };
             let mut slot = Slot {
                 key,
@@ -286,17 +284,10 @@ impl<K: AddrKey> AddrMap<K> {
     /// or before `t`, if there is one.
     #[inline(always)]
     fn older_owner(&self, slot: &Slot<K>, t: u64) -> Option<u32> {
-        if slot.older == NO_OLDER {
-            return None;
+        match slot.older {
+            NO_OLDER => None,
+            header => run_at(&self.entries, header, t),
         }
-        let header = slot.older as usize;
-        let count = self.entries[header].0 as usize;
-        // Timelines are short and lookups are mostly for recent times: scan from the end.
-        self.entries[header + 1..header + 1 + count]
-            .iter()
-            .rev()
-            .find(|&&(ts, _)| u64::from(ts) <= t)
-            .map(|&(_, owner)| owner)
     }
 
     /// What `slot`'s inline entries say about `t`: the owner (0 when there is none),
@@ -430,6 +421,32 @@ impl<K: AddrKey> AddrMap<K> {
         }
         n_open
     }
+}
+
+/// Appends a run of `(from_ts, owner)` entries, oldest first, behind a `(count, 0)`
+/// header to `entries`; returns where the header is.
+pub(super) fn push_run(
+    entries: &mut Vec<(u32, u32)>,
+    run: impl ExactSizeIterator<Item = (u32, u32)>,
+) -> u32 {
+    let header = entries.len() as u32;
+    entries.push((run.len() as u32, 0));
+    entries.extend(run);
+    header
+}
+
+/// The owner of the latest entry at or before `t` in the run [`push_run`] put at
+/// `header`, if there is one.
+#[inline(always)]
+pub(super) fn run_at(entries: &[(u32, u32)], header: u32, t: u64) -> Option<u32> {
+    let header = header as usize;
+    let count = entries[header].0 as usize;
+    // Runs are short and lookups are mostly for recent times: scan from the end.
+    entries[header + 1..header + 1 + count]
+        .iter()
+        .rev()
+        .find(|&&(ts, _)| u64::from(ts) <= t)
+        .map(|&(_, owner)| owner)
 }
 
 /// How many lookups ahead [`AddrMap::owners`] prefetches: enough to cover a miss to

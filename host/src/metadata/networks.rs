@@ -14,7 +14,7 @@
 //! rarely) the record holds the answer, as it does for the two changes before that;
 //! for an older time, one short run of earlier changes is scanned.
 
-use super::addr_map::prefetch;
+use super::addr_map::{prefetch, push_run, run_at};
 use super::table::{CHUNK, Work};
 
 /// A network as the index is built from: prefix length, network address, timeline of
@@ -256,9 +256,7 @@ impl NetworksV4 {
                 interval.owners[j] = owner;
             }
             if !earlier.is_empty() {
-                interval.older = index.answers.len() as u32;
-                index.answers.push((earlier.len() as u32, 0));
-                index.answers.extend_from_slice(earlier);
+                interval.older = push_run(&mut index.answers, earlier.iter().copied());
             }
             starts.push(bound as u32);
             index.intervals.push(interval);
@@ -370,11 +368,12 @@ impl NetworksV4 {
     /// [`NetworksV4::entry_of`]) points to.
     #[inline(always)]
     fn prefetch_record(&self, entry: u32, addr: u32) {
+        use std::hint::select_unpredictable as select;
         let payload = (entry & !TAG) as usize;
         match entry & TAG {
             MANY => prefetch(&self.many[payload].offsets[addr as u8 as usize]),
             // `few[0]` (a dummy) for a LEAF: cheaper than a branch.
-            tag => prefetch(&self.few[std::hint::select_unpredictable(tag == SOME, payload, 0)]),
+            tag => prefetch(&self.few[select(tag == SOME, payload, 0)]),
         }
     }
 
@@ -461,13 +460,7 @@ impl NetworksV4 {
         if let Some(owner) = interval.inline_answer(t) {
             return owner;
         }
-        let header = interval.older as usize;
-        let count = self.answers[header].0 as usize;
-        self.answers[header + 1..header + 1 + count]
-            .iter()
-            .rev()
-            .find(|&&(ts, _)| u64::from(ts) <= t)
-            .map_or(super::table::UNATTRIBUTED, |&(_, owner)| owner)
+        run_at(&self.answers, interval.older, t).unwrap_or(super::table::UNATTRIBUTED)
     }
 }
 
