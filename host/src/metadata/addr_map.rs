@@ -514,6 +514,7 @@ pub(super) fn prefetch<T>(value: &T) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::table::{CHUNK, Work};
     use super::*;
 
     #[test]
@@ -550,32 +551,12 @@ mod tests {
         // Batched, over keys present and absent and chunks of every length.
         let keys: Vec<u32> = (0..700u32).map(|k| k * 13 % 800).collect();
         let times: Vec<u64> = (0..700u64).map(|i| i * 7 % 60).collect();
-        for len in [0, 1, 5, 100, super::super::table::CHUNK] {
+        for len in [0, 1, 5, 100, CHUNK] {
             for cutoff in [0, 20] {
-                let mut owners = vec![u32::MAX; len];
-                let mut open = [u16::MAX; super::super::table::CHUNK];
-                let n_open = map.owners(
-                    &keys[..len],
-                    &times[..len],
-                    cutoff,
-                    &mut owners,
-                    &mut open,
-                    &mut super::super::table::Work::new(),
-                );
-                let mut open = open[..n_open].to_vec();
-                open.sort_unstable();
-                let mut want_open = Vec::new();
-                for k in 0..len {
-                    let want = match times[k] < cutoff {
-                        true => 0,
-                        false => map.at(keys[k], times[k]).unwrap_or(0),
-                    };
-                    assert_eq!(owners[k], want, "key {} at {}", keys[k], times[k]);
-                    if want == 0 && times[k] >= cutoff {
-                        want_open.push(k as u16);
-                    }
-                }
-                assert_eq!(open, want_open, "{len} lookups, cutoff {cutoff}");
+                let (keys, times) = (&keys[..len], &times[..len]);
+                check_batch(&map, keys, times, cutoff, &mut Work::new(), |k| {
+                    map.at(keys[k], times[k])
+                });
             }
         }
     }
@@ -615,10 +596,10 @@ mod tests {
             "only {crossed} keys are past their home line"
         );
         let present: Vec<u32> = timelines.keys().copied().collect();
-        let mut work = super::super::table::Work::new();
+        let mut work = Work::new();
         for round in 0..40 {
             // Half of them present.
-            let keys: Vec<u32> = (0..super::super::table::CHUNK)
+            let keys: Vec<u32> = (0..CHUNK)
                 .map(|_| match rand() % 2 {
                     0 => present[(rand() % present.len() as u64) as usize],
                     _ => {
@@ -629,38 +610,56 @@ mod tests {
                 .collect();
             let times: Vec<u64> = keys.iter().map(|_| rand() % 80).collect();
             let cutoff = [0, 15][round % 2];
-            let mut owners = vec![u32::MAX; keys.len()];
-            let mut open = [u16::MAX; super::super::table::CHUNK];
-            let n_open = map.owners(&keys, &times, cutoff, &mut owners, &mut open, &mut work);
-            let mut open = open[..n_open].to_vec();
-            open.sort_unstable();
-            let mut want_open = Vec::new();
-            for k in 0..keys.len() {
-                let scan = timelines.get(&keys[k]).and_then(|timeline| {
+            let scan = |k: usize| {
+                timelines.get(&keys[k]).and_then(|timeline| {
                     timeline
                         .iter()
                         .rev()
                         .find(|&&(ts, _)| ts <= times[k])
                         .map(|&(_, owner)| owner)
-                });
+                })
+            };
+            for k in 0..keys.len() {
                 assert_eq!(
                     map.at(keys[k], times[k]),
-                    scan,
+                    scan(k),
                     "{:#x} at {}",
                     keys[k],
                     times[k]
                 );
-                let want = match times[k] < cutoff {
-                    true => 0,
-                    false => scan.unwrap_or(0),
-                };
-                assert_eq!(owners[k], want, "batched {:#x} at {}", keys[k], times[k]);
-                if want == 0 && times[k] >= cutoff {
-                    want_open.push(k as u16);
-                }
             }
-            assert_eq!(open, want_open, "round {round}");
+            check_batch(&map, &keys, &times, cutoff, &mut work, scan);
         }
+    }
+
+    /// Checks [`AddrMap::owners`] of `keys` at `times` against `single`, the answer of
+    /// lookup `k` on its own: every owner (0 before `cutoff` or without one), and the
+    /// list of open lookups.
+    fn check_batch(
+        map: &AddrMap<u32>,
+        keys: &[u32],
+        times: &[u64],
+        cutoff: u64,
+        work: &mut Work,
+        single: impl Fn(usize) -> Option<u32>,
+    ) {
+        let mut owners = vec![u32::MAX; keys.len()];
+        let mut open = [u16::MAX; CHUNK];
+        let n_open = map.owners(keys, times, cutoff, &mut owners, &mut open, work);
+        let mut open = open[..n_open].to_vec();
+        open.sort_unstable();
+        let mut want_open = Vec::new();
+        for k in 0..keys.len() {
+            let want = match times[k] < cutoff {
+                true => 0,
+                false => single(k).unwrap_or(0),
+            };
+            assert_eq!(owners[k], want, "batched {:#x} at {}", keys[k], times[k]);
+            if want == 0 && times[k] >= cutoff {
+                want_open.push(k as u16);
+            }
+        }
+        assert_eq!(open, want_open, "{} lookups, cutoff {cutoff}", keys.len());
     }
 
     #[test]
