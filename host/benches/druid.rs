@@ -94,7 +94,9 @@ fn main() {
         let text: String = rows.iter().take(count).map(|(_, r)| r.as_str()).collect();
         let metrics = flowenrich::metrics::ComponentMetrics::default();
         let started = Instant::now();
-        let put = writer.write(&text, &metrics);
+        let put = writer
+            .write(&text, &metrics, &flowenrich::lifecycle::Lifecycle::new())
+            .expect("rows delivered");
         let seconds = started.elapsed().as_secs_f64();
         println!(
             "kinesis: {put} rows delivered (PutRecords accepted them) at {:.0} rows/s = {:.0} flows/s at this reduction",

@@ -47,15 +47,64 @@ pub fn serve(
     Ok(bound)
 }
 
+/// Most bytes of a request's line and headers together; a longer request is refused.
+pub const MAX_REQUEST_BYTES: u64 = 16 << 10;
+
+/// The `/health` answer: unhealthy (503) while a component retries a failed write.
+fn health(metrics: &Metrics) -> (&'static str, String) {
+    let retrying: Vec<String> = metrics
+        .snapshot()
+        .into_iter()
+        .filter(|(_, totals)| {
+            totals
+                .gauges
+                .get("component_retrying")
+                .copied()
+                .unwrap_or(0)
+                > 0
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if retrying.is_empty() {
+        ("200 OK", "{\"ok\":true}\n".into())
+    } else {
+        let body = serde_json::json!({"ok": false, "retrying": retrying});
+        ("503 Service Unavailable", format!("{body}\n"))
+    }
+}
+
 fn answer(stream: TcpStream, metrics: &Metrics, reload: &ReloadRequests) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    // A request larger than the bound is cut there and refused: memory never follows it.
+    let mut reader = BufReader::new(std::io::Read::take(stream.try_clone()?, MAX_REQUEST_BYTES));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // Skip the headers: nothing in them matters here.
     let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
+    let mut complete = request_line.ends_with('\n');
+    while complete {
         header.clear();
+        if reader.read_line(&mut header)? == 0 || !header.ends_with('\n') {
+            complete = false;
+        } else if header.len() <= 2 {
+            break;
+        }
+    }
+    if !complete {
+        metrics.component("api").error("request_too_large", 1);
+        let mut stream = stream;
+        write!(
+            stream,
+            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )?;
+        // The answer first, then what the client still sends is read and thrown away
+        // (a bounded amount), so closing does not reset the connection under it.
+        stream.shutdown(std::net::Shutdown::Write)?;
+        std::io::copy(
+            &mut std::io::Read::take(&mut stream, 4 * MAX_REQUEST_BYTES),
+            &mut std::io::sink(),
+        )?;
+        return Ok(());
     }
     let mut parts = request_line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -65,7 +114,10 @@ fn answer(stream: TcpStream, metrics: &Metrics, reload: &ReloadRequests) -> std:
             "text/plain; version=0.0.4",
             metrics.render_prometheus(),
         ),
-        ("GET", "/health") => ("200 OK", "application/json", "{\"ok\":true}\n".into()),
+        ("GET", "/health") => {
+            let (status, body) = health(metrics);
+            (status, "application/json", body)
+        }
         ("POST", "/reload") => {
             reload.request();
             (
@@ -115,7 +167,12 @@ mod tests {
         source.shard_count("kinesis_shard_records_total", "shardId-000000000001", 2);
         source.shard_gauge("kinesis_millis_behind_latest", "shardId-000000000001", 1500);
         let reload = Arc::new(ReloadRequests::default());
-        let address = serve("127.0.0.1:0".parse().unwrap(), metrics, reload.clone()).unwrap();
+        let address = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.clone(),
+            reload.clone(),
+        )
+        .unwrap();
         let text = get(address, "/metrics");
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
         assert!(text.contains("component_received_events_total{component_id=\"flows\"} 3"));
@@ -127,6 +184,18 @@ mod tests {
             "kinesis_shard_records_total{component_id=\"flows\",shard_id=\"shardId-000000000001\"} 2"
         ));
         assert!(get(address, "/health").contains("{\"ok\":true}"));
+        metrics.component("out").gauge("component_retrying", 1);
+        let unhealthy = get(address, "/health");
+        assert!(unhealthy.starts_with("HTTP/1.1 503"), "{unhealthy}");
+        assert!(unhealthy.contains("\"retrying\":[\"out\"]"), "{unhealthy}");
+        metrics.component("out").gauge("component_retrying", 0);
+        assert!(get(address, "/health").starts_with("HTTP/1.1 200"));
+        let huge = format!("/{}", "x".repeat(MAX_REQUEST_BYTES as usize));
+        assert!(get(address, &huge).starts_with("HTTP/1.1 431"));
+        assert!(
+            get(address, "/health").starts_with("HTTP/1.1 200"),
+            "still serving"
+        );
         assert!(get(address, "/nope").starts_with("HTTP/1.1 404"));
         assert_eq!(reload.count(), 0);
         assert!(request(address, "POST", "/reload").starts_with("HTTP/1.1 202"));

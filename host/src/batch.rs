@@ -31,3 +31,8 @@ pub fn push_line(text: &mut String, raw: &[u8]) {
         text.push('\n');
     }
 }
+
+/// Whether `data` starts with gzip's magic bytes.
+pub fn is_gzip(data: &[u8]) -> bool {
+    data.starts_with(&[0x1f, 0x8b])
+}

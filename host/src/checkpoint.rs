@@ -12,6 +12,9 @@
 //! table ([`crate::leases`]) the store keeps positions in memory instead and the source
 //! writes the advanced ones to the table ([`Checkpoints::take_advanced`]).
 //!
+//! Once the pipeline fails ([`crate::lifecycle`]), the store is halted: no checkpoint
+//! moves again in that run, whatever is released after.
+//!
 //! A shard that changes hands within a run (a lease lost and taken again) starts a new
 //! *generation*: acknowledgements of batches read before are ignored, so they cannot
 //! move the new reading's checkpoint.
@@ -19,6 +22,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A shard's durable position.
@@ -78,6 +82,8 @@ struct Inner {
     advanced: std::collections::BTreeSet<String>,
     /// Acks handed out and not released yet.
     in_flight: usize,
+    /// Set when the pipeline failed: no position moves again (see [`crate::lifecycle`]).
+    halted: Arc<AtomicBool>,
 }
 
 /// The checkpoint store of one source.
@@ -118,8 +124,16 @@ impl Checkpoints {
                 progress: BTreeMap::new(),
                 advanced: Default::default(),
                 in_flight: 0,
+                halted: Arc::default(),
             })),
         }
+    }
+
+    /// The store stops advancing for good once `halted` is set (the pipeline failed):
+    /// acknowledgements released after that are ignored.
+    pub fn halted_by(self, halted: Arc<AtomicBool>) -> Checkpoints {
+        self.inner.lock().expect("checkpoint lock").halted = halted;
+        self
     }
 
     /// Starts a new reading of `shard` from `position` (a lease taken): batch numbers
@@ -193,6 +207,9 @@ impl Checkpoints {
     fn release(&self, ack: &Ack) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
         inner.in_flight -= 1;
+        if inner.halted.load(Ordering::SeqCst) {
+            return;
+        }
         let Inner {
             path,
             saved,

@@ -30,6 +30,15 @@ pub struct PipelineConfig {
     /// The admin endpoint (`/metrics`, `/health`); off when the table is absent.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// After SIGINT/SIGTERM (or a failure), how long sinks may go on retrying what they
+    /// could not write yet, in seconds. When it passes they give up, nothing they did not
+    /// write is acknowledged, and `run` exits 1.
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+fn default_drain_timeout_secs() -> u64 {
+    30
 }
 
 /// The admin endpoint.
@@ -186,12 +195,20 @@ pub enum SourceConfig {
         /// Lines per batch sent downstream.
         #[serde(default = "default_batch_lines")]
         batch_lines: usize,
+        /// Longest line taken, in bytes; a longer line goes to `<id>.dead_letter` with
+        /// its first 1 KiB and its length (counted as `line_too_long`).
+        #[serde(default = "default_max_line_bytes")]
+        max_line_bytes: usize,
     },
     /// Standard input, read until end of file.
     Stdin {
         /// Lines per batch sent downstream (a partial batch is sent when input pauses).
         #[serde(default = "default_batch_lines")]
         batch_lines: usize,
+        /// Longest line taken, in bytes; a longer line goes to `<id>.dead_letter` with
+        /// its first 1 KiB and its length (counted as `line_too_long`).
+        #[serde(default = "default_max_line_bytes")]
+        max_line_bytes: usize,
     },
     /// A Kinesis data stream of flow logs, every shard; runs until shutdown.
     AwsKinesisStreams {
@@ -232,7 +249,32 @@ pub enum SourceConfig {
         /// (`[sources.<id>.leases]`); without it, this host reads every shard.
         #[serde(default)]
         leases: Option<Box<LeasesConfig>>,
+        /// Longest line taken, in bytes; a longer line goes to `<id>.dead_letter` with
+        /// its first 1 KiB and its length (counted as `line_too_long`).
+        #[serde(default = "default_max_line_bytes")]
+        max_line_bytes: usize,
+        /// Most bytes one record may inflate to (gzip); a record that inflates further
+        /// goes to `<id>.dead_letter` (counted as `record_too_large`). Default 16 MiB.
+        #[serde(default = "default_max_record_bytes")]
+        max_record_bytes: usize,
+        /// Most bytes of GetRecords answers in flight at once, in MiB: shards are read
+        /// at most `max_in_flight_mib / 10` at a time (each answer can hold 10 MiB).
+        /// Default 256 (25 reads at a time).
+        #[serde(default = "default_max_in_flight_mib")]
+        max_in_flight_mib: usize,
     },
+}
+
+fn default_max_line_bytes() -> usize {
+    crate::sources::DEFAULT_MAX_LINE_BYTES
+}
+
+fn default_max_record_bytes() -> usize {
+    16 << 20
+}
+
+fn default_max_in_flight_mib() -> usize {
+    256
 }
 
 /// A Kinesis source's lease table: the KCL's way for a fleet of hosts to share a stream.
@@ -343,6 +385,9 @@ impl SourceConfig {
             poll_interval_ms,
             checkpoints,
             leases,
+            max_line_bytes,
+            max_record_bytes,
+            max_in_flight_mib,
         } = self
         else {
             return None;
@@ -362,6 +407,9 @@ impl SourceConfig {
             poll_interval: std::time::Duration::from_millis(*poll_interval_ms),
             checkpoints: checkpoints.clone().unwrap_or_default(),
             leases: leases.as_deref().map(LeasesConfig::spec),
+            max_line_bytes: *max_line_bytes,
+            max_record_bytes: *max_record_bytes,
+            max_in_flight_bytes: max_in_flight_mib.saturating_mul(1 << 20),
         })
     }
 }
@@ -484,6 +532,14 @@ pub enum TransformConfig {
         /// unattributed when the time is up (or at shutdown). 0 (the default) holds nothing.
         #[serde(default)]
         holdback_secs: u64,
+        /// Most lines held back at once; over it the oldest are released unattributed
+        /// (counted in `holdback_overflow_total`).
+        #[serde(default = "default_holdback_max_lines")]
+        holdback_max_lines: usize,
+        /// Most bytes of held lines at once, in MiB; over it the oldest are released
+        /// unattributed (counted in `holdback_overflow_total`).
+        #[serde(default = "default_holdback_max_mib")]
+        holdback_max_mib: usize,
         /// How often `component`'s file is checked for a new version to hot-swap in, in
         /// milliseconds; 0 checks only on SIGHUP or `POST /reload`. Ignored without
         /// `component` (the built-in component never changes).
@@ -494,6 +550,14 @@ pub enum TransformConfig {
         #[serde(default)]
         fixtures: Option<PathBuf>,
     },
+}
+
+fn default_holdback_max_lines() -> usize {
+    100_000
+}
+
+fn default_holdback_max_mib() -> usize {
+    64
 }
 
 fn default_component_reload_ms() -> u64 {
@@ -566,9 +630,11 @@ pub enum SinkConfig {
         /// write).
         #[serde(default)]
         append: bool,
-        /// A Druid Overlord (`http://host:8081`): the supervisor spec is submitted to it
-        /// when the sink starts (`POST /druid/indexer/v1/supervisor`) and its answer
-        /// logged. Plain HTTP only; rows flow whatever it answers.
+        /// A Druid Overlord (`http://host:8090`, or the Router, `http://host:8888`): the
+        /// supervisor spec is submitted to it when the sink starts (`POST
+        /// /druid/indexer/v1/supervisor?skipRestartIfUnmodified=true`, following a
+        /// standby Overlord's redirect) and its answer logged. Plain HTTP only; rows flow
+        /// whatever it answers.
         #[serde(default)]
         overlord_url: Option<String>,
         /// The stream's name (or `stream_arn`, or `path`).
@@ -900,11 +966,38 @@ impl Pipeline {
             }
         }
         for (name, source) in &c.sources {
-            let lines = match source {
-                SourceConfig::File { batch_lines, .. }
-                | SourceConfig::Stdin { batch_lines }
-                | SourceConfig::AwsKinesisStreams { batch_lines, .. } => *batch_lines,
+            let (lines, max_line_bytes) = match source {
+                SourceConfig::File {
+                    batch_lines,
+                    max_line_bytes,
+                    ..
+                }
+                | SourceConfig::Stdin {
+                    batch_lines,
+                    max_line_bytes,
+                }
+                | SourceConfig::AwsKinesisStreams {
+                    batch_lines,
+                    max_line_bytes,
+                    ..
+                } => (*batch_lines, *max_line_bytes),
             };
+            if max_line_bytes == 0 {
+                return Err(self.invalid(
+                    format!("sources.{name}.max_line_bytes"),
+                    "must be at least 1",
+                ));
+            }
+            if let SourceConfig::AwsKinesisStreams {
+                max_record_bytes: 0,
+                ..
+            } = source
+            {
+                return Err(self.invalid(
+                    format!("sources.{name}.max_record_bytes"),
+                    "must be at least 1",
+                ));
+            }
             if let SourceConfig::AwsKinesisStreams {
                 stream_name,
                 stream_arn,
@@ -968,10 +1061,10 @@ impl Pipeline {
                 if path.is_none() {
                     self.one_stream(format!("sinks.{name}"), stream_name, stream_arn)?;
                 }
-                if *granularity_secs == 0 {
+                if crate::sinks::druid::segment_granularity(*granularity_secs).is_none() {
                     return Err(self.invalid(
                         format!("sinks.{name}.granularity_secs"),
-                        "must be at least 1",
+                        "must divide an hour (1, 60, 300, 900, 3600, ...) or a day (7200, 21600, 86400, ...): Druid's segments are an hour or a day",
                     ));
                 }
                 if *flush_interval_secs == 0 {
@@ -988,11 +1081,10 @@ impl Pipeline {
                     }
                     let mut seen = BTreeSet::new();
                     for dimension in dimensions {
-                        if ["timestamp", "flows", "bytes", "packets"].contains(&dimension.as_str())
-                        {
+                        if crate::sinks::druid::RESERVED_COLUMNS.contains(&dimension.as_str()) {
                             return Err(self.invalid(
                                 format!("sinks.{name}.dimensions"),
-                                format!("`{dimension}` is a column of every row already"),
+                                format!("`{dimension}` is a column of every row already, or one Druid reserves"),
                             ));
                         }
                         if !seen.insert(dimension) {
@@ -1067,18 +1159,14 @@ impl Pipeline {
                     self.config.sources.contains_key(id) || self.config.transforms.contains_key(id)
                 }
                 Some(DEAD_LETTER) => {
-                    self.config.transforms.contains_key(id)
-                        || matches!(
-                            self.config.sources.get(id),
-                            Some(SourceConfig::AwsKinesisStreams { .. })
-                        )
+                    self.config.transforms.contains_key(id) || self.config.sources.contains_key(id)
                 }
                 Some(_) => false,
             };
             if !known {
                 return Err(self.invalid(
                     key,
-                    format!("unknown input `{input}` (inputs name a source, a transform, or `<transform or kinesis source>.{DEAD_LETTER}`)"),
+                    format!("unknown input `{input}` (inputs name a source, a transform, or `<transform or source>.{DEAD_LETTER}`)"),
                 ));
             }
         }
@@ -1207,7 +1295,10 @@ inputs = ["enrich.dead_letter"]
             p.config.metadata["apps"].files(),
             vec![PathBuf::from("/etc/p/apps.jsonl")]
         );
-        let SourceConfig::File { path, batch_lines } = &p.config.sources["flows"] else {
+        let SourceConfig::File {
+            path, batch_lines, ..
+        } = &p.config.sources["flows"]
+        else {
             panic!()
         };
         assert_eq!(path, "/etc/p/flows/*.log.gz");
@@ -1390,7 +1481,25 @@ inputs = ["enrich.dead_letter"]
                 "path = \"d\"\ngranularity_secs = 0",
                 stdin,
                 "sinks.d.granularity_secs",
-                "at least 1",
+                "must divide an hour",
+            ),
+            (
+                "path = \"d\"\ngranularity_secs = 7000",
+                stdin,
+                "sinks.d.granularity_secs",
+                "or a day",
+            ),
+            (
+                "path = \"d\"\ndimensions = [\"__time\"]",
+                stdin,
+                "sinks.d.dimensions",
+                "Druid reserves",
+            ),
+            (
+                "path = \"d\"\ndimensions = [\"sink_rows\"]",
+                stdin,
+                "sinks.d.dimensions",
+                "Druid reserves",
             ),
         ] {
             let message = parse(&druid(source, sink)).unwrap_err().to_string();

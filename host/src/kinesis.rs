@@ -40,15 +40,40 @@ impl StreamConfig {
     pub async fn client(&self) -> aws_sdk_kinesis::Client {
         aws_sdk_kinesis::Client::new(&aws_config(&self.region, &self.endpoint).await)
     }
+
+    /// A client whose calls the SDK never repeats by itself: for writers, which must see
+    /// every failed attempt (a repeated PutRecords whose first answer was lost writes its
+    /// records twice) and retry on their own terms.
+    pub async fn client_without_retries(&self) -> aws_sdk_kinesis::Client {
+        let config = aws_config(&self.region, &self.endpoint).await;
+        let config = aws_sdk_kinesis::config::Builder::from(&config)
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_kinesis::Client::from_conf(config)
+    }
 }
 
+/// How long connecting to an AWS endpoint may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How long one attempt of an AWS call may take (a hung endpoint is given up on).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an AWS call may take with the SDK's own retries.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// AWS settings from the standard configuration chain (environment, profile, IMDS), with
-/// region and endpoint overrides: what every AWS client here is made from.
+/// region and endpoint overrides and timeouts on every call ([`CONNECT_TIMEOUT`],
+/// [`ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`]): what every AWS client here is made from.
 pub async fn aws_config(
     region: &Option<String>,
     endpoint: &Option<String>,
 ) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }

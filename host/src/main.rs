@@ -3,13 +3,13 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use flowenrich::config::{Pipeline, TransformConfig};
+use flowenrich::lifecycle::Lifecycle;
 use flowenrich::metadata;
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich::topology::Topology;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Enrich AWS VPC flow logs with time-aware application metadata.
 #[derive(Parser)]
@@ -208,9 +208,9 @@ fn run(path: PathBuf) -> Result<ExitCode> {
             flowenrich::api::serve(address, topology.metrics.clone(), topology.reload.clone())?;
         eprintln!("admin endpoint: http://{bound}/metrics");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone(), topology.reload.clone())?;
-    let summary = topology.run(&runtime, stop)?;
+    let lifecycle = Lifecycle::new();
+    watch_signals(lifecycle.clone(), topology.reload.clone())?;
+    let summary = topology.run(&runtime, lifecycle)?;
     for (_, report) in &summary.reports {
         println!("{report}");
     }
@@ -238,13 +238,31 @@ fn run(path: PathBuf) -> Result<ExitCode> {
             totals.received, totals.sent, totals.discarded
         );
     }
+    if let Some(peak) = peak_rss_kib() {
+        eprintln!("process: peak_rss_mib {}", peak / 1024);
+    }
+    if let Some(failure) = summary.failure {
+        eprintln!(
+            "error: {} failed: {}; nothing it did not deliver was acknowledged",
+            failure.component, failure.cause
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// First SIGINT/SIGTERM: stop sources, drain, flush, exit 0. Second: exit at once.
-/// SIGHUP: look at every transform's component file now (hot swap).
+/// The process's peak resident set size in KiB (Linux: `VmHWM` in `/proc/self/status`).
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// First SIGINT/SIGTERM: stop sources, drain, flush, exit 0 (1 when the drain deadline
+/// passes with batches undelivered). Second: exit at once (130). SIGHUP: look at every
+/// transform's component file now (hot swap).
 fn watch_signals(
-    stop: Arc<AtomicBool>,
+    lifecycle: Arc<Lifecycle>,
     reload: Arc<flowenrich::transforms::swap::ReloadRequests>,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -272,10 +290,11 @@ fn watch_signals(
                             continue;
                         }
                     }
-                    if stop.swap(true, Ordering::SeqCst) {
+                    if lifecycle.stopping() {
                         eprintln!("second signal: exiting without draining");
                         std::process::exit(130);
                     }
+                    lifecycle.request_stop();
                     eprintln!(
                         "signal received: draining in-flight batches (send again to exit at once)"
                     );

@@ -2,7 +2,7 @@
 //! to files (the embedded default) and to a real local Kinesis stream; the supervisor
 //! spec matches a golden file and names exactly the rows' keys.
 
-use crate::kinesis::KinesisLocal;
+use crate::kinesis::{KinesisLocal, Later};
 use crate::{bin, read_ndjson, repo, signal, start_run};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -279,8 +279,10 @@ fn the_supervisor_spec_matches_its_golden_file() {
 }
 
 #[test]
-fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
+fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_endpoint_comes_late() {
     let kinesis = KinesisLocal::start();
+    // The rollup stream's endpoint is not up yet: the sink keeps retrying.
+    let late = Later::with_stream("rollups", 2);
     let dir = tempfile::tempdir().unwrap();
     let data = repo().join("pipelines/data");
     // A stand-in Overlord on 127.0.0.1 that records the one request it gets.
@@ -314,19 +316,21 @@ fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
         .unwrap();
         (head, body)
     });
-    // The stream does not exist yet: the sink keeps retrying and loses nothing.
+    // The stream's endpoint is away: the sink keeps retrying and loses nothing.
     let mut child = kinesis.run(
         dir.path(),
         &stdin_to_stream(
             &data,
-            "{endpoint}",
+            &late.endpoint(),
             &format!("flush_interval_secs = 1\noverlord_url = \"{overlord_url}\""),
         ),
     );
     // The spec went to the Overlord when the sink started: the same as `druid-spec`.
     let (head, body) = request.join().unwrap();
     assert!(
-        head.starts_with("POST /druid/indexer/v1/supervisor HTTP/1.1\r\n"),
+        head.starts_with(
+            "POST /druid/indexer/v1/supervisor?skipRestartIfUnmodified=true HTTP/1.1\r\n"
+        ),
         "{head}"
     );
     assert!(
@@ -343,7 +347,7 @@ fn rows_on_a_kinesis_stream_equal_the_rollup_even_when_the_stream_comes_late() {
     }
     stdin.flush().unwrap();
     std::thread::sleep(Duration::from_secs(2));
-    kinesis.create_stream("rollups", 2);
+    let kinesis = late.start();
     drop(stdin);
     let deadline = Instant::now() + Duration::from_secs(60);
     let enriched_path = dir.path().join("out.ndjson");

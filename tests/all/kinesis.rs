@@ -424,10 +424,11 @@ fn a_sink_outage_slows_the_pipeline_and_loses_nothing() {
         .map(|port| format!("2 1 eni-1 10.0.0.1 10.0.9.9 {port} 443 6 1 10 200 260 ACCEPT OK\n"))
         .collect();
     std::fs::write(dir.path().join("flows.log"), lines).unwrap();
-    // The sink's stream does not exist yet: every put fails until it does.
+    // The sink's endpoint is not up yet: every put fails until it is.
+    let late = Later::with_stream("late", 1);
     let mut child = kinesis.run(
         dir.path(),
-        r#"
+        &r#"
 [sources.in]
 type = "file"
 path = "flows.log"
@@ -441,9 +442,10 @@ inputs = ["in"]
 type = "aws_kinesis_streams"
 inputs = ["t"]
 stream_name = "late"
-endpoint = "{endpoint}"
+endpoint = "http://127.0.0.1:LATE_PORT"
 region = "us-east-1"
-"#,
+"#
+        .replace("LATE_PORT", &late.port.to_string()),
     );
     // Collect stderr as it comes, to see the sink failing before the stream exists.
     let stderr_pipe = child.stderr.take().unwrap();
@@ -475,7 +477,11 @@ region = "us-east-1"
         child.try_wait().unwrap().is_none(),
         "still retrying, not finished"
     );
-    kinesis.create_stream("late", 1);
+    assert!(
+        log.lock().unwrap().contains("component_id=\"stream\""),
+        "the retry names the sink"
+    );
+    let kinesis = late.start();
     let status = child.wait().unwrap();
     reader.join().unwrap();
     let stderr = log.lock().unwrap().clone();

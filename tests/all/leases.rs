@@ -421,8 +421,9 @@ fn a_host_blocked_by_backpressure_keeps_its_leases() {
     let kinesis = Arc::new(KinesisLocal::start());
     let dynamo = Dynalite::start();
     kinesis.create_stream("flows", 2);
-    // The sink's stream does not exist yet: the sink retries, its queue fills, and the
+    // The sink's endpoint is not up yet: the sink retries, its queue fills, and the
     // source blocks in sending for longer than the lease period.
+    let later = crate::kinesis::Later::with_stream("out", 1);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = source("host-a", &kinesis, &dynamo, 200, 1)
         + &format!(
@@ -434,7 +435,7 @@ stream_name = "out"
 endpoint = "{}"
 region = "us-east-1"
 "#,
-            kinesis.endpoint
+            later.endpoint()
         );
     let mut child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
     let records: Vec<(String, Vec<u8>)> = (0..100)
@@ -467,14 +468,14 @@ region = "us-east-1"
         );
         before = now;
     }
-    // The sink's stream appears: everything flows, once.
-    kinesis.create_stream("out", 1);
+    // The sink's endpoint comes up: everything flows, once.
+    let late = later.start();
     wait_until("every record is in the sink's stream", || {
-        kinesis.read_all_text("out").len() >= records.len()
+        late.read_all_text("out").len() >= records.len()
     });
     signal(&child, "TERM");
     assert!(child.wait().unwrap().success());
-    let mut got: Vec<String> = kinesis.read_all_text("out");
+    let mut got: Vec<String> = late.read_all_text("out");
     got.sort();
     let mut want: Vec<String> = (0..100).map(|n| format!("rec {n}")).collect();
     want.sort();

@@ -2,6 +2,7 @@
 //! the `flowenrich` binary.
 
 mod cli;
+mod delivery;
 mod druid;
 mod failures;
 mod fixtures;

@@ -24,28 +24,45 @@ pub const FAKE_SECRET: &str = "local-test-secret";
 /// One local Kinesis at a time in this process: the tests that start one run many
 /// processes each, and two at once on this 2-core machine made startups and timings
 /// miss their deadlines.
-static BUSY: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+static BUSY: std::sync::Mutex<Option<(std::thread::ThreadId, usize)>> = std::sync::Mutex::new(None);
 static FREE: std::sync::Condvar = std::sync::Condvar::new();
 
-/// This test's turn with a local Kinesis; the next one's starts when it is dropped.
+/// This test's turn with a local Kinesis; the next one's starts when it is dropped. A
+/// test that runs a second local Kinesis beside its first (an endpoint that comes up
+/// late) takes the turn again on its own thread.
 struct Turn;
 
 impl Turn {
     fn take() -> Turn {
+        let me = std::thread::current().id();
         // A test that failed during its turn does not block the others.
         let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
-        while *busy {
-            busy = FREE.wait(busy).unwrap_or_else(|e| e.into_inner());
+        loop {
+            match &mut *busy {
+                None => {
+                    *busy = Some((me, 1));
+                    return Turn;
+                }
+                Some((owner, count)) if *owner == me => {
+                    *count += 1;
+                    return Turn;
+                }
+                Some(_) => busy = FREE.wait(busy).unwrap_or_else(|e| e.into_inner()),
+            }
         }
-        *busy = true;
-        Turn
     }
 }
 
 impl Drop for Turn {
     fn drop(&mut self) {
-        *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
-        FREE.notify_one();
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, count)) = &mut *busy {
+            *count -= 1;
+            if *count == 0 {
+                *busy = None;
+                FREE.notify_one();
+            }
+        }
     }
 }
 
@@ -299,6 +316,22 @@ impl KinesisLocal {
 }
 
 impl KinesisLocal {
+    /// Puts one record on the shard whose hash range holds `hash` (a decimal 128-bit
+    /// number).
+    pub fn put_bytes_to_hash(&self, stream: &str, hash: &str, data: Vec<u8>) {
+        self.runtime.block_on(async {
+            self.client
+                .put_record()
+                .stream_name(stream)
+                .partition_key("k")
+                .explicit_hash_key(hash)
+                .data(Blob::new(data))
+                .send()
+                .await
+                .unwrap();
+        })
+    }
+
     /// Puts many records with PutRecords (500 per call), resending any the stream
     /// rejected, until all are in.
     pub fn put_many(&self, stream: &str, records: &[(String, Vec<u8>)]) {
@@ -348,6 +381,39 @@ impl KinesisLocal {
             .env("AWS_REGION", "us-east-1")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env_remove("AWS_PROFILE");
+    }
+}
+
+/// A local Kinesis that is not running yet but already holds a stream: an endpoint that
+/// comes up later with its stream in place.
+pub struct Later {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    store: tempfile::TempDir,
+}
+
+impl Later {
+    /// Creates `stream` (with `shards`) on a local Kinesis kept in a directory, and stops
+    /// it.
+    pub fn with_stream(stream: &str, shards: i32) -> Later {
+        let store = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let kinesis = KinesisLocal::start_on(port, Some(store.path()));
+        kinesis.create_stream(stream, shards);
+        // It writes its state every 100 ms.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        drop(kinesis);
+        Later { port, store }
+    }
+
+    /// `http://127.0.0.1:<port>`, before it runs.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Brings it up, with its stream.
+    pub fn start(&self) -> KinesisLocal {
+        KinesisLocal::start_on(self.port, Some(self.store.path()))
     }
 }
 

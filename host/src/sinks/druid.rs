@@ -11,16 +11,17 @@
 //! written (for Kinesis: accepted by PutRecords), so the source's checkpoints stay end to
 //! end. [`supervisor_spec`] derives the matching Druid supervisor spec.
 
-use crate::batch::SharedBatch;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
+use crate::sinks::{io_attempt, retrying};
+use crate::topology::output::{Ended, Input, Taken};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Dimensions rolled up on when a pipeline names none.
 pub const DEFAULT_DIMENSIONS: [&str; 13] = [
@@ -55,6 +56,33 @@ const INTEGER_FIELDS: [&str; 10] = [
 
 /// The metrics of every row.
 pub const METRICS: [&str; 3] = ["flows", "bytes", "packets"];
+
+/// The supervisor's `count` metric: how many sink rows Druid rolled into each of its
+/// rows (not a number of flows: use `SUM("flows")`).
+pub const COUNT_METRIC: &str = "sink_rows";
+
+/// Column names a dimension may not take: the row's own columns and the ones Druid
+/// reserves.
+pub const RESERVED_COLUMNS: [&str; 6] = [
+    "timestamp",
+    "__time",
+    "flows",
+    "bytes",
+    "packets",
+    COUNT_METRIC,
+];
+
+/// Druid's segment granularity for buckets of `secs` seconds: `HOUR` when they divide
+/// an hour, `DAY` when they divide a day; `None` for other widths (refused by the
+/// config check), since a query granularity must not be coarser than its segments.
+pub fn segment_granularity(secs: u64) -> Option<&'static str> {
+    match secs {
+        0 => None,
+        s if 3600 % s == 0 => Some("HOUR"),
+        s if 86_400 % s == 0 => Some("DAY"),
+        _ => None,
+    }
+}
 
 /// Where rows go.
 #[derive(Debug, Clone)]
@@ -376,19 +404,6 @@ pub fn bucket_name(epoch: u64) -> String {
     )
 }
 
-/// Batches whose rows are not written yet. Dropping them acknowledges them upstream, so
-/// if the thread unwinds from a panic they are leaked instead: their records are then
-/// read again after a restart rather than checkpointed unwritten.
-struct Held(Vec<SharedBatch>);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            std::mem::forget(std::mem::take(&mut self.0));
-        }
-    }
-}
-
 /// Removes the bucket files of an earlier run from `dir`.
 fn start_afresh(dir: &Path) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -409,28 +424,75 @@ fn start_afresh(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// POSTs `spec` to `<overlord>/druid/indexer/v1/supervisor` (plain HTTP/1.1); returns
-/// the status line and body, or why it failed.
+/// How many redirects (a standby Overlord pointing at the leader) [`submit`] follows.
+const MAX_REDIRECTS: usize = 3;
+
+/// POSTs `spec` to `<overlord>/druid/indexer/v1/supervisor?skipRestartIfUnmodified=true`
+/// (plain HTTP/1.1; Druid 33+ then leaves an unchanged running supervisor alone, older
+/// versions ignore the parameter), following a standby Overlord's redirect to the
+/// leader; returns the status line and body, or why it failed.
 pub fn submit(overlord: &str, spec: &Value) -> Result<String, String> {
-    use std::io::Read;
-    let rest = overlord.strip_prefix("http://").ok_or_else(|| {
-        format!("`{overlord}`: only http:// is supported here; submit over TLS with `flowenrich druid-spec PIPELINE.toml | curl -X POST -H 'Content-Type: application/json' -d @- https://.../druid/indexer/v1/supervisor`")
-    })?;
-    let (authority, base) = rest.split_once('/').unwrap_or((rest, ""));
-    let path = format!(
-        "/{}druid/indexer/v1/supervisor",
-        if base.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", base.trim_end_matches('/'))
-        }
+    let body = spec.to_string();
+    let mut url = format!(
+        "{}/druid/indexer/v1/supervisor?skipRestartIfUnmodified=true",
+        overlord.trim_end_matches('/')
     );
+    for _ in 0..=MAX_REDIRECTS {
+        let answer = post_json(&url, &body)?;
+        let status = answer.lines().next().unwrap_or_default().to_string();
+        let code = status.split_whitespace().nth(1).unwrap_or_default();
+        let (head, reply) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        if matches!(code, "301" | "302" | "307" | "308") {
+            let location = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("location")
+                        .then(|| value.trim().to_string())
+                })
+                .ok_or_else(|| format!("the Overlord answered `{status}` without a Location"))?;
+            url = if location.starts_with("http") {
+                location
+            } else {
+                let (scheme_host, _) = split_url(&url)?;
+                format!("{scheme_host}{location}")
+            };
+            continue;
+        }
+        let reply = reply.trim();
+        return if code.starts_with('2') {
+            Ok(format!("{status} {reply}"))
+        } else {
+            Err(format!("the Overlord answered `{status}`: {reply}"))
+        };
+    }
+    Err(format!(
+        "more than {MAX_REDIRECTS} redirects from the Overlord"
+    ))
+}
+
+/// `http://host:port` and the path (with its query) of a plain-HTTP URL.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("`{url}`: only http:// is supported here; submit over TLS with `flowenrich druid-spec PIPELINE.toml | curl -X POST -H 'Content-Type: application/json' -d @- 'https://.../druid/indexer/v1/supervisor?skipRestartIfUnmodified=true'`")
+    })?;
+    let (authority, path) = match rest.find('/') {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    Ok((format!("http://{authority}"), path.to_string()))
+}
+
+/// One POST of a JSON `body` to `url`; the whole answer.
+fn post_json(url: &str, body: &str) -> Result<String, String> {
+    use std::io::Read;
+    let (scheme_host, path) = split_url(url)?;
+    let authority = scheme_host.trim_start_matches("http://");
     let address = if authority.contains(':') {
         authority.to_string()
     } else {
         format!("{authority}:80")
     };
-    let body = spec.to_string();
     use std::net::ToSocketAddrs;
     let resolved = address
         .to_socket_addrs()
@@ -449,24 +511,13 @@ pub fn submit(overlord: &str, spec: &Value) -> Result<String, String> {
         body.len()
     )
     .map_err(|e| e.to_string())?;
+    // The answer is small; a bound keeps a misbehaving server from growing it.
     let mut answer = String::new();
     stream
+        .take(1 << 20)
         .read_to_string(&mut answer)
         .map_err(|e| e.to_string())?;
-    let status = answer.lines().next().unwrap_or_default().to_string();
-    let reply = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.trim().to_string())
-        .unwrap_or_default();
-    if status
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|code| code.starts_with('2'))
-    {
-        Ok(format!("{status} {reply}"))
-    } else {
-        Err(format!("the Overlord answered `{status}`: {reply}"))
-    }
+    Ok(answer)
 }
 
 /// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
@@ -509,8 +560,9 @@ pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
 pub fn run(
     id: &str,
     spec: &DruidSpec,
-    mut input: mpsc::Receiver<SharedBatch>,
+    input: &mut Input,
     metrics: &ComponentMetrics,
+    lifecycle: &Lifecycle,
 ) -> Result<(), String> {
     // Where rows go, connected.
     enum Writer<'a> {
@@ -537,45 +589,38 @@ pub fn run(
             }
         }
     }
-    let timer = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|e| e.to_string())?;
     let mut rollup = Rollup::new(&spec.dimensions, spec.granularity_secs);
-    // The batches the rows in memory came from: dropped (acknowledged) after a flush.
-    let mut covered = Held(Vec::new());
+    // The batches the rows in memory came from: done (acknowledged) after a flush.
+    let mut covered: Vec<Taken> = Vec::new();
     let mut flushed_at = Instant::now();
-    // Returns once the rows are written (it waits out failures), then acknowledges.
-    let flush = |rollup: &mut Rollup, covered: &mut Held| {
+    // Returns once the rows are written (retrying transient failures), then marks the
+    // batches they came from done.
+    let flush = |rollup: &mut Rollup, covered: &mut Vec<Taken>| -> Result<(), String> {
         let rows = rollup.drain();
         if !rows.is_empty() {
             let written = match &writer {
                 Writer::Kinesis(writer) => {
                     let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
-                    writer.write(&text, metrics)
+                    writer.write(&text, metrics, lifecycle)?
                 }
                 Writer::Files(dir) => {
-                    // Like the Kinesis writer: keep trying, the pipeline waits, nothing
-                    // is acknowledged before it is written.
-                    let mut pause = Duration::from_millis(100);
-                    while let Err(error) = write_files(dir, &rows) {
-                        metrics.error("write_failed", 1);
-                        tracing::error!(message = "Cannot write rolled-up rows; trying again.", component_id = %id, dir = %dir.display(), %error, pause_ms = pause.as_millis() as u64);
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_secs(10));
-                    }
+                    retrying(id, "write_failed", metrics, lifecycle, || {
+                        write_files(dir, &rows).map_err(|e| io_attempt(dir.display(), e))
+                    })?;
                     rows.len() as u64
                 }
             };
             metrics.sent(written);
             metrics.count("druid_rows_total", written);
         }
-        covered.0.clear();
+        for batch in covered.drain(..) {
+            batch.done();
+        }
+        Ok(())
     };
     loop {
         let wait = spec.flush_interval.saturating_sub(flushed_at.elapsed());
-        let next = timer.block_on(async { tokio::time::timeout(wait, input.recv()).await });
-        match next {
+        match input.recv_timeout(wait) {
             Ok(Some(batch)) => {
                 metrics.received(batch.lines as u64);
                 for line in batch.text.lines() {
@@ -593,18 +638,17 @@ pub fn run(
                         }
                     }
                 }
-                covered.0.push(batch);
+                covered.push(batch);
             }
-            Ok(None) => break,
-            Err(_) => {}
+            Ok(None) => {}
+            Err(Ended) => break,
         }
         if flushed_at.elapsed() >= spec.flush_interval {
-            flush(&mut rollup, &mut covered);
+            flush(&mut rollup, &mut covered)?;
             flushed_at = Instant::now();
         }
     }
-    flush(&mut rollup, &mut covered);
-    Ok(())
+    flush(&mut rollup, &mut covered)
 }
 
 /// The Druid Kinesis supervisor spec that ingests this sink's stream: dimensions typed
@@ -632,11 +676,25 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let endpoint = match (&kinesis.stream.endpoint, &kinesis.stream.region) {
-        (Some(endpoint), _) => endpoint
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .to_string(),
+    // A region the ARN names serves when none is configured.
+    let arn_region = kinesis
+        .stream
+        .stream
+        .arn
+        .as_deref()
+        .and_then(|arn| arn.split(':').nth(3))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string);
+    let endpoint = match (
+        &kinesis.stream.endpoint,
+        kinesis.stream.region.clone().or(arn_region),
+    ) {
+        // Druid's AWS SDK adds https:// to an endpoint without a scheme, so a plain-HTTP
+        // endpoint keeps its scheme.
+        (Some(endpoint), _) => endpoint.trim_start_matches("https://").to_string(),
+        (None, Some(region)) if region.starts_with("cn-") => {
+            format!("kinesis.{region}.amazonaws.com.cn")
+        }
         (None, Some(region)) => format!("kinesis.{region}.amazonaws.com"),
         (None, None) => {
             return Err(
@@ -644,6 +702,12 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
             );
         }
     };
+    let segment = segment_granularity(spec.granularity_secs).ok_or_else(|| {
+        format!(
+            "granularity_secs = {} divides neither an hour nor a day",
+            spec.granularity_secs
+        )
+    })?;
     let dimensions: Vec<Value> = spec
         .dimensions
         .iter()
@@ -659,7 +723,7 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
     let metrics: Vec<Value> = METRICS
         .iter()
         .map(|name| json!({"type": "longSum", "name": name, "fieldName": name}))
-        .chain([json!({"type": "count", "name": "rows"})])
+        .chain([json!({"type": "count", "name": COUNT_METRIC})])
         .collect();
     let query_granularity = match spec.granularity_secs {
         1 => json!("SECOND"),
@@ -679,7 +743,7 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
                 "metricsSpec": metrics,
                 "granularitySpec": {
                     "type": "uniform",
-                    "segmentGranularity": "HOUR",
+                    "segmentGranularity": segment,
                     "queryGranularity": query_granularity,
                     "rollup": true
                 }
@@ -771,6 +835,137 @@ mod tests {
             "{\"start\":1,\"a\":\"raw \u{1} control\"}",
         ] {
             assert_eq!(rollup.add(bad), Err(Skipped::InvalidJson), "{bad}");
+        }
+    }
+
+    fn spec_with(granularity_secs: u64, stream: crate::kinesis::StreamConfig) -> DruidSpec {
+        DruidSpec {
+            data_source: "d".into(),
+            dimensions: vec!["src_app".into()],
+            granularity_secs,
+            flush_interval: Duration::from_secs(1),
+            output: DruidOutput::Kinesis(KinesisSinkSpec {
+                stream,
+                partition_key: crate::sinks::kinesis::PartitionKey::Spread,
+            }),
+            overlord_url: None,
+        }
+    }
+
+    fn stream(
+        name: Option<&str>,
+        arn: Option<&str>,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> crate::kinesis::StreamConfig {
+        crate::kinesis::StreamConfig {
+            stream: crate::kinesis::StreamRef {
+                name: name.map(String::from),
+                arn: arn.map(String::from),
+            },
+            endpoint: endpoint.map(String::from),
+            region: region.map(String::from),
+        }
+    }
+
+    #[test]
+    fn the_spec_follows_granularity_region_and_endpoint() {
+        let io = |spec: &Value| spec["spec"]["ioConfig"]["endpoint"].clone();
+        let granularity = |spec: &Value| spec["spec"]["dataSchema"]["granularitySpec"].clone();
+        let plain = stream(Some("s"), None, None, Some("us-east-1"));
+        let minute = supervisor_spec(&spec_with(60, plain.clone())).unwrap();
+        assert_eq!(granularity(&minute)["segmentGranularity"], "HOUR");
+        assert_eq!(granularity(&minute)["queryGranularity"], "MINUTE");
+        assert_eq!(
+            minute["spec"]["dataSchema"]["metricsSpec"][3],
+            json!({"type": "count", "name": "sink_rows"})
+        );
+        let two_hours = supervisor_spec(&spec_with(7200, plain.clone())).unwrap();
+        assert_eq!(granularity(&two_hours)["segmentGranularity"], "DAY");
+        assert_eq!(
+            granularity(&two_hours)["queryGranularity"],
+            json!({"type": "duration", "duration": 7_200_000})
+        );
+        assert_eq!(
+            granularity(&supervisor_spec(&spec_with(86_400, plain.clone())).unwrap())["segmentGranularity"],
+            "DAY"
+        );
+        assert!(supervisor_spec(&spec_with(7, plain)).is_err());
+        assert!(segment_granularity(100_000).is_none() && segment_granularity(0).is_none());
+        let local = stream(Some("s"), None, Some("http://127.0.0.1:4567"), None);
+        assert_eq!(
+            io(&supervisor_spec(&spec_with(60, local)).unwrap()),
+            "http://127.0.0.1:4567"
+        );
+        let tls = stream(Some("s"), None, Some("https://kinesis.example"), None);
+        assert_eq!(
+            io(&supervisor_spec(&spec_with(60, tls)).unwrap()),
+            "kinesis.example"
+        );
+        let china = stream(Some("s"), None, None, Some("cn-north-1"));
+        assert_eq!(
+            io(&supervisor_spec(&spec_with(60, china)).unwrap()),
+            "kinesis.cn-north-1.amazonaws.com.cn"
+        );
+        let arn = stream(
+            None,
+            Some("arn:aws:kinesis:eu-north-1:123456789012:stream/rollups"),
+            None,
+            None,
+        );
+        let by_arn = supervisor_spec(&spec_with(60, arn)).unwrap();
+        assert_eq!(io(&by_arn), "kinesis.eu-north-1.amazonaws.com");
+        assert_eq!(by_arn["spec"]["ioConfig"]["stream"], "rollups");
+    }
+
+    #[test]
+    fn submit_follows_a_standby_overlords_redirect() {
+        use std::io::{BufRead, Read};
+        let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let standby = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let leader_url = format!("http://{}", leader.local_addr().unwrap());
+        let serve = |listener: std::net::TcpListener, answer: String| {
+            std::thread::spawn(move || {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = n.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                write!(&stream, "{answer}").unwrap();
+                request_line
+            })
+        };
+        let standby_answer = format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {leader_url}/druid/indexer/v1/supervisor?skipRestartIfUnmodified=true\r\nContent-Length: 0\r\n\r\n"
+        );
+        let at_standby = serve(standby.try_clone().unwrap(), standby_answer);
+        let at_leader = serve(
+            leader,
+            "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n{\"id\":1}".into(),
+        );
+        let answer = submit(
+            &format!("http://{}", standby.local_addr().unwrap()),
+            &json!({"type": "kinesis"}),
+        )
+        .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        for request in [at_standby.join().unwrap(), at_leader.join().unwrap()] {
+            assert_eq!(
+                request,
+                "POST /druid/indexer/v1/supervisor?skipRestartIfUnmodified=true HTTP/1.1\r\n"
+            );
         }
     }
 

@@ -1,35 +1,106 @@
-//! The `file` sink: lines appended to one file, flushed after every batch.
+//! The `file` sink: lines appended to one file, durable before they are acknowledged.
+//!
+//! Group commit: the sink writes the batch it is given and every batch already waiting
+//! behind it (up to [`GROUP_BATCHES`]), then syncs the file once (`fdatasync`) and only
+//! then marks them done, so a power cut never loses an acknowledged line and a busy sink
+//! pays one sync per group, not per batch. A failed write or sync is transient when the
+//! error may pass (a full disk, an I/O error, a quota): the file is cut back to its last
+//! synced length and the whole group written again after a pause (an `fsync` that
+//! failed may have dropped dirty pages, so nothing after the last good sync is trusted).
+//! Other errors (permissions, a read-only file system) fail the pipeline. Files that
+//! cannot be synced or cut (a pipe, `/dev/stdout`) are written without.
 
-use crate::batch::SharedBatch;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
-use std::fs::OpenOptions;
-use std::io::{BufWriter, Write};
+use crate::sinks::{AttemptError, io_attempt, retrying};
+use crate::topology::output::{Input, Taken};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
-use tokio::sync::mpsc;
 
-/// Opens `path` (creating parents) and writes every batch to it.
+/// Most batches one sync covers.
+pub const GROUP_BATCHES: usize = 64;
+
+/// The open file and how much of it is known to be on disk.
+struct Durable<'a> {
+    path: &'a Path,
+    file: File,
+    /// A regular file: synced, and cut back after a failure.
+    regular: bool,
+    /// Length at the last successful sync.
+    synced_len: u64,
+}
+
+impl Durable<'_> {
+    /// Writes the group at the end of what is synced, then syncs.
+    fn commit(&mut self, group: &[Taken]) -> Result<(), AttemptError> {
+        let io = |e| io_attempt(self.path.display(), e);
+        if self.regular {
+            self.file.set_len(self.synced_len).map_err(io)?;
+            self.file
+                .seek(SeekFrom::Start(self.synced_len))
+                .map_err(io)?;
+        }
+        for batch in group {
+            self.file.write_all(batch.text.as_bytes()).map_err(io)?;
+        }
+        if self.regular {
+            self.file.sync_data().map_err(io)?;
+            self.synced_len = self.file.stream_position().map_err(io)?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` (creating parents) and writes every batch to it until the input ends.
 pub fn run(
+    id: &str,
     path: &Path,
     append: bool,
-    mut input: mpsc::Receiver<SharedBatch>,
+    input: &mut Input,
     metrics: &ComponentMetrics,
-) -> std::io::Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+    lifecycle: &Lifecycle,
+) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
     }
     let file = OpenOptions::new()
         .create(true)
         .write(true)
-        .append(append)
         .truncate(!append)
-        .open(path)?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    while let Some(batch) = input.blocking_recv() {
-        metrics.received(batch.lines as u64);
-        writer.write_all(batch.text.as_bytes())?;
-        writer.flush()?;
-        metrics.sent(batch.lines as u64);
+        .open(path)
+        .map_err(fail)?;
+    let regular = file.metadata().map_err(fail)?.is_file();
+    let synced_len = if regular {
+        file.metadata().map_err(fail)?.len()
+    } else {
+        0
+    };
+    let mut durable = Durable {
+        path,
+        file,
+        regular,
+        synced_len,
+    };
+    while let Some(first) = input.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_BATCHES
+            && let Some(next) = input.try_recv()
+        {
+            group.push(next);
+        }
+        let lines: u64 = group.iter().map(|b| b.lines as u64).sum();
+        metrics.received(lines);
+        crate::failpoint::hit("file_sink.before_write");
+        retrying(id, "write_failed", metrics, lifecycle, || {
+            durable.commit(&group)
+        })?;
+        metrics.count("file_syncs_total", 1);
+        metrics.sent(lines);
+        for batch in group {
+            batch.done();
+        }
     }
-    writer.flush()?;
-    writer.get_ref().sync_data()
+    Ok(())
 }

@@ -2,18 +2,20 @@
 //! (e.g. the stream a Druid Kinesis supervisor ingests).
 //!
 //! Lines go out with PutRecords in requests of at most 500 records and 5 MiB. Records
-//! that a request rejects (throttling, internal errors) are sent again, alone, with a
-//! doubling, jittered pause, until they are accepted: a batch is dropped, and so
-//! acknowledged upstream, only when every one of its lines is in the stream. A slow or
-//! unreachable stream therefore slows the pipeline instead of losing records.
+//! that a request rejects (throttling, internal errors) and requests that fail on the
+//! way (timeouts, an endpoint away, throttling) are sent again with a doubling, jittered
+//! pause until they are accepted: a batch is done, and so acknowledged upstream, only
+//! when every one of its lines is in the stream. A slow or unreachable stream therefore
+//! slows the pipeline instead of losing records. Errors that no retry can mend (the
+//! stream deleted, access denied, a KMS key gone: [`fatal_code`]) fail the pipeline.
 
-use crate::batch::SharedBatch;
-use crate::kinesis::{StreamConfig, StreamRef, jittered};
+use crate::kinesis::{StreamConfig, StreamRef};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
+use crate::sinks::{AttemptError, retrying};
+use crate::topology::output::Input;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
-use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Records per PutRecords request (the API's limit).
 const MAX_RECORDS: usize = 500;
@@ -21,8 +23,6 @@ const MAX_RECORDS: usize = 500;
 const MAX_BYTES: usize = 5 << 20;
 /// Largest record payload Kinesis accepts.
 const MAX_RECORD: usize = 1 << 20;
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How records get their partition key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +100,7 @@ impl KinesisWriter {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let client = runtime.block_on(spec.stream.client());
+        let client = runtime.block_on(spec.stream.client_without_retries());
         Ok(KinesisWriter {
             id: id.to_string(),
             spec: spec.clone(),
@@ -111,8 +111,14 @@ impl KinesisWriter {
 
     /// Puts every line of `text` as one record and returns once all are in the stream
     /// (lines over the record size limit are counted and dropped); returns how many were
-    /// put.
-    pub fn write(&self, text: &str, metrics: &ComponentMetrics) -> u64 {
+    /// put, or the error that stopped it (a permanent one, or the last transient one when
+    /// the drain deadline passed).
+    pub fn write(
+        &self,
+        text: &str,
+        metrics: &ComponentMetrics,
+        lifecycle: &Lifecycle,
+    ) -> Result<u64, String> {
         let mut entries = Vec::new();
         for line in text.lines() {
             if line.len() > MAX_RECORD {
@@ -126,16 +132,18 @@ impl KinesisWriter {
         let mut put = 0;
         for request in requests(entries) {
             let sent = request.len() as u64;
-            self.runtime.block_on(put_all(
-                &self.client,
-                &self.spec.stream.stream,
-                request,
-                &self.id,
-                metrics,
-            ));
+            let mut pending = request;
+            retrying(&self.id, "put_failed", metrics, lifecycle, || {
+                self.runtime.block_on(put_once(
+                    &self.client,
+                    &self.spec.stream.stream,
+                    &mut pending,
+                    metrics,
+                ))
+            })?;
             put += sent;
         }
-        put
+        Ok(put)
     }
 }
 
@@ -143,75 +151,107 @@ impl KinesisWriter {
 pub fn run(
     id: &str,
     spec: &KinesisSinkSpec,
-    mut input: mpsc::Receiver<SharedBatch>,
+    input: &mut Input,
     metrics: &ComponentMetrics,
+    lifecycle: &Lifecycle,
 ) -> Result<(), String> {
     let writer = KinesisWriter::new(id, spec)?;
-    while let Some(batch) = input.blocking_recv() {
+    while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
-        let sent = writer.write(&batch.text, metrics);
+        let sent = writer.write(&batch.text, metrics, lifecycle)?;
         metrics.sent(sent);
-        // Dropping the batch here releases its acknowledgement: all of it is in the stream.
-        drop(batch);
+        // All of it is in the stream: its acknowledgement may be released.
+        batch.done();
     }
     Ok(())
 }
 
-/// Puts `pending` until every record is accepted.
-async fn put_all(
+/// Error codes after which sending again cannot succeed: the stream is gone or this
+/// host may not write to it, or the request itself is wrong.
+const FATAL_CODES: [&str; 10] = [
+    "ResourceNotFoundException",
+    "AccessDeniedException",
+    "InvalidArgumentException",
+    "ValidationException",
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "KMSAccessDeniedException",
+    "KMSDisabledException",
+    "KMSNotFoundException",
+    "KMSInvalidStateException",
+];
+
+/// Whether a service error with this code is permanent.
+pub fn fatal_code(code: Option<&str>) -> bool {
+    code.is_some_and(|code| FATAL_CODES.contains(&code))
+}
+
+/// One PutRecords call for `pending`; keeps in `pending` only the records it did not
+/// take (throttled or failed inside the service), which are worth sending again.
+async fn put_once(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
-    mut pending: Vec<(String, String)>,
-    id: &str,
+    pending: &mut Vec<(String, String)>,
     metrics: &ComponentMetrics,
-) {
-    let mut backoff = Duration::ZERO;
-    while !pending.is_empty() {
-        if !backoff.is_zero() {
-            tokio::time::sleep(jittered(backoff)).await;
-        }
-        let records: Vec<PutRecordsRequestEntry> = pending
-            .iter()
-            .map(|(data, key)| {
-                PutRecordsRequestEntry::builder()
-                    .data(Blob::new(data.as_bytes().to_vec()))
-                    .partition_key(key)
-                    .build()
-                    .expect("data and key are set")
-            })
-            .collect();
-        let result = client
-            .put_records()
-            .set_stream_name(stream.name.clone())
-            .set_stream_arn(stream.arn.clone())
-            .set_records(Some(records))
-            .send()
-            .await;
-        backoff = (backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        match result {
-            Ok(output) => {
-                // Keep only the records this request rejected, in order.
-                let rejected: Vec<bool> = output
-                    .records()
-                    .iter()
-                    .map(|r| r.error_code().is_some())
-                    .collect();
-                let before = pending.len();
-                let mut index = 0;
-                pending.retain(|_| {
-                    let keep = rejected.get(index).copied().unwrap_or(true);
-                    index += 1;
-                    keep
-                });
-                if pending.is_empty() {
-                    return;
-                }
-                metrics.count("kinesis_put_retries_total", pending.len() as u64);
-                tracing::warn!(message = "Some records were rejected; sending them again.", component_id = %id, rejected = pending.len(), of = before);
+) -> Result<(), AttemptError> {
+    use aws_sdk_kinesis::error::ProvideErrorMetadata;
+    let records: Vec<PutRecordsRequestEntry> = pending
+        .iter()
+        .map(|(data, key)| {
+            PutRecordsRequestEntry::builder()
+                .data(Blob::new(data.as_bytes().to_vec()))
+                .partition_key(key)
+                .build()
+                .expect("data and key are set")
+        })
+        .collect();
+    let result = client
+        .put_records()
+        .set_stream_name(stream.name.clone())
+        .set_stream_arn(stream.arn.clone())
+        .set_records(Some(records))
+        .send()
+        .await;
+    match result {
+        Ok(output) => {
+            // Keep only the records this request rejected, in order.
+            let rejected: Vec<bool> = output
+                .records()
+                .iter()
+                .map(|r| r.error_code().is_some())
+                .collect();
+            let before = pending.len();
+            let mut index = 0;
+            pending.retain(|_| {
+                let keep = rejected.get(index).copied().unwrap_or(true);
+                index += 1;
+                keep
+            });
+            if pending.is_empty() {
+                return Ok(());
             }
-            Err(error) => {
-                metrics.count("kinesis_put_retries_total", pending.len() as u64);
-                tracing::warn!(message = "PutRecords failed; sending again after a pause.", component_id = %id, %error);
+            metrics.count("kinesis_put_retries_total", pending.len() as u64);
+            Err(AttemptError::Transient(format!(
+                "PutRecords rejected {} of {before} records",
+                pending.len()
+            )))
+        }
+        Err(error) => {
+            metrics.count("kinesis_put_retries_total", pending.len() as u64);
+            let code = error.code().map(str::to_string);
+            let message = match (&code, error.message()) {
+                (Some(code), message) => {
+                    format!("PutRecords failed: {code}: {}", message.unwrap_or_default())
+                }
+                _ => format!(
+                    "PutRecords failed: {}",
+                    aws_sdk_kinesis::error::DisplayErrorContext(&error)
+                ),
+            };
+            if fatal_code(code.as_deref()) {
+                Err(AttemptError::Fatal(message))
+            } else {
+                Err(AttemptError::Transient(message))
             }
         }
     }

@@ -2,12 +2,11 @@
 //! ends — top application pairs by bytes, cross-region and cross-AZ bytes by pair, and
 //! rejected flows.
 
-use crate::batch::SharedBatch;
 use crate::metrics::ComponentMetrics;
+use crate::topology::output::Input;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write;
-use tokio::sync::mpsc;
 
 /// Label for a side without the attribute.
 const UNATTRIBUTED: &str = "(unattributed)";
@@ -181,20 +180,17 @@ fn section<K>(
     }
 }
 
-/// Aggregates every batch, then returns the rendered report.
-pub fn run(
-    mut input: mpsc::Receiver<SharedBatch>,
-    keys: &ReportKeys,
-    top: usize,
-    metrics: &ComponentMetrics,
-) -> String {
+/// Aggregates every batch, then returns the rendered report. A report is a summary,
+/// not a delivery of records: a batch is done once it is counted.
+pub fn run(input: &mut Input, keys: &ReportKeys, top: usize, metrics: &ComponentMetrics) -> String {
     let mut report = Report::default();
-    while let Some(batch) = input.blocking_recv() {
+    while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
         for line in batch.text.lines() {
             report.add(line, keys);
         }
         metrics.sent(batch.lines as u64);
+        batch.done();
     }
     report.render(top)
 }

@@ -1,9 +1,7 @@
 //! The `file` source: one file, a directory (recursively) or a glob; plain or gzip
 //! (detected by magic bytes, so `.log.gz` files from S3 work as delivered).
 
-use super::Batcher;
-use crate::metrics::ComponentMetrics;
-use crate::topology::output::Output;
+use super::{Batcher, Sink, read_line_bounded};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -39,7 +37,7 @@ pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic)?;
     let file = File::open(path)?;
-    if n == 2 && magic == [0x1f, 0x8b] {
+    if n == 2 && crate::batch::is_gzip(&magic) {
         Ok(Box::new(BufReader::with_capacity(
             1 << 16,
             flate2::read::MultiGzDecoder::new(file),
@@ -88,32 +86,26 @@ fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), FileSourceError> {
 }
 
 /// Reads every file in order, one stream per file, until done or `stop` is set.
-pub fn run(
-    files: Vec<PathBuf>,
-    batch_lines: usize,
-    output: &Output,
-    metrics: &ComponentMetrics,
-    stop: &AtomicBool,
-) {
+pub fn run(files: Vec<PathBuf>, to: Sink<'_>, stop: &AtomicBool) {
+    let metrics = to.metrics;
     for path in files {
         if stop.load(Ordering::Relaxed) {
             return;
         }
         let stream = path.to_string_lossy();
-        let mut batcher = Batcher::new(&stream, batch_lines, output, metrics);
+        let mut batcher = Batcher::new(&stream, to);
         match open_text(&path) {
             Ok(mut reader) => {
                 let mut line = Vec::new();
                 loop {
-                    line.clear();
-                    match reader.read_until(b'\n', &mut line) {
+                    match read_line_bounded(&mut reader, &mut line, to.max_line_bytes + 1) {
                         Ok(0) => break,
-                        Ok(_) => batcher.push(&line),
+                        Ok(length) => batcher.push(&line, length),
                         Err(error) => {
                             // Truncated gzip, I/O error: keep what was read (a partial last
                             // line goes on and is dead-lettered if malformed), report, move on.
                             if !line.is_empty() {
-                                batcher.push(&line);
+                                batcher.push(&line, line.len());
                             }
                             metrics.error("read", 1);
                             tracing::error!(message = "Failed to read file; continuing with the next one.", file = %path.display(), %error);

@@ -26,13 +26,15 @@ use crate::batch::LineBatch;
 use crate::checkpoint::{Checkpoints, ShardCheckpoint};
 use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
 use crate::leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
+use crate::sources::BATCH_MAX_BYTES;
 use crate::topology::output::Output;
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// How records are read.
@@ -66,6 +68,13 @@ pub struct KinesisSourceSpec {
     /// Share the stream with other hosts through a DynamoDB lease table, which then
     /// holds the checkpoints too.
     pub leases: Option<LeaseSpec>,
+    /// Longest line taken; longer ones are dead-lettered with a prefix.
+    pub max_line_bytes: usize,
+    /// Most bytes one record may inflate to; more is dead-lettered.
+    pub max_record_bytes: usize,
+    /// Most bytes of GetRecords answers in flight at once: reads run at most
+    /// `max_in_flight_bytes / 10 MiB` at a time (at least 1, at most 64).
+    pub max_in_flight_bytes: usize,
 }
 
 /// What one record holds.
@@ -90,13 +99,34 @@ struct LogEvent {
     message: String,
 }
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// It inflates beyond `max_record_bytes` (a decompression bomb, or a mistake).
+    #[error("record inflates to more than max_record_bytes ({0} bytes)")]
+    TooLarge(usize),
+    /// Not gzip, not an envelope, or a broken one.
+    #[error("{0}")]
+    Invalid(String),
+}
 
-/// Decodes one record's bytes, or says why it cannot be.
-pub fn decode(data: &[u8], format: RecordFormat) -> Result<Decoded, String> {
-    let gzip = data.starts_with(&GZIP_MAGIC);
+impl DecodeError {
+    /// The `error_type` it is counted as.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge(_) => "record_too_large",
+            DecodeError::Invalid(_) => "invalid_record",
+        }
+    }
+}
+
+/// Decodes one record's bytes, or says why it cannot be. Gzip is inflated only up to
+/// `max_bytes`: memory never follows what a record claims to hold.
+pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Decoded, DecodeError> {
+    let invalid = |message: String| DecodeError::Invalid(message);
+    let gzip = crate::batch::is_gzip(data);
     if format == RecordFormat::CloudwatchLogs && !gzip {
-        return Err("not a gzip CloudWatch Logs envelope".into());
+        return Err(invalid("not a gzip CloudWatch Logs envelope".into()));
     }
     let text_lines = |bytes: &[u8]| {
         String::from_utf8_lossy(bytes)
@@ -110,13 +140,17 @@ pub fn decode(data: &[u8], format: RecordFormat) -> Result<Decoded, String> {
     }
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(data)
+        .take(max_bytes as u64 + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot gunzip the record: {e}"))?;
+        .map_err(|e| invalid(format!("cannot gunzip the record: {e}")))?;
+    if bytes.len() > max_bytes {
+        return Err(DecodeError::TooLarge(max_bytes));
+    }
     if format == RecordFormat::Text {
         return Ok(Decoded::Lines(text_lines(&bytes)));
     }
     let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("not a CloudWatch Logs envelope: {e}"))?;
+        .map_err(|e| invalid(format!("not a CloudWatch Logs envelope: {e}")))?;
     match envelope.message_type.as_str() {
         "CONTROL_MESSAGE" => Ok(Decoded::Control),
         "DATA_MESSAGE" => Ok(Decoded::Lines(
@@ -128,7 +162,9 @@ pub fn decode(data: &[u8], format: RecordFormat) -> Result<Decoded, String> {
                 .map(str::to_string)
                 .collect(),
         )),
-        other => Err(format!("unknown CloudWatch Logs messageType `{other}`")),
+        other => Err(invalid(format!(
+            "unknown CloudWatch Logs messageType `{other}`"
+        ))),
     }
 }
 
@@ -200,6 +236,8 @@ impl Shard {
 
 /// Most shard reads in flight at once (GetRecords calls, one per shard).
 const CONCURRENT_READS: usize = 64;
+/// The most one GetRecords answer can hold (Kinesis's limit).
+pub const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 
 /// First and longest pause after a failed read (doubled on each failure, with jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -262,7 +300,7 @@ impl Shard {
                     metrics.shard_gauge("kinesis_millis_behind_latest", shard_id, behind);
                 }
                 for record in &records {
-                    self.take(component, record, spec.format, spec.batch_lines, to);
+                    self.take(component, record, spec, to);
                 }
                 self.send(to, false);
                 // Batches sent but not yet taken by every sink (checkpoint lag).
@@ -301,57 +339,85 @@ impl Shard {
         &mut self,
         component: &str,
         record: &Record,
-        format: RecordFormat,
-        batch_lines: usize,
+        spec: &KinesisSourceSpec,
         to: &Sending<'_>,
     ) {
-        match decode(&record.data, format) {
+        match decode(&record.data, spec.format, spec.max_record_bytes) {
             Ok(Decoded::Lines(lines)) => {
                 to.metrics.received(lines.len() as u64);
+                let mut letters = String::new();
+                let mut long = 0;
                 for line in lines {
+                    if line.len() > spec.max_line_bytes {
+                        to.metrics.error("line_too_long", 1);
+                        letters.push_str(&crate::sources::long_line_letter(
+                            component,
+                            &self.id,
+                            line.len(),
+                            spec.max_line_bytes,
+                            line.as_bytes(),
+                        ));
+                        long += 1;
+                        continue;
+                    }
                     crate::batch::push_line(&mut self.text, line.as_bytes());
                     self.lines += 1;
                 }
                 self.sequence = Some(record.sequence.clone());
-                if self.lines >= batch_lines {
+                if long > 0 {
+                    // The record's good lines go first; its long lines' dead letter
+                    // holds the checkpoint at this record until it is delivered too.
+                    self.send(to, false);
+                    self.dead_letter(component, record, letters, long, to);
+                } else if self.lines >= spec.batch_lines || self.text.len() >= BATCH_MAX_BYTES {
                     self.send(to, false);
                 }
             }
             Ok(Decoded::Control) => self.sequence = Some(record.sequence.clone()),
             Err(error) => {
-                to.metrics.error("invalid_record", 1);
+                to.metrics.error(error.error_type(), 1);
                 // What came before goes first, so the dead letter's acknowledgement
                 // keeps its place in the shard's order.
                 self.send(to, false);
-                let ack = to.checkpoints.ack(
-                    &self.id,
-                    self.batches,
-                    Some(record.sequence.clone()),
-                    false,
-                );
-                self.batches += 1;
-                if to.dead_letters.is_unconnected() {
-                    to.metrics.discarded(1);
-                    tracing::warn!(message = "Undecodable record (no sink takes this source's dead_letter output).", component_id = %component, shard = %self.id, sequence = %record.sequence, %error);
-                    return;
-                }
                 let letter = serde_json::json!({
-                    "error": error,
+                    "error": error.to_string(),
                     "component": component,
                     "shard": &*self.id,
                     "sequence": record.sequence,
                     "data_base64": base64(&record.data),
                 });
-                to.dead_letters.send(Arc::new(LineBatch {
-                    text: format!("{letter}\n"),
-                    lines: 1,
-                    stream: self.id.clone(),
-                    stream_start: false,
-                    stream_end: false,
-                    acks: vec![ack],
-                }));
+                self.dead_letter(component, record, format!("{letter}\n"), 1, to);
             }
         }
+    }
+
+    /// Sends `letters` (`lines` of them) of `record` to the dead-letter output, with an
+    /// acknowledgement in the shard's order.
+    fn dead_letter(
+        &mut self,
+        component: &str,
+        record: &Record,
+        letters: String,
+        lines: usize,
+        to: &Sending<'_>,
+    ) {
+        let ack = to
+            .checkpoints
+            .ack(&self.id, self.batches, Some(record.sequence.clone()), false);
+        self.batches += 1;
+        if to.dead_letters.is_unconnected() {
+            to.metrics.discarded(lines as u64);
+            tracing::warn!(message = "Dead letter dropped (no sink takes this source's dead_letter output).", component_id = %component, shard = %self.id, sequence = %record.sequence, letters = %letters.trim_end());
+            return;
+        }
+        to.dead_letters.send(Arc::new(LineBatch {
+            text: letters,
+            lines,
+            stream: self.id.clone(),
+            stream_start: false,
+            stream_end: false,
+            acks: vec![ack],
+        }));
     }
 }
 
@@ -361,52 +427,45 @@ impl Shard {
 /// read; on stop, the outputs are closed, and once everything read is acknowledged (or
 /// [`LeaseSpec::handoff_timeout`] has passed) the last checkpoints are written and every
 /// lease is released, so another host resumes exactly after what this one delivered.
+///
+/// A source that cannot start (no checkpoint store, no lease table) returns why: the
+/// pipeline then fails instead of draining as if the stream had been read.
 pub fn run(
     id: &str,
     spec: &KinesisSourceSpec,
     output: Output,
     dead_letters: Output,
     metrics: &ComponentMetrics,
-    stop: &AtomicBool,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    lifecycle: &Lifecycle,
+) -> Result<(), String> {
+    let stop = lifecycle.stop_flag();
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!(message = "Cannot start the Kinesis source.", component_id = %id, %error);
-            return;
-        }
-    };
+        .map_err(|error| format!("cannot start the Kinesis source: {error}"))?;
     let checkpoints = if spec.leases.is_some() {
         Checkpoints::in_memory()
     } else {
-        match Checkpoints::open(&spec.checkpoints) {
-            Ok(checkpoints) => checkpoints,
-            Err(error) => {
-                metrics.error("checkpoint_failed", 1);
-                tracing::error!(message = "Cannot open the checkpoint store; not reading.", component_id = %id, %error);
-                return;
-            }
-        }
-    };
+        Checkpoints::open(&spec.checkpoints).map_err(|error| {
+            metrics.error("checkpoint_failed", 1);
+            format!("cannot open the checkpoint store: {error}")
+        })?
+    }
+    .halted_by(lifecycle.halted());
     let mut leases = match &spec.leases {
         None => None,
         Some(lease_spec) => {
             let table = runtime.block_on(LeaseTable::connect(lease_spec));
             if let Err(error) = runtime.block_on(table.ensure_table()) {
                 metrics.error("lease_table_failed", 1);
-                tracing::error!(message = "Cannot use the lease table; not reading.", component_id = %id, %error);
-                return;
+                return Err(format!("cannot use the lease table: {error}"));
             }
             tracing::info!(message = "Sharing the stream through a lease table.", component_id = %id, table = %lease_spec.table, worker = %lease_spec.worker);
             let coordinator = match Coordinator::new(table, lease_spec.clone()) {
                 Ok(coordinator) => coordinator,
                 Err(error) => {
                     metrics.error("lease_table_failed", 1);
-                    tracing::error!(message = "Cannot start the lease renewer; not reading.", component_id = %id, %error);
-                    return;
+                    return Err(format!("cannot start the lease renewer: {error}"));
                 }
             };
             Some(Leases {
@@ -525,7 +584,9 @@ pub fn run(
                     && parents_done(shard)
             })
             .collect();
-        for group in ready.chunks_mut(CONCURRENT_READS) {
+        let concurrent =
+            (spec.max_in_flight_bytes / GET_RECORDS_MAX_BYTES).clamp(1, CONCURRENT_READS);
+        for group in ready.chunks_mut(concurrent) {
             let polls = runtime.block_on(futures_util::future::join_all(group.iter_mut().map(
                 |(shard_id, shard)| {
                     let start = shard.start;
@@ -558,7 +619,7 @@ pub fn run(
     drop(dead_letters);
     if let Some(mut leases) = leases {
         let deadline = Instant::now() + leases.spec.handoff_timeout();
-        while checkpoints.in_flight() > 0 && Instant::now() < deadline {
+        while checkpoints.in_flight() > 0 && Instant::now() < deadline && !lifecycle.aborted() {
             leases.keep_alive(&runtime, &checkpoints);
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -576,6 +637,7 @@ pub fn run(
         leases.report(metrics);
         tracing::info!(message = "Released every lease.", component_id = %id, unacknowledged_batches = unacknowledged);
     }
+    Ok(())
 }
 
 /// Forgets a shard whose lease is gone: acks of what was read of it no longer move its
@@ -718,11 +780,13 @@ mod tests {
         encoder.finish().unwrap()
     }
 
+    const MAX: usize = 16 << 20;
+
     #[test]
     fn decodes_text_envelopes_and_rejects_the_rest() {
         let lines = |v: &[&str]| Decoded::Lines(v.iter().map(|s| s.to_string()).collect());
         assert_eq!(
-            decode(b"a b\r\nc d\n\n", RecordFormat::Auto),
+            decode(b"a b\r\nc d\n\n", RecordFormat::Auto, MAX),
             Ok(lines(&["a b", "c d"]))
         );
         let data = gzip(
@@ -732,22 +796,36 @@ mod tests {
                    {"id": "2", "timestamp": 2, "message": "z w"}]}"#,
         );
         assert_eq!(
-            decode(&data, RecordFormat::Auto),
+            decode(&data, RecordFormat::Auto, MAX),
             Ok(lines(&["x y", "z w"]))
         );
         assert_eq!(
-            decode(&data, RecordFormat::CloudwatchLogs),
+            decode(&data, RecordFormat::CloudwatchLogs, MAX),
             Ok(lines(&["x y", "z w"]))
         );
         let control = gzip(br#"{"messageType": "CONTROL_MESSAGE", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]}"#);
-        assert_eq!(decode(&control, RecordFormat::Auto), Ok(Decoded::Control));
         assert_eq!(
-            decode(&gzip(b"p q\n"), RecordFormat::Text),
+            decode(&control, RecordFormat::Auto, MAX),
+            Ok(Decoded::Control)
+        );
+        assert_eq!(
+            decode(&gzip(b"p q\n"), RecordFormat::Text, MAX),
             Ok(lines(&["p q"]))
         );
-        assert!(decode(b"plain", RecordFormat::CloudwatchLogs).is_err());
-        assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto).is_err());
-        assert!(decode(&gzip(b"not json"), RecordFormat::Auto).is_err());
+        assert!(decode(b"plain", RecordFormat::CloudwatchLogs, MAX).is_err());
+        assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto, MAX).is_err());
+        assert!(decode(&gzip(b"not json"), RecordFormat::Auto, MAX).is_err());
+        // A bomb: 64 MiB of zeros in a few KiB, refused at the limit without inflating it.
+        let bomb = gzip(&vec![0u8; 64 << 20]);
+        assert!(bomb.len() < 1 << 20);
+        assert_eq!(
+            decode(&bomb, RecordFormat::Auto, 1 << 20),
+            Err(DecodeError::TooLarge(1 << 20))
+        );
+        assert_eq!(
+            decode(&gzip(b"p q\n"), RecordFormat::Text, 4),
+            Ok(lines(&["p q"]))
+        );
     }
 
     #[test]

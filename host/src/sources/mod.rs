@@ -1,5 +1,10 @@
 //! Sources: where flow-log lines come from. Each runs on its own thread and sends
 //! [`LineBatch`](crate::batch::LineBatch)es until its input ends or shutdown is requested.
+//!
+//! Memory never follows the input: a line longer than `max_line_bytes` is not kept (its
+//! first [`LINE_PREFIX_BYTES`] go to the source's `<id>.dead_letter` output with its
+//! length, counted as `line_too_long`), and a batch is cut at [`BATCH_MAX_BYTES`] whatever
+//! its line count, so what a source holds and what waits in the channels stays bounded.
 
 pub mod file;
 pub mod kinesis;
@@ -8,44 +13,154 @@ pub mod stdin;
 use crate::batch::LineBatch;
 use crate::metrics::ComponentMetrics;
 use crate::topology::output::Output;
+use std::io::BufRead;
 use std::sync::Arc;
 
-/// Accumulates lines of one stream into batches of at most `batch_lines` lines.
+/// Default longest line a source takes, in bytes (`max_line_bytes`).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 10;
+/// How much of a line over the limit its dead letter keeps.
+pub const LINE_PREFIX_BYTES: usize = 1024;
+/// A batch is sent once its text reaches this size, whatever its line count.
+pub const BATCH_MAX_BYTES: usize = 1 << 20;
+
+/// Reads one line (up to and including `\n`) into `line`, keeping at most `max` bytes of
+/// it; returns the line's whole length (0 at the end of input). The rest of a longer
+/// line is read and thrown away, so memory stays within `max` whatever the input.
+pub fn read_line_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    line.clear();
+    let mut total = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let (chunk, done) = match memchr_newline(available) {
+            Some(at) => (&available[..=at], true),
+            None => (available, false),
+        };
+        let keep = chunk.len().min(max.saturating_sub(line.len()));
+        line.extend_from_slice(&chunk[..keep]);
+        let used = chunk.len();
+        total += used;
+        reader.consume(used);
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// The dead letter of a line over the limit: its length and first bytes.
+pub fn long_line_letter(
+    component: &str,
+    stream: &str,
+    length: usize,
+    max: usize,
+    prefix: &[u8],
+) -> String {
+    let prefix = &prefix[..prefix.len().min(LINE_PREFIX_BYTES)];
+    let letter = serde_json::json!({
+        "error": format!("line of {length} bytes is longer than max_line_bytes ({max})"),
+        "component": component,
+        "stream": stream,
+        "line_prefix": String::from_utf8_lossy(prefix),
+    });
+    format!("{letter}\n")
+}
+
+/// Accumulates lines of one stream into batches of at most `batch_lines` lines (and
+/// about [`BATCH_MAX_BYTES`]).
 pub struct Batcher<'a> {
+    component: &'a str,
     stream: Arc<str>,
     batch_lines: usize,
+    max_line_bytes: usize,
     text: String,
     lines: usize,
     started: bool,
     output: &'a Output,
+    dead_letters: &'a Output,
     metrics: &'a ComponentMetrics,
+}
+
+/// Where a source's batches go and how lines are bounded.
+#[derive(Clone, Copy)]
+pub struct Sink<'a> {
+    /// The source's id, for dead letters.
+    pub component: &'a str,
+    /// Lines per batch.
+    pub batch_lines: usize,
+    /// Longest line kept.
+    pub max_line_bytes: usize,
+    /// Where batches go.
+    pub output: &'a Output,
+    /// Where lines over the limit go.
+    pub dead_letters: &'a Output,
+    /// The source's counters.
+    pub metrics: &'a ComponentMetrics,
 }
 
 impl<'a> Batcher<'a> {
     /// A batcher for `stream`.
-    pub fn new(
-        stream: &str,
-        batch_lines: usize,
-        output: &'a Output,
-        metrics: &'a ComponentMetrics,
-    ) -> Self {
+    pub fn new(stream: &str, to: Sink<'a>) -> Self {
         Batcher {
+            component: to.component,
             stream: stream.into(),
-            batch_lines,
+            batch_lines: to.batch_lines,
+            max_line_bytes: to.max_line_bytes,
             text: String::new(),
             lines: 0,
             started: false,
-            output,
-            metrics,
+            output: to.output,
+            dead_letters: to.dead_letters,
+            metrics: to.metrics,
         }
     }
 
-    /// Adds one raw line (with or without its `\n`); invalid UTF-8 is replaced.
-    pub fn push(&mut self, raw: &[u8]) {
+    /// Adds one raw line (with or without its `\n`) of `length` bytes in all, of which
+    /// `raw` holds at most `max_line_bytes`; invalid UTF-8 is replaced. A longer line is
+    /// dead-lettered.
+    pub fn push(&mut self, raw: &[u8], length: usize) {
+        self.metrics.received(1);
+        let content = length - usize::from(raw.last() == Some(&b'\n') && raw.len() == length);
+        if content > self.max_line_bytes {
+            self.metrics.error("line_too_long", 1);
+            if self.dead_letters.is_unconnected() {
+                self.metrics.discarded(1);
+                tracing::warn!(message = "Line over max_line_bytes dropped (no sink takes this source's dead_letter output).", component_id = %self.component, stream = %self.stream, bytes = length);
+            } else {
+                let letter = long_line_letter(
+                    self.component,
+                    &self.stream,
+                    length,
+                    self.max_line_bytes,
+                    raw,
+                );
+                self.dead_letters.send(Arc::new(LineBatch {
+                    text: letter,
+                    lines: 1,
+                    stream: self.stream.clone(),
+                    stream_start: false,
+                    stream_end: false,
+                    acks: Vec::new(),
+                }));
+            }
+            return;
+        }
         crate::batch::push_line(&mut self.text, raw);
         self.lines += 1;
-        self.metrics.received(1);
-        if self.lines >= self.batch_lines {
+        if self.lines >= self.batch_lines || self.text.len() >= BATCH_MAX_BYTES {
             self.flush(false);
         }
     }
@@ -70,5 +185,27 @@ impl<'a> Batcher<'a> {
         };
         self.metrics.sent(batch.lines as u64);
         self.output.send(Arc::new(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reads_keep_at_most_the_limit() {
+        let input = format!("short\n{}\nlast", "x".repeat(100_000));
+        let mut reader = std::io::BufReader::with_capacity(64, input.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), 6);
+        assert_eq!(line, b"short\n");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 10).unwrap(),
+            100_001
+        );
+        assert_eq!(line, b"xxxxxxxxxx");
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), 4);
+        assert_eq!(line, b"last");
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 10).unwrap(), 0);
     }
 }

@@ -1,9 +1,6 @@
 //! The `stdin` source: lines from standard input until end of file or shutdown.
 
-use super::Batcher;
-use crate::metrics::ComponentMetrics;
-use crate::topology::output::Output;
-use std::io::BufRead;
+use super::{Batcher, Sink, read_line_bounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -13,18 +10,19 @@ const LINGER: Duration = Duration::from_millis(100);
 
 /// Reads stdin on a helper thread (a blocked read cannot be interrupted) and batches
 /// here, so shutdown is honoured even while no input arrives.
-pub fn run(batch_lines: usize, output: &Output, metrics: &ComponentMetrics, stop: &AtomicBool) {
-    let (lines_tx, lines_rx) = mpsc::sync_channel::<Vec<u8>>(batch_lines.max(1) * 4);
+pub fn run(to: Sink<'_>, stop: &AtomicBool) {
+    let (lines_tx, lines_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(to.batch_lines.max(1) * 4);
+    let limit = to.max_line_bytes + 1;
     std::thread::Builder::new()
         .name("stdin-reader".into())
         .spawn(move || {
             let mut stdin = std::io::stdin().lock();
             loop {
                 let mut line = Vec::new();
-                match stdin.read_until(b'\n', &mut line) {
+                match read_line_bounded(&mut stdin, &mut line, limit) {
                     Ok(0) | Err(_) => return,
-                    Ok(_) => {
-                        if lines_tx.send(line).is_err() {
+                    Ok(length) => {
+                        if lines_tx.send((line, length)).is_err() {
                             return;
                         }
                     }
@@ -32,17 +30,17 @@ pub fn run(batch_lines: usize, output: &Output, metrics: &ComponentMetrics, stop
             }
         })
         .expect("spawn stdin reader");
-    let mut batcher = Batcher::new("stdin", batch_lines, output, metrics);
+    let mut batcher = Batcher::new("stdin", to);
     while !stop.load(Ordering::Relaxed) {
         match lines_rx.recv_timeout(LINGER) {
-            Ok(line) => batcher.push(&line),
+            Ok((line, length)) => batcher.push(&line, length),
             Err(mpsc::RecvTimeoutError::Timeout) => batcher.flush(false),
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     // Lines already read are sent too: shutdown drains, it does not drop.
-    while let Ok(line) = lines_rx.try_recv() {
-        batcher.push(&line);
+    while let Ok((line, length)) = lines_rx.try_recv() {
+        batcher.push(&line, length);
     }
     batcher.flush(true);
 }

@@ -4,17 +4,17 @@
 pub mod output;
 pub mod reload;
 
-use crate::batch::SharedBatch;
 use crate::config::{DEAD_LETTER, Pipeline, SinkConfig, SourceConfig, TransformConfig};
+use crate::lifecycle::{Failure, Lifecycle};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::{Metrics, Totals};
-use crate::runtime::{LoadedComponent, Runtime, WorkerLimits};
+use crate::runtime::{LoadedComponent, Runtime};
 use crate::sinks;
 use crate::sources;
 use crate::transforms::swap::{self, ReloadRequests, SharedComponent, Watch};
 use crate::transforms::wasm::{LiveOptions, WasmTransform};
 use arc_swap::ArcSwap;
-use output::{CHANNEL_BATCHES, Output};
+use output::{Input, Output};
 use reload::{ConfigReloader, LiveTable, LiveTransform};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// A problem found while building the pipeline, naming the offending key.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +44,11 @@ enum SourcePlan {
     Files {
         files: Vec<PathBuf>,
         batch_lines: usize,
+        max_line_bytes: usize,
     },
     Stdin {
         batch_lines: usize,
+        max_line_bytes: usize,
     },
     Kinesis(Box<sources::kinesis::KinesisSourceSpec>),
 }
@@ -95,6 +96,8 @@ pub struct Topology {
     pub reload: Arc<ReloadRequests>,
     /// The pipeline file and its TOML, for reloading it.
     pipeline: (PathBuf, toml::Table),
+    /// How long stopping may wait for sinks that retry.
+    drain_timeout: Duration,
 }
 
 /// What a finished run leaves behind.
@@ -104,6 +107,8 @@ pub struct RunSummary {
     pub metrics: BTreeMap<String, Totals>,
     /// Rendered `report` sinks that print to stdout, by id.
     pub reports: Vec<(String, String)>,
+    /// The component that failed, and why: nothing it did not deliver was acknowledged.
+    pub failure: Option<Failure>,
 }
 
 impl Topology {
@@ -153,13 +158,22 @@ impl Topology {
         let mut sources = BTreeMap::new();
         for (id, source) in &config.sources {
             let plan = match source {
-                SourceConfig::File { path, batch_lines } => SourcePlan::Files {
+                SourceConfig::File {
+                    path,
+                    batch_lines,
+                    max_line_bytes,
+                } => SourcePlan::Files {
                     files: sources::file::expand(path)
                         .map_err(|e| build_error(format!("sources.{id}.path"), e))?,
                     batch_lines: *batch_lines,
+                    max_line_bytes: *max_line_bytes,
                 },
-                SourceConfig::Stdin { batch_lines } => SourcePlan::Stdin {
+                SourceConfig::Stdin {
+                    batch_lines,
+                    max_line_bytes,
+                } => SourcePlan::Stdin {
                     batch_lines: *batch_lines,
+                    max_line_bytes: *max_line_bytes,
                 },
                 SourceConfig::AwsKinesisStreams { .. } => {
                     SourcePlan::Kinesis(Box::new(source.kinesis().expect("a kinesis source")))
@@ -177,12 +191,12 @@ impl Topology {
                 component,
                 metadata,
                 format,
-                batch_timeout_ms,
-                memory_limit_mib,
-                holdback_secs,
                 reload_interval_ms,
                 fixtures,
+                ..
             } = transform;
+            let options = LiveOptions::from_config(transform);
+            let limits = options.limits.clone();
             let key = format!("transforms.{id}.component");
             // Taken before the file is read, so a change during start-up is not missed.
             let swap = component.as_ref().map(|path| {
@@ -201,10 +215,6 @@ impl Topology {
                     loaded
                 }
             };
-            let limits = WorkerLimits {
-                batch_timeout: Duration::from_millis(*batch_timeout_ms),
-                memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
-            };
             if let Some(format) = format {
                 let mut worker = runtime
                     .worker(&loaded, &limits)
@@ -219,11 +229,7 @@ impl Topology {
             transforms.insert(
                 id.clone(),
                 TransformPlan {
-                    options: LiveOptions {
-                        format: format.clone(),
-                        holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
-                        limits,
-                    },
+                    options,
                     component: loaded,
                     swap,
                     reload_interval: (*reload_interval_ms > 0)
@@ -247,12 +253,19 @@ impl Topology {
             metrics,
             reload: Arc::new(ReloadRequests::default()),
             pipeline: pipeline_file,
+            drain_timeout: Duration::from_secs(config.drain_timeout_secs),
         })
     }
 
     /// Runs until every source is exhausted or `stop` is set, then drains: transforms
     /// finish what they hold, sinks flush. Returns the final counters and reports.
-    pub fn run(self, runtime: &Runtime, stop: Arc<AtomicBool>) -> Result<RunSummary, BuildError> {
+    /// A component that fails (see [`crate::lifecycle`]) stops the run; the summary
+    /// names it.
+    pub fn run(
+        self,
+        runtime: &Runtime,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Result<RunSummary, BuildError> {
         // Table feeds run until the run ends, when dropping them stops them. File watchers
         // belong to the config reloader, which replaces them when their files change.
         let mut live_tables: BTreeMap<String, LiveTable> = BTreeMap::new();
@@ -296,9 +309,9 @@ impl Topology {
         let mut live_transforms: BTreeMap<String, LiveTransform> = BTreeMap::new();
         // One bounded channel per consumer; every output it lists gets a sender.
         let mut outputs: HashMap<String, Output> = HashMap::new();
-        let mut receivers: HashMap<String, mpsc::Receiver<SharedBatch>> = HashMap::new();
+        let mut receivers: HashMap<String, Input> = HashMap::new();
         for (consumer, inputs) in &self.inputs {
-            let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+            let (tx, rx) = output::channel(&component_key(&self.sinks, consumer), &lifecycle);
             for input in inputs {
                 outputs
                     .entry(input.clone())
@@ -311,62 +324,24 @@ impl Topology {
 
         let mut sink_threads: Vec<(String, Option<PathBuf>, SinkThread)> = Vec::new();
         for (id, sink) in self.sinks {
-            let rx = receivers.remove(&id).expect("every sink has a channel");
+            let mut rx = receivers.remove(&id).expect("every sink has a channel");
             let metrics = self.metrics.component(&id);
-            let (report_path, handle) = match sink {
-                SinkConfig::File { path, append, .. } => (
-                    None,
-                    spawn(&id, move || {
-                        sinks::file::run(&path, append, rx, &metrics)
-                            .map(|_| None)
-                            .map_err(|e| format!("{}: {e}", path.display()))
-                    }),
-                ),
-                SinkConfig::AwsKinesisStreams { .. } => {
-                    let spec = sink.kinesis().expect("a kinesis sink");
-                    let sink_id = id.clone();
-                    (
-                        None,
-                        spawn(&id, move || {
-                            sinks::kinesis::run(&sink_id, &spec, rx, &metrics).map(|_| None)
-                        }),
-                    )
-                }
-                SinkConfig::Druid { .. } => {
-                    let spec = sink.druid().expect("a druid sink");
-                    let sink_id = id.clone();
-                    (
-                        None,
-                        spawn(&id, move || {
-                            sinks::druid::run(&sink_id, &spec, rx, &metrics).map(|_| None)
-                        }),
-                    )
-                }
-                SinkConfig::Stdout { .. } => (
-                    None,
-                    spawn(&id, move || {
-                        sinks::stdout::run(rx, &metrics)
-                            .map(|_| None)
-                            .map_err(|e| e.to_string())
-                    }),
-                ),
-                SinkConfig::Report {
-                    app_key,
-                    region_key,
-                    zone_key,
-                    top,
-                    path,
-                    ..
-                } => {
-                    let keys = sinks::report::ReportKeys::new(&app_key, &region_key, &zone_key);
-                    (
-                        path,
-                        spawn(&id, move || {
-                            Ok(Some(sinks::report::run(rx, &keys, top, &metrics)))
-                        }),
-                    )
-                }
+            let key = format!("sinks.{id}");
+            let report_path = match &sink {
+                SinkConfig::Report { path, .. } => path.clone(),
+                _ => None,
             };
+            let (sink_id, lifecycle) = (id.clone(), lifecycle.clone());
+            let handle = spawn(&id, move || {
+                lifecycle.enter(&key);
+                let result = run_sink(&sink_id, sink, &mut rx, &metrics, &lifecycle);
+                // Failed before the input (and what is queued in it) is dropped.
+                if let Err(cause) = &result {
+                    lifecycle.fail(&key, cause);
+                }
+                drop(rx);
+                result
+            });
             sink_threads.push((id, report_path, handle));
         }
 
@@ -378,7 +353,7 @@ impl Topology {
         };
         let mut other_threads = Vec::new();
         for (id, plan) in self.transforms {
-            let rx = receivers
+            let mut rx = receivers
                 .remove(&id)
                 .expect("every transform has a channel");
             let worker = runtime
@@ -424,7 +399,11 @@ impl Topology {
                 dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
                 metrics: self.metrics.component(&id),
             };
-            other_threads.push(spawn(&id, move || transform.run(rx)));
+            let (lifecycle, key) = (lifecycle.clone(), format!("transforms.{id}"));
+            other_threads.push(spawn(&id, move || {
+                lifecycle.enter(&key);
+                transform.run(&mut rx);
+            }));
         }
         let reloader = ConfigReloader {
             path: self.pipeline.0,
@@ -443,59 +422,128 @@ impl Topology {
             let dead_letters = take_output(&format!("{id}.{DEAD_LETTER}"));
             let source_id = id.clone();
             let metrics = self.metrics.component(&id);
-            let stop = stop.clone();
-            other_threads.push(spawn(&id, move || match plan {
-                SourcePlan::Files { files, batch_lines } => {
-                    sources::file::run(files, batch_lines, &output, &metrics, &stop)
-                }
-                SourcePlan::Stdin { batch_lines } => {
-                    sources::stdin::run(batch_lines, &output, &metrics, &stop)
-                }
-                SourcePlan::Kinesis(spec) => {
-                    sources::kinesis::run(&source_id, &spec, output, dead_letters, &metrics, &stop)
+            let lifecycle = lifecycle.clone();
+            other_threads.push(spawn(&id, move || {
+                let key = format!("sources.{source_id}");
+                lifecycle.enter(&key);
+                let stop = lifecycle.stop_flag();
+                let to = |batch_lines, max_line_bytes| sources::Sink {
+                    component: &source_id,
+                    batch_lines,
+                    max_line_bytes,
+                    output: &output,
+                    dead_letters: &dead_letters,
+                    metrics: &metrics,
+                };
+                match plan {
+                    SourcePlan::Files {
+                        files,
+                        batch_lines,
+                        max_line_bytes,
+                    } => sources::file::run(files, to(batch_lines, max_line_bytes), stop),
+                    SourcePlan::Stdin {
+                        batch_lines,
+                        max_line_bytes,
+                    } => sources::stdin::run(to(batch_lines, max_line_bytes), stop),
+                    SourcePlan::Kinesis(spec) => {
+                        if let Err(cause) = sources::kinesis::run(
+                            &source_id,
+                            &spec,
+                            output,
+                            dead_letters,
+                            &metrics,
+                            &lifecycle,
+                        ) {
+                            lifecycle.fail(&key, cause);
+                        }
+                    }
                 }
             }));
         }
         drop(outputs);
+        // Once stopping starts, the drain deadline runs: retries give up when it passes.
+        let drained = Arc::new(AtomicBool::new(false));
+        let watchdog = {
+            let (lifecycle, drained, deadline) =
+                (lifecycle.clone(), drained.clone(), self.drain_timeout);
+            spawn("drain-deadline", move || {
+                lifecycle.watch_drain(deadline, &drained)
+            })
+        };
 
         for handle in other_threads {
-            if handle.join().is_err() {
-                tracing::error!(message = "A pipeline thread panicked.");
-            }
+            // A panic has already failed the pipeline (before the thread unwound).
+            let _ = handle.join();
         }
         let mut reports = Vec::new();
-        let mut failure = None;
         for (id, report_path, handle) in sink_threads {
-            match handle.join() {
-                Ok(Ok(Some(report))) => match report_path {
+            if let Ok(Ok(Some(report))) = handle.join() {
+                match report_path {
                     Some(path) => {
                         if let Err(e) = std::fs::write(&path, &report) {
-                            failure = Some(build_error(
-                                format!("sinks.{id}.path"),
-                                format!("{}: {e}", path.display()),
-                            ));
+                            lifecycle
+                                .fail(&format!("sinks.{id}"), format!("{}: {e}", path.display()));
                         }
                     }
                     None => reports.push((id, report)),
-                },
-                Ok(Ok(None)) => {}
-                Ok(Err(message)) => failure = Some(build_error(format!("sinks.{id}"), message)),
-                Err(_) => {
-                    failure = Some(build_error(format!("sinks.{id}"), "sink thread panicked"))
                 }
             }
         }
-        if let Some(error) = failure {
-            return Err(error);
-        }
+        drained.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = watchdog.join();
         Ok(RunSummary {
             metrics: self.metrics.snapshot(),
             reports,
+            failure: lifecycle.failure(),
         })
     }
 }
 
-/// A sink's thread: `Ok(Some(report))` for report sinks, `Err(message)` on failure.
+/// The config key of consumer `id`: `sinks.<id>` or `transforms.<id>`.
+fn component_key(sinks: &BTreeMap<String, SinkConfig>, id: &str) -> String {
+    if sinks.contains_key(id) {
+        format!("sinks.{id}")
+    } else {
+        format!("transforms.{id}")
+    }
+}
+
+/// Runs one sink until its input ends; a report sink returns its rendered report.
+fn run_sink(
+    id: &str,
+    sink: SinkConfig,
+    input: &mut Input,
+    metrics: &crate::metrics::ComponentMetrics,
+    lifecycle: &Lifecycle,
+) -> Result<Option<String>, String> {
+    match &sink {
+        SinkConfig::File { path, append, .. } => {
+            sinks::file::run(id, path, *append, input, metrics, lifecycle)?
+        }
+        SinkConfig::AwsKinesisStreams { .. } => {
+            let spec = sink.kinesis().expect("a kinesis sink");
+            sinks::kinesis::run(id, &spec, input, metrics, lifecycle)?
+        }
+        SinkConfig::Druid { .. } => {
+            let spec = sink.druid().expect("a druid sink");
+            sinks::druid::run(id, &spec, input, metrics, lifecycle)?
+        }
+        SinkConfig::Stdout { .. } => sinks::stdout::run(input, metrics)?,
+        SinkConfig::Report {
+            app_key,
+            region_key,
+            zone_key,
+            top,
+            ..
+        } => {
+            let keys = sinks::report::ReportKeys::new(app_key, region_key, zone_key);
+            return Ok(Some(sinks::report::run(input, &keys, *top, metrics)));
+        }
+    }
+    Ok(None)
+}
+
+/// A sink's thread: `Ok(Some(report))` for report sinks, `Err(cause)` on failure.
 type SinkThread = JoinHandle<Result<Option<String>, String>>;
 
 /// Threads that serve a run (component watchers, the config reloader, which owns the

@@ -19,10 +19,10 @@
 //! leaves everything as it was, logged and counted on the `config` component
 //! (`config_reloads_total`, `component_errors_total{error_type}`).
 
-use crate::config::{Pipeline, TransformConfig};
+use crate::config::Pipeline;
 use crate::metadata::{self, SharedTable, reload::Watcher};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{Runtime, WorkerLimits};
+use crate::runtime::Runtime;
 use crate::transforms::swap::{ReloadRequests, SharedComponent};
 use crate::transforms::wasm::LiveOptions;
 use arc_swap::ArcSwap;
@@ -106,9 +106,11 @@ impl ReloadError {
 }
 
 /// Transform keys a reload applies live.
-const LIVE_TRANSFORM_KEYS: [&str; 4] = [
+const LIVE_TRANSFORM_KEYS: [&str; 6] = [
     "format",
     "holdback_secs",
+    "holdback_max_lines",
+    "holdback_max_mib",
     "batch_timeout_ms",
     "memory_limit_mib",
 ];
@@ -149,18 +151,9 @@ impl ConfigReloader {
         // Everything is prepared first; nothing is applied unless all of it works.
         let mut options = Vec::new();
         for (id, transform) in &pipeline.config.transforms {
-            let TransformConfig::Wasm {
-                format,
-                holdback_secs,
-                batch_timeout_ms,
-                memory_limit_mib,
-                ..
-            } = transform;
             let live = &self.transforms[id];
-            let limits = WorkerLimits {
-                batch_timeout: Duration::from_millis(*batch_timeout_ms),
-                memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
-            };
+            let new_options = LiveOptions::from_config(transform);
+            let (format, limits) = (&new_options.format, new_options.limits.clone());
             // The engine's memory pool was sized at start-up for the largest limit then.
             let max = self.runtime.options().max_memory_bytes;
             if limits.memory_limit_bytes > max {
@@ -196,14 +189,7 @@ impl ConfigReloader {
                     }
                 }
             }
-            options.push((
-                id.clone(),
-                LiveOptions {
-                    format: format.clone(),
-                    holdback: (*holdback_secs > 0).then(|| Duration::from_secs(*holdback_secs)),
-                    limits,
-                },
-            ));
+            options.push((id.clone(), new_options));
         }
         let mut tables = Vec::new();
         for (name, table) in &pipeline.config.metadata {

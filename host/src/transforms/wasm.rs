@@ -2,16 +2,16 @@
 //! metadata snapshot. Enriched JSON goes to the transform's output; rejected lines go to
 //! `<id>.dead_letter` as `{"error", "line", "component", "stream"}` objects.
 
-use crate::batch::{LineBatch, SharedBatch};
+use crate::batch::LineBatch;
 use crate::metadata::{SharedTable, Table};
 use crate::metrics::ComponentMetrics;
 use crate::runtime::{Worker, WorkerLimits};
 use crate::topology::output::Output;
+use crate::topology::output::{Ended, Input};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// How many dead letters are logged when no sink takes them (all are counted).
 pub const LOGGED_DEAD_LETTERS: u64 = 20;
@@ -48,8 +48,37 @@ pub struct LiveOptions {
     /// How long a flow with an unattributed side may wait for the table to change
     /// (`None`: never held).
     pub holdback: Option<std::time::Duration>,
+    /// Most lines held at once (the oldest beyond it are released unattributed).
+    pub holdback_max_lines: usize,
+    /// Most bytes of held lines at once (the oldest beyond it are released unattributed).
+    pub holdback_max_bytes: usize,
     /// The worker's batch deadline and memory limit.
     pub limits: WorkerLimits,
+}
+
+impl LiveOptions {
+    /// The options a transform's configuration sets.
+    pub fn from_config(config: &crate::config::TransformConfig) -> LiveOptions {
+        let crate::config::TransformConfig::Wasm {
+            format,
+            holdback_secs,
+            holdback_max_lines,
+            holdback_max_mib,
+            batch_timeout_ms,
+            memory_limit_mib,
+            ..
+        } = config;
+        LiveOptions {
+            format: format.clone(),
+            holdback: (*holdback_secs > 0).then(|| std::time::Duration::from_secs(*holdback_secs)),
+            holdback_max_lines: *holdback_max_lines,
+            holdback_max_bytes: holdback_max_mib.saturating_mul(1 << 20),
+            limits: WorkerLimits {
+                batch_timeout: std::time::Duration::from_millis(*batch_timeout_ms),
+                memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
+            },
+        }
+    }
 }
 
 /// The table of transforms without metadata: built once, not per batch.
@@ -67,6 +96,8 @@ struct HeldLine {
     stream: Arc<str>,
     format: Option<String>,
     since: Instant,
+    /// Released early, unattributed: the holdback buffer was over its bounds.
+    overflow: bool,
 }
 
 /// What one trip through the component produced.
@@ -82,32 +113,22 @@ struct Submitted {
 
 impl WasmTransform {
     /// Processes batches until every input has closed, then releases held lines.
-    pub fn run(mut self, mut input: mpsc::Receiver<SharedBatch>) {
+    pub fn run(mut self, input: &mut Input) {
         // Format per stream, set by S3 header lines.
         let mut formats: HashMap<Arc<str>, String> = HashMap::new();
         let mut held: Vec<HeldLine> = Vec::new();
+        let mut held_bytes = 0usize;
         let mut seen_version = self.table_version();
-        // Holdback can be turned on by a config reload, so the timer is always there.
-        let timer = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("holdback timer");
         loop {
-            let next = match &timer {
-                timer if !held.is_empty() => {
-                    // The timeout is created inside the timer's runtime (it needs its clock).
-                    match timer
-                        .block_on(async { tokio::time::timeout(HOLD_TICK, input.recv()).await })
-                    {
-                        Ok(next) => next.map(Some),
-                        Err(_) => Some(None),
-                    }
-                }
-                _ => input.blocking_recv().map(Some),
+            let next = if held.is_empty() {
+                input.recv().map(Some).ok_or(Ended)
+            } else {
+                input.recv_timeout(HOLD_TICK)
             };
-            let Some(next) = next else { break };
+            let Ok(next) = next else { break };
             if let Some(batch) = next {
                 self.metrics.received(batch.lines as u64);
+                crate::failpoint::hit("wasm_transform.before_submit");
                 let options = self.options.load_full();
                 let format = formats
                     .get(&batch.stream)
@@ -124,21 +145,44 @@ impl WasmTransform {
                     self.metrics
                         .count("holdback_held_total", submitted.held.len() as u64);
                     held.extend(submitted.held.iter().filter_map(|&i| {
+                        let line = lines.get(i as usize)?.to_string();
+                        held_bytes += line.len();
                         Some(HeldLine {
-                            line: lines.get(i as usize)?.to_string(),
+                            line,
                             acks: batch.acks.clone(),
                             stream: batch.stream.clone(),
                             format: submitted.format.clone(),
                             since: now,
+                            overflow: false,
                         })
                     }));
+                    // Over its bounds, the buffer lets its oldest lines go unattributed.
+                    let mut over = 0;
+                    let (mut lines_left, mut bytes_left) = (held.len(), held_bytes);
+                    for line in &mut held {
+                        if lines_left <= options.holdback_max_lines
+                            && bytes_left <= options.holdback_max_bytes
+                        {
+                            break;
+                        }
+                        line.overflow = true;
+                        lines_left -= 1;
+                        bytes_left -= line.line.len();
+                        over += 1;
+                    }
+                    if over > 0 {
+                        self.metrics.count("holdback_overflow_total", over);
+                    }
                 }
+                // Its output and its held lines carry its acknowledgements on.
+                batch.done();
             }
             if !held.is_empty() {
                 let version = self.table_version();
                 let changed = version != seen_version;
                 seen_version = version;
                 held = self.retry(held, changed, false);
+                held_bytes = held.iter().map(|h| h.line.len()).sum();
             }
         }
         // Nothing is lost at shutdown: whatever is still held goes out unattributed.
@@ -157,7 +201,7 @@ impl WasmTransform {
         let now = Instant::now();
         let (due, waiting): (Vec<HeldLine>, Vec<HeldLine>) = held
             .into_iter()
-            .partition(|h| release_all || now.duration_since(h.since) >= window);
+            .partition(|h| release_all || h.overflow || now.duration_since(h.since) >= window);
         let mut still = Vec::new();
         for (lines, hold) in [(due, false), (waiting, true)] {
             if lines.is_empty() {

@@ -1,0 +1,270 @@
+//! A running pipeline's shared fate: whether it is stopping, whether it has failed (and
+//! which component failed, and why), and whether the drain deadline has passed.
+//!
+//! Acknowledgement has a failure path through it. A component that cannot deliver a batch
+//! (a sink's permanent error, a panic, a batch dropped unwritten) *fails* the pipeline.
+//! From that moment every checkpoint store of the pipeline is halted: no checkpoint
+//! moves again in this run, so none ever passes a batch that was not written. The
+//! sources are told to stop, what can drain drains into the sinks that still work, and
+//! `flowenrich run` exits 1 naming the component and the cause. After a restart the
+//! sources resume from the last checkpoints, which cover only batches every sink wrote.
+//!
+//! A panic in a component thread fails the pipeline *before* the thread unwinds (a panic
+//! hook; see [`Lifecycle::enter`]), so batches dropped by the unwinding are never taken
+//! for delivered ones.
+//!
+//! Stopping (SIGINT/SIGTERM, or a failure) starts the drain deadline: sinks still retrying
+//! a transient error when it passes give up ([`Lifecycle::pause`] returns false), which
+//! fails the pipeline with what they were retrying.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+/// Why a pipeline failed: the component (`sinks.out`, `transforms.enrich`, ...) and the
+/// cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{component}: {cause}")]
+pub struct Failure {
+    /// The failed component, as its config key (`sinks.<id>`).
+    pub component: String,
+    /// What happened.
+    pub cause: String,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    stop: AtomicBool,
+    stop_at: Mutex<Option<Instant>>,
+    abort: AtomicBool,
+    halted: Arc<AtomicBool>,
+    /// The first failure, and whether it was only inferred (a batch dropped unwritten),
+    /// which a component's own report of the cause then replaces.
+    failure: Mutex<Option<(Failure, bool)>>,
+}
+
+thread_local! {
+    /// The lifecycle and component of the current thread, for the panic hook.
+    static CURRENT: RefCell<Option<(Arc<Lifecycle>, String)>> = const { RefCell::new(None) };
+}
+
+static PANIC_HOOK: Once = Once::new();
+
+impl Lifecycle {
+    /// A new pipeline's lifecycle.
+    pub fn new() -> Arc<Lifecycle> {
+        Arc::new(Lifecycle::default())
+    }
+
+    /// The flag sources poll: set once the pipeline should stop reading.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    /// Asks the sources to stop (a signal, or a failure); starts the drain deadline.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.stop_at
+            .lock()
+            .expect("lifecycle lock")
+            .get_or_insert_with(Instant::now);
+    }
+
+    /// When stopping was first asked for.
+    pub fn stopping_since(&self) -> Option<Instant> {
+        *self.stop_at.lock().expect("lifecycle lock")
+    }
+
+    /// True once stopping was asked for.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Fails the pipeline: checkpoints halt, sources stop. The first failure is kept
+    /// (an inferred one is replaced by the next real cause).
+    pub fn fail(&self, component: &str, cause: impl std::fmt::Display) {
+        self.record(component, cause.to_string(), false);
+    }
+
+    /// A batch was dropped without being delivered by `component`: the pipeline fails,
+    /// with this cause unless the component reports a better one.
+    pub fn dropped_undelivered(&self, component: &str) {
+        self.record(
+            component,
+            "a batch was dropped before it was delivered".into(),
+            true,
+        );
+    }
+
+    fn record(&self, component: &str, cause: String, inferred: bool) {
+        // Halted before anything else happens, so no acknowledgement released after
+        // this point moves a checkpoint.
+        self.halted.store(true, Ordering::SeqCst);
+        {
+            let mut failure = self.failure.lock().expect("lifecycle lock");
+            let replace = match &*failure {
+                None => true,
+                Some((_, was_inferred)) => *was_inferred && !inferred,
+            };
+            if replace {
+                if failure.is_none() || !inferred {
+                    tracing::error!(message = "Component failed; the pipeline stops and no checkpoint moves past what was delivered.", component = %component, %cause);
+                }
+                *failure = Some((
+                    Failure {
+                        component: component.to_string(),
+                        cause,
+                    },
+                    inferred,
+                ));
+            }
+        }
+        self.request_stop();
+    }
+
+    /// The failure, if the pipeline failed.
+    pub fn failure(&self) -> Option<Failure> {
+        self.failure
+            .lock()
+            .expect("lifecycle lock")
+            .as_ref()
+            .map(|(f, _)| f.clone())
+    }
+
+    /// The flag checkpoint stores watch: once set, they never advance again.
+    pub fn halted(&self) -> Arc<AtomicBool> {
+        self.halted.clone()
+    }
+
+    /// The drain deadline has passed: retries give up.
+    pub fn abort(&self) {
+        self.abort.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the drain deadline has passed.
+    pub fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `pause` before a retry, waking early when the drain deadline passes; false
+    /// when it has passed (the caller gives up).
+    pub fn pause(&self, pause: Duration) -> bool {
+        let until = Instant::now() + pause;
+        while !self.aborted() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        false
+    }
+
+    /// Marks the current thread as running `component` of this pipeline: a panic on it
+    /// fails the pipeline before the thread unwinds.
+    pub fn enter(self: &Arc<Self>, component: &str) {
+        PANIC_HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                CURRENT.with(|current| {
+                    if let Some((lifecycle, component)) = &*current.borrow() {
+                        lifecycle.fail(component, format!("panicked: {info}"));
+                    }
+                });
+                previous(info);
+            }));
+        });
+        CURRENT.with(|current| *current.borrow_mut() = Some((self.clone(), component.into())));
+    }
+
+    /// Sets the abort flag `deadline` after stopping was first asked for; returns when it
+    /// did, or when `done` is set first.
+    pub fn watch_drain(&self, deadline: Duration, done: &AtomicBool) {
+        loop {
+            if done.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(since) = self.stopping_since()
+                && since.elapsed() >= deadline
+            {
+                if !done.load(Ordering::SeqCst) {
+                    tracing::error!(
+                        message = "Drain deadline passed; components still retrying give up.",
+                        deadline_secs = deadline.as_secs()
+                    );
+                }
+                self.abort();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_real_cause_wins_and_halts() {
+        let lifecycle = Lifecycle::new();
+        let halted = lifecycle.halted();
+        assert!(!halted.load(Ordering::SeqCst) && !lifecycle.stopping());
+        lifecycle.dropped_undelivered("sinks.a");
+        assert!(halted.load(Ordering::SeqCst) && lifecycle.stopping());
+        lifecycle.fail("sinks.a", "disk full");
+        lifecycle.fail("sinks.b", "later");
+        lifecycle.dropped_undelivered("sinks.c");
+        assert_eq!(
+            lifecycle.failure(),
+            Some(Failure {
+                component: "sinks.a".into(),
+                cause: "disk full".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_panic_fails_the_pipeline_before_unwinding() {
+        let lifecycle = Lifecycle::new();
+        let halted = lifecycle.halted();
+        struct SeesHalt(Arc<AtomicBool>, Arc<AtomicBool>);
+        impl Drop for SeesHalt {
+            fn drop(&mut self) {
+                self.1
+                    .store(self.0.load(Ordering::SeqCst), Ordering::SeqCst);
+            }
+        }
+        let seen = Arc::new(AtomicBool::new(false));
+        let (l, h, s) = (lifecycle.clone(), halted.clone(), seen.clone());
+        let joined = std::thread::spawn(move || {
+            l.enter("transforms.t");
+            let _guard = SeesHalt(h, s);
+            panic!("boom");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(
+            seen.load(Ordering::SeqCst),
+            "halted before the unwind dropped anything"
+        );
+        let failure = lifecycle.failure().unwrap();
+        assert_eq!(failure.component, "transforms.t");
+        assert!(failure.cause.contains("boom"), "{}", failure.cause);
+    }
+
+    #[test]
+    fn pause_gives_up_at_the_deadline() {
+        let lifecycle = Lifecycle::new();
+        assert!(lifecycle.pause(Duration::from_millis(1)));
+        let done = AtomicBool::new(false);
+        lifecycle.request_stop();
+        lifecycle.watch_drain(Duration::from_millis(10), &done);
+        assert!(lifecycle.aborted());
+        let started = Instant::now();
+        assert!(!lifecycle.pause(Duration::from_secs(10)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}

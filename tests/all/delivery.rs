@@ -1,0 +1,351 @@
+//! Acknowledgement has a failure path: a sink that cannot write, a panic, a reader that
+//! went away or a source that cannot start stops the run with exit 1 naming the
+//! component, and no checkpoint passes what was not written. Against the real local
+//! Kinesis.
+
+use crate::kinesis::{KinesisLocal, free_port};
+use crate::{http, rows_after, signal, sorted_ports, start_run};
+use std::time::{Duration, Instant};
+
+/// `n` one-line records on `stream`, `srcport` 1..=n, spread over its shards.
+fn put_flows(kinesis: &KinesisLocal, stream: &str, n: u32) {
+    let records: Vec<(String, Vec<u8>)> = (1..=n)
+        .map(|port| {
+            (
+                format!("k{port}"),
+                format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK")
+                    .into_bytes(),
+            )
+        })
+        .collect();
+    kinesis.put_many(stream, &records);
+}
+
+/// A Kinesis source `flows` on `stream`, the `wasm` transform `t`, and `sinks`.
+fn pipeline(kinesis: &KinesisLocal, stream: &str, sinks: &str) -> String {
+    format!(
+        r#"
+drain_timeout_secs = 2
+
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "{stream}"
+endpoint = "{endpoint}"
+region = "us-east-1"
+checkpoints = "cp.json"
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+{sinks}"#,
+        endpoint = kinesis.endpoint
+    )
+}
+
+/// Waits for `child` to exit within `limit`; its status code and stderr.
+fn exit_within(child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
+    let started = Instant::now();
+    let mut child = child;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return (
+                output.status.code(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            );
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_sink_on_a_full_disk_acknowledges_nothing_and_a_restart_delivers_everything() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    put_flows(&kinesis, "flows", 600);
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    // Every write to /dev/full fails with ENOSPC: transient, so the sink retries.
+    let full = pipeline(
+        &kinesis,
+        "flows",
+        "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"/dev/full\"\n",
+    )
+    .replace(
+        "[sources.flows]",
+        &format!("[api]\naddress = \"{api}\"\n\n[sources.flows]"),
+    );
+    let child = start_run(dir.path(), &full, KinesisLocal::aws_env);
+    // While it retries, /health says so.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if std::net::TcpStream::connect(&api).is_ok() {
+            let health = http(&api, "GET", "/health");
+            if health.contains("\"retrying\":[\"out\"]") {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never reported retrying"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGTERM during the retries: out within the drain deadline (2 s) and the time a
+    // retry pause takes to notice it, exit 1 naming the sink and the cause.
+    signal(&child, "TERM");
+    let signalled = Instant::now();
+    let (code, stderr) = exit_within(child, Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(signalled.elapsed() < Duration::from_secs(10), "{stderr}");
+    assert!(stderr.contains("error: sinks.out failed"), "{stderr}");
+    assert!(
+        stderr.contains("No space left on device"),
+        "the cause: {stderr}"
+    );
+    // No checkpoint moved: both shards are read again from their start.
+    let checkpoints = std::fs::read_to_string(dir.path().join("cp.json")).unwrap_or_default();
+    assert!(!checkpoints.contains("\"sequence\""), "{checkpoints}");
+    // Restarted with a working sink, all 600 arrive.
+    let good = pipeline(
+        &kinesis,
+        "flows",
+        "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n",
+    );
+    let child = start_run(dir.path(), &good, KinesisLocal::aws_env);
+    let rows = rows_after(&dir.path().join("out.ndjson"), 600);
+    signal(&child, "TERM");
+    let (code, stderr) = exit_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let mut ports = sorted_ports(&rows);
+    ports.dedup();
+    assert_eq!(ports, (1..=600).collect::<Vec<u64>>());
+}
+
+#[test]
+fn a_permanent_sink_error_stops_the_run_and_its_records_are_read_again() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    put_flows(&kinesis, "flows", 50);
+    let dir = tempfile::tempdir().unwrap();
+    // The output stream does not exist: ResourceNotFoundException is not retried.
+    let sink = format!(
+        "[sinks.stream]\ntype = \"aws_kinesis_streams\"\ninputs = [\"t\"]\nstream_name = \"missing\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\n",
+        kinesis.endpoint
+    );
+    let child = start_run(
+        dir.path(),
+        &pipeline(&kinesis, "flows", &sink),
+        KinesisLocal::aws_env,
+    );
+    let (code, stderr) = exit_within(child, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("error: sinks.stream failed"), "{stderr}");
+    assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
+    // Once the stream exists, a restart delivers every record: none was checkpointed.
+    kinesis.create_stream("missing", 1);
+    let child = start_run(
+        dir.path(),
+        &pipeline(&kinesis, "flows", &sink),
+        KinesisLocal::aws_env,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kinesis.read_all_text("missing").len() < 50 {
+        assert!(Instant::now() < deadline, "not all 50 records came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    let (code, stderr) = exit_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_panicking_sink_or_transform_stops_the_run_without_acknowledging() {
+    for (failpoint, component) in [
+        ("file_sink.before_write", "sinks.out"),
+        ("wasm_transform.before_submit", "transforms.t"),
+    ] {
+        let kinesis = KinesisLocal::start();
+        kinesis.create_stream("flows", 1);
+        put_flows(&kinesis, "flows", 20);
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n";
+        let child = start_run(dir.path(), &pipeline(&kinesis, "flows", sinks), |c| {
+            KinesisLocal::aws_env(c);
+            c.env("FLOWENRICH_FAILPOINTS", format!("{failpoint}=panic"));
+        });
+        let (code, stderr) = exit_within(child, Duration::from_secs(60));
+        assert_eq!(code, Some(1), "{failpoint}: {stderr}");
+        assert!(
+            stderr.contains(&format!("error: {component} failed: panicked")),
+            "{failpoint}: {stderr}"
+        );
+        let checkpoints = std::fs::read_to_string(dir.path().join("cp.json")).unwrap_or_default();
+        assert!(!checkpoints.contains("\"sequence\""), "{checkpoints}");
+        // Without the failpoint, everything is delivered.
+        let child = start_run(
+            dir.path(),
+            &pipeline(&kinesis, "flows", sinks),
+            KinesisLocal::aws_env,
+        );
+        let rows = rows_after(&dir.path().join("out.ndjson"), 20);
+        signal(&child, "TERM");
+        let (code, stderr) = exit_within(child, Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{stderr}");
+        assert_eq!(sorted_ports(&rows), (1..=20).collect::<Vec<u64>>());
+    }
+}
+
+#[test]
+fn a_reader_gone_from_stdout_stops_the_run_naming_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: String = (0..20_000)
+        .map(|i| {
+            format!(
+                "2 1 eni-1 10.0.0.1 10.0.0.2 {} 443 6 1 10 200 260 ACCEPT OK\n",
+                i % 60_000 + 1
+            )
+        })
+        .collect();
+    std::fs::write(dir.path().join("flows.log"), lines).unwrap();
+    let mut child = start_run(
+        dir.path(),
+        "[sources.in]\ntype = \"file\"\npath = \"flows.log\"\n\n[transforms.t]\ntype = \"wasm\"\ninputs = [\"in\"]\n\n[sinks.out]\ntype = \"stdout\"\ninputs = [\"t\"]\n",
+        |c| {
+            c.current_dir(dir.path());
+        },
+    );
+    // The reader goes away before reading anything.
+    drop(child.stdout.take());
+    let (code, stderr) = exit_within(child, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("error: sinks.out failed"), "{stderr}");
+    assert!(stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn a_source_that_cannot_start_fails_the_run() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 1);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cp.json"), "not a checkpoint file").unwrap();
+    let sinks = "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n";
+    let child = start_run(
+        dir.path(),
+        &pipeline(&kinesis, "flows", sinks),
+        KinesisLocal::aws_env,
+    );
+    let (code, stderr) = exit_within(child, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: sources.flows failed: cannot open the checkpoint store"),
+        "{stderr}"
+    );
+}
+
+/// 1000 MiB of zeros, gzipped (about 1 MB: one Kinesis record).
+fn bomb() -> Vec<u8> {
+    let output = std::process::Command::new("sh")
+        .args(["-c", "head -c 1000M /dev/zero | gzip -9"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(output.stdout.len() < 1 << 20, "{}", output.stdout.len());
+    output.stdout
+}
+
+/// The `peak_rss_mib` a finished run printed.
+fn peak_rss_mib(stderr: &str) -> u64 {
+    crate::counter(crate::summary(stderr, "process"), "peak_rss_mib")
+}
+
+#[test]
+fn a_decompression_bomb_on_every_shard_is_dead_lettered_in_bounded_memory() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 4);
+    let bomb = bomb();
+    let line = |port: u32| {
+        format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK").into_bytes()
+    };
+    // On every shard: a good record, a bomb, a good record (explicit hash keys put one
+    // of each on each of the 4 shards).
+    let mut port = 0;
+    for shard in 0..4u128 {
+        let hash = (shard * (u128::MAX / 4) + 1).to_string();
+        for data in [None, Some(bomb.clone()), None] {
+            let data = data.unwrap_or_else(|| {
+                port += 1;
+                line(port)
+            });
+            kinesis.put_bytes_to_hash("flows", &hash, data);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n\n[sinks.dead]\ntype = \"file\"\ninputs = [\"flows.dead_letter\"]\npath = \"dead.ndjson\"\n";
+    let child = start_run(
+        dir.path(),
+        &pipeline(&kinesis, "flows", sinks),
+        KinesisLocal::aws_env,
+    );
+    let rows = rows_after(&dir.path().join("out.ndjson"), 8);
+    let dead = rows_after(&dir.path().join("dead.ndjson"), 4);
+    signal(&child, "TERM");
+    let (code, stderr) = exit_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(sorted_ports(&rows), (1..=8).collect::<Vec<u64>>());
+    assert_eq!(dead.len(), 4);
+    for letter in &dead {
+        assert!(
+            letter["error"]
+                .as_str()
+                .unwrap()
+                .contains("inflates to more than max_record_bytes"),
+            "{letter}"
+        );
+    }
+    let peak = peak_rss_mib(&stderr);
+    assert!(peak < 256, "peak RSS {peak} MiB");
+    assert!(
+        crate::summary(&stderr, "flows").contains("record_too_large 4"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_ten_megabyte_line_is_dead_lettered_with_its_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        |port: u32| format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK\n");
+    let text = format!("{}{}\n{}", good(1), "z".repeat(10_000_000), good(2));
+    std::fs::write(dir.path().join("flows.log"), text).unwrap();
+    let child = start_run(
+        dir.path(),
+        "[sources.in]\ntype = \"file\"\npath = \"flows.log\"\n\n[transforms.t]\ntype = \"wasm\"\ninputs = [\"in\"]\n\n[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n\n[sinks.dead]\ntype = \"file\"\ninputs = [\"in.dead_letter\"]\npath = \"dead.ndjson\"\n",
+        |_| {},
+    );
+    let (code, stderr) = exit_within(child, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let rows = crate::read_ndjson(&dir.path().join("out.ndjson"));
+    assert_eq!(sorted_ports(&rows), vec![1, 2]);
+    let dead = crate::read_ndjson(&dir.path().join("dead.ndjson"));
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("line of 10000001 bytes is longer than max_line_bytes (65536)"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(dead[0]["line_prefix"].as_str().unwrap(), "z".repeat(1024));
+    let peak = peak_rss_mib(&stderr);
+    assert!(peak < 64, "peak RSS {peak} MiB");
+}
