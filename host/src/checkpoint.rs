@@ -34,11 +34,44 @@ pub struct ShardCheckpoint {
     /// The shard is closed and every record of it was delivered.
     #[serde(default)]
     pub finished: bool,
+    /// Per `druid` sink: every flow of every record up to this sequence number is in
+    /// rows that sink has published (see [`crate::sinks::druid`]), so a reading again
+    /// from `sequence` must not publish them again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, String>,
+}
+
+/// A publication of a `druid` sink that began and is not known to have ended: its rows
+/// are in a file beside the store (`<store>.<sink>.publication`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publication {
+    /// Unique id; every row carries it (`"publication": "<id>/<row>"`).
+    pub id: String,
+    /// When it began, in epoch milliseconds (a read-back of the output stream starts a
+    /// little before).
+    pub started_ms: u64,
+    /// Per shard, the last sequence number whose flows its rows hold.
+    pub covers: BTreeMap<String, String>,
+    /// For rows written to files: each file's length before the publication, so that
+    /// writing it again first cuts the file back there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_lengths: BTreeMap<PathBuf, u64>,
+    /// How many rows it has.
+    pub rows: usize,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct File {
     shards: BTreeMap<String, ShardCheckpoint>,
+    /// Publications begun and not ended, by sink id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    publications: BTreeMap<String, Publication>,
+}
+
+/// Whether Kinesis sequence number `a` comes at or before `b` (both are decimal
+/// numbers of up to 128 bits, without leading zeros).
+pub fn sequence_le(a: &str, b: &str) -> bool {
+    (a.len(), a) <= (b.len(), b)
 }
 
 /// Why checkpoints could not be read or written.
@@ -84,6 +117,8 @@ struct Inner {
     in_flight: usize,
     /// Set when the pipeline failed: no position moves again (see [`crate::lifecycle`]).
     halted: Arc<AtomicBool>,
+    /// Rows of pending publications, for a store kept in memory.
+    pending_rows: BTreeMap<String, Vec<String>>,
 }
 
 /// The checkpoint store of one source.
@@ -125,6 +160,7 @@ impl Checkpoints {
                 advanced: Default::default(),
                 in_flight: 0,
                 halted: Arc::default(),
+                pending_rows: BTreeMap::new(),
             })),
         }
     }
@@ -170,6 +206,121 @@ impl Checkpoints {
     /// Acks handed out and not released yet.
     pub fn in_flight(&self) -> usize {
         self.inner.lock().expect("checkpoint lock").in_flight
+    }
+
+    /// The publication `sink` began and did not end, with its rows (read from the file
+    /// beside the store; `None` when there is none).
+    pub fn pending_publication(
+        &self,
+        sink: &str,
+    ) -> Result<Option<(Publication, Vec<String>)>, CheckpointError> {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        let Some(publication) = inner.saved.publications.get(sink).cloned() else {
+            return Ok(None);
+        };
+        let rows = match &inner.path {
+            Some(path) => {
+                let aside = rows_path(path, sink);
+                let text =
+                    std::fs::read_to_string(&aside).map_err(|error| CheckpointError::Io {
+                        path: aside.clone(),
+                        error,
+                    })?;
+                text.lines().map(str::to_string).collect()
+            }
+            None => inner.pending_rows.get(sink).cloned().unwrap_or_default(),
+        };
+        Ok(Some((publication, rows)))
+    }
+
+    /// Records, durably, that `sink` begins `publication` of `rows`: its rows first
+    /// (beside the store), then the store naming it. A crash from here on leaves the
+    /// publication to be settled (see [`crate::sinks::druid`]).
+    pub fn begin_publication(
+        &self,
+        sink: &str,
+        publication: Publication,
+        rows: &[String],
+    ) -> Result<(), CheckpointError> {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        match inner.path.clone() {
+            Some(path) => {
+                let mut text = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum());
+                for row in rows {
+                    text.push_str(row);
+                    text.push('\n');
+                }
+                write_atomically(&rows_path(&path, sink), text.as_bytes())?;
+                inner
+                    .saved
+                    .publications
+                    .insert(sink.to_string(), publication);
+                write_store(&path, &inner.saved)
+            }
+            None => {
+                inner.pending_rows.insert(sink.to_string(), rows.to_vec());
+                inner
+                    .saved
+                    .publications
+                    .insert(sink.to_string(), publication);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records, durably, that `sink`'s pending publication is complete: every shard it
+    /// covers is published up to what it covers.
+    pub fn end_publication(&self, sink: &str) -> Result<(), CheckpointError> {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        let Some(publication) = inner.saved.publications.remove(sink) else {
+            return Ok(());
+        };
+        for (shard, sequence) in publication.covers {
+            let entry = inner.saved.shards.entry(shard).or_default();
+            let newer = entry
+                .published
+                .get(sink)
+                .is_none_or(|before| sequence_le(before, &sequence));
+            if newer {
+                entry.published.insert(sink.to_string(), sequence);
+            }
+        }
+        inner.pending_rows.remove(sink);
+        if let Some(path) = inner.path.clone() {
+            write_store(&path, &inner.saved)?;
+            let _ = std::fs::remove_file(rows_path(&path, sink));
+        }
+        Ok(())
+    }
+
+    /// Up to where `sink` has published `shard` (see [`ShardCheckpoint::published`]).
+    pub fn published(&self, shard: &str, sink: &str) -> Option<String> {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        inner.saved.shards.get(shard)?.published.get(sink).cloned()
+    }
+
+    /// Every sequence number of `shard` that a publication ends at (an ended one's
+    /// [`ShardCheckpoint::published`], or a pending one's cover): a reading again must
+    /// end a batch at each, so that every batch is wholly published or wholly not.
+    pub fn boundaries(&self, shard: &str) -> Vec<String> {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        let published = inner
+            .saved
+            .shards
+            .get(shard)
+            .into_iter()
+            .flat_map(|s| s.published.values());
+        let pending = inner
+            .saved
+            .publications
+            .values()
+            .filter_map(|p| p.covers.get(shard));
+        published.chain(pending).cloned().collect()
+    }
+
+    /// Whether two handles are the same store.
+    pub fn same(&self, other: &Checkpoints) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Where `shard` was left.
@@ -239,7 +390,7 @@ impl Checkpoints {
         }
         match path {
             Some(path) => {
-                if let Err(error) = write_atomically(path, saved) {
+                if let Err(error) = write_store(path, saved) {
                     tracing::error!(message = "Cannot write checkpoints; they will be written with the next advance.", %error);
                 }
             }
@@ -250,21 +401,36 @@ impl Checkpoints {
     }
 }
 
-fn write_atomically(path: &Path, file: &File) -> Result<(), CheckpointError> {
+/// The file beside the store at `path` that holds `sink`'s pending rows.
+fn rows_path(path: &Path, sink: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{sink}.publication"));
+    path.with_file_name(name)
+}
+
+fn write_store(path: &Path, file: &File) -> Result<(), CheckpointError> {
+    let text = serde_json::to_string_pretty(file).expect("checkpoints serialise");
+    write_atomically(path, text.as_bytes())
+}
+
+/// Replaces `path` with `bytes`, durably: written aside and synced, renamed, the
+/// directory synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     let io = |error| CheckpointError::Io {
         path: path.to_path_buf(),
         error,
     };
-    if let Some(dir) = path.parent() {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let aside = path.with_extension("json.tmp");
-    let text = serde_json::to_string_pretty(file).expect("checkpoints serialise");
+    let mut aside = path.as_os_str().to_os_string();
+    aside.push(".tmp");
+    let aside = PathBuf::from(aside);
     // Durable before it is visible: the new file's bytes reach the disk before the
     // rename, and the rename itself (the directory entry) is synced after it, so a crash
-    // or power loss leaves either the old checkpoints or the new ones, never a torn file.
+    // or power loss leaves either the old file or the new one, never a torn one.
     let mut written = std::fs::File::create(&aside).map_err(io)?;
-    std::io::Write::write_all(&mut written, text.as_bytes()).map_err(io)?;
+    std::io::Write::write_all(&mut written, bytes).map_err(io)?;
     written.sync_all().map_err(io)?;
     drop(written);
     std::fs::rename(&aside, path).map_err(io)?;
@@ -285,6 +451,23 @@ pub struct Ack {
     batch: u64,
     sequence: Option<String>,
     end: bool,
+}
+
+impl Ack {
+    /// The shard the batch came from.
+    pub fn shard(&self) -> &str {
+        &self.shard
+    }
+
+    /// The batch's last record (`None`: no record, e.g. the end marker).
+    pub fn sequence(&self) -> Option<&str> {
+        self.sequence.as_deref()
+    }
+
+    /// The store the batch is checkpointed in.
+    pub fn store(&self) -> &Checkpoints {
+        &self.store
+    }
 }
 
 impl std::fmt::Debug for Ack {
@@ -318,6 +501,7 @@ mod tests {
             ShardCheckpoint {
                 sequence: Some("3".into()),
                 finished: false,
+                ..Default::default()
             },
         );
         drop(stale);
@@ -335,7 +519,8 @@ mod tests {
                 "s".to_string(),
                 ShardCheckpoint {
                     sequence: Some("4".into()),
-                    finished: true
+                    finished: true,
+                    ..Default::default()
                 }
             )]
         );
@@ -364,7 +549,8 @@ mod tests {
             store.get("s"),
             ShardCheckpoint {
                 sequence: Some("20".into()),
-                finished: true
+                finished: true,
+                ..Default::default()
             }
         );
         let reopened = Checkpoints::open(&path).unwrap();
@@ -375,5 +561,39 @@ mod tests {
             Checkpoints::open(&path),
             Err(CheckpointError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_publication_survives_a_crash_and_ends_at_its_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.json");
+        let store = Checkpoints::open(&path).unwrap();
+        let publication = Publication {
+            id: "d-1".into(),
+            started_ms: 5,
+            covers: [("s".to_string(), "20".to_string())].into(),
+            file_lengths: BTreeMap::new(),
+            rows: 2,
+        };
+        let rows = vec!["{\"a\":1}".to_string(), "{\"a\":2}".to_string()];
+        store
+            .begin_publication("d", publication.clone(), &rows)
+            .unwrap();
+        assert_eq!(store.boundaries("s"), vec!["20".to_string()]);
+        // A crash now: the store opened again knows the publication and its rows.
+        let reopened = Checkpoints::open(&path).unwrap();
+        assert_eq!(
+            reopened.pending_publication("d").unwrap(),
+            Some((publication, rows))
+        );
+        assert_eq!(reopened.published("s", "d"), None);
+        reopened.end_publication("d").unwrap();
+        assert_eq!(reopened.pending_publication("d").unwrap(), None);
+        assert_eq!(reopened.published("s", "d").as_deref(), Some("20"));
+        assert!(!dir.path().join("cp.json.d.publication").exists());
+        let again = Checkpoints::open(&path).unwrap();
+        assert_eq!(again.published("s", "d").as_deref(), Some("20"));
+        assert_eq!(again.boundaries("s"), vec!["20".to_string()]);
+        assert!(sequence_le("9", "10") && !sequence_le("10", "9") && sequence_le("10", "10"));
     }
 }

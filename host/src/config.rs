@@ -328,13 +328,7 @@ fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "flowenrich".to_string());
-    let random = {
-        use std::hash::{BuildHasher, Hasher};
-        // RandomState is seeded from the OS for every process.
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(0);
-        hasher.finish() as u32
-    };
+    let random = crate::kinesis::random_u64() as u32;
     format!("{host}-{}-{random:08x}", std::process::id())
 }
 

@@ -91,12 +91,17 @@ pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// A pause between `d / 2` and `d`, so that callers that failed together do not retry
 /// together.
 pub fn jittered(d: std::time::Duration) -> std::time::Duration {
+    let fraction = (random_u64() % 1000) as u32;
+    d / 2 + d / 2 * fraction / 1000
+}
+
+/// A random number, good for jitter and unique ids (not for secrets): RandomState is
+/// seeded from the OS for every process and differently for every instance.
+pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded differently for every instance: a cheap source of jitter.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
-    let fraction = (hasher.finish() % 1000) as u32;
-    d / 2 + d / 2 * fraction / 1000
+    hasher.finish()
 }
 
 /// A shard and the shards it was split or merged from.

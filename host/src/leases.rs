@@ -169,11 +169,13 @@ impl Lease {
             SHARD_END => ShardCheckpoint {
                 sequence: None,
                 finished: true,
+                ..Default::default()
             },
             TRIM_HORIZON | LATEST | AT_TIMESTAMP => ShardCheckpoint::default(),
             sequence => ShardCheckpoint {
                 sequence: Some(sequence.to_string()),
                 finished: false,
+                ..Default::default()
             },
         }
     }
@@ -1147,10 +1149,12 @@ mod tests {
             ShardCheckpoint {
                 sequence: Some("4960".into()),
                 finished: false,
+                ..Default::default()
             },
             ShardCheckpoint {
                 sequence: Some("4960".into()),
                 finished: true,
+                ..Default::default()
             },
         ] {
             match checkpoint_value(&position) {

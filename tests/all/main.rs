@@ -4,6 +4,7 @@
 mod cli;
 mod delivery;
 mod druid;
+mod exactly_once;
 mod failures;
 mod fixtures;
 mod hot_swap;

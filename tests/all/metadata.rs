@@ -484,3 +484,62 @@ path = "out.ndjson"
         assert_eq!(counter(summary, name), want, "{name} in {summary}");
     }
 }
+
+#[test]
+fn a_full_holdback_releases_its_oldest_lines_unattributed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apps.jsonl"),
+        "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"api\"}}\n",
+    )
+    .unwrap();
+    let mut child = start_run(
+        dir.path(),
+        r#"
+[metadata.apps]
+type = "file"
+path = "apps.jsonl"
+retention_secs = 0
+
+[sources.in]
+type = "stdin"
+batch_lines = 1
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+format = "srcport srcaddr dstaddr start"
+holdback_secs = 600
+holdback_max_lines = 3
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+        |_| {},
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    // Ten flows to an address nobody owns: each is held, and once more than three
+    // are, the oldest go out unattributed long before their window ends.
+    for port in 1..=10 {
+        writeln!(stdin, "{port} 10.0.0.1 10.0.0.9 200").unwrap();
+        stdin.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let out = dir.path().join("out.ndjson");
+    let rows = rows_after(&out, 7);
+    let ports: Vec<u64> = rows
+        .iter()
+        .map(|r| r["srcport"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, (1..=7).collect::<Vec<u64>>(), "the oldest first");
+    assert!(rows.iter().all(|r| r["dst_app"].is_null()));
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(read_ndjson(&out).len(), 10, "the rest at shutdown");
+    assert_eq!(counter(summary(&stderr, "t"), "holdback_overflow_total"), 7);
+}

@@ -546,3 +546,69 @@ fn proxy_connection(
     }
     Ok(())
 }
+
+/// A proxy on 127.0.0.1 in front of a local Kinesis that loses answers: the first
+/// `losses` PutRecords calls reach the stream and are applied, but the proxy cuts the
+/// connection instead of answering, as a timeout after acceptance looks to a client.
+/// Everything else passes through.
+pub struct LostAnswers {
+    /// `http://127.0.0.1:<port>` of the proxy.
+    pub endpoint: String,
+    /// How many answers were lost so far.
+    pub lost: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LostAnswers {
+    /// Starts the proxy in front of `upstream` (`http://127.0.0.1:<port>`).
+    pub fn start(upstream: &str, losses: usize) -> LostAnswers {
+        let upstream = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = lost.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let (upstream, counter) = (upstream.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let _ = lose_answers(client, &upstream, &counter, losses);
+                });
+            }
+        });
+        LostAnswers { endpoint, lost }
+    }
+}
+
+fn lose_answers(
+    client: std::net::TcpStream,
+    upstream: &str,
+    lost: &std::sync::atomic::AtomicUsize,
+    losses: usize,
+) -> std::io::Result<()> {
+    use std::sync::atomic::Ordering;
+    let server = TcpStream::connect(upstream)?;
+    let mut from_client = std::io::BufReader::new(client.try_clone()?);
+    let mut from_server = std::io::BufReader::new(server.try_clone()?);
+    let (mut to_client, mut to_server) = (client, server);
+    while let Some((head, body)) = read_message(&mut from_client)? {
+        let put_records = head
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("x-amz-target: kinesis_20131202.putrecords"));
+        write_message(&mut to_server, &head, &body)?;
+        let Some((answer_head, answer)) = read_message(&mut from_server)? else {
+            return Ok(());
+        };
+        if put_records
+            && lost
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < losses).then_some(n + 1)
+                })
+                .is_ok()
+        {
+            // Applied, never answered.
+            let _ = to_client.shutdown(std::net::Shutdown::Both);
+            return Ok(());
+        }
+        write_message(&mut to_client, &answer_head, &answer)?;
+    }
+    Ok(())
+}

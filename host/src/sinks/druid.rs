@@ -11,6 +11,7 @@
 //! written (for Kinesis: accepted by PutRecords), so the source's checkpoints stay end to
 //! end. [`supervisor_spec`] derives the matching Druid supervisor spec.
 
+use crate::checkpoint::{CheckpointError, Checkpoints, Publication, sequence_le};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
@@ -18,6 +19,7 @@ use crate::sinks::{io_attempt, retrying};
 use crate::topology::output::{Ended, Input, Taken};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -520,8 +522,19 @@ fn post_json(url: &str, body: &str) -> Result<String, String> {
     Ok(answer)
 }
 
+/// The file of `bucket`'s rows in `dir`.
+fn bucket_path(dir: &Path, bucket: u64) -> PathBuf {
+    dir.join(format!("flows-{}.ndjson", bucket_name(bucket)))
+}
+
 /// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
-pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
+/// A file whose length appears in `cut_to` is first cut back to it (what an earlier
+/// attempt of the same rows appended goes), so writing a publication again is idempotent.
+pub fn write_files(
+    dir: &Path,
+    rows: &[(u64, String)],
+    cut_to: &BTreeMap<PathBuf, u64>,
+) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut by_bucket: Vec<(u64, String)> = Vec::new();
     for (bucket, row) in rows {
@@ -532,12 +545,15 @@ pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
     }
     let mut created = false;
     for (bucket, text) in by_bucket {
-        let path = dir.join(format!("flows-{}.ndjson", bucket_name(bucket)));
+        let path = bucket_path(dir, bucket);
         created |= !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
+        if let Some(&length) = cut_to.get(&path) {
+            file.set_len(length)?;
+        }
         let before = file.metadata()?.len();
         if let Err(error) = file
             .write_all(text.as_bytes())
@@ -555,6 +571,260 @@ pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How far before a publication began a read-back of the output stream starts (clock
+/// skew between this host and Kinesis's arrival timestamps).
+const READ_BACK_MARGIN_MS: u64 = 5 * 60 * 1000;
+
+/// Where rows go, connected.
+enum Writer<'a> {
+    Files(&'a Path),
+    Kinesis(Box<KinesisWriter>),
+}
+
+/// What the sink holds for the batches of one checkpoint store (or of sources without
+/// one) until the next flush.
+struct Pending {
+    store: Option<Checkpoints>,
+    rollup: Rollup,
+    /// The batches the rows came from: done (acknowledged) after the flush.
+    covered: Vec<Taken>,
+    /// Per shard, the last sequence number covered.
+    covers: BTreeMap<String, String>,
+    /// Per shard, how far the sink had published it when this run first saw it: batches
+    /// wholly before are a reading again of what is in Druid already.
+    published_before: HashMap<String, Option<String>>,
+}
+
+/// Writes rows, as publications for checkpointed batches.
+struct Publisher<'a> {
+    id: &'a str,
+    writer: Writer<'a>,
+    metrics: &'a ComponentMetrics,
+    lifecycle: &'a Lifecycle,
+    /// Makes publication ids unique across runs.
+    run: String,
+    publications: u64,
+}
+
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The bucket of a row (its `timestamp`, in epoch milliseconds, over 1000).
+fn bucket_of(row: &str) -> u64 {
+    row.strip_prefix("{\"timestamp\":")
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map_or(0, |ms| ms / 1000)
+}
+
+impl Publisher<'_> {
+    /// Writes the rows rolled up from `pending`'s batches, then marks them done.
+    fn flush(&mut self, pending: &mut Pending) -> Result<(), String> {
+        let rows = pending.rollup.drain();
+        let covers = std::mem::take(&mut pending.covers);
+        if !rows.is_empty() {
+            match &pending.store {
+                Some(store) => self.publish(store, &rows, covers)?,
+                None => self.write_plain(&rows)?,
+            }
+        }
+        for batch in pending.covered.drain(..) {
+            batch.done();
+        }
+        Ok(())
+    }
+
+    /// Rows of batches without checkpoints (files, stdin): at least once is all a
+    /// source without positions allows.
+    fn write_plain(&self, rows: &[(u64, String)]) -> Result<(), String> {
+        match &self.writer {
+            Writer::Kinesis(writer) => {
+                let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
+                writer.write(&text, self.metrics, self.lifecycle)?;
+            }
+            Writer::Files(dir) => {
+                retrying(
+                    self.id,
+                    "write_failed",
+                    self.metrics,
+                    self.lifecycle,
+                    || {
+                        write_files(dir, rows, &BTreeMap::new())
+                            .map_err(|e| io_attempt(dir.display(), e))
+                    },
+                )?;
+            }
+        }
+        self.sent(rows.len());
+        Ok(())
+    }
+
+    fn sent(&self, rows: usize) {
+        self.metrics.sent(rows as u64);
+        self.metrics.count("druid_rows_total", rows as u64);
+    }
+
+    /// The publication protocol (see the module docs): begin (durably, beside the
+    /// checkpoint), write, end (durably), and only then acknowledge.
+    fn publish(
+        &mut self,
+        store: &Checkpoints,
+        rows: &[(u64, String)],
+        covers: BTreeMap<String, String>,
+    ) -> Result<(), String> {
+        self.publications += 1;
+        let id = format!("{}-{}-{}", self.id, self.run, self.publications);
+        let (lines, file_lengths) = match &self.writer {
+            Writer::Kinesis(_) => (
+                rows.iter()
+                    .enumerate()
+                    .map(|(n, (_, row))| {
+                        crate::sinks::kinesis::with_publication(row.trim_end(), &id, n)
+                    })
+                    .collect(),
+                BTreeMap::new(),
+            ),
+            Writer::Files(dir) => {
+                let mut lengths = BTreeMap::new();
+                for (bucket, _) in rows {
+                    let path = bucket_path(dir, *bucket);
+                    lengths
+                        .entry(path)
+                        .or_insert_with_key(|path| std::fs::metadata(path).map_or(0, |m| m.len()));
+                }
+                (
+                    rows.iter()
+                        .map(|(_, row)| row.trim_end().to_string())
+                        .collect::<Vec<_>>(),
+                    lengths,
+                )
+            }
+        };
+        let publication = Publication {
+            id,
+            started_ms: epoch_ms(),
+            covers,
+            file_lengths,
+            rows: lines.len(),
+        };
+        let failed = |e: CheckpointError| format!("publication log: {e}");
+        store
+            .begin_publication(self.id, publication.clone(), &lines)
+            .map_err(failed)?;
+        crate::failpoint::hit("druid.after_begin");
+        self.write(&publication, &lines, false)?;
+        crate::failpoint::hit("druid.after_write");
+        store.end_publication(self.id).map_err(failed)?;
+        crate::failpoint::hit("druid.after_end");
+        self.metrics.count("druid_publications_total", 1);
+        Ok(())
+    }
+
+    /// Writes a publication's rows so that each is written once: to a stream, settling
+    /// unknown outcomes by reading it back; to files, cutting them back to their lengths
+    /// before the publication first.
+    fn write(
+        &self,
+        publication: &Publication,
+        lines: &[String],
+        settle: bool,
+    ) -> Result<(), String> {
+        match &self.writer {
+            Writer::Kinesis(writer) => writer.put_exactly_once(
+                lines,
+                publication.started_ms.saturating_sub(READ_BACK_MARGIN_MS),
+                settle,
+                self.metrics,
+                self.lifecycle,
+            )?,
+            Writer::Files(dir) => {
+                let rows: Vec<(u64, String)> = lines
+                    .iter()
+                    .map(|line| (bucket_of(line), format!("{line}\n")))
+                    .collect();
+                retrying(
+                    self.id,
+                    "write_failed",
+                    self.metrics,
+                    self.lifecycle,
+                    || {
+                        write_files(dir, &rows, &publication.file_lengths)
+                            .map_err(|e| io_attempt(dir.display(), e))
+                    },
+                )?;
+            }
+        }
+        self.sent(lines.len());
+        Ok(())
+    }
+
+    /// Completes the publication a crash left begun in `store`, if any.
+    fn settle(&self, store: &Checkpoints) -> Result<(), String> {
+        let failed = |e: CheckpointError| format!("publication log: {e}");
+        let Some((publication, lines)) = store.pending_publication(self.id).map_err(failed)? else {
+            return Ok(());
+        };
+        tracing::info!(message = "Completing a publication begun before a restart.", component_id = %self.id, publication = %publication.id, rows = lines.len());
+        self.write(&publication, &lines, true)?;
+        store.end_publication(self.id).map_err(failed)?;
+        self.metrics.count("druid_publications_settled_total", 1);
+        Ok(())
+    }
+}
+
+impl Pending {
+    fn new(store: Option<Checkpoints>, spec: &DruidSpec) -> Pending {
+        Pending {
+            store,
+            rollup: Rollup::new(&spec.dimensions, spec.granularity_secs),
+            covered: Vec::new(),
+            covers: BTreeMap::new(),
+            published_before: HashMap::new(),
+        }
+    }
+
+    /// Whether `batch` is wholly a reading again of records whose flows `sink` published
+    /// before this run saw their shard.
+    fn published_already(&mut self, batch: &Taken, sink: &str) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        // Every shard's position is taken the first time it is seen, before this run
+        // publishes anything of it.
+        let (mut any, mut all) = (false, true);
+        for ack in &batch.acks {
+            let Some(sequence) = ack.sequence() else {
+                continue;
+            };
+            let before = self
+                .published_before
+                .entry(ack.shard().to_string())
+                .or_insert_with(|| store.published(ack.shard(), sink));
+            match before {
+                Some(published) if sequence_le(sequence, published) => any = true,
+                _ => all = false,
+            }
+        }
+        any && all
+    }
+
+    /// Adds `batch`'s positions to what the next publication covers.
+    fn cover(&mut self, batch: &Taken) {
+        for ack in &batch.acks {
+            let Some(sequence) = ack.sequence() else {
+                continue;
+            };
+            let entry = self.covers.entry(ack.shard().to_string()).or_default();
+            if entry.is_empty() || sequence_le(entry, sequence) {
+                *entry = sequence.to_string();
+            }
+        }
+    }
+}
+
 /// Rolls up every batch until the input closes, writing rows every flush interval and at
 /// the end.
 pub fn run(
@@ -564,11 +834,6 @@ pub fn run(
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
 ) -> Result<(), String> {
-    // Where rows go, connected.
-    enum Writer<'a> {
-        Files(&'a Path),
-        Kinesis(Box<KinesisWriter>),
-    }
     let writer = match &spec.output {
         DruidOutput::Kinesis(stream) => Writer::Kinesis(Box::new(KinesisWriter::new(id, stream)?)),
         DruidOutput::Files { dir, append } => {
@@ -589,42 +854,47 @@ pub fn run(
             }
         }
     }
-    let mut rollup = Rollup::new(&spec.dimensions, spec.granularity_secs);
-    // The batches the rows in memory came from: done (acknowledged) after a flush.
-    let mut covered: Vec<Taken> = Vec::new();
-    let mut flushed_at = Instant::now();
-    // Returns once the rows are written (retrying transient failures), then marks the
-    // batches they came from done.
-    let flush = |rollup: &mut Rollup, covered: &mut Vec<Taken>| -> Result<(), String> {
-        let rows = rollup.drain();
-        if !rows.is_empty() {
-            let written = match &writer {
-                Writer::Kinesis(writer) => {
-                    let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
-                    writer.write(&text, metrics, lifecycle)?
-                }
-                Writer::Files(dir) => {
-                    retrying(id, "write_failed", metrics, lifecycle, || {
-                        write_files(dir, &rows).map_err(|e| io_attempt(dir.display(), e))
-                    })?;
-                    rows.len() as u64
-                }
-            };
-            metrics.sent(written);
-            metrics.count("druid_rows_total", written);
-        }
-        for batch in covered.drain(..) {
-            batch.done();
-        }
-        Ok(())
+    let mut publisher = Publisher {
+        id,
+        writer,
+        metrics,
+        lifecycle,
+        run: format!("{:016x}", crate::kinesis::random_u64()),
+        publications: 0,
     };
+    // One per checkpoint store the batches come from (and one for batches without).
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut flushed_at = Instant::now();
     loop {
         let wait = spec.flush_interval.saturating_sub(flushed_at.elapsed());
         match input.recv_timeout(wait) {
             Ok(Some(batch)) => {
                 metrics.received(batch.lines as u64);
+                let store = batch.acks.first().map(|a| a.store().clone());
+                let at = match pending.iter().position(|p| match (&p.store, &store) {
+                    (Some(a), Some(b)) => a.same(b),
+                    (None, None) => true,
+                    _ => false,
+                }) {
+                    Some(at) => at,
+                    None => {
+                        // A store seen for the first time: what a crash left half
+                        // published is completed before anything else of it.
+                        if let Some(store) = &store {
+                            publisher.settle(store)?;
+                        }
+                        pending.push(Pending::new(store, spec));
+                        pending.len() - 1
+                    }
+                };
+                let group = &mut pending[at];
+                if group.published_already(&batch, id) {
+                    metrics.count("druid_republished_lines_skipped_total", batch.lines as u64);
+                    batch.done();
+                    continue;
+                }
                 for line in batch.text.lines() {
-                    match rollup.add(line) {
+                    match group.rollup.add(line) {
                         Ok(()) => metrics.count("druid_flows_total", 1),
                         Err(skipped) => {
                             metrics.error(
@@ -638,17 +908,23 @@ pub fn run(
                         }
                     }
                 }
-                covered.push(batch);
+                group.cover(&batch);
+                group.covered.push(batch);
             }
             Ok(None) => {}
             Err(Ended) => break,
         }
         if flushed_at.elapsed() >= spec.flush_interval {
-            flush(&mut rollup, &mut covered)?;
+            for group in &mut pending {
+                publisher.flush(group)?;
+            }
             flushed_at = Instant::now();
         }
     }
-    flush(&mut rollup, &mut covered)
+    for group in &mut pending {
+        publisher.flush(group)?;
+    }
+    Ok(())
 }
 
 /// The Druid Kinesis supervisor spec that ingests this sink's stream: dimensions typed

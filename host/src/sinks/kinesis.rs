@@ -66,21 +66,11 @@ pub fn key_of(line: &str, key: &PartitionKey) -> String {
 }
 
 /// Splits entries into PutRecords requests within the API's limits.
-pub fn requests(entries: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
-    let mut out: Vec<Vec<(String, String)>> = Vec::new();
-    let mut bytes = 0;
-    for entry in entries {
-        let size = entry.0.len() + entry.1.len();
-        match out.last_mut() {
-            Some(last) if last.len() < MAX_RECORDS && bytes + size <= MAX_BYTES => {
-                bytes += size;
-                last.push(entry);
-            }
-            _ => {
-                bytes = size;
-                out.push(vec![entry]);
-            }
-        }
+pub fn requests(mut entries: Vec<(String, String)>) -> Vec<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    while !entries.is_empty() {
+        let n = first_request_len(&entries);
+        out.push(entries.drain(..n).collect());
     }
     out
 }
@@ -129,22 +119,169 @@ impl KinesisWriter {
             }
             entries.push((line.to_string(), key_of(line, &self.spec.partition_key)));
         }
-        let mut put = 0;
-        for request in requests(entries) {
-            let sent = request.len() as u64;
-            let mut pending = request;
-            retrying(&self.id, "put_failed", metrics, lifecycle, || {
-                self.runtime.block_on(put_once(
-                    &self.client,
-                    &self.spec.stream.stream,
-                    &mut pending,
-                    metrics,
-                ))
-            })?;
-            put += sent;
-        }
+        let put = entries.len() as u64;
+        // At least once: a request whose answer was lost is sent again.
+        self.put_all(entries, metrics, lifecycle, None)?;
         Ok(put)
     }
+
+    /// Puts `lines` (each one row carrying `"publication": "<id>/<n>"`, see
+    /// [`publication_of`]) so that each is in the stream exactly once, also when
+    /// answers are lost: when an attempt's outcome is unknown (no answer), the stream is
+    /// read back from `since_ms` (epoch milliseconds) and only the rows it does not hold
+    /// yet are sent again. With `settle`, it starts with a read-back (a publication
+    /// begun before a crash).
+    pub fn put_exactly_once(
+        &self,
+        lines: &[String],
+        since_ms: u64,
+        settle: bool,
+        metrics: &ComponentMetrics,
+        lifecycle: &Lifecycle,
+    ) -> Result<(), String> {
+        let entries = lines
+            .iter()
+            .map(|line| (line.clone(), key_of(line, &self.spec.partition_key)))
+            .collect();
+        self.put_all(entries, metrics, lifecycle, Some((since_ms, settle)))
+    }
+
+    /// Puts every entry, in requests within the API's limits, retrying transient
+    /// failures. With `read_back` (`since_ms`, start with a read-back), an attempt whose
+    /// outcome is unknown is settled by reading the stream back before anything is sent
+    /// again.
+    fn put_all(
+        &self,
+        mut pending: Vec<(String, String)>,
+        metrics: &ComponentMetrics,
+        lifecycle: &Lifecycle,
+        read_back: Option<(u64, bool)>,
+    ) -> Result<(), String> {
+        let mut unknown = read_back.is_some_and(|(_, settle)| settle);
+        retrying(&self.id, "put_failed", metrics, lifecycle, || {
+            if unknown && let Some((since_ms, _)) = read_back {
+                let present = self
+                    .runtime
+                    .block_on(published_since(
+                        &self.client,
+                        &self.spec.stream.stream,
+                        since_ms,
+                    ))
+                    .map_err(|e| {
+                        AttemptError::Transient(format!("reading the stream back: {e}"))
+                    })?;
+                metrics.count("kinesis_read_backs_total", 1);
+                let before = pending.len();
+                pending.retain(|(line, _)| {
+                    publication_of(line).is_none_or(|id| !present.contains(id))
+                });
+                metrics.count("kinesis_settled_total", (before - pending.len()) as u64);
+                unknown = false;
+            }
+            while !pending.is_empty() {
+                let n = first_request_len(&pending);
+                let mut request: Vec<(String, String)> = pending[..n].to_vec();
+                let result = self.runtime.block_on(put_once(
+                    &self.client,
+                    &self.spec.stream.stream,
+                    &mut request,
+                    metrics,
+                    &mut unknown,
+                ));
+                // What the request did not take (all of it, when it failed) stays.
+                pending.splice(..n, request);
+                result?;
+                crate::failpoint::hit("kinesis_sink.after_request");
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How many of `entries`, from the first, fit in one PutRecords request.
+fn first_request_len(entries: &[(String, String)]) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for (data, key) in entries {
+        let size = data.len() + key.len();
+        if n == MAX_RECORDS || (n > 0 && bytes + size > MAX_BYTES) {
+            break;
+        }
+        bytes += size;
+        n += 1;
+    }
+    n
+}
+
+/// The `publication` value (`"<id>/<n>"`) of a row, if it has one.
+pub fn publication_of(line: &str) -> Option<&str> {
+    let at = line.rfind(PUBLICATION_KEY)? + PUBLICATION_KEY.len();
+    let rest = &line[at..];
+    let end = rest.find('"')?;
+    Some(&rest[..end])
+}
+
+/// How a row names its publication: `,"publication":"<id>/<n>"` before its closing brace.
+const PUBLICATION_KEY: &str = "\"publication\":\"";
+
+/// Adds `"publication": "<id>/<n>"` to a JSON object row (without its newline).
+pub fn with_publication(row: &str, id: &str, n: usize) -> String {
+    let body = row.trim_end().strip_suffix('}').unwrap_or(row);
+    format!("{body},{PUBLICATION_KEY}{id}/{n}\"}}")
+}
+
+/// The publication ids of every record that `stream` received from `since_ms` (epoch
+/// milliseconds) on, read from every shard up to its latest record.
+async fn published_since(
+    client: &aws_sdk_kinesis::Client,
+    stream: &StreamRef,
+    since_ms: u64,
+) -> Result<std::collections::HashSet<String>, String> {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let describe = |e: &dyn std::fmt::Display| e.to_string();
+    let mut present = std::collections::HashSet::new();
+    let shards = crate::kinesis::list_shards(client, stream)
+        .await
+        .map_err(|e| describe(&e))?;
+    for shard in shards {
+        let mut iterator = client
+            .get_shard_iterator()
+            .set_stream_name(stream.name.clone())
+            .set_stream_arn(stream.arn.clone())
+            .shard_id(&shard.id)
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(aws_sdk_kinesis::primitives::DateTime::from_millis(
+                since_ms as i64,
+            ))
+            .send()
+            .await
+            .map_err(|e| describe(&aws_sdk_kinesis::error::DisplayErrorContext(&e)))?
+            .shard_iterator()
+            .map(str::to_string);
+        while let Some(current) = iterator {
+            let page = client
+                .get_records()
+                .shard_iterator(current)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| describe(&aws_sdk_kinesis::error::DisplayErrorContext(&e)))?;
+            for record in page.records() {
+                if let Ok(text) = std::str::from_utf8(record.data().as_ref())
+                    && let Some(id) = publication_of(text)
+                {
+                    present.insert(id.to_string());
+                }
+            }
+            let caught_up =
+                page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0;
+            iterator = page.next_shard_iterator().map(str::to_string);
+            if caught_up {
+                break;
+            }
+        }
+    }
+    Ok(present)
 }
 
 /// Sends every batch until the input closes.
@@ -188,11 +325,15 @@ pub fn fatal_code(code: Option<&str>) -> bool {
 
 /// One PutRecords call for `pending`; keeps in `pending` only the records it did not
 /// take (throttled or failed inside the service), which are worth sending again.
+///
+/// `unknown` is set when the call got no answer (a timeout, a connection cut): then the
+/// service may have taken any of the records.
 async fn put_once(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     pending: &mut Vec<(String, String)>,
     metrics: &ComponentMetrics,
+    unknown: &mut bool,
 ) -> Result<(), AttemptError> {
     use aws_sdk_kinesis::error::ProvideErrorMetadata;
     let records: Vec<PutRecordsRequestEntry> = pending
@@ -238,6 +379,12 @@ async fn put_once(
         }
         Err(error) => {
             metrics.count("kinesis_put_retries_total", pending.len() as u64);
+            // A service error is an answer: nothing was written. No answer, or a failure
+            // inside the service (5xx), may have left any of the records written.
+            let server_failed = error
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() >= 500);
+            *unknown = error.as_service_error().is_none() || server_failed;
             let code = error.code().map(str::to_string);
             let message = match (&code, error.message()) {
                 (Some(code), message) => {

@@ -23,7 +23,7 @@
 //! `kinesis_throttles_total`, `kinesis_expired_iterators_total`.
 
 use crate::batch::LineBatch;
-use crate::checkpoint::{Checkpoints, ShardCheckpoint};
+use crate::checkpoint::{Checkpoints, ShardCheckpoint, sequence_le};
 use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
 use crate::leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
 use crate::lifecycle::Lifecycle;
@@ -213,11 +213,21 @@ struct Shard {
     /// Another host asked for the shard's lease: not read any more, and handed over
     /// once what was read is acknowledged (or at this deadline).
     handing_off: Option<Instant>,
+    /// Sequence numbers a batch must end at (where `druid` sinks' publications ended:
+    /// [`Checkpoints::boundaries`]).
+    boundaries: Vec<String>,
 }
 
 impl Shard {
-    fn new(id: &str, position: ShardCheckpoint, start: StartAt, parents: Vec<String>) -> Shard {
+    fn new(
+        id: &str,
+        position: ShardCheckpoint,
+        start: StartAt,
+        parents: Vec<String>,
+        boundaries: Vec<String>,
+    ) -> Shard {
         Shard {
+            boundaries,
             id: id.into(),
             cursor: ShardCursor::after(position.sequence),
             start,
@@ -342,6 +352,15 @@ impl Shard {
         spec: &KinesisSourceSpec,
         to: &Sending<'_>,
     ) {
+        // A batch ends at every boundary, so none holds records on both sides of one.
+        if let Some(last) = &self.sequence
+            && self
+                .boundaries
+                .iter()
+                .any(|b| sequence_le(last, b) && !sequence_le(&record.sequence, b))
+        {
+            self.send(to, false);
+        }
         match decode(&record.data, spec.format, spec.max_record_bytes) {
             Ok(Decoded::Lines(lines)) => {
                 to.metrics.received(lines.len() as u64);
@@ -526,6 +545,7 @@ pub fn run(
                                         checkpoints.get(&info.id),
                                         start,
                                         info.parents,
+                                        checkpoints.boundaries(&info.id),
                                     )
                                 });
                             }
@@ -680,7 +700,11 @@ impl Leases {
                 } => {
                     tracing::info!(message = "Reading a shard under a lease.", shard = %shard, sequence = position.sequence.as_deref().unwrap_or("none"));
                     to.checkpoints.restart(&shard, position.clone());
-                    shards.insert(shard.clone(), Shard::new(&shard, position, start, parents));
+                    let boundaries = to.checkpoints.boundaries(&shard);
+                    shards.insert(
+                        shard.clone(),
+                        Shard::new(&shard, position, start, parents, boundaries),
+                    );
                 }
                 // Unsent lines are dropped: they were never acknowledged, and the new
                 // owner reads them from the last checkpoint.
