@@ -21,6 +21,7 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
+#[allow(dead_code)] // shared with the other benchmarks
 mod support;
 
 fn batch(text: &Arc<str>, store: &Checkpoints, n: u64) -> Arc<LineBatch> {
