@@ -349,3 +349,55 @@ fn a_ten_megabyte_line_is_dead_lettered_with_its_prefix() {
     let peak = peak_rss_mib(&stderr);
     assert!(peak < 64, "peak RSS {peak} MiB");
 }
+
+#[test]
+fn a_hung_output_endpoint_is_given_up_on_and_sigterm_ends_the_run_in_bounded_time() {
+    // Accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in hung.incoming().flatten().take(50) {
+            open.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flows.log"),
+        "2 1 eni-1 10.0.0.1 10.0.0.2 1 443 6 1 10 200 260 ACCEPT OK\n",
+    )
+    .unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let child = start_run(
+        dir.path(),
+        &format!(
+            "drain_timeout_secs = 2\n\n[api]\naddress = \"{api}\"\n\n[sources.in]\ntype = \"file\"\npath = \"flows.log\"\n\n[transforms.t]\ntype = \"wasm\"\ninputs = [\"in\"]\n\n[sinks.stream]\ntype = \"aws_kinesis_streams\"\ninputs = [\"t\"]\nstream_name = \"s\"\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n"
+        ),
+        KinesisLocal::aws_env,
+    );
+    // The file source has ended: the run is draining into a sink whose calls time out
+    // (one attempt: 10 s) and are retried.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(std::net::TcpStream::connect(&api).is_ok()
+        && http(&api, "GET", "/health").contains("\"retrying\":[\"stream\"]"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never reported retrying"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(&child, "TERM");
+    let signalled = Instant::now();
+    let (code, stderr) = exit_within(child, Duration::from_secs(40));
+    assert_eq!(code, Some(1), "{stderr}");
+    // The drain deadline (2 s) plus at most one attempt (10 s) and a retry pause.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(20),
+        "{:?}: {stderr}",
+        signalled.elapsed()
+    );
+    assert!(stderr.contains("error: sinks.stream failed"), "{stderr}");
+    assert!(stderr.contains("timeout"), "the cause: {stderr}");
+    drop(held);
+}

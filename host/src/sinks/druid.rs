@@ -15,7 +15,7 @@ use crate::checkpoint::{CheckpointError, Checkpoints, Publication, sequence_le};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
-use crate::sinks::{io_attempt, retrying};
+use crate::sinks::{AttemptError, io_attempt, retrying};
 use crate::topology::output::{Ended, Input, Taken};
 use rustc_hash::FxHashMap;
 use serde_json::{Value, json};
@@ -710,14 +710,11 @@ impl Publisher<'_> {
             file_lengths,
             rows: lines.len(),
         };
-        let failed = |e: CheckpointError| format!("publication log: {e}");
-        store
-            .begin_publication(self.id, publication.clone(), &lines)
-            .map_err(failed)?;
+        self.log(|| store.begin_publication(self.id, publication.clone(), &lines))?;
         crate::failpoint::hit("druid.after_begin");
         self.write(&publication, &lines, false)?;
         crate::failpoint::hit("druid.after_write");
-        store.end_publication(self.id).map_err(failed)?;
+        self.log(|| store.end_publication(self.id))?;
         crate::failpoint::hit("druid.after_end");
         self.metrics.count("druid_publications_total", 1);
         Ok(())
@@ -761,15 +758,36 @@ impl Publisher<'_> {
         Ok(())
     }
 
+    /// One operation on the publication log, retried while it fails transiently (a
+    /// full disk).
+    fn log<T>(
+        &self,
+        mut operation: impl FnMut() -> Result<T, CheckpointError>,
+    ) -> Result<T, String> {
+        retrying(
+            self.id,
+            "publication_log_failed",
+            self.metrics,
+            self.lifecycle,
+            || {
+                operation().map_err(|error| match &error {
+                    CheckpointError::Io { error: io, .. } if crate::sinks::io_transient(io) => {
+                        AttemptError::Transient(format!("publication log: {error}"))
+                    }
+                    _ => AttemptError::Fatal(format!("publication log: {error}")),
+                })
+            },
+        )
+    }
+
     /// Completes the publication a crash left begun in `store`, if any.
     fn settle(&self, store: &Checkpoints) -> Result<(), String> {
-        let failed = |e: CheckpointError| format!("publication log: {e}");
-        let Some((publication, lines)) = store.pending_publication(self.id).map_err(failed)? else {
+        let Some((publication, lines)) = self.log(|| store.pending_publication(self.id))? else {
             return Ok(());
         };
         tracing::info!(message = "Completing a publication begun before a restart.", component_id = %self.id, publication = %publication.id, rows = lines.len());
         self.write(&publication, &lines, true)?;
-        store.end_publication(self.id).map_err(failed)?;
+        self.log(|| store.end_publication(self.id))?;
         self.metrics.count("druid_publications_settled_total", 1);
         Ok(())
     }

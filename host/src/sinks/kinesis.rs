@@ -21,6 +21,9 @@ use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 const MAX_RECORDS: usize = 500;
 /// Bytes (data + partition keys) per PutRecords request (the API's limit).
 const MAX_BYTES: usize = 5 << 20;
+/// How long after a call whose outcome is unknown the stream is read back: a request
+/// the client gave up on (a timeout) may still be applied by the service meanwhile.
+pub const READ_BACK_DELAY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Largest record payload Kinesis accepts.
 const MAX_RECORD: usize = 1 << 20;
 
@@ -160,6 +163,13 @@ impl KinesisWriter {
         let mut unknown = read_back.is_some_and(|(_, settle)| settle);
         retrying(&self.id, "put_failed", metrics, lifecycle, || {
             if unknown && let Some((since_ms, _)) = read_back {
+                // A call given up on may still be applied by the service a moment
+                // later: the read-back waits for that first.
+                if !lifecycle.pause(READ_BACK_DELAY) {
+                    return Err(AttemptError::Transient(
+                        "gave up before reading the stream back".into(),
+                    ));
+                }
                 let present = self
                     .runtime
                     .block_on(published_since(
