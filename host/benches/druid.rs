@@ -56,7 +56,7 @@ fn main() {
     let rolled = started.elapsed().as_secs_f64();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    write_files(dir.path(), &rows, &Default::default()).unwrap();
+    write_files(dir.path(), &rows).unwrap();
     let written = started.elapsed().as_secs_f64();
     println!(
         "host::sinks::druid rollup: {flows} flows over 1 hour between {apps} apps, per minute on {} dimensions",

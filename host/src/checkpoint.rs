@@ -42,7 +42,7 @@ pub struct ShardCheckpoint {
 }
 
 /// A publication of a `druid` sink that began and is not known to have ended: its rows
-/// are in a file beside the store (`<store>.<sink>.publication`).
+/// are in a file beside the store (`<store>.<sink>.<id>.publication`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Publication {
     /// Unique id; every row carries it (`"publication": "<id>/<row>"`).
@@ -52,15 +52,11 @@ pub struct Publication {
     pub started_ms: u64,
     /// Per shard, the last sequence number whose flows its rows hold.
     pub covers: BTreeMap<String, String>,
-    /// For rows written to files: each file's length before the publication, so that
-    /// writing it again first cuts the file back there.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub file_lengths: BTreeMap<PathBuf, u64>,
     /// How many rows it has.
     pub rows: usize,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct File {
     shards: BTreeMap<String, ShardCheckpoint>,
     /// Publications begun and not ended, by sink id.
@@ -220,7 +216,7 @@ impl Checkpoints {
         };
         let rows = match &inner.path {
             Some(path) => {
-                let aside = rows_path(path, sink);
+                let aside = rows_path(path, sink, &publication.id);
                 let text =
                     std::fs::read_to_string(&aside).map_err(|error| CheckpointError::Io {
                         path: aside.clone(),
@@ -234,8 +230,10 @@ impl Checkpoints {
     }
 
     /// Records, durably, that `sink` begins `publication` of `rows`: its rows first
-    /// (beside the store), then the store naming it. A crash from here on leaves the
-    /// publication to be settled (see [`crate::sinks::druid`]).
+    /// (beside the store, in a file named after the publication), then the store naming
+    /// it. A crash from here on leaves the publication to be settled (see
+    /// [`crate::sinks::druid`]). Nothing changes unless both writes succeed, so a failed
+    /// call can be made again.
     pub fn begin_publication(
         &self,
         sink: &str,
@@ -243,6 +241,9 @@ impl Checkpoints {
         rows: &[String],
     ) -> Result<(), CheckpointError> {
         let mut inner = self.inner.lock().expect("checkpoint lock");
+        let mut next = inner.saved.clone();
+        let id = publication.id.clone();
+        next.publications.insert(sink.to_string(), publication);
         match inner.path.clone() {
             Some(path) => {
                 let mut text = String::with_capacity(rows.iter().map(|r| r.len() + 1).sum());
@@ -250,46 +251,42 @@ impl Checkpoints {
                     text.push_str(row);
                     text.push('\n');
                 }
-                write_atomically(&rows_path(&path, sink), text.as_bytes())?;
-                inner
-                    .saved
-                    .publications
-                    .insert(sink.to_string(), publication);
-                write_store(&path, &inner.saved)
+                write_atomically(&rows_path(&path, sink, &id), text.as_bytes())?;
+                write_store(&path, &next)?;
             }
             None => {
                 inner.pending_rows.insert(sink.to_string(), rows.to_vec());
-                inner
-                    .saved
-                    .publications
-                    .insert(sink.to_string(), publication);
-                Ok(())
             }
         }
+        inner.saved = next;
+        Ok(())
     }
 
     /// Records, durably, that `sink`'s pending publication is complete: every shard it
-    /// covers is published up to what it covers.
+    /// covers is published up to what it covers. Nothing changes unless the write
+    /// succeeds, so a failed call can be made again.
     pub fn end_publication(&self, sink: &str) -> Result<(), CheckpointError> {
         let mut inner = self.inner.lock().expect("checkpoint lock");
-        let Some(publication) = inner.saved.publications.remove(sink) else {
+        let mut next = inner.saved.clone();
+        let Some(publication) = next.publications.remove(sink) else {
             return Ok(());
         };
-        for (shard, sequence) in publication.covers {
-            let entry = inner.saved.shards.entry(shard).or_default();
+        for (shard, sequence) in &publication.covers {
+            let entry = next.shards.entry(shard.clone()).or_default();
             let newer = entry
                 .published
                 .get(sink)
-                .is_none_or(|before| sequence_le(before, &sequence));
+                .is_none_or(|before| sequence_le(before, sequence));
             if newer {
-                entry.published.insert(sink.to_string(), sequence);
+                entry.published.insert(sink.to_string(), sequence.clone());
             }
         }
-        inner.pending_rows.remove(sink);
         if let Some(path) = inner.path.clone() {
-            write_store(&path, &inner.saved)?;
-            let _ = std::fs::remove_file(rows_path(&path, sink));
+            write_store(&path, &next)?;
+            let _ = std::fs::remove_file(rows_path(&path, sink, &publication.id));
         }
+        inner.pending_rows.remove(sink);
+        inner.saved = next;
         Ok(())
     }
 
@@ -401,10 +398,10 @@ impl Checkpoints {
     }
 }
 
-/// The file beside the store at `path` that holds `sink`'s pending rows.
-fn rows_path(path: &Path, sink: &str) -> PathBuf {
+/// The file beside the store at `path` that holds the rows of `sink`'s publication `id`.
+fn rows_path(path: &Path, sink: &str, id: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{sink}.publication"));
+    name.push(format!(".{sink}.{id}.publication"));
     path.with_file_name(name)
 }
 
@@ -572,7 +569,6 @@ mod tests {
             id: "d-1".into(),
             started_ms: 5,
             covers: [("s".to_string(), "20".to_string())].into(),
-            file_lengths: BTreeMap::new(),
             rows: 2,
         };
         let rows = vec!["{\"a\":1}".to_string(), "{\"a\":2}".to_string()];
@@ -590,7 +586,7 @@ mod tests {
         reopened.end_publication("d").unwrap();
         assert_eq!(reopened.pending_publication("d").unwrap(), None);
         assert_eq!(reopened.published("s", "d").as_deref(), Some("20"));
-        assert!(!dir.path().join("cp.json.d.publication").exists());
+        assert!(!dir.path().join("cp.json.d.d-1.publication").exists());
         let again = Checkpoints::open(&path).unwrap();
         assert_eq!(again.published("s", "d").as_deref(), Some("20"));
         assert_eq!(again.boundaries("s"), vec!["20".to_string()]);

@@ -616,7 +616,9 @@ pub enum SinkConfig {
         /// split across writes; Druid's rollup sums them again).
         #[serde(default = "default_flush_interval_secs")]
         flush_interval_secs: u64,
-        /// A directory for NDJSON files per bucket (instead of a stream).
+        /// A directory for NDJSON files per bucket (instead of a stream): rows of
+        /// sources without positions are appended to `flows-<bucket>.ndjson`; each
+        /// publication of a Kinesis source's rows writes `flows-<bucket>.<id>.ndjson`.
         #[serde(default)]
         path: Option<PathBuf>,
         /// With `path`: add to the bucket files already there instead of starting them
@@ -803,7 +805,20 @@ impl Pipeline {
     /// Whether a Kinesis source (which resumes from checkpoints) feeds component `id`,
     /// directly or through transforms.
     fn fed_by_checkpointed_source(&self, id: &str) -> bool {
+        let (sources, _) = self.upstream_of(id);
+        sources.iter().any(|source| {
+            matches!(
+                self.config.sources.get(source),
+                Some(SourceConfig::AwsKinesisStreams { .. })
+            )
+        })
+    }
+
+    /// The sources and transforms upstream of component `id` (through any number of
+    /// transforms and dead-letter outputs).
+    fn upstream_of(&self, id: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         let c = &self.config;
+        let (mut sources, mut transforms) = (BTreeSet::new(), BTreeSet::new());
         let mut stack = vec![id.to_string()];
         let mut seen = BTreeSet::new();
         while let Some(current) = stack.pop() {
@@ -812,23 +827,84 @@ impl Pipeline {
             }
             let inputs: &[String] = match (c.sinks.get(&current), c.transforms.get(&current)) {
                 (Some(sink), _) => sink.inputs(),
-                (None, Some(transform)) => transform.inputs(),
+                (None, Some(transform)) => {
+                    transforms.insert(current.clone());
+                    transform.inputs()
+                }
                 (None, None) => &[],
             };
             for input in inputs {
                 let upstream = input
                     .strip_suffix(&format!(".{DEAD_LETTER}"))
                     .unwrap_or(input);
-                if matches!(
-                    c.sources.get(upstream),
-                    Some(SourceConfig::AwsKinesisStreams { .. })
-                ) {
-                    return true;
+                if c.sources.contains_key(upstream) {
+                    sources.insert(upstream.to_string());
+                } else {
+                    stack.push(upstream.to_string());
                 }
-                stack.push(upstream.to_string());
             }
         }
-        false
+        (sources, transforms)
+    }
+
+    /// What this pipeline delivers less strictly than exactly once into Druid (see
+    /// docs/delivery.md): a `druid` sink fed by a Kinesis source that shares its stream
+    /// through leases, or through a transform that holds lines back.
+    pub fn delivery_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (id, sink) in &self.config.sinks {
+            if !matches!(sink, SinkConfig::Druid { .. }) {
+                continue;
+            }
+            let (sources, transforms) = self.upstream_of(id);
+            let leased = sources.iter().any(|s| {
+                matches!(
+                    self.config.sources.get(s),
+                    Some(SourceConfig::AwsKinesisStreams {
+                        leases: Some(_),
+                        ..
+                    })
+                )
+            });
+            let holding = transforms.iter().any(|t| {
+                matches!(
+                    self.config.transforms.get(t),
+                    Some(TransformConfig::Wasm { holdback_secs, .. }) if *holdback_secs > 0
+                )
+            });
+            if leased {
+                warnings.push(format!("sinks.{id}: fed by a Kinesis source with leases, its rows are at least once, not exactly once: a crash or a handoff during a publication can count flows twice in Druid"));
+            }
+            // The same source through two inputs: one path's publication can cover a
+            // batch whose copy on the other path is not published yet.
+            let mut paths: BTreeMap<String, usize> = BTreeMap::new();
+            for input in sink.inputs() {
+                let upstream = input
+                    .strip_suffix(&format!(".{DEAD_LETTER}"))
+                    .unwrap_or(input);
+                let sources = if self.config.sources.contains_key(upstream) {
+                    BTreeSet::from([upstream.to_string()])
+                } else {
+                    self.upstream_of(upstream).0
+                };
+                for source in sources {
+                    *paths.entry(source).or_default() += 1;
+                }
+            }
+            if paths.iter().any(|(source, n)| {
+                *n > 1
+                    && matches!(
+                        self.config.sources.get(source),
+                        Some(SourceConfig::AwsKinesisStreams { .. })
+                    )
+            }) {
+                warnings.push(format!("sinks.{id}: reaches a Kinesis source through more than one input, a crash can leave the flows of one path out of Druid"));
+            }
+            if holding && self.fed_by_checkpointed_source(id) {
+                warnings.push(format!("sinks.{id}: fed through a transform with holdback_secs, a crash between the parts of a held batch can leave flows out of Druid"));
+            }
+        }
+        warnings
     }
 
     /// A Kinesis table, source or sink at `section` names its stream exactly once.
@@ -1256,6 +1332,46 @@ mod tests {
 
     fn parse(text: &str) -> Result<Pipeline, ConfigError> {
         Pipeline::parse(Path::new("/etc/p/pipeline.toml"), text)
+    }
+
+    #[test]
+    fn delivery_warnings_name_what_is_not_exactly_once() {
+        let pipeline = |leases: &str, holdback: u64| {
+            parse(&format!(
+                r#"
+[metadata.apps]
+type = "file"
+path = "apps.jsonl"
+
+[sources.flows]
+type = "aws_kinesis_streams"
+stream_name = "f"
+region = "us-east-1"
+{leases}
+
+[transforms.t]
+type = "wasm"
+inputs = ["flows"]
+metadata = "apps"
+holdback_secs = {holdback}
+
+[sinks.d]
+type = "druid"
+inputs = ["t"]
+stream_name = "rollups"
+region = "us-east-1"
+"#
+            ))
+            .unwrap()
+            .delivery_warnings()
+        };
+        assert!(pipeline("", 0).is_empty());
+        let leased = pipeline("[sources.flows.leases]\ntable_name = \"t\"", 0);
+        assert_eq!(leased.len(), 1);
+        assert!(leased[0].starts_with("sinks.d: fed by a Kinesis source with leases"));
+        let held = pipeline("", 60);
+        assert_eq!(held.len(), 1);
+        assert!(held[0].contains("holdback_secs"));
     }
 
     const GOOD: &str = r#"

@@ -183,6 +183,9 @@ fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
 
 fn validate(path: PathBuf) -> Result<ExitCode> {
     let pipeline = Pipeline::load(&path)?;
+    for warning in pipeline.delivery_warnings() {
+        eprintln!("warning: {warning} (see docs/delivery.md)");
+    }
     let runtime = runtime_for(&pipeline)?;
     let (sources, transforms, sinks) = (
         pipeline.config.sources.len(),
@@ -199,6 +202,9 @@ fn validate(path: PathBuf) -> Result<ExitCode> {
 
 fn run(path: PathBuf) -> Result<ExitCode> {
     let pipeline = Pipeline::load(&path)?;
+    for warning in pipeline.delivery_warnings() {
+        eprintln!("warning: {warning} (see docs/delivery.md)");
+    }
     let runtime = runtime_for(&pipeline)?;
     let api = pipeline.config.api.as_ref().map(|api| api.address);
     let topology =
@@ -280,6 +286,7 @@ fn watch_signals(
                 ) else {
                     return;
                 };
+                let mut signalled = false;
                 loop {
                     tokio::select! {
                         _ = interrupt.recv() => {}
@@ -290,7 +297,7 @@ fn watch_signals(
                             continue;
                         }
                     }
-                    if lifecycle.stopping() {
+                    if std::mem::replace(&mut signalled, true) {
                         eprintln!("second signal: exiting without draining");
                         std::process::exit(130);
                     }

@@ -10,6 +10,15 @@
 //! result. The batches a flush covers are acknowledged upstream only once its rows are
 //! written (for Kinesis: accepted by PutRecords), so the source's checkpoints stay end to
 //! end. [`supervisor_spec`] derives the matching Druid supervisor spec.
+//!
+//! Exactly once: the rows of batches from a checkpointed (Kinesis) source go out as
+//! *publications* logged beside the checkpoint file ([`Checkpoints::begin_publication`]
+//! before any row goes out, [`Checkpoints::end_publication`] before the batches are
+//! acknowledged). After a crash the first batch of a store settles its pending
+//! publication (the stream read back and only missing rows written; files replaced
+//! whole), and batches wholly at or before a shard's published position, as it was when
+//! the run first saw the shard, are skipped: they are a reading again. The steps and
+//! what a crash at each leaves are in `docs/delivery.md`.
 
 use crate::checkpoint::{CheckpointError, Checkpoints, Publication, sequence_le};
 use crate::lifecycle::Lifecycle;
@@ -89,8 +98,10 @@ pub fn segment_granularity(secs: u64) -> Option<&'static str> {
 /// Where rows go.
 #[derive(Debug, Clone)]
 pub enum DruidOutput {
-    /// NDJSON files in `dir`, one per bucket (`flows-20231114T2213Z.ndjson`); unless
-    /// `append`, the run starts them afresh.
+    /// NDJSON files in `dir`, one per bucket (`flows-20231114T2213Z.ndjson`), and one
+    /// per bucket and publication for rows of a checkpointed source
+    /// (`flows-20231114T2213Z.<publication>.ndjson`); unless `append`, the run starts
+    /// them afresh.
     Files {
         /// The directory.
         dir: PathBuf,
@@ -522,19 +533,35 @@ fn post_json(url: &str, body: &str) -> Result<String, String> {
     Ok(answer)
 }
 
+/// Writes publication `id`'s rows (each a row without its newline) as one file per
+/// bucket in `dir`, `flows-<bucket>.<id>.ndjson`, each written aside, synced and renamed
+/// into place: writing the same publication again replaces its files with the same
+/// rows, so it is idempotent, and no other publication's rows are touched.
+pub fn write_publication_files(dir: &Path, id: &str, lines: &[String]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut by_bucket: BTreeMap<u64, String> = BTreeMap::new();
+    for line in lines {
+        let text = by_bucket.entry(bucket_of(line)).or_default();
+        text.push_str(line);
+        text.push('\n');
+    }
+    for (bucket, text) in by_bucket {
+        let path = dir.join(format!("flows-{}.{id}.ndjson", bucket_name(bucket)));
+        crate::checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| match e {
+            CheckpointError::Io { error, .. } => error,
+            CheckpointError::Invalid { error, .. } => std::io::Error::other(error),
+        })?;
+    }
+    Ok(())
+}
+
 /// The file of `bucket`'s rows in `dir`.
 fn bucket_path(dir: &Path, bucket: u64) -> PathBuf {
     dir.join(format!("flows-{}.ndjson", bucket_name(bucket)))
 }
 
 /// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
-/// A file whose length appears in `cut_to` is first cut back to it (what an earlier
-/// attempt of the same rows appended goes), so writing a publication again is idempotent.
-pub fn write_files(
-    dir: &Path,
-    rows: &[(u64, String)],
-    cut_to: &BTreeMap<PathBuf, u64>,
-) -> std::io::Result<()> {
+pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut by_bucket: Vec<(u64, String)> = Vec::new();
     for (bucket, row) in rows {
@@ -551,9 +578,6 @@ pub fn write_files(
             .create(true)
             .append(true)
             .open(&path)?;
-        if let Some(&length) = cut_to.get(&path) {
-            file.set_len(length)?;
-        }
         let before = file.metadata()?.len();
         if let Err(error) = file
             .write_all(text.as_bytes())
@@ -651,10 +675,7 @@ impl Publisher<'_> {
                     "write_failed",
                     self.metrics,
                     self.lifecycle,
-                    || {
-                        write_files(dir, rows, &BTreeMap::new())
-                            .map_err(|e| io_attempt(dir.display(), e))
-                    },
+                    || write_files(dir, rows).map_err(|e| io_attempt(dir.display(), e)),
                 )?;
             }
         }
@@ -677,37 +698,23 @@ impl Publisher<'_> {
     ) -> Result<(), String> {
         self.publications += 1;
         let id = format!("{}-{}-{}", self.id, self.run, self.publications);
-        let (lines, file_lengths) = match &self.writer {
-            Writer::Kinesis(_) => (
-                rows.iter()
-                    .enumerate()
-                    .map(|(n, (_, row))| {
-                        crate::sinks::kinesis::with_publication(row.trim_end(), &id, n)
-                    })
-                    .collect(),
-                BTreeMap::new(),
-            ),
-            Writer::Files(dir) => {
-                let mut lengths = BTreeMap::new();
-                for (bucket, _) in rows {
-                    let path = bucket_path(dir, *bucket);
-                    lengths
-                        .entry(path)
-                        .or_insert_with_key(|path| std::fs::metadata(path).map_or(0, |m| m.len()));
-                }
-                (
-                    rows.iter()
-                        .map(|(_, row)| row.trim_end().to_string())
-                        .collect::<Vec<_>>(),
-                    lengths,
-                )
-            }
+        let lines: Vec<String> = match &self.writer {
+            Writer::Kinesis(_) => rows
+                .iter()
+                .enumerate()
+                .map(|(n, (_, row))| {
+                    crate::sinks::kinesis::with_publication(row.trim_end(), &id, n)
+                })
+                .collect(),
+            Writer::Files(_) => rows
+                .iter()
+                .map(|(_, row)| row.trim_end().to_string())
+                .collect(),
         };
         let publication = Publication {
             id,
             started_ms: epoch_ms(),
             covers,
-            file_lengths,
             rows: lines.len(),
         };
         self.log(|| store.begin_publication(self.id, publication.clone(), &lines))?;
@@ -721,8 +728,7 @@ impl Publisher<'_> {
     }
 
     /// Writes a publication's rows so that each is written once: to a stream, settling
-    /// unknown outcomes by reading it back; to files, cutting them back to their lengths
-    /// before the publication first.
+    /// unknown outcomes by reading it back; to files, as the publication's own files.
     fn write(
         &self,
         publication: &Publication,
@@ -738,17 +744,13 @@ impl Publisher<'_> {
                 self.lifecycle,
             )?,
             Writer::Files(dir) => {
-                let rows: Vec<(u64, String)> = lines
-                    .iter()
-                    .map(|line| (bucket_of(line), format!("{line}\n")))
-                    .collect();
                 retrying(
                     self.id,
                     "write_failed",
                     self.metrics,
                     self.lifecycle,
                     || {
-                        write_files(dir, &rows, &publication.file_lengths)
+                        write_publication_files(dir, &publication.id, lines)
                             .map_err(|e| io_attempt(dir.display(), e))
                     },
                 )?;
@@ -927,6 +929,9 @@ pub fn run(
                     }
                 }
                 group.cover(&batch);
+                // Only its acknowledgements wait for the flush, not its text.
+                let mut batch = batch;
+                batch.shrink();
                 group.covered.push(batch);
             }
             Ok(None) => {}

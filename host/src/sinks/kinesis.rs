@@ -176,6 +176,7 @@ impl KinesisWriter {
                         &self.client,
                         &self.spec.stream.stream,
                         since_ms,
+                        lifecycle,
                     ))
                     .map_err(|e| {
                         AttemptError::Transient(format!("reading the stream back: {e}"))
@@ -242,10 +243,14 @@ pub fn with_publication(row: &str, id: &str, n: usize) -> String {
 
 /// The publication ids of every record that `stream` received from `since_ms` (epoch
 /// milliseconds) on, read from every shard up to its latest record.
+///
+/// A throttled read is tried again after a pause from where it was; the scan gives up
+/// when the drain deadline passes.
 async fn published_since(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     since_ms: u64,
+    lifecycle: &Lifecycle,
 ) -> Result<std::collections::HashSet<String>, String> {
     use aws_sdk_kinesis::types::ShardIteratorType;
     let describe = |e: &dyn std::fmt::Display| e.to_string();
@@ -268,14 +273,35 @@ async fn published_since(
             .map_err(|e| describe(&aws_sdk_kinesis::error::DisplayErrorContext(&e)))?
             .shard_iterator()
             .map(str::to_string);
-        while let Some(current) = iterator {
-            let page = client
+        let mut pause = std::time::Duration::from_millis(200);
+        while let Some(current) = iterator.clone() {
+            if lifecycle.aborted() {
+                return Err("gave up at the drain deadline".into());
+            }
+            let page = match client
                 .get_records()
                 .shard_iterator(current)
                 .limit(10_000)
                 .send()
                 .await
-                .map_err(|e| describe(&aws_sdk_kinesis::error::DisplayErrorContext(&e)))?;
+            {
+                Ok(page) => page,
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_provisioned_throughput_exceeded_exception()) =>
+                {
+                    // Kinesis allows 5 reads a second per shard, shared with Druid.
+                    tokio::time::sleep(crate::kinesis::jittered(pause)).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                    continue;
+                }
+                Err(error) => {
+                    return Err(describe(&aws_sdk_kinesis::error::DisplayErrorContext(
+                        &error,
+                    )));
+                }
+            };
             for record in page.records() {
                 if let Ok(text) = std::str::from_utf8(record.data().as_ref())
                     && let Some(id) = publication_of(text)

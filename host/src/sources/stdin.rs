@@ -1,6 +1,6 @@
 //! The `stdin` source: lines from standard input until end of file or shutdown.
 
-use super::{Batcher, Sink, read_line_bounded};
+use super::{BATCH_MAX_BYTES, Batcher, Sink, read_line_bounded};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -11,7 +11,10 @@ const LINGER: Duration = Duration::from_millis(100);
 /// Reads stdin on a helper thread (a blocked read cannot be interrupted) and batches
 /// here, so shutdown is honoured even while no input arrives.
 pub fn run(to: Sink<'_>, stop: &AtomicBool) {
-    let (lines_tx, lines_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(to.batch_lines.max(1) * 4);
+    // Lines read ahead are bounded in bytes too: about 4 MiB of the longest lines.
+    let read_ahead =
+        (4 * BATCH_MAX_BYTES / (to.max_line_bytes + 1)).clamp(16, to.batch_lines.max(1) * 4);
+    let (lines_tx, lines_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(read_ahead);
     let limit = to.max_line_bytes + 1;
     std::thread::Builder::new()
         .name("stdin-reader".into())

@@ -126,10 +126,13 @@ impl Drop for Input {
     fn drop(&mut self) {
         // A consumer that stops before its producers closed its input stops early: what
         // is queued, and whatever is sent after, is never delivered.
-        if self.receiver.take().is_some() && !self.ended {
-            self.lifecycle.dropped_undelivered(&self.component);
+        if let Some(receiver) = self.receiver.take() {
+            if !self.ended {
+                self.lifecycle.dropped_undelivered(&self.component);
+            }
+            // Dropping the receiver releases what is queued: only after the halt.
+            drop(receiver);
         }
-        // Dropping the receiver releases what is queued, after the halt.
     }
 }
 
@@ -144,6 +147,20 @@ impl Taken {
     /// The batch is delivered (or handed on): its acknowledgements may be released.
     pub fn done(mut self) {
         self.batch = None;
+    }
+
+    /// Lets the batch's text go and keeps only what acknowledges it, for a consumer
+    /// that holds batches until it delivers what it made of them (the rollup).
+    pub fn shrink(&mut self) {
+        let Some(batch) = &self.batch else { return };
+        self.batch = Some(Arc::new(LineBatch {
+            text: String::new(),
+            lines: batch.lines,
+            stream: batch.stream.clone(),
+            stream_start: batch.stream_start,
+            stream_end: batch.stream_end,
+            acks: batch.acks.clone(),
+        }));
     }
 
     /// The shared batch, e.g. to keep a held line's acknowledgements.
