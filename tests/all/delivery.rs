@@ -7,9 +7,9 @@ use crate::kinesis::{KinesisLocal, free_port};
 use crate::{http, rows_after, signal, sorted_ports, start_run};
 use std::time::{Duration, Instant};
 
-/// `n` one-line records on `stream`, `srcport` 1..=n, spread over its shards.
-fn put_flows(kinesis: &KinesisLocal, stream: &str, n: u32) {
-    let records: Vec<(String, Vec<u8>)> = (1..=n)
+/// One-line records on `stream`, one per `srcport` in `ports`, spread over its shards.
+pub fn put_flows(kinesis: &KinesisLocal, stream: &str, ports: std::ops::RangeInclusive<u32>) {
+    let records: Vec<(String, Vec<u8>)> = ports
         .map(|port| {
             (
                 format!("k{port}"),
@@ -42,6 +42,17 @@ inputs = ["flows"]
     )
 }
 
+/// Waits (up to a minute) until the admin endpoint at `api` says `sink` is retrying.
+fn wait_until_retrying(api: &str, sink: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(std::net::TcpStream::connect(api).is_ok()
+        && http(api, "GET", "/health").contains(&format!("\"retrying\":[\"{sink}\"]")))
+    {
+        assert!(Instant::now() < deadline, "{sink} never reported retrying");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits for `child` to exit within `limit`; its status code and stderr.
 fn exit_within(child: std::process::Child, limit: Duration) -> (Option<i32>, String) {
     let started = Instant::now();
@@ -70,7 +81,7 @@ fn exit_within(child: std::process::Child, limit: Duration) -> (Option<i32>, Str
 fn a_sink_on_a_full_disk_acknowledges_nothing_and_a_restart_delivers_everything() {
     let kinesis = KinesisLocal::start();
     kinesis.create_stream("flows", 2);
-    put_flows(&kinesis, "flows", 600);
+    put_flows(&kinesis, "flows", 1..=600);
     let dir = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     // Every write to /dev/full fails with ENOSPC: transient, so the sink retries.
@@ -85,20 +96,7 @@ fn a_sink_on_a_full_disk_acknowledges_nothing_and_a_restart_delivers_everything(
     );
     let child = start_run(dir.path(), &full, KinesisLocal::aws_env);
     // While it retries, /health says so.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if std::net::TcpStream::connect(&api).is_ok() {
-            let health = http(&api, "GET", "/health");
-            if health.contains("\"retrying\":[\"out\"]") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the sink never reported retrying"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_retrying(&api, "out");
     // SIGTERM during the retries: out within the drain deadline (2 s) and the time a
     // retry pause takes to notice it, exit 1 naming the sink and the cause.
     signal(&child, "TERM");
@@ -120,7 +118,13 @@ fn a_sink_on_a_full_disk_acknowledges_nothing_and_a_restart_delivers_everything(
         "flows",
         "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n",
     );
+    let restarted = Instant::now();
     let child = start_run(dir.path(), &good, KinesisLocal::aws_env);
+    rows_after(&dir.path().join("out.ndjson"), 1);
+    eprintln!(
+        "full disk: first record {:?} after the restart",
+        restarted.elapsed()
+    );
     let rows = rows_after(&dir.path().join("out.ndjson"), 600);
     signal(&child, "TERM");
     let (code, stderr) = exit_within(child, Duration::from_secs(30));
@@ -134,7 +138,7 @@ fn a_sink_on_a_full_disk_acknowledges_nothing_and_a_restart_delivers_everything(
 fn a_permanent_sink_error_stops_the_run_and_its_records_are_read_again() {
     let kinesis = KinesisLocal::start();
     kinesis.create_stream("flows", 2);
-    put_flows(&kinesis, "flows", 50);
+    put_flows(&kinesis, "flows", 1..=50);
     let dir = tempfile::tempdir().unwrap();
     // The output stream does not exist: ResourceNotFoundException is not retried.
     let sink = format!(
@@ -152,16 +156,25 @@ fn a_permanent_sink_error_stops_the_run_and_its_records_are_read_again() {
     assert!(stderr.contains("ResourceNotFoundException"), "{stderr}");
     // Once the stream exists, a restart delivers every record: none was checkpointed.
     kinesis.create_stream("missing", 1);
+    let restarted = Instant::now();
     let child = start_run(
         dir.path(),
         &pipeline(&kinesis, "flows", &sink),
         KinesisLocal::aws_env,
     );
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut first = None;
     while kinesis.read_all_text("missing").len() < 50 {
+        if first.is_none() && !kinesis.read_all_text("missing").is_empty() {
+            first = Some(restarted.elapsed());
+        }
         assert!(Instant::now() < deadline, "not all 50 records came");
         std::thread::sleep(Duration::from_millis(200));
     }
+    eprintln!(
+        "missing stream: first record {:?} after the restart",
+        first.unwrap_or(restarted.elapsed())
+    );
     signal(&child, "TERM");
     let (code, stderr) = exit_within(child, Duration::from_secs(30));
     assert_eq!(code, Some(0), "{stderr}");
@@ -175,7 +188,7 @@ fn a_panicking_sink_or_transform_stops_the_run_without_acknowledging() {
     ] {
         let kinesis = KinesisLocal::start();
         kinesis.create_stream("flows", 1);
-        put_flows(&kinesis, "flows", 20);
+        put_flows(&kinesis, "flows", 1..=20);
         let dir = tempfile::tempdir().unwrap();
         let sinks = "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n";
         let child = start_run(dir.path(), &pipeline(&kinesis, "flows", sinks), |c| {
@@ -191,10 +204,16 @@ fn a_panicking_sink_or_transform_stops_the_run_without_acknowledging() {
         let checkpoints = std::fs::read_to_string(dir.path().join("cp.json")).unwrap_or_default();
         assert!(!checkpoints.contains("\"sequence\""), "{checkpoints}");
         // Without the failpoint, everything is delivered.
+        let restarted = Instant::now();
         let child = start_run(
             dir.path(),
             &pipeline(&kinesis, "flows", sinks),
             KinesisLocal::aws_env,
+        );
+        rows_after(&dir.path().join("out.ndjson"), 1);
+        eprintln!(
+            "{failpoint} panic: first record {:?} after the restart",
+            restarted.elapsed()
         );
         let rows = rows_after(&dir.path().join("out.ndjson"), 20);
         signal(&child, "TERM");
@@ -377,16 +396,7 @@ fn a_hung_output_endpoint_is_given_up_on_and_sigterm_ends_the_run_in_bounded_tim
     );
     // The file source has ended: the run is draining into a sink whose calls time out
     // (one attempt: 10 s) and are retried.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(std::net::TcpStream::connect(&api).is_ok()
-        && http(&api, "GET", "/health").contains("\"retrying\":[\"stream\"]"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the sink never reported retrying"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_retrying(&api, "stream");
     signal(&child, "TERM");
     let signalled = Instant::now();
     let (code, stderr) = exit_within(child, Duration::from_secs(40));

@@ -4,6 +4,7 @@
 //! PutRecords answers that are lost after the stream applied them. Against the real
 //! local Kinesis.
 
+use crate::delivery::put_flows;
 use crate::kinesis::{KinesisLocal, LostAnswers};
 use crate::{signal, start_run};
 use serde_json::Value;
@@ -84,12 +85,22 @@ fn file_rows(dir: &Path) -> Vec<Value> {
 
 /// Runs the pipeline until the rows hold every flow, then stops it; returns its stderr.
 fn run_until_complete(dir: &Path, pipeline: &str, n: u32, rows: &dyn Fn() -> Vec<Value>) -> String {
+    let before = flows_by_port(rows()).len();
+    let started = Instant::now();
     let child = start_run(dir, pipeline, KinesisLocal::aws_env);
     let deadline = Instant::now() + Duration::from_secs(90);
+    let mut first = None;
     while flows_by_port(rows()).len() < n as usize {
+        if first.is_none() && flows_by_port(rows()).len() > before {
+            first = Some(started.elapsed());
+        }
         assert!(Instant::now() < deadline, "not every flow arrived");
         std::thread::sleep(Duration::from_millis(300));
     }
+    eprintln!(
+        "first new flow {first:?} after the start, all {:?}",
+        started.elapsed()
+    );
     // One more flush interval: anything counted twice would show now.
     std::thread::sleep(Duration::from_millis(1500));
     signal(&child, "TERM");
@@ -115,7 +126,7 @@ fn crash_at(failpoint: &str, to_files: bool, n: u32) {
         )
     };
     let pipeline = pipeline(&kinesis, &output);
-    put_flows_range(&kinesis, 1, n);
+    put_flows(&kinesis, "flows", 1..=n);
     let mut child = start_run(dir.path(), &pipeline, |c| {
         KinesisLocal::aws_env(c);
         c.env("FLOWENRICH_FAILPOINTS", format!("{failpoint}=exit"));
@@ -171,7 +182,7 @@ fn lost_put_records_answers_count_nothing_twice() {
     kinesis.create_stream("rollups", 2);
     let proxy = LostAnswers::start(&kinesis.endpoint, 2);
     let n = 600;
-    put_flows_range(&kinesis, 1, n);
+    put_flows(&kinesis, "flows", 1..=n);
     let dir = tempfile::tempdir().unwrap();
     let pipeline = pipeline(
         &kinesis,
@@ -208,7 +219,7 @@ fn kill_9_at_random_moments_counts_every_flow_once() {
     let mut seed = crate::kinesis::free_port() as u64;
     for wave in 0..3 {
         let before = flows_by_port(stream_rows(&kinesis)).len();
-        put_flows_range(&kinesis, wave * 400 + 1, wave * 400 + 400);
+        put_flows(&kinesis, "flows", wave * 400 + 1..=wave * 400 + 400);
         let child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
         // Wait until this wave starts arriving, then a little more, at random.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -225,18 +236,4 @@ fn kill_9_at_random_moments_counts_every_flow_once() {
     }
     let stderr = run_until_complete(dir.path(), &pipeline, n, &|| stream_rows(&kinesis));
     assert_exact(stream_rows(&kinesis), n, &stderr);
-}
-
-/// Flows `from..=to` (by `srcport`), one record each.
-fn put_flows_range(kinesis: &KinesisLocal, from: u32, to: u32) {
-    let records: Vec<(String, Vec<u8>)> = (from..=to)
-        .map(|port| {
-            (
-                format!("k{port}"),
-                format!("2 1 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 200 260 ACCEPT OK")
-                    .into_bytes(),
-            )
-        })
-        .collect();
-    kinesis.put_many("flows", &records);
 }

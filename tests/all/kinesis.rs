@@ -570,7 +570,6 @@ path = "out.ndjson"
     // The endpoint goes away (after persisting its streams) and the host keeps failing...
     std::thread::sleep(Duration::from_millis(500));
     drop(kinesis);
-    std::thread::sleep(Duration::from_secs(3));
     let failed = |metrics: &str| {
         metrics
             .lines()
@@ -578,10 +577,16 @@ path = "out.ndjson"
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .sum::<u64>()
     };
-    assert!(
-        failed(&http(&api, "GET", "/metrics")) > 0,
-        "reads failed while it was gone"
-    );
+    // Gone for at least 3 s, and until reads have failed (the SDK's own retries come
+    // first).
+    let gone = Instant::now();
+    while gone.elapsed() < Duration::from_secs(3) || failed(&http(&api, "GET", "/metrics")) == 0 {
+        assert!(
+            gone.elapsed() < Duration::from_secs(30),
+            "reads failed while it was gone"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // ...until it is back on the same address with the same streams; new records follow.
     let kinesis = KinesisLocal::start_on(port, Some(store.path()));
     for port in 11..=20 {

@@ -12,8 +12,9 @@ const LINGER: Duration = Duration::from_millis(100);
 /// here, so shutdown is honoured even while no input arrives.
 pub fn run(to: Sink<'_>, stop: &AtomicBool) {
     // Lines read ahead are bounded in bytes too: about 4 MiB of the longest lines.
-    let read_ahead =
-        (4 * BATCH_MAX_BYTES / (to.max_line_bytes + 1)).clamp(16, to.batch_lines.max(1) * 4);
+    let read_ahead = (4 * BATCH_MAX_BYTES / (to.max_line_bytes + 1))
+        .min(to.batch_lines.max(1) * 4)
+        .max(4);
     let (lines_tx, lines_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(read_ahead);
     let limit = to.max_line_bytes + 1;
     std::thread::Builder::new()
