@@ -847,16 +847,23 @@ impl Pipeline {
         (sources, transforms)
     }
 
+    /// Whether transform `id` feeds a `druid` sink (directly or through transforms).
+    pub fn feeds_druid(&self, id: &str) -> bool {
+        self.config.sinks.iter().any(|(sink_id, sink)| {
+            matches!(sink, SinkConfig::Druid { .. }) && self.upstream_of(sink_id).1.contains(id)
+        })
+    }
+
     /// What this pipeline delivers less strictly than exactly once into Druid (see
     /// docs/delivery.md): a `druid` sink fed by a Kinesis source that shares its stream
-    /// through leases, or through a transform that holds lines back.
+    /// through leases, or by one source through two inputs.
     pub fn delivery_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (id, sink) in &self.config.sinks {
             if !matches!(sink, SinkConfig::Druid { .. }) {
                 continue;
             }
-            let (sources, transforms) = self.upstream_of(id);
+            let (sources, _) = self.upstream_of(id);
             let leased = sources.iter().any(|s| {
                 matches!(
                     self.config.sources.get(s),
@@ -864,12 +871,6 @@ impl Pipeline {
                         leases: Some(_),
                         ..
                     })
-                )
-            });
-            let holding = transforms.iter().any(|t| {
-                matches!(
-                    self.config.transforms.get(t),
-                    Some(TransformConfig::Wasm { holdback_secs, .. }) if *holdback_secs > 0
                 )
             });
             if leased {
@@ -899,9 +900,6 @@ impl Pipeline {
                     )
             }) {
                 warnings.push(format!("sinks.{id}: reaches a Kinesis source through more than one input, a crash can leave the flows of one path out of Druid"));
-            }
-            if holding && self.fed_by_checkpointed_source(id) {
-                warnings.push(format!("sinks.{id}: fed through a transform with holdback_secs, a crash between the parts of a held batch can leave flows out of Druid"));
             }
         }
         warnings
@@ -1369,9 +1367,8 @@ region = "us-east-1"
         let leased = pipeline("[sources.flows.leases]\ntable_name = \"t\"", 0);
         assert_eq!(leased.len(), 1);
         assert!(leased[0].starts_with("sinks.d: fed by a Kinesis source with leases"));
-        let held = pipeline("", 60);
-        assert_eq!(held.len(), 1);
-        assert!(held[0].contains("holdback_secs"));
+        // Holdback is exact: the transform sends batches whole (whole-batch mode).
+        assert!(pipeline("", 60).is_empty());
     }
 
     const GOOD: &str = r#"

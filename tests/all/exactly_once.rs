@@ -15,8 +15,20 @@ use std::time::{Duration, Instant};
 /// Kinesis `flows` → `wasm` → `druid` rows (one per `srcport`, so a row repeated shows)
 /// on `output`, which is `stream_name = ...` (with `endpoint`) or `path = ...`.
 fn pipeline(kinesis: &KinesisLocal, output: &str) -> String {
+    pipeline_holding(kinesis, output, "")
+}
+
+/// As [`pipeline`], with `transform` added to the transform's settings (and the table
+/// `apps` from `apps.jsonl` when they name it).
+fn pipeline_holding(kinesis: &KinesisLocal, output: &str, transform: &str) -> String {
+    let metadata = if transform.contains("metadata") {
+        "[metadata.apps]\ntype = \"file\"\npath = \"apps.jsonl\"\nretention_secs = 0\n"
+    } else {
+        ""
+    };
     format!(
         r#"
+{metadata}
 [sources.flows]
 type = "aws_kinesis_streams"
 stream_name = "flows"
@@ -28,6 +40,7 @@ batch_lines = 50
 [transforms.t]
 type = "wasm"
 inputs = ["flows"]
+{transform}
 
 [sinks.druid]
 type = "druid"
@@ -113,6 +126,13 @@ fn run_until_complete(dir: &Path, pipeline: &str, n: u32, rows: &dyn Fn() -> Vec
 /// Runs once with `failpoint` armed (the process dies there as after kill -9), then
 /// again without; the rows must hold every flow once.
 fn crash_at(failpoint: &str, to_files: bool, n: u32) {
+    crash_holding_at(failpoint, to_files, n, "", &[]);
+}
+
+/// As [`crash_at`], with `transform` settings and flows from `srcport` 1..=n to
+/// `10.0.0.2`, except those whose port `unknown` lists, which go to `10.0.0.9` (owned by
+/// no one).
+fn crash_holding_at(failpoint: &str, to_files: bool, n: u32, transform: &str, unknown: &[u32]) {
     let kinesis = KinesisLocal::start();
     kinesis.create_stream("flows", 2);
     let dir = tempfile::tempdir().unwrap();
@@ -125,8 +145,31 @@ fn crash_at(failpoint: &str, to_files: bool, n: u32) {
             kinesis.endpoint
         )
     };
-    let pipeline = pipeline(&kinesis, &output);
-    put_flows(&kinesis, "flows", 1..=n);
+    let pipeline = pipeline_holding(&kinesis, &output, transform);
+    if unknown.is_empty() {
+        put_flows(&kinesis, "flows", 1..=n);
+    } else {
+        let records: Vec<(String, Vec<u8>)> = (1..=n)
+            .map(|port| {
+                let dst = if unknown.contains(&port) {
+                    "10.0.0.9"
+                } else {
+                    "10.0.0.2"
+                };
+                (
+                    format!("k{port}"),
+                    format!("2 1 eni-1 10.0.0.1 {dst} {port} 443 6 1 10 200 260 ACCEPT OK")
+                        .into_bytes(),
+                )
+            })
+            .collect();
+        kinesis.put_many("flows", &records);
+        std::fs::write(
+            dir.path().join("apps.jsonl"),
+            "{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.1\", \"attrs\": {\"app\": \"a\"}}\n{\"ts\": 100, \"op\": \"assign\", \"ip\": \"10.0.0.2\", \"attrs\": {\"app\": \"b\"}}\n",
+        )
+        .unwrap();
+    }
     let mut child = start_run(dir.path(), &pipeline, |c| {
         KinesisLocal::aws_env(c);
         c.env("FLOWENRICH_FAILPOINTS", format!("{failpoint}=exit"));
@@ -172,6 +215,17 @@ fn a_crash_at_every_step_of_a_publication_to_a_stream_counts_every_flow_once() {
 fn a_crash_at_every_step_of_a_publication_to_files_counts_every_flow_once() {
     for failpoint in ["druid.after_begin", "druid.after_write", "druid.after_end"] {
         crash_at(failpoint, true, 300);
+    }
+}
+
+#[test]
+fn a_crash_between_the_parts_of_a_held_batch_counts_every_flow_once() {
+    // Every other flow waits (holdback) for an owner of its destination that never
+    // comes: its batch goes to the rollup only once they are released, whole.
+    let unknown: Vec<u32> = (1..=400).filter(|p| p % 2 == 0).collect();
+    let transform = "metadata = \"apps\"\nholdback_secs = 2";
+    for failpoint in ["druid.after_end", "druid.after_write"] {
+        crash_holding_at(failpoint, false, 400, transform, &unknown);
     }
 }
 

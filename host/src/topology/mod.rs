@@ -78,6 +78,8 @@ struct TransformPlan {
     reload_interval: Option<Duration>,
     fixtures: Option<PathBuf>,
     table: Option<Arc<SharedTable>>,
+    /// A `druid` sink is downstream: batches with held lines go out whole.
+    whole_batches: bool,
 }
 
 /// Everything checked and loaded, ready to run.
@@ -117,6 +119,13 @@ impl Topology {
     pub fn build(pipeline: Pipeline, runtime: &Runtime) -> Result<Topology, BuildError> {
         let metrics = Metrics::default();
         let pipeline_file = (pipeline.path.clone(), pipeline.toml.clone());
+        let feeding_druid: Vec<String> = pipeline
+            .config
+            .transforms
+            .keys()
+            .filter(|id| pipeline.feeds_druid(id))
+            .cloned()
+            .collect();
         let config = pipeline.config;
         let mut tables = BTreeMap::new();
         let mut watched = Vec::new();
@@ -236,6 +245,7 @@ impl Topology {
                         .then(|| Duration::from_millis(*reload_interval_ms)),
                     fixtures: fixtures.clone(),
                     table: metadata.as_ref().map(|name| tables[name].clone()),
+                    whole_batches: feeding_druid.contains(id),
                 },
             );
             inputs.insert(id.clone(), transform_inputs.clone());
@@ -398,6 +408,8 @@ impl Topology {
                 output: take_output(&id),
                 dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
                 metrics: self.metrics.component(&id),
+                whole_batches: plan.whole_batches,
+                waiting: Default::default(),
             };
             let (lifecycle, key) = (lifecycle.clone(), format!("transforms.{id}"));
             other_threads.push(spawn(&id, move || {

@@ -38,6 +38,12 @@ pub struct WasmTransform {
     pub metrics: Arc<ComponentMetrics>,
     /// Dead letters still to be logged when no sink takes them.
     pub unlogged_dead_letters: u64,
+    /// Whole-batch mode (a `druid` sink is downstream): a checkpointed batch with held
+    /// lines goes out whole once they are released, in its stream's order, so that no
+    /// publication holds part of a batch (see docs/delivery.md).
+    pub whole_batches: bool,
+    /// Outputs waiting in whole-batch mode.
+    pub waiting: Waiting,
 }
 
 /// The transform options that a config reload may change while it runs.
@@ -98,6 +104,79 @@ struct HeldLine {
     since: Instant,
     /// Released early, unattributed: the holdback buffer was over its bounds.
     overflow: bool,
+    /// The waiting output of the batch it came from (whole-batch mode).
+    output: Option<u64>,
+}
+
+/// A batch's output that waits for its held lines (whole-batch mode): it goes out, with
+/// them, once none is held any more, and after every earlier batch of its stream.
+struct WaitingOutput {
+    id: u64,
+    batch: LineBatch,
+    /// Lines of the batch still held.
+    outstanding: usize,
+}
+
+/// Outputs waiting, per stream, in arrival order.
+#[derive(Default)]
+pub struct Waiting {
+    streams: HashMap<Arc<str>, std::collections::VecDeque<WaitingOutput>>,
+    next: u64,
+    /// Bytes of text waiting.
+    bytes: usize,
+}
+
+impl Waiting {
+    fn busy(&self, stream: &str) -> bool {
+        self.streams.get(stream).is_some_and(|q| !q.is_empty())
+    }
+
+    /// Queues `batch` behind its stream's waiting outputs; returns its id.
+    fn push(&mut self, batch: LineBatch, outstanding: usize) -> u64 {
+        self.next += 1;
+        self.bytes += batch.text.len();
+        self.streams
+            .entry(batch.stream.clone())
+            .or_default()
+            .push_back(WaitingOutput {
+                id: self.next,
+                batch,
+                outstanding,
+            });
+        self.next
+    }
+
+    /// One held line of output `id` is resolved: emitted as `line`, or dead-lettered.
+    fn resolve(&mut self, stream: &str, id: u64, line: Option<&str>) {
+        let Some(waiting) = self
+            .streams
+            .get_mut(stream)
+            .and_then(|q| q.iter_mut().find(|w| w.id == id))
+        else {
+            return;
+        };
+        if let Some(line) = line {
+            waiting.batch.text.push_str(line);
+            waiting.batch.text.push('\n');
+            waiting.batch.lines += 1;
+            self.bytes += line.len() + 1;
+        }
+        waiting.outstanding = waiting.outstanding.saturating_sub(1);
+    }
+
+    /// Sends every output at the front of its stream that waits for nothing.
+    fn flush(&mut self, output: &Output) {
+        for queue in self.streams.values_mut() {
+            while queue.front().is_some_and(|w| w.outstanding == 0) {
+                let waiting = queue.pop_front().expect("a front");
+                self.bytes -= waiting.batch.text.len();
+                if waiting.batch.lines > 0 || waiting.batch.stream_end {
+                    output.send(Arc::new(waiting.batch));
+                }
+            }
+        }
+        self.streams.retain(|_, q| !q.is_empty());
+    }
 }
 
 /// What one trip through the component produced.
@@ -109,6 +188,10 @@ struct Submitted {
     /// The format in effect after the batch (an S3 header may have set it), which held
     /// lines must be parsed with again.
     format: Option<String>,
+    /// What goes to the output (the caller sends it), if anything.
+    output: Option<LineBatch>,
+    /// Indexes of lines that went to the dead-letter output.
+    rejected: Vec<u32>,
 }
 
 impl WasmTransform {
@@ -135,7 +218,29 @@ impl WasmTransform {
                     .cloned()
                     .or_else(|| options.format.clone());
                 let hold = options.holdback.is_some();
-                let submitted = self.submit(&batch, format.as_deref(), hold, &mut formats);
+                let mut submitted = self.submit(&batch, format.as_deref(), hold, &mut formats);
+                let whole = self.whole_batches && !batch.acks.is_empty();
+                let waits =
+                    whole && (!submitted.held.is_empty() || self.waiting.busy(&batch.stream));
+                let output_id = match submitted.output.take() {
+                    Some(out) if waits => Some(self.waiting.push(out, submitted.held.len())),
+                    None if waits => Some(self.waiting.push(
+                        LineBatch {
+                            text: String::new(),
+                            lines: 0,
+                            stream: batch.stream.clone(),
+                            stream_start: batch.stream_start,
+                            stream_end: batch.stream_end,
+                            acks: batch.acks.clone(),
+                        },
+                        submitted.held.len(),
+                    )),
+                    Some(out) => {
+                        self.output.send(Arc::new(out));
+                        None
+                    }
+                    None => None,
+                };
                 if batch.stream_end {
                     formats.remove(&batch.stream);
                 }
@@ -154,11 +259,14 @@ impl WasmTransform {
                             format: submitted.format.clone(),
                             since: now,
                             overflow: false,
+                            output: output_id,
                         })
                     }));
                     // Over its bounds, the buffer lets its oldest lines go unattributed.
                     let mut over = 0;
-                    let (mut lines_left, mut bytes_left) = (held.len(), held_bytes);
+                    // What waits for held lines counts against the bound too.
+                    let (mut lines_left, mut bytes_left) =
+                        (held.len(), held_bytes + self.waiting.bytes);
                     for line in &mut held {
                         if lines_left <= options.holdback_max_lines
                             && bytes_left <= options.holdback_max_bytes
@@ -184,9 +292,11 @@ impl WasmTransform {
                 held = self.retry(held, changed, false);
                 held_bytes = held.iter().map(|h| h.line.len()).sum();
             }
+            self.waiting.flush(&self.output);
         }
         // Nothing is lost at shutdown: whatever is still held goes out unattributed.
         self.retry(held, false, true);
+        self.waiting.flush(&self.output);
     }
 
     fn table_version(&self) -> u64 {
@@ -242,9 +352,11 @@ impl WasmTransform {
                     stream_end: false,
                     acks,
                 };
-                let submitted = self.submit(&batch, format.as_deref(), hold, &mut HashMap::new());
+                let mut submitted =
+                    self.submit(&batch, format.as_deref(), hold, &mut HashMap::new());
                 self.metrics
                     .count("holdback_released_total", submitted.emitted as u64);
+                self.route_released(&group, &mut submitted);
                 let mut group: Vec<Option<HeldLine>> = group.into_iter().map(Some).collect();
                 still.extend(
                     submitted
@@ -257,8 +369,79 @@ impl WasmTransform {
         still
     }
 
+    /// Sends on what a submission of held lines `group` emitted: in whole-batch mode,
+    /// each line goes to the waiting output of the batch it came from (output lines are
+    /// the group's lines in order, less those held again or dead-lettered).
+    fn route_released(&mut self, group: &[HeldLine], submitted: &mut Submitted) {
+        if group.iter().all(|line| line.output.is_none()) {
+            if let Some(out) = submitted.output.take() {
+                self.output.send(Arc::new(out));
+            }
+            return;
+        }
+        let held_again: std::collections::HashSet<u32> = submitted.held.iter().copied().collect();
+        let rejected: std::collections::HashSet<u32> = submitted.rejected.iter().copied().collect();
+        let out = submitted.output.take();
+        let emitted: Vec<&str> = out
+            .as_ref()
+            .map_or(Vec::new(), |o| o.text.lines().collect());
+        let resolved = (0..group.len() as u32)
+            .filter(|i| !held_again.contains(i))
+            .count();
+        let outputs = (0..group.len() as u32)
+            .filter(|i| !held_again.contains(i) && !rejected.contains(i))
+            .count();
+        if emitted.len() != outputs || resolved < outputs {
+            // Not one output line per line: send it as it is (at least once).
+            self.metrics.error("holdback_output_unsplittable", 1);
+            for (i, line) in group.iter().enumerate() {
+                if let Some(id) = line.output
+                    && !held_again.contains(&(i as u32))
+                {
+                    self.waiting.resolve(&line.stream, id, None);
+                }
+            }
+            if let Some(out) = out {
+                self.output.send(Arc::new(out));
+            }
+            return;
+        }
+        let mut emitted = emitted.into_iter();
+        let mut direct = String::new();
+        let mut direct_lines = 0;
+        for (i, line) in group.iter().enumerate() {
+            let i = i as u32;
+            if held_again.contains(&i) {
+                continue;
+            }
+            let text = (!rejected.contains(&i)).then(|| emitted.next()).flatten();
+            match line.output {
+                Some(id) => self.waiting.resolve(&line.stream, id, text),
+                None => {
+                    if let Some(text) = text {
+                        direct.push_str(text);
+                        direct.push('\n');
+                        direct_lines += 1;
+                    }
+                }
+            }
+        }
+        if direct_lines > 0
+            && let Some(out) = &out
+        {
+            self.output.send(Arc::new(LineBatch {
+                text: direct,
+                lines: direct_lines,
+                stream: out.stream.clone(),
+                stream_start: false,
+                stream_end: false,
+                acks: out.acks.clone(),
+            }));
+        }
+    }
+
     /// Runs one batch through the component against the current table and sends its
-    /// output and dead letters on.
+    /// dead letters on; its output is the caller's to send.
     fn submit(
         &mut self,
         batch: &LineBatch,
@@ -280,6 +463,8 @@ impl WasmTransform {
             .map_or_else(|| EMPTY_TABLE.clone(), |t| t.snapshot());
         let mut held = Vec::new();
         let mut format_after = format.map(str::to_string);
+        // Every line, unless the result says which (set below).
+        let mut rejected_lines: Vec<u32> = (0..batch.lines as u32).collect();
         let (output, rejected) = match self.worker.process_holding(
             format,
             &batch.text,
@@ -302,6 +487,7 @@ impl WasmTransform {
                 } else {
                     batch.text.lines().collect()
                 };
+                rejected_lines = result.errors.iter().map(|e| e.line).collect();
                 let rejected: Vec<(String, &str)> = result
                     .errors
                     .into_iter()
@@ -340,21 +526,21 @@ impl WasmTransform {
         };
         let (text, emitted) = output;
         self.metrics.sent(emitted as u64);
-        if emitted > 0 || batch.stream_end {
-            self.output.send(Arc::new(LineBatch {
-                text,
-                lines: emitted,
-                stream: batch.stream.clone(),
-                stream_start: batch.stream_start,
-                stream_end: batch.stream_end,
-                acks: batch.acks.clone(),
-            }));
-        }
+        let output = (emitted > 0 || batch.stream_end).then(|| LineBatch {
+            text,
+            lines: emitted,
+            stream: batch.stream.clone(),
+            stream_start: batch.stream_start,
+            stream_end: batch.stream_end,
+            acks: batch.acks.clone(),
+        });
         self.dead_letter(&batch.stream, &batch.acks, &rejected);
         Submitted {
             held,
             emitted,
             format: format_after,
+            output,
+            rejected: rejected_lines,
         }
     }
 
