@@ -262,25 +262,26 @@ impl WasmTransform {
                             output: output_id,
                         })
                     }));
-                    // Over its bounds, the buffer lets its oldest lines go unattributed.
-                    let mut over = 0;
-                    // What waits for held lines counts against the bound too.
-                    let (mut lines_left, mut bytes_left) =
-                        (held.len(), held_bytes + self.waiting.bytes);
-                    for line in &mut held {
-                        if lines_left <= options.holdback_max_lines
-                            && bytes_left <= options.holdback_max_bytes
-                        {
-                            break;
-                        }
-                        line.overflow = true;
-                        lines_left -= 1;
-                        bytes_left -= line.line.len();
-                        over += 1;
+                }
+                // Over its bounds, the buffer lets its oldest lines go unattributed. What
+                // waits for held lines (whole-batch mode) counts against the bound too,
+                // and releasing the oldest lets it go.
+                let mut over = 0;
+                let (mut lines_left, mut bytes_left) =
+                    (held.len(), held_bytes + self.waiting.bytes);
+                for line in &mut held {
+                    if lines_left <= options.holdback_max_lines
+                        && bytes_left <= options.holdback_max_bytes
+                    {
+                        break;
                     }
-                    if over > 0 {
-                        self.metrics.count("holdback_overflow_total", over);
-                    }
+                    line.overflow = true;
+                    lines_left -= 1;
+                    bytes_left -= line.line.len();
+                    over += 1;
+                }
+                if over > 0 {
+                    self.metrics.count("holdback_overflow_total", over);
                 }
                 // Its output and its held lines carry its acknowledgements on.
                 batch.done();
