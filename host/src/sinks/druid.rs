@@ -669,18 +669,21 @@ impl Publisher<'_> {
                 let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
                 writer.write(&text, self.metrics, self.lifecycle)?;
             }
-            Writer::Files(dir) => {
-                retrying(
-                    self.id,
-                    "write_failed",
-                    self.metrics,
-                    self.lifecycle,
-                    || write_files(dir, rows).map_err(|e| io_attempt(dir.display(), e)),
-                )?;
-            }
+            Writer::Files(dir) => self.write_to(dir, || write_files(dir, rows))?,
         }
         self.sent(rows.len());
         Ok(())
+    }
+
+    /// One write of files in `dir`, retried while it fails transiently.
+    fn write_to(&self, dir: &Path, write: impl Fn() -> std::io::Result<()>) -> Result<(), String> {
+        retrying(
+            self.id,
+            "write_failed",
+            self.metrics,
+            self.lifecycle,
+            || write().map_err(|e| io_attempt(dir.display(), e)),
+        )
     }
 
     fn sent(&self, rows: usize) {
@@ -744,16 +747,7 @@ impl Publisher<'_> {
                 self.lifecycle,
             )?,
             Writer::Files(dir) => {
-                retrying(
-                    self.id,
-                    "write_failed",
-                    self.metrics,
-                    self.lifecycle,
-                    || {
-                        write_publication_files(dir, &publication.id, lines)
-                            .map_err(|e| io_attempt(dir.display(), e))
-                    },
-                )?;
+                self.write_to(dir, || write_publication_files(dir, &publication.id, lines))?
             }
         }
         self.sent(lines.len());

@@ -386,13 +386,10 @@ impl WasmTransform {
         let emitted: Vec<&str> = out
             .as_ref()
             .map_or(Vec::new(), |o| o.text.lines().collect());
-        let resolved = (0..group.len() as u32)
-            .filter(|i| !held_again.contains(i))
-            .count();
         let outputs = (0..group.len() as u32)
             .filter(|i| !held_again.contains(i) && !rejected.contains(i))
             .count();
-        if emitted.len() != outputs || resolved < outputs {
+        if emitted.len() != outputs {
             // Not one output line per line: send it as it is (at least once).
             self.metrics.error("holdback_output_unsplittable", 1);
             for (i, line) in group.iter().enumerate() {
