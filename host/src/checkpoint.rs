@@ -18,12 +18,21 @@
 //! A shard that changes hands within a run (a lease lost and taken again) starts a new
 //! *generation*: acknowledgements of batches read before are ignored, so they cannot
 //! move the new reading's checkpoint.
+//!
+//! The store also keeps the publication log of `druid` sinks ([`crate::sinks::druid`]):
+//! in the checkpoint file, one publication per sink covering every shard of the store;
+//! with a lease table, one per sink and shard holding, in the shard's lease row
+//! ([`crate::lease_publications`]). A [`Scope`] names which.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::lease_publications::LeaseLog;
+use crate::leases::LeaseError;
 
 /// A shard's durable position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +63,28 @@ pub struct Publication {
     pub covers: BTreeMap<String, String>,
     /// How many rows it has.
     pub rows: usize,
+    /// In a lease table: how many items hold its rows.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chunks: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Which publication log a `druid` sink's publication goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The store's own, in its checkpoint file: one publication covers every shard.
+    Store,
+    /// A shard's lease row, for one holding of the lease (a generation of the shard's
+    /// reading): one publication covers that shard alone.
+    Shard {
+        /// Shard id.
+        shard: String,
+        /// The reading the batches came from.
+        generation: u64,
+    },
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -89,7 +120,34 @@ pub enum CheckpointError {
         /// What serde_json found.
         error: serde_json::Error,
     },
+    /// The publication log in the lease table could not be used.
+    #[error("publication log: {0}")]
+    Lease(#[from] LeaseError),
+    /// The shard's lease is no longer held in the holding the batches were read under:
+    /// its next holder reads them again.
+    #[error("the lease of shard {shard} is no longer held")]
+    LeaseLost {
+        /// Shard id.
+        shard: String,
+    },
 }
+
+/// What the store knows of a shard read under a lease.
+struct Leased {
+    /// The reading under this holding.
+    generation: u64,
+    /// The holding's token.
+    epoch: String,
+    /// When the lease was taken.
+    acquired: Instant,
+    /// Per sink, the publication begun and not ended.
+    publications: BTreeMap<String, Publication>,
+}
+
+/// How long a new holder waits, after taking a lease, before it settles a publication
+/// its last owner left: a write the last owner began before its holding ran out has
+/// been applied or given up by then (the AWS clients' attempt timeout).
+pub const SETTLE_AFTER_TAKING: std::time::Duration = crate::kinesis::ATTEMPT_TIMEOUT;
 
 /// Per-shard bookkeeping of released batches.
 #[derive(Default)]
@@ -115,6 +173,10 @@ struct Inner {
     halted: Arc<AtomicBool>,
     /// Rows of pending publications, for a store kept in memory.
     pending_rows: BTreeMap<String, Vec<String>>,
+    /// With a lease table: where publications are logged.
+    lease_log: Option<Arc<LeaseLog>>,
+    /// With a lease table: the shards held, by id.
+    leased: BTreeMap<String, Leased>,
 }
 
 /// The checkpoint store of one source.
@@ -157,8 +219,93 @@ impl Checkpoints {
                 in_flight: 0,
                 halted: Arc::default(),
                 pending_rows: BTreeMap::new(),
+                lease_log: None,
+                leased: BTreeMap::new(),
             })),
         }
+    }
+
+    /// Publications go to shards' lease rows through `log` (a store kept in memory for
+    /// a source with a lease table).
+    pub fn use_lease_log(&self, log: LeaseLog) {
+        self.inner.lock().expect("checkpoint lock").lease_log = Some(Arc::new(log));
+    }
+
+    /// Where the publication of a batch acknowledged by `ack` is logged.
+    pub fn scope(&self, ack: &Ack) -> Scope {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        match inner.lease_log {
+            None => Scope::Store,
+            Some(_) => Scope::Shard {
+                shard: ack.shard.clone(),
+                generation: ack.generation,
+            },
+        }
+    }
+
+    /// A reading of `shard` under a lease just taken: as [`Checkpoints::restart`], and
+    /// the holding's token and the publications its last owner left pending.
+    pub fn restart_leased(
+        &self,
+        shard: &str,
+        position: ShardCheckpoint,
+        epoch: String,
+        publications: BTreeMap<String, Publication>,
+    ) {
+        self.restart(shard, position);
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        let generation = inner.progress.get(shard).map_or(0, |p| p.generation);
+        inner.leased.insert(
+            shard.to_string(),
+            Leased {
+                generation,
+                epoch,
+                acquired: Instant::now(),
+                publications,
+            },
+        );
+    }
+
+    /// For a shard scope still held in its holding: the shard, the token and the log.
+    fn holding(&self, scope: &Scope) -> Option<(String, String, Arc<LeaseLog>)> {
+        let Scope::Shard { shard, generation } = scope else {
+            return None;
+        };
+        let inner = self.inner.lock().expect("checkpoint lock");
+        let leased = inner
+            .leased
+            .get(shard)
+            .filter(|l| l.generation == *generation)?;
+        Some((shard.clone(), leased.epoch.clone(), inner.lease_log.clone()?))
+    }
+
+    /// Whether what is published in `scope` may be written now: always for the store;
+    /// for a shard, while its holding lasts by this host's clock.
+    pub fn may_write(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Store => true,
+            Scope::Shard { .. } => self
+                .holding(scope)
+                .is_some_and(|(shard, epoch, log)| log.holds(&shard, &epoch)),
+        }
+    }
+
+    /// Whether `scope` is still current (a shard: still held in the same holding).
+    pub fn current(&self, scope: &Scope) -> bool {
+        match scope {
+            Scope::Store => true,
+            Scope::Shard { .. } => self.holding(scope).is_some(),
+        }
+    }
+
+    /// Until when a publication left pending in `scope` must not be settled (see
+    /// [`SETTLE_AFTER_TAKING`]).
+    pub fn settle_not_before(&self, scope: &Scope) -> Option<Instant> {
+        let Scope::Shard { shard, .. } = scope else {
+            return None;
+        };
+        let inner = self.inner.lock().expect("checkpoint lock");
+        Some(inner.leased.get(shard)?.acquired + SETTLE_AFTER_TAKING)
     }
 
     /// The store stops advancing for good once `halted` is set (the pipeline failed):
@@ -178,6 +325,7 @@ impl Checkpoints {
         progress.released.clear();
         inner.saved.shards.insert(shard.to_string(), position);
         inner.advanced.remove(shard);
+        inner.leased.remove(shard);
     }
 
     /// Positions that advanced since the last call, to be written elsewhere.
@@ -204,12 +352,32 @@ impl Checkpoints {
         self.inner.lock().expect("checkpoint lock").in_flight
     }
 
-    /// The publication `sink` began and did not end, with its rows (read from the file
-    /// beside the store; `None` when there is none).
+    /// The publication `sink` began in `scope` and did not end, with its rows (read from
+    /// the file beside the store, or the lease table; `None` when there is none).
     pub fn pending_publication(
         &self,
         sink: &str,
+        scope: &Scope,
     ) -> Result<Option<(Publication, Vec<String>)>, CheckpointError> {
+        if let Scope::Shard { shard, .. } = scope {
+            let Some((_, _, log)) = self.holding(scope) else {
+                return Err(CheckpointError::LeaseLost {
+                    shard: shard.clone(),
+                });
+            };
+            let publication = {
+                let inner = self.inner.lock().expect("checkpoint lock");
+                inner
+                    .leased
+                    .get(shard)
+                    .and_then(|l| l.publications.get(sink).cloned())
+            };
+            let Some(publication) = publication else {
+                return Ok(None);
+            };
+            let rows = log.rows(&publication)?;
+            return Ok(Some((publication, rows)));
+        }
         let inner = self.inner.lock().expect("checkpoint lock");
         let Some(publication) = inner.saved.publications.get(sink).cloned() else {
             return Ok(None);
@@ -234,12 +402,37 @@ impl Checkpoints {
     /// it. A crash from here on leaves the publication to be settled (see
     /// [`crate::sinks::druid`]). Nothing changes unless both writes succeed, so a failed
     /// call can be made again.
+    ///
+    /// In a shard's scope the publication must cover that shard alone; it goes to the
+    /// shard's lease row, and [`CheckpointError::LeaseLost`] says the holding is gone.
     pub fn begin_publication(
         &self,
         sink: &str,
-        publication: Publication,
+        scope: &Scope,
+        mut publication: Publication,
         rows: &[String],
     ) -> Result<(), CheckpointError> {
+        if let Scope::Shard { shard, generation } = scope {
+            let lost = || CheckpointError::LeaseLost {
+                shard: shard.clone(),
+            };
+            let (_, epoch, log) = self.holding(scope).ok_or_else(lost)?;
+            assert!(
+                publication.covers.keys().all(|s| s == shard),
+                "a publication under a lease covers its shard alone"
+            );
+            if !log.begin(shard, &epoch, sink, &mut publication, rows)? {
+                return Err(lost());
+            }
+            let mut inner = self.inner.lock().expect("checkpoint lock");
+            match inner.leased.get_mut(shard) {
+                Some(leased) if leased.generation == *generation => {
+                    leased.publications.insert(sink.to_string(), publication);
+                    return Ok(());
+                }
+                _ => return Err(lost()),
+            }
+        }
         let mut inner = self.inner.lock().expect("checkpoint lock");
         let mut next = inner.saved.clone();
         let id = publication.id.clone();
@@ -265,7 +458,39 @@ impl Checkpoints {
     /// Records, durably, that `sink`'s pending publication is complete: every shard it
     /// covers is published up to what it covers. Nothing changes unless the write
     /// succeeds, so a failed call can be made again.
-    pub fn end_publication(&self, sink: &str) -> Result<(), CheckpointError> {
+    ///
+    /// In a shard's scope the lease row is updated; [`CheckpointError::LeaseLost`] says
+    /// the holding is gone.
+    pub fn end_publication(&self, sink: &str, scope: &Scope) -> Result<(), CheckpointError> {
+        if let Scope::Shard { shard, .. } = scope {
+            let lost = || CheckpointError::LeaseLost {
+                shard: shard.clone(),
+            };
+            let (_, epoch, log) = self.holding(scope).ok_or_else(lost)?;
+            let publication = {
+                let inner = self.inner.lock().expect("checkpoint lock");
+                inner
+                    .leased
+                    .get(shard)
+                    .and_then(|l| l.publications.get(sink).cloned())
+            };
+            let Some(publication) = publication else {
+                return Ok(());
+            };
+            let Some(sequence) = publication.covers.get(shard) else {
+                return Ok(());
+            };
+            if !log.end(shard, &epoch, sink, &publication, sequence)? {
+                return Err(lost());
+            }
+            let mut inner = self.inner.lock().expect("checkpoint lock");
+            if let Some(leased) = inner.leased.get_mut(shard) {
+                leased.publications.remove(sink);
+            }
+            let entry = inner.saved.shards.entry(shard.clone()).or_default();
+            entry.published.insert(sink.to_string(), sequence.clone());
+            return Ok(());
+        }
         let mut inner = self.inner.lock().expect("checkpoint lock");
         let mut next = inner.saved.clone();
         let Some(publication) = next.publications.remove(sink) else {
@@ -312,7 +537,13 @@ impl Checkpoints {
             .publications
             .values()
             .filter_map(|p| p.covers.get(shard));
-        published.chain(pending).cloned().collect()
+        let leased = inner
+            .leased
+            .get(shard)
+            .into_iter()
+            .flat_map(|l| l.publications.values())
+            .filter_map(|p| p.covers.get(shard));
+        published.chain(pending).chain(leased).cloned().collect()
     }
 
     /// Whether two handles are the same store.
@@ -349,13 +580,14 @@ impl Checkpoints {
             batch,
             sequence,
             end,
+            forsaken: AtomicBool::new(false),
         })
     }
 
     fn release(&self, ack: &Ack) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
         inner.in_flight -= 1;
-        if inner.halted.load(Ordering::SeqCst) {
+        if inner.halted.load(Ordering::SeqCst) || ack.forsaken.load(Ordering::SeqCst) {
             return;
         }
         let Inner {
@@ -448,9 +680,23 @@ pub struct Ack {
     batch: u64,
     sequence: Option<String>,
     end: bool,
+    /// Never counts as released (see [`Ack::forsake`]).
+    forsaken: AtomicBool,
 }
 
 impl Ack {
+    /// The reading of the shard the batch came from (see [`Checkpoints::restart`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The batch will never be delivered by this host (its shard's lease is gone): its
+    /// release must not move the checkpoint, so nothing after it is checkpointed in this
+    /// reading either, and the shard's next holder reads it again.
+    pub fn forsake(&self) {
+        self.forsaken.store(true, Ordering::SeqCst);
+    }
+
     /// The shard the batch came from.
     pub fn shard(&self) -> &str {
         &self.shard
@@ -570,21 +816,25 @@ mod tests {
             started_ms: 5,
             covers: [("s".to_string(), "20".to_string())].into(),
             rows: 2,
+            chunks: 0,
         };
         let rows = vec!["{\"a\":1}".to_string(), "{\"a\":2}".to_string()];
         store
-            .begin_publication("d", publication.clone(), &rows)
+            .begin_publication("d", &Scope::Store, publication.clone(), &rows)
             .unwrap();
         assert_eq!(store.boundaries("s"), vec!["20".to_string()]);
         // A crash now: the store opened again knows the publication and its rows.
         let reopened = Checkpoints::open(&path).unwrap();
         assert_eq!(
-            reopened.pending_publication("d").unwrap(),
+            reopened.pending_publication("d", &Scope::Store).unwrap(),
             Some((publication, rows))
         );
         assert_eq!(reopened.published("s", "d"), None);
-        reopened.end_publication("d").unwrap();
-        assert_eq!(reopened.pending_publication("d").unwrap(), None);
+        reopened.end_publication("d", &Scope::Store).unwrap();
+        assert_eq!(
+            reopened.pending_publication("d", &Scope::Store).unwrap(),
+            None
+        );
         assert_eq!(reopened.published("s", "d").as_deref(), Some("20"));
         assert!(!dir.path().join("cp.json.d.d-1.publication").exists());
         let again = Checkpoints::open(&path).unwrap();

@@ -855,26 +855,12 @@ impl Pipeline {
     }
 
     /// What this pipeline delivers less strictly than exactly once into Druid (see
-    /// docs/delivery.md): a `druid` sink fed by a Kinesis source that shares its stream
-    /// through leases, or by one source through two inputs.
+    /// docs/delivery.md): a `druid` sink fed by one source through two inputs.
     pub fn delivery_warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         for (id, sink) in &self.config.sinks {
             if !matches!(sink, SinkConfig::Druid { .. }) {
                 continue;
-            }
-            let (sources, _) = self.upstream_of(id);
-            let leased = sources.iter().any(|s| {
-                matches!(
-                    self.config.sources.get(s),
-                    Some(SourceConfig::AwsKinesisStreams {
-                        leases: Some(_),
-                        ..
-                    })
-                )
-            });
-            if leased {
-                warnings.push(format!("sinks.{id}: fed by a Kinesis source with leases, its rows are at least once, not exactly once: a crash or a handoff during a publication can count flows twice in Druid"));
             }
             // The same source through two inputs: one path's publication can cover a
             // batch whose copy on the other path is not published yet.
@@ -1364,9 +1350,8 @@ region = "us-east-1"
             .delivery_warnings()
         };
         assert!(pipeline("", 0).is_empty());
-        let leased = pipeline("[sources.flows.leases]\ntable_name = \"t\"", 0);
-        assert_eq!(leased.len(), 1);
-        assert!(leased[0].starts_with("sinks.d: fed by a Kinesis source with leases"));
+        // A fleet is exact too: publications go to the shards' lease rows.
+        assert!(pipeline("[sources.flows.leases]\ntable_name = \"t\"", 0).is_empty());
         // Holdback is exact: the transform sends batches whole (whole-batch mode).
         assert!(pipeline("", 60).is_empty());
     }

@@ -16,6 +16,9 @@
 //! | `parentShardId` | SS | the shards it was split or merged from |
 //! | `pendingOwner` | S | a worker that asked for the lease (graceful handoff) |
 //! | `startTimestamp` | N | with `checkpoint = AT_TIMESTAMP`: the epoch second to start at (a `latest` start is pinned to when the lease was created) |
+//! | `leaseEpoch` | S | a random token set by every take and adoption: writes of a holding are conditional on it, so nothing written for an earlier holding (even this worker's) lands in a later one |
+//! | `published_<sink>` | S | per `druid` sink: every flow up to this sequence number is in rows it published (see [`crate::lease_publications`]) |
+//! | `publication_<sink>` | S | per `druid` sink: the publication begun and not ended (JSON), whose rows are in the table `<table>-publications` |
 //!
 //! **Every write is conditional**, so two hosts can never both own a shard:
 //! - *renew*: `leaseCounter + 1` if `leaseOwner` is me and the counter is what I last
@@ -40,10 +43,10 @@
 //! twice when shards move between live hosts, unless acknowledgements take longer than
 //! [`LeaseSpec::handoff_timeout`] or the last checkpoint cannot be written by then.
 
-use crate::checkpoint::ShardCheckpoint;
+use crate::checkpoint::{Publication, ShardCheckpoint};
 use crate::kinesis::StartAt;
 use aws_sdk_dynamodb::types::AttributeValue;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -146,6 +149,27 @@ pub struct Lease {
     pub pending_owner: Option<String>,
     /// With `checkpoint` [`AT_TIMESTAMP`]: the epoch second the shard starts at.
     pub start_timestamp: Option<i64>,
+    /// The token of the current holding (`leaseEpoch`).
+    pub epoch: Option<String>,
+    /// Per `druid` sink, up to where its rows hold the shard's flows.
+    pub published: BTreeMap<String, String>,
+    /// Per `druid` sink, the publication of this shard begun and not ended.
+    pub publications: BTreeMap<String, Publication>,
+}
+
+/// Attribute of the sequence number up to which `sink` has published a shard.
+pub fn published_attribute(sink: &str) -> String {
+    format!("published_{sink}")
+}
+
+/// Attribute of the publication of `sink` a shard has pending.
+pub fn publication_attribute(sink: &str) -> String {
+    format!("publication_{sink}")
+}
+
+/// A fresh holding token.
+fn new_epoch() -> String {
+    format!("{:016x}", crate::kinesis::random_u64())
 }
 
 impl Lease {
@@ -163,8 +187,14 @@ impl Lease {
         }
     }
 
-    /// Where a new owner resumes.
+    /// Where a new owner resumes (with what its `druid` sinks have published).
     pub fn position(&self) -> ShardCheckpoint {
+        let mut position = self.read_position();
+        position.published = self.published.clone();
+        position
+    }
+
+    fn read_position(&self) -> ShardCheckpoint {
         match self.checkpoint.as_str() {
             SHARD_END => ShardCheckpoint {
                 sequence: None,
@@ -230,7 +260,7 @@ impl LeaseTable {
         &self.worker
     }
 
-    fn error(&self, operation: &'static str, error: impl std::fmt::Display) -> LeaseError {
+    pub(crate) fn error(&self, operation: &'static str, error: impl std::fmt::Display) -> LeaseError {
         LeaseError::Dynamo {
             operation,
             table: self.table.clone(),
@@ -238,9 +268,25 @@ impl LeaseTable {
         }
     }
 
-    /// Creates the table (hash key `leaseKey`, on-demand capacity) unless it exists, and
-    /// waits until it is active.
+    /// Creates the lease table (hash key `leaseKey`) and the table of publications' rows
+    /// (hash key `key`, see [`crate::lease_publications`]), on-demand capacity, unless
+    /// they exist, and waits until they are active.
     pub async fn ensure_table(&self) -> Result<(), LeaseError> {
+        self.ensure(&self.table, "leaseKey").await?;
+        self.ensure(&self.publications_table(), "key").await
+    }
+
+    /// The table that holds the rows of publications begun (`<table>-publications`).
+    pub fn publications_table(&self) -> String {
+        format!("{}-publications", self.table)
+    }
+
+    /// The client, for the publication log.
+    pub(crate) fn client(&self) -> &aws_sdk_dynamodb::Client {
+        &self.client
+    }
+
+    async fn ensure(&self, table: &str, key: &str) -> Result<(), LeaseError> {
         use aws_sdk_dynamodb::types::{
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
             TableStatus,
@@ -248,7 +294,7 @@ impl LeaseTable {
         let described = self
             .client
             .describe_table()
-            .table_name(&self.table)
+            .table_name(table)
             .send()
             .await;
         let exists = match described {
@@ -265,17 +311,17 @@ impl LeaseTable {
             let created = self
                 .client
                 .create_table()
-                .table_name(&self.table)
+                .table_name(table)
                 .attribute_definitions(
                     AttributeDefinition::builder()
-                        .attribute_name("leaseKey")
+                        .attribute_name(key)
                         .attribute_type(ScalarAttributeType::S)
                         .build()
                         .map_err(|e| self.error("CreateTable", e))?,
                 )
                 .key_schema(
                     KeySchemaElement::builder()
-                        .attribute_name("leaseKey")
+                        .attribute_name(key)
                         .key_type(KeyType::Hash)
                         .build()
                         .map_err(|e| self.error("CreateTable", e))?,
@@ -284,7 +330,7 @@ impl LeaseTable {
                 .send()
                 .await;
             match created {
-                Ok(_) => tracing::info!(message = "Created the lease table.", table = %self.table),
+                Ok(_) => tracing::info!(message = "Created a table for leases.", %table),
                 // Another host created it first.
                 Err(e)
                     if e.as_service_error()
@@ -297,7 +343,7 @@ impl LeaseTable {
             let described = self
                 .client
                 .describe_table()
-                .table_name(&self.table)
+                .table_name(table)
                 .send()
                 .await
                 .map_err(|e| self.error("DescribeTable", e.into_service_error()))?;
@@ -363,6 +409,27 @@ impl LeaseTable {
                 .get("startTimestamp")
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse().ok()),
+            epoch: text("leaseEpoch"),
+            published: item
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        name.strip_prefix("published_")?.to_string(),
+                        value.as_s().ok()?.clone(),
+                    ))
+                })
+                .collect(),
+            publications: item
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((name.strip_prefix("publication_")?, value.as_s().ok()?))
+                })
+                .map(|(sink, json)| {
+                    serde_json::from_str(json)
+                        .map(|p| (sink.to_string(), p))
+                        .map_err(|e| invalid(&format!("bad publication_{sink}: {e}")))
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -416,6 +483,20 @@ impl LeaseTable {
         condition: &str,
         values: &[(&str, AttributeValue)],
     ) -> Result<Option<Lease>, LeaseError> {
+        self.update_named(operation, shard, update, condition, values, &[])
+            .await
+    }
+
+    /// As [`LeaseTable::update`], with attribute names (`#name`) in the expressions.
+    pub(crate) async fn update_named(
+        &self,
+        operation: &'static str,
+        shard: &str,
+        update: &str,
+        condition: &str,
+        values: &[(&str, AttributeValue)],
+        names: &[(&str, String)],
+    ) -> Result<Option<Lease>, LeaseError> {
         let mut request = self
             .client
             .update_item()
@@ -426,6 +507,9 @@ impl LeaseTable {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew);
         for (name, value) in values {
             request = request.expression_attribute_values(*name, value.clone());
+        }
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, name.clone());
         }
         match request.send().await {
             Ok(out) => match out.attributes() {
@@ -447,13 +531,32 @@ impl LeaseTable {
         self.update(
             "UpdateItem (take)",
             &lease.shard,
-            "SET leaseOwner = :me, leaseCounter = leaseCounter + :one, \
+            "SET leaseOwner = :me, leaseCounter = leaseCounter + :one, leaseEpoch = :epoch, \
              ownerSwitchesSinceCheckpoint = ownerSwitchesSinceCheckpoint + :one REMOVE pendingOwner",
             "leaseCounter = :seen",
             &[
                 (":me", s(&self.worker)),
                 (":one", n(1)),
                 (":seen", n(lease.counter)),
+                (":epoch", s(&new_epoch())),
+            ],
+        )
+        .await
+    }
+
+    /// Adopts a lease handed over to this worker, as scanned (a renewal that starts a
+    /// new holding): `Ok(None)` when it changed meanwhile.
+    pub async fn adopt(&self, lease: &Lease) -> Result<Option<Lease>, LeaseError> {
+        self.update(
+            "UpdateItem (adopt)",
+            &lease.shard,
+            "SET leaseCounter = leaseCounter + :one, leaseEpoch = :epoch",
+            "leaseOwner = :me AND leaseCounter = :seen",
+            &[
+                (":me", s(&self.worker)),
+                (":one", n(1)),
+                (":seen", n(lease.counter)),
+                (":epoch", s(&new_epoch())),
             ],
         )
         .await
@@ -583,6 +686,8 @@ struct Held {
     valid_until: Instant,
     /// Another worker asked for it.
     handoff_to: Option<String>,
+    /// The holding's `leaseEpoch`.
+    epoch: String,
 }
 
 /// What changed for the source after a [`Coordinator::tick`].
@@ -598,6 +703,10 @@ pub enum Change {
         start: StartAt,
         /// Its parents.
         parents: Vec<String>,
+        /// The holding's token (`leaseEpoch`).
+        epoch: String,
+        /// Per `druid` sink, a publication its last owner began and did not end.
+        publications: BTreeMap<String, Publication>,
     },
     /// The lease is gone (taken, or not renewed in time): stop reading the shard now.
     Lost(String),
@@ -608,6 +717,24 @@ pub enum Change {
 
 /// Leases this worker holds, shared by the coordinator and its renewer thread.
 type HeldLeases = Arc<Mutex<HashMap<String, Held>>>;
+
+/// Which leases this worker holds now, seen from another thread.
+#[derive(Clone)]
+pub struct HeldView {
+    held: HeldLeases,
+}
+
+impl HeldView {
+    /// Whether this worker holds `shard` in the holding `epoch` and may still write
+    /// under it (the same validity as reading: see the module docs).
+    pub fn holds(&self, shard: &str, epoch: &str) -> bool {
+        self.held
+            .lock()
+            .expect("lease lock")
+            .get(shard)
+            .is_some_and(|h| h.epoch == epoch && h.valid_until > Instant::now())
+    }
+}
 
 /// This worker's side of the lease protocol: taking, balancing, handing over, and (on a
 /// thread of its own, so that a source blocked by backpressure keeps its leases)
@@ -801,6 +928,13 @@ impl Coordinator {
             .is_some_and(|h| h.valid_until > Instant::now())
     }
 
+    /// A view of the held leases for other threads (the `druid` sinks' publication log).
+    pub fn view(&self) -> HeldView {
+        HeldView {
+            held: self.held.clone(),
+        }
+    }
+
     /// How many leases this worker holds.
     pub fn held_count(&self) -> usize {
         self.held().len()
@@ -899,6 +1033,7 @@ impl Coordinator {
                 counter: lease.counter,
                 valid_until: self.spec.valid_until(started),
                 handoff_to: None,
+                epoch: lease.epoch.clone().unwrap_or_default(),
             },
         );
         // A report the renewer made about an earlier holding of this shard since the
@@ -913,6 +1048,8 @@ impl Coordinator {
             position: lease.position(),
             start: lease.start(),
             parents: lease.parents.clone(),
+            epoch: lease.epoch.clone().unwrap_or_default(),
+            publications: lease.publications.clone(),
         }
     }
 
@@ -952,7 +1089,7 @@ impl Coordinator {
             {
                 let started = Instant::now();
                 counts.renewals += 1;
-                match self.table.renew(&lease.shard, lease.counter).await {
+                match self.table.adopt(lease).await {
                     Ok(Some(adopted)) => {
                         counts.handed_in += 1;
                         changes.push(self.hold(&adopted, started));
@@ -1143,6 +1280,9 @@ mod tests {
             parents: vec![],
             pending_owner: None,
             start_timestamp: Some(7),
+            epoch: None,
+            published: BTreeMap::new(),
+            publications: BTreeMap::new(),
         };
         for position in [
             ShardCheckpoint::default(),

@@ -15,6 +15,7 @@ pub mod enrich_cli;
 pub mod failpoint;
 pub mod fixtures;
 pub mod kinesis;
+pub mod lease_publications;
 pub mod leases;
 pub mod lifecycle;
 pub mod metadata;

@@ -54,7 +54,7 @@ flush_interval_secs = 1
 }
 
 /// Flows per `srcport` in `rows`.
-fn flows_by_port(rows: impl IntoIterator<Item = Value>) -> BTreeMap<u64, u64> {
+pub fn flows_by_port(rows: impl IntoIterator<Item = Value>) -> BTreeMap<u64, u64> {
     let mut sums = BTreeMap::new();
     for row in rows {
         *sums.entry(row["srcport"].as_u64().unwrap()).or_default() +=
@@ -65,7 +65,7 @@ fn flows_by_port(rows: impl IntoIterator<Item = Value>) -> BTreeMap<u64, u64> {
 
 /// Asserts that the rows hold exactly one flow per port 1..=n (and says, briefly, how
 /// they differ when not).
-fn assert_exact(rows: Vec<Value>, n: u32, context: &str) {
+pub fn assert_exact(rows: Vec<Value>, n: u32, context: &str) {
     let sums = flows_by_port(rows);
     let total: u64 = sums.values().sum();
     let twice = sums.values().filter(|&&f| f > 1).count();
@@ -76,7 +76,7 @@ fn assert_exact(rows: Vec<Value>, n: u32, context: &str) {
     );
 }
 
-fn stream_rows(kinesis: &KinesisLocal) -> Vec<Value> {
+pub fn stream_rows(kinesis: &KinesisLocal) -> Vec<Value> {
     kinesis
         .read_all("rollups")
         .into_iter()

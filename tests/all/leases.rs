@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[path = "../support/dynalite.rs"]
-mod dynalite;
+pub mod dynalite;
 use dynalite::Dynalite;
 
-const TABLE: &str = "flowenrich-flows";
+pub const TABLE: &str = "flowenrich-flows";
 const LEASE_MS: u64 = 3000;
 const POLL_MS: u64 = 500;
 
@@ -75,7 +75,7 @@ impl Drop for Host {
 /// The `[sources.flows]` of host `name`: the stream `flows` read under leases (lease
 /// period [`LEASE_MS`], scans every 100 ms, checkpoints every 200 ms), polled every
 /// `poll_ms`, `batch_lines` lines per batch.
-fn source(
+pub fn source(
     name: &str,
     kinesis: &KinesisLocal,
     dynamo: &Dynalite,
@@ -137,7 +137,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Owners of the leases of open shards (not read to their end).
-fn owners(dynamo: &Dynalite) -> BTreeMap<String, Option<String>> {
+pub fn owners(dynamo: &Dynalite) -> BTreeMap<String, Option<String>> {
     dynamo
         .leases(TABLE)
         .into_iter()

@@ -7,6 +7,7 @@ mod druid;
 mod exactly_once;
 mod failures;
 mod fixtures;
+mod fleet;
 mod hot_swap;
 mod kinesis;
 mod leases;

@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 /// A local DynamoDB listening on 127.0.0.1; killed when dropped.
 pub struct Dynalite {
-    child: Child,
+    child: Option<Child>,
+    port: u16,
+    /// Where it keeps its tables (LevelDB), so that it can be stopped and started again
+    /// with what it held; `None`: in memory.
+    path: Option<std::path::PathBuf>,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
     runtime: tokio::runtime::Runtime,
@@ -28,32 +32,22 @@ pub struct LeaseRow {
 }
 
 impl Dynalite {
-    /// Starts dynalite on a free port of 127.0.0.1 and waits until it answers.
+    /// Starts dynalite on a free port of 127.0.0.1, in memory, and waits until it
+    /// answers.
     pub fn start() -> Dynalite {
-        let cli = crate::kinesis::npm_dir().join("node_modules/dynalite/cli.js");
-        assert!(
-            cli.exists(),
-            "{} is missing: run scripts/test, which installs dynalite",
-            cli.display()
-        );
+        Dynalite::start_in(None)
+    }
+
+    /// As [`Dynalite::start`], keeping its tables in `path` when given (see
+    /// [`Dynalite::stop`]).
+    pub fn start_in(path: Option<&std::path::Path>) -> Dynalite {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("node")
-            .arg(&cli)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--createTableMs", "0", "--deleteTableMs", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node (Node.js is needed for the local DynamoDB)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "dynalite did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let path = path.map(std::path::Path::to_path_buf);
+        let child = spawn(port, path.as_deref());
         let endpoint = format!("http://127.0.0.1:{port}");
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
@@ -68,7 +62,9 @@ impl Dynalite {
             ))
             .build();
         Dynalite {
-            child,
+            child: Some(child),
+            port,
+            path,
             endpoint,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -114,9 +110,55 @@ impl Dynalite {
     }
 }
 
+impl Dynalite {
+    /// Stops it (an outage: connections are refused).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, with the tables it kept (see
+    /// [`Dynalite::start_in`]).
+    pub fn resume(&mut self) {
+        assert!(self.path.is_some(), "only a dynalite with a path keeps its tables");
+        self.stop();
+        self.child = Some(spawn(self.port, self.path.as_deref()));
+    }
+}
+
+/// Runs dynalite on `port` (tables in `path`, or in memory) and waits until it answers.
+fn spawn(port: u16, path: Option<&std::path::Path>) -> Child {
+    let cli = crate::kinesis::npm_dir().join("node_modules/dynalite/cli.js");
+    assert!(
+        cli.exists(),
+        "{} is missing: run scripts/test, which installs dynalite",
+        cli.display()
+    );
+    let mut command = Command::new("node");
+    command
+        .arg(&cli)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--createTableMs", "0", "--deleteTableMs", "0"]);
+    if let Some(path) = path {
+        command.arg("--path").arg(path);
+    }
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node (Node.js is needed for the local DynamoDB)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "dynalite did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 impl Drop for Dynalite {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -19,8 +19,12 @@
 //! whole), and batches wholly at or before a shard's published position, as it was when
 //! the run first saw the shard, are skipped: they are a reading again. The steps and
 //! what a crash at each leaves are in `docs/delivery.md`.
+//!
+//! From a source with a lease table, each publication covers one shard holding and is
+//! logged in the shard's lease row ([`crate::lease_publications`]); batches of a holding
+//! that is gone are left to the shard's next holder (forsaken, never acknowledged).
 
-use crate::checkpoint::{CheckpointError, Checkpoints, Publication, sequence_le};
+use crate::checkpoint::{CheckpointError, Checkpoints, Publication, Scope, sequence_le};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::kinesis::{KinesisSinkSpec, KinesisWriter};
@@ -549,7 +553,7 @@ pub fn write_publication_files(dir: &Path, id: &str, lines: &[String]) -> std::i
         let path = dir.join(format!("flows-{}.{id}.ndjson", bucket_name(bucket)));
         crate::checkpoint::write_atomically(&path, text.as_bytes()).map_err(|e| match e {
             CheckpointError::Io { error, .. } => error,
-            CheckpointError::Invalid { error, .. } => std::io::Error::other(error),
+            other => std::io::Error::other(other.to_string()),
         })?;
     }
     Ok(())
@@ -605,17 +609,18 @@ enum Writer<'a> {
     Kinesis(Box<KinesisWriter>),
 }
 
-/// What the sink holds for the batches of one checkpoint store (or of sources without
-/// one) until the next flush.
+/// What the sink holds for the batches of one publication scope (a checkpoint store, or
+/// a shard holding of one; or sources without checkpoints) until the next flush.
 struct Pending {
     store: Option<Checkpoints>,
+    scope: Scope,
     rollup: Rollup,
     /// The batches the rows came from: done (acknowledged) after the flush.
     covered: Vec<Taken>,
     /// Per shard, the last sequence number covered.
     covers: BTreeMap<String, String>,
-    /// Per shard, how far the sink had published it when this run first saw it: batches
-    /// wholly before are a reading again of what is in Druid already.
+    /// Per shard, how far the sink had published it when this run first saw it (in this
+    /// scope): batches wholly before are a reading again of what is in Druid already.
     published_before: HashMap<String, Option<String>>,
 }
 
@@ -628,6 +633,15 @@ struct Publisher<'a> {
     /// Makes publication ids unique across runs.
     run: String,
     publications: u64,
+}
+
+/// How a publication ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Published {
+    /// Its rows are written and it is logged as ended.
+    Ended,
+    /// Its shard's lease is gone: the next holder settles or reads it again.
+    LeaseLost,
 }
 
 fn epoch_ms() -> u64 {
@@ -645,18 +659,37 @@ fn bucket_of(row: &str) -> u64 {
 }
 
 impl Publisher<'_> {
-    /// Writes the rows rolled up from `pending`'s batches, then marks them done.
+    /// Writes the rows rolled up from `pending`'s batches, then marks them done; or,
+    /// when their lease holding is gone, forsakes them.
     fn flush(&mut self, pending: &mut Pending) -> Result<(), String> {
         let rows = pending.rollup.drain();
         let covers = std::mem::take(&mut pending.covers);
-        if !rows.is_empty() {
-            match &pending.store {
-                Some(store) => self.publish(store, &rows, covers)?,
-                None => self.write_plain(&rows)?,
-            }
+        let mut outcome = Published::Ended;
+        if let Some(store) = &pending.store
+            && !store.current(&pending.scope)
+        {
+            outcome = Published::LeaseLost;
+        } else if !rows.is_empty() {
+            outcome = match &pending.store {
+                Some(store) => self.publish(store, &pending.scope, &rows, covers)?,
+                None => {
+                    self.write_plain(&rows)?;
+                    Published::Ended
+                }
+            };
+        }
+        let forsaken = outcome == Published::LeaseLost && !pending.covered.is_empty();
+        if forsaken {
+            let lines: usize = pending.covered.iter().map(|b| b.lines).sum();
+            self.metrics
+                .count("druid_lease_lost_lines_total", lines as u64);
+            tracing::info!(message = "A shard's lease went before its rows were published; its next holder reads them again.", component_id = %self.id, scope = ?pending.scope, lines);
         }
         for batch in pending.covered.drain(..) {
-            batch.done();
+            match outcome {
+                Published::Ended => batch.done(),
+                Published::LeaseLost => batch.forsake(),
+            }
         }
         Ok(())
     }
@@ -692,13 +725,14 @@ impl Publisher<'_> {
     }
 
     /// The publication protocol (see the module docs): begin (durably, beside the
-    /// checkpoint), write, end (durably), and only then acknowledge.
+    /// checkpoint or in the lease row), write, end (durably), and only then acknowledge.
     fn publish(
         &mut self,
         store: &Checkpoints,
+        scope: &Scope,
         rows: &[(u64, String)],
         covers: BTreeMap<String, String>,
-    ) -> Result<(), String> {
+    ) -> Result<Published, String> {
         self.publications += 1;
         let id = format!("{}-{}-{}", self.id, self.run, self.publications);
         let lines: Vec<String> = match &self.writer {
@@ -719,84 +753,139 @@ impl Publisher<'_> {
             started_ms: epoch_ms(),
             covers,
             rows: lines.len(),
+            chunks: 0,
         };
-        self.log(|| store.begin_publication(self.id, publication.clone(), &lines))?;
+        if self
+            .log(|| store.begin_publication(self.id, scope, publication.clone(), &lines))?
+            .is_none()
+        {
+            return Ok(Published::LeaseLost);
+        }
         crate::failpoint::hit("druid.after_begin");
-        self.write(&publication, &lines, false)?;
+        if self.write(store, scope, &publication, &lines, false)? == Published::LeaseLost {
+            return Ok(Published::LeaseLost);
+        }
         crate::failpoint::hit("druid.after_write");
-        self.log(|| store.end_publication(self.id))?;
+        if self
+            .log(|| store.end_publication(self.id, scope))?
+            .is_none()
+        {
+            return Ok(Published::LeaseLost);
+        }
         crate::failpoint::hit("druid.after_end");
         self.metrics.count("druid_publications_total", 1);
-        Ok(())
+        Ok(Published::Ended)
     }
 
     /// Writes a publication's rows so that each is written once: to a stream, settling
-    /// unknown outcomes by reading it back; to files, as the publication's own files.
+    /// unknown outcomes by reading it back (and sending only while `scope` may be
+    /// written); to files, as the publication's own files.
     fn write(
         &self,
+        store: &Checkpoints,
+        scope: &Scope,
         publication: &Publication,
         lines: &[String],
         settle: bool,
-    ) -> Result<(), String> {
+    ) -> Result<Published, String> {
         match &self.writer {
-            Writer::Kinesis(writer) => writer.put_exactly_once(
-                lines,
-                publication.started_ms.saturating_sub(READ_BACK_MARGIN_MS),
-                settle,
-                self.metrics,
-                self.lifecycle,
-            )?,
+            Writer::Kinesis(writer) => {
+                let written = writer.put_exactly_once(
+                    lines,
+                    publication.started_ms.saturating_sub(READ_BACK_MARGIN_MS),
+                    settle,
+                    self.metrics,
+                    self.lifecycle,
+                    &|| store.may_write(scope),
+                )?;
+                if !written {
+                    return Ok(Published::LeaseLost);
+                }
+            }
             Writer::Files(dir) => {
                 self.write_to(dir, || write_publication_files(dir, &publication.id, lines))?
             }
         }
         self.sent(lines.len());
-        Ok(())
+        Ok(Published::Ended)
     }
 
     /// One operation on the publication log, retried while it fails transiently (a
-    /// full disk).
+    /// full disk, DynamoDB away or throttling); `None` when the lease it needs is gone.
     fn log<T>(
         &self,
         mut operation: impl FnMut() -> Result<T, CheckpointError>,
-    ) -> Result<T, String> {
+    ) -> Result<Option<T>, String> {
         retrying(
             self.id,
             "publication_log_failed",
             self.metrics,
             self.lifecycle,
-            || {
-                operation().map_err(|error| match &error {
+            || match operation() {
+                Ok(value) => Ok(Some(value)),
+                Err(CheckpointError::LeaseLost { .. }) => Ok(None),
+                Err(error) => Err(match &error {
                     CheckpointError::Io { error: io, .. } if crate::sinks::io_transient(io) => {
                         AttemptError::Transient(format!("publication log: {error}"))
                     }
+                    CheckpointError::Lease(crate::leases::LeaseError::Dynamo { .. }) => {
+                        AttemptError::Transient(error.to_string())
+                    }
                     _ => AttemptError::Fatal(format!("publication log: {error}")),
-                })
+                }),
             },
         )
     }
 
-    /// Completes the publication a crash left begun in `store`, if any.
-    fn settle(&self, store: &Checkpoints) -> Result<(), String> {
-        let Some((publication, lines)) = self.log(|| store.pending_publication(self.id))? else {
-            return Ok(());
+    /// Completes the publication a crash (or a host that lost its lease) left begun in
+    /// `scope`, if any; `LeaseLost` when the scope's lease went meanwhile.
+    fn settle(&self, store: &Checkpoints, scope: &Scope) -> Result<Published, String> {
+        let Some(pending) = self.log(|| store.pending_publication(self.id, scope))? else {
+            return Ok(Published::LeaseLost);
         };
+        let Some((publication, lines)) = pending else {
+            return Ok(Published::Ended);
+        };
+        if let Some(at) = store.settle_not_before(scope) {
+            // The last holder may have sent a request just before its holding ran out.
+            let wait = at.saturating_duration_since(Instant::now());
+            if !self.lifecycle.pause(wait) {
+                return Err("stopped before a publication left by the last holder of a lease could be completed".into());
+            }
+        }
         tracing::info!(message = "Completing a publication begun before a restart.", component_id = %self.id, publication = %publication.id, rows = lines.len());
-        self.write(&publication, &lines, true)?;
-        self.log(|| store.end_publication(self.id))?;
+        if self.write(store, scope, &publication, &lines, true)? == Published::LeaseLost {
+            return Ok(Published::LeaseLost);
+        }
+        if self
+            .log(|| store.end_publication(self.id, scope))?
+            .is_none()
+        {
+            return Ok(Published::LeaseLost);
+        }
         self.metrics.count("druid_publications_settled_total", 1);
-        Ok(())
+        Ok(Published::Ended)
     }
 }
 
 impl Pending {
-    fn new(store: Option<Checkpoints>, spec: &DruidSpec) -> Pending {
+    fn new(store: Option<Checkpoints>, scope: Scope, spec: &DruidSpec) -> Pending {
         Pending {
             store,
+            scope,
             rollup: Rollup::new(&spec.dimensions, spec.granularity_secs),
             covered: Vec::new(),
             covers: BTreeMap::new(),
             published_before: HashMap::new(),
+        }
+    }
+
+    /// Whether this group takes batches of `store` in `scope`.
+    fn takes(&self, store: &Option<Checkpoints>, scope: &Scope) -> bool {
+        match (&self.store, store) {
+            (Some(a), Some(b)) => a.same(b) && self.scope == *scope,
+            (None, None) => true,
+            _ => false,
         }
     }
 
@@ -839,6 +928,24 @@ impl Pending {
     }
 }
 
+/// The checkpoint store and publication scope of `batch`: an error when its
+/// acknowledgements span several scopes (under leases, a batch must come from one shard).
+fn scope_of(batch: &Taken) -> Result<(Option<Checkpoints>, Scope), String> {
+    let Some(first) = batch.acks.first() else {
+        return Ok((None, Scope::Store));
+    };
+    let store = first.store().clone();
+    let scope = store.scope(first);
+    if batch
+        .acks
+        .iter()
+        .any(|a| !a.store().same(&store) || store.scope(a) != scope)
+    {
+        return Err("a batch carries acknowledgements of several shards or sources, which one publication cannot cover".into());
+    }
+    Ok((Some(store), scope))
+}
+
 /// Rolls up every batch until the input closes, writing rows every flush interval and at
 /// the end.
 pub fn run(
@@ -876,7 +983,7 @@ pub fn run(
         run: format!("{:016x}", crate::kinesis::random_u64()),
         publications: 0,
     };
-    // One per checkpoint store the batches come from (and one for batches without).
+    // One per publication scope the batches come from (and one for batches without).
     let mut pending: Vec<Pending> = Vec::new();
     let mut flushed_at = Instant::now();
     loop {
@@ -884,20 +991,20 @@ pub fn run(
         match input.recv_timeout(wait) {
             Ok(Some(batch)) => {
                 metrics.received(batch.lines as u64);
-                let store = batch.acks.first().map(|a| a.store().clone());
-                let at = match pending.iter().position(|p| match (&p.store, &store) {
-                    (Some(a), Some(b)) => a.same(b),
-                    (None, None) => true,
-                    _ => false,
-                }) {
+                let (store, scope) = scope_of(&batch)?;
+                let at = match pending.iter().position(|p| p.takes(&store, &scope)) {
                     Some(at) => at,
                     None => {
-                        // A store seen for the first time: what a crash left half
+                        // A scope seen for the first time: what a crash left half
                         // published is completed before anything else of it.
-                        if let Some(store) = &store {
-                            publisher.settle(store)?;
+                        if let Some(store) = &store
+                            && publisher.settle(store, &scope)? == Published::LeaseLost
+                        {
+                            metrics.count("druid_lease_lost_lines_total", batch.lines as u64);
+                            batch.forsake();
+                            continue;
                         }
-                        pending.push(Pending::new(store, spec));
+                        pending.push(Pending::new(store, scope, spec));
                         pending.len() - 1
                     }
                 };
@@ -935,6 +1042,8 @@ pub fn run(
             for group in &mut pending {
                 publisher.flush(group)?;
             }
+            // Holdings that are gone take no more batches.
+            pending.retain(|p| p.store.as_ref().is_none_or(|s| s.current(&p.scope)));
             flushed_at = Instant::now();
         }
     }

@@ -124,7 +124,7 @@ impl KinesisWriter {
         }
         let put = entries.len() as u64;
         // At least once: a request whose answer was lost is sent again.
-        self.put_all(entries, metrics, lifecycle, None)?;
+        self.put_all(entries, metrics, lifecycle, None, &|| true)?;
         Ok(put)
     }
 
@@ -133,7 +133,8 @@ impl KinesisWriter {
     /// answers are lost: when an attempt's outcome is unknown (no answer), the stream is
     /// read back from `since_ms` (epoch milliseconds) and only the rows it does not hold
     /// yet are sent again. With `settle`, it starts with a read-back (a publication
-    /// begun before a crash).
+    /// begun before a crash). Every request is sent only while `may_write` says so (a
+    /// lease still held): `Ok(false)` when it stopped for that.
     pub fn put_exactly_once(
         &self,
         lines: &[String],
@@ -141,25 +142,33 @@ impl KinesisWriter {
         settle: bool,
         metrics: &ComponentMetrics,
         lifecycle: &Lifecycle,
-    ) -> Result<(), String> {
+        may_write: &dyn Fn() -> bool,
+    ) -> Result<bool, String> {
         let entries = lines
             .iter()
             .map(|line| (line.clone(), key_of(line, &self.spec.partition_key)))
             .collect();
-        self.put_all(entries, metrics, lifecycle, Some((since_ms, settle)))
+        self.put_all(
+            entries,
+            metrics,
+            lifecycle,
+            Some((since_ms, settle)),
+            may_write,
+        )
     }
 
     /// Puts every entry, in requests within the API's limits, retrying transient
     /// failures. With `read_back` (`since_ms`, start with a read-back), an attempt whose
     /// outcome is unknown is settled by reading the stream back before anything is sent
-    /// again.
+    /// again. No request is sent once `may_write` says no: then `Ok(false)`.
     fn put_all(
         &self,
         mut pending: Vec<(String, String)>,
         metrics: &ComponentMetrics,
         lifecycle: &Lifecycle,
         read_back: Option<(u64, bool)>,
-    ) -> Result<(), String> {
+        may_write: &dyn Fn() -> bool,
+    ) -> Result<bool, String> {
         let mut unknown = read_back.is_some_and(|(_, settle)| settle);
         retrying(&self.id, "put_failed", metrics, lifecycle, || {
             if unknown && let Some((since_ms, _)) = read_back {
@@ -190,6 +199,9 @@ impl KinesisWriter {
                 unknown = false;
             }
             while !pending.is_empty() {
+                if !may_write() {
+                    return Ok(false);
+                }
                 let n = first_request_len(&pending);
                 let mut request: Vec<(String, String)> = pending[..n].to_vec();
                 let result = self.runtime.block_on(put_once(
@@ -204,7 +216,7 @@ impl KinesisWriter {
                 result?;
                 crate::failpoint::hit("kinesis_sink.after_request");
             }
-            Ok(())
+            Ok(true)
         })
     }
 }

@@ -25,6 +25,7 @@
 use crate::batch::LineBatch;
 use crate::checkpoint::{Checkpoints, ShardCheckpoint, sequence_le};
 use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
+use crate::lease_publications::LeaseLog;
 use crate::leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
@@ -494,6 +495,14 @@ pub fn run(
                     return Err(format!("cannot start the lease renewer: {error}"));
                 }
             };
+            // `druid` sinks log their publications in the lease rows.
+            match LeaseLog::new(lease_spec, coordinator.view()) {
+                Ok(log) => checkpoints.use_lease_log(log),
+                Err(error) => {
+                    metrics.error("lease_table_failed", 1);
+                    return Err(format!("cannot start the publication log: {error}"));
+                }
+            }
             Some(Leases {
                 coordinator,
                 spec: lease_spec.clone(),
@@ -704,9 +713,11 @@ impl Leases {
                     position,
                     start,
                     parents,
+                    epoch,
+                    publications,
                 } => {
-                    tracing::info!(message = "Reading a shard under a lease.", shard = %shard, sequence = position.sequence.as_deref().unwrap_or("none"));
-                    to.checkpoints.restart(&shard, position.clone());
+                    tracing::info!(message = "Reading a shard under a lease.", shard = %shard, sequence = position.sequence.as_deref().unwrap_or("none"), pending_publications = publications.len());
+                    to.checkpoints.restart_leased(&shard, position.clone(), epoch, publications);
                     let boundaries = to.checkpoints.boundaries(&shard);
                     shards.insert(
                         shard.clone(),

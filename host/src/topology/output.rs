@@ -149,6 +149,17 @@ impl Taken {
         self.batch = None;
     }
 
+    /// The batch will never be delivered here because the lease of its shard is gone (a
+    /// `druid` sink in a fleet): its acknowledgements are forsaken, so no checkpoint
+    /// passes it, and the shard's next holder reads it again. Fails nothing.
+    pub fn forsake(mut self) {
+        if let Some(batch) = self.batch.take() {
+            for ack in &batch.acks {
+                ack.forsake();
+            }
+        }
+    }
+
     /// Lets the batch's text go and keeps only what acknowledges it, for a consumer
     /// that holds batches until it delivers what it made of them (the rollup).
     pub fn shrink(&mut self) {
