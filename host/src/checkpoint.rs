@@ -276,7 +276,11 @@ impl Checkpoints {
             .leased
             .get(shard)
             .filter(|l| l.generation == *generation)?;
-        Some((shard.clone(), leased.epoch.clone(), inner.lease_log.clone()?))
+        Some((
+            shard.clone(),
+            leased.epoch.clone(),
+            inner.lease_log.clone()?,
+        ))
     }
 
     /// Whether what is published in `scope` may be written now: always for the store;

@@ -260,7 +260,11 @@ impl LeaseTable {
         &self.worker
     }
 
-    pub(crate) fn error(&self, operation: &'static str, error: impl std::fmt::Display) -> LeaseError {
+    pub(crate) fn error(
+        &self,
+        operation: &'static str,
+        error: impl std::fmt::Display,
+    ) -> LeaseError {
         LeaseError::Dynamo {
             operation,
             table: self.table.clone(),
@@ -291,12 +295,7 @@ impl LeaseTable {
             AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
             TableStatus,
         };
-        let described = self
-            .client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await;
+        let described = self.client.describe_table().table_name(table).send().await;
         let exists = match described {
             Ok(_) => true,
             Err(e)

@@ -29,6 +29,8 @@ pub struct LeaseRow {
     pub checkpoint: String,
     /// `leaseCounter`.
     pub counter: u64,
+    /// A `druid` sink's publication begun and not ended (a `publication_<sink>`).
+    pub publishing: bool,
 }
 
 impl Dynalite {
@@ -101,6 +103,7 @@ impl Dynalite {
                             .and_then(|v| v.as_n().ok())
                             .and_then(|n| n.parse().ok())
                             .unwrap_or(0),
+                        publishing: item.keys().any(|k| k.starts_with("publication_")),
                     }
                 })
                 .collect();
@@ -122,7 +125,10 @@ impl Dynalite {
     /// Starts it again on the same port, with the tables it kept (see
     /// [`Dynalite::start_in`]).
     pub fn resume(&mut self) {
-        assert!(self.path.is_some(), "only a dynalite with a path keeps its tables");
+        assert!(
+            self.path.is_some(),
+            "only a dynalite with a path keeps its tables"
+        );
         self.stop();
         self.child = Some(spawn(self.port, self.path.as_deref()));
     }

@@ -717,7 +717,8 @@ impl Leases {
                     publications,
                 } => {
                     tracing::info!(message = "Reading a shard under a lease.", shard = %shard, sequence = position.sequence.as_deref().unwrap_or("none"), pending_publications = publications.len());
-                    to.checkpoints.restart_leased(&shard, position.clone(), epoch, publications);
+                    to.checkpoints
+                        .restart_leased(&shard, position.clone(), epoch, publications);
                     let boundaries = to.checkpoints.boundaries(&shard);
                     shards.insert(
                         shard.clone(),
