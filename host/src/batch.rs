@@ -1,6 +1,8 @@
 //! The unit that flows between pipeline components.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// A batch of lines from one stream (a file, stdin, a shard).
 #[derive(Debug, Clone)]
@@ -19,6 +21,74 @@ pub struct LineBatch {
     /// Acknowledgements released when every holder has dropped this batch (sources with
     /// checkpoints set them; transforms pass them on to what they emit).
     pub acks: Vec<Arc<crate::checkpoint::Ack>>,
+    /// The share of its source's [`ByteBudget`] this batch's text takes, given back
+    /// when every holder has dropped it (a transform passes it on to what it emits).
+    pub permit: Option<Arc<Permit>>,
+}
+
+/// A bound on the bytes of a source's batches alive anywhere in the pipeline together
+/// (inflated text, in channels, transforms and sinks): the source waits before sending
+/// a batch that would go over it.
+#[derive(Clone, Debug)]
+pub struct ByteBudget {
+    state: Arc<(Mutex<usize>, Condvar)>,
+    limit: usize,
+}
+
+/// Bytes taken from a [`ByteBudget`], given back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    budget: ByteBudget,
+    bytes: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> ByteBudget {
+        ByteBudget {
+            state: Arc::default(),
+            limit,
+        }
+    }
+
+    /// Takes `bytes`, waiting while they do not fit. A batch larger than the whole
+    /// budget goes once nothing else is in flight. Gives up waiting (and takes them
+    /// anyway) once `stop` is set, so a shutdown never waits on it. Returns the permit
+    /// and whether it had to wait.
+    pub fn acquire(&self, bytes: usize, stop: &AtomicBool) -> (Arc<Permit>, bool) {
+        let (lock, freed) = &*self.state;
+        let mut used = lock.lock().expect("budget lock");
+        let mut waited = false;
+        while *used > 0 && *used + bytes > self.limit && !stop.load(Ordering::Relaxed) {
+            waited = true;
+            used = freed
+                .wait_timeout(used, Duration::from_millis(50))
+                .expect("budget lock")
+                .0;
+        }
+        *used += bytes;
+        drop(used);
+        (
+            Arc::new(Permit {
+                budget: self.clone(),
+                bytes,
+            }),
+            waited,
+        )
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        *self.state.0.lock().expect("budget lock")
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let (lock, freed) = &*self.budget.state;
+        *lock.lock().expect("budget lock") -= self.bytes;
+        freed.notify_all();
+    }
 }
 
 /// Batches are shared between the consumers of one output.
@@ -35,4 +105,41 @@ pub fn push_line(text: &mut String, raw: &[u8]) {
 /// Whether `data` starts with gzip's magic bytes.
 pub fn is_gzip(data: &[u8]) -> bool {
     data.starts_with(&[0x1f, 0x8b])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_waits_until_bytes_are_given_back() {
+        let budget = ByteBudget::new(100);
+        let stop = AtomicBool::new(false);
+        let (a, waited) = budget.acquire(60, &stop);
+        assert!(!waited);
+        // More than the whole budget goes when nothing else is in flight.
+        let other = ByteBudget::new(10);
+        let (big, waited) = other.acquire(1000, &stop);
+        assert!(!waited);
+        drop(big);
+        assert_eq!(other.used(), 0);
+        let taker = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                let stop = AtomicBool::new(false);
+                let (b, waited) = budget.acquire(60, &stop);
+                (b.bytes, waited)
+            })
+        };
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(budget.used(), 60, "the second 60 waits");
+        drop(a);
+        assert_eq!(taker.join().unwrap(), (60, true));
+        assert_eq!(budget.used(), 0);
+        // A stop ends the wait.
+        let (_c, _) = budget.acquire(90, &stop);
+        stop.store(true, Ordering::Relaxed);
+        let (_d, waited) = budget.acquire(90, &stop);
+        assert!(!waited);
+    }
 }

@@ -257,9 +257,12 @@ pub enum SourceConfig {
         /// goes to `<id>.dead_letter` (counted as `record_too_large`). Default 16 MiB.
         #[serde(default = "default_max_record_bytes")]
         max_record_bytes: usize,
-        /// Most bytes of GetRecords answers in flight at once, in MiB: shards are read
-        /// at most `max_in_flight_mib / 10` at a time (each answer can hold 10 MiB).
-        /// Default 256 (25 reads at a time).
+        /// The in-flight budget, in MiB, for two things, each bounded by it on its own:
+        /// GetRecords answers being read (shards are read at most
+        /// `max_in_flight_mib / 10` at a time, since an answer can hold 10 MiB), and
+        /// the inflated text of this source's batches that are still anywhere in the
+        /// pipeline (the source waits before sending more, counted as
+        /// `in_flight_budget_waits_total`). Default 256 (25 reads at a time).
         #[serde(default = "default_max_in_flight_mib")]
         max_in_flight_mib: usize,
     },

@@ -338,6 +338,89 @@ fn a_decompression_bomb_on_every_shard_is_dead_lettered_in_bounded_memory() {
     );
 }
 
+/// Records that inflate to about 10 MiB each (100,000 flows, ports 1..=100), two on each of 4
+/// shards, through a rollup into files with `max_in_flight_mib` set: the flows counted,
+/// how often the source waited on its budget, and the peak RSS.
+fn large_records_through(max_in_flight_mib: usize) -> (u64, u64, u64) {
+    use std::io::Write as _;
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 4);
+    // A CloudWatch Logs envelope, as a subscription writes it.
+    let events: Vec<serde_json::Value> = (0..100_000u32)
+        .map(|n| {
+            serde_json::json!({
+                "id": n.to_string(),
+                "timestamp": 0,
+                "message": format!(
+                    "2 1 eni-1 10.0.0.1 10.0.0.2 {} 443 6 1 10 200 260 ACCEPT OK",
+                    n % 100 + 1
+                ),
+            })
+        })
+        .collect();
+    let text = serde_json::json!({
+        "messageType": "DATA_MESSAGE",
+        "owner": "1",
+        "logGroup": "flows",
+        "logStream": "eni-1",
+        "subscriptionFilters": ["all"],
+        "logEvents": events,
+    })
+    .to_string();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(text.as_bytes()).unwrap();
+    let record = gz.finish().unwrap();
+    for shard in 0..4u128 {
+        let hash = (shard * (u128::MAX / 4) + 1).to_string();
+        for _ in 0..2 {
+            kinesis.put_bytes_to_hash("flows", &hash, record.clone());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = "[sinks.druid]\ntype = \"druid\"\ninputs = [\"t\"]\ndimensions = [\"srcport\"]\nflush_interval_secs = 1\npath = \"rollups\"\nappend = true\n";
+    let pipeline = pipeline(&kinesis, "flows", sinks).replace(
+        "checkpoints = \"cp.json\"",
+        &format!("checkpoints = \"cp.json\"\nmax_in_flight_mib = {max_in_flight_mib}"),
+    );
+    let child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+    let flows = || -> u64 {
+        std::fs::read_dir(dir.path().join("rollups"))
+            .into_iter()
+            .flatten()
+            .flat_map(|e| crate::read_ndjson(&e.unwrap().path()))
+            .map(|row| row["flows"].as_u64().unwrap())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while flows() < 800_000 {
+        if Instant::now() > deadline {
+            let got = flows();
+            signal(&child, "TERM");
+            let (_, stderr) = exit_within(child, Duration::from_secs(30));
+            panic!("{got} of 800000 flows: {stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal(&child, "TERM");
+    let (code, stderr) = exit_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    let waits = crate::summary(&stderr, "flows")
+        .split_whitespace()
+        .skip_while(|w| *w != "in_flight_budget_waits_total")
+        .nth(1)
+        .map_or(0, |n| n.parse().unwrap());
+    (flows(), waits, peak_rss_mib(&stderr))
+}
+
+#[test]
+fn large_records_on_every_shard_stay_within_the_in_flight_budget() {
+    let (flows, waits, peak) = large_records_through(16);
+    println!("8 records of 10 MiB inflated, budget 16 MiB: {waits} waits, peak RSS {peak} MiB");
+    assert_eq!(flows, 800_000);
+    assert!(waits >= 1, "the source waited on its budget");
+    assert!(peak < 256, "peak RSS {peak} MiB");
+}
+
 #[test]
 fn a_ten_megabyte_line_is_dead_lettered_with_its_prefix() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,7 +22,7 @@
 //! every sink); totals `kinesis_records_total`, `kinesis_bytes_total`,
 //! `kinesis_throttles_total`, `kinesis_expired_iterators_total`.
 
-use crate::batch::LineBatch;
+use crate::batch::{ByteBudget, LineBatch};
 use crate::checkpoint::{Checkpoints, ShardCheckpoint, sequence_le};
 use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
 use crate::lease_publications::LeaseLog;
@@ -74,7 +74,8 @@ pub struct KinesisSourceSpec {
     /// Most bytes one record may inflate to; more is dead-lettered.
     pub max_record_bytes: usize,
     /// Most bytes of GetRecords answers in flight at once: reads run at most
-    /// `max_in_flight_bytes / 10 MiB` at a time (at least 1, at most 64).
+    /// `max_in_flight_bytes / 10 MiB` at a time (at least 1, at most 64). Also the
+    /// most inflated bytes of this source's batches alive downstream at once.
     pub max_in_flight_bytes: usize,
 }
 
@@ -267,6 +268,10 @@ struct Sending<'a> {
     dead_letters: &'a Output,
     metrics: &'a ComponentMetrics,
     checkpoints: &'a Checkpoints,
+    /// Bytes of this source's batches alive downstream (`max_in_flight_mib`).
+    budget: &'a ByteBudget,
+    /// Set when the pipeline stops: nothing waits on the budget any more.
+    stop: &'a std::sync::atomic::AtomicBool,
 }
 
 impl Shard {
@@ -278,7 +283,14 @@ impl Shard {
         let ack = to
             .checkpoints
             .ack(&self.id, self.batches, self.sequence.take(), end);
+        let (permit, waited) = to.budget.acquire(self.text.len(), to.stop);
+        if waited {
+            to.metrics.count("in_flight_budget_waits_total", 1);
+        }
+        to.metrics
+            .gauge("in_flight_batch_bytes", to.budget.used() as i64);
         let batch = LineBatch {
+            permit: Some(permit),
             text: std::mem::take(&mut self.text),
             lines: std::mem::take(&mut self.lines),
             stream: self.id.clone(),
@@ -438,6 +450,7 @@ impl Shard {
             return;
         }
         to.dead_letters.send(Arc::new(LineBatch {
+            permit: None,
             text: letters,
             lines,
             stream: self.id.clone(),
@@ -512,11 +525,14 @@ pub fn run(
             })
         }
     };
+    let budget = ByteBudget::new(spec.max_in_flight_bytes);
     let to = Sending {
         output: &output,
         dead_letters: &dead_letters,
         metrics,
         checkpoints: &checkpoints,
+        budget: &budget,
+        stop: &stop,
     };
     let client = runtime.block_on(spec.stream.client());
     let mut shards: HashMap<String, Shard> = HashMap::new();

@@ -148,6 +148,7 @@ impl<'a> Batcher<'a> {
                     raw,
                 );
                 self.dead_letters.send(Arc::new(LineBatch {
+                    permit: None,
                     text: letter,
                     lines: 1,
                     stream: self.stream.clone(),
@@ -176,6 +177,7 @@ impl<'a> Batcher<'a> {
             return;
         }
         let batch = LineBatch {
+            permit: None,
             text: std::mem::take(&mut self.text),
             lines: std::mem::take(&mut self.lines),
             stream: self.stream.clone(),

@@ -165,6 +165,7 @@ impl Taken {
     pub fn shrink(&mut self) {
         let Some(batch) = &self.batch else { return };
         self.batch = Some(Arc::new(LineBatch {
+            permit: None,
             text: String::new(),
             lines: batch.lines,
             stream: batch.stream.clone(),
@@ -202,6 +203,7 @@ mod tests {
 
     fn batch(acks: Vec<Arc<crate::checkpoint::Ack>>) -> SharedBatch {
         Arc::new(LineBatch {
+            permit: None,
             text: "x\n".into(),
             lines: 1,
             stream: "s".into(),

@@ -226,6 +226,7 @@ impl WasmTransform {
                     Some(out) if waits => Some(self.waiting.push(out, submitted.held.len())),
                     None if waits => Some(self.waiting.push(
                         LineBatch {
+                            permit: None,
                             text: String::new(),
                             lines: 0,
                             stream: batch.stream.clone(),
@@ -346,6 +347,7 @@ impl WasmTransform {
                     }
                 }
                 let batch = LineBatch {
+                    permit: None,
                     text,
                     lines: group.len(),
                     stream,
@@ -428,6 +430,7 @@ impl WasmTransform {
             && let Some(out) = &out
         {
             self.output.send(Arc::new(LineBatch {
+                permit: None,
                 text: direct,
                 lines: direct_lines,
                 stream: out.stream.clone(),
@@ -525,6 +528,8 @@ impl WasmTransform {
         let (text, emitted) = output;
         self.metrics.sent(emitted as u64);
         let output = (emitted > 0 || batch.stream_end).then(|| LineBatch {
+            // What the batch became still counts against its source's budget.
+            permit: batch.permit.clone(),
             text,
             lines: emitted,
             stream: batch.stream.clone(),
@@ -572,6 +577,7 @@ impl WasmTransform {
                 text.push('\n');
             }
             self.dead_letters.send(Arc::new(LineBatch {
+                permit: None,
                 text,
                 lines: rejected.len(),
                 stream: stream.clone(),
