@@ -26,6 +26,7 @@ mod support;
 
 fn batch(text: &Arc<str>, store: &Checkpoints, n: u64) -> Arc<LineBatch> {
     Arc::new(LineBatch {
+        permit: None,
         text: text.to_string(),
         lines: 1000,
         stream: "bench".into(),

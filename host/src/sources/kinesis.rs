@@ -532,7 +532,7 @@ pub fn run(
         metrics,
         checkpoints: &checkpoints,
         budget: &budget,
-        stop: &stop,
+        stop,
     };
     let client = runtime.block_on(spec.stream.client());
     let mut shards: HashMap<String, Shard> = HashMap::new();
