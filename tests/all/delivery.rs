@@ -494,3 +494,55 @@ fn a_hung_output_endpoint_is_given_up_on_and_sigterm_ends_the_run_in_bounded_tim
     assert!(stderr.contains("timeout"), "the cause: {stderr}");
     drop(held);
 }
+
+#[test]
+fn a_hung_input_endpoint_holds_nothing_up_and_loses_nothing() {
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    put_flows(&kinesis, "flows", 1..=20);
+    // Accepts connections and never answers.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hung_endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in hung.incoming().flatten().take(50) {
+            open.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let sinks = "[sinks.out]\ntype = \"file\"\ninputs = [\"t\"]\npath = \"out.ndjson\"\n";
+    let pipeline = pipeline(&kinesis, "flows", sinks);
+    let child = start_run(
+        dir.path(),
+        &pipeline.replace(&kinesis.endpoint, &hung_endpoint),
+        KinesisLocal::aws_env,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&child, "TERM");
+    let signalled = Instant::now();
+    // A call in flight gives up within the operation timeout (25 s).
+    let (code, stderr) = exit_within(child, Duration::from_secs(40));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(30),
+        "{:?}: {stderr}",
+        signalled.elapsed()
+    );
+    eprintln!(
+        "hung input endpoint: SIGTERM ended the run in {:?}",
+        signalled.elapsed()
+    );
+    drop(held);
+    // With the endpoint back, everything is read: nothing was checkpointed meanwhile.
+    let restarted = Instant::now();
+    let child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+    let rows = rows_after(&dir.path().join("out.ndjson"), 20);
+    eprintln!(
+        "hung input endpoint: all 20 records {:?} after the restart",
+        restarted.elapsed()
+    );
+    signal(&child, "TERM");
+    let (code, stderr) = exit_within(child, Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(sorted_ports(&rows), (1..=20).collect::<Vec<u64>>());
+}
