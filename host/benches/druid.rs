@@ -9,8 +9,8 @@
 //! Kinesis (npm `kinesis-local`, started here on 127.0.0.1) through the sink's writer
 //! and prints rows/s delivered.
 
+use flowenrich::sinks::aws_kinesis::{KinesisSinkSpec, KinesisWriter, PartitionKey};
 use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup, write_files};
-use flowenrich::sinks::kinesis::{KinesisSinkSpec, KinesisWriter, PartitionKey};
 use std::time::Instant;
 use support::Rng;
 
@@ -80,17 +80,15 @@ fn main() {
             std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
         }
         let spec = KinesisSinkSpec {
-            stream: flowenrich::kinesis::StreamConfig {
-                stream: flowenrich::kinesis::StreamRef {
-                    name: Some("rollups".into()),
-                    arn: None,
-                },
+            stream: flowenrich::aws::kinesis::StreamConfig {
+                stream_name: Some("rollups".into()),
+                stream_arn: None,
                 endpoint: Some(kinesis.endpoint.clone()),
                 region: Some("us-east-1".into()),
             },
             partition_key: PartitionKey::Spread,
         };
-        let writer = KinesisWriter::new("druid", &spec).unwrap();
+        let writer = KinesisWriter::new("druid", &spec);
         let text: String = rows.iter().take(count).map(|(_, r)| r.as_str()).collect();
         let metrics = flowenrich::metrics::ComponentMetrics::default();
         let started = Instant::now();

@@ -13,9 +13,9 @@
 //!   before is acknowledged (one sync per batch: the worst case, a slow source).
 
 use flowenrich::batch::LineBatch;
-use flowenrich::checkpoint::Checkpoints;
 use flowenrich::lifecycle::Lifecycle;
 use flowenrich::metrics::ComponentMetrics;
+use flowenrich::sources::aws_kinesis::checkpoint::Checkpoints;
 use flowenrich::topology::output::{Output, channel};
 use std::io::Write;
 use std::sync::Arc;

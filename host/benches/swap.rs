@@ -11,7 +11,7 @@
 
 use flowenrich::metadata::Table;
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
-use flowenrich::transforms::swap::SharedComponent;
+use flowenrich::transforms::wasm::swap::SharedComponent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

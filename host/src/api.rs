@@ -7,7 +7,7 @@
 //! One small thread answers requests one at a time: scrapes are rare and cheap.
 
 use crate::metrics::Metrics;
-use crate::transforms::swap::ReloadRequests;
+use crate::transforms::wasm::swap::ReloadRequests;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;

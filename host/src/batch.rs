@@ -20,7 +20,7 @@ pub struct LineBatch {
     pub stream_end: bool,
     /// Acknowledgements released when every holder has dropped this batch (sources with
     /// checkpoints set them; transforms pass them on to what they emit).
-    pub acks: Vec<Arc<crate::checkpoint::Ack>>,
+    pub acks: Vec<Arc<crate::sources::aws_kinesis::checkpoint::Ack>>,
     /// The share of its source's [`ByteBudget`] this batch's text takes, given back
     /// when every holder has dropped it (a transform passes it on to what it emits).
     pub permit: Option<Arc<Permit>>,
@@ -100,11 +100,6 @@ pub fn push_line(text: &mut String, raw: &[u8]) {
     if !text.ends_with('\n') {
         text.push('\n');
     }
-}
-
-/// Whether `data` starts with gzip's magic bytes.
-pub fn is_gzip(data: &[u8]) -> bool {
-    data.starts_with(&[0x1f, 0x8b])
 }
 
 #[cfg(test)]

@@ -1,22 +1,20 @@
 //! flowenrich: enrich AWS VPC flow logs with time-aware application metadata through a
 //! WebAssembly component, in Vector-style pipelines.
 //!
-//! Layout: [`config`] (pipeline TOML) → [`topology`] (wiring and running) with
-//! [`sources`], [`transforms`] and [`sinks`]; [`runtime`] hosts the component;
-//! [`metadata`] holds the attribution table; [`fixtures`] runs component test cases;
-//! [`api`] serves `/metrics` and `/health`.
+//! Layout: [`config`] (the pipeline file) → [`topology`] (wiring and running) with
+//! [`sources`], [`transforms`], [`sinks`] and [`metadata`] tables, one module per kind,
+//! each owning its config; [`aws`] holds what the AWS clients share; [`runtime`] hosts
+//! the component; [`fixtures`] runs component test cases; [`api`] serves `/metrics`,
+//! `/health` and `/reload`. ARCHITECTURE.md draws it.
 
 pub mod api;
+pub mod aws;
 pub mod batch;
-pub mod checkpoint;
 pub mod config;
 pub mod embedded;
 pub mod enrich_cli;
 pub mod failpoint;
 pub mod fixtures;
-pub mod kinesis;
-pub mod lease_publications;
-pub mod leases;
 pub mod lifecycle;
 pub mod metadata;
 pub mod metrics;
@@ -25,3 +23,4 @@ pub mod sinks;
 pub mod sources;
 pub mod topology;
 pub mod transforms;
+pub mod util;

@@ -2,11 +2,13 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use flowenrich::config::{Pipeline, TransformConfig};
+use flowenrich::config::Pipeline;
 use flowenrich::lifecycle::Lifecycle;
 use flowenrich::metadata;
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
+use flowenrich::sinks::SinkConfig;
 use flowenrich::topology::Topology;
+use flowenrich::transforms::TransformConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ enum Command {
         #[arg(long)]
         sink: Option<String>,
     },
+    /// Print the configuration reference (every key of a pipeline file, as Markdown).
+    ConfigReference,
     /// Run component fixtures (`<dir>/<case>/input.log` + `expected.jsonl` ...).
     Test {
         /// Fixture folders, or folders of them; default `tests/fixtures`.
@@ -92,6 +96,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate { pipeline } => validate(pipeline),
         Command::Test { dirs, component } => test(dirs, component),
         Command::DruidSpec { pipeline, sink } => druid_spec(pipeline, sink),
+        Command::ConfigReference => {
+            print!("{}", flowenrich::config::reference::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Enrich {
             metadata,
             format,
@@ -106,7 +114,10 @@ fn druid_spec(path: PathBuf, sink: Option<String>) -> Result<ExitCode> {
         .config
         .sinks
         .iter()
-        .filter_map(|(id, s)| s.druid().map(|spec| (id, spec)))
+        .filter_map(|(id, s)| match s {
+            SinkConfig::Druid(druid) => Some((id, druid.spec())),
+            _ => None,
+        })
         .filter(|(id, _)| sink.as_ref().is_none_or(|wanted| wanted == *id))
         .collect();
     let [(id, spec)] = druid.as_slice() else {
@@ -169,9 +180,7 @@ fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
         .transforms
         .values()
         .map(|t| match t {
-            TransformConfig::Wasm {
-                memory_limit_mib, ..
-            } => *memory_limit_mib,
+            TransformConfig::Wasm(wasm) => wasm.memory_limit_mib,
         })
         .max()
         .unwrap_or(1);
@@ -206,7 +215,7 @@ fn run(path: PathBuf) -> Result<ExitCode> {
         eprintln!("warning: {warning} (see docs/delivery.md)");
     }
     let runtime = runtime_for(&pipeline)?;
-    let api = pipeline.config.api.as_ref().map(|api| api.address);
+    let api = pipeline.config.global.api.as_ref().map(|api| api.address);
     let topology =
         Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
     if let Some(address) = api {
@@ -269,45 +278,38 @@ fn peak_rss_kib() -> Option<u64> {
 /// transform's component file now (hot swap).
 fn watch_signals(
     lifecycle: Arc<Lifecycle>,
-    reload: Arc<flowenrich::transforms::swap::ReloadRequests>,
+    reload: Arc<flowenrich::transforms::wasm::swap::ReloadRequests>,
 ) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut interrupt), Ok(mut terminate), Ok(mut hangup)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::hangup()),
-                ) else {
-                    return;
-                };
-                let mut signalled = false;
-                loop {
-                    tokio::select! {
-                        _ = interrupt.recv() => {}
-                        _ = terminate.recv() => {}
-                        _ = hangup.recv() => {
-                            eprintln!("SIGHUP: checking component files for a new version");
-                            reload.request();
-                            continue;
-                        }
-                    }
-                    if std::mem::replace(&mut signalled, true) {
-                        eprintln!("second signal: exiting without draining");
-                        std::process::exit(130);
-                    }
-                    lifecycle.request_stop();
-                    eprintln!(
-                        "signal received: draining in-flight batches (send again to exit at once)"
-                    );
+    // The listeners are registered here, so a signal right after start-up is not missed.
+    let registered = flowenrich::aws::runtime().block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        ))
+    })?;
+    flowenrich::aws::runtime().spawn(async move {
+        let (mut interrupt, mut terminate, mut hangup) = registered;
+        let mut signalled = false;
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+                _ = hangup.recv() => {
+                    eprintln!("SIGHUP: checking component files for a new version");
+                    reload.request();
+                    continue;
                 }
-            })
-        })?;
+            }
+            if std::mem::replace(&mut signalled, true) {
+                eprintln!("second signal: exiting without draining");
+                std::process::exit(130);
+            }
+            lifecycle.request_stop();
+            eprintln!("signal received: draining in-flight batches (send again to exit at once)");
+        }
+    });
     Ok(())
 }
 

@@ -2,20 +2,117 @@
 //! through which workers read one snapshot per batch.
 
 pub mod addr_map;
+pub mod aws_kinesis;
 pub mod aws_ranges;
 pub mod events;
+pub mod file;
 pub mod networks;
-pub mod reload;
-pub mod stream;
 pub mod table;
 
 pub use aws_ranges::AwsRangesError;
 pub use events::{Attrs, Changelog, Event, EventError};
 pub use table::{Owner, Table, TableBuilder, UNATTRIBUTED};
 
+use crate::config::Invalid;
+use crate::metrics::ComponentMetrics;
 use arc_swap::ArcSwap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+crate::config::component_enum! {
+    /// A metadata table, by its `type`.
+    pub enum MetadataConfig: MetadataKind {
+        /// Changelog files, re-read when they change.
+        File(file::Config),
+        /// A changelog stream on Kinesis Data Streams (with optional files read once as
+        /// a bootstrap snapshot).
+        AwsKinesisStreams(aws_kinesis::Config),
+    }
+}
+
+/// What every kind of metadata table's config does.
+pub trait MetadataKind: std::fmt::Debug {
+    /// Checks the settings; `key` is `metadata.<name>`.
+    fn validate(&self, key: &str) -> Result<(), Invalid>;
+    /// The options every table has.
+    fn table(&self) -> &TableOptions;
+    /// The options every table has, to resolve their paths.
+    fn table_mut(&mut self) -> &mut TableOptions;
+    /// Makes relative paths absolute against `base`, the pipeline file's directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        self.table_mut().resolve_paths(base);
+    }
+    /// Whether a config reload may rebuild the table from changed settings and swap it
+    /// in while the pipeline runs.
+    fn reloads_live(&self) -> bool {
+        false
+    }
+    /// Starts what keeps the table current after its first build (`seen`: its files'
+    /// fingerprint taken before that build); the handle stops it when dropped.
+    fn follow(
+        &self,
+        name: &str,
+        shared: Arc<SharedTable>,
+        metrics: Arc<ComponentMetrics>,
+        seen: file::Fingerprint,
+    ) -> Option<Box<dyn Send>>;
+}
+
+/// The keys every table has: what its first build reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct TableOptions {
+    /// One changelog file (plain or `.gz`), relative to the pipeline file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Several changelog files, applied in this order (after `path`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathBuf>,
+    /// AWS's published `ip-ranges.json` (a local copy): AWS addresses get `app = "aws"`,
+    /// `service` and `region`; a changelog event for the same network overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_ip_ranges: Option<PathBuf>,
+    /// Public addresses that nothing else covers get `app = "internet"`. Default: on
+    /// when `aws_ip_ranges` is set, off otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet: Option<bool>,
+    /// Seconds of history kept behind the newest event; flows older than that are left
+    /// unattributed. 0 keeps all history.
+    #[serde(default = "default_retention_secs")]
+    pub retention_secs: u64,
+}
+
+fn default_retention_secs() -> u64 {
+    3600
+}
+
+impl TableOptions {
+    /// The changelog files, `path` first.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.path.iter().chain(&self.paths).cloned().collect()
+    }
+
+    /// What the table is built from (for a stream table: its bootstrap).
+    pub fn spec(&self) -> TableSpec {
+        TableSpec {
+            files: self.files(),
+            aws_ip_ranges: self.aws_ip_ranges.clone(),
+            internet: self.internet.unwrap_or(self.aws_ip_ranges.is_some()),
+            retention: (self.retention_secs > 0).then_some(self.retention_secs),
+        }
+    }
+
+    /// Makes relative paths absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let paths = self.path.iter_mut().chain(self.paths.iter_mut());
+        for path in paths.chain(self.aws_ip_ranges.iter_mut()) {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
 
 /// A table that can be replaced atomically while workers read it.
 ///
@@ -78,6 +175,7 @@ pub enum MetadataError {
         /// The file.
         path: PathBuf,
         /// The I/O error.
+        #[source]
         error: std::io::Error,
     },
     /// The AWS ranges file could not be used.

@@ -10,13 +10,60 @@
 //! Other errors (permissions, a read-only file system) fail the pipeline. Files that
 //! cannot be synced or cut (a pipe, `/dev/stdout`) are written without.
 
+use crate::config::{BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
-use crate::sinks::{AttemptError, io_attempt, retrying};
+use crate::sinks::{AttemptError, BuiltSink, SinkKind, io_attempt, retrying};
 use crate::topology::output::{Input, Taken};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The `file` sink's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream component ids (`enrich`, `enrich.dead_letter`, ...).
+    pub inputs: Vec<String>,
+    /// Output file, relative to the pipeline file; parent directories are created.
+    pub path: PathBuf,
+    /// Append instead of truncating an existing file.
+    #[serde(default)]
+    pub append: bool,
+}
+
+impl SinkKind for Config {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn validate(&self, _key: &str, _upstream: &Upstream) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if self.path.is_relative() {
+            self.path = base.join(&self.path);
+        }
+    }
+
+    fn build(&self, _id: &str) -> Result<BuiltSink, BuildError> {
+        let config = self.clone();
+        Ok(Box::new(move |input, cx| {
+            run(
+                &cx.id,
+                &config.path,
+                config.append,
+                input,
+                &cx.metrics,
+                &cx.lifecycle,
+            )?;
+            Ok(None)
+        }))
+    }
+}
 
 /// Most batches one sync covers.
 pub const GROUP_BATCHES: usize = 64;

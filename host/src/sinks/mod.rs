@@ -6,15 +6,72 @@
 //! permanent (the sink returns the error and the pipeline fails; see
 //! [`crate::lifecycle`]). Retries give up when the drain deadline passes after a stop.
 
+pub mod aws_kinesis;
 pub mod druid;
 pub mod file;
-pub mod kinesis;
 pub mod report;
 pub mod stdout;
 
+use crate::config::{BoxError, BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
+use crate::topology::output::Input;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+crate::config::component_enum! {
+    /// A sink, by its `type`.
+    pub enum SinkConfig: SinkKind {
+        /// Every line as one record of a Kinesis data stream (PutRecords, retried until
+        /// accepted).
+        AwsKinesisStreams(aws_kinesis::Config),
+        /// Newline-delimited JSON (or whatever lines arrive) to a file.
+        File(file::Config),
+        /// Flows rolled up per time bucket and dimensions, as Druid rolls them up, and
+        /// delivered as JSON rows: to a Kinesis stream that a Druid Kinesis supervisor
+        /// ingests (`stream_name`/`stream_arn`; `flowenrich druid-spec` prints that
+        /// supervisor's spec), or to NDJSON files per bucket in `path`.
+        Druid(druid::Config),
+        /// Lines to standard output.
+        Stdout(stdout::Config),
+        /// A human-readable traffic report written when the pipeline ends: top
+        /// application pairs by bytes, cross-region and cross-AZ bytes, rejected flows.
+        Report(report::Config),
+    }
+}
+
+/// What every kind of sink's config does.
+pub trait SinkKind: std::fmt::Debug {
+    /// Upstream component ids.
+    fn inputs(&self) -> &[String];
+    /// Checks the settings; `key` is `sinks.<id>`, `upstream` tells what feeds it.
+    fn validate(&self, key: &str, upstream: &Upstream) -> Result<(), Invalid>;
+    /// Makes relative paths absolute against `base`, the pipeline file's directory.
+    fn resolve_paths(&mut self, _base: &Path) {}
+    /// Whether the sink publishes checkpointed batches exactly once (the `druid` sink):
+    /// transforms upstream then send batches with held lines whole.
+    fn publishes_exactly_once(&self) -> bool {
+        false
+    }
+    /// The running part.
+    fn build(&self, id: &str) -> Result<BuiltSink, BuildError>;
+}
+
+/// A built sink: runs on its own thread until its input ends; returns a report to print
+/// on standard output when the pipeline has ended, if it has one.
+pub type BuiltSink =
+    Box<dyn FnOnce(&mut Input, &SinkContext) -> Result<Option<String>, BoxError> + Send>;
+
+/// What a running sink reports to.
+pub struct SinkContext {
+    /// The sink's id.
+    pub id: String,
+    /// Its counters.
+    pub metrics: Arc<ComponentMetrics>,
+    /// The pipeline's fate: stop requests, the drain deadline, failures.
+    pub lifecycle: Arc<Lifecycle>,
+}
 
 /// First and longest pause between two attempts of a sink's write.
 const RETRY_MIN: Duration = Duration::from_millis(100);
@@ -53,7 +110,7 @@ pub fn retrying<T>(
                 metrics.count("component_retries_total", 1);
                 metrics.gauge("component_retrying", 1);
                 pause = (pause * 2).clamp(RETRY_MIN, RETRY_MAX);
-                let wait = crate::kinesis::jittered(pause);
+                let wait = crate::util::jittered(pause);
                 tracing::warn!(message = "Write failed; trying again after a pause.", component_id, %error, pause_ms = wait.as_millis() as u64);
                 if !lifecycle.pause(wait) {
                     break Err(format!(

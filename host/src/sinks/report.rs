@@ -2,11 +2,104 @@
 //! ends — top application pairs by bytes, cross-region and cross-AZ bytes by pair, and
 //! rejected flows.
 
+use crate::config::{BuildError, Invalid, Upstream};
 use crate::metrics::ComponentMetrics;
+use crate::sinks::{BuiltSink, SinkKind};
 use crate::topology::output::Input;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+/// The `report` sink's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream component ids (enriched JSON; dead letters are counted).
+    pub inputs: Vec<String>,
+    /// Attribute naming the application (`src_<key>` / `dst_<key>`).
+    #[serde(default = "default_app_key")]
+    pub app_key: String,
+    /// Attribute naming the region.
+    #[serde(default = "default_region_key")]
+    pub region_key: String,
+    /// Attribute naming the availability zone.
+    #[serde(default = "default_zone_key")]
+    pub zone_key: String,
+    /// Rows per table.
+    #[serde(default = "default_top")]
+    pub top: usize,
+    /// Write the report to this file (relative to the pipeline file) instead of
+    /// standard output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+}
+
+fn default_app_key() -> String {
+    "app".into()
+}
+
+fn default_region_key() -> String {
+    "region".into()
+}
+
+fn default_zone_key() -> String {
+    "zone".into()
+}
+
+fn default_top() -> usize {
+    10
+}
+
+impl SinkKind for Config {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn validate(&self, _key: &str, _upstream: &Upstream) -> Result<(), Invalid> {
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        if let Some(path) = self.path.as_mut().filter(|p| p.is_relative()) {
+            *path = base.join(&*path);
+        }
+    }
+
+    fn build(&self, _id: &str) -> Result<BuiltSink, BuildError> {
+        let config = self.clone();
+        let keys = ReportKeys::new(&config.app_key, &config.region_key, &config.zone_key);
+        Ok(Box::new(move |input, cx| {
+            let report = run(input, &keys, config.top, &cx.metrics);
+            match &config.path {
+                Some(path) => {
+                    std::fs::write(path, &report).map_err(|error| ReportError::Write {
+                        path: path.clone(),
+                        error,
+                    })?;
+                    Ok(None)
+                }
+                None => Ok(Some(report)),
+            }
+        }))
+    }
+}
+
+/// Why a report could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Its file could not be written.
+    #[error("{}: {error}", path.display())]
+    Write {
+        /// The report file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+}
 
 /// Label for a side without the attribute.
 const UNATTRIBUTED: &str = "(unattributed)";

@@ -1,11 +1,48 @@
 //! The `file` source: one file, a directory (recursively) or a glob; plain or gzip
 //! (detected by magic bytes, so `.log.gz` files from S3 work as delivered).
 
-use super::{Batcher, Sink, read_line_bounded};
+use super::{Batcher, BuiltSource, LineLimits, Sink, SourceKind, read_line_bounded};
+use crate::config::{BuildError, Invalid};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The `file` source's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// File, directory or glob pattern (`data/**/*.log.gz`), relative to the pipeline
+    /// file.
+    pub path: String,
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub lines: LineLimits,
+}
+
+impl SourceKind for Config {
+    fn validate(&self, key: &str) -> Result<(), Invalid> {
+        self.lines.validate(key)
+    }
+
+    fn resolve_paths(&mut self, _id: &str, base: &Path) {
+        if Path::new(&self.path).is_relative() {
+            self.path = base.join(&self.path).to_string_lossy().into_owned();
+        }
+    }
+
+    fn build(&self, id: &str) -> Result<BuiltSource, BuildError> {
+        let files =
+            expand(&self.path).map_err(|e| BuildError::new(format!("sources.{id}.path"), e))?;
+        let lines = self.lines.clone();
+        Ok(Box::new(move |cx| {
+            run(files, cx.sink(&lines), cx.lifecycle.stop_flag());
+            Ok(())
+        }))
+    }
+}
 
 /// Why the file source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +74,7 @@ pub fn open_text(path: &Path) -> std::io::Result<Box<dyn BufRead + Send>> {
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic)?;
     let file = File::open(path)?;
-    if n == 2 && crate::batch::is_gzip(&magic) {
+    if n == 2 && crate::util::is_gzip(&magic) {
         Ok(Box::new(BufReader::with_capacity(
             1 << 16,
             flate2::read::MultiGzDecoder::new(file),

@@ -6,15 +6,115 @@
 //! length, counted as `line_too_long`), and a batch is cut at [`BATCH_MAX_BYTES`] whatever
 //! its line count, so what a source holds and what waits in the channels stays bounded.
 
+pub mod aws_kinesis;
 pub mod file;
-pub mod kinesis;
 pub mod stdin;
 
 use crate::batch::LineBatch;
+use crate::config::{BoxError, BuildError, Invalid};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::topology::output::Output;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::io::BufRead;
+use std::path::Path;
 use std::sync::Arc;
+
+crate::config::component_enum! {
+    /// A source of flow-log lines, by its `type`.
+    pub enum SourceConfig: SourceKind {
+        /// Files: one file, a directory (read recursively) or a glob; plain or gzip. Each
+        /// file is its own stream, so an S3 header line applies to its own file only.
+        File(file::Config),
+        /// Standard input, read until end of file.
+        Stdin(stdin::Config),
+        /// A Kinesis data stream of flow logs, every shard; runs until shutdown.
+        AwsKinesisStreams(aws_kinesis::Config),
+    }
+}
+
+/// What every kind of source's config does.
+pub trait SourceKind: std::fmt::Debug {
+    /// Checks the settings; `key` is `sources.<id>`.
+    fn validate(&self, key: &str) -> Result<(), Invalid>;
+    /// Makes relative paths absolute against `base`, the pipeline file's directory.
+    fn resolve_paths(&mut self, _id: &str, _base: &Path) {}
+    /// Whether a restart resumes after checkpoints (what it read is not read again).
+    fn resumes_from_checkpoints(&self) -> bool {
+        false
+    }
+    /// The running part, checked as far as it can be without reading yet.
+    fn build(&self, id: &str) -> Result<BuiltSource, BuildError>;
+}
+
+/// A built source: runs on its own thread until its input ends or the pipeline stops.
+pub type BuiltSource = Box<dyn FnOnce(SourceContext) -> Result<(), BoxError> + Send>;
+
+/// What a running source sends to and reports to.
+pub struct SourceContext {
+    /// The source's id.
+    pub id: String,
+    /// Where its batches go.
+    pub output: Output,
+    /// Where lines it cannot take go (`<id>.dead_letter`).
+    pub dead_letters: Output,
+    /// Its counters.
+    pub metrics: Arc<ComponentMetrics>,
+    /// The pipeline's fate: stop requests, failures.
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl SourceContext {
+    /// Where batches of `lines` go.
+    pub fn sink<'a>(&'a self, lines: &LineLimits) -> Sink<'a> {
+        Sink {
+            component: &self.id,
+            batch_lines: lines.batch_lines,
+            max_line_bytes: lines.max_line_bytes,
+            output: &self.output,
+            dead_letters: &self.dead_letters,
+            metrics: &self.metrics,
+        }
+    }
+}
+
+/// How a source cuts its input into lines and batches (keys of every source).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct LineLimits {
+    /// Lines per batch sent downstream (a partial batch is sent when input pauses).
+    #[serde(default = "default_batch_lines")]
+    pub batch_lines: usize,
+    /// Longest line taken, in bytes; a longer line goes to `<id>.dead_letter` with its
+    /// first 1 KiB and its length (counted as `line_too_long`).
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+impl Default for LineLimits {
+    fn default() -> Self {
+        LineLimits {
+            batch_lines: default_batch_lines(),
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+impl LineLimits {
+    /// Both limits are at least 1.
+    pub fn validate(&self, key: &str) -> Result<(), Invalid> {
+        Invalid::at_least_1(key, "batch_lines", self.batch_lines as u64)?;
+        Invalid::at_least_1(key, "max_line_bytes", self.max_line_bytes as u64)
+    }
+}
+
+fn default_batch_lines() -> usize {
+    1000
+}
+
+fn default_max_line_bytes() -> usize {
+    DEFAULT_MAX_LINE_BYTES
+}
 
 /// Default longest line a source takes, in bytes (`max_line_bytes`).
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 << 10;

@@ -1,9 +1,37 @@
 //! The `stdin` source: lines from standard input until end of file or shutdown.
 
-use super::{BATCH_MAX_BYTES, Batcher, Sink, read_line_bounded};
+use super::{
+    BATCH_MAX_BYTES, Batcher, BuiltSource, LineLimits, Sink, SourceKind, read_line_bounded,
+};
+use crate::config::{BuildError, Invalid};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// The `stdin` source's settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub lines: LineLimits,
+}
+
+impl SourceKind for Config {
+    fn validate(&self, key: &str) -> Result<(), Invalid> {
+        self.lines.validate(key)
+    }
+
+    fn build(&self, _id: &str) -> Result<BuiltSource, BuildError> {
+        let lines = self.lines.clone();
+        Ok(Box::new(move |cx| {
+            run(cx.sink(&lines), cx.lifecycle.stop_flag());
+            Ok(())
+        }))
+    }
+}
 
 /// How long a partial batch may wait for more input before it is sent.
 const LINGER: Duration = Duration::from_millis(100);

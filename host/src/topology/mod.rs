@@ -1,105 +1,56 @@
-//! Builds a pipeline's components from its configuration, wires outputs to inputs with
+//! Builds a pipeline's components from their configs, wires outputs to inputs with
 //! bounded channels (backpressure), runs everything to completion and drains on stop.
+//!
+//! The topology knows no component kind: each config builds its running part
+//! ([`crate::sources::SourceKind::build`], [`crate::transforms::TransformKind::build`],
+//! [`crate::sinks::SinkKind::build`], [`crate::metadata::MetadataKind::follow`]).
 
 pub mod output;
 pub mod reload;
 
-use crate::config::{DEAD_LETTER, Pipeline, SinkConfig, SourceConfig, TransformConfig};
+pub use crate::config::BuildError;
+use crate::config::{DEAD_LETTER, Pipeline};
 use crate::lifecycle::{Failure, Lifecycle};
-use crate::metadata::{self, SharedTable};
-use crate::metrics::{Metrics, Totals};
-use crate::runtime::{LoadedComponent, Runtime};
-use crate::sinks;
-use crate::sources;
-use crate::transforms::swap::{self, ReloadRequests, SharedComponent, Watch};
-use crate::transforms::wasm::{LiveOptions, WasmTransform};
-use arc_swap::ArcSwap;
+use crate::metadata::{self, MetadataConfig, SharedTable};
+use crate::metrics::{ComponentMetrics, Metrics, Totals};
+use crate::runtime::Runtime;
+use crate::sinks::{BuiltSink, SinkContext};
+use crate::sources::{BuiltSource, SourceContext};
+use crate::transforms::wasm::swap::ReloadRequests;
+use crate::transforms::{TransformBuildContext, TransformContext, TransformPlan, spawn};
 use output::{Input, Output};
-use reload::{ConfigReloader, LiveTable, LiveTransform};
+use reload::{ConfigReloader, LiveTable};
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A problem found while building the pipeline, naming the offending key.
-#[derive(Debug, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct BuildError {
-    /// Dotted key (`transforms.enrich.component`).
-    pub key: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn build_error(key: impl Into<String>, message: impl std::fmt::Display) -> BuildError {
-    BuildError {
-        key: key.into(),
-        message: message.to_string(),
-    }
-}
-
-enum SourcePlan {
-    Files {
-        files: Vec<PathBuf>,
-        batch_lines: usize,
-        max_line_bytes: usize,
-    },
-    Stdin {
-        batch_lines: usize,
-        max_line_bytes: usize,
-    },
-    Kinesis(Box<sources::kinesis::KinesisSourceSpec>),
-}
-
-/// A table that changes while the topology runs.
-struct WatchPlan {
-    name: String,
-    spec: metadata::TableSpec,
+/// A table built at start-up, with what keeps it current.
+struct TablePlan {
+    config: MetadataConfig,
     shared: Arc<SharedTable>,
-    metrics: Arc<crate::metrics::ComponentMetrics>,
-    feed: Feed,
-}
-
-/// Where a table's changes come from.
-enum Feed {
-    /// Its files, checked at this interval, as they were before the first load.
-    Files(Duration, metadata::reload::Fingerprint),
-    /// A changelog stream.
-    Stream(metadata::stream::StreamSpec),
-}
-
-struct TransformPlan {
-    options: LiveOptions,
-    component: LoadedComponent,
-    /// The component file to watch for hot swaps, with its fingerprint when read.
-    swap: Option<(PathBuf, metadata::reload::Fingerprint)>,
-    reload_interval: Option<Duration>,
-    fixtures: Option<PathBuf>,
-    table: Option<Arc<SharedTable>>,
-    /// A `druid` sink is downstream: batches with held lines go out whole.
-    whole_batches: bool,
+    metrics: Arc<ComponentMetrics>,
+    /// Its files' fingerprint, taken before the first build.
+    seen: metadata::file::Fingerprint,
 }
 
 /// Everything checked and loaded, ready to run.
 pub struct Topology {
-    sources: BTreeMap<String, SourcePlan>,
-    transforms: BTreeMap<String, TransformPlan>,
-    sinks: BTreeMap<String, SinkConfig>,
+    sources: BTreeMap<String, BuiltSource>,
+    transforms: BTreeMap<String, Box<dyn TransformPlan>>,
+    sinks: BTreeMap<String, BuiltSink>,
     inputs: BTreeMap<String, Vec<String>>,
     /// Metadata tables by name.
     pub tables: BTreeMap<String, Arc<SharedTable>>,
-    watched: Vec<WatchPlan>,
+    table_plans: BTreeMap<String, TablePlan>,
     /// Counters of every component.
     pub metrics: Metrics,
     /// Reload requests (SIGHUP, `POST /reload`) for the transforms' component watchers
     /// and the pipeline file.
     pub reload: Arc<ReloadRequests>,
-    /// The pipeline file and its TOML, for reloading it.
-    pipeline: (PathBuf, toml::Table),
-    /// How long stopping may wait for sinks that retry.
-    drain_timeout: Duration,
+    /// The pipeline as it runs, for reloading it.
+    pipeline: Pipeline,
 }
 
 /// What a finished run leaves behind.
@@ -118,448 +69,302 @@ impl Topology {
     /// source files. Nothing runs yet.
     pub fn build(pipeline: Pipeline, runtime: &Runtime) -> Result<Topology, BuildError> {
         let metrics = Metrics::default();
-        let pipeline_file = (pipeline.path.clone(), pipeline.toml.clone());
-        let feeding_druid: Vec<String> = pipeline
-            .config
-            .transforms
-            .keys()
-            .filter(|id| pipeline.feeds_druid(id))
-            .cloned()
-            .collect();
-        let config = pipeline.config;
-        let mut tables = BTreeMap::new();
-        let mut watched = Vec::new();
+        let config = &pipeline.config;
+        let mut table_plans = BTreeMap::new();
         for (name, table) in &config.metadata {
-            let spec = table.spec();
-            let seen = metadata::reload::fingerprint(&spec.watched_files());
-            let (built, rejected) = metadata::load(&spec).map_err(|e| {
-                let key = match e {
-                    metadata::MetadataError::AwsRanges(_) => "aws_ip_ranges",
-                    metadata::MetadataError::Read { .. } => "path",
-                };
-                build_error(format!("metadata.{name}.{key}"), e)
-            })?;
-            let counters = metrics.component(&format!("metadata.{name}"));
-            metadata::reload::record_load(name, &built, &rejected, &counters);
-            metadata::reload::record_size(&built, &counters);
-            let shared = Arc::new(SharedTable::new(built));
-            counters.gauge("metadata_table_version", shared.version() as i64);
-            if let Some(interval) = table.reload_interval() {
-                watched.push(WatchPlan {
-                    name: name.clone(),
-                    spec,
-                    shared: shared.clone(),
-                    metrics: counters,
-                    feed: Feed::Files(interval, seen),
-                });
-            } else if let Some(stream) = table.stream() {
-                watched.push(WatchPlan {
-                    name: name.clone(),
-                    spec,
-                    shared: shared.clone(),
-                    metrics: counters,
-                    feed: Feed::Stream(stream),
-                });
-            }
-            tables.insert(name.clone(), shared);
+            table_plans.insert(name.clone(), build_table(name, table, &metrics)?);
         }
-
+        let tables: BTreeMap<String, Arc<SharedTable>> = table_plans
+            .iter()
+            .map(|(name, plan)| (name.clone(), plan.shared.clone()))
+            .collect();
         let mut sources = BTreeMap::new();
         for (id, source) in &config.sources {
-            let plan = match source {
-                SourceConfig::File {
-                    path,
-                    batch_lines,
-                    max_line_bytes,
-                } => SourcePlan::Files {
-                    files: sources::file::expand(path)
-                        .map_err(|e| build_error(format!("sources.{id}.path"), e))?,
-                    batch_lines: *batch_lines,
-                    max_line_bytes: *max_line_bytes,
-                },
-                SourceConfig::Stdin {
-                    batch_lines,
-                    max_line_bytes,
-                } => SourcePlan::Stdin {
-                    batch_lines: *batch_lines,
-                    max_line_bytes: *max_line_bytes,
-                },
-                SourceConfig::AwsKinesisStreams { .. } => {
-                    SourcePlan::Kinesis(Box::new(source.kinesis().expect("a kinesis source")))
-                }
-            };
-            sources.insert(id.clone(), plan);
+            sources.insert(id.clone(), source.kind().build(id)?);
         }
-
         let mut transforms = BTreeMap::new();
         let mut inputs = BTreeMap::new();
-        let mut compiled: HashMap<Option<PathBuf>, LoadedComponent> = HashMap::new();
+        let mut components = Default::default();
         for (id, transform) in &config.transforms {
-            let TransformConfig::Wasm {
-                inputs: transform_inputs,
-                component,
-                metadata,
-                format,
-                reload_interval_ms,
-                fixtures,
-                ..
-            } = transform;
-            let options = LiveOptions::from_config(transform);
-            let limits = options.limits.clone();
-            let key = format!("transforms.{id}.component");
-            // Taken before the file is read, so a change during start-up is not missed.
-            let swap = component.as_ref().map(|path| {
-                (
-                    path.clone(),
-                    metadata::reload::fingerprint(std::slice::from_ref(path)),
-                )
-            });
-            let loaded = match compiled.get(component) {
-                Some(loaded) => loaded.clone(),
-                None => {
-                    let bytes = crate::embedded::component_bytes(component.as_deref())
-                        .map_err(|e| build_error(&key, e))?;
-                    let loaded = runtime.load(&bytes).map_err(|e| build_error(&key, e))?;
-                    compiled.insert(component.clone(), loaded.clone());
-                    loaded
-                }
+            let mut cx = TransformBuildContext {
+                runtime,
+                tables: &tables,
+                components: &mut components,
+                whole_batches: pipeline.feeds_druid(id),
             };
-            if let Some(format) = format {
-                let mut worker = runtime
-                    .worker(&loaded, &limits)
-                    .map_err(|e| build_error(&key, e))?;
-                if let Err(message) = worker
-                    .check_format(format)
-                    .map_err(|e| build_error(&key, e))?
-                {
-                    return Err(build_error(format!("transforms.{id}.format"), message));
-                }
-            }
-            transforms.insert(
-                id.clone(),
-                TransformPlan {
-                    options,
-                    component: loaded,
-                    swap,
-                    reload_interval: (*reload_interval_ms > 0)
-                        .then(|| Duration::from_millis(*reload_interval_ms)),
-                    fixtures: fixtures.clone(),
-                    table: metadata.as_ref().map(|name| tables[name].clone()),
-                    whole_batches: feeding_druid.contains(id),
-                },
-            );
-            inputs.insert(id.clone(), transform_inputs.clone());
+            transforms.insert(id.clone(), transform.kind().build(id, &mut cx)?);
+            inputs.insert(id.clone(), transform.kind().inputs().to_vec());
         }
+        let mut sinks = BTreeMap::new();
         for (id, sink) in &config.sinks {
-            inputs.insert(id.clone(), sink.inputs().to_vec());
+            sinks.insert(id.clone(), sink.kind().build(id)?);
+            inputs.insert(id.clone(), sink.kind().inputs().to_vec());
         }
         Ok(Topology {
             sources,
             transforms,
-            sinks: config.sinks,
+            sinks,
             inputs,
             tables,
-            watched,
+            table_plans,
             metrics,
             reload: Arc::new(ReloadRequests::default()),
-            pipeline: pipeline_file,
-            drain_timeout: Duration::from_secs(config.drain_timeout_secs),
+            pipeline,
         })
     }
 
-    /// Runs until every source is exhausted or `stop` is set, then drains: transforms
-    /// finish what they hold, sinks flush. Returns the final counters and reports.
-    /// A component that fails (see [`crate::lifecycle`]) stops the run; the summary
-    /// names it.
+    /// Runs until every source is exhausted or a stop is requested, then drains:
+    /// transforms finish what they hold, sinks flush. Returns the final counters and
+    /// reports. A component that fails (see [`crate::lifecycle`]) stops the run; the
+    /// summary names it.
     pub fn run(
         self,
         runtime: &Runtime,
         lifecycle: Arc<Lifecycle>,
     ) -> Result<RunSummary, BuildError> {
-        // Table feeds run until the run ends, when dropping them stops them. File watchers
-        // belong to the config reloader, which replaces them when their files change.
-        let mut live_tables: BTreeMap<String, LiveTable> = BTreeMap::new();
-        let mut _feeds: Vec<Box<dyn Send>> = Vec::new();
-        for w in self.watched {
-            match w.feed {
-                Feed::Files(interval, seen) => {
-                    let watcher = metadata::reload::Watcher::start(
-                        w.name.clone(),
-                        w.spec,
-                        w.shared.clone(),
-                        w.metrics.clone(),
-                        interval,
-                        seen,
-                    );
-                    live_tables.insert(
-                        w.name,
-                        LiveTable {
-                            shared: w.shared,
-                            metrics: w.metrics,
-                            watcher: Some(watcher),
-                        },
-                    );
-                }
-                Feed::Stream(stream) => {
-                    _feeds.push(Box::new(metadata::stream::StreamReader::start(
-                        w.name, w.spec, stream, w.shared, w.metrics,
-                    )))
-                }
-            }
-        }
-        for (name, shared) in &self.tables {
-            live_tables
-                .entry(name.clone())
-                .or_insert_with(|| LiveTable {
-                    shared: shared.clone(),
-                    metrics: self.metrics.component(&format!("metadata.{name}")),
-                    watcher: None,
-                });
-        }
-        let mut live_transforms: BTreeMap<String, LiveTransform> = BTreeMap::new();
-        // One bounded channel per consumer; every output it lists gets a sender.
-        let mut outputs: HashMap<String, Output> = HashMap::new();
-        let mut receivers: HashMap<String, Input> = HashMap::new();
-        for (consumer, inputs) in &self.inputs {
-            let (tx, rx) = output::channel(&component_key(&self.sinks, consumer), &lifecycle);
-            for input in inputs {
-                outputs
-                    .entry(input.clone())
-                    .or_default()
-                    .connect(tx.clone());
-            }
-            receivers.insert(consumer.clone(), rx);
-        }
-        let mut take_output = |name: &str| outputs.remove(name).unwrap_or_default();
-
-        let mut sink_threads: Vec<(String, Option<PathBuf>, SinkThread)> = Vec::new();
-        for (id, sink) in self.sinks {
-            let mut rx = receivers.remove(&id).expect("every sink has a channel");
-            let metrics = self.metrics.component(&id);
-            let key = format!("sinks.{id}");
-            let report_path = match &sink {
-                SinkConfig::Report { path, .. } => path.clone(),
-                _ => None,
-            };
-            let (sink_id, lifecycle) = (id.clone(), lifecycle.clone());
-            let handle = spawn(&id, move || {
-                lifecycle.enter(&key);
-                let result = run_sink(&sink_id, sink, &mut rx, &metrics, &lifecycle);
-                // Failed before the input (and what is queued in it) is dropped.
-                if let Err(cause) = &result {
-                    lifecycle.fail(&key, cause);
-                }
-                drop(rx);
-                result
-            });
-            sink_threads.push((id, report_path, handle));
-        }
+        let Topology {
+            sources,
+            transforms,
+            sinks,
+            inputs,
+            table_plans,
+            metrics,
+            reload,
+            pipeline,
+            ..
+        } = self;
+        let drain_timeout = Duration::from_secs(pipeline.config.global.drain_timeout_secs);
+        let mut wiring = Wiring::new(&inputs, &sinks, &lifecycle);
+        let sink_threads = start_sinks(sinks, &mut wiring, &metrics, &lifecycle);
 
         // Component watchers and the config reloader run until the run ends.
-        let swap_stop = Arc::new(AtomicBool::new(false));
-        let mut helpers = Helpers {
-            stop: swap_stop.clone(),
-            threads: Vec::new(),
-        };
-        let mut other_threads = Vec::new();
-        for (id, plan) in self.transforms {
-            let mut rx = receivers
-                .remove(&id)
-                .expect("every transform has a channel");
-            let worker = runtime
-                .worker(&plan.component, &plan.options.limits)
-                .map_err(|e| build_error(format!("transforms.{id}.component"), e))?;
-            let shared = Arc::new(SharedComponent::new(plan.component.clone()));
-            let options = Arc::new(ArcSwap::from_pointee(plan.options));
-            let counters = self.metrics.component(&id);
-            counters.gauge("component_generation", 1);
-            swap::record_info(&counters, &shared.current());
-            if let Some((path, seen)) = plan.swap {
-                let watch = Watch {
-                    id: id.clone(),
-                    path,
-                    fixtures: plan.fixtures.clone(),
-                    interval: plan.reload_interval,
-                    options: options.clone(),
-                    shared: shared.clone(),
-                    metrics: self.metrics.component(&id),
-                };
-                let (runtime, requests, stop) =
-                    (runtime.clone(), self.reload.clone(), swap_stop.clone());
-                helpers.threads.push(spawn(&format!("{id}.swap"), move || {
-                    swap::watch(watch, runtime, requests, stop, seen)
-                }));
-            }
-            live_transforms.insert(
-                id.clone(),
-                LiveTransform {
-                    options: options.clone(),
-                    component: shared.clone(),
-                },
-            );
-            let transform = WasmTransform {
+        let mut helpers = Helpers::default();
+        let mut live_transforms = BTreeMap::new();
+        let mut transform_threads = Vec::new();
+        for (id, plan) in transforms {
+            let started = plan.start(TransformContext {
+                input: wiring.input(&id),
+                output: wiring.output(&id),
+                dead_letters: wiring.output(&format!("{id}.{DEAD_LETTER}")),
+                metrics: metrics.component(&id),
+                lifecycle: lifecycle.clone(),
+                runtime: runtime.clone(),
+                reload: reload.clone(),
+                helpers_stop: helpers.stop.clone(),
                 id: id.clone(),
-                worker,
-                component: shared,
-                generation: 1,
-                table: plan.table,
-                options,
-                unlogged_dead_letters: crate::transforms::wasm::LOGGED_DEAD_LETTERS,
-                output: take_output(&id),
-                dead_letters: take_output(&format!("{id}.{DEAD_LETTER}")),
-                metrics: self.metrics.component(&id),
-                whole_batches: plan.whole_batches,
-                waiting: Default::default(),
-            };
-            let (lifecycle, key) = (lifecycle.clone(), format!("transforms.{id}"));
-            other_threads.push(spawn(&id, move || {
-                lifecycle.enter(&key);
-                transform.run(&mut rx);
-            }));
+            })?;
+            transform_threads.push(started.thread);
+            helpers.threads.extend(started.helpers);
+            live_transforms.insert(id, started.live);
         }
         let reloader = ConfigReloader {
-            path: self.pipeline.0,
-            running: self.pipeline.1,
+            pipeline,
             transforms: live_transforms,
-            tables: live_tables,
-            metrics: self.metrics.component("config"),
+            tables: follow_tables(table_plans),
+            metrics: metrics.component("config"),
             runtime: runtime.clone(),
         };
-        let (requests, reload_stop) = (self.reload.clone(), swap_stop.clone());
+        let (requests, reload_stop) = (reload.clone(), helpers.stop.clone());
         helpers.threads.push(spawn("config-reload", move || {
             reloader.run(requests, reload_stop)
         }));
-        for (id, plan) in self.sources {
-            let output = take_output(&id);
-            let dead_letters = take_output(&format!("{id}.{DEAD_LETTER}"));
-            let source_id = id.clone();
-            let metrics = self.metrics.component(&id);
-            let lifecycle = lifecycle.clone();
-            other_threads.push(spawn(&id, move || {
-                let key = format!("sources.{source_id}");
-                lifecycle.enter(&key);
-                let stop = lifecycle.stop_flag();
-                let to = |batch_lines, max_line_bytes| sources::Sink {
-                    component: &source_id,
-                    batch_lines,
-                    max_line_bytes,
-                    output: &output,
-                    dead_letters: &dead_letters,
-                    metrics: &metrics,
-                };
-                match plan {
-                    SourcePlan::Files {
-                        files,
-                        batch_lines,
-                        max_line_bytes,
-                    } => sources::file::run(files, to(batch_lines, max_line_bytes), stop),
-                    SourcePlan::Stdin {
-                        batch_lines,
-                        max_line_bytes,
-                    } => sources::stdin::run(to(batch_lines, max_line_bytes), stop),
-                    SourcePlan::Kinesis(spec) => {
-                        if let Err(cause) = sources::kinesis::run(
-                            &source_id,
-                            &spec,
-                            output,
-                            dead_letters,
-                            &metrics,
-                            &lifecycle,
-                        ) {
-                            lifecycle.fail(&key, cause);
-                        }
-                    }
-                }
-            }));
-        }
-        drop(outputs);
+        let source_threads = start_sources(sources, &mut wiring, &metrics, &lifecycle);
+        drop(wiring);
         // Once stopping starts, the drain deadline runs: retries give up when it passes.
         let drained = Arc::new(AtomicBool::new(false));
         let watchdog = {
-            let (lifecycle, drained, deadline) =
-                (lifecycle.clone(), drained.clone(), self.drain_timeout);
+            let (lifecycle, drained) = (lifecycle.clone(), drained.clone());
             spawn("drain-deadline", move || {
-                lifecycle.watch_drain(deadline, &drained)
+                lifecycle.watch_drain(drain_timeout, &drained)
             })
         };
-
-        for handle in other_threads {
+        for handle in source_threads.into_iter().chain(transform_threads) {
             // A panic has already failed the pipeline (before the thread unwound).
             let _ = handle.join();
         }
         let mut reports = Vec::new();
-        for (id, report_path, handle) in sink_threads {
-            if let Ok(Ok(Some(report))) = handle.join() {
-                match report_path {
-                    Some(path) => {
-                        if let Err(e) = std::fs::write(&path, &report) {
-                            lifecycle
-                                .fail(&format!("sinks.{id}"), format!("{}: {e}", path.display()));
-                        }
-                    }
-                    None => reports.push((id, report)),
-                }
+        for (id, handle) in sink_threads {
+            if let Ok(Some(report)) = handle.join() {
+                reports.push((id, report));
             }
         }
         drained.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = watchdog.join();
+        drop(helpers);
         Ok(RunSummary {
-            metrics: self.metrics.snapshot(),
+            metrics: metrics.snapshot(),
             reports,
             failure: lifecycle.failure(),
         })
     }
 }
 
-/// The config key of consumer `id`: `sinks.<id>` or `transforms.<id>`.
-fn component_key(sinks: &BTreeMap<String, SinkConfig>, id: &str) -> String {
-    if sinks.contains_key(id) {
-        format!("sinks.{id}")
-    } else {
-        format!("transforms.{id}")
+/// Builds table `name` from its settings, with its counters.
+fn build_table(
+    name: &str,
+    table: &MetadataConfig,
+    metrics: &Metrics,
+) -> Result<TablePlan, BuildError> {
+    let spec = table.kind().table().spec();
+    let seen = metadata::file::fingerprint(&spec.watched_files());
+    let (built, rejected) = metadata::load(&spec).map_err(|e| {
+        let key = match e {
+            metadata::MetadataError::AwsRanges(_) => "aws_ip_ranges",
+            metadata::MetadataError::Read { .. } => "path",
+        };
+        BuildError::new(format!("metadata.{name}.{key}"), e)
+    })?;
+    let counters = metrics.component(&format!("metadata.{name}"));
+    metadata::file::record_load(name, &built, &rejected, &counters);
+    metadata::file::record_size(&built, &counters);
+    let shared = Arc::new(SharedTable::new(built));
+    counters.gauge("metadata_table_version", shared.version() as i64);
+    Ok(TablePlan {
+        config: table.clone(),
+        shared,
+        metrics: counters,
+        seen,
+    })
+}
+
+/// Starts what keeps each table current; the reloader owns them from then on.
+fn follow_tables(plans: BTreeMap<String, TablePlan>) -> BTreeMap<String, LiveTable> {
+    plans
+        .into_iter()
+        .map(|(name, plan)| {
+            let follower = plan.config.kind().follow(
+                &name,
+                plan.shared.clone(),
+                plan.metrics.clone(),
+                plan.seen,
+            );
+            let live = LiveTable {
+                shared: plan.shared,
+                metrics: plan.metrics,
+                follower,
+            };
+            (name, live)
+        })
+        .collect()
+}
+
+/// The channels between components: one bounded channel per consumer, whose sender
+/// every output it lists gets.
+struct Wiring {
+    outputs: HashMap<String, Output>,
+    inputs: HashMap<String, Input>,
+}
+
+impl Wiring {
+    fn new(
+        inputs: &BTreeMap<String, Vec<String>>,
+        sinks: &BTreeMap<String, BuiltSink>,
+        lifecycle: &Arc<Lifecycle>,
+    ) -> Wiring {
+        let mut wiring = Wiring {
+            outputs: HashMap::new(),
+            inputs: HashMap::new(),
+        };
+        for (consumer, listed) in inputs {
+            let section = if sinks.contains_key(consumer) {
+                "sinks"
+            } else {
+                "transforms"
+            };
+            let (tx, rx) = output::channel(&format!("{section}.{consumer}"), lifecycle);
+            for input in listed {
+                wiring
+                    .outputs
+                    .entry(input.clone())
+                    .or_default()
+                    .connect(tx.clone());
+            }
+            wiring.inputs.insert(consumer.clone(), rx);
+        }
+        wiring
+    }
+
+    /// The output `name` (`<id>` or `<id>.dead_letter`); unconnected if nothing reads it.
+    fn output(&mut self, name: &str) -> Output {
+        self.outputs.remove(name).unwrap_or_default()
+    }
+
+    /// Consumer `id`'s input.
+    fn input(&mut self, id: &str) -> Input {
+        self.inputs
+            .remove(id)
+            .expect("every consumer has a channel")
     }
 }
 
-/// Runs one sink until its input ends; a report sink returns its rendered report.
-fn run_sink(
-    id: &str,
-    sink: SinkConfig,
-    input: &mut Input,
-    metrics: &crate::metrics::ComponentMetrics,
-    lifecycle: &Lifecycle,
-) -> Result<Option<String>, String> {
-    match &sink {
-        SinkConfig::File { path, append, .. } => {
-            sinks::file::run(id, path, *append, input, metrics, lifecycle)?
-        }
-        SinkConfig::AwsKinesisStreams { .. } => {
-            let spec = sink.kinesis().expect("a kinesis sink");
-            sinks::kinesis::run(id, &spec, input, metrics, lifecycle)?
-        }
-        SinkConfig::Druid { .. } => {
-            let spec = sink.druid().expect("a druid sink");
-            sinks::druid::run(id, &spec, input, metrics, lifecycle)?
-        }
-        SinkConfig::Stdout { .. } => sinks::stdout::run(input, metrics)?,
-        SinkConfig::Report {
-            app_key,
-            region_key,
-            zone_key,
-            top,
-            ..
-        } => {
-            let keys = sinks::report::ReportKeys::new(app_key, region_key, zone_key);
-            return Ok(Some(sinks::report::run(input, &keys, *top, metrics)));
-        }
+/// A sink's thread: `Some(report)` for a report to print.
+type SinkThread = JoinHandle<Option<String>>;
+
+/// Starts every sink on its own thread; a sink that fails fails the pipeline before its
+/// input (and what is queued in it) is dropped.
+fn start_sinks(
+    sinks: BTreeMap<String, BuiltSink>,
+    wiring: &mut Wiring,
+    metrics: &Metrics,
+    lifecycle: &Arc<Lifecycle>,
+) -> Vec<(String, SinkThread)> {
+    let mut threads = Vec::new();
+    for (id, sink) in sinks {
+        let mut input = wiring.input(&id);
+        let cx = SinkContext {
+            id: id.clone(),
+            metrics: metrics.component(&id),
+            lifecycle: lifecycle.clone(),
+        };
+        let handle = spawn(&id, move || {
+            let key = format!("sinks.{}", cx.id);
+            cx.lifecycle.enter(&key);
+            let result = sink(&mut input, &cx);
+            let report = match result {
+                Ok(report) => report,
+                Err(cause) => {
+                    cx.lifecycle.fail(&key, cause);
+                    None
+                }
+            };
+            drop(input);
+            report
+        });
+        threads.push((id, handle));
     }
-    Ok(None)
+    threads
 }
 
-/// A sink's thread: `Ok(Some(report))` for report sinks, `Err(cause)` on failure.
-type SinkThread = JoinHandle<Result<Option<String>, String>>;
+/// Starts every source on its own thread; a source that fails fails the pipeline.
+fn start_sources(
+    sources: BTreeMap<String, BuiltSource>,
+    wiring: &mut Wiring,
+    metrics: &Metrics,
+    lifecycle: &Arc<Lifecycle>,
+) -> Vec<JoinHandle<()>> {
+    let mut threads = Vec::new();
+    for (id, source) in sources {
+        let cx = SourceContext {
+            output: wiring.output(&id),
+            dead_letters: wiring.output(&format!("{id}.{DEAD_LETTER}")),
+            metrics: metrics.component(&id),
+            lifecycle: lifecycle.clone(),
+            id: id.clone(),
+        };
+        threads.push(spawn(&id, move || {
+            let (key, lifecycle) = (format!("sources.{}", cx.id), cx.lifecycle.clone());
+            lifecycle.enter(&key);
+            if let Err(cause) = source(cx) {
+                lifecycle.fail(&key, cause);
+            }
+        }));
+    }
+    threads
+}
 
 /// Threads that serve a run (component watchers, the config reloader, which owns the
-/// metadata file watchers): stopped and joined when the run ends, however it ends.
+/// metadata followers): stopped and joined when the run ends, however it ends.
+#[derive(Default)]
 struct Helpers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -572,11 +377,4 @@ impl Drop for Helpers {
             let _ = thread.join();
         }
     }
-}
-
-fn spawn<T: Send + 'static>(id: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    std::thread::Builder::new()
-        .name(format!("component-{id}"))
-        .spawn(f)
-        .expect("spawn component thread")
 }

@@ -199,9 +199,9 @@ impl Drop for Taken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Checkpoints;
+    use crate::sources::aws_kinesis::checkpoint::Checkpoints;
 
-    fn batch(acks: Vec<Arc<crate::checkpoint::Ack>>) -> SharedBatch {
+    fn batch(acks: Vec<Arc<crate::sources::aws_kinesis::checkpoint::Ack>>) -> SharedBatch {
         Arc::new(LineBatch {
             permit: None,
             text: "x\n".into(),

@@ -2,7 +2,8 @@
 //!
 //! On SIGHUP or `POST /reload` (the same requests that make component watchers look at
 //! their files) the pipeline file is read and checked again, then compared with the one
-//! running, key by key:
+//! running, as typed configs (see [`crate::config::diff`]: a default written out changes
+//! nothing):
 //!
 //! - **applied live:** a `file` metadata table's options (`path`, `paths`,
 //!   `aws_ip_ranges`, `internet`, `retention_secs`, `reload_interval_ms`): the table is
@@ -19,15 +20,15 @@
 //! leaves everything as it was, logged and counted on the `config` component
 //! (`config_reloads_total`, `component_errors_total{error_type}`).
 
-use crate::config::Pipeline;
-use crate::metadata::{self, SharedTable, reload::Watcher};
+use crate::config::{Pipeline, diff::diff};
+use crate::metadata::{self, SharedTable};
 use crate::metrics::ComponentMetrics;
 use crate::runtime::Runtime;
-use crate::transforms::swap::{ReloadRequests, SharedComponent};
+use crate::transforms::TransformConfig;
 use crate::transforms::wasm::LiveOptions;
+use crate::transforms::wasm::swap::{ReloadRequests, SharedComponent};
 use arc_swap::ArcSwap;
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -46,16 +47,15 @@ pub struct LiveTable {
     pub shared: Arc<SharedTable>,
     /// The table's counters.
     pub metrics: Arc<ComponentMetrics>,
-    /// Its file watcher, replaced when its files change.
-    pub watcher: Option<Watcher>,
+    /// What keeps it current (a file watcher, a stream reader), replaced when a reload
+    /// changes its settings; dropping it stops it.
+    pub follower: Option<Box<dyn Send>>,
 }
 
 /// Everything a reload may touch.
 pub struct ConfigReloader {
-    /// The pipeline file.
-    pub path: PathBuf,
-    /// Its TOML as now running.
-    pub running: toml::Table,
+    /// The pipeline as now running.
+    pub pipeline: Pipeline,
     /// Transforms by id.
     pub transforms: BTreeMap<String, LiveTransform>,
     /// Metadata tables by name.
@@ -89,6 +89,7 @@ pub enum ReloadError {
         /// The table.
         name: String,
         /// The error.
+        #[source]
         error: metadata::MetadataError,
     },
 }
@@ -105,16 +106,6 @@ impl ReloadError {
     }
 }
 
-/// Transform keys a reload applies live.
-const LIVE_TRANSFORM_KEYS: [&str; 6] = [
-    "format",
-    "holdback_secs",
-    "holdback_max_lines",
-    "holdback_max_mib",
-    "batch_timeout_ms",
-    "memory_limit_mib",
-];
-
 /// How often the reloader looks for requests.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -128,88 +119,81 @@ impl ConfigReloader {
                 continue;
             }
             seen = requests.count();
+            let path = self.pipeline.path.clone();
             match self.reload() {
                 Ok(changed) => {
                     self.metrics.count("config_reloads_total", 1);
-                    tracing::info!(message = "Pipeline file reloaded.", path = %self.path.display(), changed = %changed.join(", "));
+                    tracing::info!(message = "Pipeline file reloaded.", path = %path.display(), changed = %changed.join(", "));
                 }
                 Err(error) => {
                     self.metrics.error(error.error_type(), 1);
-                    tracing::error!(message = "Pipeline file not reloaded; the running pipeline is unchanged.", path = %self.path.display(), %error);
+                    tracing::error!(message = "Pipeline file not reloaded; the running pipeline is unchanged.", path = %path.display(), %error);
                 }
             }
         }
     }
 
+    /// Checks a transform's new options: within the engine's memory pool, and a new
+    /// format accepted by its component.
+    fn check_options(&self, id: &str, new: &LiveOptions) -> Result<(), ReloadError> {
+        let live = &self.transforms[id];
+        // The engine's memory pool was sized at start-up for the largest limit then.
+        let max = self.runtime.options().max_memory_bytes;
+        if new.limits.memory_limit_bytes > max {
+            return Err(ReloadError::RestartNeeded(vec![format!(
+                "transforms.{id}.memory_limit_mib (above the {} MiB the engine was sized for at start-up)",
+                max >> 20
+            )]));
+        }
+        let Some(format) = &new.format else {
+            return Ok(());
+        };
+        if live.options.load().format.as_ref() == Some(format) {
+            return Ok(());
+        }
+        let refused = |message: String| ReloadError::Format {
+            id: id.to_string(),
+            message,
+        };
+        let component = live.component.current();
+        let mut worker = self
+            .runtime
+            .worker(&component.component, &new.limits)
+            .map_err(|e| refused(e.to_string()))?;
+        match worker.check_format(format) {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(message)) => Err(refused(message)),
+            Err(error) => Err(refused(error.to_string())),
+        }
+    }
+
     /// Reads the file again and applies what changed; returns the changed keys.
     pub fn reload(&mut self) -> Result<Vec<String>, ReloadError> {
-        let pipeline = Pipeline::load(&self.path)?;
-        let (changed, restart) = compare(&self.running, &pipeline.toml);
-        if !restart.is_empty() {
-            return Err(ReloadError::RestartNeeded(restart));
+        let pipeline = Pipeline::load(&self.pipeline.path)?;
+        let changes = diff(&self.pipeline.config, &pipeline.config);
+        if !changes.restart.is_empty() {
+            return Err(ReloadError::RestartNeeded(changes.restart));
         }
         // Everything is prepared first; nothing is applied unless all of it works.
         let mut options = Vec::new();
         for (id, transform) in &pipeline.config.transforms {
-            let live = &self.transforms[id];
-            let new_options = LiveOptions::from_config(transform);
-            let (format, limits) = (&new_options.format, new_options.limits.clone());
-            // The engine's memory pool was sized at start-up for the largest limit then.
-            let max = self.runtime.options().max_memory_bytes;
-            if limits.memory_limit_bytes > max {
-                return Err(ReloadError::RestartNeeded(vec![format!(
-                    "transforms.{id}.memory_limit_mib (above the {} MiB the engine was sized for at start-up)",
-                    max >> 20
-                )]));
-            }
-            if let Some(format) = format
-                && live.options.load().format.as_ref() != Some(format)
-            {
-                let component = live.component.current();
-                let mut worker =
-                    self.runtime
-                        .worker(&component.component, &limits)
-                        .map_err(|e| ReloadError::Format {
-                            id: id.clone(),
-                            message: e.to_string(),
-                        })?;
-                match worker.check_format(format) {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(message)) => {
-                        return Err(ReloadError::Format {
-                            id: id.clone(),
-                            message,
-                        });
-                    }
-                    Err(error) => {
-                        return Err(ReloadError::Format {
-                            id: id.clone(),
-                            message: error.to_string(),
-                        });
-                    }
-                }
-            }
+            let TransformConfig::Wasm(config) = transform;
+            let new_options = LiveOptions::from(config);
+            self.check_options(id, &new_options)?;
             options.push((id.clone(), new_options));
         }
         let mut tables = Vec::new();
         for (name, table) in &pipeline.config.metadata {
-            if !changed.iter().any(|key| key == &format!("metadata.{name}")) {
+            if !changes.live.contains(&format!("metadata.{name}")) {
                 continue;
             }
-            let spec = table.spec();
-            let seen = metadata::reload::fingerprint(&spec.watched_files());
+            let spec = table.kind().table().spec();
+            let seen = metadata::file::fingerprint(&spec.watched_files());
             let (built, rejected) = metadata::load(&spec).map_err(|error| ReloadError::Table {
                 name: name.clone(),
                 error,
             })?;
-            tables.push((
-                name.clone(),
-                spec,
-                seen,
-                built,
-                rejected,
-                table.reload_interval(),
-            ));
+            tables.push((name.clone(), table, seen, built, rejected));
         }
 
         // Apply.
@@ -219,179 +203,19 @@ impl ConfigReloader {
                 live.options.store(Arc::new(new));
             }
         }
-        for (name, spec, seen, built, rejected, interval) in tables {
+        for (name, table, seen, built, rejected) in tables {
             let live = self.tables.get_mut(&name).expect("a running table");
-            // The old watcher stops before the new table goes in, so it cannot swap an
+            // The old follower stops before the new table goes in, so it cannot swap an
             // older build over it.
-            live.watcher = None;
-            metadata::reload::record_load(&name, &built, &rejected, &live.metrics);
-            metadata::reload::install(built, &live.shared, &live.metrics);
-            live.watcher = interval.map(|interval| {
-                Watcher::start(
-                    name.clone(),
-                    spec,
-                    live.shared.clone(),
-                    live.metrics.clone(),
-                    interval,
-                    seen,
-                )
-            });
+            live.follower = None;
+            metadata::file::record_load(&name, &built, &rejected, &live.metrics);
+            metadata::file::install(built, &live.shared, &live.metrics);
+            live.follower =
+                table
+                    .kind()
+                    .follow(&name, live.shared.clone(), live.metrics.clone(), seen);
         }
-        self.running = pipeline.toml;
-        Ok(changed)
-    }
-}
-
-/// Compares two pipeline files: the sections that changed and may be applied live, and
-/// the keys that changed and need a restart.
-fn compare(old: &toml::Table, new: &toml::Table) -> (Vec<String>, Vec<String>) {
-    let (mut live, mut restart) = (Vec::new(), Vec::new());
-    let section = |table: &toml::Table, name: &str| -> toml::Table {
-        table
-            .get(name)
-            .and_then(|v| v.as_table())
-            .cloned()
-            .unwrap_or_default()
-    };
-    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for key in keys {
-        let known = ["metadata", "sources", "transforms", "sinks"];
-        if !known.contains(&key.as_str()) && old.get(key) != new.get(key) {
-            restart.push(key.clone());
-        }
-    }
-    for kind in ["metadata", "sources", "transforms", "sinks"] {
-        let (old_section, new_section) = (section(old, kind), section(new, kind));
-        let ids: BTreeSet<&String> = old_section.keys().chain(new_section.keys()).collect();
-        for id in ids {
-            let (Some(before), Some(after)) = (
-                old_section.get(id).and_then(|v| v.as_table()),
-                new_section.get(id).and_then(|v| v.as_table()),
-            ) else {
-                restart.push(format!("{kind}.{id} (added or removed)"));
-                continue;
-            };
-            if before == after {
-                continue;
-            }
-            let changed_keys: Vec<&String> = before
-                .keys()
-                .chain(after.keys())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter(|k| before.get(*k) != after.get(*k))
-                .collect();
-            match kind {
-                "metadata" => {
-                    let file =
-                        |t: &toml::Table| t.get("type").and_then(|v| v.as_str()) == Some("file");
-                    if file(before) && file(after) {
-                        live.push(format!("metadata.{id}"));
-                    } else {
-                        restart.extend(changed_keys.iter().map(|k| format!("metadata.{id}.{k}")));
-                    }
-                }
-                "transforms" => {
-                    let (ok, not): (Vec<&&String>, Vec<&&String>) = changed_keys
-                        .iter()
-                        .partition(|k| LIVE_TRANSFORM_KEYS.contains(&k.as_str()));
-                    restart.extend(not.iter().map(|k| format!("transforms.{id}.{k}")));
-                    live.extend(ok.iter().map(|k| format!("transforms.{id}.{k}")));
-                }
-                _ => restart.extend(changed_keys.iter().map(|k| format!("{kind}.{id}.{k}"))),
-            }
-        }
-    }
-    (live, restart)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn toml(text: &str) -> toml::Table {
-        toml::from_str(text).unwrap()
-    }
-
-    /// Sets `table.<path>` (the last key may be new).
-    fn set(table: &mut toml::Table, path: &[&str], value: toml::Value) {
-        let (last, parents) = path.split_last().unwrap();
-        let mut at = table;
-        for key in parents {
-            at = at.get_mut(*key).unwrap().as_table_mut().unwrap();
-        }
-        at.insert(last.to_string(), value);
-    }
-
-    #[test]
-    fn sorts_changes_into_live_and_restart_needed() {
-        let old = toml(
-            r#"
-[metadata.apps]
-type = "file"
-path = "a.jsonl"
-[metadata.stream]
-type = "aws_kinesis_streams"
-stream_name = "s"
-[sources.in]
-type = "stdin"
-[transforms.t]
-type = "wasm"
-inputs = ["in"]
-metadata = "apps"
-[sinks.out]
-type = "stdout"
-inputs = ["t"]
-"#,
-        );
-        assert_eq!(compare(&old, &old), (vec![], vec![]));
-        let mut new = old.clone();
-        set(&mut new, &["metadata", "apps", "path"], "b.jsonl".into());
-        set(&mut new, &["transforms", "t", "holdback_secs"], 60.into());
-        set(
-            &mut new,
-            &["transforms", "t", "format"],
-            "srcaddr dstaddr".into(),
-        );
-        let (live, restart) = compare(&old, &new);
-        assert_eq!(
-            live,
-            vec![
-                "metadata.apps",
-                "transforms.t.format",
-                "transforms.t.holdback_secs"
-            ]
-        );
-        assert!(restart.is_empty(), "{restart:?}");
-
-        let mut new = old.clone();
-        set(&mut new, &["sources", "in", "batch_lines"], 10.into());
-        set(
-            &mut new,
-            &["transforms", "t", "inputs"],
-            toml::Value::Array(vec![]),
-        );
-        set(
-            &mut new,
-            &["metadata", "stream", "stream_name"],
-            "other".into(),
-        );
-        set(
-            &mut new,
-            &["sinks", "more"],
-            toml::Value::Table(toml::Table::new()),
-        );
-        set(&mut new, &["api"], toml::Value::Table(toml::Table::new()));
-        let (_, restart) = compare(&old, &new);
-        assert_eq!(
-            restart,
-            vec![
-                "api",
-                "metadata.stream.stream_name",
-                "sources.in.batch_lines",
-                "transforms.t.inputs",
-                "sinks.more (added or removed)",
-            ]
-        );
+        self.pipeline = pipeline;
+        Ok(changes.live)
     }
 }

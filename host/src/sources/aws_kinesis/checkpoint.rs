@@ -9,7 +9,7 @@
 //! per source, replaced atomically and durably on every advance (written aside and
 //! synced, renamed, the directory synced); a restarted source resumes after each shard's
 //! checkpoint, so a crash re-delivers at most the unacknowledged tail. With a lease
-//! table ([`crate::leases`]) the store keeps positions in memory instead and the source
+//! table ([`crate::sources::aws_kinesis::leases`]) the store keeps positions in memory instead and the source
 //! writes the advanced ones to the table ([`Checkpoints::take_advanced`]).
 //!
 //! Once the pipeline fails ([`crate::lifecycle`]), the store is halted: no checkpoint
@@ -22,7 +22,7 @@
 //! The store also keeps the publication log of `druid` sinks ([`crate::sinks::druid`]):
 //! in the checkpoint file, one publication per sink covering every shard of the store;
 //! with a lease table, one per sink and shard holding, in the shard's lease row
-//! ([`crate::lease_publications`]). A [`Scope`] names which.
+//! ([`crate::sources::aws_kinesis::leases::publications`]). A [`Scope`] names which.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -31,8 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::lease_publications::LeaseLog;
-use crate::leases::LeaseError;
+use crate::sources::aws_kinesis::leases::LeaseError;
+use crate::sources::aws_kinesis::leases::publications::LeaseLog;
 
 /// A shard's durable position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,7 +147,7 @@ struct Leased {
 /// How long a new holder waits, after taking a lease, before it settles a publication
 /// its last owner left: a write the last owner began before its holding ran out has
 /// been applied or given up by then (the AWS clients' attempt timeout).
-pub const SETTLE_AFTER_TAKING: std::time::Duration = crate::kinesis::ATTEMPT_TIMEOUT;
+pub const SETTLE_AFTER_TAKING: std::time::Duration = crate::aws::ATTEMPT_TIMEOUT;
 
 /// Per-shard bookkeeping of released batches.
 #[derive(Default)]

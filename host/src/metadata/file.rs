@@ -6,13 +6,77 @@
 //! file that does not parse, leaves the previous table in place; the failure is logged
 //! and counted, and the next change is tried again.
 
-use super::{Rejected, Table};
-use super::{SharedTable, TableSpec};
+use super::{MetadataKind, Rejected, SharedTable, Table, TableOptions, TableSpec};
+use crate::config::Invalid;
 use crate::metrics::ComponentMetrics;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
+
+/// The `file` table's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub table: TableOptions,
+    /// How often the files are checked for changes, in milliseconds; a change rebuilds
+    /// the table and swaps it in. 0 never re-reads.
+    #[serde(default = "default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+fn default_reload_interval_ms() -> u64 {
+    1000
+}
+
+impl MetadataKind for Config {
+    fn validate(&self, key: &str) -> Result<(), Invalid> {
+        if self.table.spec().watched_files().is_empty() {
+            return Err(Invalid::new(
+                format!("{key}.path"),
+                "a file table needs `path`, `paths` or `aws_ip_ranges`",
+            ));
+        }
+        Ok(())
+    }
+
+    fn table(&self) -> &TableOptions {
+        &self.table
+    }
+
+    fn table_mut(&mut self) -> &mut TableOptions {
+        &mut self.table
+    }
+
+    fn reloads_live(&self) -> bool {
+        true
+    }
+
+    fn follow(
+        &self,
+        name: &str,
+        shared: Arc<SharedTable>,
+        metrics: Arc<ComponentMetrics>,
+        seen: Fingerprint,
+    ) -> Option<Box<dyn Send>> {
+        (self.reload_interval_ms > 0).then(|| {
+            let interval = Duration::from_millis(self.reload_interval_ms);
+            let watcher = Watcher::start(
+                name.to_string(),
+                self.table.spec(),
+                shared,
+                metrics,
+                interval,
+                seen,
+            );
+            Box::new(watcher) as Box<dyn Send>
+        })
+    }
+}
 
 /// Size and modification time of every watched file (`None`: missing or unreadable).
 pub type Fingerprint = Vec<(PathBuf, Option<(u64, SystemTime)>)>;

@@ -2,6 +2,8 @@
 //! per-shard polling shared by the `aws_kinesis_streams` source and metadata tables.
 
 use aws_sdk_kinesis::types::ShardIteratorType;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// A stream, by name or ARN (exactly one is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,29 +25,71 @@ pub enum StartAt {
     Timestamp(i64),
 }
 
-/// A stream and how to reach it: what every Kinesis reader and writer is configured with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stream and how to reach it: the keys every Kinesis table, source and sink has
+/// (flattened into their configs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub struct StreamConfig {
-    /// The stream.
-    pub stream: StreamRef,
-    /// Endpoint override (a local Kinesis in tests); `None` uses AWS's.
+    /// The stream's name (or `stream_arn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_name: Option<String>,
+    /// The stream's ARN (or `stream_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+    /// Endpoint override, e.g. a local Kinesis (`http://127.0.0.1:4567`). Default:
+    /// AWS's endpoint for the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// Region; `None` uses the standard AWS configuration chain.
+    /// Region. Default: the standard AWS configuration chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
 }
 
 impl StreamConfig {
+    /// The stream, by name or ARN.
+    pub fn stream(&self) -> StreamRef {
+        StreamRef {
+            name: self.stream_name.clone(),
+            arn: self.stream_arn.clone(),
+        }
+    }
+
+    /// Where the client connects. (The keys are the stream's own, not a flattened
+    /// [`crate::aws::ClientConfig`]: serde cannot refuse unknown keys through a flatten
+    /// inside a flatten.)
+    pub fn client_config(&self) -> crate::aws::ClientConfig {
+        crate::aws::ClientConfig {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+        }
+    }
+
+    /// Whether any key of the stream is set.
+    pub fn is_set(&self) -> bool {
+        self.stream_name.is_some() || self.stream_arn.is_some()
+    }
+
+    /// `key.stream_name` names the stream exactly once.
+    pub fn validate(&self, key: &str) -> Result<(), crate::config::Invalid> {
+        if self.stream_name.is_some() == self.stream_arn.is_some() {
+            return Err(crate::config::Invalid::new(
+                format!("{key}.stream_name"),
+                "needs exactly one of `stream_name` and `stream_arn`",
+            ));
+        }
+        Ok(())
+    }
+
     /// A client from the standard AWS configuration chain (environment, profile, IMDS),
     /// with the endpoint and region overrides.
     pub async fn client(&self) -> aws_sdk_kinesis::Client {
-        aws_sdk_kinesis::Client::new(&aws_config(&self.region, &self.endpoint).await)
+        aws_sdk_kinesis::Client::new(&self.client_config().sdk_config().await)
     }
 
     /// A client whose calls the SDK never repeats by itself: for writers, which must see
     /// every failed attempt (a repeated PutRecords whose first answer was lost writes its
     /// records twice) and retry on their own terms.
     pub async fn client_without_retries(&self) -> aws_sdk_kinesis::Client {
-        let config = aws_config(&self.region, &self.endpoint).await;
+        let config = self.client_config().sdk_config().await;
         let config = aws_sdk_kinesis::config::Builder::from(&config)
             .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
             .build();
@@ -53,56 +97,34 @@ impl StreamConfig {
     }
 }
 
-/// How long connecting to an AWS endpoint may take.
-pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
-/// How long one attempt of an AWS call may take (a hung endpoint is given up on).
-pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// How long an AWS call may take with the SDK's own retries.
-pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(25);
+/// Where a Kinesis reader starts a shard it has no position in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPosition {
+    /// The oldest record the stream retains.
+    #[default]
+    TrimHorizon,
+    /// Only records written after reading starts.
+    Latest,
+    /// Records written at or after `start_timestamp` (sources only).
+    AtTimestamp,
+}
 
-/// AWS settings from the standard configuration chain (environment, profile, IMDS), with
-/// region and endpoint overrides and timeouts on every call ([`CONNECT_TIMEOUT`],
-/// [`ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`]): what every AWS client here is made from.
-pub async fn aws_config(
-    region: &Option<String>,
-    endpoint: &Option<String>,
-) -> aws_config::SdkConfig {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts);
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.clone()));
+impl StartPosition {
+    /// Where to start, with the timestamp of `at_timestamp`.
+    pub fn start_at(self, timestamp: Option<i64>) -> StartAt {
+        match self {
+            StartPosition::TrimHorizon => StartAt::TrimHorizon,
+            StartPosition::Latest => StartAt::Latest,
+            StartPosition::AtTimestamp => StartAt::Timestamp(timestamp.unwrap_or_default()),
+        }
     }
-    if let Some(endpoint) = endpoint {
-        loader = loader.endpoint_url(endpoint);
-    }
-    loader.load().await
 }
 
 /// How often readers fetch the shard list again (new shards after a reshard).
 pub const RELIST: std::time::Duration = std::time::Duration::from_secs(5);
 /// Shortest pause between two polls of a shard (Kinesis allows 5 GetRecords per second).
 pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// A pause between `d / 2` and `d`, so that callers that failed together do not retry
-/// together.
-pub fn jittered(d: std::time::Duration) -> std::time::Duration {
-    let fraction = (random_u64() % 1000) as u32;
-    d / 2 + d / 2 * fraction / 1000
-}
-
-/// A random number, good for jitter and unique ids (not for secrets): RandomState is
-/// seeded from the OS for every process and differently for every instance.
-pub fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    hasher.finish()
-}
 
 /// A shard and the shards it was split or merged from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,10 +239,7 @@ impl ShardCursor {
                     request.shard_iterator_type(ShardIteratorType::TrimHorizon)
                 }
                 (None, StartAt::Latest) => {
-                    self.latest_from = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_secs() as i64);
+                    self.latest_from = Some(crate::util::epoch_seconds());
                     request.shard_iterator_type(ShardIteratorType::Latest)
                 }
                 (None, StartAt::Timestamp(seconds)) => request
@@ -257,22 +276,5 @@ impl ShardCursor {
             None => self.finished = true,
         }
         Ok(records)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn jitter_stays_between_half_and_all_of_the_pause() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(800));
-            assert!(
-                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
-                "{d:?}"
-            );
-        }
     }
 }

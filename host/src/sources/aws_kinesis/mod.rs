@@ -13,7 +13,7 @@
 //!
 //! Batches end on record boundaries and carry an acknowledgement; a shard's checkpoint
 //! advances only once every sink has taken all its records up to that point (see
-//! [`crate::checkpoint`]). A restarted source resumes after each shard's checkpoint, and
+//! [`crate::sources::aws_kinesis::checkpoint`]). A restarted source resumes after each shard's checkpoint, and
 //! a shard checkpointed as finished is never read again.
 //!
 //! Per-shard series (on the admin endpoint's `/metrics`): `kinesis_shard_records_total`,
@@ -22,182 +22,29 @@
 //! every sink); totals `kinesis_records_total`, `kinesis_bytes_total`,
 //! `kinesis_throttles_total`, `kinesis_expired_iterators_total`.
 
+pub mod checkpoint;
+mod config;
+pub mod decode;
+pub mod leases;
+
+pub use config::Config;
+pub use decode::{DecodeError, Decoded, RecordFormat, decode};
+
+use crate::aws::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt};
 use crate::batch::{ByteBudget, LineBatch};
-use crate::checkpoint::{Checkpoints, ShardCheckpoint, sequence_le};
-use crate::kinesis::{MIN_POLL, RELIST, Record, ShardCursor, StartAt, StreamConfig, jittered};
-use crate::lease_publications::LeaseLog;
-use crate::leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sources::BATCH_MAX_BYTES;
 use crate::topology::output::Output;
-use serde::Deserialize;
+use crate::util::jittered;
+use checkpoint::{Checkpoints, ShardCheckpoint, sequence_le};
+use decode::base64;
+use leases::publications::LeaseLog;
+use leases::{Change, Coordinator, LeaseCounts, LeaseSpec, LeaseTable};
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// How records are read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordFormat {
-    /// Gzip records are CloudWatch Logs envelopes; anything else is text.
-    #[default]
-    Auto,
-    /// Every record is a CloudWatch Logs envelope.
-    CloudwatchLogs,
-    /// Every record is flow-log text, one or many lines.
-    Text,
-}
-
-/// Everything the source needs.
-#[derive(Debug, Clone)]
-pub struct KinesisSourceSpec {
-    /// The stream and how to reach it.
-    pub stream: StreamConfig,
-    /// Where shards without a position start.
-    pub start: StartAt,
-    /// How records are decoded.
-    pub format: RecordFormat,
-    /// Lines per batch.
-    pub batch_lines: usize,
-    /// Pause between polling rounds.
-    pub poll_interval: Duration,
-    /// The checkpoint store file (unused with `leases`).
-    pub checkpoints: std::path::PathBuf,
-    /// Share the stream with other hosts through a DynamoDB lease table, which then
-    /// holds the checkpoints too.
-    pub leases: Option<LeaseSpec>,
-    /// Longest line taken; longer ones are dead-lettered with a prefix.
-    pub max_line_bytes: usize,
-    /// Most bytes one record may inflate to; more is dead-lettered.
-    pub max_record_bytes: usize,
-    /// Most bytes of GetRecords answers in flight at once: reads run at most
-    /// `max_in_flight_bytes / 10 MiB` at a time (at least 1, at most 64). Also the
-    /// most inflated bytes of this source's batches alive downstream at once.
-    pub max_in_flight_bytes: usize,
-}
-
-/// What one record holds.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
-    /// Flow-log lines, one text (each line ends with `\n`; empty lines are left out),
-    /// so a record of many short lines costs no allocation per line.
-    Lines(String),
-    /// A CloudWatch Logs control message: nothing to read.
-    Control,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    message_type: String,
-    #[serde(default)]
-    log_events: Vec<LogEvent>,
-}
-
-#[derive(Deserialize)]
-struct LogEvent {
-    message: String,
-}
-
-/// Why a record could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// It inflates beyond `max_record_bytes` (a decompression bomb, or a mistake).
-    #[error("record inflates to more than max_record_bytes ({0} bytes)")]
-    TooLarge(usize),
-    /// Not gzip, not an envelope, or a broken one.
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl DecodeError {
-    /// The `error_type` it is counted as.
-    pub fn error_type(&self) -> &'static str {
-        match self {
-            DecodeError::TooLarge(_) => "record_too_large",
-            DecodeError::Invalid(_) => "invalid_record",
-        }
-    }
-}
-
-/// Decodes one record's bytes, or says why it cannot be. Gzip is inflated only up to
-/// `max_bytes`: memory never follows what a record claims to hold.
-pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Decoded, DecodeError> {
-    let invalid = |message: String| DecodeError::Invalid(message);
-    let gzip = crate::batch::is_gzip(data);
-    if format == RecordFormat::CloudwatchLogs && !gzip {
-        return Err(invalid("not a gzip CloudWatch Logs envelope".into()));
-    }
-    let text_lines = |bytes: &[u8]| {
-        let mut text = String::with_capacity(bytes.len() + 1);
-        for line in String::from_utf8_lossy(bytes).lines() {
-            push_nonempty(&mut text, line);
-        }
-        text
-    };
-    if !gzip {
-        return Ok(Decoded::Lines(text_lines(data)));
-    }
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(data)
-        .take(max_bytes as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| invalid(format!("cannot gunzip the record: {e}")))?;
-    if bytes.len() > max_bytes {
-        return Err(DecodeError::TooLarge(max_bytes));
-    }
-    if format == RecordFormat::Text {
-        return Ok(Decoded::Lines(text_lines(&bytes)));
-    }
-    let envelope: Envelope = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid(format!("not a CloudWatch Logs envelope: {e}")))?;
-    match envelope.message_type.as_str() {
-        "CONTROL_MESSAGE" => Ok(Decoded::Control),
-        "DATA_MESSAGE" => {
-            let mut text = String::new();
-            for line in envelope.log_events.iter().flat_map(|e| e.message.lines()) {
-                push_nonempty(&mut text, line);
-            }
-            Ok(Decoded::Lines(text))
-        }
-        other => Err(invalid(format!(
-            "unknown CloudWatch Logs messageType `{other}`"
-        ))),
-    }
-}
-
-/// Appends `line` and a newline to `text`, unless the line is blank.
-fn push_nonempty(text: &mut String, line: &str) {
-    if !line.trim().is_empty() {
-        text.push_str(line);
-        text.push('\n');
-    }
-}
-
-/// Standard base64, for dead-lettered record bytes.
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// One shard being read.
 struct Shard {
@@ -308,7 +155,7 @@ impl Shard {
         &mut self,
         component: &str,
         polled: Result<Vec<Record>, aws_sdk_kinesis::Error>,
-        spec: &KinesisSourceSpec,
+        config: &Config,
         to: &Sending<'_>,
     ) {
         let metrics = to.metrics;
@@ -330,7 +177,7 @@ impl Shard {
                     metrics.shard_gauge("kinesis_millis_behind_latest", shard_id, behind);
                 }
                 for record in &records {
-                    self.take(component, record, spec, to);
+                    self.take(component, record, config, to);
                 }
                 self.send(to, false);
                 // Batches sent but not yet taken by every sink (checkpoint lag).
@@ -365,13 +212,7 @@ impl Shard {
         }
     }
 
-    fn take(
-        &mut self,
-        component: &str,
-        record: &Record,
-        spec: &KinesisSourceSpec,
-        to: &Sending<'_>,
-    ) {
+    fn take(&mut self, component: &str, record: &Record, config: &Config, to: &Sending<'_>) {
         // A batch ends at every boundary, so none holds records on both sides of one.
         if let Some(last) = &self.sequence
             && self
@@ -381,19 +222,19 @@ impl Shard {
         {
             self.send(to, false);
         }
-        match decode(&record.data, spec.format, spec.max_record_bytes) {
+        match decode(&record.data, config.record_format, config.max_record_bytes) {
             Ok(Decoded::Lines(lines)) => {
                 to.metrics.received(lines.lines().count() as u64);
                 let mut letters = String::new();
                 let mut long = 0;
                 for line in lines.lines() {
-                    if line.len() > spec.max_line_bytes {
+                    if line.len() > config.lines.max_line_bytes {
                         to.metrics.error("line_too_long", 1);
                         letters.push_str(&crate::sources::long_line_letter(
                             component,
                             &self.id,
                             line.len(),
-                            spec.max_line_bytes,
+                            config.lines.max_line_bytes,
                             line.as_bytes(),
                         ));
                         long += 1;
@@ -408,7 +249,9 @@ impl Shard {
                     // holds the checkpoint at this record until it is delivered too.
                     self.send(to, false);
                     self.dead_letter(component, record, letters, long, to);
-                } else if self.lines >= spec.batch_lines || self.text.len() >= BATCH_MAX_BYTES {
+                } else if self.lines >= config.lines.batch_lines
+                    || self.text.len() >= BATCH_MAX_BYTES
+                {
                     self.send(to, false);
                 }
             }
@@ -461,6 +304,17 @@ impl Shard {
     }
 }
 
+/// Why the source could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisSourceError {
+    /// The checkpoint store could not be opened.
+    #[error("cannot open the checkpoint store")]
+    Checkpoints(#[source] checkpoint::CheckpointError),
+    /// The lease table could not be created or read.
+    #[error("cannot use the lease table")]
+    LeaseTable(#[source] leases::LeaseError),
+}
+
 /// Reads until `stop` is set, then sends what it holds. Network calls run on a runtime
 /// of this thread; batches are sent outside it, since sending blocks while downstream is
 /// full (backpressure). With a lease table, only shards whose lease this host holds are
@@ -472,50 +326,36 @@ impl Shard {
 /// pipeline then fails instead of draining as if the stream had been read.
 pub fn run(
     id: &str,
-    spec: &KinesisSourceSpec,
+    config: &Config,
     output: Output,
     dead_letters: Output,
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
-) -> Result<(), String> {
+) -> Result<(), KinesisSourceError> {
     let stop = lifecycle.stop_flag();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|error| format!("cannot start the Kinesis source: {error}"))?;
-    let checkpoints = if spec.leases.is_some() {
+    let runtime = crate::aws::runtime();
+    let lease_spec = config.leases.as_ref().map(|leases| leases.spec());
+    let checkpoints = if lease_spec.is_some() {
         Checkpoints::in_memory()
     } else {
-        Checkpoints::open(&spec.checkpoints).map_err(|error| {
+        Checkpoints::open(&config.checkpoints_path()).map_err(|error| {
             metrics.error("checkpoint_failed", 1);
-            format!("cannot open the checkpoint store: {error}")
+            KinesisSourceError::Checkpoints(error)
         })?
     }
     .halted_by(lifecycle.halted());
-    let mut leases = match &spec.leases {
+    let mut leases = match &lease_spec {
         None => None,
         Some(lease_spec) => {
             let table = runtime.block_on(LeaseTable::connect(lease_spec));
             if let Err(error) = runtime.block_on(table.ensure_table()) {
                 metrics.error("lease_table_failed", 1);
-                return Err(format!("cannot use the lease table: {error}"));
+                return Err(KinesisSourceError::LeaseTable(error));
             }
             tracing::info!(message = "Sharing the stream through a lease table.", component_id = %id, table = %lease_spec.table, worker = %lease_spec.worker);
-            let coordinator = match Coordinator::new(table, lease_spec.clone()) {
-                Ok(coordinator) => coordinator,
-                Err(error) => {
-                    metrics.error("lease_table_failed", 1);
-                    return Err(format!("cannot start the lease renewer: {error}"));
-                }
-            };
+            let coordinator = Coordinator::new(table, lease_spec.clone());
             // `druid` sinks log their publications in the lease rows.
-            match LeaseLog::new(lease_spec, coordinator.view()) {
-                Ok(log) => checkpoints.use_lease_log(log),
-                Err(error) => {
-                    metrics.error("lease_table_failed", 1);
-                    return Err(format!("cannot start the publication log: {error}"));
-                }
-            }
+            checkpoints.use_lease_log(LeaseLog::new(lease_spec, coordinator.view()));
             Some(Leases {
                 coordinator,
                 spec: lease_spec.clone(),
@@ -525,7 +365,7 @@ pub fn run(
             })
         }
     };
-    let budget = ByteBudget::new(spec.max_in_flight_bytes);
+    let budget = ByteBudget::new(config.max_in_flight_bytes());
     let to = Sending {
         output: &output,
         dead_letters: &dead_letters,
@@ -534,15 +374,15 @@ pub fn run(
         budget: &budget,
         stop,
     };
-    let client = runtime.block_on(spec.stream.client());
+    let client = runtime.block_on(config.stream.client());
     let mut shards: HashMap<String, Shard> = HashMap::new();
     let mut listed: HashSet<String> = HashSet::new();
     let mut listed_at: Option<Instant> = None;
     let mut polled_at: Option<Instant> = None;
-    let poll_interval = spec.poll_interval.max(MIN_POLL);
+    let poll_interval = config.poll_interval().max(MIN_POLL);
     // With leases, the loop also wakes between polls for scans and what the renewer
     // found.
-    let tick = spec.leases.as_ref().map_or(poll_interval, |l| {
+    let tick = lease_spec.as_ref().map_or(poll_interval, |l| {
         poll_interval
             .min(l.scan_interval)
             .min(l.renew_interval())
@@ -550,13 +390,16 @@ pub fn run(
     });
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
-            match runtime.block_on(crate::kinesis::list_shards(&client, &spec.stream.stream)) {
+            match runtime.block_on(crate::aws::kinesis::list_shards(
+                &client,
+                &config.stream.stream(),
+            )) {
                 Ok(infos) => {
                     listed = infos.iter().map(|s| s.id.clone()).collect();
                     match &mut leases {
                         Some(leases) => {
                             let synced = runtime
-                                .block_on(leases.coordinator.sync_shards(&infos, spec.start));
+                                .block_on(leases.coordinator.sync_shards(&infos, config.start()));
                             if let Err(error) = synced {
                                 metrics.error("lease_table_failed", 1);
                                 tracing::warn!(message = "Cannot add leases for new shards; retrying.", component_id = %id, %error);
@@ -568,7 +411,7 @@ pub fn run(
                                     // A child of a reshard starts at its oldest record: nothing
                                     // written to it before it is first read may be skipped.
                                     let start = if info.parents.is_empty() {
-                                        spec.start
+                                        config.start()
                                     } else {
                                         StartAt::TrimHorizon
                                     };
@@ -592,7 +435,7 @@ pub fn run(
             }
         }
         if let Some(leases) = &mut leases {
-            leases.step(&runtime, &mut shards, &to);
+            leases.step(runtime, &mut shards, &to);
         }
         if polled_at.is_some_and(|at| at.elapsed() < poll_interval) {
             std::thread::sleep(tick);
@@ -637,14 +480,13 @@ pub fn run(
             })
             .collect();
         let concurrent =
-            (spec.max_in_flight_bytes / GET_RECORDS_MAX_BYTES).clamp(1, CONCURRENT_READS);
+            (config.max_in_flight_bytes() / GET_RECORDS_MAX_BYTES).clamp(1, CONCURRENT_READS);
+        let stream = config.stream.stream();
         for group in ready.chunks_mut(concurrent) {
             let polls = runtime.block_on(futures_util::future::join_all(group.iter_mut().map(
                 |(shard_id, shard)| {
                     let start = shard.start;
-                    shard
-                        .cursor
-                        .poll(&client, &spec.stream.stream, shard_id, start)
+                    shard.cursor.poll(&client, &stream, shard_id, start)
                 },
             )));
             for ((shard_id, shard), polled) in group.iter_mut().zip(polls) {
@@ -658,7 +500,7 @@ pub fn run(
                     shard.cursor.reset();
                     continue;
                 }
-                shard.handle(id, polled, spec, &to);
+                shard.handle(id, polled, config, &to);
             }
         }
         std::thread::sleep(tick);
@@ -672,13 +514,13 @@ pub fn run(
     if let Some(mut leases) = leases {
         let deadline = Instant::now() + leases.spec.handoff_timeout();
         while checkpoints.in_flight() > 0 && Instant::now() < deadline && !lifecycle.aborted() {
-            leases.keep_alive(&runtime, &checkpoints);
+            leases.keep_alive(runtime, &checkpoints);
             std::thread::sleep(Duration::from_millis(50));
         }
         let unacknowledged = checkpoints.in_flight();
         // The last checkpoints, retried (while the leases are kept alive) until written.
         while !leases
-            .flush(&runtime, &checkpoints, &mut Vec::new())
+            .flush(runtime, &checkpoints, &mut Vec::new())
             .is_empty()
             && Instant::now() < deadline
         {
@@ -714,7 +556,7 @@ impl Leases {
     /// apply what changed to the shards being read.
     fn step(
         &mut self,
-        runtime: &tokio::runtime::Runtime,
+        runtime: &'static tokio::runtime::Runtime,
         shards: &mut HashMap<String, Shard>,
         to: &Sending<'_>,
     ) {
@@ -784,7 +626,7 @@ impl Leases {
     }
 
     /// Checkpoints only, while stopping (the renewer keeps the leases alive).
-    fn keep_alive(&mut self, runtime: &tokio::runtime::Runtime, checkpoints: &Checkpoints) {
+    fn keep_alive(&mut self, runtime: &'static tokio::runtime::Runtime, checkpoints: &Checkpoints) {
         let _ = runtime.block_on(self.coordinator.tick(true, &mut self.counts));
         if self.checkpointed_at.elapsed() >= self.spec.checkpoint_interval {
             self.flush(runtime, checkpoints, &mut Vec::new());
@@ -795,7 +637,7 @@ impl Leases {
     /// failed (marked advanced again, so the next flush retries them).
     fn flush(
         &mut self,
-        runtime: &tokio::runtime::Runtime,
+        runtime: &'static tokio::runtime::Runtime,
         checkpoints: &Checkpoints,
         changes: &mut Vec<Change>,
     ) -> Vec<String> {
@@ -825,79 +667,5 @@ impl Leases {
         metrics.count("lease_scans_total", now.scans - was.scans);
         metrics.gauge("leases_held", self.coordinator.held_count() as i64);
         self.reported = now;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn gzip(bytes: &[u8]) -> Vec<u8> {
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        encoder.write_all(bytes).unwrap();
-        encoder.finish().unwrap()
-    }
-
-    const MAX: usize = 16 << 20;
-
-    #[test]
-    fn decodes_text_envelopes_and_rejects_the_rest() {
-        let lines = |v: &[&str]| Decoded::Lines(v.iter().map(|s| format!("{s}\n")).collect());
-        assert_eq!(
-            decode(b"a b\r\nc d\n\n", RecordFormat::Auto, MAX),
-            Ok(lines(&["a b", "c d"]))
-        );
-        let data = gzip(
-            br#"{"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
-                 "subscriptionFilters": ["f"], "logEvents": [
-                   {"id": "1", "timestamp": 1, "message": "x y"},
-                   {"id": "2", "timestamp": 2, "message": "z w"}]}"#,
-        );
-        assert_eq!(
-            decode(&data, RecordFormat::Auto, MAX),
-            Ok(lines(&["x y", "z w"]))
-        );
-        assert_eq!(
-            decode(&data, RecordFormat::CloudwatchLogs, MAX),
-            Ok(lines(&["x y", "z w"]))
-        );
-        let control = gzip(br#"{"messageType": "CONTROL_MESSAGE", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]}"#);
-        assert_eq!(
-            decode(&control, RecordFormat::Auto, MAX),
-            Ok(Decoded::Control)
-        );
-        assert_eq!(
-            decode(&gzip(b"p q\n"), RecordFormat::Text, MAX),
-            Ok(lines(&["p q"]))
-        );
-        assert!(decode(b"plain", RecordFormat::CloudwatchLogs, MAX).is_err());
-        assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto, MAX).is_err());
-        assert!(decode(&gzip(b"not json"), RecordFormat::Auto, MAX).is_err());
-        // A bomb: 64 MiB of zeros in a few KiB, refused at the limit without inflating it.
-        let bomb = gzip(&vec![0u8; 64 << 20]);
-        assert!(bomb.len() < 1 << 20);
-        assert_eq!(
-            decode(&bomb, RecordFormat::Auto, 1 << 20),
-            Err(DecodeError::TooLarge(1 << 20))
-        );
-        assert_eq!(
-            decode(&gzip(b"p q\n"), RecordFormat::Text, 4),
-            Ok(lines(&["p q"]))
-        );
-    }
-
-    #[test]
-    fn base64_matches_the_standard() {
-        for (data, want) in [
-            (&b""[..], ""),
-            (b"f", "Zg=="),
-            (b"fo", "Zm8="),
-            (b"foo", "Zm9v"),
-            (b"foobar", "Zm9vYmFy"),
-            (&[0x1f, 0x8b, 0xff][..], "H4v/"),
-        ] {
-            assert_eq!(base64(data), want);
-        }
     }
 }

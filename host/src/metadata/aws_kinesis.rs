@@ -11,14 +11,93 @@
 //! since a restart reads the changelog again.
 
 use super::events::{BadLine, Event, Target};
-use super::{SharedTable, TableSpec};
-use crate::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StreamConfig};
+use super::{MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
+use crate::aws::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StartPosition, StreamConfig};
+use crate::config::Invalid;
 use crate::metrics::ComponentMetrics;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// The `aws_kinesis_streams` table's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The bootstrap snapshot (`path`, `paths`, read once) and the options of every
+    /// build.
+    #[serde(flatten)]
+    pub table: TableOptions,
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub stream: StreamConfig,
+    /// `trim_horizon` (the whole retained changelog, the default), `latest` (only
+    /// changes from now on) or `at_timestamp` (with `start_timestamp`).
+    #[serde(default)]
+    pub start_position: StartPosition,
+    /// Epoch seconds to start at, for `start_position = "at_timestamp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timestamp: Option<i64>,
+    /// Pause between polls of the shards, and the shortest time between two table
+    /// builds, in milliseconds.
+    #[serde(default = "default_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_poll_interval_ms() -> u64 {
+    250
+}
+
+impl Config {
+    /// Where the changelog stream is and how to read it.
+    pub fn stream_spec(&self) -> StreamSpec {
+        StreamSpec {
+            stream: self.stream.clone(),
+            start: self.start_position.start_at(self.start_timestamp),
+            poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
+        }
+    }
+}
+
+impl MetadataKind for Config {
+    fn validate(&self, key: &str) -> Result<(), Invalid> {
+        self.stream.validate(key)?;
+        if (self.start_position == StartPosition::AtTimestamp) != self.start_timestamp.is_some() {
+            return Err(Invalid::new(
+                format!("{key}.start_timestamp"),
+                "is required with, and only with, `start_position = \"at_timestamp\"`",
+            ));
+        }
+        Ok(())
+    }
+
+    fn table(&self) -> &TableOptions {
+        &self.table
+    }
+
+    fn table_mut(&mut self) -> &mut TableOptions {
+        &mut self.table
+    }
+
+    fn follow(
+        &self,
+        name: &str,
+        shared: Arc<SharedTable>,
+        metrics: Arc<ComponentMetrics>,
+        _seen: Fingerprint,
+    ) -> Option<Box<dyn Send>> {
+        Some(Box::new(StreamReader::start(
+            name.to_string(),
+            self.table.spec(),
+            self.stream_spec(),
+            shared,
+            metrics,
+        )))
+    }
+}
 
 /// Where a changelog stream is and how to read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,17 +140,7 @@ impl StreamReader {
         let handle = std::thread::Builder::new()
             .name(format!("metadata-{name}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        tracing::error!(message = "Cannot start the changelog reader.", table = %name, %error);
-                        return;
-                    }
-                };
-                runtime.block_on(read(name, spec, stream, shared, metrics, stopping));
+                crate::aws::runtime().block_on(read(name, spec, stream, shared, metrics, stopping));
             })
             .expect("spawn changelog reader");
         StreamReader {
@@ -90,7 +159,7 @@ async fn read(
     stop: Arc<AtomicBool>,
 ) {
     let client = stream.stream.client().await;
-    let stream_ref = &stream.stream.stream;
+    let stream_ref = &stream.stream.stream();
     let mut shards: HashMap<String, ShardCursor> = HashMap::new();
     // The bootstrap files are read once (their bad lines were counted at start-up);
     // every build starts from them and adds the stream's events.
@@ -109,7 +178,7 @@ async fn read(
     let mut built_at = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if listed_at.is_none_or(|at| at.elapsed() >= RELIST) {
-            match crate::kinesis::list_shards(&client, stream_ref).await {
+            match crate::aws::kinesis::list_shards(&client, stream_ref).await {
                 Ok(listed) => {
                     for shard in listed {
                         shards.entry(shard.id).or_default();
@@ -166,7 +235,7 @@ async fn read(
                 Ok((table, _)) => {
                     tracing::info!(message = "Rebuilt metadata from the changelog stream.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners());
                     let cutoff = table.cutoff();
-                    super::reload::install(table, &shared, &metrics);
+                    super::file::install(table, &shared, &metrics);
                     compact(&mut events, cutoff);
                     dirty = false;
                 }

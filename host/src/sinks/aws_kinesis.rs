@@ -9,13 +9,62 @@
 //! slows the pipeline instead of losing records. Errors that no retry can mend (the
 //! stream deleted, access denied, a KMS key gone: [`fatal_code`]) fail the pipeline.
 
-use crate::kinesis::{StreamConfig, StreamRef};
+use crate::aws::kinesis::{StreamConfig, StreamRef};
+use crate::config::{BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
-use crate::sinks::{AttemptError, retrying};
+use crate::sinks::{AttemptError, BuiltSink, SinkKind, retrying};
 use crate::topology::output::Input;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The `aws_kinesis_streams` sink's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Upstream component ids.
+    pub inputs: Vec<String>,
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub stream: StreamConfig,
+    /// Top-level JSON field whose value is the partition key (e.g. `srcaddr`); default
+    /// (or a line without it): a hash of the line, spread over the shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition_key_field: Option<String>,
+}
+
+impl Config {
+    /// What the writer needs.
+    pub fn spec(&self) -> KinesisSinkSpec {
+        KinesisSinkSpec {
+            stream: self.stream.clone(),
+            partition_key: self
+                .partition_key_field
+                .clone()
+                .map_or(PartitionKey::Spread, PartitionKey::Field),
+        }
+    }
+}
+
+impl SinkKind for Config {
+    fn inputs(&self) -> &[String] {
+        &self.inputs
+    }
+
+    fn validate(&self, key: &str, _upstream: &Upstream) -> Result<(), Invalid> {
+        self.stream.validate(key)
+    }
+
+    fn build(&self, _id: &str) -> Result<BuiltSink, BuildError> {
+        let spec = self.spec();
+        Ok(Box::new(move |input, cx| {
+            run(&cx.id, &spec, input, &cx.metrics, &cx.lifecycle)?;
+            Ok(None)
+        }))
+    }
+}
 
 /// Records per PutRecords request (the API's limit).
 const MAX_RECORDS: usize = 500;
@@ -82,24 +131,21 @@ pub fn requests(mut entries: Vec<(String, String)>) -> Vec<Vec<(String, String)>
 pub struct KinesisWriter {
     id: String,
     spec: KinesisSinkSpec,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
     client: aws_sdk_kinesis::Client,
 }
 
 impl KinesisWriter {
     /// Connects (lazily: the first request reaches the endpoint) for sink `id`.
-    pub fn new(id: &str, spec: &KinesisSinkSpec) -> Result<KinesisWriter, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
+    pub fn new(id: &str, spec: &KinesisSinkSpec) -> KinesisWriter {
+        let runtime = crate::aws::runtime();
         let client = runtime.block_on(spec.stream.client_without_retries());
-        Ok(KinesisWriter {
+        KinesisWriter {
             id: id.to_string(),
             spec: spec.clone(),
             runtime,
             client,
-        })
+        }
     }
 
     /// Puts every line of `text` as one record and returns once all are in the stream
@@ -183,7 +229,7 @@ impl KinesisWriter {
                     .runtime
                     .block_on(published_since(
                         &self.client,
-                        &self.spec.stream.stream,
+                        &self.spec.stream.stream(),
                         since_ms,
                         lifecycle,
                     ))
@@ -206,7 +252,7 @@ impl KinesisWriter {
                 let mut request: Vec<(String, String)> = pending[..n].to_vec();
                 let result = self.runtime.block_on(put_once(
                     &self.client,
-                    &self.spec.stream.stream,
+                    &self.spec.stream.stream(),
                     &mut request,
                     metrics,
                     &mut unknown,
@@ -267,7 +313,7 @@ async fn published_since(
     use aws_sdk_kinesis::types::ShardIteratorType;
     let describe = |e: &dyn std::fmt::Display| e.to_string();
     let mut present = std::collections::HashSet::new();
-    let shards = crate::kinesis::list_shards(client, stream)
+    let shards = crate::aws::kinesis::list_shards(client, stream)
         .await
         .map_err(|e| describe(&e))?;
     for shard in shards {
@@ -304,7 +350,7 @@ async fn published_since(
                         .is_some_and(|e| e.is_provisioned_throughput_exceeded_exception()) =>
                 {
                     // Kinesis allows 5 reads a second per shard, shared with Druid.
-                    tokio::time::sleep(crate::kinesis::jittered(pause)).await;
+                    tokio::time::sleep(crate::util::jittered(pause)).await;
                     pause = (pause * 2).min(std::time::Duration::from_secs(5));
                     continue;
                 }
@@ -340,7 +386,7 @@ pub fn run(
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
 ) -> Result<(), String> {
-    let writer = KinesisWriter::new(id, spec)?;
+    let writer = KinesisWriter::new(id, spec);
     while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
         let sent = writer.write(&batch.text, metrics, lifecycle)?;

@@ -2,6 +2,13 @@
 //! metadata snapshot. Enriched JSON goes to the transform's output; rejected lines go to
 //! `<id>.dead_letter` as `{"error", "line", "component", "stream"}` objects.
 
+mod build;
+mod config;
+pub mod swap;
+
+pub use build::{ComponentCache, WasmPlan};
+pub use config::Config;
+
 use crate::batch::LineBatch;
 use crate::metadata::{SharedTable, Table};
 use crate::metrics::ComponentMetrics;
@@ -23,7 +30,7 @@ pub struct WasmTransform {
     /// The component instance.
     pub worker: Worker,
     /// The component to run, replaceable while the transform runs (hot swap).
-    pub component: Arc<crate::transforms::swap::SharedComponent>,
+    pub component: Arc<crate::transforms::wasm::swap::SharedComponent>,
     /// The generation `worker` runs.
     pub generation: u64,
     /// Metadata to attribute with; `None` leaves every flow unattributed.
@@ -62,31 +69,6 @@ pub struct LiveOptions {
     pub limits: WorkerLimits,
 }
 
-impl LiveOptions {
-    /// The options a transform's configuration sets.
-    pub fn from_config(config: &crate::config::TransformConfig) -> LiveOptions {
-        let crate::config::TransformConfig::Wasm {
-            format,
-            holdback_secs,
-            holdback_max_lines,
-            holdback_max_mib,
-            batch_timeout_ms,
-            memory_limit_mib,
-            ..
-        } = config;
-        LiveOptions {
-            format: format.clone(),
-            holdback: (*holdback_secs > 0).then(|| std::time::Duration::from_secs(*holdback_secs)),
-            holdback_max_lines: *holdback_max_lines,
-            holdback_max_bytes: holdback_max_mib.saturating_mul(1 << 20),
-            limits: WorkerLimits {
-                batch_timeout: std::time::Duration::from_millis(*batch_timeout_ms),
-                memory_limit_bytes: memory_limit_mib.saturating_mul(1 << 20),
-            },
-        }
-    }
-}
-
 /// The table of transforms without metadata: built once, not per batch.
 static EMPTY_TABLE: std::sync::LazyLock<Arc<Table>> =
     std::sync::LazyLock::new(|| Arc::new(Table::default()));
@@ -98,7 +80,7 @@ const HOLD_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 struct HeldLine {
     line: String,
     /// The acknowledgements of the batch it came from, kept until it is emitted.
-    acks: Vec<Arc<crate::checkpoint::Ack>>,
+    acks: Vec<Arc<crate::sources::aws_kinesis::checkpoint::Ack>>,
     stream: Arc<str>,
     format: Option<String>,
     since: Instant,
@@ -550,7 +532,7 @@ impl WasmTransform {
     fn dead_letter(
         &mut self,
         stream: &Arc<str>,
-        acks: &[Arc<crate::checkpoint::Ack>],
+        acks: &[Arc<crate::sources::aws_kinesis::checkpoint::Ack>],
         rejected: &[(String, &str)],
     ) {
         if rejected.is_empty() {

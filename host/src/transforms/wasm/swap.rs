@@ -15,7 +15,7 @@
 //! (`component_errors_total{error_type}`) and dropped; the running one carries on.
 
 use crate::fixtures;
-use crate::metadata::reload::{Fingerprint, fingerprint};
+use crate::metadata::file::{Fingerprint, fingerprint};
 use crate::metrics::ComponentMetrics;
 use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
 use crate::transforms::wasm::LiveOptions;

@@ -1,5 +1,5 @@
 //! The publication log of `druid` sinks for a source that shares its stream through a
-//! lease table ([`crate::leases`]): what a host publishes is logged in the lease row of
+//! lease table ([`crate::sources::aws_kinesis::leases`]): what a host publishes is logged in the lease row of
 //! the shard it covers, so a host that takes the shard over (after a crash, a kill -9,
 //! a handoff) knows what its last owner published and what it left half done.
 //!
@@ -30,8 +30,8 @@
 //! stream back, writes the rows that are missing, ends it. Its reading ends batches at
 //! the covered and published sequence numbers, and skips those wholly published.
 
-use crate::checkpoint::Publication;
-use crate::leases::{
+use crate::sources::aws_kinesis::checkpoint::Publication;
+use crate::sources::aws_kinesis::leases::{
     HeldView, LeaseError, LeaseSpec, LeaseTable, publication_attribute, published_attribute,
 };
 use aws_sdk_dynamodb::primitives::Blob;
@@ -45,29 +45,25 @@ const CHUNK_BYTES: usize = 256 * 1024;
 const CHUNK_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// A host's side of the publication log in a lease table, for `druid` sinks (which call
-/// it from their own threads: it has a client and a runtime of its own).
+/// it from their own threads: it has a client of its own and runs on the shared runtime).
 pub struct LeaseLog {
     table: LeaseTable,
-    runtime: tokio::runtime::Runtime,
+    runtime: &'static tokio::runtime::Runtime,
     view: HeldView,
 }
 
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_string())
-}
+use super::table::s;
 
 impl LeaseLog {
     /// A log in `spec`'s table, writing under the leases `view` shows held.
-    pub fn new(spec: &LeaseSpec, view: HeldView) -> std::io::Result<LeaseLog> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+    pub fn new(spec: &LeaseSpec, view: HeldView) -> LeaseLog {
+        let runtime = crate::aws::runtime();
         let table = runtime.block_on(LeaseTable::connect(spec));
-        Ok(LeaseLog {
+        LeaseLog {
             table,
             runtime,
             view,
-        })
+        }
     }
 
     /// Whether this host holds `shard` in holding `epoch` and may write under it now.
@@ -89,11 +85,7 @@ impl LeaseLog {
         publication.chunks = chunks.len();
         let header = serde_json::to_string(&*publication).expect("publications serialise");
         self.runtime.block_on(async {
-            let expires = (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-                + CHUNK_TTL_SECS)
-                .to_string();
+            let expires = (crate::util::epoch_seconds() as u64 + CHUNK_TTL_SECS).to_string();
             let puts = chunks.into_iter().enumerate().map(|(n, bytes)| {
                 self.table
                     .client()

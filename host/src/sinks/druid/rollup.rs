@@ -1,0 +1,378 @@
+//! The rollup: enriched flows summed per time bucket and dimensions, as Druid's own
+//! rollup sums them, keyed without parsing JSON on the fast path.
+
+use super::METRICS;
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::fmt::Write as _;
+
+/// Separates the parts of a group's key: a byte that JSON text never holds raw.
+const SEP: char = '\u{1}';
+
+/// Flows rolled up in memory until the next flush.
+pub struct Rollup {
+    dimensions: Vec<String>,
+    granularity: u64,
+    /// Key: the bucket, then each dimension's JSON text, joined by [`SEP`].
+    groups: FxHashMap<String, [u64; 3]>,
+    /// The key being built for the current line (reused).
+    key: String,
+    /// Each dimension's JSON text in the current line (reused).
+    values: Vec<(usize, usize)>,
+}
+
+/// Why a line was not rolled up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Not a JSON object.
+    InvalidJson,
+    /// No integer `start` to put it in a bucket.
+    NoStart,
+}
+
+/// The members of a flat JSON object (no nested objects or arrays), as raw key text
+/// (without quotes) and raw value text, given to `member`; `None` when the line is not
+/// such an object (then the caller parses it fully). Enriched flows are flat objects, so
+/// this is the fast path: nothing is allocated and each byte is looked at once.
+fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> Option<()> {
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while *i < bytes.len() && bytes[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    // The end of the string that starts at `at` (a quote), just past its closing quote.
+    // Only plain strings take the fast path: a control byte or a `\u` escape sends the
+    // line to the full parser (which checks it), and any other escape must be valid.
+    let string_end = |mut at: usize| -> Option<usize> {
+        at += 1;
+        while at < bytes.len() {
+            match bytes[at] {
+                b'"' => return Some(at + 1),
+                b'\\' => match bytes.get(at + 1)? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                    _ => return None,
+                },
+                0..0x20 => return None,
+                _ => at += 1,
+            }
+        }
+        None
+    };
+    skip(&mut i);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    skip(&mut i);
+    if bytes.get(i) == Some(&b'}') {
+        return Some(());
+    }
+    loop {
+        skip(&mut i);
+        if bytes.get(i) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(i)?;
+        let key = &line[i + 1..key_end - 1];
+        if key.contains('\\') {
+            // An escaped key is compared decoded by the full parser.
+            return None;
+        }
+        i = key_end;
+        skip(&mut i);
+        if bytes.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        skip(&mut i);
+        let value_start = i;
+        match bytes.get(i)? {
+            b'"' => i = string_end(i)?,
+            b'{' | b'[' => return None,
+            _ => {
+                while i < bytes.len() && !matches!(bytes[i], b',' | b'}') {
+                    i += 1;
+                }
+            }
+        }
+        let value = line[value_start..i].trim_end();
+        if bytes[value_start] != b'"' && !is_scalar(value) {
+            return None;
+        }
+        member(key, value);
+        skip(&mut i);
+        match bytes.get(i)? {
+            b',' => i += 1,
+            b'}' => {
+                i += 1;
+                skip(&mut i);
+                return (i == bytes.len()).then_some(());
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Whether `text` is a JSON number, `true`, `false` or `null`.
+fn is_scalar(text: &str) -> bool {
+    matches!(text, "true" | "false" | "null") || is_json_number(text.as_bytes())
+}
+
+/// JSON's number grammar: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+fn is_json_number(text: &[u8]) -> bool {
+    let mut i = usize::from(text.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let from = *i;
+        while text.get(*i).is_some_and(u8::is_ascii_digit) {
+            *i += 1;
+        }
+        *i - from
+    };
+    match text.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            digits(&mut i);
+        }
+        _ => return false,
+    }
+    if text.get(i) == Some(&b'.') {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if matches!(text.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(text.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == text.len()
+}
+
+impl Rollup {
+    /// An empty rollup on `dimensions` with buckets of `granularity` seconds.
+    pub fn new(dimensions: &[String], granularity: u64) -> Rollup {
+        Rollup {
+            dimensions: dimensions.to_vec(),
+            granularity: granularity.max(1),
+            groups: FxHashMap::default(),
+            key: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds one enriched flow (a JSON object).
+    pub fn add(&mut self, line: &str) -> Result<(), Skipped> {
+        // Each dimension's value as a range of `line`, or of `owned` for the slow path.
+        let mut owned = String::new();
+        self.values.clear();
+        self.values.resize(self.dimensions.len(), (0, 0));
+        let (mut start, mut bytes, mut packets) = (None, None, None);
+        let dimensions = &self.dimensions;
+        let values = &mut self.values;
+        let base = line.as_ptr() as usize;
+        let fast = flat_members(line, |key, value| {
+            let number = || value.parse::<u64>().ok();
+            match key {
+                "start" => start = number(),
+                "bytes" => bytes = number(),
+                "packets" => packets = number(),
+                _ => {}
+            }
+            if let Some(at) = dimensions.iter().position(|d| d == key) {
+                let offset = value.as_ptr() as usize - base;
+                values[at] = (offset, offset + value.len());
+            }
+        });
+        let text: &str = if fast.is_some() {
+            line
+        } else {
+            // Not a flat object: parse it properly (or reject it).
+            let flow: Value = serde_json::from_str(line).map_err(|_| Skipped::InvalidJson)?;
+            let object = flow.as_object().ok_or(Skipped::InvalidJson)?;
+            start = object.get("start").and_then(Value::as_u64);
+            bytes = object.get("bytes").and_then(Value::as_u64);
+            packets = object.get("packets").and_then(Value::as_u64);
+            for (at, dimension) in dimensions.iter().enumerate() {
+                let value = object.get(dimension).unwrap_or(&Value::Null).to_string();
+                values[at] = (owned.len(), owned.len() + value.len());
+                owned.push_str(&value);
+            }
+            &owned
+        };
+        // A start beyond what milliseconds can hold is no time.
+        let start = start
+            .filter(|&s| s.checked_mul(1000).is_some())
+            .ok_or(Skipped::NoStart)?;
+        let bucket = start - start % self.granularity;
+        self.key.clear();
+        let _ = write!(self.key, "{bucket}");
+        for &(from, to) in self.values.iter() {
+            self.key.push(SEP);
+            // A dimension the flow lacks is null.
+            self.key
+                .push_str(if from == to { "null" } else { &text[from..to] });
+        }
+        let sums = match self.groups.get_mut(self.key.as_str()) {
+            Some(sums) => sums,
+            None => self.groups.entry(self.key.clone()).or_insert([0; 3]),
+        };
+        sums[0] += 1;
+        sums[1] = sums[1].saturating_add(bytes.unwrap_or(0));
+        sums[2] = sums[2].saturating_add(packets.unwrap_or(0));
+        Ok(())
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Takes every row out, as `(bucket start, NDJSON line)` ordered by bucket and
+    /// dimension values.
+    pub fn drain(&mut self) -> Vec<(u64, String)> {
+        let mut groups: Vec<(u64, Vec<String>, [u64; 3])> = self
+            .groups
+            .drain()
+            .map(|(key, sums)| {
+                let mut parts = key.split(SEP);
+                let bucket = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
+                (bucket, parts.map(str::to_string).collect(), sums)
+            })
+            .collect();
+        groups.sort();
+        groups
+            .into_iter()
+            .map(|(bucket, values, sums)| {
+                let mut row = format!("{{\"timestamp\":{}", bucket * 1000);
+                for (dimension, value) in self.dimensions.iter().zip(&values) {
+                    row.push(',');
+                    row.push_str(&Value::String(dimension.clone()).to_string());
+                    row.push(':');
+                    row.push_str(value);
+                }
+                for (name, sum) in METRICS.iter().zip(sums) {
+                    row.push_str(&format!(",\"{name}\":{sum}"));
+                }
+                row.push_str("}\n");
+                (bucket, row)
+            })
+            .collect()
+    }
+}
+
+/// `2023-11-14T22:13` style UTC time of `epoch` seconds, without separators that some
+/// file systems refuse (`20231114T2213Z`).
+pub fn bucket_name(epoch: u64) -> String {
+    // Howard Hinnant's civil-from-days.
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rolls_up_per_bucket_and_dimensions() {
+        let dims: Vec<String> = ["src_app", "protocol"].map(String::from).into();
+        let mut rollup = Rollup::new(&dims, 60);
+        for line in [
+            r#"{"start":120,"src_app":"api","protocol":6,"bytes":10,"packets":1}"#,
+            r#"{"start":179,"src_app":"api","protocol":6,"bytes":5,"packets":2}"#,
+            r#"{"start":180,"src_app":"api","protocol":6,"bytes":1,"packets":1}"#,
+            r#"{"start":121,"src_app":null,"protocol":17,"bytes":null,"packets":3}"#,
+        ] {
+            rollup.add(line).unwrap();
+        }
+        assert_eq!(rollup.add("{\"start\":null}"), Err(Skipped::NoStart));
+        assert_eq!(rollup.add("not json"), Err(Skipped::InvalidJson));
+        let rows: Vec<String> = rollup.drain().into_iter().map(|(_, r)| r).collect();
+        assert_eq!(
+            rows,
+            vec![
+                "{\"timestamp\":120000,\"src_app\":\"api\",\"protocol\":6,\"flows\":2,\"bytes\":15,\"packets\":3}\n",
+                "{\"timestamp\":120000,\"src_app\":null,\"protocol\":17,\"flows\":1,\"bytes\":0,\"packets\":3}\n",
+                "{\"timestamp\":180000,\"src_app\":\"api\",\"protocol\":6,\"flows\":1,\"bytes\":1,\"packets\":1}\n",
+            ]
+        );
+        assert!(rollup.is_empty());
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_a_json_parser() {
+        let dims: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        for line in [
+            r#"{"start":60,"a":"x","b":7,"c":null,"bytes":3,"packets":1}"#,
+            r#" { "start" : 60 , "a" : "x\"y,}" , "b":true,"bytes":3 } "#,
+            r#"{"start":61,"b":{"nested":1},"a":"x"}"#,
+            r#"{"start":62,"a":["list"],"bytes":9}"#,
+            r#"{"start":63}"#,
+            r#"{"start":64,"a":"\u00e9","b":-0,"c":1e5}"#,
+            r#"{"\u0073tart":65,"a":"x"}"#,
+        ] {
+            let mut fast = Rollup::new(&dims, 60);
+            fast.add(line).unwrap();
+            // The reference: the same line through serde_json.
+            let value: Value = serde_json::from_str(line).unwrap();
+            let o = value.as_object().unwrap();
+            let want = format!(
+                "{{\"timestamp\":60000,\"a\":{},\"b\":{},\"c\":{},\"flows\":1,\"bytes\":{},\"packets\":{}}}\n",
+                o.get("a").unwrap_or(&Value::Null),
+                o.get("b").unwrap_or(&Value::Null),
+                o.get("c").unwrap_or(&Value::Null),
+                o.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+                o.get("packets").and_then(Value::as_u64).unwrap_or(0),
+            );
+            assert_eq!(fast.drain()[0].1, want, "{line}");
+        }
+        let mut rollup = Rollup::new(&dims, 60);
+        for bad in [
+            "{\"start\":1",
+            "{\"start\":1}}",
+            "[1]",
+            "{\"a\":1,}",
+            "{\"start\":1,\"a\":xyz}",
+            "{\"start\":1,\"a\":1x}",
+            "{\"start\":1,\"a\":01}",
+            "{\"start\":1,\"a\":1.}",
+            "{\"start\":1,\"a\":-.5}",
+            "{\"start\":1,\"a\":\"bad \\q escape\"}",
+            "{\"start\":1,\"a\":\"raw \u{1} control\"}",
+        ] {
+            assert_eq!(rollup.add(bad), Err(Skipped::InvalidJson), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bucket_names_are_utc() {
+        assert_eq!(bucket_name(0), "19700101T0000Z");
+        assert_eq!(bucket_name(1_700_000_000), "20231114T2213Z");
+        assert_eq!(bucket_name(951_782_400), "20000229T0000Z");
+    }
+}

@@ -1,0 +1,143 @@
+//! Building and starting a `wasm` transform: its component compiled (once per file),
+//! its format checked, its file watched for hot swaps.
+
+use super::swap::{self, SharedComponent, Watch};
+use super::{Config, LiveOptions, WasmTransform};
+use crate::config::BuildError;
+use crate::metadata::{SharedTable, file::Fingerprint};
+use crate::runtime::LoadedComponent;
+use crate::topology::reload::LiveTransform;
+use crate::transforms::{
+    StartedTransform, TransformBuildContext, TransformContext, TransformPlan, spawn,
+};
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Components compiled so far, by file (`None`: the built-in one).
+pub type ComponentCache = HashMap<Option<PathBuf>, LoadedComponent>;
+
+/// A `wasm` transform, loaded and checked.
+pub struct WasmPlan {
+    options: LiveOptions,
+    component: LoadedComponent,
+    /// The component file to watch for hot swaps, with its fingerprint when read.
+    swap: Option<(PathBuf, Fingerprint)>,
+    reload_interval: Option<Duration>,
+    fixtures: Option<PathBuf>,
+    table: Option<Arc<SharedTable>>,
+    whole_batches: bool,
+}
+
+/// Compiles (or reuses) the component and checks the configured format with it.
+pub fn plan(
+    id: &str,
+    config: &Config,
+    cx: &mut TransformBuildContext<'_>,
+) -> Result<WasmPlan, BuildError> {
+    let options = LiveOptions::from(config);
+    let key = format!("transforms.{id}.component");
+    // Taken before the file is read, so a change during start-up is not missed.
+    let swap = config.component.as_ref().map(|path| {
+        (
+            path.clone(),
+            crate::metadata::file::fingerprint(std::slice::from_ref(path)),
+        )
+    });
+    let component = match cx.components.get(&config.component) {
+        Some(loaded) => loaded.clone(),
+        None => {
+            let bytes = crate::embedded::component_bytes(config.component.as_deref())
+                .map_err(|e| BuildError::new(&key, e))?;
+            let loaded = cx
+                .runtime
+                .load(&bytes)
+                .map_err(|e| BuildError::new(&key, e))?;
+            cx.components
+                .insert(config.component.clone(), loaded.clone());
+            loaded
+        }
+    };
+    if let Some(format) = &config.format {
+        let mut worker = cx
+            .runtime
+            .worker(&component, &options.limits)
+            .map_err(|e| BuildError::new(&key, e))?;
+        if let Err(message) = worker
+            .check_format(format)
+            .map_err(|e| BuildError::new(&key, e))?
+        {
+            return Err(BuildError::new(format!("transforms.{id}.format"), message));
+        }
+    }
+    Ok(WasmPlan {
+        options,
+        component,
+        swap,
+        reload_interval: config.reload_interval(),
+        fixtures: config.fixtures.clone(),
+        table: config.metadata.as_ref().map(|name| cx.tables[name].clone()),
+        whole_batches: cx.whole_batches,
+    })
+}
+
+impl TransformPlan for WasmPlan {
+    fn start(self: Box<Self>, cx: TransformContext) -> Result<StartedTransform, BuildError> {
+        let plan = *self;
+        let id = cx.id;
+        let worker = cx
+            .runtime
+            .worker(&plan.component, &plan.options.limits)
+            .map_err(|e| BuildError::new(format!("transforms.{id}.component"), e))?;
+        let shared = Arc::new(SharedComponent::new(plan.component.clone()));
+        let options = Arc::new(ArcSwap::from_pointee(plan.options));
+        cx.metrics.gauge("component_generation", 1);
+        swap::record_info(&cx.metrics, &shared.current());
+        let mut helpers = Vec::new();
+        if let Some((path, seen)) = plan.swap {
+            let watch = Watch {
+                id: id.clone(),
+                path,
+                fixtures: plan.fixtures,
+                interval: plan.reload_interval,
+                options: options.clone(),
+                shared: shared.clone(),
+                metrics: cx.metrics.clone(),
+            };
+            let (runtime, requests, stop) = (cx.runtime.clone(), cx.reload, cx.helpers_stop);
+            helpers.push(spawn(&format!("{id}.swap"), move || {
+                swap::watch(watch, runtime, requests, stop, seen)
+            }));
+        }
+        let live = LiveTransform {
+            options: options.clone(),
+            component: shared.clone(),
+        };
+        let transform = WasmTransform {
+            id: id.clone(),
+            worker,
+            component: shared,
+            generation: 1,
+            table: plan.table,
+            options,
+            unlogged_dead_letters: super::LOGGED_DEAD_LETTERS,
+            output: cx.output,
+            dead_letters: cx.dead_letters,
+            metrics: cx.metrics,
+            whole_batches: plan.whole_batches,
+            waiting: Default::default(),
+        };
+        let (lifecycle, key, mut input) = (cx.lifecycle, format!("transforms.{id}"), cx.input);
+        let thread = spawn(&id, move || {
+            lifecycle.enter(&key);
+            transform.run(&mut input);
+        });
+        Ok(StartedTransform {
+            thread,
+            helpers,
+            live,
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! Small helpers several modules share.
+
+use std::time::Duration;
+
+/// A pause between `d / 2` and `d`, so that callers that failed together do not retry
+/// together.
+pub fn jittered(d: Duration) -> Duration {
+    let fraction = (random_u64() % 1000) as u32;
+    d / 2 + d / 2 * fraction / 1000
+}
+
+/// A random number, good for jitter and unique ids (not for secrets): RandomState is
+/// seeded from the OS for every process and differently for every instance.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn epoch_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn epoch_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Whether `bytes` start like a gzip stream.
+pub fn is_gzip(bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_between_half_and_all_of_the_pause() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(800));
+            assert!(
+                d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
+                "{d:?}"
+            );
+        }
+    }
+}
