@@ -73,7 +73,7 @@ fn main() {
             worker.set_component(&current.component);
             generation = current.number;
         }
-        let out = worker.process(None, &text, false, &table).unwrap().unwrap();
+        let out = worker.process(None, &text, false, &table).unwrap();
         assert_eq!(out.emitted, 1000);
         let elapsed = started.elapsed();
         if swapped {

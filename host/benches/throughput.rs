@@ -236,11 +236,8 @@ fn main() {
                 for (config, worker) in workers.iter_mut().enumerate() {
                     let started = Instant::now();
                     for batch in slice {
-                        emitted[config + 1] += worker
-                            .process(None, batch, false, &table)
-                            .unwrap()
-                            .unwrap()
-                            .emitted as u64;
+                        emitted[config + 1] +=
+                            worker.process(None, batch, false, &table).unwrap().emitted as u64;
                     }
                     elapsed[config + 1] += started.elapsed().as_secs_f64();
                 }

@@ -4,12 +4,19 @@
 //! file now and hot-swap a new version in, as SIGHUP does).
 //!
 //! Off unless the pipeline has an `[api]` table; it listens on 127.0.0.1 by default.
-//! One small thread answers requests one at a time: scrapes are rare and cheap.
+//! Served by hyper on the process's runtime: connections are answered concurrently (at
+//! most [`MAX_CONNECTIONS`] at once), a request's line and headers are bounded
+//! ([`MAX_REQUEST_BYTES`], answered `431` and counted as `request_too_large`) and must
+//! arrive within [`HEADER_TIMEOUT`].
 
 use crate::metrics::Metrics;
 use crate::transforms::wasm::swap::ReloadRequests;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,8 +27,16 @@ pub struct ApiError {
     /// The configured address.
     pub address: SocketAddr,
     /// What the bind said.
+    #[source]
     pub error: std::io::Error,
 }
+
+/// Most bytes of a request's line and headers together; a longer request is refused.
+pub const MAX_REQUEST_BYTES: u64 = 16 << 10;
+/// Most connections served at once; more wait to be accepted.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's line and headers.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts serving `metrics` on `address`; returns the bound address (useful with port 0).
 pub fn serve(
@@ -29,29 +44,58 @@ pub fn serve(
     metrics: Metrics,
     reload: Arc<ReloadRequests>,
 ) -> Result<SocketAddr, ApiError> {
-    let listener = TcpListener::bind(address).map_err(|error| ApiError { address, error })?;
+    let runtime = crate::aws::runtime();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(address))
+        .map_err(|error| ApiError { address, error })?;
     let bound = listener
         .local_addr()
         .map_err(|error| ApiError { address, error })?;
-    std::thread::Builder::new()
-        .name("admin-api".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(error) = answer(stream, &metrics, &reload) {
-                    tracing::debug!(message = "Admin request failed.", %error);
-                }
-            }
-        })
-        .map_err(|error| ApiError { address, error })?;
+    runtime.spawn(accept(listener, metrics, reload));
     tracing::info!(message = "Admin endpoint listening.", address = %bound);
     Ok(bound)
 }
 
-/// Most bytes of a request's line and headers together; a longer request is refused.
-pub const MAX_REQUEST_BYTES: u64 = 16 << 10;
+/// Accepts connections until the process ends, each served on its own task.
+async fn accept(listener: tokio::net::TcpListener, metrics: Metrics, reload: Arc<ReloadRequests>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::debug!(message = "Admin connection not accepted.", %error);
+                continue;
+            }
+        };
+        let (metrics, reload) = (metrics.clone(), reload.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|request| {
+                let answer = answer(&request, &metrics, &reload);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_REQUEST_BYTES as usize)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(error) = served {
+                if error.is_parse_too_large() {
+                    metrics.component("api").error("request_too_large", 1);
+                }
+                tracing::debug!(message = "Admin request failed.", %error);
+            }
+            drop(slot);
+        });
+    }
+}
 
 /// The `/health` answer: unhealthy (503) while a component retries a failed write.
-fn health(metrics: &Metrics) -> (&'static str, String) {
+fn health(metrics: &Metrics) -> (StatusCode, String) {
     let retrying: Vec<String> = metrics
         .snapshot()
         .into_iter()
@@ -66,86 +110,57 @@ fn health(metrics: &Metrics) -> (&'static str, String) {
         .map(|(id, _)| id)
         .collect();
     if retrying.is_empty() {
-        ("200 OK", "{\"ok\":true}\n".into())
+        (StatusCode::OK, "{\"ok\":true}\n".into())
     } else {
         let body = serde_json::json!({"ok": false, "retrying": retrying});
-        ("503 Service Unavailable", format!("{body}\n"))
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{body}\n"))
     }
 }
 
-fn answer(stream: TcpStream, metrics: &Metrics, reload: &ReloadRequests) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    // A request larger than the bound is cut there and refused: memory never follows it.
-    let mut reader = BufReader::new(std::io::Read::take(stream.try_clone()?, MAX_REQUEST_BYTES));
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Skip the headers: nothing in them matters here.
-    let mut header = String::new();
-    let mut complete = request_line.ends_with('\n');
-    while complete {
-        header.clear();
-        if reader.read_line(&mut header)? == 0 || !header.ends_with('\n') {
-            complete = false;
-        } else if header.len() <= 2 {
-            break;
-        }
-    }
-    if !complete {
-        metrics.component("api").error("request_too_large", 1);
-        let mut stream = stream;
-        write!(
-            stream,
-            "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )?;
-        // The answer first, then what the client still sends is read and thrown away
-        // (a bounded amount), so closing does not reset the connection under it.
-        stream.shutdown(std::net::Shutdown::Write)?;
-        std::io::copy(
-            &mut std::io::Read::take(&mut stream, 4 * MAX_REQUEST_BYTES),
-            &mut std::io::sink(),
-        )?;
-        return Ok(());
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, content_type, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
+fn answer(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    reload: &ReloadRequests,
+) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (request.method(), request.uri().path()) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
             "text/plain; version=0.0.4",
             metrics.render_prometheus(),
         ),
-        ("GET", "/health") => {
+        (&Method::GET, "/health") => {
             let (status, body) = health(metrics);
             (status, "application/json", body)
         }
-        ("POST", "/reload") => {
+        (&Method::POST, "/reload") => {
             reload.request();
             (
-                "202 Accepted",
+                StatusCode::ACCEPTED,
                 "application/json",
                 "{\"reload\":\"requested\"}\n".into(),
             )
         }
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".into()),
+        (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         _ => (
-            "405 Method Not Allowed",
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "method not allowed\n".into(),
         ),
     };
-    let mut stream = stream;
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
 
     fn get(address: SocketAddr, path: &str) -> String {
         request(address, "GET", path)
@@ -200,5 +215,27 @@ mod tests {
         assert_eq!(reload.count(), 0);
         assert!(request(address, "POST", "/reload").starts_with("HTTP/1.1 202"));
         assert_eq!(reload.count(), 1);
+    }
+
+    #[test]
+    fn a_slow_client_holds_up_no_other() {
+        let metrics = Metrics::default();
+        let address = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics,
+            Arc::new(ReloadRequests::default()),
+        )
+        .unwrap();
+        // Connected, half a request sent, nothing more: served beside the others.
+        let mut idle = TcpStream::connect(address).unwrap();
+        write!(idle, "GET /metr").unwrap();
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        write!(stream, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 }

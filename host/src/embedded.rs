@@ -7,12 +7,26 @@ use std::path::Path;
 /// Bytes of the `flowenrich-plugin` component (wasm32-wasip2, release build).
 pub static COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flowenrich_plugin.wasm"));
 
+/// A component file that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read component {}: {error}", path.display())]
+pub struct ReadError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The I/O error.
+    #[source]
+    pub error: std::io::Error,
+}
+
 /// The component at `path`, or the built-in one when there is no path.
-pub fn component_bytes(path: Option<&Path>) -> Result<Cow<'static, [u8]>, String> {
+pub fn component_bytes(path: Option<&Path>) -> Result<Cow<'static, [u8]>, ReadError> {
     match path {
         Some(path) => std::fs::read(path)
             .map(Cow::Owned)
-            .map_err(|e| format!("cannot read component {}: {e}", path.display())),
+            .map_err(|error| ReadError {
+                path: path.to_path_buf(),
+                error,
+            }),
         None => Ok(Cow::Borrowed(COMPONENT)),
     }
 }

@@ -2,7 +2,7 @@
 //! on stderr as `{"error": ..., "line": ...}`.
 
 use crate::metadata::Table;
-use crate::runtime::{RuntimeError, Worker};
+use crate::runtime::{CallError, RuntimeError, Worker};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 
@@ -77,7 +77,7 @@ fn process_batch(
 ) -> Result<(), EnrichError> {
     let stream_start = !std::mem::replace(&mut stream.started, true);
     match worker.process(stream.format.as_deref(), batch, stream_start, table) {
-        Ok(Ok(result)) => {
+        Ok(result) => {
             out.write_all(result.output.as_bytes())
                 .map_err(EnrichError::Io)?;
             out.flush().map_err(EnrichError::Io)?;
@@ -96,8 +96,8 @@ fn process_batch(
             stream.format = Some(result.format);
             Ok(())
         }
-        Ok(Err(message)) => Err(EnrichError::Format(message)),
-        Err(error) => {
+        Err(CallError::InvalidFormat(message)) => Err(EnrichError::Format(message)),
+        Err(CallError::Runtime(error)) => {
             // The component failed twice on this batch: reject its lines, keep going.
             let message = format!("component failed on this batch twice: {error}");
             for line in batch.lines() {

@@ -10,18 +10,69 @@
 //! - `errors.jsonl` — expected rejections, in order, as `{"line": ..., "error": ...}`
 //!   where `error` must be contained in the reported reason (optional; default none).
 
-use crate::enrich_cli;
-use crate::metadata;
+use crate::enrich_cli::{self, EnrichError};
+use crate::metadata::{self, EventError, MetadataError};
 use crate::runtime::Worker;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Why a case did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// A file of the case could not be read.
+    #[error("{file}: {error}")]
+    Read {
+        /// The file's name in the case folder.
+        file: &'static str,
+        /// The I/O error.
+        #[source]
+        error: std::io::Error,
+    },
+    /// The metadata could not be loaded.
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    /// A metadata line was rejected.
+    #[error("metadata.jsonl line {line}: {error}")]
+    BadMetadata {
+        /// 1-based line number.
+        line: usize,
+        /// Why.
+        #[source]
+        error: EventError,
+    },
+    /// Enriching the input failed as a whole.
+    #[error(transparent)]
+    Enrich(#[from] EnrichError),
+    /// A line of the output or of an expectation is not JSON.
+    #[error("{what} line {line}: {error}: {text}")]
+    Json {
+        /// Which text.
+        what: &'static str,
+        /// 1-based line number.
+        line: usize,
+        /// The JSON error.
+        #[source]
+        error: serde_json::Error,
+        /// The line.
+        text: String,
+    },
+    /// The output differs from what the case expects: the first difference.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
 /// Runs one case folder; `Err` describes the first mismatch.
-pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
+pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), FixtureError> {
     let read = |name: &str| std::fs::read_to_string(dir.join(name));
-    let input = read("input.log").map_err(|e| format!("input.log: {e}"))?;
-    let expected = read("expected.jsonl").map_err(|e| format!("expected.jsonl: {e}"))?;
+    let input = read("input.log").map_err(|error| FixtureError::Read {
+        file: "input.log",
+        error,
+    })?;
+    let expected = read("expected.jsonl").map_err(|error| FixtureError::Read {
+        file: "expected.jsonl",
+        error,
+    })?;
     let format = read("format")
         .ok()
         .map(|f| f.trim().to_string())
@@ -32,12 +83,12 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
     } else {
         Vec::new()
     };
-    let (table, rejected) = metadata::load_files(&files).map_err(|e| e.to_string())?;
-    if let Some((_, bad)) = rejected.first() {
-        return Err(format!(
-            "metadata.jsonl line {}: {}",
-            bad.line_number, bad.error
-        ));
+    let (table, rejected) = metadata::load_files(&files)?;
+    if let Some((_, bad)) = rejected.into_iter().next() {
+        return Err(FixtureError::BadMetadata {
+            line: bad.line_number,
+            error: bad.error,
+        });
     }
     let mut out = Vec::new();
     let mut errors = Vec::new();
@@ -48,8 +99,7 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
         &mut std::io::BufReader::new(input.as_bytes()),
         &mut out,
         &mut errors,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
 
     let actual = parse_lines(&String::from_utf8_lossy(&out), "output")?;
     let wanted = parse_lines(&expected, "expected.jsonl")?;
@@ -61,7 +111,7 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
         Err(_) => Vec::new(),
     };
     if actual_errors.len() != wanted_errors.len() {
-        return Err(format!(
+        return Err(FixtureError::Mismatch(format!(
             "expected {} rejected lines, got {}: {}",
             wanted_errors.len(),
             actual_errors.len(),
@@ -70,51 +120,56 @@ pub fn run_case(dir: &Path, worker: &mut Worker) -> Result<(), String> {
                 .map(Value::to_string)
                 .collect::<Vec<_>>()
                 .join("\n")
-        ));
+        )));
     }
     for (i, (got, want)) in actual_errors.iter().zip(&wanted_errors).enumerate() {
         if got["line"] != want["line"] {
-            return Err(format!(
+            return Err(FixtureError::Mismatch(format!(
                 "rejection {i}: line {} != expected {}",
                 got["line"], want["line"]
-            ));
+            )));
         }
         let reason = got["error"].as_str().unwrap_or_default();
         let needle = want["error"].as_str().unwrap_or_default();
         if !reason.contains(needle) {
-            return Err(format!(
+            return Err(FixtureError::Mismatch(format!(
                 "rejection {i}: reason `{reason}` does not contain `{needle}`"
-            ));
+            )));
         }
     }
     Ok(())
 }
 
-fn parse_lines(text: &str, what: &str) -> Result<Vec<Value>, String> {
+fn parse_lines(text: &str, what: &'static str) -> Result<Vec<Value>, FixtureError> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| format!("{what} line {}: {e}: {l}", i + 1))
+            serde_json::from_str(l).map_err(|error| FixtureError::Json {
+                what,
+                line: i + 1,
+                error,
+                text: l.to_string(),
+            })
         })
         .collect()
 }
 
-fn compare_rows(what: &str, actual: &[Value], wanted: &[Value]) -> Result<(), String> {
+fn compare_rows(what: &str, actual: &[Value], wanted: &[Value]) -> Result<(), FixtureError> {
     for (i, (got, want)) in actual.iter().zip(wanted).enumerate() {
         if got != want {
-            return Err(format!(
+            return Err(FixtureError::Mismatch(format!(
                 "{what} row {}:\n  got      {got}\n  expected {want}",
                 i + 1
-            ));
+            )));
         }
     }
     if actual.len() != wanted.len() {
-        return Err(format!(
+        return Err(FixtureError::Mismatch(format!(
             "{what}: got {} rows, expected {}",
             actual.len(),
             wanted.len()
-        ));
+        )));
     }
     Ok(())
 }

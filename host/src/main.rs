@@ -135,7 +135,9 @@ fn druid_spec(path: PathBuf, sink: Option<String>) -> Result<ExitCode> {
 }
 
 fn component_bytes(path: Option<&PathBuf>) -> Result<std::borrow::Cow<'static, [u8]>> {
-    flowenrich::embedded::component_bytes(path.map(PathBuf::as_path)).map_err(anyhow::Error::msg)
+    Ok(flowenrich::embedded::component_bytes(
+        path.map(PathBuf::as_path),
+    )?)
 }
 
 fn enrich(
@@ -155,10 +157,14 @@ fn enrich(
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let component = runtime.load(&component_bytes(component.as_ref())?)?;
     let mut worker = runtime.worker(&component, &WorkerLimits::default())?;
-    if let Some(format) = &format
-        && let Err(message) = worker.check_format(format)?
-    {
-        bail!("--format: {message}");
+    if let Some(format) = &format {
+        match worker.check_format(format) {
+            Ok(_) => {}
+            Err(flowenrich::runtime::CallError::InvalidFormat(message)) => {
+                bail!("--format: {message}")
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
     let mut stdin = std::io::BufReader::with_capacity(1 << 16, std::io::stdin().lock());
     let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
@@ -343,7 +349,7 @@ fn test(dirs: Vec<PathBuf>, component: Option<PathBuf>) -> Result<ExitCode> {
                 println!(
                     "FAILED  {}\n        {}",
                     case.display(),
-                    message.replace('\n', "\n        ")
+                    message.to_string().replace('\n', "\n        ")
                 );
             }
         }

@@ -17,9 +17,11 @@ fn worker(limits: WorkerLimits) -> (Runtime, Worker) {
 
 fn process(worker: &mut Worker, text: &str) -> Result<String, RuntimeError> {
     let table = Arc::new(Table::default());
-    worker
-        .process(None, text, false, &table)
-        .map(|r| r.unwrap().output)
+    match worker.process(None, text, false, &table) {
+        Ok(processed) => Ok(processed.output),
+        Err(flowenrich::runtime::CallError::Runtime(error)) => Err(error),
+        Err(refused) => panic!("{refused}"),
+    }
 }
 
 #[test]

@@ -44,7 +44,9 @@ fn a_wrong_expectation_is_caught() {
         expected.replacen("\"batch\"", "\"api\"", 1),
     )
     .unwrap();
-    let error = fixtures::run_case(dir.path(), &mut worker).unwrap_err();
+    let error = fixtures::run_case(dir.path(), &mut worker)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("row 7"), "{error}");
 
     std::fs::write(dir.path().join("expected.jsonl"), expected).unwrap();
@@ -53,7 +55,9 @@ fn a_wrong_expectation_is_caught() {
         "{\"line\": \"x\", \"error\": \"y\"}\n",
     )
     .unwrap();
-    let error = fixtures::run_case(dir.path(), &mut worker).unwrap_err();
+    let error = fixtures::run_case(dir.path(), &mut worker)
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("expected 1 rejected lines, got 0"),
         "{error}"
@@ -82,7 +86,7 @@ fn a_batch_is_attributed_against_one_table_and_bad_lines_do_not_fail_it() {
             ));
         }
     }
-    let result = worker.process(None, &text, true, &table).unwrap().unwrap();
+    let result = worker.process(None, &text, true, &table).unwrap();
     assert_eq!(result.emitted, 4995);
     assert_eq!(
         result.errors.iter().map(|e| e.line).collect::<Vec<_>>(),

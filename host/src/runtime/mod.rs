@@ -57,6 +57,28 @@ pub enum RuntimeError {
     InvalidResult(#[from] records::InvalidResult),
 }
 
+/// Why a call on a batch or a format gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The component refused the format (of the call, or of an S3 header line), naming
+    /// the bad field: a problem of the input, not of the component.
+    #[error("invalid format: {0}")]
+    InvalidFormat(String),
+    /// The call failed: a trap, a timeout, an unusable result.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl CallError {
+    /// Stable label for metrics (`error_type`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            CallError::InvalidFormat(_) => "invalid_format",
+            CallError::Runtime(error) => error.error_type(),
+        }
+    }
+}
+
 impl RuntimeError {
     /// Stable label for metrics (`error_type`).
     pub fn error_type(&self) -> &'static str {
@@ -368,11 +390,13 @@ impl Worker {
         self.call(None, |e, s| e.flowenrich_enrich_transform().call_info(s))
     }
 
-    /// Validates a format with the component; `Ok(Err(message))` names the bad field.
-    pub fn check_format(&mut self, format: &str) -> Result<Result<String, String>, RuntimeError> {
+    /// Validates a format with the component; returns it canonical, or
+    /// [`CallError::InvalidFormat`] naming the bad field.
+    pub fn check_format(&mut self, format: &str) -> Result<String, CallError> {
         self.call(None, |e, s| {
             e.flowenrich_enrich_transform().call_check_format(s, format)
-        })
+        })?
+        .map_err(CallError::InvalidFormat)
     }
 
     /// Processes one batch against `table`; `stream_start` marks the first batch of a
@@ -385,7 +409,7 @@ impl Worker {
         lines: &str,
         stream_start: bool,
         table: &Arc<Table>,
-    ) -> Result<Result<Processed, String>, RuntimeError> {
+    ) -> Result<Processed, CallError> {
         self.process_holding(format, lines, stream_start, false, table)
     }
 
@@ -398,7 +422,7 @@ impl Worker {
         stream_start: bool,
         hold_unattributed: bool,
         table: &Arc<Table>,
-    ) -> Result<Result<Processed, String>, RuntimeError> {
+    ) -> Result<Processed, CallError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
                 s.data_mut().records = None;
@@ -423,19 +447,21 @@ impl Worker {
             }
         };
         let (result, (output, lines_emitted)) = match result {
-            (Ok(result), Some(records)) => (result, records?),
+            (Ok(result), Some(records)) => (result, records.map_err(RuntimeError::from)?),
             (Ok(result), None) if result.emitted == 0 => (result, (String::new(), 0)),
-            (Ok(_), None) => return Err(records::InvalidResult::NotEmitted.into()),
-            (Err(message), _) => return Ok(Err(message)),
+            (Ok(_), None) => {
+                return Err(RuntimeError::from(records::InvalidResult::NotEmitted).into());
+            }
+            (Err(message), _) => return Err(CallError::InvalidFormat(message)),
         };
         if lines_emitted != result.emitted as usize {
-            return Err(records::InvalidResult::Count {
+            let invalid = records::InvalidResult::Count {
                 emitted: result.emitted,
                 records: lines_emitted,
-            }
-            .into());
+            };
+            return Err(RuntimeError::from(invalid).into());
         }
-        Ok(Ok(Processed {
+        Ok(Processed {
             output,
             emitted: result.emitted,
             errors: result.errors,
@@ -444,7 +470,7 @@ impl Worker {
             attributed: result.attributed,
             unattributed: result.unattributed,
             format: result.format,
-        }))
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use crate::aws::kinesis::{StreamConfig, StreamRef};
 use crate::config::{BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
-use crate::sinks::{AttemptError, BuiltSink, SinkKind, retrying};
+use crate::sinks::{AttemptError, BuiltSink, SinkError, SinkKind, retrying};
 use crate::topology::output::Input;
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
@@ -64,6 +64,34 @@ impl SinkKind for Config {
             Ok(None)
         }))
     }
+}
+
+/// Why a write to the stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KinesisSinkError {
+    /// A PutRecords call failed as a whole.
+    #[error("PutRecords failed: {summary}")]
+    Put {
+        /// The error code and message (or what the client saw).
+        summary: String,
+        /// The SDK's error.
+        #[source]
+        error: aws_sdk_kinesis::Error,
+    },
+    /// PutRecords took part of a request.
+    #[error("PutRecords rejected {rejected} of {sent} records")]
+    Rejected {
+        /// Records not taken.
+        rejected: usize,
+        /// Records sent.
+        sent: usize,
+    },
+    /// The stream could not be read back to settle an unknown outcome.
+    #[error("reading the stream back: {0}")]
+    ReadBack(#[source] aws_sdk_kinesis::Error),
+    /// The drain deadline passed before (or while) the stream was read back.
+    #[error("gave up at the drain deadline before reading the stream back")]
+    ReadBackGivenUp,
 }
 
 /// Records per PutRecords request (the API's limit).
@@ -157,7 +185,7 @@ impl KinesisWriter {
         text: &str,
         metrics: &ComponentMetrics,
         lifecycle: &Lifecycle,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, SinkError> {
         let mut entries = Vec::new();
         for line in text.lines() {
             if line.len() > MAX_RECORD {
@@ -189,7 +217,7 @@ impl KinesisWriter {
         metrics: &ComponentMetrics,
         lifecycle: &Lifecycle,
         may_write: &dyn Fn() -> bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, SinkError> {
         let entries = lines
             .iter()
             .map(|line| (line.clone(), key_of(line, &self.spec.partition_key)))
@@ -214,16 +242,16 @@ impl KinesisWriter {
         lifecycle: &Lifecycle,
         read_back: Option<(u64, bool)>,
         may_write: &dyn Fn() -> bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, SinkError> {
         let mut unknown = read_back.is_some_and(|(_, settle)| settle);
         retrying(&self.id, "put_failed", metrics, lifecycle, || {
             if unknown && let Some((since_ms, _)) = read_back {
                 // A call given up on may still be applied by the service a moment
                 // later: the read-back waits for that first.
                 if !lifecycle.pause(READ_BACK_DELAY) {
-                    return Err(AttemptError::Transient(
-                        "gave up before reading the stream back".into(),
-                    ));
+                    return Err(AttemptError::Transient(Box::new(
+                        KinesisSinkError::ReadBackGivenUp,
+                    )));
                 }
                 let present = self
                     .runtime
@@ -233,9 +261,7 @@ impl KinesisWriter {
                         since_ms,
                         lifecycle,
                     ))
-                    .map_err(|e| {
-                        AttemptError::Transient(format!("reading the stream back: {e}"))
-                    })?;
+                    .map_err(|e| AttemptError::Transient(Box::new(e)))?;
                 metrics.count("kinesis_read_backs_total", 1);
                 let before = pending.len();
                 pending.retain(|(line, _)| {
@@ -309,13 +335,13 @@ async fn published_since(
     stream: &StreamRef,
     since_ms: u64,
     lifecycle: &Lifecycle,
-) -> Result<std::collections::HashSet<String>, String> {
+) -> Result<std::collections::HashSet<String>, KinesisSinkError> {
     use aws_sdk_kinesis::types::ShardIteratorType;
-    let describe = |e: &dyn std::fmt::Display| e.to_string();
+    let describe = |e: aws_sdk_kinesis::Error| KinesisSinkError::ReadBack(e);
     let mut present = std::collections::HashSet::new();
     let shards = crate::aws::kinesis::list_shards(client, stream)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(describe)?;
     for shard in shards {
         let mut iterator = client
             .get_shard_iterator()
@@ -328,13 +354,13 @@ async fn published_since(
             ))
             .send()
             .await
-            .map_err(|e| describe(&aws_sdk_kinesis::error::DisplayErrorContext(&e)))?
+            .map_err(|e| describe(e.into()))?
             .shard_iterator()
             .map(str::to_string);
         let mut pause = std::time::Duration::from_millis(200);
         while let Some(current) = iterator.clone() {
             if lifecycle.aborted() {
-                return Err("gave up at the drain deadline".into());
+                return Err(KinesisSinkError::ReadBackGivenUp);
             }
             let page = match client
                 .get_records()
@@ -355,9 +381,7 @@ async fn published_since(
                     continue;
                 }
                 Err(error) => {
-                    return Err(describe(&aws_sdk_kinesis::error::DisplayErrorContext(
-                        &error,
-                    )));
+                    return Err(describe(error.into()));
                 }
             };
             for record in page.records() {
@@ -385,7 +409,7 @@ pub fn run(
     input: &mut Input,
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
-) -> Result<(), String> {
+) -> Result<(), SinkError> {
     let writer = KinesisWriter::new(id, spec);
     while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
@@ -466,9 +490,11 @@ async fn put_once(
                 return Ok(());
             }
             metrics.count("kinesis_put_retries_total", pending.len() as u64);
-            Err(AttemptError::Transient(format!(
-                "PutRecords rejected {} of {before} records",
-                pending.len()
+            Err(AttemptError::Transient(Box::new(
+                KinesisSinkError::Rejected {
+                    rejected: pending.len(),
+                    sent: before,
+                },
             )))
         }
         Err(error) => {
@@ -480,19 +506,19 @@ async fn put_once(
                 .is_some_and(|r| r.status().as_u16() >= 500);
             *unknown = error.as_service_error().is_none() || server_failed;
             let code = error.code().map(str::to_string);
-            let message = match (&code, error.message()) {
-                (Some(code), message) => {
-                    format!("PutRecords failed: {code}: {}", message.unwrap_or_default())
-                }
-                _ => format!(
-                    "PutRecords failed: {}",
-                    aws_sdk_kinesis::error::DisplayErrorContext(&error)
-                ),
+            let summary = match (&code, error.message()) {
+                (Some(code), message) => format!("{code}: {}", message.unwrap_or_default()),
+                _ => aws_sdk_kinesis::error::DisplayErrorContext(&error).to_string(),
             };
-            if fatal_code(code.as_deref()) {
-                Err(AttemptError::Fatal(message))
+            let fatal = fatal_code(code.as_deref());
+            let error = Box::new(KinesisSinkError::Put {
+                summary,
+                error: error.into(),
+            });
+            if fatal {
+                Err(AttemptError::Fatal(error))
             } else {
-                Err(AttemptError::Transient(message))
+                Err(AttemptError::Transient(error))
             }
         }
     }

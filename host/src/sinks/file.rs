@@ -13,7 +13,7 @@
 use crate::config::{BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
-use crate::sinks::{AttemptError, BuiltSink, SinkKind, io_attempt, retrying};
+use crate::sinks::{AttemptError, BuiltSink, PathError, SinkError, SinkKind, io_attempt, retrying};
 use crate::topology::output::{Input, Taken};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -81,7 +81,7 @@ struct Durable<'a> {
 impl Durable<'_> {
     /// Writes the group at the end of what is synced, then syncs.
     fn commit(&mut self, group: &[Taken]) -> Result<(), AttemptError> {
-        let io = |e| io_attempt(self.path.display(), e);
+        let io = |e| io_attempt(self.path, e);
         if self.regular {
             self.file.set_len(self.synced_len).map_err(io)?;
             self.file
@@ -107,8 +107,8 @@ pub fn run(
     input: &mut Input,
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
-) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+) -> Result<(), SinkError> {
+    let fail = |e: std::io::Error| SinkError::fatal(PathError::new(path, e));
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }

@@ -78,12 +78,32 @@ const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Why one attempt at a write failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
     /// Worth trying again (the same write) after a pause.
-    Transient(String),
+    #[error(transparent)]
+    Transient(BoxError),
     /// Trying again cannot help: the sink fails.
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(BoxError),
+}
+
+/// Why a sink stopped before its input ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// An error no retry can mend (permissions, a deleted stream, a bad request).
+    #[error(transparent)]
+    Fatal(BoxError),
+    /// The drain deadline passed while a transient error lasted.
+    #[error("gave up at the drain deadline, still failing: {0}")]
+    GaveUp(#[source] BoxError),
+}
+
+impl SinkError {
+    /// A permanent failure.
+    pub fn fatal(error: impl Into<BoxError>) -> SinkError {
+        SinkError::Fatal(error.into())
+    }
 }
 
 /// Runs `attempt` until it succeeds, pausing between transient failures (each counted
@@ -96,14 +116,14 @@ pub fn retrying<T>(
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
     mut attempt: impl FnMut() -> Result<T, AttemptError>,
-) -> Result<T, String> {
+) -> Result<T, SinkError> {
     let mut pause = Duration::ZERO;
     let result = loop {
         match attempt() {
             Ok(value) => break Ok(value),
             Err(AttemptError::Fatal(error)) => {
                 metrics.error(error_type, 1);
-                break Err(error);
+                break Err(SinkError::Fatal(error));
             }
             Err(AttemptError::Transient(error)) => {
                 metrics.error(error_type, 1);
@@ -113,9 +133,7 @@ pub fn retrying<T>(
                 let wait = crate::util::jittered(pause);
                 tracing::warn!(message = "Write failed; trying again after a pause.", component_id, %error, pause_ms = wait.as_millis() as u64);
                 if !lifecycle.pause(wait) {
-                    break Err(format!(
-                        "gave up at the drain deadline, still failing: {error}"
-                    ));
+                    break Err(SinkError::GaveUp(error));
                 }
             }
         }
@@ -141,12 +159,34 @@ pub fn io_transient(error: &std::io::Error) -> bool {
     ) || error.raw_os_error() == Some(5)
 }
 
-/// An I/O error as an attempt's error, transient or fatal by its kind.
-pub fn io_attempt(context: impl std::fmt::Display, error: std::io::Error) -> AttemptError {
-    let message = format!("{context}: {error}");
-    if io_transient(&error) {
-        AttemptError::Transient(message)
+/// An I/O error on a path.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", path.display())]
+pub struct PathError {
+    /// The file or directory.
+    pub path: std::path::PathBuf,
+    /// The I/O error.
+    #[source]
+    pub error: std::io::Error,
+}
+
+impl PathError {
+    /// `error` on `path`.
+    pub fn new(path: &Path, error: std::io::Error) -> PathError {
+        PathError {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+/// An I/O error on `path` as an attempt's error, transient or fatal by its kind.
+pub fn io_attempt(path: &Path, error: std::io::Error) -> AttemptError {
+    let transient = io_transient(&error);
+    let error = Box::new(PathError::new(path, error));
+    if transient {
+        AttemptError::Transient(error)
     } else {
-        AttemptError::Fatal(message)
+        AttemptError::Fatal(error)
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::config::{BuildError, Invalid, Upstream};
 use crate::metrics::ComponentMetrics;
-use crate::sinks::{BuiltSink, SinkKind};
+use crate::sinks::{BuiltSink, PathError, SinkError, SinkKind};
 use crate::topology::output::Input;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ impl SinkKind for Config {
 }
 
 /// Writes every batch to standard output until the input ends.
-pub fn run(input: &mut Input, metrics: &ComponentMetrics) -> Result<(), String> {
+pub fn run(input: &mut Input, metrics: &ComponentMetrics) -> Result<(), SinkError> {
     let stdout = std::io::stdout();
     while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
@@ -45,7 +45,10 @@ pub fn run(input: &mut Input, metrics: &ComponentMetrics) -> Result<(), String> 
             .and_then(|()| out.flush())
         {
             metrics.error("write_failed", 1);
-            return Err(format!("standard output: {error}"));
+            return Err(SinkError::fatal(PathError::new(
+                std::path::Path::new("standard output"),
+                error,
+            )));
         }
         metrics.sent(batch.lines as u64);
         batch.done();

@@ -23,7 +23,7 @@
 use crate::config::{Pipeline, diff::diff};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::Runtime;
+use crate::runtime::{CallError, Runtime};
 use crate::transforms::TransformConfig;
 use crate::transforms::wasm::LiveOptions;
 use crate::transforms::wasm::swap::{ReloadRequests, SharedComponent};
@@ -161,9 +161,9 @@ impl ConfigReloader {
             .worker(&component.component, &new.limits)
             .map_err(|e| refused(e.to_string()))?;
         match worker.check_format(format) {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(message)) => Err(refused(message)),
-            Err(error) => Err(refused(error.to_string())),
+            Ok(_) => Ok(()),
+            Err(CallError::InvalidFormat(message)) => Err(refused(message)),
+            Err(CallError::Runtime(error)) => Err(refused(error.to_string())),
         }
     }
 

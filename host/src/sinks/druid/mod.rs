@@ -29,17 +29,17 @@ mod publish;
 mod rollup;
 mod spec;
 
-pub use overlord::submit;
+pub use overlord::{OverlordError, submit};
 pub use publish::{write_files, write_publication_files};
 pub use rollup::{Rollup, Skipped, bucket_name};
-pub use spec::{segment_granularity, supervisor_spec};
+pub use spec::{SpecError, segment_granularity, supervisor_spec};
 
 use crate::aws::kinesis::StreamConfig;
 use crate::config::{BuildError, Invalid, Upstream};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::aws_kinesis::{KinesisSinkSpec, KinesisWriter, PartitionKey};
-use crate::sinks::{BuiltSink, SinkKind};
+use crate::sinks::{BuiltSink, PathError, SinkError, SinkKind};
 use crate::topology::output::{Ended, Input};
 use publish::{Pending, Published, Publisher, Writer, scope_of, start_afresh};
 use schemars::JsonSchema;
@@ -82,7 +82,8 @@ pub struct Config {
     /// A Druid Overlord (`http://host:8090`, or the Router, `http://host:8888`): the
     /// supervisor spec is submitted to it when the sink starts (`POST
     /// /druid/indexer/v1/supervisor?skipRestartIfUnmodified=true`, following a standby
-    /// Overlord's redirect) and its answer logged. Rows flow whatever it answers.
+    /// Overlord's redirect; `https://` works too) and its answer logged. Rows flow
+    /// whatever it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlord_url: Option<String>,
     /// The output stream (`stream_name` or `stream_arn`, with `endpoint` and `region`),
@@ -303,18 +304,21 @@ pub fn run(
     input: &mut Input,
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
-) -> Result<(), String> {
+) -> Result<(), SinkError> {
     let writer = match &spec.output {
         DruidOutput::Kinesis(stream) => Writer::Kinesis(Box::new(KinesisWriter::new(id, stream))),
         DruidOutput::Files { dir, append } => {
             if !append {
-                start_afresh(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                start_afresh(dir).map_err(|e| SinkError::fatal(PathError::new(dir, e)))?;
             }
             Writer::Files(dir)
         }
     };
     if let Some(url) = &spec.overlord_url {
-        match supervisor_spec(spec).and_then(|body| submit(url, &body)) {
+        let submitted = supervisor_spec(spec)
+            .map_err(OverlordError::from)
+            .and_then(|body| submit(url, &body));
+        match submitted {
             Ok(answer) => {
                 tracing::info!(message = "Supervisor spec submitted to the Overlord.", component_id = %id, overlord = %url, %answer)
             }

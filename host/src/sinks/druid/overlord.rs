@@ -1,103 +1,190 @@
-//! Submitting the supervisor spec to a Druid Overlord.
+//! Submitting the supervisor spec to a Druid Overlord: HTTP or HTTPS through hyper and
+//! rustls (the client stack the AWS SDK already brings, with the system's root
+//! certificates), following a standby Overlord's redirects to the leader, with a
+//! deadline and a bound on the answer read.
 
+use super::SpecError;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How many redirects (a standby Overlord pointing at the leader) [`submit`] follows.
 const MAX_REDIRECTS: usize = 3;
+/// How long the whole submission may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Most bytes of an answer read.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Why the spec could not be submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlordError {
+    /// No spec can be derived from the sink's settings.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The URL does not parse.
+    #[error("`{url}`: {error}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        error: hyper::http::uri::InvalidUri,
+    },
+    /// TLS could not be set up.
+    #[error("TLS setup: {0}")]
+    Tls(#[source] rustls::Error),
+    /// The request could not be built (a bad header value, an unusable URL).
+    #[error("{url}: {error}")]
+    Build {
+        /// The URL.
+        url: Uri,
+        /// Why.
+        #[source]
+        error: hyper::http::Error,
+    },
+    /// The request failed on the way (connection refused, TLS, reset).
+    #[error("{url}: {error}")]
+    Request {
+        /// The URL.
+        url: Uri,
+        /// Why.
+        #[source]
+        error: Box<hyper_util::client::legacy::Error>,
+    },
+    /// The answer's body could not be read (or was over the size bound).
+    #[error("{url}: reading the answer: {error}")]
+    Answer {
+        /// The URL.
+        url: Uri,
+        /// Why.
+        #[source]
+        error: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No answer in time.
+    #[error("no answer from the Overlord within {}s", TIMEOUT.as_secs())]
+    Timeout,
+    /// The Overlord refused the spec.
+    #[error("the Overlord answered `{status}`: {body}")]
+    Refused {
+        /// Its status.
+        status: StatusCode,
+        /// Its answer.
+        body: String,
+    },
+    /// A redirect without a usable `Location`.
+    #[error("the Overlord answered `{status}` without a usable Location")]
+    NoLocation {
+        /// Its status.
+        status: StatusCode,
+    },
+    /// Redirects without end.
+    #[error("more than {MAX_REDIRECTS} redirects from the Overlord")]
+    TooManyRedirects,
+}
 
 /// POSTs `spec` to `<overlord>/druid/indexer/v1/supervisor?skipRestartIfUnmodified=true`
-/// (plain HTTP/1.1; Druid 33+ then leaves an unchanged running supervisor alone, older
-/// versions ignore the parameter), following a standby Overlord's redirect to the
-/// leader; returns the status line and body, or why it failed.
-pub fn submit(overlord: &str, spec: &Value) -> Result<String, String> {
-    let body = spec.to_string();
-    let mut url = format!(
+/// (Druid 33+ then leaves an unchanged running supervisor alone, older versions ignore
+/// the parameter), following a standby Overlord's redirect to the leader; returns the
+/// status and body of the answer.
+pub fn submit(overlord: &str, spec: &Value) -> Result<String, OverlordError> {
+    let url = format!(
         "{}/druid/indexer/v1/supervisor?skipRestartIfUnmodified=true",
         overlord.trim_end_matches('/')
     );
+    let url: Uri = url.parse().map_err(|error| OverlordError::Url {
+        url: url.clone(),
+        error,
+    })?;
+    let body = Bytes::from(spec.to_string());
+    crate::aws::runtime().block_on(async {
+        tokio::time::timeout(TIMEOUT, post_following_redirects(url, body))
+            .await
+            .unwrap_or(Err(OverlordError::Timeout))
+    })
+}
+
+/// A client for http:// and https:// URLs, trusting the system's root certificates.
+fn client()
+-> Result<Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>, OverlordError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(OverlordError::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+async fn post_following_redirects(mut url: Uri, body: Bytes) -> Result<String, OverlordError> {
+    let client = client()?;
     for _ in 0..=MAX_REDIRECTS {
-        let answer = post_json(&url, &body)?;
-        let status = answer.lines().next().unwrap_or_default().to_string();
-        let code = status.split_whitespace().nth(1).unwrap_or_default();
-        let (head, reply) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-        if matches!(code, "301" | "302" | "307" | "308") {
-            let location = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("location")
-                        .then(|| value.trim().to_string())
-                })
-                .ok_or_else(|| format!("the Overlord answered `{status}` without a Location"))?;
-            url = if location.starts_with("http") {
-                location
-            } else {
-                let (scheme_host, _) = split_url(&url)?;
-                format!("{scheme_host}{location}")
-            };
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(|error| OverlordError::Build {
+                url: url.clone(),
+                error,
+            })?;
+        let answer = client
+            .request(request)
+            .await
+            .map_err(|error| OverlordError::Request {
+                url: url.clone(),
+                error: Box::new(error),
+            })?;
+        let (status, version) = (answer.status(), answer.version());
+        if status.is_redirection() {
+            url = answer
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|location| location.to_str().ok())
+                .and_then(|location| resolve(&url, location))
+                .ok_or(OverlordError::NoLocation { status })?;
             continue;
         }
-        let reply = reply.trim();
-        return if code.starts_with('2') {
-            Ok(format!("{status} {reply}"))
+        let bytes = Limited::new(answer.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|error| OverlordError::Answer {
+                url: url.clone(),
+                error,
+            })?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).trim().to_string();
+        return if status.is_success() {
+            Ok(format!("{version:?} {status} {text}"))
         } else {
-            Err(format!("the Overlord answered `{status}`: {reply}"))
+            Err(OverlordError::Refused { status, body: text })
         };
     }
-    Err(format!(
-        "more than {MAX_REDIRECTS} redirects from the Overlord"
-    ))
+    Err(OverlordError::TooManyRedirects)
 }
 
-/// `http://host:port` and the path (with its query) of a plain-HTTP URL.
-fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        format!("`{url}`: only http:// is supported here; submit over TLS with `flowenrich druid-spec PIPELINE.toml | curl -X POST -H 'Content-Type: application/json' -d @- 'https://.../druid/indexer/v1/supervisor?skipRestartIfUnmodified=true'`")
-    })?;
-    let (authority, path) = match rest.find('/') {
-        Some(at) => (&rest[..at], &rest[at..]),
-        None => (rest, "/"),
-    };
-    Ok((format!("http://{authority}"), path.to_string()))
-}
-
-/// One POST of a JSON `body` to `url`; the whole answer.
-fn post_json(url: &str, body: &str) -> Result<String, String> {
-    use std::io::Read;
-    let (scheme_host, path) = split_url(url)?;
-    let authority = scheme_host.trim_start_matches("http://");
-    let address = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    use std::net::ToSocketAddrs;
-    let resolved = address
-        .to_socket_addrs()
-        .map_err(|e| format!("{address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address}: no address"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&resolved, Duration::from_secs(10))
-        .map_err(|e| format!("{address}: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .and_then(|()| stream.set_write_timeout(Some(Duration::from_secs(30))))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .map_err(|e| e.to_string())?;
-    // The answer is small; a bound keeps a misbehaving server from growing it.
-    let mut answer = String::new();
-    stream
-        .take(1 << 20)
-        .read_to_string(&mut answer)
-        .map_err(|e| e.to_string())?;
-    Ok(answer)
+/// A `Location` (absolute, or a path on the same host) against the URL it answered.
+fn resolve(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(location.parse().ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 #[cfg(test)]
@@ -107,7 +194,7 @@ mod tests {
 
     #[test]
     fn submit_follows_a_standby_overlords_redirect() {
-        use std::io::{BufRead, Read};
+        use std::io::{BufRead, Read, Write};
         let leader = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let standby = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let leader_url = format!("http://{}", leader.local_addr().unwrap());

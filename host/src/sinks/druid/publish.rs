@@ -5,7 +5,7 @@ use super::rollup::{Rollup, bucket_name};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::aws_kinesis::KinesisWriter;
-use crate::sinks::{AttemptError, io_attempt, retrying};
+use crate::sinks::{AttemptError, SinkError, io_attempt, retrying};
 use crate::sources::aws_kinesis::checkpoint::{
     CheckpointError, Checkpoints, Publication, Scope, sequence_le,
 };
@@ -154,10 +154,15 @@ pub(super) fn bucket_of(row: &str) -> u64 {
         .map_or(0, |ms| ms / 1000)
 }
 
+/// The publication log failed.
+#[derive(Debug, thiserror::Error)]
+#[error("publication log: {0}")]
+pub struct PublicationLogError(#[source] pub CheckpointError);
+
 impl Publisher<'_> {
     /// Writes the rows rolled up from `pending`'s batches, then marks them done; or,
     /// when their lease holding is gone, forsakes them.
-    pub(super) fn flush(&mut self, pending: &mut Pending) -> Result<(), String> {
+    pub(super) fn flush(&mut self, pending: &mut Pending) -> Result<(), SinkError> {
         let rows = pending.rollup.drain();
         let covers = std::mem::take(&mut pending.covers);
         let mut outcome = Published::Ended;
@@ -192,7 +197,7 @@ impl Publisher<'_> {
 
     /// Rows of batches without checkpoints (files, stdin): at least once is all a
     /// source without positions allows.
-    pub(super) fn write_plain(&self, rows: &[(u64, String)]) -> Result<(), String> {
+    pub(super) fn write_plain(&self, rows: &[(u64, String)]) -> Result<(), SinkError> {
         match &self.writer {
             Writer::Kinesis(writer) => {
                 let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
@@ -209,13 +214,13 @@ impl Publisher<'_> {
         &self,
         dir: &Path,
         write: impl Fn() -> std::io::Result<()>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SinkError> {
         retrying(
             self.id,
             "write_failed",
             self.metrics,
             self.lifecycle,
-            || write().map_err(|e| io_attempt(dir.display(), e)),
+            || write().map_err(|e| io_attempt(dir, e)),
         )
     }
 
@@ -232,7 +237,7 @@ impl Publisher<'_> {
         scope: &Scope,
         rows: &[(u64, String)],
         covers: BTreeMap<String, String>,
-    ) -> Result<Published, String> {
+    ) -> Result<Published, SinkError> {
         self.publications += 1;
         let id = format!("{}-{}-{}", self.id, self.run, self.publications);
         let lines: Vec<String> = match &self.writer {
@@ -287,7 +292,7 @@ impl Publisher<'_> {
         publication: &Publication,
         lines: &[String],
         settle: bool,
-    ) -> Result<Published, String> {
+    ) -> Result<Published, SinkError> {
         match &self.writer {
             Writer::Kinesis(writer) => {
                 let written = writer.put_exactly_once(
@@ -315,7 +320,7 @@ impl Publisher<'_> {
     pub(super) fn log<T>(
         &self,
         mut operation: impl FnMut() -> Result<T, CheckpointError>,
-    ) -> Result<Option<T>, String> {
+    ) -> Result<Option<T>, SinkError> {
         retrying(
             self.id,
             "publication_log_failed",
@@ -324,22 +329,32 @@ impl Publisher<'_> {
             || match operation() {
                 Ok(value) => Ok(Some(value)),
                 Err(CheckpointError::LeaseLost { .. }) => Ok(None),
-                Err(error) => Err(match &error {
-                    CheckpointError::Io { error: io, .. } if crate::sinks::io_transient(io) => {
-                        AttemptError::Transient(format!("publication log: {error}"))
-                    }
-                    CheckpointError::Lease(
-                        crate::sources::aws_kinesis::leases::LeaseError::Dynamo { .. },
-                    ) => AttemptError::Transient(error.to_string()),
-                    _ => AttemptError::Fatal(format!("publication log: {error}")),
-                }),
+                Err(error) => {
+                    let transient = match &error {
+                        CheckpointError::Io { error: io, .. } => crate::sinks::io_transient(io),
+                        CheckpointError::Lease(
+                            crate::sources::aws_kinesis::leases::LeaseError::Dynamo { .. },
+                        ) => true,
+                        _ => false,
+                    };
+                    let error = Box::new(PublicationLogError(error));
+                    Err(if transient {
+                        AttemptError::Transient(error)
+                    } else {
+                        AttemptError::Fatal(error)
+                    })
+                }
             },
         )
     }
 
     /// Completes the publication a crash (or a host that lost its lease) left begun in
     /// `scope`, if any; `LeaseLost` when the scope's lease went meanwhile.
-    pub(super) fn settle(&self, store: &Checkpoints, scope: &Scope) -> Result<Published, String> {
+    pub(super) fn settle(
+        &self,
+        store: &Checkpoints,
+        scope: &Scope,
+    ) -> Result<Published, SinkError> {
         let Some(pending) = self.log(|| store.pending_publication(self.id, scope))? else {
             return Ok(Published::LeaseLost);
         };
@@ -350,7 +365,9 @@ impl Publisher<'_> {
             // The last holder may have sent a request just before its holding ran out.
             let wait = at.saturating_duration_since(Instant::now());
             if !self.lifecycle.pause(wait) {
-                return Err("stopped before a publication left by the last holder of a lease could be completed".into());
+                return Err(SinkError::fatal(
+                    "stopped before a publication left by the last holder of a lease could be completed",
+                ));
             }
         }
         tracing::info!(message = "Completing a publication begun before a restart.", component_id = %self.id, publication = %publication.id, rows = lines.len());
@@ -430,7 +447,7 @@ impl Pending {
 
 /// The checkpoint store and publication scope of `batch`: an error when its
 /// acknowledgements span several scopes (under leases, a batch must come from one shard).
-pub(super) fn scope_of(batch: &Taken) -> Result<(Option<Checkpoints>, Scope), String> {
+pub(super) fn scope_of(batch: &Taken) -> Result<(Option<Checkpoints>, Scope), SinkError> {
     let Some(first) = batch.acks.first() else {
         return Ok((None, Scope::Store));
     };
@@ -441,7 +458,9 @@ pub(super) fn scope_of(batch: &Taken) -> Result<(Option<Checkpoints>, Scope), St
         .iter()
         .any(|a| !a.store().same(&store) || store.scope(a) != scope)
     {
-        return Err("a batch carries acknowledgements of several shards or sources, which one publication cannot cover".into());
+        return Err(SinkError::fatal(
+            "a batch carries acknowledgements of several shards or sources, which one publication cannot cover",
+        ));
     }
     Ok((Some(store), scope))
 }

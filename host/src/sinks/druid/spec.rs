@@ -15,15 +15,28 @@ pub fn segment_granularity(secs: u64) -> Option<&'static str> {
     }
 }
 
+/// Why no supervisor spec can be derived from a sink's settings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// The sink writes files, not a stream.
+    #[error(
+        "this druid sink writes files; a supervisor spec needs `stream_name` (or `stream_arn`)"
+    )]
+    WritesFiles,
+    /// Neither a region nor an endpoint is known.
+    #[error("set `region` (or `endpoint`): the spec must name the stream's endpoint")]
+    NoEndpoint,
+    /// The bucket width fits no segment granularity.
+    #[error("granularity_secs = {0} divides neither an hour nor a day")]
+    Granularity(u64),
+}
+
 /// The Druid Kinesis supervisor spec that ingests this sink's stream: dimensions typed
 /// as they appear in the rows, `longSum` metrics over the pre-aggregated sums, and the
 /// same rollup granularity.
-pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
+pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, SpecError> {
     let DruidOutput::Kinesis(kinesis) = &spec.output else {
-        return Err(
-            "this druid sink writes files; a supervisor spec needs `stream_name` (or `stream_arn`)"
-                .into(),
-        );
+        return Err(SpecError::WritesFiles);
     };
     let stream = kinesis
         .stream
@@ -57,18 +70,10 @@ pub fn supervisor_spec(spec: &DruidSpec) -> Result<Value, String> {
             format!("kinesis.{region}.amazonaws.com.cn")
         }
         (None, Some(region)) => format!("kinesis.{region}.amazonaws.com"),
-        (None, None) => {
-            return Err(
-                "set `region` (or `endpoint`): the spec must name the stream's endpoint".into(),
-            );
-        }
+        (None, None) => return Err(SpecError::NoEndpoint),
     };
-    let segment = segment_granularity(spec.granularity_secs).ok_or_else(|| {
-        format!(
-            "granularity_secs = {} divides neither an hour nor a day",
-            spec.granularity_secs
-        )
-    })?;
+    let segment = segment_granularity(spec.granularity_secs)
+        .ok_or(SpecError::Granularity(spec.granularity_secs))?;
     let dimensions: Vec<Value> = spec
         .dimensions
         .iter()

@@ -5,7 +5,7 @@ use super::swap::{self, SharedComponent, Watch};
 use super::{Config, LiveOptions, WasmTransform};
 use crate::config::BuildError;
 use crate::metadata::{SharedTable, file::Fingerprint};
-use crate::runtime::LoadedComponent;
+use crate::runtime::{CallError, LoadedComponent};
 use crate::topology::reload::LiveTransform;
 use crate::transforms::{
     StartedTransform, TransformBuildContext, TransformContext, TransformPlan, spawn,
@@ -65,12 +65,12 @@ pub fn plan(
             .runtime
             .worker(&component, &options.limits)
             .map_err(|e| BuildError::new(&key, e))?;
-        if let Err(message) = worker
-            .check_format(format)
-            .map_err(|e| BuildError::new(&key, e))?
-        {
-            return Err(BuildError::new(format!("transforms.{id}.format"), message));
-        }
+        worker.check_format(format).map_err(|e| match e {
+            CallError::InvalidFormat(message) => {
+                BuildError::new(format!("transforms.{id}.format"), message)
+            }
+            CallError::Runtime(error) => BuildError::new(&key, error),
+        })?;
     }
     Ok(WasmPlan {
         options,

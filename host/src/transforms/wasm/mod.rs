@@ -12,7 +12,7 @@ pub use config::Config;
 use crate::batch::LineBatch;
 use crate::metadata::{SharedTable, Table};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{Worker, WorkerLimits};
+use crate::runtime::{CallError, RuntimeError, Worker, WorkerLimits};
 use crate::topology::output::Output;
 use crate::topology::output::{Ended, Input};
 use arc_swap::ArcSwap;
@@ -455,7 +455,7 @@ impl WasmTransform {
             hold,
             &table,
         ) {
-            Ok(Ok(result)) => {
+            Ok(result) => {
                 format_after = Some(result.format.clone());
                 if !batch.stream_end {
                     formats.insert(batch.stream.clone(), result.format);
@@ -484,7 +484,7 @@ impl WasmTransform {
                 self.metrics.error("invalid_line", rejected.len() as u64);
                 ((result.output, result.emitted as usize), rejected)
             }
-            Ok(Err(message)) => {
+            Err(CallError::InvalidFormat(message)) => {
                 self.metrics.error("invalid_format", batch.lines as u64);
                 let reason = format!("invalid format: {message}");
                 (
@@ -492,10 +492,10 @@ impl WasmTransform {
                     batch.text.lines().map(|l| (reason.clone(), l)).collect(),
                 )
             }
-            Err(error) => {
+            Err(CallError::Runtime(error)) => {
                 self.metrics.error(error.error_type(), batch.lines as u64);
                 let reason = match &error {
-                    crate::runtime::RuntimeError::InvalidResult(_) => {
+                    RuntimeError::InvalidResult(_) => {
                         format!("component returned an unusable result for this batch: {error}")
                     }
                     _ => format!("component failed on this batch twice: {error}"),

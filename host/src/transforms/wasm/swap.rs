@@ -17,10 +17,10 @@
 use crate::fixtures;
 use crate::metadata::file::{Fingerprint, fingerprint};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{LoadedComponent, Runtime, RuntimeError};
+use crate::runtime::{CallError, LoadedComponent, Runtime, RuntimeError};
 use crate::transforms::wasm::LiveOptions;
 use arc_swap::ArcSwap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -99,12 +99,13 @@ pub enum SwapError {
     #[error("the component refuses the transform's format: {0}")]
     Format(String),
     /// A fixture case gave other output than expected.
-    #[error("fixture {case} failed: {message}")]
+    #[error("fixture {} failed: {error}", case.display())]
     Fixture {
         /// The case folder.
         case: PathBuf,
         /// The first mismatch.
-        message: String,
+        #[source]
+        error: crate::fixtures::FixtureError,
     },
 }
 
@@ -216,27 +217,20 @@ fn candidate(plan: &Watch, runtime: &Runtime) -> Result<LoadedComponent, SwapErr
     let options = plan.options.load_full();
     if let Some(format) = &options.format {
         let mut worker = runtime.worker(&component, &options.limits)?;
-        worker.check_format(format)?.map_err(SwapError::Format)?;
+        worker.check_format(format).map_err(|e| match e {
+            CallError::InvalidFormat(message) => SwapError::Format(message),
+            CallError::Runtime(error) => SwapError::from(error),
+        })?;
     }
     if let Some(dir) = &plan.fixtures {
-        for case in fixture_cases(dir).map_err(|error| SwapError::Read {
+        for case in fixtures::cases(dir).map_err(|error| SwapError::Read {
             path: dir.clone(),
             error,
         })? {
             let mut worker = runtime.worker(&component, &options.limits)?;
             fixtures::run_case(&case, &mut worker)
-                .map_err(|message| SwapError::Fixture { case, message })?;
+                .map_err(|error| SwapError::Fixture { case, error })?;
         }
     }
     Ok(component)
-}
-
-/// The case folders of a fixtures directory, sorted.
-fn fixture_cases(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.join("input.log").exists())
-        .collect();
-    cases.sort();
-    Ok(cases)
 }
