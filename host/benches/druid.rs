@@ -18,8 +18,7 @@ mod support;
 
 // Shared with the integration tests, which use other parts of it.
 #[allow(dead_code)]
-#[path = "../../tests/support/kinesis_local.rs"]
-mod kinesis_local;
+use flowenrich_test_support::kinesis_local;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

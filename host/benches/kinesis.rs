@@ -19,8 +19,7 @@ mod support;
 
 // Shared with the integration tests, which use other parts of it.
 #[allow(dead_code)]
-#[path = "../../tests/support/kinesis_local.rs"]
-mod kinesis_local;
+use flowenrich_test_support::kinesis_local;
 use kinesis_local::KinesisLocal;
 
 const T0: u64 = 1_700_000_000;

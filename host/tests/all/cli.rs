@@ -194,7 +194,7 @@ fn validate_names_the_offending_key_or_file() {
             // A correct component of the previous WIT version.
             pipeline(&format!(
                 "component = \"{}\"",
-                env!("FLOWENRICH_TEST_COMPONENT_OLD_API")
+                flowenrich_test_support::OLD_API_COMPONENT
             )),
             "does not implement flowenrich:enrich/enricher@0.3.0",
         ),

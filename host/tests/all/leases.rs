@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-#[path = "../support/dynalite.rs"]
-pub mod dynalite;
 use dynalite::Dynalite;
+pub use flowenrich_test_support::dynalite;
 
 pub const TABLE: &str = "flowenrich-flows";
 const LEASE_MS: u64 = 3000;

@@ -2,7 +2,7 @@
 //! to files (the embedded default) and to a real local Kinesis stream; the supervisor
 //! spec matches a golden file and names exactly the rows' keys.
 
-use crate::kinesis::{KinesisLocal, Later};
+use crate::kinesis::{KinesisLocal, Later, RunPipeline};
 use crate::{bin, read_ndjson, repo, signal, start_run};
 use serde_json::Value;
 use std::collections::BTreeMap;

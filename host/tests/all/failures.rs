@@ -6,7 +6,7 @@ use flowenrich::runtime::{Runtime, RuntimeError, RuntimeOptions, Worker, WorkerL
 use std::sync::Arc;
 use std::time::Duration;
 
-const MISBEHAVING: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");
+const MISBEHAVING: &str = flowenrich_test_support::MISBEHAVING_COMPONENT;
 
 fn worker(limits: WorkerLimits) -> (Runtime, Worker) {
     let runtime = Runtime::new(RuntimeOptions::default()).unwrap();

@@ -56,8 +56,8 @@ impl Dynalite {
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
             .endpoint_url(&endpoint)
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                crate::kinesis::FAKE_KEY_ID,
-                crate::kinesis::FAKE_SECRET,
+                crate::kinesis_local::FAKE_KEY_ID,
+                crate::kinesis_local::FAKE_SECRET,
                 None,
                 None,
                 "local",
@@ -136,7 +136,7 @@ impl Dynalite {
 
 /// Runs dynalite on `port` (tables in `path`, or in memory) and waits until it answers.
 fn spawn(port: u16, path: Option<&std::path::Path>) -> Child {
-    let cli = crate::kinesis::npm_dir().join("node_modules/dynalite/cli.js");
+    let cli = crate::kinesis_local::npm_dir().join("node_modules/dynalite/cli.js");
     assert!(
         cli.exists(),
         "{} is missing: run scripts/test, which installs dynalite",

@@ -9,15 +9,18 @@ use std::time::{Duration, Instant};
 
 // Shared with the `kinesis` benchmark, which uses other parts of it.
 #[allow(dead_code)]
-#[path = "../support/kinesis_local.rs"]
-mod kinesis_local;
-pub use kinesis_local::*;
+pub use flowenrich_test_support::kinesis_local::*;
 
-impl KinesisLocal {
+/// Running pipelines against a local Kinesis.
+pub trait RunPipeline {
     /// Starts `flowenrich run` on `pipeline` (with `{endpoint}` replaced by this
     /// Kinesis's address) in `dir`, with the environment to reach it (fake credentials,
     /// no instance metadata).
-    pub fn run(&self, dir: &Path, pipeline: &str) -> Child {
+    fn run(&self, dir: &Path, pipeline: &str) -> Child;
+}
+
+impl RunPipeline for KinesisLocal {
+    fn run(&self, dir: &Path, pipeline: &str) -> Child {
         let pipeline = pipeline.replace("{endpoint}", &self.endpoint);
         start_run(dir, &pipeline, KinesisLocal::aws_env)
     }

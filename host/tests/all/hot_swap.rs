@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const MISBEHAVING: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");
-const OLD_API: &str = env!("FLOWENRICH_TEST_COMPONENT_OLD_API");
+const MISBEHAVING: &str = flowenrich_test_support::MISBEHAVING_COMPONENT;
+const OLD_API: &str = flowenrich_test_support::OLD_API_COMPONENT;
 
 /// Replaces `path` atomically (written aside, then renamed), as a deploy should.
 fn replace(path: &Path, bytes: &[u8]) {

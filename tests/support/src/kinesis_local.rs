@@ -1,6 +1,6 @@
 //! A real local Kinesis for tests and benchmarks: npm `kinesis-local` (kinesis-mock),
 //! installed by `scripts/test`, started on 127.0.0.1 with free ports and killed when
-//! dropped. Shared by `tests/all` and the `kinesis` benchmark (`#[path]` module).
+//! dropped. Shared by the integration tests and the benchmarks.
 
 use aws_sdk_kinesis::primitives::Blob;
 use std::net::{TcpListener, TcpStream};
@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 /// The repository root.
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("host/ has a parent")
+        .ancestors()
+        .nth(2)
+        .expect("tests/support/ is two levels down")
         .to_path_buf()
 }
 
@@ -76,6 +77,7 @@ pub struct KinesisLocal {
     client: aws_sdk_kinesis::Client,
 }
 
+/// A port free on 127.0.0.1 now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
