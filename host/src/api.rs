@@ -9,8 +9,8 @@
 //! ([`MAX_REQUEST_BYTES`], answered `431` and counted as `request_too_large`) and must
 //! arrive within [`HEADER_TIMEOUT`].
 
+use crate::control::Control;
 use crate::metrics::Metrics;
-use crate::transforms::wasm::swap::ReloadRequests;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -42,7 +42,7 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn serve(
     address: SocketAddr,
     metrics: Metrics,
-    reload: Arc<ReloadRequests>,
+    reload: Arc<Control>,
 ) -> Result<SocketAddr, ApiError> {
     let runtime = crate::aws::runtime();
     let listener = runtime
@@ -57,7 +57,7 @@ pub fn serve(
 }
 
 /// Accepts connections until the process ends, each served on its own task.
-async fn accept(listener: tokio::net::TcpListener, metrics: Metrics, reload: Arc<ReloadRequests>) {
+async fn accept(listener: tokio::net::TcpListener, metrics: Metrics, reload: Arc<Control>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -120,7 +120,7 @@ fn health(metrics: &Metrics) -> (StatusCode, String) {
 fn answer(
     request: &Request<Incoming>,
     metrics: &Metrics,
-    reload: &ReloadRequests,
+    reload: &Control,
 ) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (
@@ -133,7 +133,7 @@ fn answer(
             (status, "application/json", body)
         }
         (&Method::POST, "/reload") => {
-            reload.request();
+            reload.request_reload();
             (
                 StatusCode::ACCEPTED,
                 "application/json",
@@ -181,7 +181,7 @@ mod tests {
         source.received(3);
         source.shard_count("kinesis_shard_records_total", "shardId-000000000001", 2);
         source.shard_gauge("kinesis_millis_behind_latest", "shardId-000000000001", 1500);
-        let reload = Arc::new(ReloadRequests::default());
+        let reload = Arc::new(Control::default());
         let address = serve(
             "127.0.0.1:0".parse().unwrap(),
             metrics.clone(),
@@ -212,9 +212,9 @@ mod tests {
             "still serving"
         );
         assert!(get(address, "/nope").starts_with("HTTP/1.1 404"));
-        assert_eq!(reload.count(), 0);
+        assert_eq!(reload.reloads(), 0);
         assert!(request(address, "POST", "/reload").starts_with("HTTP/1.1 202"));
-        assert_eq!(reload.count(), 1);
+        assert_eq!(reload.reloads(), 1);
     }
 
     #[test]
@@ -223,7 +223,7 @@ mod tests {
         let address = serve(
             "127.0.0.1:0".parse().unwrap(),
             metrics,
-            Arc::new(ReloadRequests::default()),
+            Arc::new(Control::default()),
         )
         .unwrap();
         // Connected, half a request sent, nothing more: served beside the others.

@@ -11,6 +11,7 @@ pub mod api;
 pub mod aws;
 pub mod batch;
 pub mod config;
+pub mod control;
 pub mod embedded;
 pub mod enrich_cli;
 pub mod failpoint;

@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// Why a pipeline failed: the component (`sinks.out`, `transforms.enrich`, ...) and the
@@ -43,6 +43,12 @@ pub struct Lifecycle {
     /// The first failure, and whether it was only inferred (a batch dropped unwritten),
     /// which a component's own report of the cause then replaces.
     failure: Mutex<Option<(Failure, bool)>>,
+    /// Set once every component has ended: the drain watchdog returns.
+    drained: AtomicBool,
+    /// Held while a flag above changes, so that a waiter on `changed` never misses it.
+    gate: Mutex<()>,
+    /// Notified when stopping starts, the deadline passes or the run has drained.
+    changed: Condvar,
 }
 
 thread_local! {
@@ -65,11 +71,39 @@ impl Lifecycle {
 
     /// Asks the sources to stop (a signal, or a failure); starts the drain deadline.
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
         self.stop_at
             .lock()
             .expect("lifecycle lock")
             .get_or_insert_with(Instant::now);
+        self.set(&self.stop);
+    }
+
+    /// Sets `flag` and wakes every waiter.
+    fn set(&self, flag: &AtomicBool) {
+        {
+            let _gate = self.gate.lock().expect("lifecycle lock");
+            flag.store(true, Ordering::SeqCst);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Sleeps until `until` returns false or `deadline` passes; what `until` said last.
+    fn wait_while(&self, deadline: Instant, mut until: impl FnMut() -> bool) -> bool {
+        let mut gate = self.gate.lock().expect("lifecycle lock");
+        loop {
+            if !until() {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            gate = self
+                .changed
+                .wait_timeout(gate, left)
+                .expect("lifecycle lock")
+                .0;
+        }
     }
 
     /// When stopping was first asked for.
@@ -140,7 +174,12 @@ impl Lifecycle {
 
     /// The drain deadline has passed: retries give up.
     pub fn abort(&self) {
-        self.abort.store(true, Ordering::SeqCst);
+        self.set(&self.abort);
+    }
+
+    /// Every component has ended: the drain watchdog returns.
+    pub fn drained(&self) {
+        self.set(&self.drained);
     }
 
     /// True once the drain deadline has passed.
@@ -151,15 +190,12 @@ impl Lifecycle {
     /// Sleeps `pause` before a retry, waking early when the drain deadline passes; false
     /// when it has passed (the caller gives up).
     pub fn pause(&self, pause: Duration) -> bool {
-        let until = Instant::now() + pause;
-        while !self.aborted() {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return true;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(20)));
-        }
-        false
+        self.wait_while(Instant::now() + pause, || !self.aborted())
+    }
+
+    /// Sleeps `pause` (a source between polls), waking early when stopping starts.
+    pub fn sleep_unless_stopping(&self, pause: Duration) {
+        self.wait_while(Instant::now() + pause, || !self.stopping());
     }
 
     /// Marks the current thread as running `component` of this pipeline: a panic on it
@@ -180,25 +216,23 @@ impl Lifecycle {
     }
 
     /// Sets the abort flag `deadline` after stopping was first asked for; returns when it
-    /// did, or when `done` is set first.
-    pub fn watch_drain(&self, deadline: Duration, done: &AtomicBool) {
-        loop {
-            if done.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Some(since) = self.stopping_since()
-                && since.elapsed() >= deadline
-            {
-                if !done.load(Ordering::SeqCst) {
-                    tracing::error!(
-                        message = "Drain deadline passed; components still retrying give up.",
-                        deadline_secs = deadline.as_secs()
-                    );
-                }
-                self.abort();
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    /// did, or when the run has [drained](Lifecycle::drained) first.
+    pub fn watch_drain(&self, deadline: Duration) {
+        let drained = || self.drained.load(Ordering::SeqCst);
+        // Until stopping starts (a week at a time: woken when it does).
+        let week = Duration::from_secs(7 * 86_400);
+        while !drained() && self.stopping_since().is_none() {
+            self.wait_while(Instant::now() + week, || !drained() && !self.stopping());
+        }
+        let Some(since) = self.stopping_since() else {
+            return;
+        };
+        if self.wait_while(since + deadline, || !drained()) {
+            tracing::error!(
+                message = "Drain deadline passed; components still retrying give up.",
+                deadline_secs = deadline.as_secs()
+            );
+            self.abort();
         }
     }
 }
@@ -259,9 +293,8 @@ mod tests {
     fn pause_gives_up_at_the_deadline() {
         let lifecycle = Lifecycle::new();
         assert!(lifecycle.pause(Duration::from_millis(1)));
-        let done = AtomicBool::new(false);
         lifecycle.request_stop();
-        lifecycle.watch_drain(Duration::from_millis(10), &done);
+        lifecycle.watch_drain(Duration::from_millis(10));
         assert!(lifecycle.aborted());
         let started = Instant::now();
         assert!(!lifecycle.pause(Duration::from_secs(10)));

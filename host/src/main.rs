@@ -226,11 +226,11 @@ fn run(path: PathBuf) -> Result<ExitCode> {
         Topology::build(pipeline, &runtime).with_context(|| format!("{}", path.display()))?;
     if let Some(address) = api {
         let bound =
-            flowenrich::api::serve(address, topology.metrics.clone(), topology.reload.clone())?;
+            flowenrich::api::serve(address, topology.metrics.clone(), topology.control.clone())?;
         eprintln!("admin endpoint: http://{bound}/metrics");
     }
     let lifecycle = Lifecycle::new();
-    watch_signals(lifecycle.clone(), topology.reload.clone())?;
+    watch_signals(lifecycle.clone(), topology.control.clone())?;
     let summary = topology.run(&runtime, lifecycle)?;
     for (_, report) in &summary.reports {
         println!("{report}");
@@ -284,7 +284,7 @@ fn peak_rss_kib() -> Option<u64> {
 /// transform's component file now (hot swap).
 fn watch_signals(
     lifecycle: Arc<Lifecycle>,
-    reload: Arc<flowenrich::transforms::wasm::swap::ReloadRequests>,
+    reload: Arc<flowenrich::control::Control>,
 ) -> Result<()> {
     // The listeners are registered here, so a signal right after start-up is not missed.
     let registered = flowenrich::aws::runtime().block_on(async {
@@ -304,7 +304,7 @@ fn watch_signals(
                 _ = terminate.recv() => {}
                 _ = hangup.recv() => {
                     eprintln!("SIGHUP: checking component files for a new version");
-                    reload.request();
+                    reload.request_reload();
                     continue;
                 }
             }

@@ -10,19 +10,18 @@ pub mod reload;
 
 pub use crate::config::BuildError;
 use crate::config::{DEAD_LETTER, Pipeline};
+use crate::control::Control;
 use crate::lifecycle::{Failure, Lifecycle};
 use crate::metadata::{self, MetadataConfig, SharedTable};
 use crate::metrics::{ComponentMetrics, Metrics, Totals};
 use crate::runtime::Runtime;
 use crate::sinks::{BuiltSink, SinkContext};
 use crate::sources::{BuiltSource, SourceContext};
-use crate::transforms::wasm::swap::ReloadRequests;
 use crate::transforms::{TransformBuildContext, TransformContext, TransformPlan, spawn};
 use output::{Input, Output};
 use reload::{ConfigReloader, LiveTable};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -47,8 +46,8 @@ pub struct Topology {
     /// Counters of every component.
     pub metrics: Metrics,
     /// Reload requests (SIGHUP, `POST /reload`) for the transforms' component watchers
-    /// and the pipeline file.
-    pub reload: Arc<ReloadRequests>,
+    /// and the pipeline file, and the end of the run for every helper.
+    pub control: Arc<Control>,
     /// The pipeline as it runs, for reloading it.
     pipeline: Pipeline,
 }
@@ -108,7 +107,7 @@ impl Topology {
             tables,
             table_plans,
             metrics,
-            reload: Arc::new(ReloadRequests::default()),
+            control: Arc::new(Control::default()),
             pipeline,
         })
     }
@@ -129,7 +128,7 @@ impl Topology {
             inputs,
             table_plans,
             metrics,
-            reload,
+            control,
             pipeline,
             ..
         } = self;
@@ -138,7 +137,10 @@ impl Topology {
         let sink_threads = start_sinks(sinks, &mut wiring, &metrics, &lifecycle);
 
         // Component watchers and the config reloader run until the run ends.
-        let mut helpers = Helpers::default();
+        let mut helpers = Helpers {
+            control: control.clone(),
+            threads: Vec::new(),
+        };
         let mut live_transforms = BTreeMap::new();
         let mut transform_threads = Vec::new();
         for (id, plan) in transforms {
@@ -149,8 +151,7 @@ impl Topology {
                 metrics: metrics.component(&id),
                 lifecycle: lifecycle.clone(),
                 runtime: runtime.clone(),
-                reload: reload.clone(),
-                helpers_stop: helpers.stop.clone(),
+                control: control.clone(),
                 id: id.clone(),
             })?;
             transform_threads.push(started.thread);
@@ -164,18 +165,17 @@ impl Topology {
             metrics: metrics.component("config"),
             runtime: runtime.clone(),
         };
-        let (requests, reload_stop) = (reload.clone(), helpers.stop.clone());
-        helpers.threads.push(spawn("config-reload", move || {
-            reloader.run(requests, reload_stop)
-        }));
+        let reload_control = control.clone();
+        helpers
+            .threads
+            .push(spawn("config-reload", move || reloader.run(reload_control)));
         let source_threads = start_sources(sources, &mut wiring, &metrics, &lifecycle);
         drop(wiring);
         // Once stopping starts, the drain deadline runs: retries give up when it passes.
-        let drained = Arc::new(AtomicBool::new(false));
         let watchdog = {
-            let (lifecycle, drained) = (lifecycle.clone(), drained.clone());
+            let lifecycle = lifecycle.clone();
             spawn("drain-deadline", move || {
-                lifecycle.watch_drain(drain_timeout, &drained)
+                lifecycle.watch_drain(drain_timeout)
             })
         };
         for handle in source_threads.into_iter().chain(transform_threads) {
@@ -188,7 +188,7 @@ impl Topology {
                 reports.push((id, report));
             }
         }
-        drained.store(true, std::sync::atomic::Ordering::SeqCst);
+        lifecycle.drained();
         let _ = watchdog.join();
         drop(helpers);
         Ok(RunSummary {
@@ -364,15 +364,14 @@ fn start_sources(
 
 /// Threads that serve a run (component watchers, the config reloader, which owns the
 /// metadata followers): stopped and joined when the run ends, however it ends.
-#[derive(Default)]
 struct Helpers {
-    stop: Arc<AtomicBool>,
+    control: Arc<Control>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Drop for Helpers {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.control.end();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }

@@ -21,17 +21,16 @@
 //! (`config_reloads_total`, `component_errors_total{error_type}`).
 
 use crate::config::{Pipeline, diff::diff};
+use crate::control::{Control, Wake};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::ComponentMetrics;
 use crate::runtime::{CallError, Runtime};
 use crate::transforms::TransformConfig;
 use crate::transforms::wasm::LiveOptions;
-use crate::transforms::wasm::swap::{ReloadRequests, SharedComponent};
+use crate::transforms::wasm::swap::SharedComponent;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 /// A running transform as a reload sees it.
 pub struct LiveTransform {
@@ -106,19 +105,16 @@ impl ReloadError {
     }
 }
 
-/// How often the reloader looks for requests.
-const TICK: Duration = Duration::from_millis(50);
-
 impl ConfigReloader {
-    /// Serves reload requests until `stop` is set.
-    pub fn run(mut self, requests: Arc<ReloadRequests>, stop: Arc<AtomicBool>) {
-        let mut seen = requests.count();
-        while !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(TICK);
-            if requests.count() == seen {
-                continue;
+    /// Serves reload requests until the run ends.
+    pub fn run(mut self, control: Arc<Control>) {
+        let mut seen = control.reloads();
+        loop {
+            match control.wait(seen, None) {
+                Wake::Ended => return,
+                Wake::Reload(count) => seen = count,
+                Wake::Timeout => continue,
             }
-            seen = requests.count();
             let path = self.pipeline.path.clone();
             match self.reload() {
                 Ok(changed) => {

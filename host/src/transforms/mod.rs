@@ -4,17 +4,16 @@
 pub mod wasm;
 
 use crate::config::{BuildError, Invalid};
+use crate::control::Control;
 use crate::lifecycle::Lifecycle;
 use crate::metadata::SharedTable;
 use crate::metrics::ComponentMetrics;
 use crate::runtime::Runtime;
 use crate::topology::output::{Input, Output};
 use crate::topology::reload::LiveTransform;
-use crate::transforms::wasm::swap::ReloadRequests;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 crate::config::component_enum! {
@@ -84,17 +83,16 @@ pub struct TransformContext {
     pub lifecycle: Arc<Lifecycle>,
     /// The component engine.
     pub runtime: Runtime,
-    /// Reload requests (SIGHUP, `POST /reload`).
-    pub reload: Arc<ReloadRequests>,
-    /// Set when the run ends: helpers stop.
-    pub helpers_stop: Arc<AtomicBool>,
+    /// Reload requests (SIGHUP, `POST /reload`) and the end of the run, which helpers
+    /// wait on.
+    pub control: Arc<Control>,
 }
 
 /// A running transform.
 pub struct StartedTransform {
     /// Its thread, which ends when its inputs have closed.
     pub thread: JoinHandle<()>,
-    /// Helper threads (a component file watcher), which end at `helpers_stop`.
+    /// Helper threads (a component file watcher), which end with the run.
     pub helpers: Vec<JoinHandle<()>>,
     /// What a config reload may change.
     pub live: LiveTransform,

@@ -438,7 +438,7 @@ pub fn run(
             leases.step(runtime, &mut shards, &to);
         }
         if polled_at.is_some_and(|at| at.elapsed() < poll_interval) {
-            std::thread::sleep(tick);
+            lifecycle.sleep_unless_stopping(tick);
             continue;
         }
         polled_at = Some(Instant::now());
@@ -503,7 +503,7 @@ pub fn run(
                 shard.handle(id, polled, config, &to);
             }
         }
-        std::thread::sleep(tick);
+        lifecycle.sleep_unless_stopping(tick);
     }
     for shard in shards.values_mut().filter(|s| !s.done) {
         shard.send(&to, false);

@@ -106,9 +106,9 @@ impl TransformPlan for WasmPlan {
                 shared: shared.clone(),
                 metrics: cx.metrics.clone(),
             };
-            let (runtime, requests, stop) = (cx.runtime.clone(), cx.reload, cx.helpers_stop);
+            let (runtime, control) = (cx.runtime.clone(), cx.control);
             helpers.push(spawn(&format!("{id}.swap"), move || {
-                swap::watch(watch, runtime, requests, stop, seen)
+                swap::watch(watch, runtime, control, seen)
             }));
         }
         let live = LiveTransform {

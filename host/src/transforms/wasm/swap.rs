@@ -14,6 +14,7 @@
 //! twice. A candidate that fails any step is logged, counted
 //! (`component_errors_total{error_type}`) and dropped; the running one carries on.
 
+use crate::control::{Control, Wake};
 use crate::fixtures;
 use crate::metadata::file::{Fingerprint, fingerprint};
 use crate::metrics::ComponentMetrics;
@@ -22,7 +23,6 @@ use crate::transforms::wasm::LiveOptions;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// One installed component.
@@ -61,23 +61,6 @@ impl SharedComponent {
         self.current
             .store(Arc::new(Generation { number, component }));
         number
-    }
-}
-
-/// Requests to look at every component file now, whatever its fingerprint says (SIGHUP,
-/// `POST /reload`): a counter each watcher compares with the last value it acted on.
-#[derive(Debug, Default)]
-pub struct ReloadRequests(AtomicU64);
-
-impl ReloadRequests {
-    /// Asks every watcher to reload.
-    pub fn request(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// How many requests there have been.
-    pub fn count(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -144,32 +127,25 @@ pub struct Watch {
     pub metrics: Arc<ComponentMetrics>,
 }
 
-/// How often a watcher wakes to look at `stop` and reload requests.
-const TICK: Duration = Duration::from_millis(50);
-
-/// Watches until `stop` is set: swaps in every new version of the file that passes.
+/// Watches until the run ends: swaps in every new version of the file that passes.
 /// `seen` is the file's fingerprint when the running component was read from it.
-pub fn watch(
-    plan: Watch,
-    runtime: Runtime,
-    requests: Arc<ReloadRequests>,
-    stop: Arc<AtomicBool>,
-    seen: Fingerprint,
-) {
+pub fn watch(plan: Watch, runtime: Runtime, control: Arc<Control>, seen: Fingerprint) {
     let files = [plan.path.clone()];
     let mut seen = seen;
-    let mut requested = requests.count();
+    let mut requested = control.reloads();
     let mut checked = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(TICK);
-        let asked = requests.count() != requested;
-        let due = plan
+    loop {
+        let timer = plan
             .interval
-            .is_some_and(|every| checked.elapsed() >= every);
-        if !asked && !due {
-            continue;
-        }
-        requested = requests.count();
+            .map(|every| every.saturating_sub(checked.elapsed()));
+        let asked = match control.wait(requested, timer) {
+            Wake::Ended => return,
+            Wake::Reload(count) => {
+                requested = count;
+                true
+            }
+            Wake::Timeout => false,
+        };
         checked = Instant::now();
         let now = fingerprint(&files);
         if !asked && now == seen {
