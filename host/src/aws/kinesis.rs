@@ -97,6 +97,38 @@ impl StreamConfig {
     }
 }
 
+/// Where a reader starts the shards it has no position in: the keys of every Kinesis
+/// reader (flattened into the source's and the changelog table's configs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub struct StartConfig {
+    /// `trim_horizon` (the oldest record the stream retains, the default), `latest`
+    /// (only records written after reading starts) or `at_timestamp` (with
+    /// `start_timestamp`).
+    #[serde(default)]
+    pub start_position: StartPosition,
+    /// Epoch seconds to start at, for `start_position = "at_timestamp"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timestamp: Option<i64>,
+}
+
+impl StartConfig {
+    /// Where shards without a position start.
+    pub fn start_at(&self) -> StartAt {
+        self.start_position.start_at(self.start_timestamp)
+    }
+
+    /// `start_timestamp` is set exactly when `start_position = "at_timestamp"`.
+    pub fn validate(&self, key: &str) -> Result<(), crate::config::Invalid> {
+        if (self.start_position == StartPosition::AtTimestamp) != self.start_timestamp.is_some() {
+            return Err(crate::config::Invalid::new(
+                format!("{key}.start_timestamp"),
+                "is required with, and only with, `start_position = \"at_timestamp\"`",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Where a Kinesis reader starts a shard it has no position in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

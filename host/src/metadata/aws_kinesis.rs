@@ -12,7 +12,7 @@
 
 use super::events::{BadLine, Event, Target};
 use super::{MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
-use crate::aws::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StartPosition, StreamConfig};
+use crate::aws::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StartConfig, StreamConfig};
 use crate::config::Invalid;
 use crate::metrics::ComponentMetrics;
 use schemars::JsonSchema;
@@ -34,13 +34,9 @@ pub struct Config {
     #[serde(flatten)]
     #[allow(missing_docs)]
     pub stream: StreamConfig,
-    /// `trim_horizon` (the whole retained changelog, the default), `latest` (only
-    /// changes from now on) or `at_timestamp` (with `start_timestamp`).
-    #[serde(default)]
-    pub start_position: StartPosition,
-    /// Epoch seconds to start at, for `start_position = "at_timestamp"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_timestamp: Option<i64>,
+    /// Where the changelog is read from (by default the whole retained changelog).
+    #[serde(flatten)]
+    pub start: StartConfig,
     /// Pause between polls of the shards, and the shortest time between two table
     /// builds, in milliseconds.
     #[serde(default = "default_poll_interval_ms")]
@@ -56,7 +52,7 @@ impl Config {
     pub fn stream_spec(&self) -> StreamSpec {
         StreamSpec {
             stream: self.stream.clone(),
-            start: self.start_position.start_at(self.start_timestamp),
+            start: self.start.start_at(),
             poll_interval: Duration::from_millis(self.poll_interval_ms.max(1)),
         }
     }
@@ -65,13 +61,7 @@ impl Config {
 impl MetadataKind for Config {
     fn validate(&self, key: &str) -> Result<(), Invalid> {
         self.stream.validate(key)?;
-        if (self.start_position == StartPosition::AtTimestamp) != self.start_timestamp.is_some() {
-            return Err(Invalid::new(
-                format!("{key}.start_timestamp"),
-                "is required with, and only with, `start_position = \"at_timestamp\"`",
-            ));
-        }
-        Ok(())
+        self.start.validate(key)
     }
 
     fn table(&self) -> &TableOptions {

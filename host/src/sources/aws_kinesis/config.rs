@@ -1,7 +1,7 @@
 //! The `aws_kinesis_streams` source's settings.
 
 use super::{RecordFormat, leases};
-use crate::aws::kinesis::{StartAt, StartPosition, StreamConfig};
+use crate::aws::kinesis::{StartAt, StartConfig, StreamConfig};
 use crate::config::{BuildError, Invalid};
 use crate::sources::{BuiltSource, LineLimits, SourceKind};
 use schemars::JsonSchema;
@@ -16,12 +16,9 @@ pub struct Config {
     #[serde(flatten)]
     #[allow(missing_docs)]
     pub stream: StreamConfig,
-    /// `trim_horizon` (default), `latest` or `at_timestamp` (with `start_timestamp`).
-    #[serde(default)]
-    pub start_position: StartPosition,
-    /// Epoch seconds to start at, for `start_position = "at_timestamp"`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub start_timestamp: Option<i64>,
+    /// Where shards without a checkpoint start.
+    #[serde(flatten)]
+    pub start: StartConfig,
     /// `auto` (default: gzip records are CloudWatch Logs envelopes, others text),
     /// `cloudwatch_logs` or `text`.
     #[serde(default)]
@@ -70,7 +67,7 @@ fn default_max_in_flight_mib() -> usize {
 impl Config {
     /// Where shards without a position start.
     pub fn start(&self) -> StartAt {
-        self.start_position.start_at(self.start_timestamp)
+        self.start.start_at()
     }
 
     /// Pause between polling rounds.
@@ -104,13 +101,7 @@ impl SourceKind for Config {
             }
             leases.validate(&format!("{key}.leases"))?;
         }
-        if (self.start_position == StartPosition::AtTimestamp) != self.start_timestamp.is_some() {
-            return Err(Invalid::new(
-                format!("{key}.start_timestamp"),
-                "is required with, and only with, `start_position = \"at_timestamp\"`",
-            ));
-        }
-        Ok(())
+        self.start.validate(key)
     }
 
     fn resolve_paths(&mut self, id: &str, base: &Path) {
