@@ -94,6 +94,12 @@ pub enum KinesisSinkError {
     ReadBackGivenUp,
 }
 
+impl crate::sinks::Labeled for KinesisSinkError {
+    fn error_type(&self) -> &'static str {
+        "put_failed"
+    }
+}
+
 /// Records per PutRecords request (the API's limit).
 const MAX_RECORDS: usize = 500;
 /// Bytes (data + partition keys) per PutRecords request (the API's limit).
@@ -244,7 +250,7 @@ impl KinesisWriter {
         may_write: &dyn Fn() -> bool,
     ) -> Result<bool, SinkError> {
         let mut unknown = read_back.is_some_and(|(_, settle)| settle);
-        retrying(&self.id, "put_failed", metrics, lifecycle, || {
+        retrying(&self.id, metrics, lifecycle, || {
             if unknown && let Some((since_ms, _)) = read_back {
                 // A call given up on may still be applied by the service a moment
                 // later: the read-back waits for that first.

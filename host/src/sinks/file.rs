@@ -140,9 +140,7 @@ pub fn run(
         let lines: u64 = group.iter().map(|b| b.lines as u64).sum();
         metrics.received(lines);
         crate::failpoint::hit("file_sink.before_write");
-        retrying(id, "write_failed", metrics, lifecycle, || {
-            durable.commit(&group)
-        })?;
+        retrying(id, metrics, lifecycle, || durable.commit(&group))?;
         metrics.count("file_syncs_total", 1);
         metrics.sent(lines);
         for batch in group {

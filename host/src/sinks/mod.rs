@@ -77,15 +77,19 @@ pub struct SinkContext {
 const RETRY_MIN: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// An error that names its kind for the metrics (`component_errors_total{error_type}`).
+pub trait Labeled: std::error::Error + Send + Sync + 'static {
+    /// The stable label of this kind of error.
+    fn error_type(&self) -> &'static str;
+}
+
 /// Why one attempt at a write failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum AttemptError {
     /// Worth trying again (the same write) after a pause.
-    #[error(transparent)]
-    Transient(BoxError),
+    Transient(Box<dyn Labeled>),
     /// Trying again cannot help: the sink fails.
-    #[error(transparent)]
-    Fatal(BoxError),
+    Fatal(Box<dyn Labeled>),
 }
 
 /// Why a sink stopped before its input ended.
@@ -107,12 +111,11 @@ impl SinkError {
 }
 
 /// Runs `attempt` until it succeeds, pausing between transient failures (each counted
-/// as an `error_type` error and in `component_retries_total`; the `component_retrying`
-/// gauge is 1 meanwhile, which `/health` reports). Returns the permanent error, or the
-/// last transient one once the drain deadline has passed.
+/// under its error's `error_type` and in `component_retries_total`; the
+/// `component_retrying` gauge is 1 meanwhile, which `/health` reports). Returns the
+/// permanent error, or the last transient one once the drain deadline has passed.
 pub fn retrying<T>(
     component_id: &str,
-    error_type: &'static str,
     metrics: &ComponentMetrics,
     lifecycle: &Lifecycle,
     mut attempt: impl FnMut() -> Result<T, AttemptError>,
@@ -122,11 +125,11 @@ pub fn retrying<T>(
         match attempt() {
             Ok(value) => break Ok(value),
             Err(AttemptError::Fatal(error)) => {
-                metrics.error(error_type, 1);
+                metrics.error(error.error_type(), 1);
                 break Err(SinkError::Fatal(error));
             }
             Err(AttemptError::Transient(error)) => {
-                metrics.error(error_type, 1);
+                metrics.error(error.error_type(), 1);
                 metrics.count("component_retries_total", 1);
                 metrics.gauge("component_retrying", 1);
                 pause = (pause * 2).clamp(RETRY_MIN, RETRY_MAX);
@@ -168,6 +171,12 @@ pub struct PathError {
     /// The I/O error.
     #[source]
     pub error: std::io::Error,
+}
+
+impl Labeled for PathError {
+    fn error_type(&self) -> &'static str {
+        "write_failed"
+    }
 }
 
 impl PathError {

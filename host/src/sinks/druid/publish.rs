@@ -159,6 +159,12 @@ pub(super) fn bucket_of(row: &str) -> u64 {
 #[error("publication log: {0}")]
 pub struct PublicationLogError(#[source] pub CheckpointError);
 
+impl crate::sinks::Labeled for PublicationLogError {
+    fn error_type(&self) -> &'static str {
+        "publication_log_failed"
+    }
+}
+
 impl Publisher<'_> {
     /// Writes the rows rolled up from `pending`'s batches, then marks them done; or,
     /// when their lease holding is gone, forsakes them.
@@ -215,13 +221,9 @@ impl Publisher<'_> {
         dir: &Path,
         write: impl Fn() -> std::io::Result<()>,
     ) -> Result<(), SinkError> {
-        retrying(
-            self.id,
-            "write_failed",
-            self.metrics,
-            self.lifecycle,
-            || write().map_err(|e| io_attempt(dir, e)),
-        )
+        retrying(self.id, self.metrics, self.lifecycle, || {
+            write().map_err(|e| io_attempt(dir, e))
+        })
     }
 
     pub(super) fn sent(&self, rows: usize) {
@@ -321,12 +323,8 @@ impl Publisher<'_> {
         &self,
         mut operation: impl FnMut() -> Result<T, CheckpointError>,
     ) -> Result<Option<T>, SinkError> {
-        retrying(
-            self.id,
-            "publication_log_failed",
-            self.metrics,
-            self.lifecycle,
-            || match operation() {
+        retrying(self.id, self.metrics, self.lifecycle, || {
+            match operation() {
                 Ok(value) => Ok(Some(value)),
                 Err(CheckpointError::LeaseLost { .. }) => Ok(None),
                 Err(error) => {
@@ -344,8 +342,8 @@ impl Publisher<'_> {
                         AttemptError::Fatal(error)
                     })
                 }
-            },
-        )
+            }
+        })
     }
 
     /// Completes the publication a crash (or a host that lost its lease) left begun in
