@@ -8,7 +8,6 @@ use flowenrich::metadata;
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich::sinks::SinkConfig;
 use flowenrich::topology::Topology;
-use flowenrich::transforms::TransformConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -185,9 +184,7 @@ fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
         .config
         .transforms
         .values()
-        .map(|t| match t {
-            TransformConfig::Wasm(wasm) => wasm.memory_limit_mib,
-        })
+        .map(|t| t.kind().memory_limit_mib())
         .max()
         .unwrap_or(1);
     Ok(Runtime::new(RuntimeOptions {

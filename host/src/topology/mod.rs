@@ -144,8 +144,8 @@ impl Topology {
         let mut live_transforms = BTreeMap::new();
         let mut transform_threads = Vec::new();
         for (id, plan) in transforms {
+            let mut input = wiring.input(&id);
             let started = plan.start(TransformContext {
-                input: wiring.input(&id),
                 output: wiring.output(&id),
                 dead_letters: wiring.output(&format!("{id}.{DEAD_LETTER}")),
                 metrics: metrics.component(&id),
@@ -154,7 +154,14 @@ impl Topology {
                 control: control.clone(),
                 id: id.clone(),
             })?;
-            transform_threads.push(started.thread);
+            let (key, lifecycle, run) =
+                (format!("transforms.{id}"), lifecycle.clone(), started.run);
+            transform_threads.push(spawn(&id, move || {
+                lifecycle.enter(&key);
+                if let Err(cause) = run(&mut input) {
+                    lifecycle.fail(&key, cause);
+                }
+            }));
             helpers.threads.extend(started.helpers);
             live_transforms.insert(id, started.live);
         }

@@ -24,21 +24,10 @@ use crate::config::{Pipeline, diff::diff};
 use crate::control::{Control, Wake};
 use crate::metadata::{self, SharedTable};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{CallError, Runtime};
-use crate::transforms::TransformConfig;
-use crate::transforms::wasm::LiveOptions;
-use crate::transforms::wasm::swap::SharedComponent;
-use arc_swap::ArcSwap;
+use crate::runtime::Runtime;
+use crate::transforms::LiveTransform;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// A running transform as a reload sees it.
-pub struct LiveTransform {
-    /// Its options, read before every batch.
-    pub options: Arc<ArcSwap<LiveOptions>>,
-    /// Its component (to check a new format with).
-    pub component: Arc<SharedComponent>,
-}
 
 /// A running metadata table as a reload sees it.
 pub struct LiveTable {
@@ -56,7 +45,7 @@ pub struct ConfigReloader {
     /// The pipeline as now running.
     pub pipeline: Pipeline,
     /// Transforms by id.
-    pub transforms: BTreeMap<String, LiveTransform>,
+    pub transforms: BTreeMap<String, Box<dyn LiveTransform>>,
     /// Metadata tables by name.
     pub tables: BTreeMap<String, LiveTable>,
     /// The `config` component's counters.
@@ -129,40 +118,6 @@ impl ConfigReloader {
         }
     }
 
-    /// Checks a transform's new options: within the engine's memory pool, and a new
-    /// format accepted by its component.
-    fn check_options(&self, id: &str, new: &LiveOptions) -> Result<(), ReloadError> {
-        let live = &self.transforms[id];
-        // The engine's memory pool was sized at start-up for the largest limit then.
-        let max = self.runtime.options().max_memory_bytes;
-        if new.limits.memory_limit_bytes > max {
-            return Err(ReloadError::RestartNeeded(vec![format!(
-                "transforms.{id}.memory_limit_mib (above the {} MiB the engine was sized for at start-up)",
-                max >> 20
-            )]));
-        }
-        let Some(format) = &new.format else {
-            return Ok(());
-        };
-        if live.options.load().format.as_ref() == Some(format) {
-            return Ok(());
-        }
-        let refused = |message: String| ReloadError::Format {
-            id: id.to_string(),
-            message,
-        };
-        let component = live.component.current();
-        let mut worker = self
-            .runtime
-            .worker(&component.component, &new.limits)
-            .map_err(|e| refused(e.to_string()))?;
-        match worker.check_format(format) {
-            Ok(_) => Ok(()),
-            Err(CallError::InvalidFormat(message)) => Err(refused(message)),
-            Err(CallError::Runtime(error)) => Err(refused(error.to_string())),
-        }
-    }
-
     /// Reads the file again and applies what changed; returns the changed keys.
     pub fn reload(&mut self) -> Result<Vec<String>, ReloadError> {
         let pipeline = Pipeline::load(&self.pipeline.path)?;
@@ -171,12 +126,9 @@ impl ConfigReloader {
             return Err(ReloadError::RestartNeeded(changes.restart));
         }
         // Everything is prepared first; nothing is applied unless all of it works.
-        let mut options = Vec::new();
+        let mut transforms = Vec::new();
         for (id, transform) in &pipeline.config.transforms {
-            let TransformConfig::Wasm(config) = transform;
-            let new_options = LiveOptions::from(config);
-            self.check_options(id, &new_options)?;
-            options.push((id.clone(), new_options));
+            transforms.push(self.transforms[id].prepare(id, transform.kind(), &self.runtime)?);
         }
         let mut tables = Vec::new();
         for (name, table) in &pipeline.config.metadata {
@@ -193,11 +145,8 @@ impl ConfigReloader {
         }
 
         // Apply.
-        for (id, new) in options {
-            let live = &self.transforms[&id];
-            if **live.options.load() != new {
-                live.options.store(Arc::new(new));
-            }
+        for apply in transforms {
+            apply();
         }
         for (name, table, seen, built, rejected) in tables {
             let live = self.tables.get_mut(&name).expect("a running table");

@@ -3,14 +3,14 @@
 
 pub mod wasm;
 
-use crate::config::{BuildError, Invalid};
+use crate::config::{BoxError, BuildError, Invalid};
 use crate::control::Control;
 use crate::lifecycle::Lifecycle;
 use crate::metadata::SharedTable;
 use crate::metrics::ComponentMetrics;
 use crate::runtime::Runtime;
 use crate::topology::output::{Input, Output};
-use crate::topology::reload::LiveTransform;
+use crate::topology::reload::ReloadError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +39,14 @@ pub trait TransformKind: std::fmt::Debug {
     fn live_keys(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The memory one instance of its component may use, in MiB (the engine's pool is
+    /// sized for the largest); 0 for a transform without a component.
+    fn memory_limit_mib(&self) -> usize {
+        0
+    }
+    /// The config as `Any`, for a running transform to read a reloaded config of its
+    /// own kind.
+    fn as_any(&self) -> &dyn std::any::Any;
     /// Loads and checks what the transform needs; nothing runs yet.
     fn build(
         &self,
@@ -63,7 +71,7 @@ pub struct TransformBuildContext<'a> {
 
 /// A built transform, ready to start.
 pub trait TransformPlan: Send {
-    /// Starts the transform's thread and its helpers.
+    /// Starts the transform's helpers and returns its work.
     fn start(self: Box<Self>, cx: TransformContext) -> Result<StartedTransform, BuildError>;
 }
 
@@ -71,8 +79,6 @@ pub trait TransformPlan: Send {
 pub struct TransformContext {
     /// The transform's id.
     pub id: String,
-    /// Its input channel.
-    pub input: Input,
     /// Where its results go.
     pub output: Output,
     /// Where lines it rejects go (`<id>.dead_letter`).
@@ -88,14 +94,31 @@ pub struct TransformContext {
     pub control: Arc<Control>,
 }
 
-/// A running transform.
+/// A transform's work: takes batches from its input until every input has closed. The
+/// topology runs it on the transform's own thread; an error fails the pipeline.
+pub type TransformRun = Box<dyn FnOnce(&mut Input) -> Result<(), BoxError> + Send>;
+
+/// A started transform.
 pub struct StartedTransform {
-    /// Its thread, which ends when its inputs have closed.
-    pub thread: JoinHandle<()>,
+    /// Its work, for the topology to run on the transform's thread.
+    pub run: TransformRun,
     /// Helper threads (a component file watcher), which end with the run.
     pub helpers: Vec<JoinHandle<()>>,
     /// What a config reload may change.
-    pub live: LiveTransform,
+    pub live: Box<dyn LiveTransform>,
+}
+
+/// A running transform as a config reload sees it.
+pub trait LiveTransform: Send {
+    /// Checks the transform's config as reloaded (`new`, of the same kind: a change of
+    /// kind needs a restart) against what runs, and returns how to apply it; nothing
+    /// changes yet. `id` is the transform's id.
+    fn prepare(
+        &self,
+        id: &str,
+        new: &dyn TransformKind,
+        runtime: &Runtime,
+    ) -> Result<Box<dyn FnOnce() + Send>, ReloadError>;
 }
 
 /// Spawns a named component thread.

@@ -108,6 +108,9 @@ pub const GET_RECORDS_MAX_BYTES: usize = 10 << 20;
 /// First and longest pause after a failed read (doubled on each failure, with jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// At the end of a run with leases: how long the source waits for acknowledgements
+/// before renewing its leases again, and the first pause between checkpoint retries.
+const HANDOFF_WAKE: Duration = Duration::from_millis(200);
 
 /// Where batches go.
 struct Sending<'a> {
@@ -513,19 +516,27 @@ pub fn run(
     drop(dead_letters);
     if let Some(mut leases) = leases {
         let deadline = Instant::now() + leases.spec.handoff_timeout();
-        while checkpoints.in_flight() > 0 && Instant::now() < deadline && !lifecycle.aborted() {
+        // Wakes when the last batch is acknowledged; between wakes the leases are renewed
+        // (the coordinator renews only when due) and an abort is noticed.
+        let mut unacknowledged = checkpoints.in_flight();
+        while unacknowledged > 0 && !lifecycle.aborted() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
             leases.keep_alive(runtime, &checkpoints);
-            std::thread::sleep(Duration::from_millis(50));
+            unacknowledged = checkpoints.wait_acknowledged(left.min(HANDOFF_WAKE));
         }
-        let unacknowledged = checkpoints.in_flight();
-        // The last checkpoints, retried (while the leases are kept alive) until written.
+        // The last checkpoints, retried with backoff (the leases kept alive) until written.
+        let mut pause = HANDOFF_WAKE;
         while !leases
             .flush(runtime, &checkpoints, &mut Vec::new())
             .is_empty()
-            && Instant::now() < deadline
+            && Instant::now() + pause < deadline
         {
             let _ = runtime.block_on(leases.coordinator.tick(true, &mut leases.counts));
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(crate::util::jittered(pause));
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
         runtime.block_on(leases.coordinator.release_all());
         leases.report(metrics);

@@ -6,7 +6,6 @@ use super::{Config, LiveOptions, WasmTransform};
 use crate::config::BuildError;
 use crate::metadata::{SharedTable, file::Fingerprint};
 use crate::runtime::{CallError, LoadedComponent};
-use crate::topology::reload::LiveTransform;
 use crate::transforms::{
     StartedTransform, TransformBuildContext, TransformContext, TransformPlan, spawn,
 };
@@ -111,10 +110,10 @@ impl TransformPlan for WasmPlan {
                 swap::watch(watch, runtime, control, seen)
             }));
         }
-        let live = LiveTransform {
+        let live = Box::new(super::live::LiveWasm {
             options: options.clone(),
             component: shared.clone(),
-        };
+        });
         let transform = WasmTransform {
             id: id.clone(),
             worker,
@@ -129,13 +128,11 @@ impl TransformPlan for WasmPlan {
             whole_batches: plan.whole_batches,
             waiting: Default::default(),
         };
-        let (lifecycle, key, mut input) = (cx.lifecycle, format!("transforms.{id}"), cx.input);
-        let thread = spawn(&id, move || {
-            lifecycle.enter(&key);
-            transform.run(&mut input);
-        });
         Ok(StartedTransform {
-            thread,
+            run: Box::new(move |input| {
+                transform.run(input);
+                Ok(())
+            }),
             helpers,
             live,
         })

@@ -145,6 +145,14 @@ impl TransformKind for Config {
         &LIVE_KEYS
     }
 
+    fn memory_limit_mib(&self) -> usize {
+        self.memory_limit_mib
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
     fn build(
         &self,
         id: &str,

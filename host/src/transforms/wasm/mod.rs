@@ -4,6 +4,7 @@
 
 mod build;
 mod config;
+mod live;
 pub mod swap;
 
 pub use build::{ComponentCache, WasmPlan};
@@ -177,7 +178,10 @@ struct Submitted {
 }
 
 impl WasmTransform {
-    /// Processes batches until every input has closed, then releases held lines.
+    /// Processes batches until every input has closed, then releases held lines. It has
+    /// no failure of its own: a batch the component cannot process (a trap, a timeout,
+    /// an unusable result) goes to the dead-letter output with its reason, and a panic
+    /// fails the pipeline through the lifecycle.
     pub fn run(mut self, input: &mut Input) {
         // Format per stream, set by S3 header lines.
         let mut formats: HashMap<Arc<str>, String> = HashMap::new();

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::sources::aws_kinesis::leases::LeaseError;
 use crate::sources::aws_kinesis::leases::publications::LeaseLog;
@@ -183,6 +183,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Checkpoints {
     inner: Arc<Mutex<Inner>>,
+    /// Notified when the last ack in flight is released.
+    acknowledged: Arc<Condvar>,
 }
 
 impl Checkpoints {
@@ -222,6 +224,7 @@ impl Checkpoints {
                 lease_log: None,
                 leased: BTreeMap::new(),
             })),
+            acknowledged: Arc::new(Condvar::new()),
         }
     }
 
@@ -354,6 +357,17 @@ impl Checkpoints {
     /// Acks handed out and not released yet.
     pub fn in_flight(&self) -> usize {
         self.inner.lock().expect("checkpoint lock").in_flight
+    }
+
+    /// Waits until no ack is in flight or `timeout` passes; returns the acks still in
+    /// flight (0: everything handed out was released).
+    pub fn wait_acknowledged(&self, timeout: Duration) -> usize {
+        let inner = self.inner.lock().expect("checkpoint lock");
+        let (inner, _) = self
+            .acknowledged
+            .wait_timeout_while(inner, timeout, |inner| inner.in_flight > 0)
+            .expect("checkpoint lock");
+        inner.in_flight
     }
 
     /// The publication `sink` began in `scope` and did not end, with its rows (read from
@@ -591,6 +605,9 @@ impl Checkpoints {
     fn release(&self, ack: &Ack) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
         inner.in_flight -= 1;
+        if inner.in_flight == 0 {
+            self.acknowledged.notify_all();
+        }
         if inner.halted.load(Ordering::SeqCst) || ack.forsaken.load(Ordering::SeqCst) {
             return;
         }
