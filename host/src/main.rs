@@ -66,6 +66,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    flowenrich::util::keep_freed_buffers();
     let cli = Cli::parse();
     // `enrich` keeps stderr for its JSON rejections, so it logs only errors by default.
     let default_level = match cli.command {

@@ -1,24 +1,82 @@
 //! The rollup: enriched flows summed per time bucket and dimensions, as Druid's own
-//! rollup sums them, keyed without parsing JSON on the fast path.
+//! rollup sums them, keyed without parsing JSON on the fast path and grouped on compact
+//! keys (dimension codes from per-dimension dictionaries) rather than on strings.
 
 use super::METRICS;
+use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 
-/// Separates the parts of a group's key: a byte that JSON text never holds raw.
-const SEP: char = '\u{1}';
-
-/// Flows rolled up in memory until the next flush.
+/// Flows rolled up in memory until the next flush, grouped on compact keys: each row's
+/// key is its bucket and one code per dimension (the dimension's JSON text through a
+/// dictionary), in one flat arena, with its sums beside it.
 pub struct Rollup {
     dimensions: Vec<String>,
     granularity: u64,
-    /// Key: the bucket, then each dimension's JSON text, joined by [`SEP`].
-    groups: FxHashMap<String, [u64; 3]>,
+    /// Per dimension, the distinct JSON texts seen since the last drain.
+    dictionaries: Vec<Dictionary>,
+    /// Row `r`'s key is `keys[r * width..][..width]`: the bucket number (start /
+    /// granularity) as two halves, then each dimension's code.
+    keys: Vec<u32>,
+    /// Row `r`'s flows, bytes and packets.
+    sums: Vec<[u64; 3]>,
+    /// Row numbers, found by their key's hash.
+    rows: HashTable<u32>,
     /// The key being built for the current line (reused).
-    key: String,
+    key: Vec<u32>,
     /// Each dimension's JSON text in the current line (reused).
     values: Vec<(usize, usize)>,
+    /// What the n-th member of the last line was: lines of one format list their keys in
+    /// the same order, so one comparison per member tells what it is.
+    roles: Vec<(Box<str>, Role)>,
+}
+
+/// What a member of an enriched flow counts as: a metric, a dimension, both, or neither.
+#[derive(Clone, Copy)]
+struct Role {
+    /// 0 for `start`, 1 for `bytes`, 2 for `packets`.
+    metric: Option<u8>,
+    /// Its place in the dimensions.
+    dimension: Option<usize>,
+}
+
+/// One dimension's distinct values, each with a code: its place in `texts`.
+#[derive(Default)]
+struct Dictionary {
+    codes: FxHashMap<Box<str>, u32>,
+    texts: Vec<Box<str>>,
+}
+
+impl Dictionary {
+    /// The code of `text`, given one if it is new.
+    fn code(&mut self, text: &str) -> u32 {
+        if let Some(&code) = self.codes.get(text) {
+            return code;
+        }
+        let code = self.texts.len() as u32;
+        self.texts.push(text.into());
+        self.codes.insert(text.into(), code);
+        code
+    }
+
+    /// Each code's rank in the texts' sorted order.
+    fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.texts.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.texts[a as usize].cmp(&self.texts[b as usize]));
+        let mut ranks = vec![0; order.len()];
+        for (rank, code) in order.into_iter().enumerate() {
+            ranks[code as usize] = rank as u32;
+        }
+        ranks
+    }
+}
+
+fn hash_key(key: &[u32]) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Why a line was not rolled up.
@@ -76,7 +134,7 @@ fn flat_members<'a>(line: &'a str, mut member: impl FnMut(&'a str, &'a str)) -> 
         }
         let key_end = string_end(i)?;
         let key = &line[i + 1..key_end - 1];
-        if key.contains('\\') {
+        if key.as_bytes().contains(&b'\\') {
             // An escaped key is compared decoded by the full parser.
             return None;
         }
@@ -161,9 +219,13 @@ impl Rollup {
         Rollup {
             dimensions: dimensions.to_vec(),
             granularity: granularity.max(1),
-            groups: FxHashMap::default(),
-            key: String::new(),
+            dictionaries: dimensions.iter().map(|_| Dictionary::default()).collect(),
+            keys: Vec::new(),
+            sums: Vec::new(),
+            rows: HashTable::new(),
+            key: Vec::new(),
             values: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -177,15 +239,33 @@ impl Rollup {
         let dimensions = &self.dimensions;
         let values = &mut self.values;
         let base = line.as_ptr() as usize;
+        let roles = &mut self.roles;
+        let mut member = 0;
         let fast = flat_members(line, |key, value| {
+            let role = match roles.get(member) {
+                Some((known, role)) if **known == *key => *role,
+                _ => {
+                    let role = Role {
+                        metric: ["start", "bytes", "packets"]
+                            .iter()
+                            .position(|m| *m == key)
+                            .map(|m| m as u8),
+                        dimension: dimensions.iter().position(|d| d == key),
+                    };
+                    roles.truncate(member);
+                    roles.push((key.into(), role));
+                    role
+                }
+            };
+            member += 1;
             let number = || value.parse::<u64>().ok();
-            match key {
-                "start" => start = number(),
-                "bytes" => bytes = number(),
-                "packets" => packets = number(),
+            match role.metric {
+                Some(0) => start = number(),
+                Some(1) => bytes = number(),
+                Some(2) => packets = number(),
                 _ => {}
             }
-            if let Some(at) = dimensions.iter().position(|d| d == key) {
+            if let Some(at) = role.dimension {
                 let offset = value.as_ptr() as usize - base;
                 values[at] = (offset, offset + value.len());
             }
@@ -210,19 +290,33 @@ impl Rollup {
         let start = start
             .filter(|&s| s.checked_mul(1000).is_some())
             .ok_or(Skipped::NoStart)?;
-        let bucket = start - start % self.granularity;
+        let bucket = start / self.granularity;
         self.key.clear();
-        let _ = write!(self.key, "{bucket}");
-        for &(from, to) in self.values.iter() {
-            self.key.push(SEP);
+        self.key.extend([(bucket >> 32) as u32, bucket as u32]);
+        for (&(from, to), dictionary) in self.values.iter().zip(&mut self.dictionaries) {
             // A dimension the flow lacks is null.
-            self.key
-                .push_str(if from == to { "null" } else { &text[from..to] });
+            let value = if from == to { "null" } else { &text[from..to] };
+            self.key.push(dictionary.code(value));
         }
-        let sums = match self.groups.get_mut(self.key.as_str()) {
-            Some(sums) => sums,
-            None => self.groups.entry(self.key.clone()).or_insert([0; 3]),
+        let width = self.key.len();
+        let hash = hash_key(&self.key);
+        let keys = &mut self.keys;
+        let found = self.rows.find(hash, |&row| {
+            keys[row as usize * width..][..width] == self.key[..]
+        });
+        let row = match found {
+            Some(&row) => row as usize,
+            None => {
+                let row = self.sums.len();
+                keys.extend_from_slice(&self.key);
+                self.sums.push([0; 3]);
+                self.rows.insert_unique(hash, row as u32, |&row| {
+                    hash_key(&keys[row as usize * width..][..width])
+                });
+                row
+            }
         };
+        let sums = &mut self.sums[row];
         sums[0] += 1;
         sums[1] = sums[1].saturating_add(bytes.unwrap_or(0));
         sums[2] = sums[2].saturating_add(packets.unwrap_or(0));
@@ -231,44 +325,74 @@ impl Rollup {
 
     /// Rows held.
     pub fn len(&self) -> usize {
-        self.groups.len()
+        self.sums.len()
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.groups.is_empty()
+        self.sums.is_empty()
+    }
+
+    /// Bytes the rows take (keys, sums, the table), without the dictionaries.
+    pub fn row_bytes(&self) -> usize {
+        self.keys.capacity() * 4 + self.sums.capacity() * 24 + self.rows.capacity() * 5
     }
 
     /// Takes every row out, as `(bucket start, NDJSON line)` ordered by bucket and
     /// dimension values.
     pub fn drain(&mut self) -> Vec<(u64, String)> {
-        let mut groups: Vec<(u64, Vec<String>, [u64; 3])> = self
-            .groups
-            .drain()
-            .map(|(key, sums)| {
-                let mut parts = key.split(SEP);
-                let bucket = parts.next().and_then(|b| b.parse().ok()).unwrap_or(0);
-                (bucket, parts.map(str::to_string).collect(), sums)
+        let width = self.dimensions.len() + 2;
+        let ranks: Vec<Vec<u32>> = self.dictionaries.iter().map(Dictionary::ranks).collect();
+        let key = |row: u32| &self.keys[row as usize * width..][..width];
+        let bucket = |key: &[u32]| (u64::from(key[0]) << 32) | u64::from(key[1]);
+        // By bucket, then by each dimension's text, as the texts sort.
+        let mut order: Vec<u32> = (0..self.sums.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (key(a), key(b));
+            bucket(a).cmp(&bucket(b)).then_with(|| {
+                a[2..]
+                    .iter()
+                    .zip(&b[2..])
+                    .zip(&ranks)
+                    .map(|((&x, &y), ranks)| ranks[x as usize].cmp(&ranks[y as usize]))
+                    .find(|order| order.is_ne())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
+        });
+        let names: Vec<String> = self
+            .dimensions
+            .iter()
+            .map(|d| Value::String(d.clone()).to_string())
+            .collect();
+        let rows = order
+            .into_iter()
+            .map(|row| {
+                let key = key(row);
+                let start = bucket(key) * self.granularity;
+                let mut text = String::with_capacity(64 + 32 * names.len());
+                let _ = write!(text, "{{\"timestamp\":{}", start * 1000);
+                for ((name, &code), dictionary) in
+                    names.iter().zip(&key[2..]).zip(&self.dictionaries)
+                {
+                    text.push(',');
+                    text.push_str(name);
+                    text.push(':');
+                    text.push_str(&dictionary.texts[code as usize]);
+                }
+                for (name, sum) in METRICS.iter().zip(self.sums[row as usize]) {
+                    let _ = write!(text, ",\"{name}\":{sum}");
+                }
+                text.push_str("}\n");
+                (start, text)
             })
             .collect();
-        groups.sort();
-        groups
-            .into_iter()
-            .map(|(bucket, values, sums)| {
-                let mut row = format!("{{\"timestamp\":{}", bucket * 1000);
-                for (dimension, value) in self.dimensions.iter().zip(&values) {
-                    row.push(',');
-                    row.push_str(&Value::String(dimension.clone()).to_string());
-                    row.push(':');
-                    row.push_str(value);
-                }
-                for (name, sum) in METRICS.iter().zip(sums) {
-                    row.push_str(&format!(",\"{name}\":{sum}"));
-                }
-                row.push_str("}\n");
-                (bucket, row)
-            })
-            .collect()
+        self.keys.clear();
+        self.sums.clear();
+        self.rows.clear();
+        for dictionary in &mut self.dictionaries {
+            *dictionary = Dictionary::default();
+        }
+        rows
     }
 }
 

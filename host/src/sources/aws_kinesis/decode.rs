@@ -3,6 +3,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::io::Read;
 
 /// How records are read.
@@ -28,17 +29,27 @@ pub enum Decoded {
     Control,
 }
 
+/// A CloudWatch Logs envelope, borrowing from the inflated bytes: a message without JSON
+/// escapes (every flow-log line) costs no allocation of its own.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
-    message_type: String,
-    #[serde(default)]
-    log_events: Vec<LogEvent>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    message_type: Cow<'a, str>,
+    #[serde(default, borrow)]
+    log_events: Vec<LogEvent<'a>>,
 }
 
+/// One log event of an envelope; its other keys (`id`, `timestamp`) are skipped unread.
 #[derive(Deserialize)]
-struct LogEvent {
-    message: String,
+struct LogEvent<'a> {
+    #[serde(borrow)]
+    message: Cow<'a, str>,
+}
+
+thread_local! {
+    /// The inflate buffer, reused from record to record on each reading thread.
+    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why a record could not be decoded.
@@ -70,33 +81,53 @@ pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Dec
     if format == RecordFormat::CloudwatchLogs && !gzip {
         return Err(invalid("not a gzip CloudWatch Logs envelope".into()));
     }
-    let text_lines = |bytes: &[u8]| {
-        let mut text = String::with_capacity(bytes.len() + 1);
-        for line in String::from_utf8_lossy(bytes).lines() {
-            push_nonempty(&mut text, line);
-        }
-        text
-    };
     if !gzip {
         return Ok(Decoded::Lines(text_lines(data)));
     }
-    let mut bytes = Vec::new();
+    INFLATED.with(|buffer| {
+        let mut bytes = buffer.borrow_mut();
+        bytes.clear();
+        let decoded = decode_gzip(data, format, max_bytes, &mut bytes);
+        if bytes.capacity() > KEEP_BUFFER_BYTES {
+            *bytes = Vec::new();
+        }
+        decoded
+    })
+}
+
+/// The inflate buffer is kept between records only up to this size, so that one large
+/// record does not pin its memory on the thread.
+const KEEP_BUFFER_BYTES: usize = 4 << 20;
+
+/// Inflates a gzip record into `bytes` and reads it as text or as an envelope.
+fn decode_gzip(
+    data: &[u8],
+    format: RecordFormat,
+    max_bytes: usize,
+    bytes: &mut Vec<u8>,
+) -> Result<Decoded, DecodeError> {
+    let invalid = |message: String| DecodeError::Invalid(message);
     flate2::read::GzDecoder::new(data)
         .take(max_bytes as u64 + 1)
-        .read_to_end(&mut bytes)
+        .read_to_end(bytes)
         .map_err(|e| invalid(format!("cannot gunzip the record: {e}")))?;
     if bytes.len() > max_bytes {
         return Err(DecodeError::TooLarge(max_bytes));
     }
     if format == RecordFormat::Text {
-        return Ok(Decoded::Lines(text_lines(&bytes)));
+        return Ok(Decoded::Lines(text_lines(bytes)));
     }
-    let envelope: Envelope = serde_json::from_slice(&bytes)
+    let envelope: Envelope = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("not a CloudWatch Logs envelope: {e}")))?;
-    match envelope.message_type.as_str() {
+    match &*envelope.message_type {
         "CONTROL_MESSAGE" => Ok(Decoded::Control),
         "DATA_MESSAGE" => {
-            let mut text = String::new();
+            let size = envelope
+                .log_events
+                .iter()
+                .map(|e| e.message.len() + 1)
+                .sum();
+            let mut text = String::with_capacity(size);
             for line in envelope.log_events.iter().flat_map(|e| e.message.lines()) {
                 push_nonempty(&mut text, line);
             }
@@ -106,6 +137,15 @@ pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Dec
             "unknown CloudWatch Logs messageType `{other}`"
         ))),
     }
+}
+
+/// Flow-log text, blank lines left out, each line ending with a newline.
+fn text_lines(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() + 1);
+    for line in String::from_utf8_lossy(bytes).lines() {
+        push_nonempty(&mut text, line);
+    }
+    text
 }
 
 /// Appends `line` and a newline to `text`, unless the line is blank.

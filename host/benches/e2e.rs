@@ -1,0 +1,363 @@
+//! The user's job end to end, against the component alone, in one run.
+//!
+//! `cargo bench -p flowenrich --bench e2e` (options: `--lines N`, default 1,000,000;
+//! `--events-per-envelope N`, default 100). Generates its own data: N default-format
+//! lines between 100,000 addresses (90 % IPv4, 10 % IPv6), half of them assigned to
+//! 50,000 owners at time 0 (app, cluster, account, region, zone), random source and
+//! destination pairs, starts spread over 80 s — a high-cardinality rollup. Then it
+//! measures, each as wall flows/s and flows per CPU-second (user + sys):
+//!
+//! - the component alone (one worker, batches of 1,000 lines, in process);
+//! - `flowenrich enrich` (stdin → stdout), the release binary as a child process;
+//! - `flowenrich run`: file → wasm → file, and file → wasm → druid (rollup files);
+//! - in process: gzip CloudWatch Logs envelopes held in memory → inflate → envelope
+//!   parse → wasm → druid rollup rows (everything but the Kinesis emulator);
+//!
+//! with the ratio of each to the component alone and, for the child processes, peak RSS
+//! and system time as a share of user time.
+
+use flowenrich::metadata::{Event, Table, TableBuilder};
+use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
+use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup};
+use flowenrich::sources::aws_kinesis::{Decoded, RecordFormat, decode};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+use support::Rng;
+
+mod support;
+
+/// Distinct addresses in the flows; the first 90 % IPv4, the rest IPv6.
+const ADDRESSES: u64 = 100_000;
+const IPV4: u64 = 90_000;
+/// Start times spread over this many seconds from `T0`.
+const SPREAD_SECS: u64 = 80;
+const T0: u64 = 1_700_000_000;
+/// Lines per batch for the in-process runs (a pipeline's batches are of this order).
+const BATCH_LINES: usize = 1_000;
+
+fn address(i: u64) -> String {
+    if i < IPV4 {
+        format!("10.{}.{}.{}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff)
+    } else {
+        format!("2001:db8::{:x}:{:x}", i >> 16, i & 0xffff)
+    }
+}
+
+/// The metadata changelog: every even address is its own owner from time 0.
+fn metadata() -> String {
+    let regions = ["us-east-1", "us-west-2", "eu-west-1"];
+    let mut text = String::new();
+    for i in (0..ADDRESSES).step_by(2) {
+        let region = regions[(i % 3) as usize];
+        text.push_str(&format!(
+            "{{\"ts\": 0, \"op\": \"assign\", \"ip\": \"{}\", \"attrs\": {{\"app\": \"app{i}\", \"cluster\": \"app{i}-prod\", \"account\": \"{}\", \"region\": \"{region}\", \"zone\": \"{region}{}\"}}}}\n",
+            address(i),
+            100_000_000_000 + i % 40,
+            ["a", "b", "c"][(i % 3) as usize],
+        ));
+    }
+    text
+}
+
+/// `n` default-format (v2) lines, random pairs within one address family.
+fn flows(n: usize) -> Vec<String> {
+    let mut rng = Rng(42);
+    (0..n)
+        .map(|_| {
+            let (src, dst) = if rng.below(10) == 0 {
+                (
+                    IPV4 + rng.below(ADDRESSES - IPV4),
+                    IPV4 + rng.below(ADDRESSES - IPV4),
+                )
+            } else {
+                (rng.below(IPV4), rng.below(IPV4))
+            };
+            let start = T0 + rng.below(SPREAD_SECS);
+            format!(
+                "2 123456789012 eni-{:08x} {} {} {} {} {} {} {} {start} {} {} OK",
+                rng.below(1 << 32),
+                address(src),
+                address(dst),
+                32768 + rng.below(28000),
+                [443, 5432, 6379, 8080][rng.below(4) as usize],
+                [6, 6, 6, 17][rng.below(4) as usize],
+                1 + rng.below(100),
+                40 + rng.below(1_000_000),
+                start + 60,
+                if rng.below(20) == 0 {
+                    "REJECT"
+                } else {
+                    "ACCEPT"
+                },
+            )
+        })
+        .collect()
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// The lines packed into gzip CloudWatch Logs subscription envelopes.
+fn envelopes(lines: &[String], per_envelope: usize) -> Vec<Vec<u8>> {
+    lines
+        .chunks(per_envelope)
+        .enumerate()
+        .map(|(n, chunk)| {
+            let events: Vec<serde_json::Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(e, message)| {
+                    serde_json::json!({"id": format!("{n}-{e}"), "timestamp": T0 * 1000, "message": message})
+                })
+                .collect();
+            let envelope = serde_json::json!({
+                "messageType": "DATA_MESSAGE", "owner": "123456789012",
+                "logGroup": "vpc-flow-logs", "logStream": "eni-all",
+                "subscriptionFilters": ["to-kinesis"], "logEvents": events,
+            });
+            gzip(envelope.to_string().as_bytes())
+        })
+        .collect()
+}
+
+/// What one measured run took.
+struct Measured {
+    wall: f64,
+    user: f64,
+    sys: f64,
+    /// Peak resident set of the child process, if it was one.
+    max_rss_mib: Option<f64>,
+}
+
+impl Measured {
+    fn cpu(&self) -> f64 {
+        self.user + self.sys
+    }
+}
+
+fn seconds(time: libc::timeval) -> f64 {
+    time.tv_sec as f64 + time.tv_usec as f64 / 1e6
+}
+
+/// This process's CPU time so far (user, sys).
+fn own_cpu() -> (f64, f64) {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, writable rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    (seconds(usage.ru_utime), seconds(usage.ru_stime))
+}
+
+/// Runs `work` in this process and measures it.
+fn in_process(work: impl FnOnce()) -> Measured {
+    let (user0, sys0) = own_cpu();
+    let started = Instant::now();
+    work();
+    let wall = started.elapsed().as_secs_f64();
+    let (user, sys) = own_cpu();
+    Measured {
+        wall,
+        user: user - user0,
+        sys: sys - sys0,
+        max_rss_mib: None,
+    }
+}
+
+/// Runs `command` as a child and measures it with `wait4` (its own CPU time and peak
+/// RSS, not this process's); `wait4` reaps it.
+#[allow(clippy::zombie_processes)]
+fn child(command: &mut Command) -> Measured {
+    let started = Instant::now();
+    let spawned = command.spawn().expect("start flowenrich");
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: the pid is our child's; status and usage are valid and writable.
+    let pid = unsafe { libc::wait4(spawned.id() as i32, &mut status, 0, &mut usage) };
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(pid, spawned.id() as i32, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "flowenrich failed: {command:?}"
+    );
+    Measured {
+        wall,
+        user: seconds(usage.ru_utime),
+        sys: seconds(usage.ru_stime),
+        max_rss_mib: Some(usage.ru_maxrss as f64 / 1024.0),
+    }
+}
+
+/// A pipeline reading `flows`, enriching with `metadata` and writing to `sink`.
+fn pipeline(dir: &Path, name: &str, sink: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "[metadata.owners]\ntype = \"file\"\npath = \"metadata.jsonl\"\nretention_secs = 0\n\n\
+         [sources.flows]\ntype = \"file\"\npath = \"flows.log\"\n\n\
+         [transforms.enrich]\ntype = \"wasm\"\ninputs = [\"flows\"]\nmetadata = \"owners\"\n\n\
+         [sinks.out]\ninputs = [\"enrich\"]\n{sink}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let total = support::option(&args, "--lines").unwrap_or(1_000_000);
+    let per_envelope = support::option(&args, "--events-per-envelope").unwrap_or(100);
+    let binary = env!("CARGO_BIN_EXE_flowenrich");
+    let dir = tempfile::tempdir().unwrap();
+    let metadata_text = metadata();
+    std::fs::write(dir.path().join("metadata.jsonl"), &metadata_text).unwrap();
+    let text: String = flows(total)
+        .into_iter()
+        .flat_map(|line| [line, "\n".to_string()])
+        .collect();
+    std::fs::write(dir.path().join("flows.log"), &text).unwrap();
+    // The child processes run first, while this process holds little: a child's peak
+    // RSS as the kernel counts it includes the parent's until `exec`.
+    drop(text);
+
+    let devnull = || std::fs::File::create("/dev/null").unwrap();
+    let enrich = child(
+        Command::new(binary)
+            .current_dir(dir.path())
+            .args(["enrich", "--metadata", "metadata.jsonl"])
+            .stdin(std::fs::File::open(dir.path().join("flows.log")).unwrap())
+            .stdout(devnull())
+            .stderr(devnull()),
+    );
+    let run = |name: &str, sink: &str| {
+        let config = pipeline(dir.path(), name, sink);
+        child(
+            Command::new(binary)
+                .current_dir(dir.path())
+                .arg("run")
+                .arg(&config)
+                .stdout(devnull())
+                .stderr(devnull()),
+        )
+    };
+    let to_file = run("to_file", "type = \"file\"\npath = \"out/enriched.ndjson\"");
+    let to_druid = run("to_druid", "type = \"druid\"\npath = \"out/druid\"");
+    let druid_rows: usize = std::fs::read_dir(dir.path().join("out/druid"))
+        .unwrap()
+        .map(|entry| bytecount(&std::fs::read(entry.unwrap().path()).unwrap()))
+        .sum();
+
+    let text = std::fs::read_to_string(dir.path().join("flows.log")).unwrap();
+    let batches: Vec<&str> = {
+        let mut batches = Vec::new();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let cut = rest
+                .match_indices('\n')
+                .nth(BATCH_LINES - 1)
+                .map_or(rest.len(), |(at, _)| at + 1);
+            batches.push(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+        batches
+    };
+    let lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let envelopes = envelopes(&lines, per_envelope);
+    drop(lines);
+    let mut builder = TableBuilder::new();
+    for line in metadata_text.lines() {
+        let event = Event::parse(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        builder.apply(&event);
+    }
+    let table: Arc<Table> = Arc::new(builder.build());
+    println!(
+        "e2e: {total} lines between {ADDRESSES} addresses ({} owners), starts over {SPREAD_SECS} s; {} envelopes of {per_envelope} events ({:.1} MB gzip)",
+        table.owners(),
+        envelopes.len(),
+        envelopes.iter().map(Vec::len).sum::<usize>() as f64 / 1e6,
+    );
+
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let component = runtime.load(flowenrich::embedded::COMPONENT).unwrap();
+    let mut worker = runtime
+        .worker(&component, &WorkerLimits::default())
+        .unwrap();
+    // Warm up the instance (first-call costs) before anything is measured.
+    worker.process(None, batches[0], false, &table).unwrap();
+
+    let component_alone = in_process(|| {
+        let mut emitted = 0u64;
+        for batch in &batches {
+            emitted += worker.process(None, batch, false, &table).unwrap().emitted as u64;
+        }
+        assert_eq!(emitted, total as u64);
+    });
+
+    let dimensions: Vec<String> = DEFAULT_DIMENSIONS.iter().map(|d| d.to_string()).collect();
+    let (mut rows, mut row_bytes) = (0, 0);
+    let kinesis_to_rows = in_process(|| {
+        let mut rollup = Rollup::new(&dimensions, 60);
+        let mut batch = String::new();
+        let mut flush = |batch: &mut String, rollup: &mut Rollup| {
+            let processed = worker.process(None, batch, false, &table).unwrap();
+            for record in processed.output.lines() {
+                rollup.add(record).unwrap();
+            }
+            batch.clear();
+        };
+        for envelope in &envelopes {
+            match decode(envelope, RecordFormat::Auto, 16 << 20).unwrap() {
+                Decoded::Lines(lines) => batch.push_str(&lines),
+                Decoded::Control => {}
+            }
+            if batch.len() >= BATCH_LINES * 100 {
+                flush(&mut batch, &mut rollup);
+            }
+        }
+        flush(&mut batch, &mut rollup);
+        row_bytes = rollup.row_bytes();
+        rows = rollup.drain().len();
+    });
+
+    println!(
+        "{:<46} {:>12} {:>12} {:>8} {:>8} {:>9} {:>8}",
+        "what (1 worker)", "flows/s", "flows/CPU-s", "wall ×", "CPU ×", "sys/user", "RSS MiB"
+    );
+    let report = |what: &str, m: &Measured| {
+        println!(
+            "{what:<46} {:>12.0} {:>12.0} {:>8.2} {:>8.2} {:>8.1}% {:>8}",
+            total as f64 / m.wall,
+            total as f64 / m.cpu(),
+            m.wall / component_alone.wall,
+            m.cpu() / component_alone.cpu(),
+            m.sys / m.user * 100.0,
+            m.max_rss_mib.map_or("-".into(), |r| format!("{r:.0}")),
+        )
+    };
+    report("component alone (in process)", &component_alone);
+    report("flowenrich enrich (stdin → stdout)", &enrich);
+    report("run: file → wasm → file", &to_file);
+    report("run: file → wasm → druid (rollup files)", &to_druid);
+    report(
+        "envelopes → inflate → parse → wasm → rows",
+        &kinesis_to_rows,
+    );
+    assert_eq!(
+        druid_rows, rows,
+        "the pipeline and the in-process run agree"
+    );
+    println!(
+        "run file → druid against enrich: wall {:.2}×, CPU {:.2}×; {rows} rollup rows ({:.1} flows per row, {:.0} bytes per row held)",
+        to_druid.wall / enrich.wall,
+        to_druid.cpu() / enrich.cpu(),
+        total as f64 / rows as f64,
+        row_bytes as f64 / rows as f64,
+    );
+}
+
+/// Lines in a file's bytes.
+fn bytecount(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b == b'\n').count()
+}
