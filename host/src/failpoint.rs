@@ -2,9 +2,10 @@
 //! purpose, to check what a crash or a panic at exactly that step leaves behind.
 //!
 //! `FLOWENRICH_FAILPOINTS="name=action,..."` arms them, where `action` is `panic` (the
-//! thread panics there) or `exit` (the process ends at once with status 137, as after
-//! `kill -9`: nothing is flushed, no destructor runs). `name=action@N` fires on the Nth
-//! time the point is reached (from 1). Unset (as in production), each point costs one
+//! thread panics there), `exit` (the process ends at once with status 137, as after
+//! `kill -9`: nothing is flushed, no destructor runs) or `sleepMS` (the thread pauses
+//! MS milliseconds there, every time: a slow component). `name=action@N` fires on the
+//! Nth time the point is reached (from 1; a sleep from the Nth time on). Unset (as in production), each point costs one
 //! load of a flag that is never set.
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use std::sync::Mutex;
 enum Action {
     Panic,
     Exit,
+    Sleep(std::time::Duration),
 }
 
 /// An armed point: what it does, on which hit, and how often it was reached.
@@ -37,7 +39,10 @@ static ARMED: LazyLock<Option<Mutex<HashMap<String, Armed>>>> = LazyLock::new(||
         let action = match action {
             "panic" => Action::Panic,
             "exit" => Action::Exit,
-            _ => continue,
+            other => match other.strip_prefix("sleep").and_then(|ms| ms.parse().ok()) {
+                Some(ms) => Action::Sleep(std::time::Duration::from_millis(ms)),
+                None => continue,
+            },
         };
         let nth = nth.parse().unwrap_or(1);
         armed.insert(
@@ -61,7 +66,8 @@ pub fn hit(name: &str) {
             return;
         };
         point.seen += 1;
-        if point.seen != point.nth {
+        let sleeping = matches!(point.action, Action::Sleep(_)) && point.seen >= point.nth;
+        if point.seen != point.nth && !sleeping {
             return;
         }
         point.action
@@ -72,5 +78,6 @@ pub fn hit(name: &str) {
             eprintln!("failpoint {name}: exiting as after kill -9");
             std::process::exit(137)
         }
+        Action::Sleep(pause) => std::thread::sleep(pause),
     }
 }

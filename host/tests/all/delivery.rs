@@ -382,7 +382,12 @@ fn large_records_through(max_in_flight_mib: usize) -> (u64, u64, u64) {
         "checkpoints = \"cp.json\"",
         &format!("checkpoints = \"cp.json\"\nmax_in_flight_mib = {max_in_flight_mib}"),
     );
-    let child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+    // A slow sink (each batch held 1.5 s before its rollup), so that batches pile up
+    // downstream and the budget is what holds the source back.
+    let child = start_run(dir.path(), &pipeline, |c| {
+        KinesisLocal::aws_env(c);
+        c.env("FLOWENRICH_FAILPOINTS", "druid.before_rollup=sleep1500");
+    });
     let flows = || -> u64 {
         std::fs::read_dir(dir.path().join("rollups"))
             .into_iter()

@@ -367,6 +367,7 @@ pub fn run(
                     batch.done();
                     continue;
                 }
+                crate::failpoint::hit("druid.before_rollup");
                 for line in batch.text.lines() {
                     match group.rollup.add(line) {
                         Ok(()) => metrics.count("druid_flows_total", 1),
