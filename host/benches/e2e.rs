@@ -62,39 +62,42 @@ fn metadata() -> String {
     text
 }
 
-/// `n` default-format (v2) lines, random pairs within one address family.
-fn flows(n: usize) -> Vec<String> {
+/// Writes `n` default-format (v2) lines to `path`, random pairs within one address
+/// family, one at a time (this process keeps no copy).
+fn write_flows(path: &Path, n: usize) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut rng = Rng(42);
-    (0..n)
-        .map(|_| {
-            let (src, dst) = if rng.below(10) == 0 {
-                (
-                    IPV4 + rng.below(ADDRESSES - IPV4),
-                    IPV4 + rng.below(ADDRESSES - IPV4),
-                )
-            } else {
-                (rng.below(IPV4), rng.below(IPV4))
-            };
-            let start = T0 + rng.below(SPREAD_SECS);
-            format!(
-                "2 123456789012 eni-{:08x} {} {} {} {} {} {} {} {start} {} {} OK",
-                rng.below(1 << 32),
-                address(src),
-                address(dst),
-                32768 + rng.below(28000),
-                [443, 5432, 6379, 8080][rng.below(4) as usize],
-                [6, 6, 6, 17][rng.below(4) as usize],
-                1 + rng.below(100),
-                40 + rng.below(1_000_000),
-                start + 60,
-                if rng.below(20) == 0 {
-                    "REJECT"
-                } else {
-                    "ACCEPT"
-                },
+    for line in (0..n).map(|_| {
+        let (src, dst) = if rng.below(10) == 0 {
+            (
+                IPV4 + rng.below(ADDRESSES - IPV4),
+                IPV4 + rng.below(ADDRESSES - IPV4),
             )
-        })
-        .collect()
+        } else {
+            (rng.below(IPV4), rng.below(IPV4))
+        };
+        let start = T0 + rng.below(SPREAD_SECS);
+        format!(
+            "2 123456789012 eni-{:08x} {} {} {} {} {} {} {} {start} {} {} OK",
+            rng.below(1 << 32),
+            address(src),
+            address(dst),
+            32768 + rng.below(28000),
+            [443, 5432, 6379, 8080][rng.below(4) as usize],
+            [6, 6, 6, 17][rng.below(4) as usize],
+            1 + rng.below(100),
+            40 + rng.below(1_000_000),
+            start + 60,
+            if rng.below(20) == 0 {
+                "REJECT"
+            } else {
+                "ACCEPT"
+            },
+        )
+    }) {
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
 }
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -213,14 +216,9 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let metadata_text = metadata();
     std::fs::write(dir.path().join("metadata.jsonl"), &metadata_text).unwrap();
-    let text: String = flows(total)
-        .into_iter()
-        .flat_map(|line| [line, "\n".to_string()])
-        .collect();
-    std::fs::write(dir.path().join("flows.log"), &text).unwrap();
+    write_flows(&dir.path().join("flows.log"), total);
     // The child processes run first, while this process holds little: a child's peak
     // RSS as the kernel counts it includes the parent's until `exec`.
-    drop(text);
 
     let devnull = || std::fs::File::create("/dev/null").unwrap();
     let enrich = child(

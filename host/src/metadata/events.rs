@@ -157,7 +157,19 @@ pub struct Changelog {
 
 /// Reads a JSON Lines changelog; blank lines and lines starting with `#` are skipped.
 /// A line that is not valid UTF-8 is rejected like any other bad line.
-pub fn read_changelog(mut reader: impl BufRead) -> std::io::Result<Changelog> {
+pub fn read_changelog(reader: impl BufRead) -> std::io::Result<Changelog> {
+    let mut events = Vec::new();
+    let rejected = read_changelog_each(reader, |event| events.push(event))?;
+    Ok(Changelog { events, rejected })
+}
+
+/// [`read_changelog`], handing each accepted event to `accept` as it is read instead of
+/// collecting them (a large changelog goes into a table without a copy of all its
+/// events); returns the rejected lines.
+pub fn read_changelog_each(
+    mut reader: impl BufRead,
+    mut accept: impl FnMut(Event),
+) -> std::io::Result<Vec<BadLine>> {
     let mut log = Changelog::default();
     let mut raw = Vec::new();
     for index in 0.. {
@@ -181,7 +193,7 @@ pub fn read_changelog(mut reader: impl BufRead) -> std::io::Result<Changelog> {
             continue;
         }
         match Event::parse(trimmed) {
-            Ok(event) => log.events.push(event),
+            Ok(event) => accept(event),
             Err(error) => log.rejected.push(BadLine {
                 line_number: index + 1,
                 line,
@@ -189,7 +201,7 @@ pub fn read_changelog(mut reader: impl BufRead) -> std::io::Result<Changelog> {
             }),
         }
     }
-    Ok(log)
+    Ok(log.rejected)
 }
 
 /// Reads a changelog file (plain or `.gz`).

@@ -241,16 +241,13 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Rejected), Metad
 fn apply_files(builder: &mut TableBuilder, paths: &[PathBuf]) -> Result<Rejected, MetadataError> {
     let mut rejected = Vec::new();
     for path in paths {
-        let log = events::read_changelog_file(path).map_err(|error| MetadataError::Read {
+        let read = crate::sources::file::open_text(path)
+            .and_then(|reader| events::read_changelog_each(reader, |event| builder.apply(&event)));
+        let bad = read.map_err(|error| MetadataError::Read {
             path: path.to_path_buf(),
             error,
         })?;
-        builder.extend(&log.events);
-        rejected.extend(
-            log.rejected
-                .into_iter()
-                .map(|bad| (path.to_path_buf(), bad)),
-        );
+        rejected.extend(bad.into_iter().map(|bad| (path.to_path_buf(), bad)));
     }
     Ok(rejected)
 }

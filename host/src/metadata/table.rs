@@ -15,7 +15,7 @@ use super::aws_ranges::AwsRanges;
 use super::events::{Attrs, Event, Op, Target};
 use super::networks::NetworksV4;
 use rustc_hash::FxHashMap;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 /// Owner id meaning "nobody".
@@ -385,7 +385,9 @@ pub struct TableBuilder {
     internet: bool,
     retention: Option<u64>,
     newest: u64,
-    owner_ids: HashMap<Attrs, u32>,
+    /// Owner ids (1-based places in `owners`), found by their attributes' hash: each
+    /// owner's attributes are held once.
+    owner_ids: hashbrown::HashTable<u32>,
     owners: Vec<Attrs>,
     events: usize,
 }
@@ -416,15 +418,18 @@ impl TableBuilder {
     }
 
     fn owner_id(&mut self, attrs: &Attrs) -> u32 {
-        match self.owner_ids.get(attrs) {
-            Some(&id) => id,
-            None => {
-                self.owners.push(attrs.clone());
-                let id = self.owners.len() as u32; // ids start at 1
-                self.owner_ids.insert(attrs.clone(), id);
-                id
-            }
+        use std::hash::BuildHasher;
+        let hash = |attrs: &Attrs| rustc_hash::FxBuildHasher.hash_one(attrs);
+        let owners = &mut self.owners;
+        let at = |id: u32| &owners[id as usize - 1];
+        if let Some(&id) = self.owner_ids.find(hash(attrs), |&id| at(id) == attrs) {
+            return id;
         }
+        owners.push(attrs.clone());
+        let id = owners.len() as u32; // ids start at 1
+        self.owner_ids
+            .insert_unique(hash(attrs), id, |&id| hash(&owners[id as usize - 1]));
+        id
     }
 
     /// Adds one event (in read order; events need not be sorted by time).

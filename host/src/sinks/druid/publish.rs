@@ -67,26 +67,25 @@ pub(super) fn bucket_path(dir: &Path, bucket: u64) -> PathBuf {
 /// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
 pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut by_bucket: Vec<(u64, String)> = Vec::new();
-    for (bucket, row) in rows {
-        match by_bucket.last_mut() {
-            Some((b, text)) if b == bucket => text.push_str(row),
-            _ => by_bucket.push((*bucket, row.clone())),
-        }
-    }
     let mut created = false;
-    for (bucket, text) in by_bucket {
-        let path = bucket_path(dir, bucket);
+    // Each run of rows of one bucket goes to its file through a buffer: no copy of all
+    // the rows is made.
+    for bucket_rows in rows.chunk_by(|a, b| a.0 == b.0) {
+        let path = bucket_path(dir, bucket_rows[0].0);
         created |= !path.exists();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
         let before = file.metadata()?.len();
-        if let Err(error) = file
-            .write_all(text.as_bytes())
-            .and_then(|()| file.sync_data())
-        {
+        let written = (|| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+            for (_, row) in bucket_rows {
+                out.write_all(row.as_bytes())?;
+            }
+            out.flush()
+        })();
+        if let Err(error) = written.and_then(|()| file.sync_data()) {
             // No torn row stays behind for the next attempt to append after.
             let _ = file.set_len(before);
             return Err(error);
