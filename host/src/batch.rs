@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 /// A batch of lines from one stream (a file, stdin, a shard).
 #[derive(Debug, Clone)]
@@ -53,18 +52,15 @@ impl ByteBudget {
 
     /// Takes `bytes`, waiting while they do not fit. A batch larger than the whole
     /// budget goes once nothing else is in flight. Gives up waiting (and takes them
-    /// anyway) once `stop` is set, so a shutdown never waits on it. Returns the permit
-    /// and whether it had to wait.
+    /// anyway) once `stop` is set, so a shutdown never waits on it: whoever sets `stop`
+    /// calls [`ByteBudget::wake`] after. Returns the permit and whether it had to wait.
     pub fn acquire(&self, bytes: usize, stop: &AtomicBool) -> (Arc<Permit>, bool) {
         let (lock, freed) = &*self.state;
         let mut used = lock.lock().expect("budget lock");
         let mut waited = false;
         while *used > 0 && *used + bytes > self.limit && !stop.load(Ordering::Relaxed) {
             waited = true;
-            used = freed
-                .wait_timeout(used, Duration::from_millis(50))
-                .expect("budget lock")
-                .0;
+            used = freed.wait(used).expect("budget lock");
         }
         *used += bytes;
         drop(used);
@@ -75,6 +71,13 @@ impl ByteBudget {
             }),
             waited,
         )
+    }
+
+    /// Wakes every waiter, to look at its `stop` flag again.
+    pub fn wake(&self) {
+        let (lock, freed) = &*self.state;
+        drop(lock.lock().expect("budget lock"));
+        freed.notify_all();
     }
 
     /// Bytes taken now.
@@ -105,6 +108,7 @@ pub fn push_line(text: &mut String, raw: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_budget_waits_until_bytes_are_given_back() {
@@ -131,9 +135,20 @@ mod tests {
         drop(a);
         assert_eq!(taker.join().unwrap(), (60, true));
         assert_eq!(budget.used(), 0);
-        // A stop ends the wait.
+        // A stop ends the wait, also one already waiting.
         let (_c, _) = budget.acquire(90, &stop);
+        let stop = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (budget, stop) = (budget.clone(), stop.clone());
+            std::thread::spawn(move || budget.acquire(90, &stop).1)
+        };
+        std::thread::sleep(Duration::from_millis(50));
         stop.store(true, Ordering::Relaxed);
+        budget.wake();
+        assert!(
+            waiter.join().unwrap(),
+            "it waited, and the stop ended the wait"
+        );
         let (_d, waited) = budget.acquire(90, &stop);
         assert!(!waited);
     }

@@ -49,6 +49,18 @@ pub struct Lifecycle {
     gate: Mutex<()>,
     /// Notified when stopping starts, the deadline passes or the run has drained.
     changed: Condvar,
+    /// Called once stopping starts, for waiters on condition variables of their own.
+    on_stop: OnStop,
+}
+
+/// Callbacks run when stopping starts.
+#[derive(Default)]
+struct OnStop(Mutex<Vec<Box<dyn Fn() + Send + Sync>>>);
+
+impl std::fmt::Debug for OnStop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnStop")
+    }
 }
 
 thread_local! {
@@ -76,6 +88,19 @@ impl Lifecycle {
             .expect("lifecycle lock")
             .get_or_insert_with(Instant::now);
         self.set(&self.stop);
+        for wake in self.on_stop.0.lock().expect("lifecycle lock").iter() {
+            wake();
+        }
+    }
+
+    /// Runs `wake` when stopping starts (at once if it has): for a component that waits
+    /// on a condition variable of its own and must look at [`Lifecycle::stop_flag`].
+    pub fn on_stop(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let mut callbacks = self.on_stop.0.lock().expect("lifecycle lock");
+        if self.stopping() {
+            wake();
+        }
+        callbacks.push(Box::new(wake));
     }
 
     /// Sets `flag` and wakes every waiter.
@@ -240,6 +265,29 @@ impl Lifecycle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_callbacks_run_once_stopping_starts_or_at_once_after() {
+        use std::sync::atomic::AtomicUsize;
+        let lifecycle = Lifecycle::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        lifecycle.on_stop(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        lifecycle.request_stop();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let counter = calls.clone();
+        lifecycle.on_stop(move || {
+            counter.fetch_add(10, Ordering::SeqCst);
+        });
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            11,
+            "registered late: run at once"
+        );
+    }
 
     #[test]
     fn the_first_real_cause_wins_and_halts() {

@@ -369,6 +369,11 @@ pub fn run(
         }
     };
     let budget = ByteBudget::new(config.max_in_flight_bytes());
+    {
+        // A send waiting on the budget looks at the stop flag when stopping starts.
+        let budget = budget.clone();
+        lifecycle.on_stop(move || budget.wake());
+    }
     let to = Sending {
         output: &output,
         dead_letters: &dead_letters,
