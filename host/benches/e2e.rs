@@ -100,12 +100,6 @@ fn write_flows(path: &Path, n: usize) {
     out.flush().unwrap();
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// The lines packed into gzip CloudWatch Logs subscription envelopes.
 fn envelopes(lines: &[String], per_envelope: usize) -> Vec<Vec<u8>> {
     lines
@@ -119,12 +113,7 @@ fn envelopes(lines: &[String], per_envelope: usize) -> Vec<Vec<u8>> {
                     serde_json::json!({"id": format!("{n}-{e}"), "timestamp": T0 * 1000, "message": message})
                 })
                 .collect();
-            let envelope = serde_json::json!({
-                "messageType": "DATA_MESSAGE", "owner": "123456789012",
-                "logGroup": "vpc-flow-logs", "logStream": "eni-all",
-                "subscriptionFilters": ["to-kinesis"], "logEvents": events,
-            });
-            gzip(envelope.to_string().as_bytes())
+            support::gzip_envelope(events, flate2::Compression::default())
         })
         .collect()
 }

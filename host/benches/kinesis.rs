@@ -9,7 +9,7 @@
 //! same source writing the raw lines to a file without any transform. Prints flows/s
 //! and records/s for both, their ratio, and how many flows each record carried.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,12 +44,6 @@ fn write_metadata(path: &Path) {
     std::fs::write(path, text).unwrap();
 }
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 /// `records` CloudWatch Logs envelopes of `per_record` flow lines each, with their keys.
 fn envelopes(records: usize, per_record: usize) -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng(42);
@@ -71,12 +65,10 @@ fn envelopes(records: usize, per_record: usize) -> Vec<(String, Vec<u8>)> {
                     serde_json::json!({"id": format!("{r}-{e}"), "timestamp": start * 1000, "message": message})
                 })
                 .collect();
-            let envelope = serde_json::json!({
-                "messageType": "DATA_MESSAGE", "owner": "123456789012",
-                "logGroup": "vpc-flow-logs", "logStream": "eni-all",
-                "subscriptionFilters": ["to-kinesis"], "logEvents": events,
-            });
-            (format!("key-{r}"), gzip(envelope.to_string().as_bytes()))
+            (
+                format!("key-{r}"),
+                support::gzip_envelope(events, flate2::Compression::fast()),
+            )
         })
         .collect()
 }
