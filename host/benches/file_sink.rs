@@ -26,6 +26,7 @@ mod support;
 
 fn batch(text: &Arc<str>, store: &Checkpoints, n: u64) -> Arc<LineBatch> {
     Arc::new(LineBatch {
+        columns: None,
         permit: None,
         text: text.to_string(),
         lines: 1000,

@@ -23,6 +23,79 @@ pub struct LineBatch {
     /// The share of its source's [`ByteBudget`] this batch's text takes, given back
     /// when every holder has dropped it (a transform passes it on to what it emits).
     pub permit: Option<Arc<Permit>>,
+    /// The same records as columns, when a `wasm` transform made them for a consumer
+    /// that aggregates (then `text` may be empty: JSON is rendered only when some
+    /// consumer needs it).
+    pub columns: Option<Arc<Columns>>,
+}
+
+/// A batch's records as columns: each record's owners and the fields a consumer asked
+/// for, with what reading them takes (the text the ranges point into, the table
+/// snapshot the owner ids belong to).
+pub struct Columns {
+    /// The field names, in column order.
+    pub names: Arc<[String]>,
+    /// Kinds, values and owners, as the component handed them over.
+    pub raw: crate::runtime::RawColumns,
+    /// The batch the records were made of: text columns are ranges of its text.
+    pub input: SharedBatch,
+    /// The snapshot the owner ids belong to.
+    pub table: Arc<crate::metadata::Table>,
+}
+
+/// One column value of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// `-`, or a field the format lacks.
+    Null,
+    /// An integer field.
+    Integer(u64),
+    /// Any other field, as the line holds it (not JSON-escaped).
+    Text(&'a str),
+}
+
+impl Columns {
+    /// How many records.
+    pub fn rows(&self) -> usize {
+        self.raw.owners.len() / 2
+    }
+
+    /// The column named `name`, if there is one.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    /// Record `row`'s value of column `column`.
+    pub fn value(&self, row: usize, column: usize) -> Value<'_> {
+        let value = self.raw.values[row * self.names.len() + column];
+        if value == u64::MAX {
+            return Value::Null;
+        }
+        match self.raw.kinds[column] {
+            crate::runtime::ColumnKind::Integer => Value::Integer(value),
+            // The runtime checked every range against this text.
+            crate::runtime::ColumnKind::Text => Value::Text(
+                self.input
+                    .text
+                    .get((value >> 32) as usize..value as u32 as usize)
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Record `row`'s source and destination owners.
+    pub fn owners(&self, row: usize) -> (u32, u32) {
+        (self.raw.owners[2 * row], self.raw.owners[2 * row + 1])
+    }
+}
+
+impl std::fmt::Debug for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Columns")
+            .field("names", &self.names)
+            .field("rows", &self.rows())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A bound on the bytes of a source's batches alive anywhere in the pipeline together

@@ -15,15 +15,57 @@ pub trait Lookup {
     fn lookup_v6(&mut self, addrs: &[u64], times: &[u64]) -> Vec<u32>;
 }
 
+/// What a batch is to produce (mirrors the WIT `process-options`).
+#[derive(Debug, Clone, Copy)]
+pub struct Options<'a> {
+    /// The format (`None`: the AWS default).
+    pub format: Option<&'a str>,
+    /// The batch begins a stream: a first line of field names is an S3 header.
+    pub stream_start: bool,
+    /// Lines with an unattributed side are held instead of emitted.
+    pub hold_unattributed: bool,
+    /// Render each emitted line's JSON (`drafts` and `spans`).
+    pub json: bool,
+    /// Output names of the fields to hand over as columns, in order.
+    pub columns: &'a [String],
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            format: None,
+            stream_start: false,
+            hold_unattributed: false,
+            json: true,
+            columns: &[],
+        }
+    }
+}
+
+/// How a column's values are read (mirrors the WIT `column-kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// The value is the field's number.
+    Integer,
+    /// The value is the field's byte range in the batch text, `begin << 32 | end`.
+    Text,
+}
+
 /// The result of one batch (mirrors the WIT `batch-result`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchOutput {
-    /// Every accepted line's JSON without its closing brace (UTF-8).
+    /// Every accepted line's JSON without its closing brace (UTF-8); empty without
+    /// `json`.
     pub drafts: Vec<u8>,
-    /// Start and end in `drafts` of each emitted line.
+    /// Start and end in `drafts` of each emitted line; empty without `json`.
     pub spans: Vec<u32>,
     /// Source and destination owner of each emitted line (0 = unattributed).
     pub owners: Vec<u32>,
+    /// Each emitted line's column values, one per requested column
+    /// ([`crate::parse::NULL`] for null).
+    pub values: Vec<u64>,
+    /// How to read each requested column.
+    pub column_kinds: Vec<ColumnKind>,
     /// Number of emitted lines.
     pub emitted: u32,
     /// Rejected lines: (line index, reason).
@@ -67,6 +109,16 @@ pub struct Processor {
     v4_times: Vec<u64>,
     v6_addrs: Vec<u64>,
     v6_times: Vec<u64>,
+    /// The requested columns of every pending line, in order.
+    pending_values: Vec<u64>,
+}
+
+/// Output names of every field this component parses.
+pub fn field_names() -> Vec<String> {
+    crate::fields::FIELDS
+        .iter()
+        .map(|f| f.key.to_string())
+        .collect()
 }
 
 impl Processor {
@@ -112,6 +164,41 @@ impl Processor {
         hold_unattributed: bool,
         lookup: &mut impl Lookup,
     ) -> Result<BatchOutput, FormatError> {
+        let options = Options {
+            format: spec,
+            stream_start,
+            hold_unattributed,
+            ..Options::default()
+        };
+        self.process_with(text, &options, lookup)
+    }
+
+    /// Processes `text` as `options` say (see the WIT `transform.process`).
+    pub fn process_with(
+        &mut self,
+        text: &str,
+        options: &Options<'_>,
+        lookup: &mut impl Lookup,
+    ) -> Result<BatchOutput, FormatError> {
+        if options.json {
+            self.run::<true>(text, options, lookup)
+        } else {
+            self.run::<false>(text, options, lookup)
+        }
+    }
+
+    fn run<const JSON: bool>(
+        &mut self,
+        text: &str,
+        options: &Options<'_>,
+        lookup: &mut impl Lookup,
+    ) -> Result<BatchOutput, FormatError> {
+        let Options {
+            format: spec,
+            stream_start,
+            hold_unattributed,
+            ..
+        } = *options;
         let format = self.format_for(spec)?;
         self.formats.clear();
         self.formats.push(format);
@@ -120,10 +207,30 @@ impl Processor {
         self.v4_times.clear();
         self.v6_addrs.clear();
         self.v6_times.clear();
+        self.pending_values.clear();
         let mut result = BatchOutput::default();
         // The JSON of accepted lines, written while parsing: what the host receives.
         // Sized for the JSON of typical lines (keys included), so it rarely grows.
-        let mut draft = Vec::with_capacity(text.len() * 3 + 4 * crate::format::KEY_BYTES);
+        let mut draft = if JSON {
+            Vec::with_capacity(text.len() * 3 + 4 * crate::format::KEY_BYTES)
+        } else {
+            Vec::new()
+        };
+        // Each requested column's field (an index into FIELDS), if it is one.
+        let requested: Vec<Option<usize>> = options
+            .columns
+            .iter()
+            .map(|name| crate::fields::find(name))
+            .collect();
+        result.column_kinds = requested
+            .iter()
+            .map(|field| match field.map(|f| crate::fields::FIELDS[f].kind) {
+                Some(crate::fields::Kind::UInt(_)) => ColumnKind::Integer,
+                _ => ColumnKind::Text,
+            })
+            .collect();
+        let want_values = !requested.is_empty();
+        let mut line_values = [parse::NULL; crate::fields::FIELDS.len()];
 
         // Pass 1: parse and collect addresses.
         let bytes = text.as_bytes();
@@ -144,17 +251,41 @@ impl Processor {
                 index = 1;
             }
         }
+        // Each requested column's line position in the batch's format (an S3 header
+        // at line 0 sets the format of every line after it).
+        let format = self.formats[self.formats.len() - 1].clone();
+        let positions: Vec<Option<usize>> = requested
+            .iter()
+            .map(|field| field.and_then(|f| format.position(f)))
+            .collect();
         while !text.is_empty() && start <= body_len {
-            let current = self.formats.len() - 1;
             let draft_start = draft.len() as u32;
-            let (parsed, end) = parse::parse_line_at(
-                &bytes[..body_len],
-                start,
-                &self.formats[current],
-                &mut draft,
-            );
+            let (parsed, end) = if want_values {
+                parse::parse_line_with::<JSON, true>(
+                    &bytes[..body_len],
+                    start,
+                    &format,
+                    &mut draft,
+                    &mut line_values[..format.len()],
+                )
+            } else {
+                parse::parse_line_with::<JSON, false>(
+                    &bytes[..body_len],
+                    start,
+                    &format,
+                    &mut draft,
+                    &mut [],
+                )
+            };
             match parsed {
                 Ok(parsed) => {
+                    if want_values {
+                        self.pending_values.extend(
+                            positions
+                                .iter()
+                                .map(|pos| pos.map_or(parse::NULL, |p| line_values[p])),
+                        );
+                    }
                     let time = parsed.start;
                     let src = self.slot(parsed.src, time);
                     let dst = self.slot(parsed.dst, time);
@@ -200,9 +331,15 @@ impl Processor {
         };
 
         // Pass 3: each emitted line's span and owners; held lines are left out.
-        result.spans.reserve(self.pending.len() * 2);
+        if JSON {
+            result.spans.reserve(self.pending.len() * 2);
+        }
         result.owners.reserve(self.pending.len() * 2);
-        for pending in &self.pending {
+        let width = requested.len();
+        if want_values && hold_unattributed {
+            result.values.reserve(self.pending_values.len());
+        }
+        for (at, pending) in self.pending.iter().enumerate() {
             let (src, dst) = (owner_of(pending.src), owner_of(pending.dst));
             let missing = u32::from(pending.src != NO_ADDR && src == 0)
                 + u32::from(pending.dst != NO_ADDR && dst == 0);
@@ -212,11 +349,22 @@ impl Processor {
             }
             result.unattributed += missing;
             result.attributed += u32::from(src != 0) + u32::from(dst != 0);
-            result
-                .spans
-                .extend_from_slice(&[pending.draft_start, pending.draft_end]);
+            if JSON {
+                result
+                    .spans
+                    .extend_from_slice(&[pending.draft_start, pending.draft_end]);
+            }
+            if want_values && hold_unattributed {
+                result
+                    .values
+                    .extend_from_slice(&self.pending_values[at * width..][..width]);
+            }
             result.owners.extend_from_slice(&[src, dst]);
             result.emitted += 1;
+        }
+        if want_values && !hold_unattributed {
+            // Every pending line was emitted.
+            result.values = std::mem::take(&mut self.pending_values);
         }
         result.drafts = draft;
         result.format = self
@@ -410,6 +558,75 @@ mod tests {
         assert!(released.held.is_empty());
         assert_eq!(released.emitted, 3);
         assert_eq!((released.attributed, released.unattributed), (3, 1));
+    }
+
+    #[test]
+    fn columns_hand_over_each_emitted_lines_fields_with_or_without_json() {
+        // Line 1 is held (10.0.0.1 before t=100), line 2 is bad.
+        let text = "start srcaddr dstaddr action bytes\n\
+                    100 10.0.0.1 2001:db8::1 ACC\"EPT 007\n\
+                    99 10.0.0.1 2001:db8::1 - 5\n\
+                    x\n\
+                    101 10.0.0.1 - REJECT -\n";
+        let columns: Vec<String> = ["bytes", "action", "start", "nope", "version"]
+            .map(String::from)
+            .to_vec();
+        let run = |json, hold| {
+            let options = Options {
+                stream_start: true,
+                hold_unattributed: hold,
+                json,
+                columns: &columns,
+                ..Options::default()
+            };
+            Processor::new()
+                .process_with(text, &options, &mut Fake)
+                .unwrap()
+        };
+        let span = |needle: &str| {
+            let at = text.find(needle).unwrap() as u64;
+            at << 32 | (at + needle.len() as u64)
+        };
+        let with = run(true, true);
+        let without = run(false, true);
+        assert_eq!(
+            with.column_kinds,
+            [
+                ColumnKind::Integer,
+                ColumnKind::Text,
+                ColumnKind::Integer,
+                ColumnKind::Text,
+                ColumnKind::Integer
+            ]
+        );
+        let null = parse::NULL;
+        assert_eq!(
+            with.values,
+            [
+                7,
+                span("ACC\"EPT"),
+                100,
+                null,
+                null,
+                null,
+                span("REJECT"),
+                101,
+                null,
+                null
+            ]
+        );
+        assert_eq!(with.held, [2]);
+        assert_eq!(
+            (without.values.clone(), without.owners.clone()),
+            (with.values.clone(), with.owners.clone())
+        );
+        assert!(without.drafts.is_empty() && without.spans.is_empty());
+        assert_eq!((without.emitted, without.errors.len()), (2, 1));
+        assert_eq!(with.spans.len(), 4);
+        // Without holding, every accepted line's values, in order.
+        let all = run(false, false);
+        assert_eq!(all.values.len(), 3 * columns.len());
+        assert_eq!(all.values[5..8], [5, null, 99]);
     }
 
     #[test]

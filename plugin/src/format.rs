@@ -171,6 +171,12 @@ impl Format {
         &self.canonical
     }
 
+    /// The line position of field `field` (an index into [`FIELDS`]), if the format
+    /// has it.
+    pub fn position(&self, field: usize) -> Option<usize> {
+        self.fields.iter().position(|&f| f as usize == field)
+    }
+
     /// The AWS name of the field at line position `pos`.
     pub(crate) fn name(&self, pos: usize) -> &'static str {
         FIELDS[self.fields[pos] as usize].name

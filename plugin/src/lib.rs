@@ -2,7 +2,7 @@
 //!
 //! Pure modules ([`fields`], [`format`], [`parse`], [`json`], [`enrich`]) hold all the
 //! logic and build natively for unit tests and benchmarks; the `component` module (only
-//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.3.0`.
+//! on `wasm32`) binds them to the WIT world `flowenrich:enrich/enricher@0.4.0`.
 
 pub mod enrich;
 pub mod fields;
@@ -10,11 +10,11 @@ pub mod format;
 pub mod json;
 pub mod parse;
 
-pub use enrich::{BatchOutput, Lookup, Processor};
+pub use enrich::{BatchOutput, ColumnKind, Lookup, Options, Processor};
 pub use format::{Format, FormatError};
 
 /// The WIT package version this component implements.
-pub const API_VERSION: &str = "0.3.0";
+pub const API_VERSION: &str = "0.4.0";
 
 #[cfg(target_arch = "wasm32")]
 mod component {
@@ -23,8 +23,10 @@ mod component {
         path: "../wit",
     });
 
-    use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
-    use flowenrich::enrich::types::LineError;
+    use exports::flowenrich::enrich::transform::{
+        BatchResult, ComponentInfo, Guest, ProcessOptions,
+    };
+    use flowenrich::enrich::types::{ColumnKind, LineError};
     use flowenrich::enrich::{lookup, records};
     use std::cell::RefCell;
 
@@ -52,6 +54,7 @@ mod component {
                 name: env!("CARGO_PKG_NAME").to_string(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 api_version: crate::API_VERSION.to_string(),
+                fields: crate::enrich::field_names(),
             }
         }
 
@@ -61,25 +64,24 @@ mod component {
                 .map_err(|e| e.to_string())
         }
 
-        fn process(
-            format: Option<String>,
-            lines: String,
-            stream_start: bool,
-            hold_unattributed: bool,
-        ) -> Result<BatchResult, String> {
+        fn process(lines: String, options: ProcessOptions) -> Result<BatchResult, String> {
             PROCESSOR.with(|processor| {
                 let out = processor
                     .borrow_mut()
-                    .process_holding(
-                        format.as_deref(),
+                    .process_with(
                         &lines,
-                        stream_start,
-                        hold_unattributed,
+                        &crate::Options {
+                            format: options.format.as_deref(),
+                            stream_start: options.stream_start,
+                            hold_unattributed: options.hold_unattributed,
+                            json: options.json,
+                            columns: &options.columns,
+                        },
                         &mut HostLookup,
                     )
                     .map_err(|e| e.to_string())?;
                 // The host reads the records in place, while this call is in progress.
-                records::emit(&out.drafts, &out.spans, &out.owners);
+                records::emit(&out.drafts, &out.spans, &out.owners, &out.values);
                 Ok(BatchResult {
                     emitted: out.emitted,
                     errors: out
@@ -92,6 +94,14 @@ mod component {
                     attributed: out.attributed,
                     unattributed: out.unattributed,
                     format: out.format,
+                    column_kinds: out
+                        .column_kinds
+                        .into_iter()
+                        .map(|kind| match kind {
+                            crate::ColumnKind::Integer => ColumnKind::Integer,
+                            crate::ColumnKind::Text => ColumnKind::Text,
+                        })
+                        .collect(),
                 })
             })
         }

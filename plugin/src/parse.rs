@@ -119,6 +119,24 @@ pub fn parse_line_at(
     format: &Format,
     out: &mut Vec<u8>,
 ) -> (Result<Parsed, LineError>, usize) {
+    parse_line_with::<true, false>(text, start, format, out, &mut [])
+}
+
+/// A column value that stands for null (`-`).
+pub const NULL: u64 = u64::MAX;
+
+/// [`parse_line_at`], writing the JSON only when `JSON`, and with `VALUES` each line
+/// position's value to `values` (which then holds one slot per position of `format`):
+/// an integer field's number, any other field's byte range in `text` as
+/// `begin << 32 | end`, [`NULL`] for `-`. On error `values` holds nothing useful.
+#[inline]
+pub fn parse_line_with<const JSON: bool, const VALUES: bool>(
+    text: &[u8],
+    start: usize,
+    format: &Format,
+    out: &mut Vec<u8>,
+    values: &mut [u64],
+) -> (Result<Parsed, LineError>, usize) {
     let expected = format.len();
     let mut bounds = [MaybeUninit::<(u32, u32)>::uninit(); MAX_FIELDS];
     let (found, end) = tokenize(text, start, &mut bounds[..expected]);
@@ -135,8 +153,8 @@ pub fn parse_line_at(
         &*(&bounds[..expected] as *const [MaybeUninit<(u32, u32)>] as *const [(u32, u32)])
     };
     let mark = out.len();
-    let result = write_fields(text, end - start, format, bounds, out);
-    if result.is_err() {
+    let result = write_fields::<JSON, VALUES>(text, end - start, format, bounds, out, values);
+    if JSON && result.is_err() {
         // A value that needed escaping or normalising may have been written already.
         out.truncate(mark);
     }
@@ -285,14 +303,16 @@ fn masks16_portable(chunk: &[u8; 16]) -> (u16, u16) {
     (separators, newlines)
 }
 
-/// Validates every field and appends `"key":value` for each to `out`, all or nothing.
+/// Validates every field and, with `JSON`, appends `"key":value` for each to `out`, all
+/// or nothing; with `VALUES`, stores each position's value in `values`.
 #[inline(never)]
-fn write_fields(
+fn write_fields<const JSON: bool, const VALUES: bool>(
     text: &[u8],
     line_len: usize,
     format: &Format,
     bounds: &[(u32, u32)],
     out: &mut Vec<u8>,
+    values: &mut [u64],
 ) -> Result<Parsed, LineError> {
     let mut parsed = Parsed {
         src: Addr::None,
@@ -304,22 +324,39 @@ fn write_fields(
     // copies may write past their end. A value that needs escaping grows `out` itself
     // and renews this reservation.
     let room = format.keys_len + line_len + 4 * bounds.len() + 2 * KEY_BYTES;
-    out.reserve(room);
+    if JSON {
+        out.reserve(room);
+    }
     let mut w = out.len();
-    for (column, &(begin, end)) in format.columns.iter().zip(bounds) {
+    if VALUES {
+        debug_assert_eq!(values.len(), bounds.len());
+    }
+    for (pos, (column, &(begin, end))) in format.columns.iter().zip(bounds).enumerate() {
         let (begin, end) = (begin as usize, end as usize);
         // SAFETY (every raw write below): the reservation above covers what this line
         // can write, including the overlap of the fixed-size block copies.
-        unsafe {
-            let dst = out.as_mut_ptr().add(w);
-            std::ptr::copy_nonoverlapping(column.key.as_ptr(), dst, KEY_BYTES);
-            w += column.key_len as usize;
+        if JSON {
+            unsafe {
+                let dst = out.as_mut_ptr().add(w);
+                std::ptr::copy_nonoverlapping(column.key.as_ptr(), dst, KEY_BYTES);
+                w += column.key_len as usize;
+            }
         }
         let value = &text[begin..end];
         if value == b"-" {
-            unsafe { std::ptr::copy_nonoverlapping(b"null".as_ptr(), out.as_mut_ptr().add(w), 4) };
-            w += 4;
+            if JSON {
+                unsafe {
+                    std::ptr::copy_nonoverlapping(b"null".as_ptr(), out.as_mut_ptr().add(w), 4)
+                };
+                w += 4;
+            }
+            if VALUES {
+                values[pos] = NULL;
+            }
             continue;
+        }
+        if VALUES {
+            values[pos] = (begin as u64) << 32 | end as u64;
         }
         match column.kind {
             Column::UINT => {
@@ -333,6 +370,12 @@ fn write_fields(
                 }
                 if column.role == Column::START {
                     parsed.start = Some(number);
+                }
+                if VALUES {
+                    values[pos] = number;
+                }
+                if !JSON {
+                    continue;
                 }
                 if value.len() > 1 && value[0] == b'0' {
                     // Leading zeros: write the number itself.
@@ -353,8 +396,11 @@ fn write_fields(
                     _ => {}
                 }
                 // A valid address is digits, hex letters, dots and colons: nothing to escape.
-                w = copy_value(text, begin, end, out, w, true);
+                if JSON {
+                    w = copy_value(text, begin, end, out, w, true);
+                }
             }
+            _ if !JSON => {}
             _ => {
                 if json::needs_escape(value) {
                     // SAFETY: `out` is valid up to `w`, within the reservation.
@@ -368,8 +414,10 @@ fn write_fields(
             }
         }
     }
-    // SAFETY: every byte up to `w` was written above.
-    unsafe { out.set_len(w) };
+    if JSON {
+        // SAFETY: every byte up to `w` was written above.
+        unsafe { out.set_len(w) };
+    }
     Ok(parsed)
 }
 

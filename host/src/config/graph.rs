@@ -59,6 +59,42 @@ pub fn fed_by_checkpointed_source(config: &PipelineConfig, id: &str) -> bool {
         .any(|source| config.sources[source].kind().resumes_from_checkpoints())
 }
 
+/// What the consumers of a transform's output read of its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputNeeds {
+    /// Some consumer reads JSON lines.
+    pub json: bool,
+    /// Fields some consumer reads as columns, in order of first mention.
+    pub columns: Vec<String>,
+}
+
+/// What the consumers of component `id`'s output (not its dead letters) read: every
+/// transform and most sinks read JSON; a sink that aggregates reads columns.
+pub fn output_needs(config: &PipelineConfig, id: &str) -> OutputNeeds {
+    let mut needs = OutputNeeds::default();
+    for transform in config.transforms.values() {
+        if transform.kind().inputs().iter().any(|i| i == id) {
+            needs.json = true;
+        }
+    }
+    for sink in config.sinks.values() {
+        if !sink.kind().inputs().iter().any(|i| i == id) {
+            continue;
+        }
+        match sink.kind().reads() {
+            crate::sinks::Reads::Json => needs.json = true,
+            crate::sinks::Reads::Columns(columns) => {
+                for column in columns {
+                    if !needs.columns.contains(&column) {
+                        needs.columns.push(column);
+                    }
+                }
+            }
+        }
+    }
+    needs
+}
+
 /// Whether transform `id` feeds a `druid` sink (directly or through transforms).
 pub fn feeds_druid(config: &PipelineConfig, id: &str) -> bool {
     config.sinks.iter().any(|(sink_id, sink)| {

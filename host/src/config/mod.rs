@@ -12,6 +12,7 @@
 
 pub mod diff;
 mod graph;
+pub use graph::OutputNeeds;
 pub mod reference;
 pub use graph::Upstream;
 #[cfg(test)]
@@ -260,6 +261,11 @@ impl Pipeline {
             path: path.to_path_buf(),
             config,
         })
+    }
+
+    /// What the consumers of component `id`'s output read of its records.
+    pub fn output_needs(&self, id: &str) -> OutputNeeds {
+        graph::output_needs(&self.config, id)
     }
 
     /// Whether transform `id` feeds a `druid` sink (directly or through transforms).

@@ -12,7 +12,7 @@ pub mod records;
 
 use crate::metadata::Table;
 use bindings::exports::flowenrich::enrich::transform::ComponentInfo;
-use bindings::flowenrich::enrich::types::LineError;
+pub use bindings::flowenrich::enrich::types::{ColumnKind, LineError, ProcessOptions};
 use bindings::{Enricher, EnricherPre};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The WIT package version this host speaks; components must report the same.
-pub const API_VERSION: &str = "0.3.0";
+pub const API_VERSION: &str = "0.4.0";
 
 /// Bytes of a pooled linear memory kept resident between instances (about what the
 /// component touches for a batch of a few thousand lines).
@@ -227,6 +227,7 @@ impl Runtime {
                 name: String::new(),
                 version: String::new(),
                 api_version: String::new(),
+                fields: Vec::new(),
             },
         };
         let mut worker = self.worker(&loaded, &WorkerLimits::default())?;
@@ -274,9 +275,13 @@ pub struct HostState {
     table: Arc<Table>,
     limits: StoreLimits,
     /// What `records.emit` put together during the call in flight.
-    records: Option<Result<(String, usize), records::InvalidResult>>,
+    records: Option<Result<records::Emitted, records::InvalidResult>>,
     /// The most records the batch in flight can have (each needs a line of its own).
     max_lines: usize,
+    /// Whether the batch in flight asked for JSON.
+    json: bool,
+    /// How many columns the batch in flight asked for.
+    columns: usize,
 }
 
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
@@ -318,6 +323,8 @@ impl Worker {
                     table: Arc::new(Table::default()),
                     records: None,
                     max_lines: 0,
+                    json: true,
+                    columns: 0,
                     limits,
                 },
             );
@@ -423,19 +430,36 @@ impl Worker {
         hold_unattributed: bool,
         table: &Arc<Table>,
     ) -> Result<Processed, CallError> {
+        let options = ProcessOptions {
+            format: format.map(str::to_string),
+            stream_start,
+            hold_unattributed,
+            json: true,
+            columns: Vec::new(),
+        };
+        self.process_with(lines, &options, table)
+    }
+
+    /// Processes one batch as `options` say (see the WIT `transform.process`): its JSON
+    /// when `options.json`, and the columns `options.columns` names.
+    pub fn process_with(
+        &mut self,
+        lines: &str,
+        options: &ProcessOptions,
+        table: &Arc<Table>,
+    ) -> Result<Processed, CallError> {
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
-                s.data_mut().records = None;
+                let state = s.data_mut();
+                state.records = None;
                 // An emitted line is at least one byte and a newline (the last one
                 // without its newline).
-                s.data_mut().max_lines = lines.len().div_ceil(2);
-                let result = e.flowenrich_enrich_transform().call_process(
-                    &mut *s,
-                    format,
-                    lines,
-                    stream_start,
-                    hold_unattributed,
-                )?;
+                state.max_lines = lines.len().div_ceil(2);
+                state.json = options.json;
+                state.columns = options.columns.len();
+                let result = e
+                    .flowenrich_enrich_transform()
+                    .call_process(&mut *s, lines, options)?;
                 Ok((result, s.data_mut().records.take()))
             })
         };
@@ -446,23 +470,36 @@ impl Worker {
                 attempt(self)?
             }
         };
-        let (result, (output, lines_emitted)) = match result {
+        let (result, emitted) = match result {
             (Ok(result), Some(records)) => (result, records.map_err(RuntimeError::from)?),
-            (Ok(result), None) if result.emitted == 0 => (result, (String::new(), 0)),
+            (Ok(result), None) if result.emitted == 0 => (result, records::Emitted::default()),
             (Ok(_), None) => {
                 return Err(RuntimeError::from(records::InvalidResult::NotEmitted).into());
             }
             (Err(message), _) => return Err(CallError::InvalidFormat(message)),
         };
-        if lines_emitted != result.emitted as usize {
+        if emitted.lines != result.emitted as usize {
             let invalid = records::InvalidResult::Count {
                 emitted: result.emitted,
-                records: lines_emitted,
+                records: emitted.lines,
             };
             return Err(RuntimeError::from(invalid).into());
         }
+        let columns = if options.columns.is_empty() {
+            None
+        } else {
+            let columns = RawColumns {
+                kinds: result.column_kinds,
+                values: emitted.values,
+                owners: emitted.owners,
+            };
+            columns
+                .check(lines, options.columns.len())
+                .map_err(RuntimeError::from)?;
+            Some(columns)
+        };
         Ok(Processed {
-            output,
+            output: emitted.text,
             emitted: result.emitted,
             errors: result.errors,
             headers: result.headers,
@@ -470,7 +507,46 @@ impl Worker {
             attributed: result.attributed,
             unattributed: result.unattributed,
             format: result.format,
+            columns,
         })
+    }
+}
+
+/// The columns of a processed batch, as the component handed them over.
+#[derive(Debug, Clone, Default)]
+pub struct RawColumns {
+    /// How to read each column.
+    pub kinds: Vec<ColumnKind>,
+    /// Each record's values, row after row (`u64::MAX`: null).
+    pub values: Vec<u64>,
+    /// Each record's source and destination owner.
+    pub owners: Vec<u32>,
+}
+
+impl RawColumns {
+    /// Checks that there is a kind per column and that every text value is a range of
+    /// `lines` on character boundaries, so that reading them later cannot fail.
+    fn check(&self, lines: &str, columns: usize) -> Result<(), records::InvalidResult> {
+        if self.kinds.len() != columns {
+            return Err(records::InvalidResult::Kinds {
+                kinds: self.kinds.len(),
+                columns,
+            });
+        }
+        for (at, &value) in self.values.iter().enumerate() {
+            if self.kinds[at % columns] != ColumnKind::Text || value == u64::MAX {
+                continue;
+            }
+            let (start, end) = ((value >> 32) as u32, value as u32);
+            if lines.get(start as usize..end as usize).is_none() {
+                return Err(records::InvalidResult::Span {
+                    start,
+                    end,
+                    len: lines.len(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -493,4 +569,6 @@ pub struct Processed {
     pub unattributed: u32,
     /// The format in effect after the batch, canonical.
     pub format: String,
+    /// The records' columns, when the batch asked for any.
+    pub columns: Option<RawColumns>,
 }

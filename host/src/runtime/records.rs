@@ -59,6 +59,24 @@ pub enum InvalidResult {
         /// Where the previous span ends.
         previous_end: u32,
     },
+    /// Not one value per requested column of every record.
+    #[error("{values} column values for {records} records of {columns} columns")]
+    Values {
+        /// Values handed over.
+        values: usize,
+        /// Records handed over.
+        records: usize,
+        /// Columns asked for.
+        columns: usize,
+    },
+    /// Not one kind per requested column.
+    #[error("{kinds} column kinds for {columns} columns")]
+    Kinds {
+        /// Kinds given.
+        kinds: usize,
+        /// Columns asked for.
+        columns: usize,
+    },
     /// `emitted` disagrees with the records handed over.
     #[error("the component says it emitted {emitted} lines but handed over {records}")]
     Count {
@@ -69,6 +87,19 @@ pub enum InvalidResult {
     },
 }
 
+/// What `records.emit` handed over for one batch.
+#[derive(Debug, Default)]
+pub struct Emitted {
+    /// The records as NDJSON (empty when the batch asked for no JSON).
+    pub text: String,
+    /// How many records.
+    pub lines: usize,
+    /// Source and destination owner of each record (kept when columns were asked for).
+    pub owners: Vec<u32>,
+    /// Each record's column values, row after row.
+    pub values: Vec<u64>,
+}
+
 /// Defines `records.emit`: the lists are read where they lie in the component's memory,
 /// put together against the batch's table snapshot, and kept for the caller with the
 /// number of records.
@@ -77,26 +108,106 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.instance(&interface)?.func_wrap(
         "emit",
         |mut store: wasmtime::StoreContextMut<'_, HostState>,
-         (drafts, spans, owners): (WasmList<u8>, WasmList<u32>, WasmList<u32>)| {
-            let table = store.data().table.clone();
-            let max_lines = store.data().max_lines;
-            let assembled = {
+         (drafts, spans, owners, values): (
+            WasmList<u8>,
+            WasmList<u32>,
+            WasmList<u32>,
+            WasmList<u64>,
+        )| {
+            let state = store.data();
+            let (table, max_lines, json, columns) = (
+                state.table.clone(),
+                state.max_lines,
+                state.json,
+                state.columns,
+            );
+            let emitted = {
                 let drafts = drafts.as_le_slice(&store);
                 let spans = little_endian(spans.as_le_slice(&store));
                 let owners = little_endian(owners.as_le_slice(&store));
-                if spans.len() / 2 > max_lines {
-                    Err(InvalidResult::TooMany {
-                        records: spans.len() / 2,
-                        max_lines,
-                    })
-                } else {
-                    assemble(&table, drafts, &spans, &owners).map(|text| (text, spans.len() / 2))
-                }
+                let values = values.as_le_slice(&store);
+                take(
+                    &table,
+                    Lists {
+                        drafts,
+                        spans: &spans,
+                        owners: &owners,
+                        values,
+                    },
+                    max_lines,
+                    json,
+                    columns,
+                )
             };
-            store.data_mut().records = Some(assembled);
+            store.data_mut().records = Some(emitted);
             Ok(())
         },
     )
+}
+
+/// The lists of one `records.emit` call.
+struct Lists<'a> {
+    drafts: &'a [u8],
+    spans: &'a [u32],
+    owners: &'a [u32],
+    values: &'a [u64],
+}
+
+/// Checks the lists against what the batch asked for and keeps what it needs.
+fn take(
+    table: &Table,
+    lists: Lists<'_>,
+    max_lines: usize,
+    json: bool,
+    columns: usize,
+) -> Result<Emitted, InvalidResult> {
+    let lines = lists.owners.len() / 2;
+    if lines > max_lines {
+        return Err(InvalidResult::TooMany {
+            records: lines,
+            max_lines,
+        });
+    }
+    if !lists.owners.len().is_multiple_of(2)
+        || (json && lists.spans.len() != lists.owners.len())
+        || (!json && (!lists.spans.is_empty() || !lists.drafts.is_empty()))
+    {
+        return Err(InvalidResult::Shape {
+            spans: lists.spans.len(),
+            owners: lists.owners.len(),
+        });
+    }
+    if lists.values.len() != lines * columns {
+        return Err(InvalidResult::Values {
+            values: lists.values.len(),
+            records: lines,
+            columns,
+        });
+    }
+    let text = if json {
+        assemble(table, lists.drafts, lists.spans, lists.owners)?
+    } else {
+        if let Some(&bad) = lists.owners.iter().find(|&&o| table.owner(o).is_none()) {
+            return Err(InvalidResult::Owner(bad));
+        }
+        String::new()
+    };
+    let (owners, values) = if columns > 0 {
+        let values = if cfg!(target_endian = "little") {
+            lists.values.to_vec()
+        } else {
+            lists.values.iter().map(|v| u64::from_le(*v)).collect()
+        };
+        (lists.owners.to_vec(), values)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    Ok(Emitted {
+        text,
+        lines,
+        owners,
+        values,
+    })
 }
 
 /// `u32`s as the component stored them (little-endian), in host order.

@@ -54,8 +54,22 @@ pub trait SinkKind: std::fmt::Debug {
     fn publishes_exactly_once(&self) -> bool {
         false
     }
+    /// What the sink reads of the records it gets (JSON lines unless it says otherwise).
+    fn reads(&self) -> Reads {
+        Reads::Json
+    }
     /// The running part.
     fn build(&self, id: &str) -> Result<BuiltSink, BuildError>;
+}
+
+/// What a sink reads of the records it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reads {
+    /// Each record's JSON line.
+    Json,
+    /// These fields (output names) and the owners, as a `wasm` transform's columns;
+    /// JSON lines too, for records that come without.
+    Columns(Vec<String>),
 }
 
 /// A built sink: runs on its own thread until its input ends; returns a report to print

@@ -248,6 +248,7 @@ impl<'a> Batcher<'a> {
                     raw,
                 );
                 self.dead_letters.send(Arc::new(LineBatch {
+                    columns: None,
                     permit: None,
                     text: letter,
                     lines: 1,
@@ -277,6 +278,7 @@ impl<'a> Batcher<'a> {
             return;
         }
         let batch = LineBatch {
+            columns: None,
             permit: None,
             text: std::mem::take(&mut self.text),
             lines: std::mem::take(&mut self.lines),

@@ -90,6 +90,7 @@ impl Topology {
                 tables: &tables,
                 components: &mut components,
                 whole_batches: pipeline.feeds_druid(id),
+                needs: pipeline.output_needs(id),
             };
             transforms.insert(id.clone(), transform.kind().build(id, &mut cx)?);
             inputs.insert(id.clone(), transform.kind().inputs().to_vec());

@@ -165,6 +165,7 @@ impl Taken {
     pub fn shrink(&mut self) {
         let Some(batch) = &self.batch else { return };
         self.batch = Some(Arc::new(LineBatch {
+            columns: None,
             permit: None,
             text: String::new(),
             lines: batch.lines,
@@ -203,6 +204,7 @@ mod tests {
 
     fn batch(acks: Vec<Arc<crate::sources::aws_kinesis::checkpoint::Ack>>) -> SharedBatch {
         Arc::new(LineBatch {
+            columns: None,
             permit: None,
             text: "x\n".into(),
             lines: 1,

@@ -67,6 +67,8 @@ pub struct TransformBuildContext<'a> {
     /// A sink that publishes exactly once is downstream: batches with held lines go out
     /// whole.
     pub whole_batches: bool,
+    /// What the transform's consumers read of its records.
+    pub needs: crate::config::OutputNeeds,
 }
 
 /// A built transform, ready to start.

@@ -188,7 +188,7 @@ fn validate_names_the_offending_key_or_file() {
         ),
         (
             pipeline(&format!("component = \"{}\"", empty_component.display())),
-            "does not implement flowenrich:enrich/enricher@0.3.0",
+            "does not implement flowenrich:enrich/enricher@0.4.0",
         ),
         (
             // A correct component of the previous WIT version.
@@ -196,7 +196,7 @@ fn validate_names_the_offending_key_or_file() {
                 "component = \"{}\"",
                 flowenrich_test_support::OLD_API_COMPONENT
             )),
-            "does not implement flowenrich:enrich/enricher@0.3.0",
+            "does not implement flowenrich:enrich/enricher@0.4.0",
         ),
         (
             pipeline("")

@@ -516,3 +516,136 @@ fn partial_put_records_failures_lose_and_repeat_nothing() {
     keys.dedup();
     assert_eq!(keys.len(), all, "a row was put twice");
 }
+
+/// The rollup of the real component's columns, batch by batch, against the rollup of its
+/// JSON lines: the same rows, also when the table is swapped in the middle of a bucket
+/// (the same owner id then stands for another application) and when a held line is
+/// released later against a newer table.
+#[test]
+fn columns_roll_up_like_json_across_a_table_swap_and_released_lines() {
+    use flowenrich::batch::{Columns, LineBatch};
+    use flowenrich::metadata::{Event, Table, TableBuilder};
+    use flowenrich::runtime::{ProcessOptions, Runtime, RuntimeOptions, WorkerLimits};
+    use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup};
+    use std::sync::Arc;
+
+    let runtime = Runtime::new(RuntimeOptions::default()).unwrap();
+    let component = runtime.load(flowenrich::embedded::COMPONENT).unwrap();
+    let mut worker = runtime
+        .worker(&component, &WorkerLimits::default())
+        .unwrap();
+    let table = |events: &[&str]| -> Arc<Table> {
+        let mut builder = TableBuilder::new();
+        for event in events {
+            builder.apply(&Event::parse(event).unwrap());
+        }
+        Arc::new(builder.build())
+    };
+    // Both tables give 10.0.0.1 the first owner id; in B it is another application in
+    // another region, and 10.0.0.3 exists only in B.
+    let a = table(&[
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "api", "region": "eu-west-1"}}"#,
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "db", "region": "eu-west-1"}}"#,
+    ]);
+    let b = table(&[
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "web", "region": "us-east-1", "zone": "use1-az1"}}"#,
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "db", "region": "eu-west-1"}}"#,
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.3", "attrs": {"app": "late"}}"#,
+    ]);
+    assert_eq!(
+        a.lookup("10.0.0.1".parse().unwrap(), 100),
+        b.lookup("10.0.0.1".parse().unwrap(), 100),
+        "the same id, two owners"
+    );
+    let mut dimensions: Vec<String> = DEFAULT_DIMENSIONS.map(String::from).to_vec();
+    dimensions.extend(["srcaddr", "dstport", "interface_id"].map(String::from));
+    let mut names = dimensions.clone();
+    names.extend(["start", "bytes", "packets"].map(String::from));
+    let names: Arc<[String]> = names.into();
+    let batch = |protocols: &[&str], src: &str| -> String {
+        let mut text = String::new();
+        for (i, protocol) in protocols.iter().enumerate() {
+            text.push_str(&format!(
+                "2 123 eni-\"{i} {src} 10.0.0.2 {} 0443 {protocol} {} {} {} 160 {} OK\n",
+                1000 + i,
+                i + 1,
+                100 * i,
+                90 + i,
+                ["ACCEPT", "REJECT", "-"][i % 3]
+            ));
+        }
+        text.push_str("2 123 eni-9 2001:db8::1 10.0.0.2 1 2 6 1 1 95 160 ACCEPT OK\n");
+        text.push_str("not a flow\n");
+        text
+    };
+    let (mut from_columns, mut from_json) =
+        (Rollup::new(&dimensions, 60), Rollup::new(&dimensions, 60));
+    let mut run = |text: String, table: &Arc<Table>, hold: bool| -> Vec<u32> {
+        let options = ProcessOptions {
+            format: None,
+            stream_start: false,
+            hold_unattributed: hold,
+            json: true,
+            columns: names.to_vec(),
+        };
+        let result = worker.process_with(&text, &options, table).unwrap();
+        for line in result.output.lines() {
+            from_json.add(line).unwrap();
+        }
+        let columns = Columns {
+            names: names.clone(),
+            raw: result.columns.unwrap(),
+            input: Arc::new(LineBatch {
+                text: text.clone(),
+                lines: text.lines().count(),
+                stream: "s".into(),
+                stream_start: false,
+                stream_end: false,
+                acks: Vec::new(),
+                permit: None,
+                columns: None,
+            }),
+            table: table.clone(),
+        };
+        assert_eq!(columns.rows(), result.emitted as usize);
+        assert_eq!(
+            from_columns.add_columns(&columns),
+            (u64::from(result.emitted), 0)
+        );
+        result.held
+    };
+    // One bucket (start 90..=99): table A, then B, then A again, then a held line of A
+    // released against B.
+    run(batch(&["6", "17", "6", "1"], "10.0.0.1"), &a, false);
+    run(batch(&["6", "6", "17"], "10.0.0.1"), &b, false);
+    run(batch(&["17", "6"], "10.0.0.1"), &a, false);
+    let held = run(batch(&["6"], "10.0.0.3"), &a, true);
+    assert_eq!(
+        held,
+        [0, 1],
+        "10.0.0.3 is nobody's in A, 2001:db8::1 nobody's at all"
+    );
+    run(batch(&["6"], "10.0.0.3"), &b, false);
+    let rows: Vec<String> = from_columns.drain().into_iter().map(|(_, r)| r).collect();
+    let want: Vec<String> = from_json.drain().into_iter().map(|(_, r)| r).collect();
+    assert_eq!(rows, want);
+    // And the attributes are each batch's own.
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap())
+        .collect();
+    let flows = |app: &str, region: &str| -> u64 {
+        rows.iter()
+            .filter(|r| r["src_app"] == app && r["src_region"] == region)
+            .map(|r| r["flows"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(flows("api", "eu-west-1"), 6);
+    assert_eq!(flows("web", "us-east-1"), 3);
+    assert!(rows.iter().any(|r| r["src_app"] == "late"));
+    assert!(
+        rows.iter()
+            .all(|r| r["dstport"] == 443 || r["srcaddr"] == "2001:db8::1")
+    );
+    assert!(rows.iter().any(|r| r["interface_id"] == "eni-\"0"));
+}

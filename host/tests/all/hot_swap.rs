@@ -157,7 +157,7 @@ fn a_new_component_is_swapped_in_under_load_and_a_broken_one_is_refused() {
         metric(
             &api,
             "component_info",
-            "name=\"misbehaving\",version=\"0.0.0\",api_version=\"0.3.0\",generation=\"2\""
+            "name=\"misbehaving\",version=\"0.0.0\",api_version=\"0.4.0\",generation=\"2\""
         ),
         1
     );

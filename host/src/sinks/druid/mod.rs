@@ -204,6 +204,12 @@ impl SinkKind for Config {
         true
     }
 
+    fn reads(&self) -> crate::sinks::Reads {
+        let mut columns = self.spec().dimensions;
+        columns.extend(["start", "bytes", "packets"].map(String::from));
+        crate::sinks::Reads::Columns(columns)
+    }
+
     fn build(&self, _id: &str) -> Result<BuiltSink, BuildError> {
         let spec = self.spec();
         Ok(Box::new(move |input, cx| {
@@ -368,7 +374,20 @@ pub fn run(
                     continue;
                 }
                 crate::failpoint::hit("druid.before_rollup");
-                for line in batch.text.lines() {
+                if let Some(columns) = &batch.columns {
+                    let (added, no_start) = group.rollup.add_columns(columns);
+                    metrics.count("druid_flows_total", added);
+                    if no_start > 0 {
+                        metrics.error("missing_start", no_start);
+                        metrics.discarded(no_start);
+                    }
+                }
+                let lines = if batch.columns.is_some() {
+                    ""
+                } else {
+                    &batch.text
+                };
+                for line in lines.lines() {
                     match group.rollup.add(line) {
                         Ok(()) => metrics.count("druid_flows_total", 1),
                         Err(skipped) => {

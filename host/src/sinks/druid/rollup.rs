@@ -1,36 +1,236 @@
 //! The rollup: enriched flows summed per time bucket and dimensions, as Druid's own
-//! rollup sums them, keyed without parsing JSON on the fast path and grouped on compact
-//! keys (dimension codes from per-dimension dictionaries) rather than on strings.
+//! rollup sums them, grouped on compact keys. A key is the bucket and one code per
+//! *slot*: each side's attribute dimensions (`src_app`, `src_region`, ...) share one
+//! slot, whose code stands for the whole set of values, and every other dimension has a
+//! slot of its own. Codes come from per-dimension dictionaries of JSON texts, so the
+//! rows render without any further lookup.
+//!
+//! Records come in two shapes: JSON lines (parsed on a fast path without allocating),
+//! or a `wasm` transform's columns, where a side's slot code is found from the owner id
+//! once per owner and table snapshot, and fields are read as numbers and text ranges.
+//! Both shapes give the same rows.
 
 use super::METRICS;
+use crate::batch::{Columns, Value as ColumnValue};
+use crate::metadata::Table;
 use hashbrown::HashTable;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-/// Flows rolled up in memory until the next flush, grouped on compact keys: each row's
-/// key is its bucket and one code per dimension (the dimension's JSON text through a
-/// dictionary), in one flat arena, with its sums beside it.
+/// Flows rolled up in memory until the next flush: each row's key (its bucket and one
+/// code per slot) in one flat arena, with its sums beside it.
 pub struct Rollup {
     dimensions: Vec<String>,
     granularity: u64,
     /// Per dimension, the distinct JSON texts seen since the last drain.
     dictionaries: Vec<Dictionary>,
+    /// The key's slots after the bucket.
+    slots: Vec<Slot>,
+    /// Per dimension, its slot and its place in the slot.
+    placement: Vec<(usize, usize)>,
     /// Row `r`'s key is `keys[r * width..][..width]`: the bucket number (start /
-    /// granularity) as two halves, then each dimension's code.
+    /// granularity) as two halves, then each slot's code.
     keys: Vec<u32>,
     /// Row `r`'s flows, bytes and packets.
     sums: Vec<[u64; 3]>,
     /// Row numbers, found by their key's hash.
     rows: HashTable<u32>,
-    /// The key being built for the current line (reused).
+    /// The key being built for the current record (reused).
     key: Vec<u32>,
+    /// Each dimension's code in the current record (reused).
+    codes: Vec<u32>,
     /// Each dimension's JSON text in the current line (reused).
     values: Vec<(usize, usize)>,
     /// What the n-th member of the last line was: lines of one format list their keys in
     /// the same order, so one comparison per member tells what it is.
     roles: Vec<(Box<str>, Role)>,
+    /// How the columns of the last batch map to the dimensions.
+    plan: Option<Plan>,
+}
+
+/// Dimensions that share one code in the key.
+struct Slot {
+    /// Their indexes in the dimensions.
+    dimensions: Vec<usize>,
+    /// With more than one dimension: code `c`'s dimension codes are
+    /// `tuples[c * width..][..width]`.
+    tuples: Vec<u32>,
+    /// Tuple numbers, found by their hash.
+    index: HashTable<u32>,
+}
+
+impl Slot {
+    fn new(dimensions: Vec<usize>) -> Slot {
+        Slot {
+            dimensions,
+            tuples: Vec::new(),
+            index: HashTable::new(),
+        }
+    }
+
+    /// The slot's code for its dimensions' codes.
+    fn code(&mut self, codes: &[u32]) -> u32 {
+        if let [code] = codes {
+            return *code;
+        }
+        let width = codes.len();
+        let hash = hash_key(codes);
+        let tuples = &mut self.tuples;
+        if let Some(&code) = self
+            .index
+            .find(hash, |&c| tuples[c as usize * width..][..width] == *codes)
+        {
+            return code;
+        }
+        let code = (tuples.len() / width) as u32;
+        tuples.extend_from_slice(codes);
+        self.index.insert_unique(hash, code, |&c| {
+            hash_key(&tuples[c as usize * width..][..width])
+        });
+        code
+    }
+
+    /// The dimension codes of slot code `code`; `at` is the dimension's place.
+    fn dimension_code(&self, code: u32, at: usize) -> u32 {
+        if self.dimensions.len() == 1 {
+            code
+        } else {
+            self.tuples[code as usize * self.dimensions.len() + at]
+        }
+    }
+
+    fn clear(&mut self) {
+        self.tuples.clear();
+        self.index.clear();
+    }
+}
+
+/// Where each dimension's value comes from in a batch's columns.
+struct Plan {
+    /// The table snapshot the batch's owner ids belong to (held, so its address
+    /// identifies it).
+    table: Arc<Table>,
+    /// The batch's column names (held likewise).
+    names: Arc<[String]>,
+    /// Per dimension.
+    sources: Vec<Source>,
+    /// The columns of `start`, `bytes` and `packets`.
+    metrics: [Option<usize>; 3],
+    /// Per slot: the side whose owner alone decides the slot's code, if one does.
+    by_owner: Vec<Option<usize>>,
+    /// Per side, per owner id: the slot code found for it (`u32::MAX`: not yet).
+    owner_codes: [Vec<u32>; 2],
+    /// Per dimension: codes of integer values and of raw texts seen.
+    integers: Vec<FxHashMap<u64, u32>>,
+    texts: Vec<FxHashMap<Box<str>, u32>>,
+}
+
+/// Where one dimension's value comes from.
+#[derive(Clone)]
+enum Source {
+    /// An attribute of the source (0) or destination (1) owner.
+    Attribute(usize, String),
+    /// A column.
+    Column(usize),
+    /// Nowhere: always null.
+    Null,
+}
+
+impl Plan {
+    fn new(table: &Arc<Table>, names: &Arc<[String]>, rollup: &Rollup) -> Plan {
+        let column = |name: &str| names.iter().position(|n| n == name);
+        let sources: Vec<Source> = rollup
+            .dimensions
+            .iter()
+            .map(|dimension| {
+                // An owner's attribute wins over a field of the same name, as in the
+                // JSON, where the attributes come last.
+                let attribute = [("src_", 0), ("dst_", 1)]
+                    .iter()
+                    .find_map(|(prefix, side)| {
+                        let key = dimension.strip_prefix(prefix)?;
+                        table
+                            .keys()
+                            .iter()
+                            .any(|k| k == key)
+                            .then(|| Source::Attribute(*side, key.to_string()))
+                    });
+                attribute
+                    .or_else(|| column(dimension).map(Source::Column))
+                    .unwrap_or(Source::Null)
+            })
+            .collect();
+        let by_owner = rollup
+            .slots
+            .iter()
+            .map(|slot| {
+                let sides: Vec<Option<usize>> = slot
+                    .dimensions
+                    .iter()
+                    .map(|&d| match sources[d] {
+                        Source::Attribute(side, _) => Some(side),
+                        _ => None,
+                    })
+                    .collect();
+                match sides[0] {
+                    Some(side) if sides.iter().all(|s| *s == Some(side)) => Some(side),
+                    _ => None,
+                }
+            })
+            .collect();
+        Plan {
+            table: table.clone(),
+            names: names.clone(),
+            metrics: ["start", "bytes", "packets"].map(column),
+            by_owner,
+            owner_codes: [Vec::new(), Vec::new()],
+            integers: sources.iter().map(|_| FxHashMap::default()).collect(),
+            texts: sources.iter().map(|_| FxHashMap::default()).collect(),
+            sources,
+        }
+    }
+
+    fn fits(&self, columns: &Columns) -> bool {
+        Arc::ptr_eq(&self.table, &columns.table) && Arc::ptr_eq(&self.names, &columns.names)
+    }
+
+    /// Forgets the codes (the dictionaries were drained).
+    fn forget_codes(&mut self) {
+        for codes in &mut self.owner_codes {
+            codes.clear();
+        }
+        for map in &mut self.integers {
+            map.clear();
+        }
+        for map in &mut self.texts {
+            map.clear();
+        }
+    }
+}
+
+/// A text as the component writes it in JSON: quoted, with `"`, `\\` and control bytes
+/// escaped.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0'..='\u{1f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// What a member of an enriched flow counts as: a metric, a dimension, both, or neither.
@@ -216,16 +416,44 @@ fn is_json_number(text: &[u8]) -> bool {
 impl Rollup {
     /// An empty rollup on `dimensions` with buckets of `granularity` seconds.
     pub fn new(dimensions: &[String], granularity: u64) -> Rollup {
+        // One slot per side's attributes, in order of first appearance, then one per
+        // other dimension.
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut sides: [Option<usize>; 2] = [None, None];
+        for (d, dimension) in dimensions.iter().enumerate() {
+            let side = ["src_", "dst_"]
+                .iter()
+                .position(|p| dimension.starts_with(p));
+            match side.and_then(|side| sides[side].map(|slot| (side, slot))) {
+                Some((_, slot)) => slots[slot].dimensions.push(d),
+                None => {
+                    if let Some(side) = side {
+                        sides[side] = Some(slots.len());
+                    }
+                    slots.push(Slot::new(vec![d]));
+                }
+            }
+        }
+        let mut placement = vec![(0, 0); dimensions.len()];
+        for (at, slot) in slots.iter().enumerate() {
+            for (place, &d) in slot.dimensions.iter().enumerate() {
+                placement[d] = (at, place);
+            }
+        }
         Rollup {
             dimensions: dimensions.to_vec(),
             granularity: granularity.max(1),
             dictionaries: dimensions.iter().map(|_| Dictionary::default()).collect(),
+            slots,
+            placement,
             keys: Vec::new(),
             sums: Vec::new(),
             rows: HashTable::new(),
             key: Vec::new(),
+            codes: Vec::new(),
             values: Vec::new(),
             roles: Vec::new(),
+            plan: None,
         }
     }
 
@@ -286,18 +514,44 @@ impl Rollup {
             }
             &owned
         };
+        let bucket = self.bucket(start)?;
+        self.codes.clear();
+        for (&(from, to), dictionary) in self.values.iter().zip(&mut self.dictionaries) {
+            // A dimension the flow lacks is null.
+            let value = if from == to { "null" } else { &text[from..to] };
+            self.codes.push(dictionary.code(value));
+        }
+        self.key.clear();
+        self.key.extend([(bucket >> 32) as u32, bucket as u32]);
+        for slot in &mut self.slots {
+            let mut tuple = [0u32; 32];
+            let n = slot.dimensions.len();
+            let code = if n <= tuple.len() {
+                for (place, &d) in slot.dimensions.iter().enumerate() {
+                    tuple[place] = self.codes[d];
+                }
+                slot.code(&tuple[..n])
+            } else {
+                let tuple: Vec<u32> = slot.dimensions.iter().map(|&d| self.codes[d]).collect();
+                slot.code(&tuple)
+            };
+            self.key.push(code);
+        }
+        self.sum(bytes.unwrap_or(0), packets.unwrap_or(0));
+        Ok(())
+    }
+
+    /// The bucket number of a flow that starts at `start`.
+    fn bucket(&self, start: Option<u64>) -> Result<u64, Skipped> {
         // A start beyond what milliseconds can hold is no time.
         let start = start
             .filter(|&s| s.checked_mul(1000).is_some())
             .ok_or(Skipped::NoStart)?;
-        let bucket = start / self.granularity;
-        self.key.clear();
-        self.key.extend([(bucket >> 32) as u32, bucket as u32]);
-        for (&(from, to), dictionary) in self.values.iter().zip(&mut self.dictionaries) {
-            // A dimension the flow lacks is null.
-            let value = if from == to { "null" } else { &text[from..to] };
-            self.key.push(dictionary.code(value));
-        }
+        Ok(start / self.granularity)
+    }
+
+    /// Adds the flow whose key is in `self.key` to its row.
+    fn sum(&mut self, bytes: u64, packets: u64) {
         let width = self.key.len();
         let hash = hash_key(&self.key);
         let keys = &mut self.keys;
@@ -318,9 +572,103 @@ impl Rollup {
         };
         let sums = &mut self.sums[row];
         sums[0] += 1;
-        sums[1] = sums[1].saturating_add(bytes.unwrap_or(0));
-        sums[2] = sums[2].saturating_add(packets.unwrap_or(0));
-        Ok(())
+        sums[1] = sums[1].saturating_add(bytes);
+        sums[2] = sums[2].saturating_add(packets);
+    }
+
+    /// Adds every record of a batch's columns; returns how many were rolled up and how
+    /// many had no start. Owner ids are resolved against the batch's own table snapshot.
+    pub fn add_columns(&mut self, columns: &Columns) -> (u64, u64) {
+        if !self.plan.as_ref().is_some_and(|p| p.fits(columns)) {
+            self.plan = Some(Plan::new(&columns.table, &columns.names, self));
+        }
+        let mut plan = self.plan.take().expect("just made");
+        let (mut added, mut no_start) = (0, 0);
+        let integer =
+            |row: usize, column: Option<usize>| match column.map(|c| columns.value(row, c)) {
+                Some(ColumnValue::Integer(n)) => Some(n),
+                _ => None,
+            };
+        for row in 0..columns.rows() {
+            let Ok(bucket) = self.bucket(integer(row, plan.metrics[0])) else {
+                no_start += 1;
+                continue;
+            };
+            let owners = columns.owners(row);
+            self.key.clear();
+            self.key.extend([(bucket >> 32) as u32, bucket as u32]);
+            for at in 0..self.slots.len() {
+                let code = match plan.by_owner[at] {
+                    Some(side) => {
+                        let owner = if side == 0 { owners.0 } else { owners.1 };
+                        let cache = &mut plan.owner_codes[side];
+                        match cache.get(owner as usize) {
+                            Some(&code) if code != u32::MAX => code,
+                            _ => {
+                                let code = self.slot_code(at, &mut plan, columns, row);
+                                let cache = &mut plan.owner_codes[side];
+                                if cache.len() <= owner as usize {
+                                    cache.resize(owner as usize + 1, u32::MAX);
+                                }
+                                cache[owner as usize] = code;
+                                code
+                            }
+                        }
+                    }
+                    None => self.slot_code(at, &mut plan, columns, row),
+                };
+                self.key.push(code);
+            }
+            self.sum(
+                integer(row, plan.metrics[1]).unwrap_or(0),
+                integer(row, plan.metrics[2]).unwrap_or(0),
+            );
+            added += 1;
+        }
+        self.plan = Some(plan);
+        (added, no_start)
+    }
+
+    /// Slot `at`'s code for record `row` of `columns`.
+    fn slot_code(&mut self, at: usize, plan: &mut Plan, columns: &Columns, row: usize) -> u32 {
+        let mut codes = Vec::with_capacity(self.slots[at].dimensions.len());
+        for &d in &self.slots[at].dimensions {
+            let dictionary = &mut self.dictionaries[d];
+            let code = match &plan.sources[d] {
+                Source::Null => dictionary.code("null"),
+                Source::Attribute(side, key) => {
+                    let owners = columns.owners(row);
+                    let owner = if *side == 0 { owners.0 } else { owners.1 };
+                    match plan.table.owner(owner).and_then(|o| o.attrs.get(key)) {
+                        Some(value) => {
+                            dictionary.code(&serde_json::to_string(value).expect("a string"))
+                        }
+                        None => dictionary.code("null"),
+                    }
+                }
+                Source::Column(c) => match columns.value(row, *c) {
+                    ColumnValue::Null => dictionary.code("null"),
+                    ColumnValue::Integer(n) => match plan.integers[d].get(&n) {
+                        Some(&code) => code,
+                        None => {
+                            let code = dictionary.code(&n.to_string());
+                            plan.integers[d].insert(n, code);
+                            code
+                        }
+                    },
+                    ColumnValue::Text(text) => match plan.texts[d].get(text) {
+                        Some(&code) => code,
+                        None => {
+                            let code = dictionary.code(&json_string(text));
+                            plan.texts[d].insert(text.into(), code);
+                            code
+                        }
+                    },
+                },
+            };
+            codes.push(code);
+        }
+        self.slots[at].code(&codes)
     }
 
     /// Rows held.
@@ -341,20 +689,22 @@ impl Rollup {
     /// Takes every row out, as `(bucket start, NDJSON line)` ordered by bucket and
     /// dimension values.
     pub fn drain(&mut self) -> Vec<(u64, String)> {
-        let width = self.dimensions.len() + 2;
+        let width = self.slots.len() + 2;
         let ranks: Vec<Vec<u32>> = self.dictionaries.iter().map(Dictionary::ranks).collect();
         let key = |row: u32| &self.keys[row as usize * width..][..width];
         let bucket = |key: &[u32]| (u64::from(key[0]) << 32) | u64::from(key[1]);
+        // Dimension `d`'s code in a key.
+        let code = |key: &[u32], d: usize| {
+            let (slot, place) = self.placement[d];
+            self.slots[slot].dimension_code(key[2 + slot], place)
+        };
         // By bucket, then by each dimension's text, as the texts sort.
         let mut order: Vec<u32> = (0..self.sums.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| {
             let (a, b) = (key(a), key(b));
             bucket(a).cmp(&bucket(b)).then_with(|| {
-                a[2..]
-                    .iter()
-                    .zip(&b[2..])
-                    .zip(&ranks)
-                    .map(|((&x, &y), ranks)| ranks[x as usize].cmp(&ranks[y as usize]))
+                (0..self.dimensions.len())
+                    .map(|d| ranks[d][code(a, d) as usize].cmp(&ranks[d][code(b, d) as usize]))
                     .find(|order| order.is_ne())
                     .unwrap_or(std::cmp::Ordering::Equal)
             })
@@ -371,13 +721,11 @@ impl Rollup {
                 let start = bucket(key) * self.granularity;
                 let mut text = String::with_capacity(64 + 32 * names.len());
                 let _ = write!(text, "{{\"timestamp\":{}", start * 1000);
-                for ((name, &code), dictionary) in
-                    names.iter().zip(&key[2..]).zip(&self.dictionaries)
-                {
+                for (d, (name, dictionary)) in names.iter().zip(&self.dictionaries).enumerate() {
                     text.push(',');
                     text.push_str(name);
                     text.push(':');
-                    text.push_str(&dictionary.texts[code as usize]);
+                    text.push_str(&dictionary.texts[code(key, d) as usize]);
                 }
                 for (name, sum) in METRICS.iter().zip(self.sums[row as usize]) {
                     let _ = write!(text, ",\"{name}\":{sum}");
@@ -391,6 +739,12 @@ impl Rollup {
         self.rows.clear();
         for dictionary in &mut self.dictionaries {
             *dictionary = Dictionary::default();
+        }
+        for slot in &mut self.slots {
+            slot.clear();
+        }
+        if let Some(plan) = &mut self.plan {
+            plan.forget_codes();
         }
         rows
     }

@@ -140,6 +140,7 @@ impl Shard {
         to.metrics
             .gauge("in_flight_batch_bytes", to.budget.used() as i64);
         let batch = LineBatch {
+            columns: None,
             permit: Some(permit),
             text: std::mem::take(&mut self.text),
             lines: std::mem::take(&mut self.lines),
@@ -296,6 +297,7 @@ impl Shard {
             return;
         }
         to.dead_letters.send(Arc::new(LineBatch {
+            columns: None,
             permit: None,
             text: letters,
             lines,

@@ -28,6 +28,7 @@ pub struct WasmPlan {
     fixtures: Option<PathBuf>,
     table: Option<Arc<SharedTable>>,
     whole_batches: bool,
+    needs: crate::config::OutputNeeds,
 }
 
 /// Compiles (or reuses) the component and checks the configured format with it.
@@ -79,6 +80,7 @@ pub fn plan(
         fixtures: config.fixtures.clone(),
         table: config.metadata.as_ref().map(|name| cx.tables[name].clone()),
         whole_batches: cx.whole_batches,
+        needs: cx.needs.clone(),
     })
 }
 
@@ -114,8 +116,11 @@ impl TransformPlan for WasmPlan {
             options: options.clone(),
             component: shared.clone(),
         });
+        let columns = super::columns_for(&plan.needs, &plan.component);
         let transform = WasmTransform {
             id: id.clone(),
+            needs: plan.needs,
+            columns,
             worker,
             component: shared,
             generation: 1,

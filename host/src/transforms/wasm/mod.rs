@@ -10,10 +10,10 @@ pub mod swap;
 pub use build::{ComponentCache, WasmPlan};
 pub use config::Config;
 
-use crate::batch::LineBatch;
+use crate::batch::{Columns, LineBatch, SharedBatch};
 use crate::metadata::{SharedTable, Table};
 use crate::metrics::ComponentMetrics;
-use crate::runtime::{CallError, RuntimeError, Worker, WorkerLimits};
+use crate::runtime::{CallError, ProcessOptions, RuntimeError, Worker, WorkerLimits};
 use crate::topology::output::Output;
 use crate::topology::output::{Ended, Input};
 use arc_swap::ArcSwap;
@@ -52,6 +52,23 @@ pub struct WasmTransform {
     pub whole_batches: bool,
     /// Outputs waiting in whole-batch mode.
     pub waiting: Waiting,
+    /// What the consumers read of the records: JSON only when some consumer needs it.
+    pub needs: crate::config::OutputNeeds,
+    /// The columns asked of the component: what the consumers read that it parses.
+    pub columns: Arc<[String]>,
+}
+
+/// The columns to ask of `component`: those of `needs` that it parses.
+pub fn columns_for(
+    needs: &crate::config::OutputNeeds,
+    component: &crate::runtime::LoadedComponent,
+) -> Arc<[String]> {
+    needs
+        .columns
+        .iter()
+        .filter(|c| component.info.fields.contains(c))
+        .cloned()
+        .collect()
 }
 
 /// The transform options that a config reload may change while it runs.
@@ -139,6 +156,8 @@ impl Waiting {
             return;
         };
         if let Some(line) = line {
+            // Its records are its JSON from now on: the columns lack this one.
+            waiting.batch.columns = None;
             waiting.batch.text.push_str(line);
             waiting.batch.text.push('\n');
             waiting.batch.lines += 1;
@@ -204,7 +223,8 @@ impl WasmTransform {
                     .cloned()
                     .or_else(|| options.format.clone());
                 let hold = options.holdback.is_some();
-                let mut submitted = self.submit(&batch, format.as_deref(), hold, &mut formats);
+                let mut submitted =
+                    self.submit(batch.shared(), format.as_deref(), hold, false, &mut formats);
                 let whole = self.whole_batches && !batch.acks.is_empty();
                 let waits =
                     whole && (!submitted.held.is_empty() || self.waiting.busy(&batch.stream));
@@ -212,6 +232,7 @@ impl WasmTransform {
                     Some(out) if waits => Some(self.waiting.push(out, submitted.held.len())),
                     None if waits => Some(self.waiting.push(
                         LineBatch {
+                            columns: None,
                             permit: None,
                             text: String::new(),
                             lines: 0,
@@ -332,7 +353,8 @@ impl WasmTransform {
                         }
                     }
                 }
-                let batch = LineBatch {
+                let batch = Arc::new(LineBatch {
+                    columns: None,
                     permit: None,
                     text,
                     lines: group.len(),
@@ -340,9 +362,10 @@ impl WasmTransform {
                     stream_start: false,
                     stream_end: false,
                     acks,
-                };
+                });
+                // Released lines go on as JSON: they join their batches' JSON.
                 let mut submitted =
-                    self.submit(&batch, format.as_deref(), hold, &mut HashMap::new());
+                    self.submit(&batch, format.as_deref(), hold, true, &mut HashMap::new());
                 self.metrics
                     .count("holdback_released_total", submitted.emitted as u64);
                 self.route_released(&group, &mut submitted);
@@ -416,6 +439,7 @@ impl WasmTransform {
             && let Some(out) = &out
         {
             self.output.send(Arc::new(LineBatch {
+                columns: None,
                 permit: None,
                 text: direct,
                 lines: direct_lines,
@@ -429,11 +453,16 @@ impl WasmTransform {
 
     /// Runs one batch through the component against the current table and sends its
     /// dead letters on; its output is the caller's to send.
+    ///
+    /// JSON is rendered when a consumer reads it, when lines may be held (a batch that
+    /// waits for its held lines takes them as JSON), and when `json` says so; columns
+    /// when a consumer reads them.
     fn submit(
         &mut self,
-        batch: &LineBatch,
+        batch: &SharedBatch,
         format: Option<&str>,
         hold: bool,
+        json: bool,
         formats: &mut HashMap<Arc<str>, String>,
     ) -> Submitted {
         // New limits and a new component generation are picked up here, between batches.
@@ -441,6 +470,7 @@ impl WasmTransform {
         let current = self.component.current();
         if current.number != self.generation {
             self.worker.set_component(&current.component);
+            self.columns = columns_for(&self.needs, &current.component);
             self.generation = current.number;
             tracing::info!(message = "Transform runs a new component generation.", component_id = %self.id, generation = current.number, version = %current.component.info.version);
         }
@@ -452,14 +482,24 @@ impl WasmTransform {
         let mut format_after = format.map(str::to_string);
         // Every line, unless the result says which (set below).
         let mut rejected_lines: Vec<u32> = (0..batch.lines as u32).collect();
-        let (output, rejected) = match self.worker.process_holding(
-            format,
-            &batch.text,
-            batch.stream_start,
-            hold,
-            &table,
-        ) {
+        let options = ProcessOptions {
+            format: format.map(str::to_string),
+            stream_start: batch.stream_start,
+            hold_unattributed: hold,
+            json: json || hold || self.needs.json,
+            columns: self.columns.to_vec(),
+        };
+        let mut columns = None;
+        let (output, rejected) = match self.worker.process_with(&batch.text, &options, &table) {
             Ok(result) => {
+                columns = result.columns.map(|raw| {
+                    Arc::new(Columns {
+                        names: self.columns.clone(),
+                        raw,
+                        input: batch.clone(),
+                        table: table.clone(),
+                    })
+                });
                 format_after = Some(result.format.clone());
                 if !batch.stream_end {
                     formats.insert(batch.stream.clone(), result.format);
@@ -514,6 +554,7 @@ impl WasmTransform {
         let (text, emitted) = output;
         self.metrics.sent(emitted as u64);
         let output = (emitted > 0 || batch.stream_end).then(|| LineBatch {
+            columns: columns.filter(|_| emitted > 0),
             // What the batch became still counts against its source's budget.
             permit: batch.permit.clone(),
             text,
@@ -563,6 +604,7 @@ impl WasmTransform {
                 text.push('\n');
             }
             self.dead_letters.send(Arc::new(LineBatch {
+                columns: None,
                 permit: None,
                 text,
                 lines: rejected.len(),

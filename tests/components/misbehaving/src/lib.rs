@@ -11,7 +11,9 @@ mod component {
         path: "../../../wit",
     });
 
-    use exports::flowenrich::enrich::transform::{BatchResult, ComponentInfo, Guest};
+    use exports::flowenrich::enrich::transform::{
+        BatchResult, ComponentInfo, Guest, ProcessOptions,
+    };
 
     struct Component;
 
@@ -20,7 +22,8 @@ mod component {
             ComponentInfo {
                 name: "misbehaving".into(),
                 version: "0.0.0".into(),
-                api_version: "0.3.0".into(),
+                api_version: "0.4.0".into(),
+                fields: Vec::new(),
             }
         }
 
@@ -28,12 +31,7 @@ mod component {
             Ok(format)
         }
 
-        fn process(
-            format: Option<String>,
-            lines: String,
-            _stream_start: bool,
-            _hold_unattributed: bool,
-        ) -> Result<BatchResult, String> {
+        fn process(lines: String, options: ProcessOptions) -> Result<BatchResult, String> {
             if lines.contains("TRAP") {
                 panic!("fixture trap");
             }
@@ -61,10 +59,17 @@ mod component {
                 spans.push(drafts.len() as u32);
                 emitted += 1;
             }
+            // It parses no field: every column it is asked for is null.
+            let values = vec![u64::MAX; emitted as usize * options.columns.len()];
+            if !options.json {
+                drafts.clear();
+                spans.clear();
+            }
             flowenrich::enrich::records::emit(
                 drafts.as_bytes(),
                 &spans,
                 &vec![0; 2 * emitted as usize],
+                &values,
             );
             Ok(BatchResult {
                 emitted,
@@ -73,7 +78,12 @@ mod component {
                 held: Vec::new(),
                 attributed: 0,
                 unattributed: 0,
-                format: format.unwrap_or_default(),
+                format: options.format.unwrap_or_default(),
+                column_kinds: options
+                    .columns
+                    .iter()
+                    .map(|_| flowenrich::enrich::types::ColumnKind::Text)
+                    .collect(),
             })
         }
     }
