@@ -91,7 +91,7 @@ fn main() {
             partition_key: PartitionKey::Spread,
         };
         let writer = KinesisWriter::new("druid", &spec);
-        let text: String = rows.iter().take(count).map(|(_, r)| r.as_str()).collect();
+        let text: String = rows.rows().take(count).map(|(_, r)| r).collect();
         let metrics = flowenrich::metrics::ComponentMetrics::default();
         let started = Instant::now();
         let put = writer

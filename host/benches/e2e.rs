@@ -7,17 +7,19 @@
 //! destination pairs, starts spread over 80 s — a high-cardinality rollup. Then it
 //! measures, each as wall flows/s and flows per CPU-second (user + sys):
 //!
-//! - the component alone (one worker, batches of 1,000 lines, in process);
+//! - the component alone (one worker, batches of 1,000 lines, in process), with JSON
+//!   and with columns only (what the druid sink asks for);
 //! - `flowenrich enrich` (stdin → stdout), the release binary as a child process;
 //! - `flowenrich run`: file → wasm → file, and file → wasm → druid (rollup files);
 //! - in process: gzip CloudWatch Logs envelopes held in memory → inflate → envelope
-//!   parse → wasm → druid rollup rows (everything but the Kinesis emulator);
+//!   parse → wasm (columns) → druid rollup rows (everything but the Kinesis emulator);
 //!
 //! with the ratio of each to the component alone and, for the child processes, peak RSS
 //! and system time as a share of user time.
 
+use flowenrich::batch::{Columns, LineBatch};
 use flowenrich::metadata::{Event, Table, TableBuilder};
-use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
+use flowenrich::runtime::{ProcessOptions, Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup};
 use flowenrich::sources::aws_kinesis::{Decoded, RecordFormat, decode};
 use std::io::Write;
@@ -206,6 +208,13 @@ fn main() {
     let metadata_text = metadata();
     std::fs::write(dir.path().join("metadata.jsonl"), &metadata_text).unwrap();
     write_flows(&dir.path().join("flows.log"), total);
+    if let Some(keep) = std::env::var_os("E2E_KEEP") {
+        // For profiling a child by hand: the data stays in $E2E_KEEP.
+        std::fs::create_dir_all(&keep).unwrap();
+        for file in ["metadata.jsonl", "flows.log"] {
+            std::fs::copy(dir.path().join(file), Path::new(&keep).join(file)).unwrap();
+        }
+    }
     // The child processes run first, while this process holds little: a child's peak
     // RSS as the kernel counts it includes the parent's until `exec`.
 
@@ -283,29 +292,87 @@ fn main() {
     });
 
     let dimensions: Vec<String> = DEFAULT_DIMENSIONS.iter().map(|d| d.to_string()).collect();
+    // What the druid sink asks of the component: its dimensions and metrics, as columns
+    // (those the component parses), and no JSON.
+    let names: Arc<[String]> = dimensions
+        .iter()
+        .map(String::as_str)
+        .chain(["start", "bytes", "packets"])
+        .filter(|name| component.info.fields.iter().any(|f| f == name))
+        .map(str::to_string)
+        .collect();
+    let options = ProcessOptions {
+        format: None,
+        stream_start: false,
+        hold_unattributed: false,
+        json: false,
+        columns: names.to_vec(),
+    };
+    let batch_of = |text: String| {
+        Arc::new(LineBatch {
+            lines: bytecount(text.as_bytes()),
+            text,
+            stream: "bench".into(),
+            stream_start: false,
+            stream_end: false,
+            acks: Vec::new(),
+            permit: None,
+            columns: None,
+        })
+    };
+    let columns_only = in_process(|| {
+        let mut emitted = 0u64;
+        for batch in &batches {
+            emitted += worker
+                .process_with(batch, &options, &table)
+                .unwrap()
+                .emitted as u64;
+        }
+        assert_eq!(emitted, total as u64);
+    });
     let (mut rows, mut row_bytes) = (0, 0);
+    // Seconds in each stage of the envelope run.
+    let (mut tdec, mut tproc, mut tadd, mut tdrain) = (0f64, 0f64, 0f64, 0f64);
     let kinesis_to_rows = in_process(|| {
         let mut rollup = Rollup::new(&dimensions, 60);
         let mut batch = String::new();
         let mut flush = |batch: &mut String, rollup: &mut Rollup| {
-            let processed = worker.process(None, batch, false, &table).unwrap();
-            for record in processed.output.lines() {
-                rollup.add(record).unwrap();
-            }
-            batch.clear();
+            let input = batch_of(std::mem::take(batch));
+            let t = Instant::now();
+            let processed = worker.process_with(&input.text, &options, &table).unwrap();
+            tproc += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let columns = Columns {
+                names: names.clone(),
+                raw: processed.columns.unwrap(),
+                input,
+                table: table.clone(),
+            };
+            let (added, no_start) = rollup.add_columns(&columns);
+            assert_eq!((added, no_start), (u64::from(processed.emitted), 0));
+            tadd += t.elapsed().as_secs_f64();
         };
         for envelope in &envelopes {
+            let t = Instant::now();
             match decode(envelope, RecordFormat::Auto, 16 << 20).unwrap() {
                 Decoded::Lines(lines) => batch.push_str(&lines),
                 Decoded::Control => {}
             }
+            tdec += t.elapsed().as_secs_f64();
             if batch.len() >= BATCH_LINES * 100 {
                 flush(&mut batch, &mut rollup);
             }
         }
         flush(&mut batch, &mut rollup);
         row_bytes = rollup.row_bytes();
-        rows = rollup.drain().len();
+        let t = Instant::now();
+        rows = rollup
+            .drain_each(|_, text, _| {
+                std::hint::black_box(text);
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        tdrain = t.elapsed().as_secs_f64();
     });
 
     println!(
@@ -324,6 +391,7 @@ fn main() {
         )
     };
     report("component alone (in process)", &component_alone);
+    report("component, columns only (no JSON)", &columns_only);
     report("flowenrich enrich (stdin → stdout)", &enrich);
     report("run: file → wasm → file", &to_file);
     report("run: file → wasm → druid (rollup files)", &to_druid);
@@ -334,6 +402,14 @@ fn main() {
     assert_eq!(
         druid_rows, rows,
         "the pipeline and the in-process run agree"
+    );
+    let per_flow = |seconds: f64| seconds * 1e9 / total as f64;
+    println!(
+        "envelopes → rows, ns per flow: inflate + envelope parse {:.0}, component {:.0}, rollup {:.0}, drain into rows {:.0}",
+        per_flow(tdec),
+        per_flow(tproc),
+        per_flow(tadd),
+        per_flow(tdrain)
     );
     println!(
         "run file → druid against enrich: wall {:.2}×, CPU {:.2}×; {rows} rollup rows ({:.1} flows per row, {:.0} bytes per row held)",

@@ -626,8 +626,18 @@ fn columns_roll_up_like_json_across_a_table_swap_and_released_lines() {
         "10.0.0.3 is nobody's in A, 2001:db8::1 nobody's at all"
     );
     run(batch(&["6"], "10.0.0.3"), &b, false);
-    let rows: Vec<String> = from_columns.drain().into_iter().map(|(_, r)| r).collect();
-    let want: Vec<String> = from_json.drain().into_iter().map(|(_, r)| r).collect();
+    let rows: Vec<String> = from_columns
+        .drain()
+        .text()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = from_json
+        .drain()
+        .text()
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(rows, want);
     // And the attributes are each batch's own.
     let rows: Vec<Value> = rows

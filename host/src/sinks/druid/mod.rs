@@ -31,7 +31,7 @@ mod spec;
 
 pub use overlord::{OverlordError, submit};
 pub use publish::{write_files, write_publication_files};
-pub use rollup::{Rollup, Skipped, bucket_name};
+pub use rollup::{Drained, Rollup, Skipped, bucket_name};
 pub use spec::{SpecError, segment_granularity, supervisor_spec};
 
 use crate::aws::kinesis::StreamConfig;

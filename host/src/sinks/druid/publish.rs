@@ -1,7 +1,7 @@
 //! Writing rows: plain, or as publications logged beside the checkpoints (exactly once).
 
 use super::DruidSpec;
-use super::rollup::{Rollup, bucket_name};
+use super::rollup::{Drained, Rollup, bucket_name};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::ComponentMetrics;
 use crate::sinks::aws_kinesis::KinesisWriter;
@@ -65,31 +65,31 @@ pub(super) fn bucket_path(dir: &Path, bucket: u64) -> PathBuf {
 }
 
 /// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
-pub fn write_files(dir: &Path, rows: &[(u64, String)]) -> std::io::Result<()> {
+pub fn write_files(dir: &Path, rows: &Drained) -> std::io::Result<()> {
+    for (bucket, text) in rows.buckets() {
+        append_bucket(dir, bucket, text)?;
+    }
+    Ok(())
+}
+
+/// Appends one bucket's rows to its file in `dir`, durably: a failed write leaves no
+/// torn row behind, and a new file's directory entry is synced too.
+fn append_bucket(dir: &Path, bucket: u64, text: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let mut created = false;
-    // Each run of rows of one bucket goes to its file through a buffer: no copy of all
-    // the rows is made.
-    for bucket_rows in rows.chunk_by(|a, b| a.0 == b.0) {
-        let path = bucket_path(dir, bucket_rows[0].0);
-        created |= !path.exists();
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        let before = file.metadata()?.len();
-        let written = (|| {
-            let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
-            for (_, row) in bucket_rows {
-                out.write_all(row.as_bytes())?;
-            }
-            out.flush()
-        })();
-        if let Err(error) = written.and_then(|()| file.sync_data()) {
-            // No torn row stays behind for the next attempt to append after.
-            let _ = file.set_len(before);
-            return Err(error);
-        }
+    let path = bucket_path(dir, bucket);
+    let created = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let before = file.metadata()?.len();
+    if let Err(error) = file
+        .write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
+    {
+        // No torn row stays behind for the next attempt to append after.
+        let _ = file.set_len(before);
+        return Err(error);
     }
     if created {
         // A new file's directory entry is durable before its rows are acknowledged.
@@ -168,17 +168,30 @@ impl Publisher<'_> {
     /// Writes the rows rolled up from `pending`'s batches, then marks them done; or,
     /// when their lease holding is gone, forsakes them.
     pub(super) fn flush(&mut self, pending: &mut Pending) -> Result<(), SinkError> {
-        let rows = pending.rollup.drain();
         let covers = std::mem::take(&mut pending.covers);
         let mut outcome = Published::Ended;
         if let Some(store) = &pending.store
             && !store.current(&pending.scope)
         {
+            pending.rollup.drain();
             outcome = Published::LeaseLost;
-        } else if !rows.is_empty() {
-            outcome = match &pending.store {
-                Some(store) => self.publish(store, &pending.scope, &rows, covers)?,
-                None => {
+        } else if !pending.rollup.is_empty() {
+            outcome = match (&pending.store, &self.writer) {
+                (Some(store), _) => {
+                    let rows = pending.rollup.drain();
+                    self.publish(store, &pending.scope, &rows, covers)?
+                }
+                (None, Writer::Files(dir)) => {
+                    // Bucket by bucket: only one bucket's text is held at a time.
+                    let dir = dir.to_path_buf();
+                    let rows = pending.rollup.drain_each(|bucket, text, _| {
+                        self.write_to(&dir, || append_bucket(&dir, bucket, text))
+                    })?;
+                    self.sent(rows);
+                    Published::Ended
+                }
+                (None, Writer::Kinesis(_)) => {
+                    let rows = pending.rollup.drain();
                     self.write_plain(&rows)?;
                     Published::Ended
                 }
@@ -202,11 +215,10 @@ impl Publisher<'_> {
 
     /// Rows of batches without checkpoints (files, stdin): at least once is all a
     /// source without positions allows.
-    pub(super) fn write_plain(&self, rows: &[(u64, String)]) -> Result<(), SinkError> {
+    pub(super) fn write_plain(&self, rows: &Drained) -> Result<(), SinkError> {
         match &self.writer {
             Writer::Kinesis(writer) => {
-                let text: String = rows.iter().map(|(_, row)| row.as_str()).collect();
-                writer.write(&text, self.metrics, self.lifecycle)?;
+                writer.write(rows.text(), self.metrics, self.lifecycle)?;
             }
             Writer::Files(dir) => self.write_to(dir, || write_files(dir, rows))?,
         }
@@ -236,21 +248,21 @@ impl Publisher<'_> {
         &mut self,
         store: &Checkpoints,
         scope: &Scope,
-        rows: &[(u64, String)],
+        rows: &Drained,
         covers: BTreeMap<String, String>,
     ) -> Result<Published, SinkError> {
         self.publications += 1;
         let id = format!("{}-{}-{}", self.id, self.run, self.publications);
         let lines: Vec<String> = match &self.writer {
             Writer::Kinesis(_) => rows
-                .iter()
+                .rows()
                 .enumerate()
                 .map(|(n, (_, row))| {
                     crate::sinks::aws_kinesis::with_publication(row.trim_end(), &id, n)
                 })
                 .collect(),
             Writer::Files(_) => rows
-                .iter()
+                .rows()
                 .map(|(_, row)| row.trim_end().to_string())
                 .collect(),
         };

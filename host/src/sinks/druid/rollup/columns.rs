@@ -1,0 +1,278 @@
+//! Rolling up a `wasm` transform's columns: no JSON is parsed. A slot made of one
+//! side's attributes gets its code from the owner id, once per owner and table snapshot;
+//! a slot of one field gets it from the field's value, once per distinct value.
+
+use super::{Rollup, Slot};
+use crate::batch::{Columns, Value as ColumnValue};
+use crate::metadata::Table;
+use crate::runtime::ColumnKind;
+use rustc_hash::FxHashMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// How a batch's columns map to the dimensions, with the codes found so far.
+pub(super) struct Plan {
+    /// The table snapshot the batch's owner ids belong to (held, so its address
+    /// identifies it).
+    table: Arc<Table>,
+    /// The batch's column names (held likewise).
+    names: Arc<[String]>,
+    /// Per dimension.
+    sources: Vec<Source>,
+    /// The columns of `start`, `bytes` and `packets`.
+    metrics: [Option<usize>; 3],
+    /// Per slot: what decides its code.
+    slot_sources: Vec<SlotSource>,
+    /// Per side, per owner id: the code of the side's slot (`u32::MAX`: not yet).
+    owner_codes: [Vec<u32>; 2],
+    /// Per slot: codes of the integer values, raw texts and null seen in its field.
+    integers: Vec<FxHashMap<u64, u32>>,
+    texts: Vec<FxHashMap<Box<str>, u32>>,
+    nulls: Vec<Option<u32>>,
+}
+
+/// Where one dimension's value comes from.
+#[derive(Clone)]
+enum Source {
+    /// An attribute of the source (0) or destination (1) owner.
+    Attribute(usize, String),
+    /// A column.
+    Column(usize),
+    /// Nowhere: always null.
+    Null,
+}
+
+/// What decides a slot's code.
+#[derive(Clone, Copy)]
+enum SlotSource {
+    /// The source (0) or destination (1) owner alone: every dimension of the slot is
+    /// one of its attributes.
+    Owner(usize),
+    /// One column: the slot's only dimension.
+    Field(usize),
+    /// Anything else: each dimension looked at for every record.
+    General,
+}
+
+impl Plan {
+    fn new(table: &Arc<Table>, names: &Arc<[String]>, rollup: &Rollup) -> Plan {
+        let column = |name: &str| names.iter().position(|n| n == name);
+        let sources: Vec<Source> = rollup
+            .dimensions
+            .iter()
+            .map(|dimension| {
+                // An owner's attribute wins over a field of the same name, as in the
+                // JSON, where the attributes come last.
+                let attribute = [("src_", 0), ("dst_", 1)]
+                    .iter()
+                    .find_map(|(prefix, side)| {
+                        let key = dimension.strip_prefix(prefix)?;
+                        table
+                            .keys()
+                            .iter()
+                            .any(|k| k == key)
+                            .then(|| Source::Attribute(*side, key.to_string()))
+                    });
+                attribute
+                    .or_else(|| column(dimension).map(Source::Column))
+                    .unwrap_or(Source::Null)
+            })
+            .collect();
+        let slot_sources = rollup
+            .slots
+            .iter()
+            .map(|slot| {
+                let side = |d: &usize| match sources[*d] {
+                    Source::Attribute(side, _) => Some(side),
+                    _ => None,
+                };
+                let first = side(&slot.dimensions[0]);
+                match (first, &slot.dimensions[..]) {
+                    (Some(s), dims) if dims.iter().all(|d| side(d) == Some(s)) => {
+                        SlotSource::Owner(s)
+                    }
+                    (None, &[d]) => match sources[d] {
+                        Source::Column(column) => SlotSource::Field(column),
+                        _ => SlotSource::General,
+                    },
+                    _ => SlotSource::General,
+                }
+            })
+            .collect();
+        let slots = rollup.slots.len();
+        Plan {
+            table: table.clone(),
+            names: names.clone(),
+            metrics: ["start", "bytes", "packets"].map(column),
+            slot_sources,
+            owner_codes: [Vec::new(), Vec::new()],
+            integers: vec![FxHashMap::default(); slots],
+            texts: vec![FxHashMap::default(); slots],
+            nulls: vec![None; slots],
+            sources,
+        }
+    }
+
+    fn fits(&self, columns: &Columns) -> bool {
+        Arc::ptr_eq(&self.table, &columns.table) && Arc::ptr_eq(&self.names, &columns.names)
+    }
+
+    /// Forgets the codes (the slots were drained).
+    pub(super) fn forget_codes(&mut self) {
+        for codes in &mut self.owner_codes {
+            codes.clear();
+        }
+        for map in &mut self.integers {
+            map.clear();
+        }
+        for map in &mut self.texts {
+            map.clear();
+        }
+        self.nulls.fill(None);
+    }
+
+    /// The JSON text of dimension `d` for record `row`.
+    fn json(&self, d: usize, columns: &Columns, row: usize) -> String {
+        match &self.sources[d] {
+            Source::Null => "null".into(),
+            Source::Attribute(side, key) => {
+                let owners = columns.owners(row);
+                let owner = if *side == 0 { owners.0 } else { owners.1 };
+                match self.table.owner(owner).and_then(|o| o.attrs.get(key)) {
+                    Some(value) => serde_json::to_string(value).expect("a string"),
+                    None => "null".into(),
+                }
+            }
+            Source::Column(c) => value_json(columns.value(row, *c)),
+        }
+    }
+}
+
+/// A column value as the component writes it in JSON.
+fn value_json(value: ColumnValue<'_>) -> String {
+    match value {
+        ColumnValue::Null => "null".into(),
+        ColumnValue::Integer(n) => n.to_string(),
+        ColumnValue::Text(text) => json_string(text),
+    }
+}
+
+/// A text as the component writes it in JSON: quoted, with `"`, `\` and control bytes
+/// escaped.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\0'..='\u{1f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+impl Rollup {
+    /// Adds every record of a batch's columns; returns how many were rolled up and how
+    /// many had no start. Owner ids are resolved against the batch's own table snapshot.
+    pub fn add_columns(&mut self, columns: &Columns) -> (u64, u64) {
+        if !self.plan.as_ref().is_some_and(|p| p.fits(columns)) {
+            self.plan = Some(Plan::new(&columns.table, &columns.names, self));
+        }
+        let mut plan = self.plan.take().expect("just made");
+        let (mut added, mut no_start) = (0, 0);
+        let width = columns.names.len();
+        let (values, kinds) = (&columns.raw.values, &columns.raw.kinds);
+        let integer = |base: usize, column: Option<usize>| {
+            column.and_then(|c| {
+                let value = values[base + c];
+                (value != u64::MAX && kinds[c] == ColumnKind::Integer).then_some(value)
+            })
+        };
+        for row in 0..columns.rows() {
+            let base = row * width;
+            let Ok(bucket) = self.bucket(integer(base, plan.metrics[0])) else {
+                no_start += 1;
+                continue;
+            };
+            self.start_key(bucket);
+            for at in 0..self.slots.len() {
+                let code = match plan.slot_sources[at] {
+                    SlotSource::Owner(side) => {
+                        let owners = columns.owners(row);
+                        let owner = if side == 0 { owners.0 } else { owners.1 } as usize;
+                        match plan.owner_codes[side].get(owner) {
+                            Some(&code) if code != u32::MAX => code,
+                            _ => {
+                                let code = general_code(&mut self.slots[at], &plan, columns, row);
+                                let cache = &mut plan.owner_codes[side];
+                                if cache.len() <= owner {
+                                    cache.resize(owner + 1, u32::MAX);
+                                }
+                                cache[owner] = code;
+                                code
+                            }
+                        }
+                    }
+                    SlotSource::Field(column) => field_code(
+                        &mut self.slots[at],
+                        &mut plan,
+                        at,
+                        columns.value(row, column),
+                    ),
+                    SlotSource::General => general_code(&mut self.slots[at], &plan, columns, row),
+                };
+                self.key.push(code);
+            }
+            self.sum(
+                integer(base, plan.metrics[1]).unwrap_or(0),
+                integer(base, plan.metrics[2]).unwrap_or(0),
+            );
+            added += 1;
+        }
+        self.plan = Some(plan);
+        (added, no_start)
+    }
+}
+
+/// The code of a one-field slot for `value`, remembered per distinct value.
+fn field_code(slot: &mut Slot, plan: &mut Plan, at: usize, value: ColumnValue<'_>) -> u32 {
+    let mut code = |value: ColumnValue<'_>| {
+        let json = value_json(value);
+        let mut members = String::new();
+        slot.render(&mut members, |_| &json);
+        slot.members.code(&members)
+    };
+    match value {
+        ColumnValue::Null => *plan.nulls[at].get_or_insert_with(|| code(value)),
+        ColumnValue::Integer(n) => *plan.integers[at].entry(n).or_insert_with(|| code(value)),
+        ColumnValue::Text(text) => match plan.texts[at].get(text) {
+            Some(&c) => c,
+            None => {
+                let c = code(value);
+                plan.texts[at].insert(text.into(), c);
+                c
+            }
+        },
+    }
+}
+
+/// A slot's code for record `row`, from each of its dimensions.
+fn general_code(slot: &mut Slot, plan: &Plan, columns: &Columns, row: usize) -> u32 {
+    let texts: Vec<String> = slot
+        .dimensions
+        .iter()
+        .map(|&d| plan.json(d, columns, row))
+        .collect();
+    let mut members = String::new();
+    let mut next = texts.iter();
+    slot.render(&mut members, |_| next.next().expect("one per dimension"));
+    slot.members.code(&members)
+}

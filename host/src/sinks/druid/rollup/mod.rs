@@ -1,0 +1,469 @@
+//! The rollup: enriched flows summed per time bucket and dimensions, as Druid's own
+//! rollup sums them, grouped on compact keys. A key is the bucket and one code per
+//! *slot*: each side's attribute dimensions (`src_app`, `src_region`, ...) share one
+//! slot, and every other dimension has a slot of its own. A slot's code stands for its
+//! members as they are rendered in a row (`,"src_app":"api","src_region":"eu-west-1"`),
+//! so rows render by copying one text per slot.
+//!
+//! Records come in two shapes: JSON lines (read on a fast path without allocating, see
+//! [`json`]), or a `wasm` transform's columns (see [`columns`]), where a side's code is
+//! found from the owner id once per owner and table snapshot. Both give the same rows.
+
+mod columns;
+mod drained;
+mod json;
+
+pub use drained::Drained;
+
+use drained::{METRIC_KEYS, push_decimal};
+use hashbrown::HashTable;
+use serde_json::Value;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+/// Flows rolled up in memory until the next flush: each row's key (its bucket and one
+/// code per slot) in one flat arena, with its sums beside it.
+pub struct Rollup {
+    dimensions: Vec<String>,
+    granularity: u64,
+    /// The key's slots after the bucket.
+    slots: Vec<Slot>,
+    /// Row `r`'s key is `keys[r * width..][..width]`: the bucket number (start /
+    /// granularity) as two halves, then each slot's code.
+    keys: Vec<u32>,
+    /// Row `r`'s flows, bytes and packets.
+    sums: Vec<[u64; 3]>,
+    /// Row numbers, found by their key's hash.
+    rows: HashTable<u32>,
+    /// The key being built for the current record (reused).
+    key: Vec<u32>,
+    /// A slot's members being rendered for the current record (reused).
+    members: String,
+    /// Each dimension's JSON text in the current line (reused).
+    values: Vec<(usize, usize)>,
+    /// What the n-th member of the last line was: lines of one format list their keys in
+    /// the same order, so one comparison per member tells what it is.
+    roles: Vec<(Box<str>, Role)>,
+    /// How the columns of the last batch map to the dimensions.
+    plan: Option<columns::Plan>,
+}
+
+/// Dimensions that share one code in the key.
+struct Slot {
+    /// Their indexes in the dimensions.
+    dimensions: Vec<usize>,
+    /// Each one's `,"name":` in a row.
+    names: Vec<String>,
+    /// The members' texts seen since the last drain, each with a code.
+    members: Dictionary,
+}
+
+impl Slot {
+    /// Renders the slot's members into `out` (cleared first), dimension `d`'s value
+    /// being `value(d)` (JSON text).
+    fn render<'a>(&self, out: &mut String, mut value: impl FnMut(usize) -> &'a str) {
+        out.clear();
+        for (name, &d) in self.names.iter().zip(&self.dimensions) {
+            out.push_str(name);
+            out.push_str(value(d));
+        }
+    }
+}
+
+/// What a member of an enriched flow counts as: a metric, a dimension, both, or neither.
+#[derive(Clone, Copy)]
+struct Role {
+    /// 0 for `start`, 1 for `bytes`, 2 for `packets`.
+    metric: Option<u8>,
+    /// Its place in the dimensions.
+    dimension: Option<usize>,
+}
+
+/// Distinct texts, each with a code: its place in `texts`. Each text is held once.
+#[derive(Default)]
+struct Dictionary {
+    index: HashTable<u32>,
+    texts: Vec<Box<str>>,
+}
+
+fn hash_text(text: &str) -> u64 {
+    rustc_hash::FxBuildHasher.hash_one(text)
+}
+
+impl Dictionary {
+    /// The code of `text`, given one if it is new.
+    fn code(&mut self, text: &str) -> u32 {
+        let hash = hash_text(text);
+        let texts = &mut self.texts;
+        if let Some(&code) = self.index.find(hash, |&c| *texts[c as usize] == *text) {
+            return code;
+        }
+        let code = texts.len() as u32;
+        texts.push(text.into());
+        self.index
+            .insert_unique(hash, code, |&c| hash_text(&texts[c as usize]));
+        code
+    }
+
+    /// The text of `code`.
+    fn text(&self, code: u32) -> &str {
+        &self.texts[code as usize]
+    }
+
+    /// Each code's rank in the texts' sorted order.
+    fn ranks(&self) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..self.texts.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| self.texts[a as usize].cmp(&self.texts[b as usize]));
+        let mut ranks = vec![0; order.len()];
+        for (rank, code) in order.into_iter().enumerate() {
+            ranks[code as usize] = rank as u32;
+        }
+        ranks
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.texts.clear();
+    }
+}
+
+fn hash_key(key: &[u32]) -> u64 {
+    let mut hasher = rustc_hash::FxHasher::default();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Why a line was not rolled up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skipped {
+    /// Not a JSON object.
+    InvalidJson,
+    /// No integer `start` to put it in a bucket.
+    NoStart,
+}
+
+impl Rollup {
+    /// An empty rollup on `dimensions` with buckets of `granularity` seconds.
+    pub fn new(dimensions: &[String], granularity: u64) -> Rollup {
+        // One slot per side's attributes, in order of first appearance, then one per
+        // other dimension.
+        let mut slot_dimensions: Vec<Vec<usize>> = Vec::new();
+        let mut sides: [Option<usize>; 2] = [None, None];
+        for (d, dimension) in dimensions.iter().enumerate() {
+            let side = ["src_", "dst_"]
+                .iter()
+                .position(|p| dimension.starts_with(p));
+            match side.and_then(|side| sides[side]) {
+                Some(slot) => slot_dimensions[slot].push(d),
+                None => {
+                    if let Some(side) = side {
+                        sides[side] = Some(slot_dimensions.len());
+                    }
+                    slot_dimensions.push(vec![d]);
+                }
+            }
+        }
+        let slots = slot_dimensions
+            .into_iter()
+            .map(|dims| Slot {
+                names: dims
+                    .iter()
+                    .map(|&d| format!(",{}:", Value::String(dimensions[d].clone())))
+                    .collect(),
+                dimensions: dims,
+                members: Dictionary::default(),
+            })
+            .collect();
+        Rollup {
+            dimensions: dimensions.to_vec(),
+            granularity: granularity.max(1),
+            slots,
+            keys: Vec::new(),
+            sums: Vec::new(),
+            rows: HashTable::new(),
+            key: Vec::new(),
+            members: String::new(),
+            values: Vec::new(),
+            roles: Vec::new(),
+            plan: None,
+        }
+    }
+
+    /// Adds one enriched flow (a JSON object).
+    pub fn add(&mut self, line: &str) -> Result<(), Skipped> {
+        // Each dimension's value as a range of `line`, or of `owned` for the slow path.
+        let mut owned = String::new();
+        self.values.clear();
+        self.values.resize(self.dimensions.len(), (0, 0));
+        let (mut start, mut bytes, mut packets) = (None, None, None);
+        let dimensions = &self.dimensions;
+        let values = &mut self.values;
+        let base = line.as_ptr() as usize;
+        let roles = &mut self.roles;
+        let mut member = 0;
+        let fast = json::flat_members(line, |key, value| {
+            let role = match roles.get(member) {
+                Some((known, role)) if **known == *key => *role,
+                _ => {
+                    let role = Role {
+                        metric: ["start", "bytes", "packets"]
+                            .iter()
+                            .position(|m| *m == key)
+                            .map(|m| m as u8),
+                        dimension: dimensions.iter().position(|d| d == key),
+                    };
+                    roles.truncate(member);
+                    roles.push((key.into(), role));
+                    role
+                }
+            };
+            member += 1;
+            let number = || value.parse::<u64>().ok();
+            match role.metric {
+                Some(0) => start = number(),
+                Some(1) => bytes = number(),
+                Some(2) => packets = number(),
+                _ => {}
+            }
+            if let Some(at) = role.dimension {
+                let offset = value.as_ptr() as usize - base;
+                values[at] = (offset, offset + value.len());
+            }
+        });
+        let text: &str = if fast.is_some() {
+            line
+        } else {
+            // Not a flat object: parse it properly (or reject it).
+            let flow: Value = serde_json::from_str(line).map_err(|_| Skipped::InvalidJson)?;
+            let object = flow.as_object().ok_or(Skipped::InvalidJson)?;
+            start = object.get("start").and_then(Value::as_u64);
+            bytes = object.get("bytes").and_then(Value::as_u64);
+            packets = object.get("packets").and_then(Value::as_u64);
+            for (at, dimension) in dimensions.iter().enumerate() {
+                let value = object.get(dimension).unwrap_or(&Value::Null).to_string();
+                values[at] = (owned.len(), owned.len() + value.len());
+                owned.push_str(&value);
+            }
+            &owned
+        };
+        let bucket = self.bucket(start)?;
+        self.start_key(bucket);
+        for slot in &mut self.slots {
+            let values = &self.values;
+            slot.render(&mut self.members, |d| {
+                let (from, to) = values[d];
+                // A dimension the flow lacks is null.
+                if from == to { "null" } else { &text[from..to] }
+            });
+            self.key.push(slot.members.code(&self.members));
+        }
+        self.sum(bytes.unwrap_or(0), packets.unwrap_or(0));
+        Ok(())
+    }
+
+    /// The bucket number of a flow that starts at `start`.
+    fn bucket(&self, start: Option<u64>) -> Result<u64, Skipped> {
+        // A start beyond what milliseconds can hold is no time.
+        let start = start
+            .filter(|&s| s.checked_mul(1000).is_some())
+            .ok_or(Skipped::NoStart)?;
+        Ok(start / self.granularity)
+    }
+
+    /// Starts the key of a record in `bucket`.
+    fn start_key(&mut self, bucket: u64) {
+        self.key.clear();
+        self.key.extend([(bucket >> 32) as u32, bucket as u32]);
+    }
+
+    /// Adds the flow whose key is in `self.key` to its row.
+    fn sum(&mut self, bytes: u64, packets: u64) {
+        let width = self.key.len();
+        let hash = hash_key(&self.key);
+        let keys = &mut self.keys;
+        let found = self.rows.find(hash, |&row| {
+            keys[row as usize * width..][..width] == self.key[..]
+        });
+        let row = match found {
+            Some(&row) => row as usize,
+            None => {
+                let row = self.sums.len();
+                keys.extend_from_slice(&self.key);
+                self.sums.push([0; 3]);
+                self.rows.insert_unique(hash, row as u32, |&row| {
+                    hash_key(&keys[row as usize * width..][..width])
+                });
+                row
+            }
+        };
+        let sums = &mut self.sums[row];
+        sums[0] += 1;
+        sums[1] = sums[1].saturating_add(bytes);
+        sums[2] = sums[2].saturating_add(packets);
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.sums.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// Bytes the rows take (keys, sums, the table), without the slots' texts.
+    pub fn row_bytes(&self) -> usize {
+        self.keys.capacity() * 4 + self.sums.capacity() * 24 + self.rows.capacity() * 5
+    }
+
+    /// Takes every row out, rendered as NDJSON in one text, ordered by bucket and
+    /// dimension values.
+    pub fn drain(&mut self) -> Drained {
+        let mut drained = Drained::default();
+        let rows = self.len();
+        let result: Result<usize, std::convert::Infallible> =
+            self.drain_each(|start, text, ends| {
+                if drained.text.is_empty() {
+                    // Room for all rows, at the first bucket's bytes per row.
+                    drained
+                        .text
+                        .reserve(text.len() / ends.len().max(1) * rows + text.len());
+                    drained.ends.reserve(rows);
+                }
+                let base = drained.text.len();
+                drained.buckets.push((start, drained.ends.len()));
+                drained.text.push_str(text);
+                drained.ends.extend(ends.iter().map(|end| base + end));
+                Ok(())
+            });
+        let Ok(_) = result;
+        drained
+    }
+
+    /// Takes every row out, one bucket at a time in bucket order: `each` gets the
+    /// bucket's start, its rows as NDJSON and where each row ends in that text. Only one
+    /// bucket's text is held at a time. Returns the number of rows; the first error of
+    /// `each` stops the drain (the rows not given yet are dropped).
+    pub fn drain_each<E>(
+        &mut self,
+        mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let order = self.order();
+        let width = self.slots.len() + 2;
+        let bucket_of = |row: u32| -> u64 {
+            let key = &self.keys[row as usize * width..];
+            (u64::from(key[0]) << 32) | u64::from(key[1])
+        };
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        let mut result = Ok(order.len());
+        for run in order.chunk_by(|&a, &b| bucket_of(a) == bucket_of(b)) {
+            let start = bucket_of(run[0]) * self.granularity;
+            text.clear();
+            ends.clear();
+            for &row in run {
+                let key = &self.keys[row as usize * width..][..width];
+                text.push_str("{\"timestamp\":");
+                push_decimal(&mut text, start * 1000);
+                for (slot, &code) in self.slots.iter().zip(&key[2..]) {
+                    text.push_str(slot.members.text(code));
+                }
+                for (name, sum) in METRIC_KEYS.iter().zip(self.sums[row as usize]) {
+                    text.push_str(name);
+                    push_decimal(&mut text, sum);
+                }
+                text.push_str("}\n");
+                ends.push(text.len());
+            }
+            if let Err(error) = each(start, &text, &ends) {
+                result = Err(error);
+                break;
+            }
+        }
+        self.clear();
+        result
+    }
+
+    /// The rows in drain order: by bucket, then by each slot's members as their texts
+    /// sort, so the order depends on the rows alone, not on the order flows came in.
+    fn order(&self) -> Vec<u32> {
+        let width = self.slots.len() + 2;
+        let ranks: Vec<Vec<u32>> = self.slots.iter().map(|s| s.members.ranks()).collect();
+        let keys = || self.keys.chunks_exact(width);
+        let bucket = |key: &[u32]| (u64::from(key[0]) << 32) | u64::from(key[1]);
+        let mut buckets: Vec<u64> = keys().map(bucket).collect();
+        buckets.sort_unstable();
+        buckets.dedup();
+        // The bucket's and slots' ranks packed into one number when they fit: a plain
+        // integer sort.
+        let bits = |n: usize| usize::BITS - n.saturating_sub(1).leading_zeros();
+        let widths: Vec<u32> = ranks.iter().map(|r| bits(r.len())).collect();
+        if bits(buckets.len()) + widths.iter().sum::<u32>() <= 128 {
+            let mut packed: Vec<(u128, u32)> = keys()
+                .enumerate()
+                .map(|(row, key)| {
+                    let mut value = buckets.binary_search(&bucket(key)).expect("seen") as u128;
+                    for ((&code, ranks), &width) in key[2..].iter().zip(&ranks).zip(&widths) {
+                        value = (value << width) | u128::from(ranks[code as usize]);
+                    }
+                    (value, row as u32)
+                })
+                .collect();
+            packed.sort_unstable();
+            return packed.into_iter().map(|(_, row)| row).collect();
+        }
+        let mut sort_keys: Vec<u32> = Vec::with_capacity(self.keys.len());
+        for key in keys() {
+            sort_keys.extend_from_slice(&key[..2]);
+            sort_keys.extend(
+                key[2..]
+                    .iter()
+                    .zip(&ranks)
+                    .map(|(&code, ranks)| ranks[code as usize]),
+            );
+        }
+        let mut order: Vec<u32> = (0..self.sums.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            sort_keys[a as usize * width..][..width].cmp(&sort_keys[b as usize * width..][..width])
+        });
+        order
+    }
+
+    /// Forgets every row and code.
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.sums.clear();
+        self.rows.clear();
+        for slot in &mut self.slots {
+            slot.members.clear();
+        }
+        if let Some(plan) = &mut self.plan {
+            plan.forget_codes();
+        }
+    }
+}
+
+/// `2023-11-14T22:13` style UTC time of `epoch` seconds, without separators that some
+/// file systems refuse (`20231114T2213Z`).
+pub fn bucket_name(epoch: u64) -> String {
+    // Howard Hinnant's civil-from-days.
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

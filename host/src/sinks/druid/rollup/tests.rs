@@ -1,0 +1,232 @@
+use super::*;
+use serde_json::Value;
+
+#[test]
+fn rolls_up_per_bucket_and_dimensions() {
+    let dims: Vec<String> = ["src_app", "protocol"].map(String::from).into();
+    let mut rollup = Rollup::new(&dims, 60);
+    for line in [
+        r#"{"start":120,"src_app":"api","protocol":6,"bytes":10,"packets":1}"#,
+        r#"{"start":179,"src_app":"api","protocol":6,"bytes":5,"packets":2}"#,
+        r#"{"start":180,"src_app":"api","protocol":6,"bytes":1,"packets":1}"#,
+        r#"{"start":121,"src_app":null,"protocol":17,"bytes":null,"packets":3}"#,
+    ] {
+        rollup.add(line).unwrap();
+    }
+    assert_eq!(rollup.add("{\"start\":null}"), Err(Skipped::NoStart));
+    assert_eq!(rollup.add("not json"), Err(Skipped::InvalidJson));
+    let rows: Vec<String> = rollup.drain().rows().map(|(_, r)| r.to_string()).collect();
+    assert_eq!(
+        rows,
+        vec![
+            "{\"timestamp\":120000,\"src_app\":\"api\",\"protocol\":6,\"flows\":2,\"bytes\":15,\"packets\":3}\n",
+            "{\"timestamp\":120000,\"src_app\":null,\"protocol\":17,\"flows\":1,\"bytes\":0,\"packets\":3}\n",
+            "{\"timestamp\":180000,\"src_app\":\"api\",\"protocol\":6,\"flows\":1,\"bytes\":1,\"packets\":1}\n",
+        ]
+    );
+    assert!(rollup.is_empty());
+}
+
+#[test]
+fn the_fast_path_agrees_with_a_json_parser() {
+    let dims: Vec<String> = ["a", "b", "c"].map(String::from).into();
+    for line in [
+        r#"{"start":60,"a":"x","b":7,"c":null,"bytes":3,"packets":1}"#,
+        r#" { "start" : 60 , "a" : "x\"y,}" , "b":true,"bytes":3 } "#,
+        r#"{"start":61,"b":{"nested":1},"a":"x"}"#,
+        r#"{"start":62,"a":["list"],"bytes":9}"#,
+        r#"{"start":63}"#,
+        r#"{"start":64,"a":"\u00e9","b":-0,"c":1e5}"#,
+        r#"{"\u0073tart":65,"a":"x"}"#,
+    ] {
+        let mut fast = Rollup::new(&dims, 60);
+        fast.add(line).unwrap();
+        // The reference: the same line through serde_json.
+        let value: Value = serde_json::from_str(line).unwrap();
+        let o = value.as_object().unwrap();
+        let want = format!(
+            "{{\"timestamp\":60000,\"a\":{},\"b\":{},\"c\":{},\"flows\":1,\"bytes\":{},\"packets\":{}}}\n",
+            o.get("a").unwrap_or(&Value::Null),
+            o.get("b").unwrap_or(&Value::Null),
+            o.get("c").unwrap_or(&Value::Null),
+            o.get("bytes").and_then(Value::as_u64).unwrap_or(0),
+            o.get("packets").and_then(Value::as_u64).unwrap_or(0),
+        );
+        assert_eq!(fast.drain().text(), want, "{line}");
+    }
+    let mut rollup = Rollup::new(&dims, 60);
+    for bad in [
+        "{\"start\":1",
+        "{\"start\":1}}",
+        "[1]",
+        "{\"a\":1,}",
+        "{\"start\":1,\"a\":xyz}",
+        "{\"start\":1,\"a\":1x}",
+        "{\"start\":1,\"a\":01}",
+        "{\"start\":1,\"a\":1.}",
+        "{\"start\":1,\"a\":-.5}",
+        "{\"start\":1,\"a\":\"bad \\q escape\"}",
+        "{\"start\":1,\"a\":\"raw \u{1} control\"}",
+    ] {
+        assert_eq!(rollup.add(bad), Err(Skipped::InvalidJson), "{bad}");
+    }
+}
+
+#[test]
+fn compact_keys_agree_with_grouping_on_text() {
+    // Random flows over a few values per dimension, some members missing, some
+    // lines with keys in another order: rows and their order must be what grouping
+    // on the texts gives, also on a second round after a drain.
+    let dims: Vec<String> = ["a", "b", "c"].map(String::from).into();
+    let mut rollup = Rollup::new(&dims, 60);
+    let mut seed = 7u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..2 {
+        let mut want: std::collections::BTreeMap<(u64, Vec<String>), [u64; 3]> = Default::default();
+        for _ in 0..5_000 {
+            let start = next(300);
+            let a = format!("\"x{}\"", next(30));
+            let b = next(5).to_string();
+            let c = ["null", "true", "\"é\""][next(3) as usize];
+            let (bytes, packets) = (next(1000), next(10));
+            let line = if next(2) == 0 {
+                format!(
+                    r#"{{"start":{start},"a":{a},"b":{b},"c":{c},"bytes":{bytes},"packets":{packets}}}"#
+                )
+            } else {
+                format!(
+                    r#"{{"b":{b},"packets":{packets},"start":{start},"a":{a},"bytes":{bytes}}}"#
+                )
+            };
+            let c = if line.contains("\"c\"") { c } else { "null" };
+            rollup.add(&line).unwrap();
+            let sums = want
+                .entry((start - start % 60, vec![a, b, c.to_string()]))
+                .or_default();
+            sums[0] += 1;
+            sums[1] += bytes;
+            sums[2] += packets;
+        }
+        let want: Vec<String> = want
+            .into_iter()
+            .map(|((bucket, values), [flows, bytes, packets])| {
+                format!(
+                    "{{\"timestamp\":{},\"a\":{},\"b\":{},\"c\":{},\"flows\":{flows},\"bytes\":{bytes},\"packets\":{packets}}}\n",
+                    bucket * 1000,
+                    values[0],
+                    values[1],
+                    values[2]
+                )
+            })
+            .collect();
+        let rows: Vec<String> = rollup.drain().rows().map(|(_, r)| r.to_string()).collect();
+        assert_eq!(rows, want);
+        assert!(rollup.is_empty());
+    }
+}
+
+#[test]
+fn rows_come_out_per_bucket_in_one_text() {
+    let dims: Vec<String> = ["a"].map(String::from).into();
+    let mut rollup = Rollup::new(&dims, 60);
+    for start in [200, 10, 70, 15, 130] {
+        rollup
+            .add(&format!(r#"{{"start":{start},"a":"{}"}}"#, start % 2))
+            .unwrap();
+    }
+    let drained = rollup.drain();
+    assert_eq!(drained.len(), 5);
+    let buckets: Vec<(u64, usize)> = drained
+        .buckets()
+        .map(|(b, text)| (b, text.lines().count()))
+        .collect();
+    assert_eq!(buckets, [(0, 2), (60, 1), (120, 1), (180, 1)]);
+    let rows: Vec<(u64, &str)> = drained.rows().collect();
+    assert_eq!(
+        rows[0],
+        (
+            0,
+            "{\"timestamp\":0,\"a\":\"0\",\"flows\":1,\"bytes\":0,\"packets\":0}\n"
+        )
+    );
+    assert_eq!(
+        rows.iter().map(|(_, r)| *r).collect::<String>(),
+        drained.text()
+    );
+    assert_eq!(
+        super::METRIC_KEYS.map(|k| k.trim_matches([',', ':', '"'])),
+        super::super::METRICS
+    );
+}
+
+#[test]
+fn bucket_names_are_utc() {
+    assert_eq!(bucket_name(0), "19700101T0000Z");
+    assert_eq!(bucket_name(1_700_000_000), "20231114T2213Z");
+    assert_eq!(bucket_name(951_782_400), "20000229T0000Z");
+}
+
+#[test]
+fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
+    // Two dimensions of each side share a slot; the rows must be those of grouping on
+    // every dimension's text, and the drained text must not depend on the input order.
+    let dims: Vec<String> = ["src_app", "dst_app", "proto", "src_zone", "dst_zone"]
+        .map(String::from)
+        .into();
+    let mut seed = 11u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut lines = Vec::new();
+    let mut want: std::collections::BTreeMap<Vec<String>, [u64; 3]> = Default::default();
+    for _ in 0..3_000 {
+        let start = next(180);
+        let values = [
+            format!("\"a{}\"", next(7)),
+            ["null", "\"b\"", "\"c\\\"q\""][next(3) as usize].to_string(),
+            next(3).to_string(),
+            format!("\"z{}\"", next(2)),
+            ["null", "\"y\""][next(2) as usize].to_string(),
+        ];
+        let bytes = next(100);
+        let mut line = format!("{{\"start\":{start},\"bytes\":{bytes}");
+        for (d, v) in dims.iter().zip(&values) {
+            line.push_str(&format!(",\"{d}\":{v}"));
+        }
+        line.push('}');
+        lines.push(line);
+        let mut key = vec![(start - start % 60).to_string()];
+        key.extend(values);
+        let sums = want.entry(key).or_default();
+        sums[0] += 1;
+        sums[1] += bytes;
+    }
+    let drain = |lines: &mut dyn Iterator<Item = &String>| {
+        let mut rollup = Rollup::new(&dims, 60);
+        for line in lines {
+            rollup.add(line).unwrap();
+        }
+        rollup.drain().text().to_string()
+    };
+    let forward = drain(&mut lines.iter());
+    assert_eq!(forward, drain(&mut lines.iter().rev()), "order of its own");
+    let got: std::collections::BTreeMap<Vec<String>, [u64; 3]> = forward
+        .lines()
+        .map(|row| {
+            let row: Value = serde_json::from_str(row).unwrap();
+            let mut key = vec![(row["timestamp"].as_u64().unwrap() / 1000).to_string()];
+            key.extend(dims.iter().map(|d| row[d].to_string()));
+            let sums = ["flows", "bytes", "packets"].map(|m| row[m].as_u64().unwrap());
+            (key, sums)
+        })
+        .collect();
+    assert_eq!(got, want);
+}
