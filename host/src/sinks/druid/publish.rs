@@ -182,7 +182,7 @@ impl Publisher<'_> {
                     self.publish(store, &pending.scope, &rows, covers)?
                 }
                 (None, Writer::Files(dir)) => {
-                    // Bucket by bucket: only one bucket's text is held at a time.
+                    // A few MiB of rows at a time, each piece appended to its bucket's file.
                     let dir = dir.to_path_buf();
                     let rows = pending.rollup.drain_each(|bucket, text, _| {
                         self.write_to(&dir, || append_bucket(&dir, bucket, text))

@@ -20,16 +20,21 @@ use hashbrown::HashTable;
 use serde_json::Value;
 use std::hash::{BuildHasher, Hash, Hasher};
 
-/// Flows rolled up in memory until the next flush: each row's key (its bucket and one
-/// code per slot) in one flat arena, with its sums beside it.
+/// Flows rolled up in memory until the next flush: each row's key (its bucket's code and
+/// one code per slot) in one flat arena, with its sums beside it.
 pub struct Rollup {
     dimensions: Vec<String>,
     granularity: u64,
     /// The key's slots after the bucket.
     slots: Vec<Slot>,
-    /// Row `r`'s key is `keys[r * width..][..width]`: the bucket number (start /
-    /// granularity) as two halves, then each slot's code.
+    /// Row `r`'s key is `keys[r * width..][..width]`: its bucket's code, then each
+    /// slot's code.
     keys: Vec<u32>,
+    /// The buckets (start / granularity) seen since the last drain, by code.
+    buckets: Vec<u64>,
+    /// Bucket codes by bucket, and the last one looked up.
+    bucket_codes: rustc_hash::FxHashMap<u64, u32>,
+    last_bucket: Option<(u64, u32)>,
     /// Row `r`'s flows, bytes and packets.
     sums: Vec<[u64; 3]>,
     /// Row numbers, found by their key's hash.
@@ -111,13 +116,7 @@ impl Dictionary {
 
     /// Each code's rank in the texts' sorted order.
     fn ranks(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.texts.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| self.texts[a as usize].cmp(&self.texts[b as usize]));
-        let mut ranks = vec![0; order.len()];
-        for (rank, code) in order.into_iter().enumerate() {
-            ranks[code as usize] = rank as u32;
-        }
-        ranks
+        rank_of(&self.texts)
     }
 
     fn clear(&mut self) {
@@ -125,6 +124,21 @@ impl Dictionary {
         self.texts.clear();
     }
 }
+
+/// Each element's rank in the sorted order of `values`.
+fn rank_of<T: Ord>(values: &[T]) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..values.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| values[a as usize].cmp(&values[b as usize]));
+    let mut ranks = vec![0; order.len()];
+    for (rank, code) in order.into_iter().enumerate() {
+        ranks[code as usize] = rank as u32;
+    }
+    ranks
+}
+
+/// About how much row text [`Rollup::drain_each`] renders before handing it over
+/// (little in unit tests, so that their buckets come in several pieces).
+const DRAIN_CHUNK_BYTES: usize = if cfg!(test) { 300 } else { 4 << 20 };
 
 fn hash_key(key: &[u32]) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
@@ -178,6 +192,9 @@ impl Rollup {
             granularity: granularity.max(1),
             slots,
             keys: Vec::new(),
+            buckets: Vec::new(),
+            bucket_codes: Default::default(),
+            last_bucket: None,
             sums: Vec::new(),
             rows: HashTable::new(),
             key: Vec::new(),
@@ -271,8 +288,20 @@ impl Rollup {
 
     /// Starts the key of a record in `bucket`.
     fn start_key(&mut self, bucket: u64) {
+        let code = match self.last_bucket {
+            Some((last, code)) if last == bucket => code,
+            _ => {
+                let next = self.buckets.len() as u32;
+                let code = *self.bucket_codes.entry(bucket).or_insert(next);
+                if code == next {
+                    self.buckets.push(bucket);
+                }
+                self.last_bucket = Some((bucket, code));
+                code
+            }
+        };
         self.key.clear();
-        self.key.extend([(bucket >> 32) as u32, bucket as u32]);
+        self.key.push(code);
     }
 
     /// Adds the flow whose key is in `self.key` to its row.
@@ -287,6 +316,12 @@ impl Rollup {
             Some(&row) => row as usize,
             None => {
                 let row = self.sums.len();
+                if row == self.sums.capacity() {
+                    // Grown by a quarter, not doubled: rows are most of the sink's memory.
+                    let more = (row / 4).max(1024);
+                    self.sums.reserve_exact(more);
+                    keys.reserve_exact(more * width);
+                }
                 keys.extend_from_slice(&self.key);
                 self.sums.push([0; 3]);
                 self.rows.insert_unique(hash, row as u32, |&row| {
@@ -331,7 +366,9 @@ impl Rollup {
                     drained.ends.reserve(rows);
                 }
                 let base = drained.text.len();
-                drained.buckets.push((start, drained.ends.len()));
+                if drained.buckets.last().is_none_or(|&(b, _)| b != start) {
+                    drained.buckets.push((start, drained.ends.len()));
+                }
                 drained.text.push_str(text);
                 drained.ends.extend(ends.iter().map(|end| base + end));
                 Ok(())
@@ -340,20 +377,19 @@ impl Rollup {
         drained
     }
 
-    /// Takes every row out, one bucket at a time in bucket order: `each` gets the
-    /// bucket's start, its rows as NDJSON and where each row ends in that text. Only one
-    /// bucket's text is held at a time. Returns the number of rows; the first error of
-    /// `each` stops the drain (the rows not given yet are dropped).
+    /// Takes every row out, in bucket order, a few MiB at a time: `each` gets a bucket's
+    /// start, some of its rows as NDJSON and where each row ends in that text (a bucket's
+    /// rows may come in several calls, in order). Only that much text is held at a time.
+    /// Returns the number of rows; the first error of `each` stops the drain (the rows
+    /// not given yet are dropped).
     pub fn drain_each<E>(
         &mut self,
         mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let order = self.order();
-        let width = self.slots.len() + 2;
-        let bucket_of = |row: u32| -> u64 {
-            let key = &self.keys[row as usize * width..];
-            (u64::from(key[0]) << 32) | u64::from(key[1])
-        };
+        let width = self.slots.len() + 1;
+        let bucket_of =
+            |row: u32| -> u64 { self.buckets[self.keys[row as usize * width] as usize] };
         let mut text = String::new();
         let mut ends = Vec::new();
         let mut result = Ok(order.len());
@@ -365,7 +401,7 @@ impl Rollup {
                 let key = &self.keys[row as usize * width..][..width];
                 text.push_str("{\"timestamp\":");
                 push_decimal(&mut text, start * 1000);
-                for (slot, &code) in self.slots.iter().zip(&key[2..]) {
+                for (slot, &code) in self.slots.iter().zip(&key[1..]) {
                     text.push_str(slot.members.text(code));
                 }
                 for (name, sum) in METRIC_KEYS.iter().zip(self.sums[row as usize]) {
@@ -374,8 +410,18 @@ impl Rollup {
                 }
                 text.push_str("}\n");
                 ends.push(text.len());
+                if text.len() >= DRAIN_CHUNK_BYTES {
+                    if let Err(error) = each(start, &text, &ends) {
+                        self.clear();
+                        return Err(error);
+                    }
+                    text.clear();
+                    ends.clear();
+                }
             }
-            if let Err(error) = each(start, &text, &ends) {
+            if !ends.is_empty()
+                && let Err(error) = each(start, &text, &ends)
+            {
                 result = Err(error);
                 break;
             }
@@ -387,23 +433,19 @@ impl Rollup {
     /// The rows in drain order: by bucket, then by each slot's members as their texts
     /// sort, so the order depends on the rows alone, not on the order flows came in.
     fn order(&self) -> Vec<u32> {
-        let width = self.slots.len() + 2;
-        let ranks: Vec<Vec<u32>> = self.slots.iter().map(|s| s.members.ranks()).collect();
+        let width = self.slots.len() + 1;
+        let mut ranks: Vec<Vec<u32>> = vec![rank_of(&self.buckets)];
+        ranks.extend(self.slots.iter().map(|s| s.members.ranks()));
         let keys = || self.keys.chunks_exact(width);
-        let bucket = |key: &[u32]| (u64::from(key[0]) << 32) | u64::from(key[1]);
-        let mut buckets: Vec<u64> = keys().map(bucket).collect();
-        buckets.sort_unstable();
-        buckets.dedup();
-        // The bucket's and slots' ranks packed into one number when they fit: a plain
-        // integer sort.
+        // The ranks packed into one number when they fit: a plain integer sort.
         let bits = |n: usize| usize::BITS - n.saturating_sub(1).leading_zeros();
         let widths: Vec<u32> = ranks.iter().map(|r| bits(r.len())).collect();
-        if bits(buckets.len()) + widths.iter().sum::<u32>() <= 128 {
+        if widths.iter().sum::<u32>() <= 128 {
             let mut packed: Vec<(u128, u32)> = keys()
                 .enumerate()
                 .map(|(row, key)| {
-                    let mut value = buckets.binary_search(&bucket(key)).expect("seen") as u128;
-                    for ((&code, ranks), &width) in key[2..].iter().zip(&ranks).zip(&widths) {
+                    let mut value = 0u128;
+                    for ((&code, ranks), &width) in key.iter().zip(&ranks).zip(&widths) {
                         value = (value << width) | u128::from(ranks[code as usize]);
                     }
                     (value, row as u32)
@@ -414,10 +456,8 @@ impl Rollup {
         }
         let mut sort_keys: Vec<u32> = Vec::with_capacity(self.keys.len());
         for key in keys() {
-            sort_keys.extend_from_slice(&key[..2]);
             sort_keys.extend(
-                key[2..]
-                    .iter()
+                key.iter()
                     .zip(&ranks)
                     .map(|(&code, ranks)| ranks[code as usize]),
             );
@@ -432,6 +472,9 @@ impl Rollup {
     /// Forgets every row and code.
     fn clear(&mut self) {
         self.keys.clear();
+        self.buckets.clear();
+        self.bucket_codes.clear();
+        self.last_bucket = None;
         self.sums.clear();
         self.rows.clear();
         for slot in &mut self.slots {
