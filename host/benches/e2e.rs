@@ -186,13 +186,14 @@ fn child(command: &mut Command) -> Measured {
     }
 }
 
-/// A pipeline reading `flows`, enriching with `metadata` and writing to `sink`.
-fn pipeline(dir: &Path, name: &str, sink: &str) -> std::path::PathBuf {
+/// A pipeline reading `flows`, enriching with `metadata` on `workers` workers and
+/// writing to `sink`.
+fn pipeline(dir: &Path, name: &str, sink: &str, workers: usize) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
         "[metadata.owners]\ntype = \"file\"\npath = \"metadata.jsonl\"\nretention_secs = 0\n\n\
          [sources.flows]\ntype = \"file\"\npath = \"flows.log\"\n\n\
-         [transforms.enrich]\ntype = \"wasm\"\ninputs = [\"flows\"]\nmetadata = \"owners\"\n\n\
+         [transforms.enrich]\ntype = \"wasm\"\ninputs = [\"flows\"]\nmetadata = \"owners\"\nworkers = {workers}\n\n\
          [sinks.out]\ninputs = [\"enrich\"]\n{sink}\n"
     );
     std::fs::write(&path, text).unwrap();
@@ -227,8 +228,13 @@ fn main() {
             .stdout(devnull())
             .stderr(devnull()),
     );
-    let run = |name: &str, sink: &str| {
-        let config = pipeline(dir.path(), name, sink);
+    let run = |name: &str, sink: &str, workers: usize| {
+        // What an earlier run wrote is gone and on disk: its writeback does not fall
+        // into this run.
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        let config = pipeline(dir.path(), name, sink, workers);
         child(
             Command::new(binary)
                 .current_dir(dir.path())
@@ -238,8 +244,18 @@ fn main() {
                 .stderr(devnull()),
         )
     };
-    let to_file = run("to_file", "type = \"file\"\npath = \"out/enriched.ndjson\"");
-    let to_druid = run("to_druid", "type = \"druid\"\npath = \"out/druid\"");
+    let to_file = run(
+        "to_file",
+        "type = \"file\"\npath = \"out/enriched.ndjson\"",
+        1,
+    );
+    let to_file_2 = run(
+        "to_file_2",
+        "type = \"file\"\npath = \"out/enriched.ndjson\"",
+        2,
+    );
+    let to_druid_2 = run("to_druid_2", "type = \"druid\"\npath = \"out/druid\"", 2);
+    let to_druid = run("to_druid", "type = \"druid\"\npath = \"out/druid\"", 1);
     let druid_rows: usize = std::fs::read_dir(dir.path().join("out/druid"))
         .unwrap()
         .map(|entry| bytecount(&std::fs::read(entry.unwrap().path()).unwrap()))
@@ -377,7 +393,13 @@ fn main() {
 
     println!(
         "{:<46} {:>12} {:>12} {:>8} {:>8} {:>9} {:>8}",
-        "what (1 worker)", "flows/s", "flows/CPU-s", "wall ×", "CPU ×", "sys/user", "RSS MiB"
+        "what (1 worker unless said)",
+        "flows/s",
+        "flows/CPU-s",
+        "wall ×",
+        "CPU ×",
+        "sys/user",
+        "RSS MiB"
     );
     let report = |what: &str, m: &Measured| {
         println!(
@@ -394,7 +416,9 @@ fn main() {
     report("component, columns only (no JSON)", &columns_only);
     report("flowenrich enrich (stdin → stdout)", &enrich);
     report("run: file → wasm → file", &to_file);
+    report("  … with 2 workers", &to_file_2);
     report("run: file → wasm → druid (rollup files)", &to_druid);
+    report("  … with 2 workers", &to_druid_2);
     report(
         "envelopes → inflate → parse → wasm → rows",
         &kinesis_to_rows,
@@ -402,6 +426,11 @@ fn main() {
     assert_eq!(
         druid_rows, rows,
         "the pipeline and the in-process run agree"
+    );
+    println!(
+        "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}×",
+        to_file.wall / to_file_2.wall,
+        to_druid.wall / to_druid_2.wall
     );
     let per_flow = |seconds: f64| seconds * 1e9 / total as f64;
     println!(

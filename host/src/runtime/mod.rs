@@ -157,12 +157,15 @@ impl Runtime {
         if std::env::var_os("FLOWENRICH_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
+        // Room for every transform's workers on a large host, and then some.
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let instances = (4 * cores as u32 + 32).max(64);
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
-            .total_component_instances(64)
-            .total_core_instances(64)
-            .total_memories(64)
-            .total_tables(64)
+            .total_component_instances(instances)
+            .total_core_instances(instances)
+            .total_memories(instances)
+            .total_tables(instances)
             .max_memory_size(options.max_memory_bytes)
             // A fresh instance (after a trap or a hot swap) reuses a pooled memory slot;
             // keeping its first pages resident (zeroed, not decommitted) spares the first

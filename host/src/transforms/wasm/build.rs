@@ -29,6 +29,7 @@ pub struct WasmPlan {
     table: Option<Arc<SharedTable>>,
     whole_batches: bool,
     needs: crate::config::OutputNeeds,
+    workers: usize,
 }
 
 /// Compiles (or reuses) the component and checks the configured format with it.
@@ -81,6 +82,7 @@ pub fn plan(
         table: config.metadata.as_ref().map(|name| cx.tables[name].clone()),
         whole_batches: cx.whole_batches,
         needs: cx.needs.clone(),
+        workers: config.workers(),
     })
 }
 
@@ -88,11 +90,29 @@ impl TransformPlan for WasmPlan {
     fn start(self: Box<Self>, cx: TransformContext) -> Result<StartedTransform, BuildError> {
         let plan = *self;
         let id = cx.id;
-        let worker = cx
+        let mut worker = cx
             .runtime
             .worker(&plan.component, &plan.options.limits)
             .map_err(|e| BuildError::new(format!("transforms.{id}.component"), e))?;
+        if plan.workers > 1 {
+            // The pool runs the batches; this thread's instance is made again only if
+            // held lines need it.
+            worker.set_component(&plan.component);
+        }
         let shared = Arc::new(SharedComponent::new(plan.component.clone()));
+        let pool = (plan.workers > 1)
+            .then(|| {
+                super::pool::Pool::start(
+                    &id,
+                    plan.workers,
+                    &cx.runtime,
+                    &shared.current(),
+                    &plan.options.limits,
+                )
+            })
+            .transpose()
+            .map_err(|e| BuildError::new(format!("transforms.{id}.workers"), e))?;
+        cx.metrics.gauge("workers", plan.workers as i64);
         let options = Arc::new(ArcSwap::from_pointee(plan.options));
         cx.metrics.gauge("component_generation", 1);
         swap::record_info(&cx.metrics, &shared.current());
@@ -122,6 +142,7 @@ impl TransformPlan for WasmPlan {
             needs: plan.needs,
             columns,
             worker,
+            pool,
             component: shared,
             generation: 1,
             table: plan.table,

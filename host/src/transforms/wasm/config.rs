@@ -54,6 +54,11 @@ pub struct Config {
     /// `flowenrich test`) that a new component must pass before it is swapped in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixtures: Option<PathBuf>,
+    /// Component instances processing batches at once, each on its own thread with its
+    /// own store; any batch may go to any of them, and results go on in arrival order.
+    /// Default: the cores available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
 }
 
 fn default_batch_timeout_ms() -> u64 {
@@ -86,7 +91,17 @@ const LIVE_KEYS: [&str; 6] = [
     "memory_limit_mib",
 ];
 
+/// Most workers one transform may have (each holds a component instance).
+pub const MAX_WORKERS: usize = 256;
+
 impl Config {
+    /// How many workers: as configured, else the cores available.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
     /// How often the component file is checked (`None`: only on reload requests).
     pub fn reload_interval(&self) -> Option<Duration> {
         (self.reload_interval_ms > 0).then(|| Duration::from_millis(self.reload_interval_ms))
@@ -130,6 +145,15 @@ impl TransformKind for Config {
             ));
         }
         Invalid::at_least_1(key, "batch_timeout_ms", self.batch_timeout_ms)?;
+        if let Some(workers) = self.workers {
+            Invalid::at_least_1(key, "workers", workers as u64)?;
+            if workers > MAX_WORKERS {
+                return Err(Invalid::new(
+                    format!("{key}.workers"),
+                    format!("at most {MAX_WORKERS}"),
+                ));
+            }
+        }
         Invalid::at_least_1(key, "memory_limit_mib", self.memory_limit_mib as u64)
     }
 

@@ -5,6 +5,7 @@
 mod build;
 mod config;
 mod live;
+mod pool;
 pub mod swap;
 
 pub use build::{ComponentCache, WasmPlan};
@@ -28,8 +29,11 @@ pub const LOGGED_DEAD_LETTERS: u64 = 20;
 pub struct WasmTransform {
     /// Component id, for dead letters and logs.
     pub id: String,
-    /// The component instance.
+    /// The component instance of the transform's own thread (held lines, and every
+    /// batch when there is no pool).
     pub worker: Worker,
+    /// Workers on threads of their own, when the transform has more than one.
+    pub pool: Option<pool::Pool>,
     /// The component to run, replaceable while the transform runs (hot swap).
     pub component: Arc<crate::transforms::wasm::swap::SharedComponent>,
     /// The generation `worker` runs.
@@ -181,6 +185,32 @@ impl Waiting {
     }
 }
 
+/// A batch ready for the component.
+struct Prepared {
+    options: ProcessOptions,
+    table: Arc<Table>,
+    /// The columns asked for.
+    names: Arc<[String]>,
+    generation: Arc<swap::Generation>,
+    limits: WorkerLimits,
+}
+
+/// A batch with the workers, in arrival order.
+struct InFlight {
+    batch: crate::topology::output::Taken,
+    prepared: Prepared,
+    result: pool::Pending,
+}
+
+/// What the transform keeps between batches.
+#[derive(Default)]
+struct State {
+    /// Format per stream, set by S3 header lines.
+    formats: HashMap<Arc<str>, String>,
+    held: Vec<HeldLine>,
+    held_bytes: usize,
+}
+
 /// What one trip through the component produced.
 struct Submitted {
     /// Indexes (in the submitted text) of lines the component held back.
@@ -202,110 +232,193 @@ impl WasmTransform {
     /// an unusable result) goes to the dead-letter output with its reason, and a panic
     /// fails the pipeline through the lifecycle.
     pub fn run(mut self, input: &mut Input) {
-        // Format per stream, set by S3 header lines.
-        let mut formats: HashMap<Arc<str>, String> = HashMap::new();
-        let mut held: Vec<HeldLine> = Vec::new();
-        let mut held_bytes = 0usize;
+        let mut state = State::default();
         let mut seen_version = self.table_version();
+        let mut in_flight: std::collections::VecDeque<InFlight> = Default::default();
+        // With workers, up to two batches per worker are out at once.
+        let depth = self.pool.as_ref().map_or(0, |pool| 2 * pool.len());
+        let mut ended = false;
         loop {
-            let next = if held.is_empty() {
-                input.recv().map(Some).ok_or(Ended)
+            let next = if ended {
+                None
+            } else if !in_flight.is_empty() {
+                if in_flight.len() >= depth {
+                    None
+                } else {
+                    match input.recv_timeout(std::time::Duration::ZERO) {
+                        Ok(next) => next,
+                        Err(Ended) => {
+                            ended = true;
+                            None
+                        }
+                    }
+                }
+            } else if state.held.is_empty() {
+                let next = input.recv();
+                ended = next.is_none();
+                next
             } else {
-                input.recv_timeout(HOLD_TICK)
-            };
-            let Ok(next) = next else { break };
-            if let Some(batch) = next {
-                self.metrics.received(batch.lines as u64);
-                crate::failpoint::hit("wasm_transform.before_submit");
-                let options = self.options.load_full();
-                let format = formats
-                    .get(&batch.stream)
-                    .cloned()
-                    .or_else(|| options.format.clone());
-                let hold = options.holdback.is_some();
-                let mut submitted =
-                    self.submit(batch.shared(), format.as_deref(), hold, false, &mut formats);
-                let whole = self.whole_batches && !batch.acks.is_empty();
-                let waits =
-                    whole && (!submitted.held.is_empty() || self.waiting.busy(&batch.stream));
-                let output_id = match submitted.output.take() {
-                    Some(out) if waits => Some(self.waiting.push(out, submitted.held.len())),
-                    None if waits => Some(self.waiting.push(
-                        LineBatch {
-                            columns: None,
-                            permit: None,
-                            text: String::new(),
-                            lines: 0,
-                            stream: batch.stream.clone(),
-                            stream_start: batch.stream_start,
-                            stream_end: batch.stream_end,
-                            acks: batch.acks.clone(),
-                        },
-                        submitted.held.len(),
-                    )),
-                    Some(out) => {
-                        self.output.send(Arc::new(out));
+                match input.recv_timeout(HOLD_TICK) {
+                    Ok(next) => next,
+                    Err(Ended) => {
+                        ended = true;
                         None
                     }
-                    None => None,
-                };
-                if batch.stream_end {
-                    formats.remove(&batch.stream);
                 }
-                if !submitted.held.is_empty() {
-                    let lines: Vec<&str> = batch.text.lines().collect();
-                    let now = Instant::now();
-                    self.metrics
-                        .count("holdback_held_total", submitted.held.len() as u64);
-                    held.extend(submitted.held.iter().filter_map(|&i| {
-                        let line = lines.get(i as usize)?.to_string();
-                        held_bytes += line.len();
-                        Some(HeldLine {
-                            line,
-                            acks: batch.acks.clone(),
-                            stream: batch.stream.clone(),
-                            format: submitted.format.clone(),
-                            since: now,
-                            overflow: false,
-                            output: output_id,
-                        })
-                    }));
-                }
-                // Over its bounds, the buffer lets its oldest lines go unattributed. What
-                // waits for held lines (whole-batch mode) counts against the bound too,
-                // and releasing the oldest lets it go.
-                let mut over = 0;
-                let (mut lines_left, mut bytes_left) =
-                    (held.len(), held_bytes + self.waiting.bytes);
-                for line in &mut held {
-                    if lines_left <= options.holdback_max_lines
-                        && bytes_left <= options.holdback_max_bytes
+            };
+            match next {
+                Some(batch) => {
+                    self.metrics.received(batch.lines as u64);
+                    crate::failpoint::hit("wasm_transform.before_submit");
+                    // A stream's first batch may set the format of the rest (an S3
+                    // header): its later batches wait for its result.
+                    let same_stream = |f: &InFlight| f.batch.stream == batch.stream;
+                    if in_flight
+                        .iter()
+                        .any(|f| same_stream(f) && (f.batch.stream_start || batch.stream_start))
                     {
-                        break;
+                        while let Some(front) = in_flight.pop_front() {
+                            self.complete(front, &mut state);
+                        }
                     }
-                    line.overflow = true;
-                    lines_left -= 1;
-                    bytes_left -= line.line.len();
-                    over += 1;
+                    let options = self.options.load_full();
+                    let format = state
+                        .formats
+                        .get(&batch.stream)
+                        .cloned()
+                        .or_else(|| options.format.clone());
+                    let hold = options.holdback.is_some();
+                    if self.pool.is_some() {
+                        let prepared = self.prepare(batch.shared(), format.as_deref(), hold, false);
+                        let result = self.pool.as_ref().expect("a pool").submit(
+                            batch.shared().clone(),
+                            prepared.options.clone(),
+                            prepared.table.clone(),
+                            prepared.generation.clone(),
+                            prepared.limits.clone(),
+                        );
+                        in_flight.push_back(InFlight {
+                            batch,
+                            prepared,
+                            result,
+                        });
+                    } else {
+                        let submitted = self.submit(
+                            batch.shared(),
+                            format.as_deref(),
+                            hold,
+                            false,
+                            &mut state.formats,
+                        );
+                        self.settle(batch, submitted, &mut state);
+                    }
                 }
-                if over > 0 {
-                    self.metrics.count("holdback_overflow_total", over);
-                }
-                // Its output and its held lines carry its acknowledgements on.
-                batch.done();
+                None => match in_flight.pop_front() {
+                    Some(front) => self.complete(front, &mut state),
+                    None if ended => break,
+                    None => {}
+                },
             }
-            if !held.is_empty() {
+            if !state.held.is_empty() {
                 let version = self.table_version();
                 let changed = version != seen_version;
                 seen_version = version;
-                held = self.retry(held, changed, false);
-                held_bytes = held.iter().map(|h| h.line.len()).sum();
+                state.held = self.retry(std::mem::take(&mut state.held), changed, false);
+                state.held_bytes = state.held.iter().map(|h| h.line.len()).sum();
             }
             self.waiting.flush(&self.output);
         }
         // Nothing is lost at shutdown: whatever is still held goes out unattributed.
-        self.retry(held, false, true);
+        self.retry(state.held, false, true);
         self.waiting.flush(&self.output);
+    }
+
+    /// Takes a batch's result from the workers and goes on with it.
+    fn complete(&mut self, in_flight: InFlight, state: &mut State) {
+        let InFlight {
+            batch,
+            prepared,
+            result,
+        } = in_flight;
+        let submitted = self.finish(batch.shared(), prepared, result.wait(), &mut state.formats);
+        self.settle(batch, submitted, state);
+    }
+
+    /// Sends a processed batch's output on (or queues it behind its stream's waiting
+    /// outputs), keeps its held lines, and bounds the holdback buffer.
+    fn settle(
+        &mut self,
+        batch: crate::topology::output::Taken,
+        mut submitted: Submitted,
+        state: &mut State,
+    ) {
+        let options = self.options.load_full();
+        let whole = self.whole_batches && !batch.acks.is_empty();
+        let waits = whole && (!submitted.held.is_empty() || self.waiting.busy(&batch.stream));
+        let output_id = match submitted.output.take() {
+            Some(out) if waits => Some(self.waiting.push(out, submitted.held.len())),
+            None if waits => Some(self.waiting.push(
+                LineBatch {
+                    columns: None,
+                    permit: None,
+                    text: String::new(),
+                    lines: 0,
+                    stream: batch.stream.clone(),
+                    stream_start: batch.stream_start,
+                    stream_end: batch.stream_end,
+                    acks: batch.acks.clone(),
+                },
+                submitted.held.len(),
+            )),
+            Some(out) => {
+                self.output.send(Arc::new(out));
+                None
+            }
+            None => None,
+        };
+        if batch.stream_end {
+            state.formats.remove(&batch.stream);
+        }
+        if !submitted.held.is_empty() {
+            let lines: Vec<&str> = batch.text.lines().collect();
+            let now = Instant::now();
+            self.metrics
+                .count("holdback_held_total", submitted.held.len() as u64);
+            state.held.extend(submitted.held.iter().filter_map(|&i| {
+                let line = lines.get(i as usize)?.to_string();
+                state.held_bytes += line.len();
+                Some(HeldLine {
+                    line,
+                    acks: batch.acks.clone(),
+                    stream: batch.stream.clone(),
+                    format: submitted.format.clone(),
+                    since: now,
+                    overflow: false,
+                    output: output_id,
+                })
+            }));
+        }
+        // Over its bounds, the buffer lets its oldest lines go unattributed. What
+        // waits for held lines (whole-batch mode) counts against the bound too,
+        // and releasing the oldest lets it go.
+        let mut over = 0;
+        let (mut lines_left, mut bytes_left) =
+            (state.held.len(), state.held_bytes + self.waiting.bytes);
+        for line in &mut state.held {
+            if lines_left <= options.holdback_max_lines && bytes_left <= options.holdback_max_bytes
+            {
+                break;
+            }
+            line.overflow = true;
+            lines_left -= 1;
+            bytes_left -= line.line.len();
+            over += 1;
+        }
+        if over > 0 {
+            self.metrics.count("holdback_overflow_total", over);
+        }
+        // Its output and its held lines carry its acknowledgements on.
+        batch.done();
     }
 
     fn table_version(&self) -> u64 {
@@ -451,12 +564,9 @@ impl WasmTransform {
         }
     }
 
-    /// Runs one batch through the component against the current table and sends its
-    /// dead letters on; its output is the caller's to send.
-    ///
-    /// JSON is rendered when a consumer reads it, when lines may be held (a batch that
-    /// waits for its held lines takes them as JSON), and when `json` says so; columns
-    /// when a consumer reads them.
+    /// Runs one batch through the component against the current table, on this
+    /// thread's instance, and sends its dead letters on; its output is the caller's to
+    /// send.
     fn submit(
         &mut self,
         batch: &SharedBatch,
@@ -465,36 +575,79 @@ impl WasmTransform {
         json: bool,
         formats: &mut HashMap<Arc<str>, String>,
     ) -> Submitted {
-        // New limits and a new component generation are picked up here, between batches.
-        self.worker.set_limits(&self.options.load().limits);
-        let current = self.component.current();
-        if current.number != self.generation {
-            self.worker.set_component(&current.component);
-            self.columns = columns_for(&self.needs, &current.component);
-            self.generation = current.number;
-            tracing::info!(message = "Transform runs a new component generation.", component_id = %self.id, generation = current.number, version = %current.component.info.version);
+        let prepared = self.prepare(batch, format, hold, json);
+        let result = self
+            .worker
+            .process_with(&batch.text, &prepared.options, &prepared.table);
+        self.finish(batch, prepared, result, formats)
+    }
+
+    /// What a batch is to be processed with: the current component generation and
+    /// limits (picked up here, between batches), the table snapshot, and the options.
+    ///
+    /// JSON is rendered when a consumer reads it, when lines may be held (a batch that
+    /// waits for its held lines takes them as JSON), and when `json` says so; columns
+    /// when a consumer reads them.
+    fn prepare(
+        &mut self,
+        batch: &SharedBatch,
+        format: Option<&str>,
+        hold: bool,
+        json: bool,
+    ) -> Prepared {
+        let limits = self.options.load().limits.clone();
+        self.worker.set_limits(&limits);
+        let generation = self.component.current();
+        if generation.number != self.generation {
+            self.worker.set_component(&generation.component);
+            self.columns = columns_for(&self.needs, &generation.component);
+            self.generation = generation.number;
+            tracing::info!(message = "Transform runs a new component generation.", component_id = %self.id, generation = generation.number, version = %generation.component.info.version);
         }
         let table = self
             .table
             .as_ref()
             .map_or_else(|| EMPTY_TABLE.clone(), |t| t.snapshot());
+        Prepared {
+            options: ProcessOptions {
+                format: format.map(str::to_string),
+                stream_start: batch.stream_start,
+                hold_unattributed: hold,
+                json: json || hold || self.needs.json,
+                columns: self.columns.to_vec(),
+            },
+            table,
+            names: self.columns.clone(),
+            generation,
+            limits,
+        }
+    }
+
+    /// Turns a batch's result into what goes on: metrics, dead letters, the output.
+    fn finish(
+        &mut self,
+        batch: &SharedBatch,
+        prepared: Prepared,
+        result: Result<crate::runtime::Processed, CallError>,
+        formats: &mut HashMap<Arc<str>, String>,
+    ) -> Submitted {
+        let Prepared {
+            options,
+            table,
+            names,
+            ..
+        } = prepared;
+        let format = options.format.as_deref();
         let mut held = Vec::new();
         let mut format_after = format.map(str::to_string);
         // Every line, unless the result says which (set below).
         let mut rejected_lines: Vec<u32> = (0..batch.lines as u32).collect();
-        let options = ProcessOptions {
-            format: format.map(str::to_string),
-            stream_start: batch.stream_start,
-            hold_unattributed: hold,
-            json: json || hold || self.needs.json,
-            columns: self.columns.to_vec(),
-        };
         let mut columns = None;
-        let (output, rejected) = match self.worker.process_with(&batch.text, &options, &table) {
+        let (output, rejected) = match result {
             Ok(result) => {
                 columns = result.columns.map(|raw| {
                     Arc::new(Columns {
-                        names: self.columns.clone(),
+                        names,
                         raw,
                         input: batch.clone(),
                         table: table.clone(),
