@@ -1,7 +1,8 @@
 //! The user's job end to end, against the component alone, in one run.
 //!
 //! `cargo bench -p flowenrich --bench e2e` (options: `--lines N`, default 1,000,000;
-//! `--events-per-envelope N`, default 100). Generates its own data: N default-format
+//! `--events-per-envelope N`, default 100; `--apps N`: the owned addresses belong to N
+//! applications instead of one each, for a rollup of fewer rows). Generates its own data: N default-format
 //! lines between 100,000 addresses (90 % IPv4, 10 % IPv6), half of them assigned to
 //! 50,000 owners at time 0 (app, cluster, account, region, zone), random source and
 //! destination pairs, starts spread over 80 s — a high-cardinality rollup. Then it
@@ -48,15 +49,17 @@ fn address(i: u64) -> String {
     }
 }
 
-/// The metadata changelog: every even address is its own owner from time 0.
-fn metadata() -> String {
+/// The metadata changelog: every even address is owned from time 0, by its own
+/// application, or with `apps`, by one of that many.
+fn metadata(apps: Option<u64>) -> String {
     let regions = ["us-east-1", "us-west-2", "eu-west-1"];
     let mut text = String::new();
-    for i in (0..ADDRESSES).step_by(2) {
+    for address_number in (0..ADDRESSES).step_by(2) {
+        let i = apps.map_or(address_number, |apps| address_number / 2 % apps);
         let region = regions[(i % 3) as usize];
         text.push_str(&format!(
             "{{\"ts\": 0, \"op\": \"assign\", \"ip\": \"{}\", \"attrs\": {{\"app\": \"app{i}\", \"cluster\": \"app{i}-prod\", \"account\": \"{}\", \"region\": \"{region}\", \"zone\": \"{region}{}\"}}}}\n",
-            address(i),
+            address(address_number),
             100_000_000_000 + i % 40,
             ["a", "b", "c"][(i % 3) as usize],
         ));
@@ -206,7 +209,7 @@ fn main() {
     let per_envelope = support::option(&args, "--events-per-envelope").unwrap_or(100);
     let binary = env!("CARGO_BIN_EXE_flowenrich");
     let dir = tempfile::tempdir().unwrap();
-    let metadata_text = metadata();
+    let metadata_text = metadata(support::option(&args, "--apps").map(|n| n as u64));
     std::fs::write(dir.path().join("metadata.jsonl"), &metadata_text).unwrap();
     write_flows(&dir.path().join("flows.log"), total);
     if let Some(keep) = std::env::var_os("E2E_KEEP") {

@@ -62,17 +62,37 @@ pub struct WasmTransform {
     pub columns: Arc<[String]>,
 }
 
-/// The columns to ask of `component`: those of `needs` that it parses.
+/// The columns to ask of `component`: those of `needs` that it parses, or none at all
+/// when it lacks one that is not an owner's attribute (`src_*`, `dst_*`, which the host
+/// holds): then its consumers read its JSON instead, whose members the columns might
+/// not match.
 pub fn columns_for(
     needs: &crate::config::OutputNeeds,
     component: &crate::runtime::LoadedComponent,
 ) -> Arc<[String]> {
+    let offered = |c: &String| component.info.fields.contains(c);
+    let attribute = |c: &String| c.starts_with("src_") || c.starts_with("dst_");
+    if needs.columns.iter().any(|c| !offered(c) && !attribute(c)) {
+        return Arc::from([]);
+    }
     needs
         .columns
         .iter()
-        .filter(|c| component.info.fields.contains(c))
+        .filter(|c| offered(c))
         .cloned()
         .collect()
+}
+
+/// Whether a batch is to be rendered as JSON: when a consumer reads JSON, when lines
+/// may be held (a batch that waits for its held lines takes them as JSON), when the
+/// caller asks for it, and when consumers need records the columns cannot give.
+fn renders_json(
+    needs: &crate::config::OutputNeeds,
+    columns: &[String],
+    hold: bool,
+    asked: bool,
+) -> bool {
+    asked || hold || needs.json || (columns.is_empty() && !needs.columns.is_empty())
 }
 
 /// The transform options that a config reload may change while it runs.
@@ -583,11 +603,8 @@ impl WasmTransform {
     }
 
     /// What a batch is to be processed with: the current component generation and
-    /// limits (picked up here, between batches), the table snapshot, and the options.
-    ///
-    /// JSON is rendered when a consumer reads it, when lines may be held (a batch that
-    /// waits for its held lines takes them as JSON), and when `json` says so; columns
-    /// when a consumer reads them.
+    /// limits (picked up here, between batches), the table snapshot, and the options
+    /// (JSON as [`renders_json`] says, columns when a consumer reads them).
     fn prepare(
         &mut self,
         batch: &SharedBatch,
@@ -613,7 +630,7 @@ impl WasmTransform {
                 format: format.map(str::to_string),
                 stream_start: batch.stream_start,
                 hold_unattributed: hold,
-                json: json || hold || self.needs.json,
+                json: renders_json(&self.needs, &self.columns, hold, json),
                 columns: self.columns.to_vec(),
             },
             table,
@@ -767,5 +784,50 @@ impl WasmTransform {
                 acks: acks.to_vec(),
             }));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OutputNeeds;
+
+    #[test]
+    fn columns_only_when_the_component_gives_every_field_asked_for() {
+        let runtime = crate::runtime::Runtime::new(Default::default()).unwrap();
+        let mut component = runtime.load(crate::embedded::COMPONENT).unwrap();
+        let needs = OutputNeeds {
+            json: false,
+            columns: ["src_app", "protocol", "start", "dst_team"]
+                .map(String::from)
+                .to_vec(),
+        };
+        // Attributes are the host's; fields the component's.
+        assert_eq!(&*columns_for(&needs, &component), ["protocol", "start"]);
+        assert!(!renders_json(
+            &needs,
+            &columns_for(&needs, &component),
+            false,
+            false
+        ));
+        // A field it does not parse: JSON, no columns.
+        let mut unknown = needs.clone();
+        unknown.columns.push("app_tier".into());
+        assert!(columns_for(&unknown, &component).is_empty());
+        assert!(renders_json(&unknown, &[], false, false));
+        // A component that offers no columns at all (one built without them): JSON.
+        component.info.fields.clear();
+        let none = columns_for(&needs, &component);
+        assert!(none.is_empty());
+        assert!(renders_json(&needs, &none, false, false));
+        // Holding, or a consumer of JSON, renders it whatever the columns.
+        assert!(renders_json(&needs, &["start".to_string()], true, false));
+        let json = OutputNeeds {
+            json: true,
+            ..needs.clone()
+        };
+        assert!(renders_json(&json, &["start".to_string()], false, false));
+        // Nobody downstream: nothing asked, nothing rendered.
+        assert!(!renders_json(&OutputNeeds::default(), &[], false, false));
     }
 }
