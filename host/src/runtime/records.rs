@@ -302,6 +302,52 @@ mod tests {
     }
 
     #[test]
+    fn columns_must_fit_the_records_and_what_was_asked() {
+        let table = table();
+        let api = table.lookup("10.0.0.1".parse().unwrap(), 5);
+        fn lists<'a>(owners: &'a [u32], values: &'a [u64]) -> Lists<'a> {
+            Lists {
+                drafts: b"",
+                spans: &[],
+                owners,
+                values,
+            }
+        }
+        // Without JSON: owners and one value per column of each record, kept as given.
+        let owners = &[api, 0, 0, api][..];
+        let taken = take(&table, lists(owners, &[1, 2, 3, 4]), 10, false, 2).unwrap();
+        assert_eq!((taken.lines, taken.text.as_str()), (2, ""));
+        assert_eq!((taken.owners.len(), taken.values), (4, vec![1, 2, 3, 4]));
+        assert!(matches!(
+            take(&table, lists(owners, &[1, 2, 3]), 10, false, 2),
+            Err(InvalidResult::Values {
+                values: 3,
+                records: 2,
+                columns: 2
+            })
+        ));
+        assert_eq!(
+            take(&table, lists(&[0, 7777], &[]), 10, false, 0).err(),
+            Some(InvalidResult::Owner(7777))
+        );
+        // JSON handed over when none was asked for.
+        let json = Lists {
+            drafts: b"{",
+            spans: &[0, 1],
+            owners: &[0, 0],
+            values: &[],
+        };
+        assert!(matches!(
+            take(&table, json, 10, false, 0),
+            Err(InvalidResult::Shape { .. })
+        ));
+        assert!(matches!(
+            take(&table, lists(owners, &[1, 2, 3, 4]), 1, false, 2),
+            Err(InvalidResult::TooMany { .. })
+        ));
+    }
+
+    #[test]
     fn rejects_results_that_do_not_hold_together() {
         let table = table();
         let drafts = "{\"b\":\"é\"".as_bytes();
