@@ -172,7 +172,10 @@ pub type SharedBatch = Arc<LineBatch>;
 
 /// Appends one raw line (with or without its `\n`) to batch text, replacing invalid UTF-8.
 pub fn push_line(text: &mut String, raw: &[u8]) {
-    text.push_str(&String::from_utf8_lossy(raw));
+    match std::str::from_utf8(raw) {
+        Ok(line) => text.push_str(line),
+        Err(_) => text.push_str(&String::from_utf8_lossy(raw)),
+    }
     if !text.ends_with('\n') {
         text.push('\n');
     }

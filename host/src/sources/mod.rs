@@ -277,10 +277,16 @@ impl<'a> Batcher<'a> {
         if self.lines == 0 && !end {
             return;
         }
+        // The next batch's text starts with room for as much as this one: one
+        // allocation per batch, not one per doubling.
+        let room = self
+            .text
+            .len()
+            .min(BATCH_MAX_BYTES + self.max_line_bytes + 1);
         let batch = LineBatch {
             columns: None,
             permit: None,
-            text: std::mem::take(&mut self.text),
+            text: std::mem::replace(&mut self.text, String::with_capacity(room)),
             lines: std::mem::take(&mut self.lines),
             stream: self.stream.clone(),
             stream_start: !std::mem::replace(&mut self.started, true),
