@@ -27,16 +27,15 @@ pub struct Rollup {
     granularity: u64,
     /// The key's slots after the bucket.
     slots: Vec<Slot>,
-    /// Row `r`'s key is `keys[r * width..][..width]`: its bucket's code, then each
-    /// slot's code.
+    /// Row `r` is `keys[r * stride..][..stride]`: its key (its bucket's code, then
+    /// each slot's code), then its flows, bytes and packets as pairs of `u32` halves,
+    /// so that finding a row and adding to it touch the same cache line.
     keys: Vec<u32>,
     /// The buckets (start / granularity) seen since the last drain, by code.
     buckets: Vec<u64>,
     /// Bucket codes by bucket, and the last one looked up.
     bucket_codes: rustc_hash::FxHashMap<u64, u32>,
     last_bucket: Option<(u64, u32)>,
-    /// Row `r`'s flows, bytes and packets.
-    sums: Vec<[u64; 3]>,
     /// Row numbers, found by their key's hash.
     rows: HashTable<u32>,
     /// The key being built for the current record (reused).
@@ -136,6 +135,9 @@ fn rank_of<T: Ord>(values: &[T]) -> Vec<u32> {
     ranks
 }
 
+/// `u32`s of a row's flows, bytes and packets.
+const SUM_WORDS: usize = 6;
+
 /// About how much row text [`Rollup::drain_each`] renders before handing it over
 /// (little in unit tests, so that their buckets come in several pieces).
 const DRAIN_CHUNK_BYTES: usize = if cfg!(test) { 300 } else { 4 << 20 };
@@ -195,7 +197,6 @@ impl Rollup {
             buckets: Vec::new(),
             bucket_codes: Default::default(),
             last_bucket: None,
-            sums: Vec::new(),
             rows: HashTable::new(),
             key: Vec::new(),
             members: String::new(),
@@ -307,48 +308,57 @@ impl Rollup {
     /// Adds the flow whose key is in `self.key` to its row.
     fn sum(&mut self, bytes: u64, packets: u64) {
         let width = self.key.len();
+        let stride = width + SUM_WORDS;
         let hash = hash_key(&self.key);
         let keys = &mut self.keys;
         let found = self.rows.find(hash, |&row| {
-            keys[row as usize * width..][..width] == self.key[..]
+            keys[row as usize * stride..][..width] == self.key[..]
         });
         let row = match found {
             Some(&row) => row as usize,
             None => {
-                let row = self.sums.len();
-                if row == self.sums.capacity() {
+                let row = keys.len() / stride;
+                if keys.len() == keys.capacity() {
                     // Grown by a quarter, not doubled: rows are most of the sink's memory.
-                    let more = (row / 4).max(1024);
-                    self.sums.reserve_exact(more);
-                    keys.reserve_exact(more * width);
+                    keys.reserve_exact((row / 4).max(1024) * stride);
                 }
                 keys.extend_from_slice(&self.key);
-                self.sums.push([0; 3]);
+                keys.extend_from_slice(&[0; SUM_WORDS]);
                 self.rows.insert_unique(hash, row as u32, |&row| {
-                    hash_key(&keys[row as usize * width..][..width])
+                    hash_key(&keys[row as usize * stride..][..width])
                 });
                 row
             }
         };
-        let sums = &mut self.sums[row];
-        sums[0] += 1;
-        sums[1] = sums[1].saturating_add(bytes);
-        sums[2] = sums[2].saturating_add(packets);
+        let sums = &mut keys[row * stride + width..][..SUM_WORDS];
+        for (at, add) in [1, bytes, packets].into_iter().enumerate() {
+            let value =
+                (u64::from(sums[2 * at + 1]) << 32 | u64::from(sums[2 * at])).saturating_add(add);
+            sums[2 * at] = value as u32;
+            sums[2 * at + 1] = (value >> 32) as u32;
+        }
+    }
+
+    /// Row `row`'s flows, bytes and packets.
+    fn sums(&self, row: usize) -> [u64; 3] {
+        let width = self.slots.len() + 1;
+        let sums = &self.keys[row * (width + SUM_WORDS) + width..][..SUM_WORDS];
+        [0, 1, 2].map(|at| u64::from(sums[2 * at + 1]) << 32 | u64::from(sums[2 * at]))
     }
 
     /// Rows held.
     pub fn len(&self) -> usize {
-        self.sums.len()
+        self.keys.len() / (self.slots.len() + 1 + SUM_WORDS)
     }
 
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.sums.is_empty()
+        self.keys.is_empty()
     }
 
     /// Bytes the rows take (keys, sums, the table), without the slots' texts.
     pub fn row_bytes(&self) -> usize {
-        self.keys.capacity() * 4 + self.sums.capacity() * 24 + self.rows.capacity() * 5
+        self.keys.capacity() * 4 + self.rows.capacity() * 5
     }
 
     /// Takes every row out, rendered as NDJSON in one text, ordered by bucket and
@@ -388,8 +398,9 @@ impl Rollup {
     ) -> Result<usize, E> {
         let order = self.order();
         let width = self.slots.len() + 1;
+        let stride = width + SUM_WORDS;
         let bucket_of =
-            |row: u32| -> u64 { self.buckets[self.keys[row as usize * width] as usize] };
+            |row: u32| -> u64 { self.buckets[self.keys[row as usize * stride] as usize] };
         let mut text = String::new();
         let mut ends = Vec::new();
         let mut result = Ok(order.len());
@@ -398,13 +409,13 @@ impl Rollup {
             text.clear();
             ends.clear();
             for &row in run {
-                let key = &self.keys[row as usize * width..][..width];
+                let key = &self.keys[row as usize * stride..][..width];
                 text.push_str("{\"timestamp\":");
                 push_decimal(&mut text, start * 1000);
                 for (slot, &code) in self.slots.iter().zip(&key[1..]) {
                     text.push_str(slot.members.text(code));
                 }
-                for (name, sum) in METRIC_KEYS.iter().zip(self.sums[row as usize]) {
+                for (name, sum) in METRIC_KEYS.iter().zip(self.sums(row as usize)) {
                     text.push_str(name);
                     push_decimal(&mut text, sum);
                 }
@@ -436,7 +447,11 @@ impl Rollup {
         let width = self.slots.len() + 1;
         let mut ranks: Vec<Vec<u32>> = vec![rank_of(&self.buckets)];
         ranks.extend(self.slots.iter().map(|s| s.members.ranks()));
-        let keys = || self.keys.chunks_exact(width);
+        let keys = || {
+            self.keys
+                .chunks_exact(width + SUM_WORDS)
+                .map(move |row| &row[..width])
+        };
         // The ranks packed into one number when they fit: a plain integer sort.
         let bits = |n: usize| usize::BITS - n.saturating_sub(1).leading_zeros();
         let widths: Vec<u32> = ranks.iter().map(|r| bits(r.len())).collect();
@@ -454,7 +469,7 @@ impl Rollup {
             packed.sort_unstable();
             return packed.into_iter().map(|(_, row)| row).collect();
         }
-        let mut sort_keys: Vec<u32> = Vec::with_capacity(self.keys.len());
+        let mut sort_keys: Vec<u32> = Vec::with_capacity(self.len() * width);
         for key in keys() {
             sort_keys.extend(
                 key.iter()
@@ -462,7 +477,7 @@ impl Rollup {
                     .map(|(&code, ranks)| ranks[code as usize]),
             );
         }
-        let mut order: Vec<u32> = (0..self.sums.len() as u32).collect();
+        let mut order: Vec<u32> = (0..self.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| {
             sort_keys[a as usize * width..][..width].cmp(&sort_keys[b as usize * width..][..width])
         });
@@ -475,7 +490,6 @@ impl Rollup {
         self.buckets.clear();
         self.bucket_codes.clear();
         self.last_bucket = None;
-        self.sums.clear();
         self.rows.clear();
         for slot in &mut self.slots {
             slot.members.clear();
