@@ -176,23 +176,13 @@ impl Publisher<'_> {
             pending.rollup.drain();
             outcome = Published::LeaseLost;
         } else if !pending.rollup.is_empty() {
-            outcome = match (&pending.store, &self.writer) {
-                (Some(store), _) => {
+            outcome = match &pending.store {
+                Some(store) => {
                     let rows = pending.rollup.drain();
                     self.publish(store, &pending.scope, &rows, covers)?
                 }
-                (None, Writer::Files(dir)) => {
-                    // A few MiB of rows at a time, each piece appended to its bucket's file.
-                    let dir = dir.to_path_buf();
-                    let rows = pending.rollup.drain_each(|bucket, text, _| {
-                        self.write_to(&dir, || append_bucket(&dir, bucket, text))
-                    })?;
-                    self.sent(rows);
-                    Published::Ended
-                }
-                (None, Writer::Kinesis(_)) => {
-                    let rows = pending.rollup.drain();
-                    self.write_plain(&rows)?;
+                None => {
+                    self.write_plain(&mut pending.rollup)?;
                     Published::Ended
                 }
             };
@@ -214,15 +204,20 @@ impl Publisher<'_> {
     }
 
     /// Rows of batches without checkpoints (files, stdin): at least once is all a
-    /// source without positions allows.
-    pub(super) fn write_plain(&self, rows: &Drained) -> Result<(), SinkError> {
-        match &self.writer {
+    /// source without positions allows. To files, a few MiB of rows at a time, each
+    /// piece appended to its bucket's file.
+    pub(super) fn write_plain(&self, rollup: &mut Rollup) -> Result<(), SinkError> {
+        let rows = match &self.writer {
             Writer::Kinesis(writer) => {
+                let rows = rollup.drain();
                 writer.write(rows.text(), self.metrics, self.lifecycle)?;
+                rows.len()
             }
-            Writer::Files(dir) => self.write_to(dir, || write_files(dir, rows))?,
-        }
-        self.sent(rows.len());
+            Writer::Files(dir) => rollup.drain_each(|bucket, text, _| {
+                self.write_to(dir, || append_bucket(dir, bucket, text))
+            })?,
+        };
+        self.sent(rows);
         Ok(())
     }
 

@@ -207,7 +207,8 @@ impl Waiting {
 
 /// A batch ready for the component.
 struct Prepared {
-    options: ProcessOptions,
+    /// Shared with the worker that runs the batch.
+    options: Arc<ProcessOptions>,
     table: Arc<Table>,
     /// The columns asked for.
     names: Arc<[String]>,
@@ -310,13 +311,11 @@ impl WasmTransform {
                     let hold = options.holdback.is_some();
                     if self.pool.is_some() {
                         let prepared = self.prepare(batch.shared(), format.as_deref(), hold, false);
-                        let result = self.pool.as_ref().expect("a pool").submit(
-                            batch.shared().clone(),
-                            prepared.options.clone(),
-                            prepared.table.clone(),
-                            prepared.generation.clone(),
-                            prepared.limits.clone(),
-                        );
+                        let result = self
+                            .pool
+                            .as_ref()
+                            .expect("a pool")
+                            .submit(batch.shared().clone(), &prepared);
                         in_flight.push_back(InFlight {
                             batch,
                             prepared,
@@ -626,13 +625,13 @@ impl WasmTransform {
             .as_ref()
             .map_or_else(|| EMPTY_TABLE.clone(), |t| t.snapshot());
         Prepared {
-            options: ProcessOptions {
+            options: Arc::new(ProcessOptions {
                 format: format.map(str::to_string),
                 stream_start: batch.stream_start,
                 hold_unattributed: hold,
                 json: renders_json(&self.needs, &self.columns, hold, json),
                 columns: self.columns.to_vec(),
-            },
+            }),
             table,
             names: self.columns.clone(),
             generation,

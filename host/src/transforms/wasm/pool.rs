@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 /// One batch for a worker.
 struct Job {
     batch: SharedBatch,
-    options: ProcessOptions,
+    options: Arc<ProcessOptions>,
     table: Arc<Table>,
     generation: Arc<Generation>,
     limits: WorkerLimits,
@@ -82,23 +82,16 @@ impl Pool {
         })
     }
 
-    /// Hands a batch to the next free worker (waiting while every worker has one
-    /// queued).
-    pub fn submit(
-        &self,
-        batch: SharedBatch,
-        options: ProcessOptions,
-        table: Arc<Table>,
-        generation: Arc<Generation>,
-        limits: WorkerLimits,
-    ) -> Pending {
+    /// Hands a batch, prepared by the transform, to the next free worker (waiting
+    /// while every worker has one queued).
+    pub(super) fn submit(&self, batch: SharedBatch, prepared: &super::Prepared) -> Pending {
         let (reply, result) = std::sync::mpsc::sync_channel(1);
         let job = Job {
             batch,
-            options,
-            table,
-            generation,
-            limits,
+            options: prepared.options.clone(),
+            table: prepared.table.clone(),
+            generation: prepared.generation.clone(),
+            limits: prepared.limits.clone(),
             reply,
         };
         if let Some(jobs) = &self.jobs {

@@ -245,9 +245,8 @@ impl Rollup {
 /// The code of a one-field slot for `value`, remembered per distinct value.
 fn field_code(slot: &mut Slot, plan: &mut Plan, at: usize, value: ColumnValue<'_>) -> u32 {
     let mut code = |value: ColumnValue<'_>| {
-        let json = value_json(value);
         let mut members = String::new();
-        slot.render(&mut members, |_| &json);
+        slot.render(&mut members, |_, out| out.push_str(&value_json(value)));
         slot.members.code(&members)
     };
     match value {
@@ -266,13 +265,9 @@ fn field_code(slot: &mut Slot, plan: &mut Plan, at: usize, value: ColumnValue<'_
 
 /// A slot's code for record `row`, from each of its dimensions.
 fn general_code(slot: &mut Slot, plan: &Plan, columns: &Columns, row: usize) -> u32 {
-    let texts: Vec<String> = slot
-        .dimensions
-        .iter()
-        .map(|&d| plan.json(d, columns, row))
-        .collect();
     let mut members = String::new();
-    let mut next = texts.iter();
-    slot.render(&mut members, |_| next.next().expect("one per dimension"));
+    slot.render(&mut members, |d, out| {
+        out.push_str(&plan.json(d, columns, row))
+    });
     slot.members.code(&members)
 }

@@ -62,13 +62,13 @@ struct Slot {
 }
 
 impl Slot {
-    /// Renders the slot's members into `out` (cleared first), dimension `d`'s value
-    /// being `value(d)` (JSON text).
-    fn render<'a>(&self, out: &mut String, mut value: impl FnMut(usize) -> &'a str) {
+    /// Renders the slot's members into `out` (cleared first): each dimension's name,
+    /// then its value (JSON text) as `value(d, out)` appends it.
+    fn render(&self, out: &mut String, mut value: impl FnMut(usize, &mut String)) {
         out.clear();
         for (name, &d) in self.names.iter().zip(&self.dimensions) {
             out.push_str(name);
-            out.push_str(value(d));
+            value(d, out);
         }
     }
 }
@@ -267,10 +267,10 @@ impl Rollup {
         self.start_key(bucket);
         for slot in &mut self.slots {
             let values = &self.values;
-            slot.render(&mut self.members, |d| {
+            slot.render(&mut self.members, |d, out| {
                 let (from, to) = values[d];
                 // A dimension the flow lacks is null.
-                if from == to { "null" } else { &text[from..to] }
+                out.push_str(if from == to { "null" } else { &text[from..to] });
             });
             self.key.push(slot.members.code(&self.members));
         }
