@@ -257,8 +257,17 @@ fn main() {
         "type = \"file\"\npath = \"out/enriched.ndjson\"",
         2,
     );
-    let to_druid_2 = run("to_druid_2", "type = \"druid\"\npath = \"out/druid\"", 2);
-    let to_druid = run("to_druid", "type = \"druid\"\npath = \"out/druid\"", 1);
+    // The sink's rollup threads follow the transform's workers.
+    let to_druid_2 = run(
+        "to_druid_2",
+        "type = \"druid\"\npath = \"out/druid\"\nworkers = 2",
+        2,
+    );
+    let to_druid = run(
+        "to_druid",
+        "type = \"druid\"\npath = \"out/druid\"\nworkers = 1",
+        1,
+    );
     let druid_rows: usize = std::fs::read_dir(dir.path().join("out/druid"))
         .unwrap()
         .map(|entry| bytecount(&std::fs::read(entry.unwrap().path()).unwrap()))

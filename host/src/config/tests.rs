@@ -221,6 +221,7 @@ fn druid_sinks_are_checked() {
     let stdin = "type = \"stdin\"";
     let kinesis = "type = \"aws_kinesis_streams\"\nstream_name = \"f\"";
     assert!(parse(&druid(stdin, "path = \"d\"")).is_ok());
+    assert!(parse(&druid(stdin, "path = \"d\"\nworkers = 3")).is_ok());
     assert!(parse(&druid(kinesis, "path = \"d\"\nappend = true")).is_ok());
     assert!(parse(&druid(kinesis, "stream_name = \"r\"")).is_ok());
     for (sink, source, key, why) in [
@@ -237,6 +238,18 @@ fn druid_sinks_are_checked() {
             stdin,
             "sinks.d.overlord_url",
             "stream",
+        ),
+        (
+            "path = \"d\"\nworkers = 0",
+            stdin,
+            "sinks.d.workers",
+            "at least 1",
+        ),
+        (
+            "path = \"d\"\nworkers = 257",
+            stdin,
+            "sinks.d.workers",
+            "at most 256",
         ),
         (
             "path = \"d\"\ndimensions = [\"a\", \"a\"]",

@@ -25,6 +25,7 @@
 //! that is gone are left to the shard's next holder (forsaken, never acknowledged).
 
 mod overlord;
+mod partials;
 mod publish;
 mod rollup;
 mod spec;
@@ -41,6 +42,7 @@ use crate::metrics::ComponentMetrics;
 use crate::sinks::aws_kinesis::{KinesisSinkSpec, KinesisWriter, PartitionKey};
 use crate::sinks::{BuiltSink, PathError, SinkError, SinkKind};
 use crate::topology::output::{Ended, Input};
+use partials::{Partials, roll_up_columns};
 use publish::{Pending, Published, Publisher, Writer, scope_of, start_afresh};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -86,6 +88,11 @@ pub struct Config {
     /// whatever it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overlord_url: Option<String>,
+    /// Threads rolling up the batches a `wasm` transform hands over as columns: the
+    /// sink's own and helpers, each summing a share of the batches apart; their partial
+    /// aggregates are merged at each flush. Default: the cores available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
     /// The output stream (`stream_name` or `stream_arn`, with `endpoint` and `region`),
     /// unless `path` is set.
     #[serde(flatten)]
@@ -127,6 +134,9 @@ impl Config {
             flush_interval: Duration::from_secs(self.flush_interval_secs),
             output,
             overlord_url: self.overlord_url.clone(),
+            workers: self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
         }
     }
 
@@ -184,6 +194,15 @@ impl SinkKind for Config {
             ));
         }
         Invalid::at_least_1(key, "flush_interval_secs", self.flush_interval_secs)?;
+        if let Some(workers) = self.workers {
+            Invalid::at_least_1(key, "workers", workers as u64)?;
+            if workers > MAX_WORKERS {
+                return Err(Invalid::new(
+                    format!("{key}.workers"),
+                    format!("at most {MAX_WORKERS}"),
+                ));
+            }
+        }
         self.validate_dimensions(key)?;
         if self.path.is_some() && !self.append && upstream.resumes_from_checkpoints {
             return Err(Invalid::new(
@@ -300,7 +319,12 @@ pub struct DruidSpec {
     pub output: DruidOutput,
     /// A Druid Overlord to submit the supervisor spec to when the sink starts.
     pub overlord_url: Option<String>,
+    /// Threads rolling up column batches (the sink's own included).
+    pub workers: usize,
 }
+
+/// Most rollup threads one sink may have.
+pub const MAX_WORKERS: usize = 256;
 
 /// Rolls up every batch until the input closes, writing rows every flush interval and at
 /// the end.
@@ -342,12 +366,35 @@ pub fn run(
         run: format!("{:016x}", crate::util::random_u64()),
         publications: 0,
     };
+    std::thread::scope(|threads| {
+        let mut partials = Partials::start(threads, spec.workers.saturating_sub(1), spec, metrics);
+        roll_up(id, spec, input, metrics, &mut publisher, &mut partials)
+    })
+}
+
+/// The sink's loop: batches rolled up (some by the helpers of `partials`) and flushed
+/// every flush interval and at the end.
+fn roll_up(
+    id: &str,
+    spec: &DruidSpec,
+    input: &mut Input,
+    metrics: &ComponentMetrics,
+    publisher: &mut Publisher,
+    partials: &mut Partials,
+) -> Result<(), SinkError> {
     // One per publication scope the batches come from (and one for batches without).
     let mut pending: Vec<Pending> = Vec::new();
+    let mut groups = 0u64;
     let mut flushed_at = Instant::now();
+    // A batch received early: a sign that the sink is behind.
+    let mut waiting = None;
     loop {
         let wait = spec.flush_interval.saturating_sub(flushed_at.elapsed());
-        match input.recv_timeout(wait) {
+        let received = match waiting.take() {
+            Some(batch) => Ok(Some(batch)),
+            None => input.recv_timeout(wait),
+        };
+        match received {
             Ok(Some(batch)) => {
                 metrics.received(batch.lines as u64);
                 let (store, scope) = scope_of(&batch)?;
@@ -363,7 +410,8 @@ pub fn run(
                             batch.forsake();
                             continue;
                         }
-                        pending.push(Pending::new(store, scope, spec));
+                        groups += 1;
+                        pending.push(Pending::new(groups, store, scope, spec));
                         pending.len() - 1
                     }
                 };
@@ -375,11 +423,17 @@ pub fn run(
                 }
                 crate::failpoint::hit("druid.before_rollup");
                 if let Some(columns) = &batch.columns {
-                    let (added, no_start) = group.rollup.add_columns(columns);
-                    metrics.count("druid_flows_total", added);
-                    if no_start > 0 {
-                        metrics.error("missing_start", no_start);
-                        metrics.discarded(no_start);
+                    // Helpers take batches only while more wait: a sink that keeps up
+                    // rolls up alone, with nothing to merge at the flush.
+                    if partials.any() {
+                        waiting = input.try_recv();
+                    }
+                    let columns = match waiting {
+                        Some(_) => partials.offer(group.id, columns.clone()),
+                        None => Some(columns.clone()),
+                    };
+                    if let Some(columns) = columns {
+                        roll_up_columns(&mut group.rollup, &columns, metrics);
                     }
                 }
                 let lines = if batch.columns.is_some() {
@@ -413,6 +467,7 @@ pub fn run(
         }
         if flushed_at.elapsed() >= spec.flush_interval {
             for group in &mut pending {
+                partials.gather(group.id, &mut group.rollup);
                 publisher.flush(group)?;
             }
             // Holdings that are gone take no more batches.
@@ -421,6 +476,7 @@ pub fn run(
         }
     }
     for group in &mut pending {
+        partials.gather(group.id, &mut group.rollup);
         publisher.flush(group)?;
     }
     Ok(())

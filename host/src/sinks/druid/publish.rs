@@ -111,6 +111,8 @@ pub(super) enum Writer<'a> {
 /// What the sink holds for the batches of one publication scope (a checkpoint store, or
 /// a shard holding of one; or sources without checkpoints) until the next flush.
 pub(super) struct Pending {
+    /// Tells this group's partial aggregates apart from others' (unique in a run).
+    pub(super) id: u64,
     pub(super) store: Option<Checkpoints>,
     pub(super) scope: Scope,
     pub(super) rollup: Rollup,
@@ -173,7 +175,7 @@ impl Publisher<'_> {
         if let Some(store) = &pending.store
             && !store.current(&pending.scope)
         {
-            pending.rollup.drain();
+            pending.rollup.clear();
             outcome = Published::LeaseLost;
         } else if !pending.rollup.is_empty() {
             outcome = match &pending.store {
@@ -390,11 +392,17 @@ impl Publisher<'_> {
 }
 
 impl Pending {
-    pub(super) fn new(store: Option<Checkpoints>, scope: Scope, spec: &DruidSpec) -> Pending {
+    pub(super) fn new(
+        id: u64,
+        store: Option<Checkpoints>,
+        scope: Scope,
+        spec: &DruidSpec,
+    ) -> Pending {
         Pending {
+            id,
             store,
             scope,
-            rollup: Rollup::new(&spec.dimensions, spec.granularity_secs),
+            rollup: Rollup::new(&spec.dimensions, spec.granularity_secs).with_threads(spec.workers),
             covered: Vec::new(),
             covers: BTreeMap::new(),
             published_before: HashMap::new(),

@@ -146,6 +146,7 @@ mod tests {
                 partition_key: crate::sinks::aws_kinesis::PartitionKey::Spread,
             }),
             overlord_url: None,
+            workers: 1,
         }
     }
 

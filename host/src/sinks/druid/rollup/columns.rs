@@ -231,10 +231,11 @@ impl Rollup {
                 };
                 self.key.push(code);
             }
-            self.sum(
+            self.sum([
+                1,
                 integer(base, plan.metrics[1]).unwrap_or(0),
                 integer(base, plan.metrics[2]).unwrap_or(0),
-            );
+            ]);
             added += 1;
         }
         self.plan = Some(plan);

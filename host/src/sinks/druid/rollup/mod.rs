@@ -49,6 +49,8 @@ pub struct Rollup {
     roles: Vec<(Box<str>, Role)>,
     /// How the columns of the last batch map to the dimensions.
     plan: Option<columns::Plan>,
+    /// Threads rendering rows at a drain.
+    threads: usize,
 }
 
 /// Dimensions that share one code in the key.
@@ -138,9 +140,9 @@ fn rank_of<T: Ord>(values: &[T]) -> Vec<u32> {
 /// `u32`s of a row's flows, bytes and packets.
 const SUM_WORDS: usize = 6;
 
-/// About how much row text [`Rollup::drain_each`] renders before handing it over
-/// (little in unit tests, so that their buckets come in several pieces).
-const DRAIN_CHUNK_BYTES: usize = if cfg!(test) { 300 } else { 4 << 20 };
+/// How many rows [`Rollup::drain_each`] renders in one piece, about 4 MiB (two in unit
+/// tests, so that their buckets come in several pieces).
+const DRAIN_PIECE_ROWS: usize = if cfg!(test) { 2 } else { 16_384 };
 
 fn hash_key(key: &[u32]) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
@@ -203,7 +205,14 @@ impl Rollup {
             values: Vec::new(),
             roles: Vec::new(),
             plan: None,
+            threads: 1,
         }
+    }
+
+    /// The rollup, rendering rows on `threads` threads (at least one) at a drain.
+    pub fn with_threads(mut self, threads: usize) -> Rollup {
+        self.threads = threads.max(1);
+        self
     }
 
     /// Adds one enriched flow (a JSON object).
@@ -274,7 +283,7 @@ impl Rollup {
             });
             self.key.push(slot.members.code(&self.members));
         }
-        self.sum(bytes.unwrap_or(0), packets.unwrap_or(0));
+        self.sum([1, bytes.unwrap_or(0), packets.unwrap_or(0)]);
         Ok(())
     }
 
@@ -305,8 +314,8 @@ impl Rollup {
         self.key.push(code);
     }
 
-    /// Adds the flow whose key is in `self.key` to its row.
-    fn sum(&mut self, bytes: u64, packets: u64) {
+    /// Adds `add` (flows, bytes, packets) to the row whose key is in `self.key`.
+    fn sum(&mut self, add: [u64; 3]) {
         let width = self.key.len();
         let stride = width + SUM_WORDS;
         let hash = hash_key(&self.key);
@@ -331,12 +340,45 @@ impl Rollup {
             }
         };
         let sums = &mut keys[row * stride + width..][..SUM_WORDS];
-        for (at, add) in [1, bytes, packets].into_iter().enumerate() {
+        for (at, add) in add.into_iter().enumerate() {
             let value =
                 (u64::from(sums[2 * at + 1]) << 32 | u64::from(sums[2 * at])).saturating_add(add);
             sums[2 * at] = value as u32;
             sums[2 * at + 1] = (value >> 32) as u32;
         }
+    }
+
+    /// Adds every row of `other`, a rollup on the same dimensions and granularity, to
+    /// this one and empties `other`: partial aggregates built apart, each with codes of
+    /// its own, become one. Each of `other`'s codes is translated once, by its text.
+    pub fn absorb(&mut self, other: &mut Rollup) {
+        debug_assert!(self.dimensions == other.dimensions && self.granularity == other.granularity);
+        let codes: Vec<Vec<u32>> = self
+            .slots
+            .iter_mut()
+            .zip(&other.slots)
+            .map(|(mine, theirs)| {
+                theirs
+                    .members
+                    .texts
+                    .iter()
+                    .map(|text| mine.members.code(text))
+                    .collect()
+            })
+            .collect();
+        let width = other.slots.len() + 1;
+        for row in 0..other.len() {
+            let key = &other.keys[row * (width + SUM_WORDS)..][..width];
+            self.start_key(other.buckets[key[0] as usize]);
+            self.key.extend(
+                codes
+                    .iter()
+                    .zip(&key[1..])
+                    .map(|(codes, &code)| codes[code as usize]),
+            );
+            self.sum(other.sums(row));
+        }
+        other.clear();
     }
 
     /// Row `row`'s flows, bytes and packets.
@@ -389,7 +431,8 @@ impl Rollup {
 
     /// Takes every row out, in bucket order, a few MiB at a time: `each` gets a bucket's
     /// start, some of its rows as NDJSON and where each row ends in that text (a bucket's
-    /// rows may come in several calls, in order). Only that much text is held at a time.
+    /// rows may come in several calls, in order). Only that much text per thread is held
+    /// at a time; with [`Rollup::with_threads`], that many pieces are rendered at once.
     /// Returns the number of rows; the first error of `each` stops the drain (the rows
     /// not given yet are dropped).
     pub fn drain_each<E>(
@@ -397,48 +440,61 @@ impl Rollup {
         mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let order = self.order();
-        let width = self.slots.len() + 1;
-        let stride = width + SUM_WORDS;
+        let stride = self.slots.len() + 1 + SUM_WORDS;
         let bucket_of =
             |row: u32| -> u64 { self.buckets[self.keys[row as usize * stride] as usize] };
-        let mut text = String::new();
-        let mut ends = Vec::new();
-        let mut result = Ok(order.len());
+        // Each bucket's rows in pieces: (the bucket's start, the piece's rows).
+        let mut pieces: Vec<(u64, &[u32])> = Vec::new();
         for run in order.chunk_by(|&a, &b| bucket_of(a) == bucket_of(b)) {
             let start = bucket_of(run[0]) * self.granularity;
-            text.clear();
-            ends.clear();
-            for &row in run {
-                let key = &self.keys[row as usize * stride..][..width];
-                text.push_str("{\"timestamp\":");
-                push_decimal(&mut text, start * 1000);
-                for (slot, &code) in self.slots.iter().zip(&key[1..]) {
-                    text.push_str(slot.members.text(code));
+            pieces.extend(run.chunks(DRAIN_PIECE_ROWS).map(|piece| (start, piece)));
+        }
+        let mut rendered: Vec<(String, Vec<usize>)> = vec![Default::default(); self.threads];
+        let mut result = Ok(order.len());
+        'rounds: for round in pieces.chunks(self.threads) {
+            let this = &*self;
+            std::thread::scope(|threads| {
+                let (last, others) = rendered[..round.len()].split_last_mut().expect("a piece");
+                for (&(start, rows), out) in round.iter().zip(others) {
+                    threads.spawn(move || this.render(start, rows, out));
                 }
-                for (name, sum) in METRIC_KEYS.iter().zip(self.sums(row as usize)) {
-                    text.push_str(name);
-                    push_decimal(&mut text, sum);
+                let (start, rows) = round[round.len() - 1];
+                this.render(start, rows, last);
+            });
+            for (&(start, _), (text, ends)) in round.iter().zip(&rendered) {
+                if let Err(error) = each(start, text, ends) {
+                    result = Err(error);
+                    break 'rounds;
                 }
-                text.push_str("}\n");
-                ends.push(text.len());
-                if text.len() >= DRAIN_CHUNK_BYTES {
-                    if let Err(error) = each(start, &text, &ends) {
-                        self.clear();
-                        return Err(error);
-                    }
-                    text.clear();
-                    ends.clear();
-                }
-            }
-            if !ends.is_empty()
-                && let Err(error) = each(start, &text, &ends)
-            {
-                result = Err(error);
-                break;
             }
         }
+        drop(pieces);
         self.clear();
         result
+    }
+
+    /// Renders `rows` of the bucket starting at `start` into `out` (cleared first): the
+    /// text and where each row ends in it.
+    fn render(&self, start: u64, rows: &[u32], out: &mut (String, Vec<usize>)) {
+        let width = self.slots.len() + 1;
+        let stride = width + SUM_WORDS;
+        let (text, ends) = out;
+        text.clear();
+        ends.clear();
+        for &row in rows {
+            let key = &self.keys[row as usize * stride..][..width];
+            text.push_str("{\"timestamp\":");
+            push_decimal(text, start * 1000);
+            for (slot, &code) in self.slots.iter().zip(&key[1..]) {
+                text.push_str(slot.members.text(code));
+            }
+            for (name, sum) in METRIC_KEYS.iter().zip(self.sums(row as usize)) {
+                text.push_str(name);
+                push_decimal(text, sum);
+            }
+            text.push_str("}\n");
+            ends.push(text.len());
+        }
     }
 
     /// The rows in drain order: by bucket, then by each slot's members as their texts
@@ -485,7 +541,7 @@ impl Rollup {
     }
 
     /// Forgets every row and code.
-    fn clear(&mut self) {
+    pub(in crate::sinks::druid) fn clear(&mut self) {
         self.keys.clear();
         self.buckets.clear();
         self.bucket_codes.clear();

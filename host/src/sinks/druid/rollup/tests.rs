@@ -209,8 +209,8 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
         sums[0] += 1;
         sums[1] += bytes;
     }
-    let drain = |lines: &mut dyn Iterator<Item = &String>| {
-        let mut rollup = Rollup::new(&dims, 60);
+    let drain = |lines: &mut dyn Iterator<Item = &String>, threads: usize| {
+        let mut rollup = Rollup::new(&dims, 60).with_threads(threads);
         for line in lines {
             rollup.add(line).unwrap();
         }
@@ -221,8 +221,14 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
         assert_eq!(drained.rows().count(), drained.len());
         drained.text().to_string()
     };
-    let forward = drain(&mut lines.iter());
-    assert_eq!(forward, drain(&mut lines.iter().rev()), "order of its own");
+    let forward = drain(&mut lines.iter(), 1);
+    assert_eq!(
+        forward,
+        drain(&mut lines.iter().rev(), 1),
+        "order of its own"
+    );
+    // Pieces rendered on several threads come out in the same order.
+    assert_eq!(forward, drain(&mut lines.iter(), 3), "threads");
     let got: std::collections::BTreeMap<Vec<String>, [u64; 3]> = forward
         .lines()
         .map(|row| {
@@ -234,4 +240,46 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
         })
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn partials_absorbed_give_the_rows_of_one_rollup() {
+    // Flows dealt at random to three partial rollups (each giving codes in its own
+    // order, one after a drain of its own) must, absorbed into one, drain exactly as
+    // when a single rollup took them all.
+    let dims: Vec<String> = ["src_app", "dst_app", "proto", "src_zone"]
+        .map(String::from)
+        .into();
+    let mut seed = 5u64;
+    let mut next = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut whole = Rollup::new(&dims, 60);
+    let mut partials: Vec<Rollup> = (0..3).map(|_| Rollup::new(&dims, 60)).collect();
+    partials[2].add(r#"{"start":1,"src_app":"gone"}"#).unwrap();
+    partials[2].drain();
+    for _ in 0..4_000 {
+        let line = format!(
+            r#"{{"start":{},"src_app":"a{}","dst_app":{},"proto":{},"src_zone":"z{}","bytes":{},"packets":{}}}"#,
+            next(240),
+            next(40),
+            ["null", "\"b\"", "\"c\""][next(3) as usize],
+            next(3),
+            next(2),
+            next(1 << 40),
+            next(9)
+        );
+        whole.add(&line).unwrap();
+        partials[next(3) as usize].add(&line).unwrap();
+    }
+    let (first, rest) = partials.split_first_mut().unwrap();
+    for partial in rest {
+        first.absorb(partial);
+        assert!(partial.is_empty());
+    }
+    assert_eq!(first.len(), whole.len());
+    assert_eq!(first.drain().text(), whole.drain().text());
 }
