@@ -61,6 +61,7 @@ fn events(ips: usize, cidrs: usize) -> Vec<Event> {
                 ts: T0 + slot * 1200 + rng.below(600),
                 target: Target::Ip(addr),
                 op: Op::Assign(owners[rng.below(owners.len() as u64) as usize].clone()),
+                source: None,
             });
         }
     }
@@ -81,6 +82,7 @@ fn events(ips: usize, cidrs: usize) -> Vec<Event> {
             ts: T0 + rng.below(3600),
             target: Target::Cidr(ipnet::IpNet::V4(net)),
             op: Op::Assign(owners[rng.below(owners.len() as u64) as usize].clone()),
+            source: None,
         });
     }
     out

@@ -249,7 +249,9 @@ fn compact(events: &mut Vec<Event>, cutoff: u64) {
     let mut keep_from: HashMap<Target, (u64, usize)> = HashMap::new();
     for (i, event) in events.iter().enumerate() {
         if event.ts <= cutoff {
-            let entry = keep_from.entry(event.target).or_insert((event.ts, i));
+            let entry = keep_from
+                .entry(event.target.clone())
+                .or_insert((event.ts, i));
             if event.ts >= entry.0 {
                 *entry = (event.ts, i);
             }

@@ -1,5 +1,6 @@
-//! Metadata change events (DESIGN.md contract 3): JSON Lines of `assign` / `unassign`
-//! for exact IPs or CIDRs, each with an epoch-seconds timestamp.
+//! Metadata change events (DESIGN.md contracts 3 and 5): JSON Lines of `assign` /
+//! `unassign` for exact IPs or CIDRs, `unknown` for exact IPs, and `observed` for
+//! everything a source (a poller) owns, each with an epoch-seconds timestamp.
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -16,17 +17,26 @@ pub type Attrs = BTreeMap<String, String>;
 pub enum Op {
     /// The target belongs to an owner with these attributes from `ts` on.
     Assign(Attrs),
-    /// The target belongs to nobody from `ts` on.
+    /// The target belongs to nobody from `ts` on (networks and the internet owner may
+    /// still cover an address).
     Unassign,
+    /// The address's owner is unknown from `ts` on: unattributed, with no network or
+    /// internet fallback, until its next event.
+    Unknown,
+    /// Everything the source owns was observed at `ts`: its horizon. A flow of an address
+    /// the source covers that starts after it is not known yet.
+    Observed,
 }
 
 /// What an event is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// One exact address.
     Ip(IpAddr),
     /// A network (host bits cleared).
     Cidr(IpNet),
+    /// Everything a source owns (`observed`), by the source's name.
+    Source(Box<str>),
 }
 
 /// One metadata change event.
@@ -38,6 +48,10 @@ pub struct Event {
     pub target: Target,
     /// The change.
     pub op: Op,
+    /// For an address's events: the source that observed it (`aws_ec2/us-east-1`), whose
+    /// `observed` horizon bounds what the address's timeline proves. An address whose
+    /// events name no source is bounded by every source's horizon (the earliest).
+    pub source: Option<Box<str>>,
 }
 
 /// Why a metadata line was refused.
@@ -46,9 +60,15 @@ pub enum EventError {
     /// Not a JSON object of the expected shape.
     #[error("invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
-    /// `op` is neither `assign` nor `unassign`.
-    #[error("unknown op `{0}` (expected `assign` or `unassign`)")]
+    /// `op` is none of `assign`, `unassign`, `unknown` and `observed`.
+    #[error("unknown op `{0}` (expected `assign`, `unassign`, `unknown` or `observed`)")]
     UnknownOp(String),
+    /// `observed` without a `source`.
+    #[error("`observed` needs a `source` (the name of what observed, e.g. `aws_ec2/us-east-1`)")]
+    MissingSource,
+    /// `observed` naming an address or network, or `unknown` naming a network.
+    #[error("{0}")]
+    WrongTarget(&'static str),
     /// Neither or both of `ip` and `cidr`.
     #[error("exactly one of `ip` and `cidr` is required")]
     Target,
@@ -78,6 +98,8 @@ impl EventError {
         match self {
             EventError::Json(_) => "invalid_json",
             EventError::UnknownOp(_) => "unknown_op",
+            EventError::MissingSource => "missing_source",
+            EventError::WrongTarget(_) => "invalid_target",
             EventError::Target => "missing_target",
             EventError::BadIp(_) => "invalid_ip",
             EventError::BadCidr(_) => "invalid_cidr",
@@ -98,6 +120,8 @@ struct RawEvent {
     cidr: Option<String>,
     #[serde(default)]
     attrs: Option<Attrs>,
+    #[serde(default)]
+    source: Option<String>,
 }
 
 impl Event {
@@ -106,6 +130,21 @@ impl Event {
         let raw: RawEvent = serde_json::from_str(line)?;
         if raw.ts > MAX_TS {
             return Err(EventError::TsOutOfRange(raw.ts));
+        }
+        let source = raw.source.map(String::into_boxed_str);
+        if raw.op == "observed" {
+            if raw.ip.is_some() || raw.cidr.is_some() {
+                return Err(EventError::WrongTarget(
+                    "`observed` is about a `source`, not an `ip` or `cidr`",
+                ));
+            }
+            let source = source.ok_or(EventError::MissingSource)?;
+            return Ok(Event {
+                ts: raw.ts,
+                target: Target::Source(source),
+                op: Op::Observed,
+                source: None,
+            });
         }
         let target = match (&raw.ip, &raw.cidr) {
             (Some(ip), None) => Target::Ip(
@@ -125,13 +164,49 @@ impl Event {
         let op = match raw.op.as_str() {
             "assign" => Op::Assign(raw.attrs.ok_or(EventError::MissingAttrs)?),
             "unassign" => Op::Unassign,
+            "unknown" if matches!(target, Target::Cidr(_)) => {
+                return Err(EventError::WrongTarget(
+                    "`unknown` is about one address (`ip`), not a network",
+                ));
+            }
+            "unknown" => Op::Unknown,
             other => return Err(EventError::UnknownOp(other.to_string())),
         };
         Ok(Event {
             ts: raw.ts,
             target,
             op,
+            source,
         })
+    }
+
+    /// The event as one changelog line (JSON, without a newline).
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::Map::new();
+        line.insert("ts".into(), self.ts.into());
+        let op = match &self.op {
+            Op::Assign(_) => "assign",
+            Op::Unassign => "unassign",
+            Op::Unknown => "unknown",
+            Op::Observed => "observed",
+        };
+        line.insert("op".into(), op.into());
+        match &self.target {
+            Target::Ip(ip) => line.insert("ip".into(), ip.to_string().into()),
+            Target::Cidr(net) => line.insert("cidr".into(), net.to_string().into()),
+            Target::Source(name) => line.insert("source".into(), name.to_string().into()),
+        };
+        if let Op::Assign(attrs) = &self.op {
+            let attrs = attrs
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+                .collect();
+            line.insert("attrs".into(), serde_json::Value::Object(attrs));
+        }
+        if let Some(source) = &self.source {
+            line.insert("source".into(), source.to_string().into());
+        }
+        serde_json::Value::Object(line).to_string()
     }
 }
 
@@ -229,8 +304,40 @@ mod tests {
     }
 
     #[test]
+    fn observations_parse_and_print_back() {
+        for line in [
+            r#"{"ts": 1700000030, "op": "unknown", "ip": "10.1.2.3"}"#,
+            r#"{"ts": 1700000060, "op": "observed", "source": "aws_ec2/us-east-1"}"#,
+            r#"{"ts": 5, "op": "assign", "ip": "::1", "attrs": {"app": "a\"b"}, "source": "s"}"#,
+            r#"{"ts": 6, "op": "unassign", "cidr": "10.0.0.0/8"}"#,
+        ] {
+            let event = Event::parse(line).unwrap();
+            assert_eq!(Event::parse(&event.to_line()).unwrap(), event, "{line}");
+        }
+        let observed =
+            Event::parse(r#"{"ts": 60, "op": "observed", "source": "aws_ec2/us-east-1"}"#).unwrap();
+        assert_eq!(observed.op, Op::Observed);
+        assert_eq!(observed.target, Target::Source("aws_ec2/us-east-1".into()));
+        let unknown =
+            Event::parse(r#"{"ts": 30, "op": "unknown", "ip": "10.1.2.3", "source": "p"}"#)
+                .unwrap();
+        assert_eq!(unknown.op, Op::Unknown);
+        assert_eq!(unknown.source.as_deref(), Some("p"));
+    }
+
+    #[test]
     fn bad_events_are_explained() {
         let cases = [
+            (r#"{"ts": 1, "op": "observed"}"#, "missing_source"),
+            (
+                r#"{"ts": 1, "op": "observed", "source": "s", "ip": "10.0.0.1"}"#,
+                "invalid_target",
+            ),
+            (
+                r#"{"ts": 1, "op": "unknown", "cidr": "10.0.0.0/8"}"#,
+                "invalid_target",
+            ),
+            (r#"{"ts": 1, "op": "unknown"}"#, "missing_target"),
             (r#"{"ts": 1, "op": "move", "ip": "10.0.0.1"}"#, "unknown_op"),
             (
                 r#"{"ts": 1, "op": "assign", "attrs": {}}"#,

@@ -7,6 +7,7 @@ pub mod aws_ranges;
 pub mod events;
 pub mod file;
 pub mod networks;
+pub mod observations;
 pub mod table;
 
 pub use aws_ranges::AwsRangesError;

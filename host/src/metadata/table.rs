@@ -9,6 +9,13 @@
 //! classification is on, a public address belongs to the `internet` owner; otherwise
 //! nobody. Events with equal timestamps apply in the order they were read, so the later
 //! one wins.
+//!
+//! Observations (contract 5): an `unknown` entry of an address leaves it unattributed
+//! with no network or internet fallback until its next entry; and where sources have
+//! sent `observed` horizons, an address's timeline says nothing after its source's
+//! horizon (the earliest horizon, for an address whose events name no source): its
+//! entries after it are set aside until the horizon passes them, and from one second
+//! after it the address is unknown.
 
 use super::addr_map::{AddrKey, AddrMap};
 use super::aws_ranges::AwsRanges;
@@ -20,6 +27,13 @@ use std::net::IpAddr;
 
 /// Owner id meaning "nobody".
 pub const UNATTRIBUTED: u32 = 0;
+
+/// The owner entry of an `unknown` event in an exact timeline: the lookup answers
+/// [`UNATTRIBUTED`] without looking at networks. Never an answer of a lookup.
+const UNKNOWN: u32 = u32::MAX - 2;
+
+/// A source index meaning "no source named": bounded by every source's horizon.
+const ANY_SOURCE: u16 = u16::MAX;
 
 /// A timeline of one address or network: `(from_ts, owner)` sorted by time, where owner
 /// [`UNATTRIBUTED`] marks an `unassign`.
@@ -148,10 +162,10 @@ fn resolve<K: AddrKey, N: Networks<K> + ?Sized>(family: &Family<'_, K, N>, addr:
     if t < family.cutoff {
         return UNATTRIBUTED;
     }
-    if let Some(owner) = family.exact.at(addr, t)
-        && owner != UNATTRIBUTED
-    {
-        return owner;
+    match family.exact.at(addr, t) {
+        Some(UNKNOWN) => return UNATTRIBUTED,
+        Some(owner) if owner != UNATTRIBUTED => return owner,
+        _ => {}
     }
     family.or_internet(addr, family.networks.owner(addr, t))
 }
@@ -248,6 +262,10 @@ fn resolve_chunk<K: AddrKey, N: Networks<K> + ?Sized>(
                 owners[k] = family.or_internet(keys[k], owners[k]);
             }
         }
+    }
+    // `unknown` entries were not open: they answer nobody.
+    for owner in &mut owners[..len] {
+        *owner = std::hint::select_unpredictable(*owner == UNKNOWN, UNATTRIBUTED, *owner);
     }
     out.extend_from_slice(&owners[..len]);
 }
@@ -390,6 +408,12 @@ pub struct TableBuilder {
     owner_ids: hashbrown::HashTable<u32>,
     owners: Vec<Attrs>,
     events: usize,
+    /// Sources named by events, by index, each with its latest `observed` horizon.
+    sources: Vec<(Box<str>, Option<u64>)>,
+    /// Per exact address whose events named a source: that source's index (the latest
+    /// named; [`ANY_SOURCE`] when none was).
+    v4_sources: FxHashMap<u32, u16>,
+    v6_sources: FxHashMap<u128, u16>,
 }
 
 impl TableBuilder {
@@ -434,14 +458,37 @@ impl TableBuilder {
 
     /// Adds one event (in read order; events need not be sorted by time).
     pub fn apply(&mut self, event: &Event) {
+        self.newest = self.newest.max(event.ts);
+        self.events += 1;
         let owner = match &event.op {
             Op::Unassign => UNATTRIBUTED,
+            Op::Unknown => UNKNOWN,
             Op::Assign(attrs) => self.owner_id(attrs),
+            Op::Observed => {
+                if let Target::Source(name) = &event.target {
+                    let at = self.source_index(name);
+                    let horizon = &mut self.sources[at as usize].1;
+                    *horizon = Some(horizon.map_or(event.ts, |h| h.max(event.ts)));
+                }
+                return;
+            }
+        };
+        let source = match &event.source {
+            Some(name) => self.source_index(name),
+            None => ANY_SOURCE,
         };
         let entry = (event.ts, owner);
-        match event.target {
-            Target::Ip(IpAddr::V4(a)) => self.v4.entry(u32::from(a)).or_default().push(entry),
-            Target::Ip(IpAddr::V6(a)) => self.v6.entry(u128::from(a)).or_default().push(entry),
+        match &event.target {
+            Target::Ip(IpAddr::V4(a)) => {
+                let a = u32::from(*a);
+                self.v4.entry(a).or_default().push(entry);
+                note_source(&mut self.v4_sources, a, source);
+            }
+            Target::Ip(IpAddr::V6(a)) => {
+                let a = u128::from(*a);
+                self.v6.entry(a).or_default().push(entry);
+                note_source(&mut self.v6_sources, a, source);
+            }
             Target::Cidr(ipnet::IpNet::V4(n)) => self
                 .cidr_v4
                 .entry((n.prefix_len(), u32::from(n.network())))
@@ -452,9 +499,59 @@ impl TableBuilder {
                 .entry((n.prefix_len(), u128::from(n.network())))
                 .or_default()
                 .push(entry),
+            // Only `observed` is about a source.
+            Target::Source(_) => {}
         }
-        self.newest = self.newest.max(event.ts);
-        self.events += 1;
+    }
+
+    /// The index of the source named `name`, given one if it is new.
+    fn source_index(&mut self, name: &str) -> u16 {
+        match self.sources.iter().position(|(n, _)| **n == *name) {
+            Some(at) => at as u16,
+            None => {
+                // More sources than that share the last index's horizon rules: none.
+                let at = self.sources.len().min(usize::from(ANY_SOURCE) - 1);
+                if at == self.sources.len() {
+                    self.sources.push((name.into(), None));
+                }
+                at as u16
+            }
+        }
+    }
+
+    /// Bounds every exact timeline by its source's horizon: entries after it are left
+    /// out of this build, and from one second after it the address is unknown. Nothing
+    /// changes where no source has sent a horizon.
+    fn apply_horizons(&mut self) {
+        let earliest = self.sources.iter().filter_map(|(_, h)| *h).min();
+        if earliest.is_none() {
+            return;
+        }
+        let horizons: Vec<Option<u64>> = self.sources.iter().map(|(_, h)| *h).collect();
+        let horizon_of = |source: Option<&u16>| match source.copied().unwrap_or(ANY_SOURCE) {
+            ANY_SOURCE => earliest,
+            at => horizons[at as usize],
+        };
+        fn bound(history: &mut History, horizon: Option<u64>) {
+            if let Some(horizon) = horizon {
+                history.sort_by_key(|&(ts, _)| ts);
+                history.truncate(history.partition_point(|&(ts, _)| ts <= horizon));
+                history.push((horizon + 1, UNKNOWN));
+            }
+        }
+        for (addr, history) in &mut self.v4 {
+            bound(history, horizon_of(self.v4_sources.get(addr)));
+        }
+        for (addr, history) in &mut self.v6 {
+            bound(history, horizon_of(self.v6_sources.get(addr)));
+        }
+    }
+
+    /// The latest horizon of every source that has sent one (contract 5's `observed`).
+    pub fn horizons(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.sources
+            .iter()
+            .filter_map(|(name, h)| h.map(|h| (&**name, h)))
     }
 
     /// Adds many events.
@@ -466,6 +563,7 @@ impl TableBuilder {
 
     /// Sorts and trims every timeline and renders the owners' fragments.
     pub fn build(mut self) -> Table {
+        self.apply_horizons();
         let cutoff = match self.retention {
             Some(retention) if self.events > 0 => self.newest.saturating_sub(retention),
             _ => 0,
@@ -512,8 +610,13 @@ impl TableBuilder {
             .into_iter()
             .collect();
         let mut owners = Vec::with_capacity(self.owners.len() + 1);
-        owners.push(render(Attrs::new(), &keys));
-        owners.extend(self.owners.into_iter().map(|attrs| render(attrs, &keys)));
+        let names = member_names(&keys);
+        owners.push(render(Attrs::new(), &names, &keys));
+        owners.extend(
+            self.owners
+                .into_iter()
+                .map(|attrs| render(attrs, &names, &keys)),
+        );
         Table {
             v4,
             v6,
@@ -524,6 +627,19 @@ impl TableBuilder {
             events: self.events,
             cutoff,
             internet,
+        }
+    }
+}
+
+/// Records `source` as the source of `addr`'s timeline: a named one replaces what was
+/// there; [`ANY_SOURCE`] only fills a blank.
+fn note_source<K: std::hash::Hash + Eq>(sources: &mut FxHashMap<K, u16>, addr: K, source: u16) {
+    match source {
+        ANY_SOURCE => {
+            sources.entry(addr).or_insert(ANY_SOURCE);
+        }
+        named => {
+            sources.insert(addr, named);
         }
     }
 }
@@ -571,14 +687,31 @@ fn levels<K: AddrKey>(
         .collect()
 }
 
-fn render(attrs: Attrs, keys: &[String]) -> Owner {
-    let fragment = |side: &str| {
+/// Each attribute key's `,"src_<key>":` and `,"dst_<key>":`, as the fragments start
+/// their members.
+fn member_names(keys: &[String]) -> [Vec<String>; 2] {
+    ["src", "dst"].map(|side| {
+        keys.iter()
+            .map(|key| {
+                let name = serde_json::to_string(&format!("{side}_{key}")).expect("string");
+                format!(",{name}:")
+            })
+            .collect()
+    })
+}
+
+fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
+    let fragment = |names: &[String]| {
         let mut out = String::new();
-        for key in keys {
-            out.push(',');
-            out.push_str(&serde_json::to_string(&format!("{side}_{key}")).expect("string"));
-            out.push(':');
+        for (name, key) in names.iter().zip(keys) {
+            out.push_str(name);
             match attrs.get(key) {
+                // Most values need no escaping: quoted as they are.
+                Some(value) if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+                    out.push('"');
+                    out.push_str(value);
+                    out.push('"');
+                }
                 Some(value) => out.push_str(&serde_json::to_string(value).expect("string")),
                 None => out.push_str("null"),
             }
@@ -586,8 +719,8 @@ fn render(attrs: Attrs, keys: &[String]) -> Owner {
         out
     };
     Owner {
-        src_fragment: fragment("src"),
-        dst_fragment: fragment("dst"),
+        src_fragment: fragment(&names[0]),
+        dst_fragment: fragment(&names[1]),
         attrs,
     }
 }
@@ -688,13 +821,16 @@ mod tests {
             );
             for ip in [ip4, ip6] {
                 let ts = next() % 1000;
-                let line = if next() % 4 == 0 {
-                    format!(r#"{{"ts": {ts}, "op": "unassign", "ip": "{ip}"}}"#)
-                } else {
-                    format!(
-                        r#"{{"ts": {ts}, "op": "assign", "ip": "{ip}", "attrs": {{"app": "a{}"}}}}"#,
+                // A third of the addresses observed by source `p`, the others by no
+                // source in particular.
+                let source = if i % 3 == 0 { r#", "source": "p""# } else { "" };
+                let line = match next() % 6 {
+                    0 => format!(r#"{{"ts": {ts}, "op": "unassign", "ip": "{ip}"{source}}}"#),
+                    1 => format!(r#"{{"ts": {ts}, "op": "unknown", "ip": "{ip}"{source}}}"#),
+                    _ => format!(
+                        r#"{{"ts": {ts}, "op": "assign", "ip": "{ip}", "attrs": {{"app": "a{}"}}{source}}}"#,
                         next() % 50
-                    )
+                    ),
                 };
                 builder.apply(&Event::parse(&line).unwrap());
             }
@@ -705,6 +841,11 @@ mod tests {
             )
             .unwrap(),
         );
+        // Horizons: `p` at 1050, `q` at 990 (the one of addresses naming no source).
+        for (ts, source) in [(1050, "p"), (990, "q")] {
+            let line = format!(r#"{{"ts": {ts}, "op": "observed", "source": "{source}"}}"#);
+            builder.apply(&Event::parse(&line).unwrap());
+        }
         // Nested networks in 10.1/16 (dense enough for a /24 directory) and a public /16,
         // each assigned and some unassigned later.
         for _ in 0..400 {
@@ -764,13 +905,97 @@ mod tests {
     }
 
     #[test]
+    fn unknown_and_observed_never_guess() {
+        let t = table(
+            r#"{"ts": 0, "op": "assign", "cidr": "10.0.0.0/8", "attrs": {"app": "vpc"}}
+{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a"}, "source": "p"}
+{"ts": 31, "op": "unknown", "ip": "10.0.0.1", "source": "p"}
+{"ts": 60, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "b"}, "source": "p"}
+{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "c"}, "source": "p"}
+{"ts": 31, "op": "unknown", "ip": "10.0.0.2", "source": "p"}
+{"ts": 60, "op": "unassign", "ip": "10.0.0.2", "source": "p"}
+{"ts": 0, "op": "assign", "ip": "10.0.0.3", "attrs": {"app": "d"}, "source": "q"}
+{"ts": 0, "op": "assign", "ip": "10.0.0.4", "attrs": {"app": "e"}}
+{"ts": 150, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "f"}, "source": "p"}
+{"ts": 30, "op": "observed", "source": "p"}
+{"ts": 60, "op": "observed", "source": "p"}
+{"ts": 90, "op": "observed", "source": "p"}
+{"ts": 40, "op": "observed", "source": "q"}
+"#,
+        );
+        let app_of = |ip: &str, time: u64| app(&t, ip, time);
+        // Owner A proven at 0 and 30, B at 60 and 90: between the polls, nobody (not
+        // the network); after p's horizon (90), not known yet; the assign at 150 comes
+        // after the horizon and says nothing yet.
+        for (time, want) in [
+            (0, Some("a")),
+            (30, Some("a")),
+            (31, None),
+            (59, None),
+            (60, Some("b")),
+            (90, Some("b")),
+            (91, None),
+            (150, None),
+        ] {
+            assert_eq!(
+                app_of("10.0.0.1", time).as_deref(),
+                want,
+                "10.0.0.1 at {time}"
+            );
+        }
+        // Gone at 60: the network again from then, up to the horizon.
+        for (time, want) in [
+            (30, Some("c")),
+            (45, None),
+            (60, Some("vpc")),
+            (90, Some("vpc")),
+            (91, None),
+        ] {
+            assert_eq!(
+                app_of("10.0.0.2", time).as_deref(),
+                want,
+                "10.0.0.2 at {time}"
+            );
+        }
+        // q's horizon is 40; an address naming no source is bounded by the earliest (40).
+        assert_eq!(app_of("10.0.0.3", 40).as_deref(), Some("d"));
+        assert_eq!(app_of("10.0.0.3", 41), None);
+        assert_eq!(app_of("10.0.0.4", 40).as_deref(), Some("e"));
+        assert_eq!(app_of("10.0.0.4", 41), None);
+        // Addresses no source has events for keep the network rules.
+        assert_eq!(app_of("10.9.9.9", 1000).as_deref(), Some("vpc"));
+        let mut builder = TableBuilder::new();
+        for line in [
+            r#"{"ts": 7, "op": "observed", "source": "p"}"#,
+            r#"{"ts": 5, "op": "observed", "source": "p"}"#,
+        ] {
+            builder.apply(&Event::parse(line).unwrap());
+        }
+        assert_eq!(builder.horizons().collect::<Vec<_>>(), [("p", 7)]);
+        // Batches agree.
+        let addrs: Vec<u32> = (1..=4).map(|d| u32::from_be_bytes([10, 0, 0, d])).collect();
+        for time in [0, 30, 31, 45, 60, 90, 91, 150] {
+            let mut got = Vec::new();
+            t.lookup_v4_batch(&addrs, &[time; 4], &mut got);
+            let want: Vec<u32> = addrs.iter().map(|&a| t.lookup_v4(a, time)).collect();
+            assert_eq!(got, want, "at {time}");
+        }
+    }
+
+    #[test]
     fn fragments_cover_every_key() {
         let t = table(
             r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a\"b", "region": "r"}}
 {"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"zone": "z"}}
+{"ts": 0, "op": "assign", "ip": "10.0.0.3", "attrs": {"app": "tab\tback\\slash \u0001 é"}}
 "#,
         );
         assert_eq!(t.keys(), ["app", "region", "zone"]);
+        let id = t.lookup("10.0.0.3".parse().unwrap(), 1);
+        assert_eq!(
+            t.owner(id).unwrap().dst_fragment,
+            r#","dst_app":"tab\tback\\slash \u0001 é","dst_region":null,"dst_zone":null"#
+        );
         let id = t.lookup("10.0.0.1".parse().unwrap(), 1);
         assert_eq!(
             t.owner(id).unwrap().src_fragment,

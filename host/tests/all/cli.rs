@@ -227,3 +227,50 @@ fn test_subcommand_runs_the_fixtures() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
 }
+
+#[test]
+fn observations_bound_what_a_changelog_proves() {
+    // Contract 5 through the binary: a poller's changelog (owner a seen at 100 and 130,
+    // b at 160 and 190) beside a network that covers the address.
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("m.jsonl");
+    std::fs::write(
+        &metadata,
+        r#"{"ts": 0, "op": "assign", "cidr": "10.0.0.0/8", "attrs": {"app": "vpc"}}
+{"ts": 100, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a"}, "source": "aws_ec2/us-east-1"}
+{"ts": 100, "op": "observed", "source": "aws_ec2/us-east-1"}
+{"ts": 130, "op": "observed", "source": "aws_ec2/us-east-1"}
+{"ts": 131, "op": "unknown", "ip": "10.0.0.1", "source": "aws_ec2/us-east-1"}
+{"ts": 160, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "b"}, "source": "aws_ec2/us-east-1"}
+{"ts": 160, "op": "observed", "source": "aws_ec2/us-east-1"}
+{"ts": 190, "op": "observed", "source": "aws_ec2/us-east-1"}
+"#,
+    )
+    .unwrap();
+    let starts = [99, 100, 130, 131, 159, 160, 190, 191, 500];
+    let input: String = starts
+        .iter()
+        .map(|t| {
+            format!(
+                "2 1 e 10.0.0.1 10.0.0.9 1 2 6 1 1 {t} {} ACCEPT OK\n",
+                t + 1
+            )
+        })
+        .collect();
+    let (code, stdout, stderr) = enrich(&["--metadata", metadata.to_str().unwrap()], &input);
+    assert_eq!(code, 0, "{stderr}");
+    let apps: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["src_app"].clone())
+        .collect();
+    let want = ["vpc", "a", "a", "", "", "b", "b", "", ""].map(|a| match a {
+        "" => serde_json::Value::Null,
+        app => app.into(),
+    });
+    assert_eq!(apps, want, "{stdout}");
+    // The other side's address has no events of the poller: the network's.
+    assert!(
+        stdout.lines().all(|l| l.contains(r#""dst_app":"vpc""#)),
+        "{stdout}"
+    );
+}
