@@ -242,7 +242,7 @@ async fn read(
 
 /// Drops events no lookup inside the retention window needs: per target, everything
 /// before its latest event at or before `cutoff`.
-fn compact(events: &mut Vec<Event>, cutoff: u64) {
+pub(super) fn compact(events: &mut Vec<Event>, cutoff: u64) {
     if cutoff == 0 {
         return;
     }

@@ -2,6 +2,7 @@
 //! through which workers read one snapshot per batch.
 
 pub mod addr_map;
+pub mod aws_ec2;
 pub mod aws_kinesis;
 pub mod aws_ranges;
 pub mod events;
@@ -30,6 +31,8 @@ crate::config::component_enum! {
         /// A changelog stream on Kinesis Data Streams (with optional files read once as
         /// a bootstrap snapshot).
         AwsKinesisStreams(aws_kinesis::Config),
+        /// Ownership learnt by polling EC2's network interfaces (contract 5).
+        AwsEc2(aws_ec2::Config),
     }
 }
 

@@ -213,6 +213,41 @@ fn validate_names_the_offending_key_or_file() {
             "metadata.apps.path",
         ),
     ];
+    // The metadata table made an `aws_ec2` one with `settings`.
+    let ec2 = |settings: &str| {
+        let text = pipeline("");
+        let start = text.find("[metadata.apps]").unwrap();
+        let end = start + text[start..].find("\n\n").unwrap();
+        format!(
+            "{}[metadata.apps]\ntype = \"aws_ec2\"\n{settings}{}",
+            &text[..start],
+            &text[end..]
+        )
+    };
+    let ec2_cases = [
+        ("regions = []", "metadata.apps.regions"),
+        (
+            "regions = [\"us-east-1\"]\npoll_interval_secs = 0",
+            "metadata.apps.poll_interval_secs",
+        ),
+        (
+            "regions = [\"us-east-1\"]\ntags = { region = [\"r\"] }",
+            "`region` is an attribute AWS gives",
+        ),
+        (
+            "regions = [\"us-east-1\"]\nrole_arns = [\"arn:aws:iam::1:role/x\"]",
+            "metadata.apps.role_arns",
+        ),
+        (
+            "regions = [\"us-east-1\"]\ncolour = 1",
+            "unknown field `colour`",
+        ),
+    ];
+    let cases = cases.into_iter().chain(
+        ec2_cases
+            .iter()
+            .map(|(settings, needle)| (ec2(settings), *needle)),
+    );
     for (text, needle) in cases {
         let (code, out) = validate(&text);
         assert_ne!(code, 0, "should fail naming {needle}");

@@ -1,6 +1,7 @@
 //! Integration tests: the real component in the real host, through the library API and
 //! the `flowenrich` binary.
 
+mod aws_ec2;
 mod cli;
 mod delivery;
 mod druid;

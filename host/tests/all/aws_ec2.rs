@@ -1,0 +1,375 @@
+//! The `aws_ec2` table against a real EC2 API on 127.0.0.1 (moto in server mode):
+//! interfaces created, retagged, deleted, an address reused by another application and
+//! a secondary address moved, while a pipeline polls; then flows at every second
+//! before, between and after the changes, checked against when the test made them.
+
+use flowenrich_test_support::kinesis_local::KinesisLocal;
+use flowenrich_test_support::moto::Moto;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// One change the test made: between `before` and `after` (epoch seconds), `ip` went to
+/// `app` (`None`: nobody's).
+struct Change {
+    before: f64,
+    after: f64,
+    ip: &'static str,
+    app: Option<&'static str>,
+}
+
+/// Who owned `ip` during the whole second `t`, or `Err` when a change fell in it.
+fn truth(changes: &[Change], ip: &str, t: u64) -> Result<Option<&'static str>, ()> {
+    let (from, to) = (t as f64, t as f64 + 1.0);
+    let mut owner = None;
+    for change in changes.iter().filter(|c| c.ip == ip) {
+        if change.after < from {
+            owner = change.app;
+        } else if change.before < to {
+            return Err(());
+        }
+    }
+    Ok(owner)
+}
+
+#[test]
+fn interface_churn_is_never_misattributed_and_stable_sides_are_attributed() {
+    let moto = Moto::start();
+    let ec2 = &moto.ec2;
+    let (subnet, _vpc) = moto.block_on(async {
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap();
+        let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block("10.0.1.0/24")
+            .availability_zone("us-east-1a")
+            .send()
+            .await
+            .unwrap();
+        (
+            subnet.subnet().unwrap().subnet_id().unwrap().to_string(),
+            vpc,
+        )
+    });
+    let create = |ip: &str, app: &str| -> String {
+        let eni = moto
+            .block_on(
+                ec2.create_network_interface()
+                    .subnet_id(&subnet)
+                    .private_ip_address(ip)
+                    .send(),
+            )
+            .unwrap();
+        let id = eni
+            .network_interface()
+            .unwrap()
+            .network_interface_id()
+            .unwrap()
+            .to_string();
+        tag(&moto, &id, app);
+        id
+    };
+    let mut changes: Vec<Change> = Vec::new();
+    let (a, b, c) = (
+        create("10.0.1.10", "alpha"),
+        create("10.0.1.11", "beta"),
+        create("10.0.1.12", "gamma"),
+    );
+    moto.block_on(
+        ec2.assign_private_ip_addresses()
+            .network_interface_id(&a)
+            .private_ip_addresses("10.0.1.20")
+            .send(),
+    )
+    .unwrap();
+    // An instance tagged `app = zeta`: its interface has no tags of its own.
+    moto.block_on(
+        ec2.run_instances()
+            .image_id("ami-12c6146b")
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .private_ip_address("10.0.1.30")
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key("app")
+                            .value("zeta")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let start = now();
+    for (ip, app) in [
+        ("10.0.1.30", "zeta"),
+        ("10.0.1.10", "alpha"),
+        ("10.0.1.20", "alpha"),
+        ("10.0.1.11", "beta"),
+        ("10.0.1.12", "gamma"),
+    ] {
+        changes.push(Change {
+            before: 0.0,
+            after: start,
+            ip,
+            app: Some(app),
+        });
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pipeline.toml"),
+        format!(
+            r#"[metadata.aws]
+type = "aws_ec2"
+regions = ["us-east-1"]
+endpoint = "{}"
+poll_interval_secs = 3
+changelog_path = "changelog.jsonl"
+
+[sources.in]
+type = "stdin"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "aws"
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+            moto.endpoint
+        ),
+    )
+    .unwrap();
+    let mut command = crate::bin();
+    KinesisLocal::aws_env(&mut command);
+    let mut child = command
+        .current_dir(dir.path())
+        .args(["run", "pipeline.toml"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let changelog = dir.path().join("changelog.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&changelog).is_ok_and(|t| t.contains("observed")) {
+        assert!(Instant::now() < deadline, "the poller wrote no observation");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let first_poll = now();
+    let mut change = |ip: &'static str, app: Option<&'static str>, action: &dyn Fn()| {
+        let before = now();
+        action();
+        changes.push(Change {
+            before,
+            after: now(),
+            ip,
+            app,
+        });
+    };
+    let pause = || std::thread::sleep(Duration::from_millis(7000));
+    pause();
+    // Retagged: beta → delta.
+    change("10.0.1.11", Some("delta"), &|| tag(&moto, &b, "delta"));
+    pause();
+    // Deleted.
+    change("10.0.1.12", None, &|| {
+        moto.block_on(
+            ec2.delete_network_interface()
+                .network_interface_id(&c)
+                .send(),
+        )
+        .unwrap();
+    });
+    pause();
+    // The address reused by a new interface of another application.
+    change("10.0.1.12", Some("epsilon"), &|| {
+        create("10.0.1.12", "epsilon");
+    });
+    pause();
+    // A secondary address moved from alpha's interface to delta's.
+    change("10.0.1.20", Some("delta"), &|| {
+        moto.block_on(async {
+            ec2.unassign_private_ip_addresses()
+                .network_interface_id(&a)
+                .private_ip_addresses("10.0.1.20")
+                .send()
+                .await
+                .unwrap();
+            ec2.assign_private_ip_addresses()
+                .network_interface_id(&b)
+                .private_ip_addresses("10.0.1.20")
+                .send()
+                .await
+                .unwrap();
+        })
+    });
+    pause();
+    let end = now();
+
+    // Flows of every address at every second from before the first poll to the end.
+    let ips = [
+        "10.0.1.10",
+        "10.0.1.11",
+        "10.0.1.12",
+        "10.0.1.20",
+        "10.0.1.30",
+    ];
+    let seconds = (start as u64 - 3)..(end as u64);
+    let mut input = String::new();
+    for t in seconds.clone() {
+        for ip in ips {
+            input.push_str(&format!(
+                "2 123456789012 eni-x {ip} 10.99.0.1 1000 443 6 1 100 {t} {} ACCEPT OK\n",
+                t + 1
+            ));
+        }
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let changelog = std::fs::read_to_string(&changelog).unwrap();
+    let polls: Vec<u64> = changelog
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["op"] == "observed")
+        .map(|e| e["ts"].as_u64().unwrap())
+        .collect();
+    assert!(polls.len() >= 8, "{changelog}");
+
+    let rows = std::fs::read_to_string(dir.path().join("out.ndjson")).unwrap();
+    let (mut misattributed, mut stable, mut stable_attributed, mut total, mut unattributed) =
+        (Vec::new(), 0, 0, 0, 0);
+    let mut seen: BTreeMap<(String, u64), ()> = BTreeMap::new();
+    for row in rows.lines() {
+        let row: serde_json::Value = serde_json::from_str(row).unwrap();
+        let ip = row["srcaddr"].as_str().unwrap().to_string();
+        let t = row["start"].as_u64().unwrap();
+        seen.insert((ip.clone(), t), ());
+        let got = row["src_app"].as_str();
+        total += 1;
+        unattributed += usize::from(got.is_none());
+        let Ok(want) = truth(&changes, &ip, t) else {
+            // A change fell in this very second: either answer could be right, but
+            // only an owner of that second.
+            continue;
+        };
+        if got.is_some() && got != want {
+            misattributed.push(format!("{ip} at {t}: got {got:?}, truth {want:?}"));
+        }
+        // Stable across the polls around it: the same owner (and no change) from the
+        // last poll at or before `t` to the first at or after it.
+        let (Some(&before), Some(&after)) = (
+            polls.iter().rev().find(|&&p| p <= t),
+            polls.iter().find(|&&p| p >= t),
+        ) else {
+            continue;
+        };
+        let unchanged = (before..=after).all(|s| truth(&changes, &ip, s) == Ok(want));
+        if want.is_some() && unchanged {
+            stable += 1;
+            if got == want {
+                stable_attributed += 1;
+            } else {
+                misattributed.push(format!("{ip} at {t}: stable {want:?} but got {got:?}"));
+            }
+        }
+        assert_eq!(row["src_interface"].is_string(), got.is_some());
+    }
+    assert_eq!(
+        seen.len(),
+        ips.len() * seconds.count(),
+        "every flow came out"
+    );
+    assert!(
+        misattributed.is_empty(),
+        "{}\n{changelog}",
+        misattributed.join("\n")
+    );
+    assert!(stable > 40, "stable sides {stable}");
+    assert_eq!(stable, stable_attributed);
+    // A fleet: hosts that read the poller's changelog instead of polling EC2 attribute
+    // every flow the same way.
+    for host in 0..2 {
+        let mut reader = crate::bin()
+            .args(["enrich", "--metadata"])
+            .arg(dir.path().join("changelog.jsonl"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        reader
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let read = reader.wait_with_output().unwrap();
+        assert!(read.status.success());
+        let apps = |text: &str| -> BTreeMap<(String, u64), Option<String>> {
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .map(|r| {
+                    let key = (
+                        r["srcaddr"].as_str().unwrap().to_string(),
+                        r["start"].as_u64().unwrap(),
+                    );
+                    (key, r["src_app"].as_str().map(str::to_string))
+                })
+                .collect()
+        };
+        assert_eq!(
+            apps(&String::from_utf8(read.stdout).unwrap()),
+            apps(&rows),
+            "host {host} reading the changelog"
+        );
+    }
+    eprintln!(
+        "aws_ec2 churn: {total} sides, {unattributed} unattributed ({:.1} %), {stable} stable ones all attributed; first poll at {first_poll:.1}",
+        100.0 * unattributed as f64 / total as f64
+    );
+}
+
+fn tag(moto: &Moto, id: &str, app: &str) {
+    moto.block_on(
+        moto.ec2
+            .create_tags()
+            .resources(id)
+            .tags(
+                aws_sdk_ec2::types::Tag::builder()
+                    .key("app")
+                    .value(app)
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+}
