@@ -20,7 +20,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The `aws_kinesis_streams` table's settings.
@@ -79,13 +78,12 @@ impl MetadataKind for Config {
         metrics: Arc<ComponentMetrics>,
         _seen: Fingerprint,
     ) -> Option<Box<dyn Send>> {
-        Some(Box::new(StreamReader::start(
-            name.to_string(),
-            self.table.spec(),
-            self.stream_spec(),
-            shared,
-            metrics,
-        )))
+        let (table, spec, stream) = (name.to_string(), self.table.spec(), self.stream_spec());
+        // Reads the stream into `shared`, on top of `spec` (its files are the bootstrap
+        // snapshot; its retention and AWS ranges apply to every build).
+        Some(Box::new(super::Follower::start(name, move |stop| {
+            read(table, spec, stream, shared, metrics, stop)
+        })))
     }
 }
 
@@ -98,46 +96,6 @@ pub struct StreamSpec {
     pub start: StartAt,
     /// Pause between polling rounds, and the shortest time between two table builds.
     pub poll_interval: Duration,
-}
-
-/// A running changelog reader; stops when dropped.
-pub struct StreamReader {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drop for StreamReader {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl StreamReader {
-    /// Starts reading `stream` into `shared`, on top of `spec` (its files are the
-    /// bootstrap snapshot, its retention and AWS ranges apply to every build).
-    pub fn start(
-        name: String,
-        spec: TableSpec,
-        stream: StreamSpec,
-        shared: Arc<SharedTable>,
-        metrics: Arc<ComponentMetrics>,
-    ) -> StreamReader {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("metadata-{name}"))
-            .spawn(move || {
-                crate::aws::runtime().block_on(read(name, spec, stream, shared, metrics, stopping));
-            })
-            .expect("spawn changelog reader");
-        StreamReader {
-            stop,
-            handle: Some(handle),
-        }
-    }
 }
 
 async fn read(

@@ -118,6 +118,43 @@ impl TableOptions {
     }
 }
 
+/// A thread that keeps a table current (a changelog stream's reader, an EC2 poller),
+/// running its async work on the AWS runtime; told to stop, and joined, when dropped.
+pub struct Follower {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Starts `work` on a thread named `metadata-<name>`; `work` gets the flag that
+    /// tells it to stop.
+    pub fn start<F, Fut>(name: &str, work: F) -> Follower
+    where
+        F: FnOnce(Arc<std::sync::atomic::AtomicBool>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("metadata-{name}"))
+            .spawn(move || crate::aws::runtime().block_on(work(stopping)))
+            .expect("spawn a metadata thread");
+        Follower {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
 /// A table that can be replaced atomically while workers read it.
 ///
 /// Readers call [`SharedTable::snapshot`] once per batch, so every line of a batch is

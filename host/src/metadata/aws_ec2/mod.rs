@@ -18,7 +18,7 @@ pub mod poll;
 
 use super::events::Event;
 use super::observations::Observer;
-use super::{MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
+use super::{Follower, MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
 use crate::config::Invalid;
 use crate::metrics::ComponentMetrics;
 use interfaces::{AWS_ATTRIBUTES, Mapping};
@@ -29,7 +29,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The `aws_ec2` table's settings.
@@ -171,50 +170,10 @@ impl MetadataKind for Config {
         metrics: Arc<ComponentMetrics>,
         _seen: Fingerprint,
     ) -> Option<Box<dyn Send>> {
-        Some(Box::new(Poller::start(
-            name.to_string(),
-            self.clone(),
-            shared,
-            metrics,
-        )))
-    }
-}
-
-/// A running poller; stops when dropped.
-pub struct Poller {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Drop for Poller {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(handle) = self.handle.take() {
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Poller {
-    /// Starts polling for the table `name` into `shared`.
-    pub fn start(
-        name: String,
-        config: Config,
-        shared: Arc<SharedTable>,
-        metrics: Arc<ComponentMetrics>,
-    ) -> Poller {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("metadata-{name}"))
-            .spawn(move || {
-                crate::aws::runtime().block_on(run(name, config, shared, metrics, stopping));
-            })
-            .expect("spawn EC2 poller");
-        Poller {
-            stop,
-            handle: Some(handle),
-        }
+        let (table, config) = (name.to_string(), self.clone());
+        Some(Box::new(Follower::start(name, move |stop| {
+            run(table, config, shared, metrics, stop)
+        })))
     }
 }
 
