@@ -32,6 +32,12 @@ pub fn epoch_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The cores this process may use (1 when that cannot be told): the default number of
+/// workers.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Whether `bytes` start like a gzip stream.
 pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0x1f, 0x8b])

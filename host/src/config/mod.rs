@@ -139,6 +139,9 @@ pub struct Invalid {
     pub message: String,
 }
 
+/// Most workers (threads, each with its own state) one component may have.
+pub const MAX_WORKERS: usize = 256;
+
 impl Invalid {
     /// A problem with `key`.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Invalid {
@@ -146,6 +149,21 @@ impl Invalid {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// Checks a `workers` setting of `key`: none (the default), or 1 to [`MAX_WORKERS`].
+    pub fn workers(key: &str, workers: Option<usize>) -> Result<(), Invalid> {
+        let Some(workers) = workers else {
+            return Ok(());
+        };
+        Invalid::at_least_1(key, "workers", workers as u64)?;
+        if workers > MAX_WORKERS {
+            return Err(Invalid::new(
+                format!("{key}.workers"),
+                format!("at most {MAX_WORKERS}"),
+            ));
+        }
+        Ok(())
     }
 
     /// `key.name` must be at least 1.

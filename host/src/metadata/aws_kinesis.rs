@@ -10,7 +10,8 @@
 //! (`trim_horizon`) or from new records only (`latest`); metadata needs no checkpoints,
 //! since a restart reads the changelog again.
 
-use super::events::{BadLine, Event, Target};
+use super::event_log::EventLog;
+use super::events::{BadLine, Event};
 use super::{MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
 use crate::aws::kinesis::{MIN_POLL, RELIST, ShardCursor, StartAt, StartConfig, StreamConfig};
 use crate::config::Invalid;
@@ -109,18 +110,7 @@ async fn read(
     let client = stream.stream.client().await;
     let stream_ref = &stream.stream.stream();
     let mut shards: HashMap<String, ShardCursor> = HashMap::new();
-    // The bootstrap files are read once (their bad lines were counted at start-up);
-    // every build starts from them and adds the stream's events.
-    let mut events: Vec<Event> = Vec::new();
-    for path in &spec.files {
-        if let Ok(log) = super::events::read_changelog_file(path) {
-            events.extend(log.events);
-        }
-    }
-    let spec = TableSpec {
-        files: Vec::new(),
-        ..spec
-    };
+    let mut log = EventLog::bootstrap(spec);
     let mut listed_at: Option<Instant> = None;
     let mut dirty = false;
     let mut built_at = Instant::now();
@@ -154,7 +144,7 @@ async fn read(
                             metrics.received(1);
                             match Event::parse(line) {
                                 Ok(event) => {
-                                    events.push(event);
+                                    log.push(event);
                                     dirty = true;
                                 }
                                 Err(error) => {
@@ -179,91 +169,11 @@ async fn read(
         }
         if dirty && built_at.elapsed() >= stream.poll_interval {
             built_at = Instant::now();
-            match super::load_with(&spec, &events) {
-                Ok((table, _)) => {
-                    tracing::info!(message = "Rebuilt metadata from the changelog stream.", table = %name, events = table.events(), addresses = table.addresses(), networks = table.networks(), owners = table.owners());
-                    let cutoff = table.cutoff();
-                    super::file::install(table, &shared, &metrics);
-                    compact(&mut events, cutoff);
-                    dirty = false;
-                }
-                Err(error) => {
-                    metrics.count("metadata_reload_failures_total", 1);
-                    tracing::error!(message = "Cannot build the table; keeping the previous one.", table = %name, %error);
-                }
+            if log.rebuild(&name, "the changelog stream", &shared, &metrics) {
+                dirty = false;
             }
         }
         tokio::time::sleep(stream.poll_interval.max(MIN_POLL)).await;
         shared.reap();
-    }
-}
-
-/// Drops events no lookup inside the retention window needs: per target, everything
-/// before its latest event at or before `cutoff`.
-pub(super) fn compact(events: &mut Vec<Event>, cutoff: u64) {
-    if cutoff == 0 {
-        return;
-    }
-    let mut keep_from: HashMap<Target, (u64, usize)> = HashMap::new();
-    for (i, event) in events.iter().enumerate() {
-        if event.ts <= cutoff {
-            let entry = keep_from
-                .entry(event.target.clone())
-                .or_insert((event.ts, i));
-            if event.ts >= entry.0 {
-                *entry = (event.ts, i);
-            }
-        }
-    }
-    let mut i = 0;
-    events.retain(|event| {
-        let index = i;
-        i += 1;
-        match keep_from.get(&event.target) {
-            Some(&(_, at)) => event.ts > cutoff || index == at,
-            None => true,
-        }
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn compaction_keeps_what_the_window_needs() {
-        let line = |ts: u64, ip: &str, app: &str| {
-            Event::parse(&format!(
-                r#"{{"ts": {ts}, "op": "assign", "ip": "{ip}", "attrs": {{"app": "{app}"}}}}"#
-            ))
-            .unwrap()
-        };
-        let mut events = vec![
-            line(100, "10.0.0.1", "a"),
-            line(200, "10.0.0.1", "b"),
-            line(200, "10.0.0.1", "c"),
-            line(400, "10.0.0.1", "d"),
-            line(150, "10.0.0.2", "e"),
-            line(50, "10.0.0.2", "f"),
-        ];
-        let before = super::super::load_with(&TableSpec::default(), &events)
-            .unwrap()
-            .0;
-        compact(&mut events, 300);
-        let kept: Vec<u64> = events.iter().map(|e| e.ts).collect();
-        assert_eq!(kept, vec![200, 400, 150]);
-        let after = super::super::load_with(&TableSpec::default(), &events)
-            .unwrap()
-            .0;
-        for ip in ["10.0.0.1", "10.0.0.2"] {
-            for t in [300, 350, 400, 500] {
-                let ip = ip.parse().unwrap();
-                let app = |table: &super::super::Table| {
-                    let owner = table.owner(table.lookup(ip, t)).unwrap();
-                    owner.attrs.get("app").cloned()
-                };
-                assert_eq!(app(&before), app(&after), "{ip} at {t}");
-            }
-        }
     }
 }

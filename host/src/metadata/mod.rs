@@ -5,6 +5,7 @@ pub mod addr_map;
 pub mod aws_ec2;
 pub mod aws_kinesis;
 pub mod aws_ranges;
+pub mod event_log;
 pub mod events;
 pub mod file;
 pub mod networks;

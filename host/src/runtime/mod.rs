@@ -158,7 +158,7 @@ impl Runtime {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         // Room for every transform's workers on a large host, and then some.
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let cores = crate::util::cores();
         let instances = (4 * cores as u32 + 32).max(64);
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling

@@ -319,21 +319,10 @@ path = "out.ndjson"
     // A fleet: hosts that read the poller's changelog instead of polling EC2 attribute
     // every flow the same way.
     for host in 0..2 {
-        let mut reader = crate::bin()
-            .args(["enrich", "--metadata"])
-            .arg(dir.path().join("changelog.jsonl"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        reader
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        let read = reader.wait_with_output().unwrap();
-        assert!(read.status.success());
+        let changelog_file = dir.path().join("changelog.jsonl");
+        let (code, read, stderr) =
+            crate::cli::enrich(&["--metadata", changelog_file.to_str().unwrap()], &input);
+        assert_eq!(code, 0, "{stderr}");
         let apps = |text: &str| -> BTreeMap<(String, u64), Option<String>> {
             text.lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -347,7 +336,7 @@ path = "out.ndjson"
                 .collect()
         };
         assert_eq!(
-            apps(&String::from_utf8(read.stdout).unwrap()),
+            apps(&read),
             apps(&rows),
             "host {host} reading the changelog"
         );

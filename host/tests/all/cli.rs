@@ -4,7 +4,8 @@ use crate::{bin, repo};
 use std::io::Write;
 use std::process::Stdio;
 
-fn enrich(args: &[&str], stdin: &str) -> (i32, String, String) {
+/// Runs `flowenrich enrich ARGS` on `stdin`: its exit code, stdout and stderr.
+pub fn enrich(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = bin()
         .arg("enrich")
         .args(args)

@@ -88,15 +88,18 @@ impl Interface {
             vpc: text(found.vpc_id()),
             subnet: text(found.subnet_id()),
             instance: text(found.attachment().and_then(|a| a.instance_id())),
-            tags: found
-                .tag_set()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
-                .collect(),
+            tags: tag_pairs(found.tag_set()),
             private,
             public,
         }
     }
+}
+
+/// Tags as (key, value) pairs, in AWS's order (a tag without a key is left out).
+pub fn tag_pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .collect()
 }
 
 /// How tags become attributes.

@@ -16,9 +16,10 @@
 pub mod interfaces;
 pub mod poll;
 
+use super::event_log::EventLog;
 use super::events::Event;
 use super::observations::Observer;
-use super::{Follower, MetadataKind, SharedTable, TableOptions, TableSpec, file::Fingerprint};
+use super::{Follower, MetadataKind, SharedTable, TableOptions, file::Fingerprint};
 use crate::config::Invalid;
 use crate::metrics::ComponentMetrics;
 use interfaces::{AWS_ATTRIBUTES, Mapping};
@@ -237,24 +238,13 @@ async fn run(
     stop: Arc<AtomicBool>,
 ) {
     let mapping = config.mapping();
-    let spec = config.table.spec();
-    // The bootstrap files are read once; every build starts from them.
-    let mut events: Vec<Event> = Vec::new();
-    for path in &spec.files {
-        if let Ok(log) = super::events::read_changelog_file(path) {
-            events.extend(log.events);
-        }
-    }
-    let spec = TableSpec {
-        files: Vec::new(),
-        ..spec
-    };
+    let mut log = EventLog::bootstrap(config.table.spec());
     let mut targets = targets(&config).await;
     let interval = Duration::from_secs(config.poll_interval_secs.max(1));
     let mut last_second = 0;
     while !stop.load(Ordering::Relaxed) {
         // Each poll's times come after the previous poll's: a later second.
-        while poll::epoch_now() <= last_second && !stop.load(Ordering::Relaxed) {
+        while poll::epoch_second() <= last_second && !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let started = Instant::now();
@@ -283,19 +273,8 @@ async fn run(
                 tracing::error!(message = "Cannot append to the changelog file.", table = %name, path = %path.display(), %error);
             }
             metrics.count("aws_ec2_events_total", new.len() as u64);
-            events.extend(new);
-            match super::load_with(&spec, &events) {
-                Ok((table, _)) => {
-                    tracing::info!(message = "Rebuilt metadata from EC2.", table = %name, events = table.events(), addresses = table.addresses(), owners = table.owners());
-                    let cutoff = table.cutoff();
-                    super::file::install(table, &shared, &metrics);
-                    super::aws_kinesis::compact(&mut events, cutoff);
-                }
-                Err(error) => {
-                    metrics.count("metadata_reload_failures_total", 1);
-                    tracing::error!(message = "Cannot build the table; keeping the previous one.", table = %name, %error);
-                }
-            }
+            log.extend(new);
+            log.rebuild(&name, "EC2", &shared, &metrics);
         }
         let deadline = started + interval;
         while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {

@@ -2,11 +2,16 @@
 //! and the tags of the instances they are attached to (`DescribeInstances`), as the
 //! addresses seen, each with its owner and the second its page arrived.
 
-use super::interfaces::{Interface, Mapping, attributes};
+use super::interfaces::{Interface, Mapping, attributes, tag_pairs};
 use crate::metadata::observations::Poll;
 use crate::metrics::ComponentMetrics;
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// The epoch second now.
+pub fn epoch_second() -> u64 {
+    crate::util::epoch_seconds().max(0) as u64
+}
 
 /// Interfaces asked for per page (AWS's largest).
 const INTERFACES_PER_PAGE: i32 = 1000;
@@ -34,13 +39,6 @@ fn failed(call: &'static str, error: impl std::error::Error) -> PollError {
     PollError { call, message }
 }
 
-/// The epoch second now.
-pub fn epoch_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Polls one region with `client`; counts calls, seconds and interfaces.
 pub async fn poll(
     client: &aws_sdk_ec2::Client,
@@ -59,7 +57,7 @@ pub async fn poll(
     while let Some(page) = pages.next().await {
         calls += 1;
         let page = page.map_err(|e| failed("DescribeNetworkInterfaces", e))?;
-        let arrived = epoch_now();
+        let arrived = epoch_second();
         interfaces.extend(
             page.network_interfaces()
                 .iter()
@@ -81,20 +79,13 @@ pub async fn poll(
                 let Some(id) = instance.instance_id() else {
                     continue;
                 };
-                let tags = instance
-                    .tags()
-                    .iter()
-                    .filter_map(|t| {
-                        Some((t.key()?.to_string(), t.value().unwrap_or("").to_string()))
-                    })
-                    .collect();
-                instance_tags.insert(id.to_string(), tags);
+                instance_tags.insert(id.to_string(), tag_pairs(instance.tags()));
             }
         }
     }
     let mut poll = Poll {
         seen: Vec::new(),
-        finished: epoch_now(),
+        finished: epoch_second(),
     };
     for (interface, arrived) in &interfaces {
         let tags = interface

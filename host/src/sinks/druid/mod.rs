@@ -134,9 +134,7 @@ impl Config {
             flush_interval: Duration::from_secs(self.flush_interval_secs),
             output,
             overlord_url: self.overlord_url.clone(),
-            workers: self.workers.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-            }),
+            workers: self.workers.unwrap_or_else(crate::util::cores),
         }
     }
 
@@ -194,15 +192,7 @@ impl SinkKind for Config {
             ));
         }
         Invalid::at_least_1(key, "flush_interval_secs", self.flush_interval_secs)?;
-        if let Some(workers) = self.workers {
-            Invalid::at_least_1(key, "workers", workers as u64)?;
-            if workers > MAX_WORKERS {
-                return Err(Invalid::new(
-                    format!("{key}.workers"),
-                    format!("at most {MAX_WORKERS}"),
-                ));
-            }
-        }
+        Invalid::workers(key, self.workers)?;
         self.validate_dimensions(key)?;
         if self.path.is_some() && !self.append && upstream.resumes_from_checkpoints {
             return Err(Invalid::new(
@@ -322,9 +312,6 @@ pub struct DruidSpec {
     /// Threads rolling up column batches (the sink's own included).
     pub workers: usize,
 }
-
-/// Most rollup threads one sink may have.
-pub const MAX_WORKERS: usize = 256;
 
 /// Rolls up every batch until the input closes, writing rows every flush interval and at
 /// the end.

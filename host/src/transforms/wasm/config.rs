@@ -91,15 +91,10 @@ const LIVE_KEYS: [&str; 6] = [
     "memory_limit_mib",
 ];
 
-/// Most workers one transform may have (each holds a component instance).
-pub const MAX_WORKERS: usize = 256;
-
 impl Config {
     /// How many workers: as configured, else the cores available.
     pub fn workers(&self) -> usize {
-        self.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
+        self.workers.unwrap_or_else(crate::util::cores)
     }
 
     /// How often the component file is checked (`None`: only on reload requests).
@@ -145,15 +140,7 @@ impl TransformKind for Config {
             ));
         }
         Invalid::at_least_1(key, "batch_timeout_ms", self.batch_timeout_ms)?;
-        if let Some(workers) = self.workers {
-            Invalid::at_least_1(key, "workers", workers as u64)?;
-            if workers > MAX_WORKERS {
-                return Err(Invalid::new(
-                    format!("{key}.workers"),
-                    format!("at most {MAX_WORKERS}"),
-                ));
-            }
-        }
+        Invalid::workers(key, self.workers)?;
         Invalid::at_least_1(key, "memory_limit_mib", self.memory_limit_mib as u64)
     }
 
