@@ -1,6 +1,7 @@
 //! Metadata change events (DESIGN.md contracts 3 and 5): JSON Lines of `assign` /
-//! `unassign` for exact IPs or CIDRs, `unknown` for exact IPs, and `observed` for
-//! everything a source (a poller) owns, each with an epoch-seconds timestamp.
+//! `unassign` for exact IPs, CIDRs or network interfaces, `unknown` for exact IPs or
+//! interfaces, and `observed` for everything a source (a poller) owns, each with an
+//! epoch-seconds timestamp.
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -29,12 +30,15 @@ pub enum Op {
 }
 
 /// What an event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
     /// One exact address.
     Ip(IpAddr),
     /// A network (host bits cleared).
     Cidr(IpNet),
+    /// A network interface (`eni-...`), by its id: the owner of what flow-log records
+    /// captured on it say about their local side.
+    Interface(Box<str>),
     /// Everything a source owns (`observed`), by the source's name.
     Source(Box<str>),
 }
@@ -69,9 +73,12 @@ pub enum EventError {
     /// `observed` naming an address or network, or `unknown` naming a network.
     #[error("{0}")]
     WrongTarget(&'static str),
-    /// Neither or both of `ip` and `cidr`.
-    #[error("exactly one of `ip` and `cidr` is required")]
+    /// Not exactly one of `ip`, `cidr` and `interface`.
+    #[error("exactly one of `ip`, `cidr` and `interface` is required")]
     Target,
+    /// `interface` is empty or not text of an interface id.
+    #[error("`interface`: `{0}` is not a network interface id (`eni-...`)")]
+    BadInterface(String),
     /// `ip` is not an IP address.
     #[error("`ip`: `{0}` is not an IP address")]
     BadIp(String),
@@ -103,6 +110,7 @@ impl EventError {
             EventError::Target => "missing_target",
             EventError::BadIp(_) => "invalid_ip",
             EventError::BadCidr(_) => "invalid_cidr",
+            EventError::BadInterface(_) => "invalid_interface",
             EventError::MissingAttrs => "missing_attrs",
             EventError::NotUtf8 => "invalid_utf8",
             EventError::TsOutOfRange(_) => "invalid_ts",
@@ -119,6 +127,8 @@ struct RawEvent {
     #[serde(default)]
     cidr: Option<String>,
     #[serde(default)]
+    interface: Option<String>,
+    #[serde(default)]
     attrs: Option<Attrs>,
     #[serde(default)]
     source: Option<String>,
@@ -133,9 +143,9 @@ impl Event {
         }
         let source = raw.source.map(String::into_boxed_str);
         if raw.op == "observed" {
-            if raw.ip.is_some() || raw.cidr.is_some() {
+            if raw.ip.is_some() || raw.cidr.is_some() || raw.interface.is_some() {
                 return Err(EventError::WrongTarget(
-                    "`observed` is about a `source`, not an `ip` or `cidr`",
+                    "`observed` is about a `source`, not an `ip`, `cidr` or `interface`",
                 ));
             }
             let source = source.ok_or(EventError::MissingSource)?;
@@ -146,13 +156,25 @@ impl Event {
                 source: None,
             });
         }
-        let target = match (&raw.ip, &raw.cidr) {
-            (Some(ip), None) => Target::Ip(
+        let target = match (&raw.ip, &raw.cidr, &raw.interface) {
+            (None, None, Some(id)) => {
+                let trimmed = id.trim();
+                let valid = !trimmed.is_empty()
+                    && trimmed.len() <= 64
+                    && trimmed
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !valid {
+                    return Err(EventError::BadInterface(id.clone()));
+                }
+                Target::Interface(trimmed.into())
+            }
+            (Some(ip), None, None) => Target::Ip(
                 ip.trim()
                     .parse()
                     .map_err(|_| EventError::BadIp(ip.clone()))?,
             ),
-            (None, Some(cidr)) => {
+            (None, Some(cidr), None) => {
                 let net: IpNet = cidr
                     .trim()
                     .parse()
@@ -166,7 +188,7 @@ impl Event {
             "unassign" => Op::Unassign,
             "unknown" if matches!(target, Target::Cidr(_)) => {
                 return Err(EventError::WrongTarget(
-                    "`unknown` is about one address (`ip`), not a network",
+                    "`unknown` is about one address (`ip`) or interface, not a network",
                 ));
             }
             "unknown" => Op::Unknown,
@@ -194,6 +216,7 @@ impl Event {
         match &self.target {
             Target::Ip(ip) => line.insert("ip".into(), ip.to_string().into()),
             Target::Cidr(net) => line.insert("cidr".into(), net.to_string().into()),
+            Target::Interface(id) => line.insert("interface".into(), id.to_string().into()),
             Target::Source(name) => line.insert("source".into(), name.to_string().into()),
         };
         if let Op::Assign(attrs) = &self.op {
@@ -310,6 +333,8 @@ mod tests {
             r#"{"ts": 1700000060, "op": "observed", "source": "aws_ec2/us-east-1"}"#,
             r#"{"ts": 5, "op": "assign", "ip": "::1", "attrs": {"app": "a\"b"}, "source": "s"}"#,
             r#"{"ts": 6, "op": "unassign", "cidr": "10.0.0.0/8"}"#,
+            r#"{"ts": 7, "op": "assign", "interface": "eni-0a1b", "attrs": {"app": "api"}, "source": "s"}"#,
+            r#"{"ts": 8, "op": "unknown", "interface": "eni-0a1b", "source": "s"}"#,
         ] {
             let event = Event::parse(line).unwrap();
             assert_eq!(Event::parse(&event.to_line()).unwrap(), event, "{line}");
@@ -372,6 +397,22 @@ mod tests {
                 "invalid_json",
             ),
             ("not json", "invalid_json"),
+            (
+                r#"{"ts": 1, "op": "assign", "interface": "", "attrs": {}}"#,
+                "invalid_interface",
+            ),
+            (
+                r#"{"ts": 1, "op": "assign", "interface": "eni 1", "attrs": {}}"#,
+                "invalid_interface",
+            ),
+            (
+                r#"{"ts": 1, "op": "unknown", "interface": "eni-1", "ip": "10.0.0.1"}"#,
+                "missing_target",
+            ),
+            (
+                r#"{"ts": 1, "op": "observed", "source": "s", "interface": "eni-1"}"#,
+                "invalid_target",
+            ),
         ];
         for (line, kind) in cases {
             assert_eq!(Event::parse(line).unwrap_err().error_type(), kind, "{line}");

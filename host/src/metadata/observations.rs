@@ -6,18 +6,19 @@
 //! source's `observed` horizon moves on. Where the owner differs, or the address appears
 //! or disappears, the interval between the two observations is `unknown`; then the new
 //! owner is assigned (or the address unassigned) at the time it was seen. Each poll ends
-//! with one `observed` event: its horizon, after which nothing is known yet.
+//! with one `observed` event: its horizon, after which nothing is known yet. Network
+//! interfaces seen by a poll follow the same rules as addresses (their own timelines).
 
 use super::events::{Attrs, Event, Op, Target};
 use std::collections::HashMap;
-use std::net::IpAddr;
 
-/// One poll's answer: every address seen, each with its owner and the epoch second its
-/// page of the answer arrived.
+/// One poll's answer: every address (and interface) seen, each with its owner and the
+/// epoch second its page of the answer arrived.
 #[derive(Debug, Clone, Default)]
 pub struct Poll {
-    /// (address, owner, when it was seen).
-    pub seen: Vec<(IpAddr, Attrs, u64)>,
+    /// (address or interface, owner, when it was seen): [`Target::Ip`] or
+    /// [`Target::Interface`].
+    pub seen: Vec<(Target, Attrs, u64)>,
     /// When the last page of the answer arrived: absences are proven by then.
     pub finished: u64,
 }
@@ -35,7 +36,7 @@ struct Seen {
 #[derive(Debug)]
 pub struct Observer {
     source: Box<str>,
-    known: HashMap<IpAddr, Seen>,
+    known: HashMap<Target, Seen>,
     /// When the previous poll finished (`None` before the first).
     previous: Option<u64>,
 }
@@ -52,15 +53,18 @@ impl Observer {
 
     /// Addresses seen by the last poll.
     pub fn addresses(&self) -> usize {
-        self.known.len()
+        self.known
+            .keys()
+            .filter(|t| matches!(t, Target::Ip(_)))
+            .count()
     }
 
     /// The events that `poll` proves, in the order they must be applied, ending with the
     /// poll's `observed` horizon (the earliest time any of it was seen).
     pub fn observe(&mut self, poll: &Poll) -> Vec<Event> {
-        let mut now: HashMap<IpAddr, Seen> = HashMap::with_capacity(poll.seen.len());
+        let mut now: HashMap<Target, Seen> = HashMap::with_capacity(poll.seen.len());
         for (addr, owner, at) in &poll.seen {
-            now.entry(*addr)
+            now.entry(addr.clone())
                 .and_modify(|seen| {
                     // One address claimed twice: by different owners, nobody is proven.
                     if seen.owner.as_ref() != Some(owner) {
@@ -74,18 +78,18 @@ impl Observer {
                 });
         }
         let mut events = Vec::new();
-        let event = |ts: u64, addr: IpAddr, op: Op| Event {
+        let event = |ts: u64, addr: &Target, op: Op| Event {
             ts,
-            target: Target::Ip(addr),
+            target: addr.clone(),
             op,
             source: Some(self.source.clone()),
         };
-        let mut addrs: Vec<&IpAddr> = now.keys().chain(self.known.keys()).collect();
+        let mut addrs: Vec<&Target> = now.keys().chain(self.known.keys()).collect();
         addrs.sort_unstable();
         addrs.dedup();
-        for &addr in addrs {
-            let before = self.known.get(&addr);
-            let after = now.get(&addr);
+        for addr in addrs {
+            let before = self.known.get(addr);
+            let after = now.get(addr);
             // Since when nothing about the address is proven: one second after it was
             // last seen, or after the previous poll for an address it did not see.
             let unproven_from = match (before, self.previous) {
@@ -139,7 +143,10 @@ mod tests {
         Poll {
             seen: seen
                 .iter()
-                .map(|(ip, app)| (ip.parse().unwrap(), owner(app), at))
+                .map(|(ip, app)| match ip.parse() {
+                    Ok(ip) => (Target::Ip(ip), owner(app), at),
+                    Err(_) => (Target::Interface((*ip).into()), owner(app), at),
+                })
                 .collect(),
             finished: at,
         }
@@ -153,8 +160,8 @@ mod tests {
         for p in [
             // 10.0.0.1: a, then b (moved between 130 and 160); 10.0.0.2: c, then gone;
             // 10.0.0.3: new at 160; 10.0.0.4 claimed twice at 160, then d.
-            poll(100, &[("10.0.0.1", "a"), ("10.0.0.2", "c")]),
-            poll(130, &[("10.0.0.1", "a"), ("10.0.0.2", "c")]),
+            poll(100, &[("10.0.0.1", "a"), ("10.0.0.2", "c"), ("eni-1", "a")]),
+            poll(130, &[("10.0.0.1", "a"), ("10.0.0.2", "c"), ("eni-1", "a")]),
             poll(
                 160,
                 &[
@@ -162,11 +169,17 @@ mod tests {
                     ("10.0.0.3", "new"),
                     ("10.0.0.4", "x"),
                     ("10.0.0.4", "y"),
+                    ("eni-1", "b"),
                 ],
             ),
             poll(
                 190,
-                &[("10.0.0.1", "b"), ("10.0.0.3", "new"), ("10.0.0.4", "d")],
+                &[
+                    ("10.0.0.1", "b"),
+                    ("10.0.0.3", "new"),
+                    ("10.0.0.4", "d"),
+                    ("eni-1", "b"),
+                ],
             ),
         ] {
             for event in observer.observe(&p) {
@@ -206,6 +219,15 @@ mod tests {
                 lines.join("\n")
             );
         }
+        // An interface's timeline follows the same rules.
+        let interface_app = |t: u64| {
+            let id = table.interface_owner("eni-1", t);
+            table.owner(id).unwrap().attrs.get("app").cloned()
+        };
+        assert_eq!(interface_app(130).as_deref(), Some("a"));
+        assert_eq!(interface_app(131), None);
+        assert_eq!(interface_app(160).as_deref(), Some("b"));
+        assert_eq!(interface_app(191), None);
         // Unchanged addresses write nothing: the last poll adds only 10.0.0.4 and the
         // horizon.
         let last: Vec<&String> = lines.iter().rev().take(3).collect();

@@ -16,6 +16,11 @@
 //! horizon (the earliest horizon, for an address whose events name no source): its
 //! entries after it are set aside until the horizon passes them, and from one second
 //! after it the address is unknown.
+//!
+//! Interfaces (contract 5): a network interface's own timeline (`interface` events, the
+//! same rules as an exact address's, with no network fallback) answers who owned the
+//! interface at `t`; [`Table::interface_owner`] is how a record's local side is
+//! attributed by the `interface-id` that captured it.
 
 use super::addr_map::{AddrKey, AddrMap};
 use super::aws_ranges::AwsRanges;
@@ -66,6 +71,8 @@ pub struct Table {
     cidr_v6: Vec<PrefixLevel<u128>>,
     owners: Vec<Owner>,
     keys: Vec<String>,
+    /// Network interfaces' timelines, by interface id.
+    interfaces: FxHashMap<Box<str>, History>,
     events: usize,
     /// Flows that started before this epoch second are left unattributed (0 = none).
     cutoff: u64,
@@ -85,6 +92,7 @@ impl std::fmt::Debug for Table {
             .field("events", &self.events)
             .field("addresses", &self.addresses())
             .field("networks", &self.networks())
+            .field("interfaces", &self.interfaces.len())
             .field("owners", &self.owners())
             .field("cutoff", &self.cutoff)
             .finish()
@@ -348,6 +356,47 @@ impl Table {
                 .sum::<usize>()
     }
 
+    /// What the address's own (exact) timeline says at `t`, without networks or the
+    /// internet owner: `Some(owner)` for an assignment, `Some(UNATTRIBUTED)` for an
+    /// `unknown` stretch, `None` where it says nothing (no entry, or unassigned) or `t`
+    /// is before the cutoff.
+    pub fn exact_owner(&self, addr: IpAddr, t: u64) -> Option<u32> {
+        if t < self.cutoff {
+            return None;
+        }
+        let found = match addr {
+            IpAddr::V4(a) => self.v4.at(u32::from(a), t),
+            IpAddr::V6(a) => self.v6.at(u128::from(a), t),
+        };
+        match found? {
+            UNATTRIBUTED => None,
+            UNKNOWN => Some(UNATTRIBUTED),
+            owner => Some(owner),
+        }
+    }
+
+    /// Owner id of network interface `id` at `t` from its own timeline
+    /// ([`UNATTRIBUTED`] where it is unknown, unassigned, has no timeline, or `t` is
+    /// before the cutoff).
+    pub fn interface_owner(&self, id: &str, t: u64) -> u32 {
+        if t < self.cutoff {
+            return UNATTRIBUTED;
+        }
+        let Some(history) = self.interfaces.get(id) else {
+            return UNATTRIBUTED;
+        };
+        let at = history.partition_point(|&(ts, _)| ts <= t);
+        match at.checked_sub(1).map(|at| history[at].1) {
+            Some(UNKNOWN) | None => UNATTRIBUTED,
+            Some(owner) => owner,
+        }
+    }
+
+    /// Number of network interfaces with a timeline.
+    pub fn interfaces(&self) -> usize {
+        self.interfaces.len()
+    }
+
     /// Owner id of any address at `t`.
     pub fn lookup(&self, addr: IpAddr, t: u64) -> u32 {
         match addr {
@@ -414,6 +463,9 @@ pub struct TableBuilder {
     /// named; [`ANY_SOURCE`] when none was).
     v4_sources: FxHashMap<u32, u16>,
     v6_sources: FxHashMap<u128, u16>,
+    /// Network interfaces' timelines and the source each one's events named.
+    interfaces: FxHashMap<Box<str>, History>,
+    interface_sources: FxHashMap<Box<str>, u16>,
 }
 
 impl TableBuilder {
@@ -499,6 +551,14 @@ impl TableBuilder {
                 .entry((n.prefix_len(), u128::from(n.network())))
                 .or_default()
                 .push(entry),
+            Target::Interface(id) => {
+                if let Some(history) = self.interfaces.get_mut(id) {
+                    history.push(entry);
+                } else {
+                    self.interfaces.insert(id.clone(), vec![entry]);
+                }
+                note_source(&mut self.interface_sources, id.clone(), source);
+            }
             // Only `observed` is about a source.
             Target::Source(_) => {}
         }
@@ -545,6 +605,9 @@ impl TableBuilder {
         for (addr, history) in &mut self.v6 {
             bound(history, horizon_of(self.v6_sources.get(addr)));
         }
+        for (id, history) in &mut self.interfaces {
+            bound(history, horizon_of(self.interface_sources.get(id)));
+        }
     }
 
     /// The latest horizon of every source that has sent one (contract 5's `observed`).
@@ -589,6 +652,7 @@ impl TableBuilder {
         } else {
             UNATTRIBUTED
         };
+        let interfaces = timelines(std::mem::take(&mut self.interfaces), cutoff).collect();
         let v4 = AddrMap::build(timelines(self.v4, cutoff));
         let v6 = AddrMap::build(timelines(self.v6, cutoff));
         let cidr_v4 = NetworksV4::build(
@@ -624,6 +688,7 @@ impl TableBuilder {
             cidr_v6,
             owners,
             keys,
+            interfaces,
             events: self.events,
             cutoff,
             internet,
@@ -980,6 +1045,50 @@ mod tests {
             let want: Vec<u32> = addrs.iter().map(|&a| t.lookup_v4(a, time)).collect();
             assert_eq!(got, want, "at {time}");
         }
+    }
+
+    #[test]
+    fn interface_timelines_follow_the_address_rules_without_networks() {
+        let t = table(
+            r#"{"ts": 0, "op": "assign", "cidr": "10.0.0.0/8", "attrs": {"app": "vpc"}}
+{"ts": 0, "op": "assign", "interface": "eni-1", "attrs": {"app": "a"}, "source": "p"}
+{"ts": 31, "op": "unknown", "interface": "eni-1", "source": "p"}
+{"ts": 60, "op": "assign", "interface": "eni-1", "attrs": {"app": "b"}, "source": "p"}
+{"ts": 0, "op": "assign", "interface": "eni-2", "attrs": {"app": "c"}, "source": "p"}
+{"ts": 31, "op": "unknown", "interface": "eni-2", "source": "p"}
+{"ts": 60, "op": "unassign", "interface": "eni-2", "source": "p"}
+{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a"}, "source": "p"}
+{"ts": 31, "op": "unknown", "ip": "10.0.0.1", "source": "p"}
+{"ts": 30, "op": "observed", "source": "p"}
+{"ts": 60, "op": "observed", "source": "p"}
+{"ts": 90, "op": "observed", "source": "p"}
+"#,
+        );
+        let app_of = |id: &str, time: u64| {
+            let owner = t.interface_owner(id, time);
+            t.owner(owner).unwrap().attrs.get("app").cloned()
+        };
+        for (time, one, two) in [
+            (0, Some("a"), Some("c")),
+            (30, Some("a"), Some("c")),
+            (31, None, None),
+            (60, Some("b"), None),
+            (90, Some("b"), None),
+            (91, None, None),
+        ] {
+            assert_eq!(app_of("eni-1", time).as_deref(), one, "eni-1 at {time}");
+            assert_eq!(app_of("eni-2", time).as_deref(), two, "eni-2 at {time}");
+        }
+        assert_eq!(app_of("eni-9", 10), None);
+        assert_eq!(t.interfaces(), 2);
+        // The exact timeline alone: an owner, an unknown stretch, or nothing said.
+        let addr = "10.0.0.1".parse().unwrap();
+        let a = t.exact_owner(addr, 10).unwrap();
+        assert_eq!(t.owner(a).unwrap().attrs["app"], "a");
+        assert_eq!(t.exact_owner(addr, 40), Some(UNATTRIBUTED));
+        assert_eq!(t.exact_owner("10.0.0.9".parse().unwrap(), 40), None);
+        // The same attributes are the same owner, whether an address or an interface has them.
+        assert_eq!(t.interface_owner("eni-1", 10), a);
     }
 
     #[test]

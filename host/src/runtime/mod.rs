@@ -8,6 +8,7 @@
 //! fresh instance and retries the batch once.
 
 pub mod bindings;
+pub mod local_side;
 pub mod records;
 
 use crate::metadata::Table;
@@ -285,6 +286,9 @@ pub struct HostState {
     json: bool,
     /// How many columns the batch in flight asked for.
     columns: usize,
+    /// Whether `records.emit` keeps the JSON drafts for the host to put together after
+    /// the call (the owners may still change: local sides by interface).
+    defer_json: bool,
 }
 
 impl bindings::flowenrich::enrich::lookup::Host for HostState {
@@ -328,6 +332,7 @@ impl Worker {
                     max_lines: 0,
                     json: true,
                     columns: 0,
+                    defer_json: false,
                     limits,
                 },
             );
@@ -444,13 +449,27 @@ impl Worker {
     }
 
     /// Processes one batch as `options` say (see the WIT `transform.process`): its JSON
-    /// when `options.json`, and the columns `options.columns` names.
+    /// when `options.json`, and the columns `options.columns` names. Where the table has
+    /// network interfaces' timelines, each record's local side is attributed by its
+    /// interface ([`local_side`]) before the JSON is put together.
     pub fn process_with(
         &mut self,
         lines: &str,
         options: &ProcessOptions,
         table: &Arc<Table>,
     ) -> Result<Processed, CallError> {
+        let asked = options.columns.len();
+        let by_interface = table.interfaces() > 0;
+        let extended;
+        let options = if by_interface {
+            let mut with = options.clone();
+            with.columns
+                .extend(local_side::COLUMNS.iter().map(|c| c.to_string()));
+            extended = with;
+            &extended
+        } else {
+            options
+        };
         let attempt = |worker: &mut Worker| {
             worker.call(Some(table.clone()), |e, s| {
                 let state = s.data_mut();
@@ -460,6 +479,7 @@ impl Worker {
                 state.max_lines = lines.len().div_ceil(2);
                 state.json = options.json;
                 state.columns = options.columns.len();
+                state.defer_json = by_interface;
                 let result = e
                     .flowenrich_enrich_transform()
                     .call_process(&mut *s, lines, options)?;
@@ -473,7 +493,7 @@ impl Worker {
                 attempt(self)?
             }
         };
-        let (result, emitted) = match result {
+        let (mut result, mut emitted) = match result {
             (Ok(result), Some(records)) => (result, records.map_err(RuntimeError::from)?),
             (Ok(result), None) if result.emitted == 0 => (result, records::Emitted::default()),
             (Ok(_), None) => {
@@ -488,19 +508,42 @@ impl Worker {
             };
             return Err(RuntimeError::from(invalid).into());
         }
-        let columns = if options.columns.is_empty() {
+        let mut columns = if options.columns.is_empty() {
             None
         } else {
             let columns = RawColumns {
-                kinds: result.column_kinds,
-                values: emitted.values,
-                owners: emitted.owners,
+                kinds: std::mem::take(&mut result.column_kinds),
+                values: std::mem::take(&mut emitted.values),
+                owners: std::mem::take(&mut emitted.owners),
             };
             columns
                 .check(lines, options.columns.len())
                 .map_err(RuntimeError::from)?;
             Some(columns)
         };
+        let mut local_sides = local_side::LocalSides::default();
+        if by_interface && let Some(all) = columns.as_mut() {
+            let width = options.columns.len();
+            local_sides = local_side::attribute(
+                table,
+                lines,
+                &all.kinds[asked..],
+                &all.values,
+                width,
+                asked,
+                &mut all.owners,
+            );
+            result.attributed = result.attributed + local_sides.newly_attributed
+                - local_sides.disagreements.min(result.attributed);
+            result.unattributed = (result.unattributed + local_sides.disagreements)
+                .saturating_sub(local_sides.newly_attributed);
+            if options.json {
+                emitted.text =
+                    records::assemble(table, &emitted.drafts, &emitted.spans, &all.owners)
+                        .map_err(RuntimeError::from)?;
+            }
+            columns = all.without_columns_after(asked, width);
+        }
         Ok(Processed {
             output: emitted.text,
             emitted: result.emitted,
@@ -511,6 +554,7 @@ impl Worker {
             unattributed: result.unattributed,
             format: result.format,
             columns,
+            local_sides,
         })
     }
 }
@@ -527,6 +571,22 @@ pub struct RawColumns {
 }
 
 impl RawColumns {
+    /// The first `keep` of `width` columns per record (`None` when that is none): what
+    /// the caller asked for, without the columns the host added for itself.
+    fn without_columns_after(&mut self, keep: usize, width: usize) -> Option<RawColumns> {
+        if keep == 0 {
+            return None;
+        }
+        self.kinds.truncate(keep);
+        let rows = self.values.len() / width.max(1);
+        for row in 0..rows {
+            self.values
+                .copy_within(row * width..row * width + keep, row * keep);
+        }
+        self.values.truncate(rows * keep);
+        Some(std::mem::take(self))
+    }
+
     /// Checks that there is a kind per column and that every text value is a range of
     /// `lines` on character boundaries, so that reading them later cannot fail.
     fn check(&self, lines: &str, columns: usize) -> Result<(), records::InvalidResult> {
@@ -574,4 +634,7 @@ pub struct Processed {
     pub format: String,
     /// The records' columns, when the batch asked for any.
     pub columns: Option<RawColumns>,
+    /// What attributing local sides by interface changed (all zero without interface
+    /// timelines in the table).
+    pub local_sides: local_side::LocalSides,
 }

@@ -90,8 +90,13 @@ pub enum InvalidResult {
 /// What `records.emit` handed over for one batch.
 #[derive(Debug, Default)]
 pub struct Emitted {
-    /// The records as NDJSON (empty when the batch asked for no JSON).
+    /// The records as NDJSON (empty when the batch asked for no JSON, or deferred it).
     pub text: String,
+    /// With JSON deferred (the host changes owners after the call): the drafts and
+    /// spans as handed over, to [`assemble`] once the owners are final.
+    pub drafts: Vec<u8>,
+    /// Likewise, the spans.
+    pub spans: Vec<u32>,
     /// How many records.
     pub lines: usize,
     /// Source and destination owner of each record (kept when columns were asked for).
@@ -115,11 +120,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             WasmList<u64>,
         )| {
             let state = store.data();
-            let (table, max_lines, json, columns) = (
+            let (table, max_lines, json, columns, defer) = (
                 state.table.clone(),
                 state.max_lines,
                 state.json,
                 state.columns,
+                state.defer_json,
             );
             let emitted = {
                 let drafts = drafts.as_le_slice(&store);
@@ -134,9 +140,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                         owners: &owners,
                         values,
                     },
-                    max_lines,
-                    json,
-                    columns,
+                    Asked {
+                        max_lines,
+                        json,
+                        columns,
+                        defer,
+                    },
                 )
             };
             store.data_mut().records = Some(emitted);
@@ -153,14 +162,27 @@ struct Lists<'a> {
     values: &'a [u64],
 }
 
-/// Checks the lists against what the batch asked for and keeps what it needs.
-fn take(
-    table: &Table,
-    lists: Lists<'_>,
+/// What the batch in flight asked for.
+#[derive(Clone, Copy)]
+struct Asked {
+    /// The most records it can have.
     max_lines: usize,
+    /// Whether it asked for JSON.
     json: bool,
+    /// How many columns it asked for.
     columns: usize,
-) -> Result<Emitted, InvalidResult> {
+    /// Keep the drafts and spans instead of putting the JSON together now.
+    defer: bool,
+}
+
+/// Checks the lists against what the batch asked for and keeps what it needs.
+fn take(table: &Table, lists: Lists<'_>, asked: Asked) -> Result<Emitted, InvalidResult> {
+    let Asked {
+        max_lines,
+        json,
+        columns,
+        defer,
+    } = asked;
     let lines = lists.owners.len() / 2;
     if lines > max_lines {
         return Err(InvalidResult::TooMany {
@@ -184,9 +206,15 @@ fn take(
             columns,
         });
     }
-    let text = if json {
+    let (mut drafts, mut spans) = (Vec::new(), Vec::new());
+    let text = if json && !defer {
         assemble(table, lists.drafts, lists.spans, lists.owners)?
     } else {
+        if json {
+            std::str::from_utf8(lists.drafts)?;
+            drafts = lists.drafts.to_vec();
+            spans = lists.spans.to_vec();
+        }
         if let Some(&bad) = lists.owners.iter().find(|&&o| table.owner(o).is_none()) {
             return Err(InvalidResult::Owner(bad));
         }
@@ -204,6 +232,8 @@ fn take(
     };
     Ok(Emitted {
         text,
+        drafts,
+        spans,
         lines,
         owners,
         values,
@@ -315,11 +345,17 @@ mod tests {
         }
         // Without JSON: owners and one value per column of each record, kept as given.
         let owners = &[api, 0, 0, api][..];
-        let taken = take(&table, lists(owners, &[1, 2, 3, 4]), 10, false, 2).unwrap();
+        let asked = |max_lines, columns| Asked {
+            max_lines,
+            json: false,
+            columns,
+            defer: false,
+        };
+        let taken = take(&table, lists(owners, &[1, 2, 3, 4]), asked(10, 2)).unwrap();
         assert_eq!((taken.lines, taken.text.as_str()), (2, ""));
         assert_eq!((taken.owners.len(), taken.values), (4, vec![1, 2, 3, 4]));
         assert!(matches!(
-            take(&table, lists(owners, &[1, 2, 3]), 10, false, 2),
+            take(&table, lists(owners, &[1, 2, 3]), asked(10, 2)),
             Err(InvalidResult::Values {
                 values: 3,
                 records: 2,
@@ -327,7 +363,7 @@ mod tests {
             })
         ));
         assert_eq!(
-            take(&table, lists(&[0, 7777], &[]), 10, false, 0).err(),
+            take(&table, lists(&[0, 7777], &[]), asked(10, 0)).err(),
             Some(InvalidResult::Owner(7777))
         );
         // JSON handed over when none was asked for.
@@ -338,11 +374,11 @@ mod tests {
             values: &[],
         };
         assert!(matches!(
-            take(&table, json, 10, false, 0),
+            take(&table, json, asked(10, 0)),
             Err(InvalidResult::Shape { .. })
         ));
         assert!(matches!(
-            take(&table, lists(owners, &[1, 2, 3, 4]), 1, false, 2),
+            take(&table, lists(owners, &[1, 2, 3, 4]), asked(1, 2)),
             Err(InvalidResult::TooMany { .. })
         ));
     }

@@ -306,7 +306,7 @@ path = "out.ndjson"
     }
     assert_eq!(
         seen.len(),
-        ips.len() * seconds.count(),
+        ips.len() * seconds.clone().count(),
         "every flow came out"
     );
     assert!(
@@ -344,6 +344,106 @@ path = "out.ndjson"
     eprintln!(
         "aws_ec2 churn: {total} sides, {unattributed} unattributed ({:.1} %), {stable} stable ones all attributed; first poll at {first_poll:.1}",
         100.0 * unattributed as f64 / total as f64
+    );
+    local_sides_by_interface(&changes, &changelog_file(&dir), &a, &b, seconds.clone());
+}
+
+fn changelog_file(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("changelog.jsonl")
+}
+
+/// Records with `flow-direction`, captured on the interface that held the address: the
+/// secondary address moved from `a` (alpha) to `b` (delta) is attributed by its
+/// interface also where its address's timeline is unknown (between the polls around the
+/// move), and a record whose address the table gives another owner than its interface
+/// is left unattributed.
+fn local_sides_by_interface(
+    changes: &[Change],
+    changelog: &std::path::Path,
+    a: &str,
+    b: &str,
+    seconds: std::ops::Range<u64>,
+) {
+    let moved = changes.last().unwrap();
+    assert_eq!((moved.ip, moved.app), ("10.0.1.20", Some("delta")));
+    let mut input = String::from(
+        "version interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status flow-direction\n",
+    );
+    let mut expected = Vec::new();
+    for t in seconds {
+        let (from, to) = (t as f64, t as f64 + 1.0);
+        let interface = if to < moved.before {
+            a
+        } else if from > moved.after {
+            b
+        } else {
+            continue;
+        };
+        let app = if interface == a { "alpha" } else { "delta" };
+        input.push_str(&format!(
+            "2 {interface} 10.0.1.20 10.99.0.1 1000 443 6 1 100 {t} {} ACCEPT OK egress\n",
+            t + 1
+        ));
+        input.push_str(&format!(
+            "2 {interface} 10.99.0.1 10.0.1.20 443 1000 6 1 100 {t} {} ACCEPT OK ingress\n",
+            t + 1
+        ));
+        expected.push((t, app));
+    }
+    // Captured on `a` just before the move, when `a` was alpha's and 10.0.1.11 had
+    // been delta's since its retag: the two disagree.
+    let t = moved.before as u64 - 2;
+    input.push_str(&format!(
+        "2 {a} 10.0.1.11 10.99.0.1 1000 443 6 1 100 {t} {} ACCEPT OK egress\n",
+        t + 1
+    ));
+    let (code, out, stderr) =
+        crate::cli::enrich(&["--metadata", changelog.to_str().unwrap()], &input);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2 * expected.len() + 1);
+    // The same records without `flow-direction`: attributed by address alone.
+    let plain: String = input
+        .lines()
+        .map(|l| format!("{}\n", l.rsplit_once(' ').unwrap().0))
+        .collect();
+    let (code, address_only, stderr) =
+        crate::cli::enrich(&["--metadata", changelog.to_str().unwrap()], &plain);
+    assert_eq!(code, 0, "{stderr}");
+    let address_rows: Vec<serde_json::Value> = address_only
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (mut attributed, mut gained) = (0, 0);
+    for (i, &(t, app)) in expected.iter().enumerate() {
+        for (row, side, by_address) in [
+            (&rows[2 * i], "src_app", &address_rows[2 * i]),
+            (&rows[2 * i + 1], "dst_app", &address_rows[2 * i + 1]),
+        ] {
+            assert_eq!(row["start"], t);
+            let got = row[side].as_str();
+            assert!(got.is_none() || got == Some(app), "10.0.1.20 at {t}: {row}");
+            attributed += usize::from(got.is_some());
+            gained += usize::from(got.is_some() && by_address[side].is_null());
+        }
+    }
+    assert!(
+        gained >= 2,
+        "the interface attributed nothing the address lookup left open"
+    );
+    let liar = rows.last().unwrap();
+    assert!(liar["src_app"].is_null(), "{liar}");
+    assert_eq!(
+        address_rows.last().unwrap()["src_app"],
+        "delta",
+        "the address alone"
+    );
+    eprintln!(
+        "aws_ec2 local sides: {attributed} of {} attributed, {gained} of them only by their interface",
+        2 * expected.len()
     );
 }
 

@@ -1,8 +1,9 @@
 //! One region's poll: every network interface (`DescribeNetworkInterfaces`, paginated)
 //! and the tags of the instances they are attached to (`DescribeInstances`), as the
-//! addresses seen, each with its owner and the second its page arrived.
+//! addresses and interfaces seen, each with its owner and the second its page arrived.
 
 use super::interfaces::{Interface, Mapping, attributes, tag_pairs};
+use crate::metadata::events::Target;
 use crate::metadata::observations::Poll;
 use crate::metrics::ComponentMetrics;
 use std::collections::HashMap;
@@ -95,13 +96,22 @@ pub async fn poll(
             .map_or(&[][..], Vec::as_slice);
         let owner = attributes(interface, tags, region, mapping);
         for addr in interface.private.iter().chain(&interface.public) {
-            poll.seen.push((*addr, owner.clone(), *arrived));
+            poll.seen.push((Target::Ip(*addr), owner.clone(), *arrived));
+        }
+        if !interface.id.is_empty() {
+            let id = Target::Interface(interface.id.as_str().into());
+            poll.seen.push((id, owner, *arrived));
         }
     }
     metrics.count("aws_ec2_polls_total", 1);
     metrics.count("aws_ec2_calls_total", calls);
     metrics.gauge("aws_ec2_interfaces", interfaces.len() as i64);
-    metrics.gauge("aws_ec2_addresses", poll.seen.len() as i64);
+    let addresses = poll
+        .seen
+        .iter()
+        .filter(|(target, ..)| matches!(target, Target::Ip(_)))
+        .count();
+    metrics.gauge("aws_ec2_addresses", addresses as i64);
     metrics.gauge(
         "aws_ec2_poll_milliseconds",
         started.elapsed().as_millis() as i64,

@@ -677,6 +677,17 @@ impl WasmTransform {
                     .count("attributed_sides_total", u64::from(result.attributed));
                 self.metrics
                     .count("unattributed_sides_total", u64::from(result.unattributed));
+                let local = result.local_sides;
+                if local != Default::default() {
+                    self.metrics.count(
+                        "interface_attributed_sides_total",
+                        u64::from(local.by_interface),
+                    );
+                    self.metrics.count(
+                        "interface_disagreements_total",
+                        u64::from(local.disagreements),
+                    );
+                }
                 held = result.held;
                 let lines: Vec<&str> = if result.errors.is_empty() {
                     Vec::new()
