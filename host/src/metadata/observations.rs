@@ -59,6 +59,27 @@ impl Observer {
             .count()
     }
 
+    /// Everything the last poll saw, re-asserted: an `assign` of each address and
+    /// interface at the time it was seen (`unknown` for one claimed twice). Nothing new
+    /// is proven; a reader that missed the earlier events (a changelog stream read from
+    /// its trim horizon) learns every current owner.
+    pub fn snapshot(&self) -> Vec<Event> {
+        let mut known: Vec<(&Target, &Seen)> = self.known.iter().collect();
+        known.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        known
+            .into_iter()
+            .map(|(target, seen)| Event {
+                ts: seen.at,
+                target: target.clone(),
+                op: match &seen.owner {
+                    Some(owner) => Op::Assign(owner.clone()),
+                    None => Op::Unknown,
+                },
+                source: Some(self.source.clone()),
+            })
+            .collect()
+    }
+
     /// The events that `poll` proves, in the order they must be applied, ending with the
     /// poll's `observed` horizon (the earliest time any of it was seen).
     pub fn observe(&mut self, poll: &Poll) -> Vec<Event> {
@@ -100,8 +121,11 @@ impl Observer {
             match (before, after) {
                 (Some(b), Some(a)) if b.owner.is_some() && b.owner == a.owner => {}
                 (_, Some(a)) => {
-                    if let Some(from) = unproven_from {
-                        events.push(event(from.min(a.at), addr, Op::Unknown));
+                    // Unknown from when nothing was proven, unless that is when it was
+                    // seen again (then two events of one second would depend on their
+                    // order, which a stream of several shards need not keep).
+                    if let Some(from) = unproven_from.filter(|&from| from < a.at) {
+                        events.push(event(from, addr, Op::Unknown));
                     }
                     match &a.owner {
                         Some(owner) => events.push(event(a.at, addr, Op::Assign(owner.clone()))),
@@ -111,7 +135,9 @@ impl Observer {
                 }
                 (Some(b), None) => {
                     let gone = poll.finished.max(b.at + 1);
-                    events.push(event(b.at + 1, addr, Op::Unknown));
+                    if b.at + 1 < gone {
+                        events.push(event(b.at + 1, addr, Op::Unknown));
+                    }
                     events.push(event(gone, addr, Op::Unassign));
                 }
                 (None, None) => {}

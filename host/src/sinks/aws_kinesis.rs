@@ -452,7 +452,7 @@ pub fn fatal_code(code: Option<&str>) -> bool {
 ///
 /// `unknown` is set when the call got no answer (a timeout, a connection cut): then the
 /// service may have taken any of the records.
-async fn put_once(
+pub(crate) async fn put_once(
     client: &aws_sdk_kinesis::Client,
     stream: &StreamRef,
     pending: &mut Vec<(String, String)>,

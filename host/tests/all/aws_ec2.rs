@@ -134,6 +134,41 @@ fn interface_churn_is_never_misattributed_and_stable_sides_are_attributed() {
         });
     }
 
+    // A fleet: this poller publishes its changelog to a stream, which two hosts read
+    // (started now, so they read it while the poller polls).
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("ec2-changes", 2);
+    let readers: Vec<(tempfile::TempDir, std::process::Child)> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let pipeline = format!(
+                r#"[metadata.fleet]
+type = "aws_kinesis_streams"
+stream_name = "ec2-changes"
+endpoint = "{}"
+region = "us-east-1"
+poll_interval_ms = 200
+
+[sources.in]
+type = "stdin"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "fleet"
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+                kinesis.endpoint
+            );
+            let child = crate::start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+            (dir, child)
+        })
+        .collect();
+
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("pipeline.toml"),
@@ -144,6 +179,12 @@ regions = ["us-east-1"]
 endpoint = "{}"
 poll_interval_secs = 3
 changelog_path = "changelog.jsonl"
+
+[metadata.aws.changelog_stream]
+stream_name = "ec2-changes"
+endpoint = "{}"
+region = "us-east-1"
+snapshot_interval_secs = 10
 
 [sources.in]
 type = "stdin"
@@ -158,7 +199,7 @@ type = "file"
 inputs = ["t"]
 path = "out.ndjson"
 "#,
-            moto.endpoint
+            moto.endpoint, kinesis.endpoint
         ),
     )
     .unwrap();
@@ -316,25 +357,58 @@ path = "out.ndjson"
     );
     assert!(stable > 40, "stable sides {stable}");
     assert_eq!(stable, stable_attributed);
-    // A fleet: hosts that read the poller's changelog instead of polling EC2 attribute
-    // every flow the same way.
+    // The fleet's hosts, reading the changelog stream, attribute every flow as the
+    // poller's own table did, once they have read its last horizon: a probe of a stable
+    // address at that second is attributed only then.
+    let last_horizon = *polls.last().unwrap();
+    for (host, (reader_dir, mut child)) in readers.into_iter().enumerate() {
+        let mut stdin = child.stdin.take().unwrap();
+        let out = reader_dir.path().join("out.ndjson");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for sent in 1.. {
+            writeln!(
+                stdin,
+                "2 123456789012 eni-x 10.0.1.30 10.99.0.1 9 9 6 1 100 {last_horizon} {} ACCEPT OK",
+                last_horizon + 1
+            )
+            .unwrap();
+            stdin.flush().unwrap();
+            let probe = crate::rows_after(&out, sent).pop().unwrap();
+            if probe["src_app"] == "zeta" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "host {host} never read the last horizon"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let read = std::fs::read_to_string(&out).unwrap();
+        let flows: String = read
+            .lines()
+            .filter(|l| !l.contains("\"srcport\":9,"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(
+            apps(&flows),
+            apps(&rows),
+            "host {host} reading the changelog stream"
+        );
+    }
+    // Hosts reading the poller's changelog file attribute every flow the same way too.
     for host in 0..2 {
         let changelog_file = dir.path().join("changelog.jsonl");
         let (code, read, stderr) =
             crate::cli::enrich(&["--metadata", changelog_file.to_str().unwrap()], &input);
         assert_eq!(code, 0, "{stderr}");
-        let apps = |text: &str| -> BTreeMap<(String, u64), Option<String>> {
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .map(|r| {
-                    let key = (
-                        r["srcaddr"].as_str().unwrap().to_string(),
-                        r["start"].as_u64().unwrap(),
-                    );
-                    (key, r["src_app"].as_str().map(str::to_string))
-                })
-                .collect()
-        };
         assert_eq!(
             apps(&read),
             apps(&rows),
@@ -346,6 +420,20 @@ path = "out.ndjson"
         100.0 * unattributed as f64 / total as f64
     );
     local_sides_by_interface(&changes, &changelog_file(&dir), &a, &b, seconds.clone());
+}
+
+/// Each flow's source owner (`src_app`), by source address and start.
+fn apps(text: &str) -> BTreeMap<(String, u64), Option<String>> {
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|r| {
+            let key = (
+                r["srcaddr"].as_str().unwrap().to_string(),
+                r["start"].as_u64().unwrap(),
+            );
+            (key, r["src_app"].as_str().map(str::to_string))
+        })
+        .collect()
 }
 
 fn changelog_file(dir: &tempfile::TempDir) -> std::path::PathBuf {

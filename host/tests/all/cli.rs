@@ -243,6 +243,18 @@ fn validate_names_the_offending_key_or_file() {
             "regions = [\"us-east-1\"]\ncolour = 1",
             "unknown field `colour`",
         ),
+        (
+            "regions = [\"us-east-1\"]\nchangelog_stream = { region = \"us-east-1\" }",
+            "metadata.apps.changelog_stream.stream_name",
+        ),
+        (
+            "regions = [\"us-east-1\"]\nchangelog_stream = { stream_name = \"s\", snapshot_interval_secs = 0 }",
+            "metadata.apps.changelog_stream.snapshot_interval_secs",
+        ),
+        (
+            "regions = [\"us-east-1\"]\nchangelog_stream = { stream_name = \"s\", shards = 2 }",
+            "unknown field `shards`",
+        ),
     ];
     let cases = cases.into_iter().chain(
         ec2_cases

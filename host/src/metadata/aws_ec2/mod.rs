@@ -10,11 +10,13 @@
 //! [`crate::metadata::observations`]): an owner is proven only at the polls that saw
 //! it, the interval around a change is `unknown`, and each poll's `observed` horizon
 //! bounds what is known. The events go into the table (rebuilt off the hot path after
-//! each poll) and, with `changelog_path`, are appended to a changelog file that other
-//! hosts of a fleet read instead of polling EC2 themselves. `validate` never calls AWS.
+//! each poll) and, with `changelog_path` or `changelog_stream`, are appended to a
+//! changelog file or published to a Kinesis stream that other hosts of a fleet read
+//! instead of polling EC2 themselves. `validate` never calls AWS.
 
 pub mod interfaces;
 pub mod poll;
+pub mod stream;
 
 use super::event_log::EventLog;
 use super::events::Event;
@@ -68,6 +70,11 @@ pub struct Config {
     /// to, for a fleet's other hosts to read (a `file` table on it) instead of polling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changelog_path: Option<PathBuf>,
+    /// A Kinesis data stream each poll's events are published to, in order (a poll's
+    /// horizon only after its events), for a fleet's other hosts to read (an
+    /// `aws_kinesis_streams` table on it) instead of polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog_stream: Option<stream::ChangelogStream>,
 }
 
 fn default_poll_interval_secs() -> u64 {
@@ -137,6 +144,15 @@ impl MetadataKind for Config {
                 format!("{key}.tags.{attribute}"),
                 "names no tag key",
             ));
+        }
+        if let Some(changelog) = &self.changelog_stream {
+            let at = format!("{key}.changelog_stream");
+            changelog.stream.validate(&at)?;
+            Invalid::at_least_1(
+                &at,
+                "snapshot_interval_secs",
+                changelog.snapshot_interval_secs,
+            )?;
         }
         if let Some(arn) = self.role_arns.iter().find(|a| role_account(a).is_none()) {
             return Err(Invalid::new(
@@ -241,6 +257,15 @@ async fn run(
     let mut log = EventLog::bootstrap(config.table.spec());
     let mut targets = targets(&config).await;
     let interval = Duration::from_secs(config.poll_interval_secs.max(1));
+    let mut writer = match &config.changelog_stream {
+        Some(changelog) => Some((
+            stream::StreamWriter::new(changelog).await,
+            Duration::from_secs(changelog.snapshot_interval_secs.max(1)),
+        )),
+        None => None,
+    };
+    // The first poll assigns everything it sees: it is a snapshot already.
+    let mut snapshot_at = Instant::now();
     let mut last_second = 0;
     while !stop.load(Ordering::Relaxed) {
         // Each poll's times come after the previous poll's: a later second.
@@ -249,11 +274,25 @@ async fn run(
         }
         let started = Instant::now();
         let mut new = Vec::new();
+        let snapshot_due = writer
+            .as_ref()
+            .is_some_and(|(_, every)| snapshot_at.elapsed() >= *every);
         for target in &mut targets {
             match poll::poll(&target.client, &target.region, &mapping, &metrics).await {
                 Ok(seen) => {
                     last_second = last_second.max(seen.finished);
-                    new.extend(target.observer.observe(&seen));
+                    let events = target.observer.observe(&seen);
+                    if let Some((writer, _)) = writer.as_mut() {
+                        let mut published = events.clone();
+                        if snapshot_due {
+                            // Before the poll's horizon, which stays last.
+                            let horizon = published.pop();
+                            published.extend(target.observer.snapshot());
+                            published.extend(horizon);
+                        }
+                        writer.push(published);
+                    }
+                    new.extend(events);
                 }
                 Err(error) => {
                     metrics.error("aws_ec2_poll_failed", 1);
@@ -265,6 +304,16 @@ async fn run(
             "aws_ec2_poll_milliseconds_total",
             started.elapsed().as_millis() as u64,
         );
+        if snapshot_due {
+            snapshot_at = Instant::now();
+        }
+        if let Some((writer, _)) = writer.as_mut() {
+            if let Err(error) = writer.flush(&metrics).await {
+                metrics.error("changelog_stream_write_failed", 1);
+                tracing::warn!(message = "Cannot publish to the changelog stream; the events stay queued, in order, for the next poll.", table = %name, pending = writer.pending(), %error);
+            }
+            metrics.gauge("changelog_stream_pending", writer.pending() as i64);
+        }
         if !new.is_empty() {
             if let Some(path) = &config.changelog_path
                 && let Err(error) = append(path, &new)
