@@ -408,6 +408,10 @@ fn validate(config: &PipelineConfig) -> Result<(), Invalid> {
     }
     for (name, metadata) in &config.metadata {
         metadata.kind().validate(&format!("metadata.{name}"))?;
+        metadata
+            .kind()
+            .table()
+            .validate(&format!("metadata.{name}"))?;
     }
     for (id, source) in &config.sources {
         source.kind().validate(&format!("sources.{id}"))?;

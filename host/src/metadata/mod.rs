@@ -21,6 +21,7 @@ use crate::metrics::ComponentMetrics;
 use arc_swap::ArcSwap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -86,13 +87,49 @@ pub struct TableOptions {
     /// unattributed. 0 keeps all history.
     #[serde(default = "default_retention_secs")]
     pub retention_secs: u64,
+    /// Attribute = record field that names the local side's owner directly, for records
+    /// that have it and `flow_direction` (v7's ECS fields: `app = "ecs_service_name"`,
+    /// `cluster = "ecs_cluster_name"`); it wins over the interface and the address.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub local_owner_fields: BTreeMap<String, String>,
 }
 
 fn default_retention_secs() -> u64 {
     3600
 }
 
+/// The record fields that may name a local side's owner (`local_owner_fields`).
+pub const LOCAL_OWNER_FIELDS: [&str; 10] = [
+    "ecs_cluster_arn",
+    "ecs_cluster_name",
+    "ecs_container_instance_arn",
+    "ecs_container_instance_id",
+    "ecs_container_id",
+    "ecs_second_container_id",
+    "ecs_service_name",
+    "ecs_task_definition_arn",
+    "ecs_task_arn",
+    "ecs_task_id",
+];
+
 impl TableOptions {
+    /// Checks the keys every table has; `key` is `metadata.<name>`.
+    pub fn validate(&self, key: &str) -> Result<(), Invalid> {
+        for (attribute, field) in &self.local_owner_fields {
+            let field = field.replace('-', "_");
+            if !LOCAL_OWNER_FIELDS.contains(&field.as_str()) {
+                return Err(Invalid::new(
+                    format!("{key}.local_owner_fields.{attribute}"),
+                    format!(
+                        "`{field}` is not a field that names an owner (one of {})",
+                        LOCAL_OWNER_FIELDS.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The changelog files, `path` first.
     pub fn files(&self) -> Vec<PathBuf> {
         self.path.iter().chain(&self.paths).cloned().collect()
@@ -105,6 +142,11 @@ impl TableOptions {
             aws_ip_ranges: self.aws_ip_ranges.clone(),
             internet: self.internet.unwrap_or(self.aws_ip_ranges.is_some()),
             retention: (self.retention_secs > 0).then_some(self.retention_secs),
+            local_owner_fields: self
+                .local_owner_fields
+                .iter()
+                .map(|(attribute, field)| (attribute.clone(), field.replace('-', "_")))
+                .collect(),
         }
     }
 
@@ -236,6 +278,8 @@ pub struct TableSpec {
     pub internet: bool,
     /// Seconds of history kept behind the newest event; `None` keeps everything.
     pub retention: Option<u64>,
+    /// Attribute = record field naming the local side's owner.
+    pub local_owner_fields: Vec<(String, String)>,
 }
 
 impl TableSpec {
@@ -263,7 +307,8 @@ pub fn load(spec: &TableSpec) -> Result<(Table, Rejected), MetadataError> {
 pub fn load_with(spec: &TableSpec, extra: &[Event]) -> Result<(Table, Rejected), MetadataError> {
     let mut builder = TableBuilder::new()
         .retention(spec.retention)
-        .internet(spec.internet);
+        .internet(spec.internet)
+        .local_owner_fields(spec.local_owner_fields.clone());
     if let Some(path) = &spec.aws_ip_ranges {
         builder.aws_ranges(aws_ranges::read(path)?);
     }

@@ -17,6 +17,11 @@
 //! entries after it are set aside until the horizon passes them, and from one second
 //! after it the address is unknown.
 //!
+//! Owners named by records: where configured (`local_owner_fields`), a record's own
+//! fields (v7's `ecs_*`) name its local side's owner; such owners are registered in the
+//! snapshot as records name them ([`Table::record_owner`]), up to
+//! [`MAX_RECORD_OWNERS`], with ids after the changelog's.
+//!
 //! Interfaces (contract 5): a network interface's own timeline (`interface` events, the
 //! same rules as an exact address's, with no network fallback) answers who owned the
 //! interface at `t`; [`Table::interface_owner`] is how a record's local side is
@@ -39,6 +44,17 @@ const UNKNOWN: u32 = u32::MAX - 2;
 
 /// A source index meaning "no source named": bounded by every source's horizon.
 const ANY_SOURCE: u16 = u16::MAX;
+
+/// Most owners records may name in one table snapshot (the next ones are not named).
+pub const MAX_RECORD_OWNERS: usize = 4096;
+
+/// Owners named by records' fields, registered as they are first named.
+struct RecordOwners {
+    /// Id of each owner registered so far.
+    ids: std::sync::Mutex<FxHashMap<Attrs, u32>>,
+    /// The owners, by id minus the first id; set once each.
+    slots: Box<[std::sync::OnceLock<Owner>]>,
+}
 
 /// A timeline of one address or network: `(from_ts, owner)` sorted by time, where owner
 /// [`UNATTRIBUTED`] marks an `unassign`.
@@ -73,6 +89,12 @@ pub struct Table {
     keys: Vec<String>,
     /// Network interfaces' timelines, by interface id.
     interfaces: FxHashMap<Box<str>, History>,
+    /// Attribute = record field naming the local side's owner (`local_owner_fields`).
+    local_fields: Vec<(String, String)>,
+    /// Owners records named (allocated when `local_fields` is not empty).
+    record_owners: Option<RecordOwners>,
+    /// Each key's `,"src_<key>":` and `,"dst_<key>":`, to render record owners.
+    member_names: [Vec<String>; 2],
     events: usize,
     /// Flows that started before this epoch second are left unattributed (0 = none).
     cutoff: u64,
@@ -407,7 +429,40 @@ impl Table {
 
     /// The owner with id `id` (id 0 is the unattributed owner with no attributes).
     pub fn owner(&self, id: u32) -> Option<&Owner> {
-        self.owners.get(id as usize)
+        let id = id as usize;
+        match self.owners.get(id) {
+            Some(owner) => Some(owner),
+            None => self
+                .record_owners
+                .as_ref()?
+                .slots
+                .get(id - self.owners.len())?
+                .get(),
+        }
+    }
+
+    /// Attribute = record field naming the local side's owner, as configured.
+    pub fn local_owner_fields(&self) -> &[(String, String)] {
+        &self.local_fields
+    }
+
+    /// The id of the owner with exactly `attrs`, named by a record: the changelog's own
+    /// owner with those attributes is not reused (record owners are their own), a new
+    /// one is registered the first time; `None` once [`MAX_RECORD_OWNERS`] are, or when
+    /// no `local_owner_fields` are configured.
+    pub fn record_owner(&self, attrs: Attrs) -> Option<u32> {
+        let registry = self.record_owners.as_ref()?;
+        let mut ids = registry.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = ids.get(&attrs) {
+            return Some(id);
+        }
+        let at = ids.len();
+        let slot = registry.slots.get(at)?;
+        let owner = render(attrs.clone(), &self.member_names, &self.keys);
+        slot.set(owner).ok()?;
+        let id = (self.owners.len() + at) as u32;
+        ids.insert(attrs, id);
+        Some(id)
     }
 
     /// Attribute keys present in the table, sorted.
@@ -463,6 +518,8 @@ pub struct TableBuilder {
     /// named; [`ANY_SOURCE`] when none was).
     v4_sources: FxHashMap<u32, u16>,
     v6_sources: FxHashMap<u128, u16>,
+    /// Attribute = record field naming the local side's owner.
+    local_fields: Vec<(String, String)>,
     /// Network interfaces' timelines and the source each one's events named.
     interfaces: FxHashMap<Box<str>, History>,
     interface_sources: FxHashMap<Box<str>, u16>,
@@ -484,6 +541,13 @@ impl TableBuilder {
     /// Classifies public addresses that nothing else covers as the `internet` owner.
     pub fn internet(mut self, on: bool) -> Self {
         self.internet = on;
+        self
+    }
+
+    /// Lets records name their local side's owner: attribute = record field (output
+    /// name, e.g. `app = ecs_service_name`).
+    pub fn local_owner_fields(mut self, fields: Vec<(String, String)>) -> Self {
+        self.local_fields = fields;
         self
     }
 
@@ -670,6 +734,7 @@ impl TableBuilder {
             .owners
             .iter()
             .flat_map(|attrs| attrs.keys().cloned())
+            .chain(self.local_fields.iter().map(|(attr, _)| attr.clone()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -681,6 +746,12 @@ impl TableBuilder {
                 .into_iter()
                 .map(|attrs| render(attrs, &names, &keys)),
         );
+        let record_owners = (!self.local_fields.is_empty()).then(|| RecordOwners {
+            ids: Default::default(),
+            slots: (0..MAX_RECORD_OWNERS)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+        });
         Table {
             v4,
             v6,
@@ -689,6 +760,9 @@ impl TableBuilder {
             owners,
             keys,
             interfaces,
+            local_fields: self.local_fields,
+            record_owners,
+            member_names: names,
             events: self.events,
             cutoff,
             internet,

@@ -11,13 +11,18 @@
 //! to the interface (they are less specific); an `unknown` stretch of the address yields
 //! too (the interface proves what the address could not). Records without both fields,
 //! or whose interface the table cannot attribute at the time, keep the address lookup.
+//!
+//! Where the table is configured with `local_owner_fields` (v7's `ecs_*` fields), a
+//! record that has any of them names its local side's owner itself: that owner (the
+//! configured attributes with the record's values) wins over the interface and the
+//! address.
 
 use super::ColumnKind;
-use crate::metadata::{Table, UNATTRIBUTED};
+use crate::metadata::{Attrs, Table, UNATTRIBUTED};
 use std::net::IpAddr;
 
 /// The columns the host asks for, after the caller's, when the table has interface
-/// timelines: in this order.
+/// timelines or local owner fields: in this order, then the local owner fields.
 pub const COLUMNS: [&str; 5] = [
     "interface_id",
     "flow_direction",
@@ -45,6 +50,10 @@ pub struct LocalSides {
     /// Local sides left unattributed because the interface's owner and the address's own
     /// timeline disagree.
     pub disagreements: u32,
+    /// Local sides whose owner the record's own fields named.
+    pub by_record: u32,
+    /// Records whose fields named an owner the table had no room left to register.
+    pub record_owners_full: u32,
 }
 
 /// A null column value.
@@ -59,9 +68,23 @@ fn text(lines: &str, value: u64) -> Option<&str> {
     lines.get((value >> 32) as usize..(value as u32) as usize)
 }
 
-/// Attributes each record's local side by its interface. `values` holds `width` values
-/// per record, of which the [`COLUMNS`] start at `first` (with `kinds` their kinds);
-/// `owners` two per record, changed in place.
+/// The columns to ask for beside the caller's: [`COLUMNS`], then the table's local owner
+/// fields; none when the table has neither interfaces nor such fields.
+pub fn columns(table: &Table) -> Vec<String> {
+    let fields = table.local_owner_fields();
+    if table.interfaces() == 0 && fields.is_empty() {
+        return Vec::new();
+    }
+    COLUMNS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(fields.iter().map(|(_, field)| field.clone()))
+        .collect()
+}
+
+/// Attributes each record's local side by the owner its own fields name, else by its
+/// interface. `values` holds `width` values per record, of which the [`columns`] start
+/// at `first` (with `kinds` their kinds); `owners` two per record, changed in place.
 pub fn attribute(
     table: &Table,
     lines: &str,
@@ -72,11 +95,18 @@ pub fn attribute(
     owners: &mut [u32],
 ) -> LocalSides {
     let mut done = LocalSides::default();
-    if kinds != KINDS || width < first + COLUMNS.len() {
+    let fields = table.local_owner_fields();
+    let ours = COLUMNS.len() + fields.len();
+    let fits = kinds.len() == ours
+        && kinds[..COLUMNS.len()] == KINDS
+        && kinds[COLUMNS.len()..]
+            .iter()
+            .all(|k| *k == ColumnKind::Text);
+    if !fits || width < first + ours {
         return done;
     }
     for (row, pair) in values.chunks_exact(width).zip(owners.chunks_exact_mut(2)) {
-        let row = &row[first..first + COLUMNS.len()];
+        let row = &row[first..first + ours];
         let (Some(interface), Some(direction)) = (text(lines, row[0]), text(lines, row[1])) else {
             continue;
         };
@@ -91,6 +121,25 @@ pub fn attribute(
         };
         if start == NULL {
             continue;
+        }
+        let mut named = Attrs::new();
+        for ((attribute, _), &value) in fields.iter().zip(&row[COLUMNS.len()..]) {
+            if let Some(value) = text(lines, value) {
+                named.insert(attribute.clone(), value.to_string());
+            }
+        }
+        if !named.is_empty() {
+            match table.record_owner(named) {
+                Some(owner) => {
+                    if pair[side] == UNATTRIBUTED {
+                        done.newly_attributed += 1;
+                    }
+                    done.by_record += 1;
+                    pair[side] = owner;
+                    continue;
+                }
+                None => done.record_owners_full += 1,
+            }
         }
         let owner = table.interface_owner(interface, start);
         if owner == UNATTRIBUTED {
@@ -172,7 +221,8 @@ mod tests {
             LocalSides {
                 by_interface: 3,
                 newly_attributed: 1,
-                disagreements: 1
+                disagreements: 1,
+                ..Default::default()
             }
         );
         // Columns of another shape are left alone.
@@ -183,5 +233,104 @@ mod tests {
             LocalSides::default()
         );
         assert_eq!(unchanged, owners);
+    }
+
+    #[test]
+    fn records_name_their_local_owner_where_configured() {
+        let log = read_changelog(
+            br#"{"ts": 0, "op": "assign", "interface": "eni-a", "attrs": {"app": "a"}}
+{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "a"}}
+{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "b", "zone": "z"}}
+"# as &[u8],
+        )
+        .unwrap();
+        let mut builder = TableBuilder::new().local_owner_fields(vec![
+            ("app".into(), "ecs_service_name".into()),
+            ("cluster".into(), "ecs_cluster_name".into()),
+        ]);
+        builder.extend(&log.events);
+        let table = builder.build();
+        assert_eq!(
+            columns(&table)[5..],
+            ["ecs_service_name", "ecs_cluster_name"]
+        );
+        let a = table.interface_owner("eni-a", 5);
+        let mut lines = String::new();
+        let mut values = Vec::new();
+        let put = |lines: &mut String, values: &mut Vec<u64>, s: Option<&str>| match s {
+            None => values.push(NULL),
+            Some(s) => {
+                let start = lines.len() as u64;
+                lines.push_str(s);
+                lines.push(' ');
+                values.push((start << 32) | (start + s.len() as u64));
+            }
+        };
+        // interface, direction, start, srcaddr, dstaddr, service, cluster
+        let rows: [[Option<&str>; 7]; 3] = [
+            [
+                Some("eni-a"),
+                Some("egress"),
+                None,
+                Some("10.0.0.1"),
+                Some("8.8.8.8"),
+                Some("web"),
+                Some("prod"),
+            ],
+            [
+                Some("eni-a"),
+                Some("ingress"),
+                None,
+                Some("8.8.8.8"),
+                Some("10.0.0.1"),
+                Some("web"),
+                None,
+            ],
+            [
+                Some("eni-a"),
+                Some("egress"),
+                None,
+                Some("10.0.0.1"),
+                Some("8.8.8.8"),
+                None,
+                None,
+            ],
+        ];
+        for row in rows {
+            for (at, field) in row.into_iter().enumerate() {
+                if at == 2 {
+                    values.push(5);
+                } else {
+                    put(&mut lines, &mut values, field);
+                }
+            }
+        }
+        let mut kinds = KINDS.to_vec();
+        kinds.extend([ColumnKind::Text; 2]);
+        let mut owners = vec![a, 0, 0, a, a, 0];
+        let done = attribute(&table, &lines, &kinds, &values, 7, 0, &mut owners);
+        assert_eq!((done.by_record, done.by_interface), (2, 1));
+        let attrs = |id: u32| table.owner(id).unwrap().attrs.clone();
+        let web_prod = attrs(owners[0]);
+        assert_eq!(web_prod["app"], "web");
+        assert_eq!(web_prod["cluster"], "prod");
+        assert_eq!(attrs(owners[3]).get("cluster"), None);
+        assert_eq!(attrs(owners[3])["app"], "web");
+        assert_ne!(owners[0], owners[3]);
+        assert_eq!(owners[4], a, "no fields: the interface");
+        // Registered once: the same attributes get the same id again, and render.
+        assert_eq!(table.record_owner(web_prod.clone()), Some(owners[0]));
+        let fragment = &table.owner(owners[0]).unwrap().src_fragment;
+        assert!(fragment.contains(r#""src_app":"web""#), "{fragment}");
+        assert!(fragment.contains(r#""src_cluster":"prod""#), "{fragment}");
+        assert!(fragment.contains(r#""src_zone":null"#), "{fragment}");
+        // Bounded: past the registry's room, records name nobody new.
+        for n in 0..crate::metadata::table::MAX_RECORD_OWNERS {
+            table.record_owner(Attrs::from([("app".to_string(), format!("x{n}"))]));
+        }
+        assert_eq!(
+            table.record_owner(Attrs::from([("app".to_string(), "late".to_string())])),
+            None
+        );
     }
 }

@@ -450,8 +450,9 @@ impl Worker {
 
     /// Processes one batch as `options` say (see the WIT `transform.process`): its JSON
     /// when `options.json`, and the columns `options.columns` names. Where the table has
-    /// network interfaces' timelines, each record's local side is attributed by its
-    /// interface ([`local_side`]) before the JSON is put together.
+    /// network interfaces' timelines (or local owner fields), each record's local side is
+    /// attributed by its interface or its own fields ([`local_side`]) before the JSON is
+    /// put together.
     pub fn process_with(
         &mut self,
         lines: &str,
@@ -459,12 +460,12 @@ impl Worker {
         table: &Arc<Table>,
     ) -> Result<Processed, CallError> {
         let asked = options.columns.len();
-        let by_interface = table.interfaces() > 0;
+        let local_columns = local_side::columns(table);
+        let by_interface = !local_columns.is_empty();
         let extended;
         let options = if by_interface {
             let mut with = options.clone();
-            with.columns
-                .extend(local_side::COLUMNS.iter().map(|c| c.to_string()));
+            with.columns.extend(local_columns);
             extended = with;
             &extended
         } else {

@@ -213,6 +213,13 @@ fn validate_names_the_offending_key_or_file() {
             pipeline("").replace("apps.jsonl", "missing.jsonl"),
             "metadata.apps.path",
         ),
+        (
+            pipeline("").replace(
+                "[metadata.apps]\n",
+                "[metadata.apps]\nlocal_owner_fields = { app = \"srcaddr\" }\n",
+            ),
+            "metadata.apps.local_owner_fields.app",
+        ),
     ];
     // The metadata table made an `aws_ec2` one with `settings`.
     let ec2 = |settings: &str| {

@@ -545,3 +545,83 @@ path = "out.ndjson"
     assert_eq!(read_ndjson(&out).len(), 10, "the rest at shutdown");
     assert_eq!(counter(summary(&stderr, "t"), "holdback_overflow_total"), 7);
 }
+
+#[test]
+fn records_fields_name_the_local_owner_into_json_and_druid_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("apps.jsonl"),
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "db", "region": "us-east-1"}}
+"#,
+    )
+    .unwrap();
+    let pipeline = r#"
+[metadata.apps]
+type = "file"
+path = "apps.jsonl"
+retention_secs = 0
+local_owner_fields = { app = "ecs_service_name", cluster = "ecs-cluster-name" }
+
+[sources.in]
+type = "stdin"
+
+[transforms.t]
+type = "wasm"
+inputs = ["in"]
+metadata = "apps"
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+
+[sinks.druid]
+type = "druid"
+inputs = ["t"]
+path = "druid"
+"#;
+    let mut child = start_run(dir.path(), pipeline, |_| {});
+    let mut stdin = child.stdin.take().unwrap();
+    let t = 1_700_000_000;
+    write!(
+        stdin,
+        "version interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status flow-direction ecs-cluster-name ecs-service-name\n\
+         5 eni-1 10.0.0.5 10.0.0.1 1000 5432 6 1 100 {t} {t} ACCEPT OK egress prod web\n\
+         5 eni-1 10.0.0.1 10.0.0.5 5432 1000 6 1 200 {t} {t} ACCEPT OK ingress prod web\n\
+         5 eni-1 10.0.0.5 10.0.0.1 1001 5432 6 1 400 {t} {t} ACCEPT OK egress - -\n"
+    )
+    .unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let rows = read_ndjson(&dir.path().join("out.ndjson"));
+    let sides = |row: &serde_json::Value| {
+        (
+            row["src_app"].as_str().map(str::to_string),
+            row["src_cluster"].as_str().map(str::to_string),
+            row["dst_app"].as_str().map(str::to_string),
+            row["dst_cluster"].as_str().map(str::to_string),
+        )
+    };
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(sides(&rows[0]), (s("web"), s("prod"), s("db"), None));
+    assert_eq!(sides(&rows[1]), (s("db"), None, s("web"), s("prod")));
+    assert_eq!(sides(&rows[2]), (None, None, s("db"), None));
+    // The named owner has exactly the configured attributes: no region of its own.
+    assert!(rows[0]["src_region"].is_null() && rows[0]["dst_region"] == "us-east-1");
+    assert_eq!(
+        counter(&summary(&stderr, "t"), "record_attributed_sides_total"),
+        2
+    );
+    // The rollup resolves the named owners with the same table snapshot.
+    let mut web_to_db = 0;
+    for entry in std::fs::read_dir(dir.path().join("druid")).unwrap() {
+        for row in read_ndjson(&entry.unwrap().path()) {
+            if row["src_app"] == "web" && row["dst_app"] == "db" {
+                web_to_db += row["bytes"].as_u64().unwrap();
+            }
+        }
+    }
+    assert_eq!(web_to_db, 100);
+}

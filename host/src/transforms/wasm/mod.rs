@@ -687,6 +687,12 @@ impl WasmTransform {
                         "interface_disagreements_total",
                         u64::from(local.disagreements),
                     );
+                    self.metrics
+                        .count("record_attributed_sides_total", u64::from(local.by_record));
+                    if local.record_owners_full > 0 {
+                        self.metrics
+                            .error("record_owners_full", u64::from(local.record_owners_full));
+                    }
                 }
                 held = result.held;
                 let lines: Vec<&str> = if result.errors.is_empty() {
