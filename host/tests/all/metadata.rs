@@ -611,7 +611,7 @@ path = "druid"
     // The named owner has exactly the configured attributes: no region of its own.
     assert!(rows[0]["src_region"].is_null() && rows[0]["dst_region"] == "us-east-1");
     assert_eq!(
-        counter(&summary(&stderr, "t"), "record_attributed_sides_total"),
+        counter(summary(&stderr, "t"), "record_attributed_sides_total"),
         2
     );
     // The rollup resolves the named owners with the same table snapshot.
