@@ -96,7 +96,21 @@ fn process_batch(
             stream.format = Some(result.format);
             Ok(())
         }
-        Err(CallError::InvalidFormat(message)) => Err(EnrichError::Format(message)),
+        // `--format` was checked before any batch: this is the stream's S3 header naming
+        // a field nobody documents. None of the stream can be read safely: its lines are
+        // rejected, and the header stays its format so every later batch is too.
+        Err(CallError::InvalidFormat(message)) => {
+            if stream_start && let Some(header) = batch.lines().next() {
+                stream.format = Some(header.trim().to_string());
+            }
+            let message = format!("invalid format: {message}");
+            for line in batch.lines() {
+                write_error(errors, &message, line)?;
+                stats.rejected += 1;
+            }
+            errors.flush().map_err(EnrichError::Io)?;
+            Ok(())
+        }
         Err(CallError::Runtime(error)) => {
             // The component failed twice on this batch: reject its lines, keep going.
             let message = format!("component failed on this batch twice: {error}");
@@ -122,9 +136,6 @@ pub enum EnrichError {
     /// Reading stdin or writing stdout/stderr failed.
     #[error("i/o error: {0}")]
     Io(std::io::Error),
-    /// The format is invalid (a setup error).
-    #[error("invalid format: {0}")]
-    Format(String),
     /// The component could not be used at all.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),

@@ -244,11 +244,15 @@ impl Processor {
                 .position(|&b| b == b'\n')
                 .unwrap_or(body_len);
             // Lines are cut at ASCII `\n`, so this slice is valid UTF-8.
-            if let Some(header) = Format::from_header(text[..first_end].trim()) {
-                self.formats.push(Rc::new(header));
-                result.headers.push(0);
-                start = first_end + 1;
-                index = 1;
+            match Format::from_header(text[..first_end].trim()) {
+                Ok(Some(header)) => {
+                    self.formats.push(Rc::new(header));
+                    result.headers.push(0);
+                    start = first_end + 1;
+                    index = 1;
+                }
+                Ok(None) => {}
+                Err(error) => return Err(error),
             }
         }
         // Each requested column's line position in the batch's format (an S3 header

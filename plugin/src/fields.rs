@@ -1,4 +1,5 @@
-//! The catalogue of AWS VPC flow-log fields (versions 2 to 8) and how each is typed.
+//! The catalogue of AWS flow-log fields and how each is typed: VPC flow logs versions 2
+//! to 11, and Transit Gateway flow logs (whose own fields are version 6).
 
 /// How a field's text is validated and rendered in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +101,81 @@ pub const FIELDS: &[FieldSpec] = &[
     f("ecs-task-arn", "ecs_task_arn", Kind::Text, 7),
     f("ecs-task-id", "ecs_task_id", Kind::Text, 7),
     f("reject-reason", "reject_reason", Kind::Text, 8),
+    f("resource-id", "resource_id", Kind::Text, 9),
+    f("encryption-status", "encryption_status", Kind::UInt(3), 10),
+    f("instance-tag", "instance_tag", Kind::Text, 11),
+    f("instance-tag-2", "instance_tag_2", Kind::Text, 11),
+    f("interface-tag", "interface_tag", Kind::Text, 11),
+    f("interface-tag-2", "interface_tag_2", Kind::Text, 11),
+    f("asg-tag", "asg_tag", Kind::Text, 11),
+    f("asg-tag-2", "asg_tag_2", Kind::Text, 11),
+    f("interface-type", "interface_type", Kind::Text, 11),
+    f(
+        "next-hop-interface-id",
+        "next_hop_interface_id",
+        Kind::Text,
+        11,
+    ),
+    f("next-hop-subnet-id", "next_hop_subnet_id", Kind::Text, 11),
+    f("next-hop-az-id", "next_hop_az_id", Kind::Text, 11),
+    f("next-hop-vpc-id", "next_hop_vpc_id", Kind::Text, 11),
+    f(
+        "next-hop-interface-type",
+        "next_hop_interface_type",
+        Kind::Text,
+        11,
+    ),
+    // Transit Gateway flow logs (their version 6 table).
+    f("resource-type", "resource_type", Kind::Text, 6),
+    f("tgw-id", "tgw_id", Kind::Text, 6),
+    f("tgw-attachment-id", "tgw_attachment_id", Kind::Text, 6),
+    f(
+        "tgw-src-vpc-account-id",
+        "tgw_src_vpc_account_id",
+        Kind::Text,
+        6,
+    ),
+    f(
+        "tgw-dst-vpc-account-id",
+        "tgw_dst_vpc_account_id",
+        Kind::Text,
+        6,
+    ),
+    f("tgw-src-vpc-id", "tgw_src_vpc_id", Kind::Text, 6),
+    f("tgw-dst-vpc-id", "tgw_dst_vpc_id", Kind::Text, 6),
+    f("tgw-src-subnet-id", "tgw_src_subnet_id", Kind::Text, 6),
+    f("tgw-dst-subnet-id", "tgw_dst_subnet_id", Kind::Text, 6),
+    f("tgw-src-eni", "tgw_src_eni", Kind::Text, 6),
+    f("tgw-dst-eni", "tgw_dst_eni", Kind::Text, 6),
+    f("tgw-src-az-id", "tgw_src_az_id", Kind::Text, 6),
+    f("tgw-dst-az-id", "tgw_dst_az_id", Kind::Text, 6),
+    f(
+        "tgw-pair-attachment-id",
+        "tgw_pair_attachment_id",
+        Kind::Text,
+        6,
+    ),
+    f("packets-lost-no-route", "packets_lost_no_route", U64, 6),
+    f("packets-lost-blackhole", "packets_lost_blackhole", U64, 6),
+    f(
+        "packets-lost-mtu-exceeded",
+        "packets_lost_mtu_exceeded",
+        U64,
+        6,
+    ),
+    f(
+        "packets-lost-ttl-expired",
+        "packets_lost_ttl_expired",
+        U64,
+        6,
+    ),
 ];
+
+/// The reserved format name of Transit Gateway flow logs' default format.
+pub const TGW_FORMAT_NAME: &str = "tgw";
+
+/// The Transit Gateway flow logs' default format: all 36 fields in AWS's table order.
+pub const TGW_FORMAT: &str = "version resource-type account-id tgw-id tgw-attachment-id tgw-src-vpc-account-id tgw-dst-vpc-account-id tgw-src-vpc-id tgw-dst-vpc-id tgw-src-subnet-id tgw-dst-subnet-id tgw-src-eni tgw-dst-eni tgw-src-az-id tgw-dst-az-id tgw-pair-attachment-id srcaddr dstaddr srcport dstport protocol packets bytes start end log-status type packets-lost-no-route packets-lost-blackhole packets-lost-mtu-exceeded packets-lost-ttl-expired tcp-flags region flow-direction pkt-src-aws-service pkt-dst-aws-service";
 
 /// The AWS default format (version 2): the first 14 fields of [`FIELDS`].
 pub const DEFAULT_FORMAT: &str = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status";
@@ -139,6 +214,35 @@ mod tests {
     fn keys_are_names_with_underscores() {
         for spec in FIELDS {
             assert_eq!(spec.key, spec.name.replace('-', "_"));
+        }
+    }
+
+    #[test]
+    fn the_catalogue_is_the_documented_one() {
+        // 54 VPC fields (versions 2-11) and the 18 fields only Transit Gateway logs have.
+        assert_eq!(FIELDS.len(), 54 + 18);
+        assert_eq!(FIELDS.iter().filter(|f| f.version == 6).count(), 18);
+        let tgw: Vec<&str> = TGW_FORMAT.split(' ').collect();
+        assert_eq!(tgw.len(), 36);
+        for name in tgw {
+            assert!(find(name).is_some(), "{name}");
+        }
+        assert!(find(TGW_FORMAT_NAME).is_none());
+        assert!(FIELDS.len() <= u8::MAX as usize);
+    }
+
+    #[test]
+    fn the_readme_lists_every_field_with_its_version_and_type() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let tgw: Vec<&str> = TGW_FORMAT.split(' ').collect();
+        for spec in FIELDS {
+            let json = match spec.kind {
+                Kind::UInt(_) => "integer",
+                Kind::Text | Kind::Ip => "string",
+            };
+            let in_tgw = if tgw.contains(&spec.name) { "yes" } else { "" };
+            let row = format!("| `{}` | {} | {json} | {in_tgw} |", spec.name, spec.version);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
         }
     }
 

@@ -17,6 +17,8 @@ pub enum FormatError {
     DuplicateField(String),
     /// A `${` without its closing `}`, or text between `${...}` fields.
     Malformed(String),
+    /// An S3 header line that cannot be a format (its object cannot be read safely).
+    Header(Box<FormatError>),
 }
 
 impl fmt::Display for FormatError {
@@ -26,6 +28,7 @@ impl fmt::Display for FormatError {
             FormatError::UnknownField(name) => write!(f, "unknown flow-log field `{name}`"),
             FormatError::DuplicateField(name) => write!(f, "field `{name}` appears twice"),
             FormatError::Malformed(text) => write!(f, "malformed format near `{text}`"),
+            FormatError::Header(error) => write!(f, "S3 header line: {error}"),
         }
     }
 }
@@ -82,22 +85,44 @@ impl Default for Format {
 }
 
 impl Format {
-    /// Parses a format in AWS `${field}` syntax or as plain space-separated names.
+    /// Parses a format in AWS `${field}` syntax or as plain space-separated names; the
+    /// reserved name `tgw` is the Transit Gateway default (its 36 fields in order).
     pub fn parse(spec: &str) -> Result<Format, FormatError> {
+        if spec.trim() == fields::TGW_FORMAT_NAME {
+            return Format::parse(fields::TGW_FORMAT);
+        }
         let names = split_names(spec)?;
         Format::from_names(&names)
     }
 
     /// Treats `line` as an S3 header line (only field names) and returns its format,
-    /// or `None` when the line is data.
-    pub fn from_header(line: &str) -> Option<Format> {
+    /// `Ok(None)` when the line is data, or the error of a header that names a field
+    /// nobody documents (no line after it can be read safely).
+    pub fn from_header(line: &str) -> Result<Option<Format>, FormatError> {
         // Cheap rejection: data lines start with a digit, an address or `-`.
-        let first = line.as_bytes().first()?;
+        let Some(first) = line.as_bytes().first() else {
+            return Ok(None);
+        };
         if !(first.is_ascii_lowercase() || *first == b'$') {
-            return None;
+            return Ok(None);
         }
-        let names = split_names(line).ok()?;
-        Format::from_names(&names).ok()
+        let Ok(names) = split_names(line) else {
+            return Ok(None);
+        };
+        // A header names fields: every token looks like a name, and one at least is a
+        // documented field (a data line of text fields, `eni-1 vpc-2`, names none).
+        let name_like = |name: &str| {
+            name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        if !names.iter().all(|n| name_like(n)) || !names.iter().any(|n| fields::find(n).is_some()) {
+            return Ok(None);
+        }
+        Format::from_names(&names)
+            .map(Some)
+            .map_err(|e| FormatError::Header(Box::new(e)))
     }
 
     fn from_names(names: &[&str]) -> Result<Format, FormatError> {
@@ -292,12 +317,26 @@ mod tests {
     #[test]
     fn headers_are_recognised_and_data_is_not() {
         let header = Format::from_header("version vpc-id srcaddr dstaddr start").unwrap();
-        assert_eq!(header.len(), 5);
-        assert!(
-            Format::from_header("2 123 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 ACCEPT OK").is_none()
+        assert_eq!(header.unwrap().len(), 5);
+        let data = |line: &str| Format::from_header(line).unwrap().is_none();
+        assert!(data(
+            "2 123 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 ACCEPT OK"
+        ));
+        assert!(data("ACCEPT OK"));
+        assert!(data(""));
+        assert!(data("eni-1 vpc-2 subnet-3"), "text fields, no field name");
+        // A header naming a field twice, or one nobody documents: no line is safe.
+        for bad in ["version version", "version srcaddr unknown-field-x"] {
+            let error = Format::from_header(bad).unwrap_err();
+            assert!(error.to_string().starts_with("S3 header line: "), "{error}");
+        }
+        let tgw = Format::from_header(crate::fields::TGW_FORMAT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(tgw.len(), 36);
+        assert_eq!(
+            Format::parse("tgw").unwrap().canonical(),
+            crate::fields::TGW_FORMAT
         );
-        assert!(Format::from_header("ACCEPT OK").is_none());
-        assert!(Format::from_header("").is_none());
-        assert!(Format::from_header("version version").is_none());
     }
 }

@@ -53,6 +53,43 @@ fn enrich_writes_json_to_stdout_and_each_rejected_line_to_stderr() {
 }
 
 #[test]
+fn transit_gateway_records_are_parsed_and_attributed_on_both_addresses() {
+    let metadata = repo().join("tests/fixtures/v2_default/metadata.jsonl");
+    // AWS's default Transit Gateway format (`tgw`): 36 fields in table order.
+    let line = "6 TransitGatewayAttachment 123456789012 tgw-0a1b tgw-attach-1 123456789012 210987654321 vpc-1 vpc-2 subnet-1 subnet-2 eni-1 eni-2 use1-az1 use1-az2 tgw-attach-2 10.0.1.10 10.1.1.10 443 50000 6 10 4000 1700000100 1700000160 OK IPv4 0 1 2 3 19 us-east-1 egress - -";
+    let metadata = metadata.to_str().unwrap();
+    let (code, stdout, stderr) = enrich(&["--metadata", metadata, "--format", "tgw"], line);
+    assert_eq!(code, 0, "{stderr}");
+    let row: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(row["resource_type"], "TransitGatewayAttachment");
+    assert_eq!(row["tgw_dst_vpc_account_id"], "210987654321");
+    assert_eq!(row["packets_lost_ttl_expired"], 3);
+    assert_eq!(row["tcp_flags"], 19);
+    assert!(row["pkt_src_aws_service"].is_null());
+    assert_eq!(
+        (&row["src_app"], &row["dst_app"]),
+        (&"api".into(), &"db".into())
+    );
+    // The same from an S3 header line naming the fields.
+    let header = "version resource-type account-id tgw-id tgw-attachment-id tgw-src-vpc-account-id tgw-dst-vpc-account-id tgw-src-vpc-id tgw-dst-vpc-id tgw-src-subnet-id tgw-dst-subnet-id tgw-src-eni tgw-dst-eni tgw-src-az-id tgw-dst-az-id tgw-pair-attachment-id srcaddr dstaddr srcport dstport protocol packets bytes start end log-status type packets-lost-no-route packets-lost-blackhole packets-lost-mtu-exceeded packets-lost-ttl-expired tcp-flags region flow-direction pkt-src-aws-service pkt-dst-aws-service";
+    let (code, again, stderr) = enrich(&["--metadata", metadata], &format!("{header}\n{line}\n"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(again, stdout);
+    // An S3 header naming a field nobody documents: none of the object is read.
+    let (code, out, stderr) = enrich(
+        &["--metadata", metadata],
+        &format!("{header} tgw-colour\n{line} red\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(out, "");
+    assert_eq!(stderr.lines().count(), 2, "{stderr}");
+    assert!(
+        stderr.contains("S3 header line: unknown flow-log field `tgw-colour`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn enrich_reports_bad_metadata_lines_as_json_on_stderr_and_uses_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let metadata = dir.path().join("m.jsonl");

@@ -90,3 +90,42 @@ fn a_pipeline_dead_letters_the_lines_of_a_failing_batch_and_carries_on() {
         dead[0]
     );
 }
+
+#[test]
+fn an_s3_header_naming_an_unknown_field_dead_letters_its_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows");
+    std::fs::create_dir(&flows).unwrap();
+    // Fourteen fields, one of them unknown: read with any other format, each line would
+    // parse (as the default v2 fields), and wrongly.
+    let mut bad = String::from(
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action colour\n",
+    );
+    let line = |port: u32| {
+        format!(
+            "2 123456789012 eni-1 10.0.0.1 10.0.0.2 {port} 443 6 1 10 1700000000 1700000060 ACCEPT OK\n"
+        )
+    };
+    for port in 0..7 {
+        bad.push_str(&line(port));
+    }
+    std::fs::write(flows.join("a-bad.log"), bad).unwrap();
+    std::fs::write(flows.join("b-good.log"), line(99)).unwrap();
+    let (_, good, dead) = crate::run_to_files(
+        dir.path(),
+        "type = \"file\"\npath = \"flows\"\nbatch_lines = 3",
+        "",
+    );
+    // The other file is read as usual.
+    assert_eq!(good.len(), 1, "{good:?}");
+    assert_eq!(good[0]["srcport"], 99);
+    // The header and all seven lines, in three batches, go to the dead letters.
+    assert_eq!(dead.len(), 8, "{dead:?}");
+    for letter in &dead {
+        let error = letter["error"].as_str().unwrap();
+        assert!(
+            error.contains("unknown flow-log field `colour`"),
+            "{letter}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 
 mod aws_ec2;
 mod cli;
+mod conformance;
 mod delivery;
 mod druid;
 mod exactly_once;

@@ -716,6 +716,15 @@ impl WasmTransform {
             }
             Err(CallError::InvalidFormat(message)) => {
                 self.metrics.error("invalid_format", batch.lines as u64);
+                // An S3 header naming a field nobody documents: none of its stream can be
+                // read safely. The header stays the stream's format, so every later
+                // batch of the stream is refused too.
+                if batch.stream_start
+                    && !batch.stream_end
+                    && let Some(header) = batch.text.lines().next()
+                {
+                    formats.insert(batch.stream.clone(), header.trim().to_string());
+                }
                 let reason = format!("invalid format: {message}");
                 (
                     (String::new(), 0),
