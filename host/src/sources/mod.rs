@@ -7,6 +7,7 @@
 //! its line count, so what a source holds and what waits in the channels stays bounded.
 
 pub mod aws_kinesis;
+pub mod aws_s3;
 pub mod file;
 pub mod stdin;
 
@@ -31,6 +32,8 @@ crate::config::component_enum! {
         Stdin(stdin::Config),
         /// A Kinesis data stream of flow logs, every shard; runs until shutdown.
         AwsKinesisStreams(aws_kinesis::Config),
+        /// Flow-log objects in S3, announced by S3 event notifications on an SQS queue.
+        AwsS3(aws_s3::Config),
     }
 }
 
@@ -192,6 +195,36 @@ pub struct Batcher<'a> {
     output: &'a Output,
     dead_letters: &'a Output,
     metrics: &'a ComponentMetrics,
+    /// Where each batch's acknowledgement comes from, when the source waits for them.
+    acks: Option<BatchAcks>,
+}
+
+/// The acknowledgements of one stream's batches: batch `n` gets the ack of batch `n` of
+/// `shard` in `store`, whose position is the number of lines read so far.
+pub struct BatchAcks {
+    /// The store that follows the batches.
+    pub store: crate::sources::aws_kinesis::checkpoint::Checkpoints,
+    /// The stream's name in the store.
+    pub shard: String,
+    /// Batches sent so far.
+    batches: u64,
+    /// Lines taken so far (pushed, including those over the limit).
+    lines: u64,
+}
+
+impl BatchAcks {
+    /// Acknowledgements of `shard`'s batches in `store`, from batch 0.
+    pub fn new(
+        store: crate::sources::aws_kinesis::checkpoint::Checkpoints,
+        shard: String,
+    ) -> BatchAcks {
+        BatchAcks {
+            store,
+            shard,
+            batches: 0,
+            lines: 0,
+        }
+    }
 }
 
 /// Where a source's batches go and how lines are bounded.
@@ -225,7 +258,19 @@ impl<'a> Batcher<'a> {
             output: to.output,
             dead_letters: to.dead_letters,
             metrics: to.metrics,
+            acks: None,
         }
+    }
+
+    /// Every batch sent from now on carries an acknowledgement from `acks`.
+    pub fn with_acks(mut self, acks: BatchAcks) -> Self {
+        self.acks = Some(acks);
+        self
+    }
+
+    /// Batches sent so far.
+    pub fn batches(&self) -> u64 {
+        self.acks.as_ref().map_or(0, |a| a.batches)
     }
 
     /// Adds one raw line (with or without its `\n`) of `length` bytes in all, of which
@@ -233,6 +278,9 @@ impl<'a> Batcher<'a> {
     /// dead-lettered.
     pub fn push(&mut self, raw: &[u8], length: usize) {
         self.metrics.received(1);
+        if let Some(acks) = self.acks.as_mut() {
+            acks.lines += 1;
+        }
         let content = length - usize::from(raw.last() == Some(&b'\n') && raw.len() == length);
         if content > self.max_line_bytes {
             self.metrics.error("line_too_long", 1);
@@ -283,6 +331,17 @@ impl<'a> Batcher<'a> {
             .text
             .len()
             .min(BATCH_MAX_BYTES + self.max_line_bytes + 1);
+        let acks = match self.acks.as_mut() {
+            Some(acks) => {
+                let position = format!("{:020}", acks.lines);
+                let ack = acks
+                    .store
+                    .ack(&acks.shard, acks.batches, Some(position), end);
+                acks.batches += 1;
+                vec![ack]
+            }
+            None => Vec::new(),
+        };
         let batch = LineBatch {
             columns: None,
             permit: None,
@@ -291,7 +350,7 @@ impl<'a> Batcher<'a> {
             stream: self.stream.clone(),
             stream_start: !std::mem::replace(&mut self.started, true),
             stream_end: end,
-            acks: Vec::new(),
+            acks,
         };
         self.metrics.sent(batch.lines as u64);
         self.output.send(Arc::new(batch));

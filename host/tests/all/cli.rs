@@ -300,11 +300,36 @@ fn validate_names_the_offending_key_or_file() {
             "unknown field `shards`",
         ),
     ];
-    let cases = cases.into_iter().chain(
-        ec2_cases
-            .iter()
-            .map(|(settings, needle)| (ec2(settings), *needle)),
-    );
+    // The file source made an `aws_s3` one with `settings`.
+    let s3 = |settings: &str| {
+        let text = pipeline("");
+        let start = text.find("[sources.flows]").unwrap();
+        let end = start + text[start..].find("\n\n").unwrap();
+        format!(
+            "{}[sources.flows]\ntype = \"aws_s3\"\n{settings}{}",
+            &text[..start],
+            &text[end..]
+        )
+    };
+    let s3_cases = [
+        ("sqs = { queue_url = \" \" }", "sources.flows.sqs.queue_url"),
+        (
+            "sqs = { queue_url = \"q\", poll_secs = 21 }",
+            "sources.flows.sqs.poll_secs",
+        ),
+        (
+            "sqs = { queue_url = \"q\", visibility_timeout_secs = 0 }",
+            "sources.flows.sqs.visibility_timeout_secs",
+        ),
+        (
+            "sqs = { queue_url = \"q\", colour = 1 }",
+            "unknown field `colour`",
+        ),
+        ("region = \"us-east-1\"", "missing field `sqs`"),
+    ];
+    let ec2_cases = ec2_cases.map(|(settings, needle)| (ec2(settings), needle));
+    let s3_cases = s3_cases.map(|(settings, needle)| (s3(settings), needle));
+    let cases = cases.into_iter().chain(ec2_cases).chain(s3_cases);
     for (text, needle) in cases {
         let (code, out) = validate(&text);
         assert_ne!(code, 0, "should fail naming {needle}");

@@ -2,6 +2,7 @@
 //! the `flowenrich` binary.
 
 mod aws_ec2;
+mod aws_s3;
 mod cli;
 mod conformance;
 mod delivery;

@@ -575,6 +575,15 @@ impl Checkpoints {
         inner.saved.shards.get(shard).cloned().unwrap_or_default()
     }
 
+    /// Forgets `shard` (a stream that is done and will not be read again in this run:
+    /// an S3 object whose message was deleted), so the store does not grow with them.
+    pub fn forget(&self, shard: &str) {
+        let mut inner = self.inner.lock().expect("checkpoint lock");
+        inner.saved.shards.remove(shard);
+        inner.progress.remove(shard);
+        inner.advanced.remove(shard);
+    }
+
     /// How many of `shard`'s batches of this run are checkpointed (batches are numbered
     /// from 0, so this is also the number of the first one still awaited).
     pub fn checkpointed_batches(&self, shard: &str) -> u64 {

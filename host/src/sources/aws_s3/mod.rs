@@ -1,0 +1,512 @@
+//! The `aws_s3` source: flow-log objects that AWS delivers to S3, announced by S3 event
+//! notifications on an SQS queue (plain, or wrapped by SNS or EventBridge), as Vector's
+//! and Elastic's S3 inputs read them.
+//!
+//! The source long-polls the queue; for each `ObjectCreated` notification it streams the
+//! object (gzip or plain text, its first line an S3 header that sets its format) into
+//! batches of lines, each object its own stream, each batch with an acknowledgement. The
+//! message is deleted only once every line of every object it names has been taken by
+//! every sink; until then its visibility is extended (every half
+//! `visibility_timeout_secs`), and a message still in flight at shutdown is made visible
+//! again at once for the next reader. A host that dies leaves its messages to reappear
+//! when their visibility runs out, and another host (or this one, restarted) reads the
+//! object again: every line is delivered at least once. `s3:TestEvent` messages and
+//! events other than object creations are deleted and counted; a message that is no S3
+//! notification, and an object that cannot be read, go to `<id>.dead_letter` and the
+//! message is deleted.
+//!
+//! Counters: `sqs_messages_total`, `sqs_messages_deleted_total`,
+//! `sqs_visibility_extensions_total`, `s3_test_events_total`, `s3_other_events_total`,
+//! `s3_objects_total`, `s3_object_bytes_total`; errors `invalid_notification`,
+//! `object_unreadable`, `sqs_receive_failed`, `sqs_delete_failed`.
+
+pub mod notifications;
+
+use super::{BatchAcks, Batcher, BuiltSource, LineLimits, SourceContext, SourceKind};
+use crate::batch::LineBatch;
+use crate::config::{BoxError, BuildError, Invalid};
+use crate::sources::aws_kinesis::checkpoint::Checkpoints;
+use notifications::{Notification, ObjectRef};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The `aws_s3` source's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Region of the bucket and the queue. Default: the standard AWS configuration chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Endpoint override for S3 and SQS alike, e.g. a local moto server
+    /// (`http://127.0.0.1:5000`; S3 is then addressed path-style). Default: AWS's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The queue that announces the objects.
+    pub sqs: SqsConfig,
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub lines: LineLimits,
+}
+
+/// The SQS queue of S3 event notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SqsConfig {
+    /// The queue's URL (`https://sqs.<region>.amazonaws.com/<account>/<name>`).
+    pub queue_url: String,
+    /// Seconds a receive waits for messages (long polling, 0–20).
+    #[serde(default = "default_poll_secs")]
+    pub poll_secs: u64,
+    /// Seconds a received message stays invisible to other readers; extended while its
+    /// objects are in flight (1–43200).
+    #[serde(default = "default_visibility_timeout_secs")]
+    pub visibility_timeout_secs: u64,
+    /// Delete each message once every line of its objects is acknowledged (off: leave
+    /// it to reappear, for a dry run).
+    #[serde(default = "default_delete_message")]
+    pub delete_message: bool,
+}
+
+fn default_poll_secs() -> u64 {
+    15
+}
+
+fn default_visibility_timeout_secs() -> u64 {
+    300
+}
+
+fn default_delete_message() -> bool {
+    true
+}
+
+impl SourceKind for Config {
+    fn validate(&self, key: &str) -> Result<(), Invalid> {
+        self.lines.validate(key)?;
+        let sqs = format!("{key}.sqs");
+        if self.sqs.queue_url.trim().is_empty() {
+            return Err(Invalid::new(format!("{sqs}.queue_url"), "is empty"));
+        }
+        if self.sqs.poll_secs > 20 {
+            return Err(Invalid::new(
+                format!("{sqs}.poll_secs"),
+                "is over 20 (SQS's longest wait)",
+            ));
+        }
+        let visibility = self.sqs.visibility_timeout_secs;
+        if !(1..=43_200).contains(&visibility) {
+            return Err(Invalid::new(
+                format!("{sqs}.visibility_timeout_secs"),
+                "must be 1-43200 (SQS's range)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn build(&self, _id: &str) -> Result<BuiltSource, BuildError> {
+        let config = self.clone();
+        Ok(Box::new(move |cx| run(config, cx)))
+    }
+}
+
+/// A received message whose objects are in flight.
+struct InFlight {
+    receipt: String,
+    /// The objects' names in the acknowledgement store.
+    objects: Vec<String>,
+    /// When its visibility was last set.
+    visible_from: Instant,
+}
+
+/// The clients and state of one running source.
+struct Reader<'a> {
+    config: &'a Config,
+    cx: &'a SourceContext,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    runtime: &'static tokio::runtime::Runtime,
+    store: Checkpoints,
+    in_flight: Vec<InFlight>,
+    /// Objects read in this run (numbers their readings, so a repeated notification of
+    /// one object is its own stream).
+    readings: u64,
+}
+
+fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
+    let runtime = crate::aws::runtime();
+    let base = runtime.block_on(
+        crate::aws::ClientConfig {
+            endpoint: config.endpoint.clone(),
+            region: config.region.clone(),
+        }
+        .sdk_config(),
+    );
+    let s3_config = aws_sdk_s3::config::Builder::from(&base)
+        .force_path_style(config.endpoint.is_some())
+        .build();
+    let mut reader = Reader {
+        config: &config,
+        cx: &cx,
+        s3: aws_sdk_s3::Client::from_conf(s3_config),
+        sqs: aws_sdk_sqs::Client::new(&base),
+        runtime,
+        store: Checkpoints::in_memory(),
+        in_flight: Vec::new(),
+        readings: 0,
+    };
+    let stop = cx.lifecycle.stop_flag();
+    while !stop.load(Ordering::Relaxed) {
+        reader.settle();
+        match reader.receive(stop) {
+            Ok(messages) => {
+                for message in messages {
+                    if stop.load(Ordering::Relaxed) {
+                        // Not started: visible again at once.
+                        if let Some(receipt) = message.receipt_handle() {
+                            reader.make_visible(receipt);
+                        }
+                        continue;
+                    }
+                    reader.handle(&message);
+                }
+            }
+            Err(error) => {
+                cx.metrics.error("sqs_receive_failed", 1);
+                tracing::warn!(message = "Cannot receive from the queue; retrying.", component_id = %cx.id, %error);
+                sleep_unless(stop, Duration::from_secs(1));
+            }
+        }
+    }
+    // What every sink has taken by now is deleted; the rest goes back to the queue.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reader.in_flight.is_empty() && Instant::now() < deadline {
+        reader.settle();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for message in std::mem::take(&mut reader.in_flight) {
+        reader.make_visible(&message.receipt);
+    }
+    Ok(())
+}
+
+/// Sleeps for `pause`, or less once `stop` is set.
+fn sleep_unless(stop: &AtomicBool, pause: Duration) {
+    let until = Instant::now() + pause;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Text for errors of the SDK, with their causes.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Reader<'_> {
+    /// One long poll of the queue (given up early when `stop` is set).
+    fn receive(&self, stop: &AtomicBool) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
+        let sqs = &self.config.sqs;
+        let call = self
+            .sqs
+            .receive_message()
+            .queue_url(&sqs.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(sqs.poll_secs as i32)
+            .visibility_timeout(sqs.visibility_timeout_secs as i32)
+            .send();
+        let answer = self.runtime.block_on(async {
+            tokio::pin!(call);
+            loop {
+                tokio::select! {
+                    answer = &mut call => return Some(answer),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if stop.load(Ordering::Relaxed) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        });
+        match answer {
+            None => Ok(Vec::new()),
+            Some(Ok(answer)) => Ok(answer.messages.unwrap_or_default()),
+            Some(Err(error)) => Err(error_text(&error)),
+        }
+    }
+
+    /// Reads what one message announces and keeps it in flight (or deletes it now when
+    /// there is nothing to wait for).
+    fn handle(&mut self, message: &aws_sdk_sqs::types::Message) {
+        let metrics = &self.cx.metrics;
+        metrics.count("sqs_messages_total", 1);
+        let Some(receipt) = message.receipt_handle().map(str::to_string) else {
+            return;
+        };
+        let body = message.body().unwrap_or_default();
+        let objects = match notifications::parse(body) {
+            Ok(Notification::Objects(objects)) => objects,
+            Ok(Notification::Test) => {
+                metrics.count("s3_test_events_total", 1);
+                self.delete(&receipt);
+                return;
+            }
+            Ok(Notification::Other(events)) => {
+                metrics.count("s3_other_events_total", events.len() as u64);
+                tracing::debug!(message = "Deleting a notification of events other than object creations.", component_id = %self.cx.id, ?events);
+                self.delete(&receipt);
+                return;
+            }
+            Err(error) => {
+                metrics.error("invalid_notification", 1);
+                self.dead_letter(
+                    "sqs",
+                    serde_json::json!({
+                        "error": error.to_string(),
+                        "component": self.cx.id,
+                        "message_id": message.message_id(),
+                        "body_prefix": body.chars().take(1024).collect::<String>(),
+                    }),
+                );
+                self.delete(&receipt);
+                return;
+            }
+        };
+        let mut message = InFlight {
+            receipt,
+            objects: Vec::new(),
+            visible_from: Instant::now(),
+        };
+        for object in &objects {
+            let name = self.read_object(object, &mut message);
+            message.objects.push(name);
+        }
+        self.in_flight.push(message);
+        self.settle();
+    }
+
+    /// Streams one object into batches; returns its name in the store. An object that
+    /// cannot be read (or stops being readable part way) is dead-lettered from there.
+    fn read_object(&mut self, object: &ObjectRef, message: &mut InFlight) -> String {
+        self.readings += 1;
+        let stream = format!("s3://{}/{}", object.bucket, object.key);
+        let name = format!("{stream}#{}", self.readings);
+        let lines = &self.config.lines;
+        let sink = self.cx.sink(lines);
+        let mut batcher =
+            Batcher::new(&stream, sink).with_acks(BatchAcks::new(self.store.clone(), name.clone()));
+        self.cx.metrics.count("s3_objects_total", 1);
+        let opened = self.runtime.block_on(
+            self.s3
+                .get_object()
+                .bucket(&object.bucket)
+                .key(&object.key)
+                .send(),
+        );
+        let result = match opened {
+            Ok(answer) => {
+                let body = Body {
+                    runtime: self.runtime,
+                    stream: answer.body,
+                    chunk: bytes::Bytes::new(),
+                    metrics: self.cx.metrics.clone(),
+                };
+                self.stream_lines(body, &mut batcher, message)
+            }
+            Err(error) => Err(error_text(&error)),
+        };
+        if let Err(error) = result {
+            self.cx.metrics.error("object_unreadable", 1);
+            tracing::error!(message = "Cannot read an S3 object; dead-lettered.", component_id = %self.cx.id, bucket = %object.bucket, key = %object.key, %error);
+            self.dead_letter(
+                &stream,
+                serde_json::json!({
+                    "error": format!("cannot read the object: {error}"),
+                    "component": self.cx.id,
+                    "stream": stream,
+                    "bucket": object.bucket,
+                    "key": object.key,
+                    "version": object.version,
+                }),
+            );
+        }
+        // The last batch ends the stream (and the object's acknowledgements).
+        batcher.flush(true);
+        name
+    }
+
+    /// Reads `body` (gzip or plain) line by line into `batcher`, keeping `message`
+    /// invisible meanwhile.
+    fn stream_lines(
+        &mut self,
+        body: Body,
+        batcher: &mut Batcher<'_>,
+        message: &mut InFlight,
+    ) -> Result<(), String> {
+        let mut plain = BufReader::with_capacity(1 << 16, body);
+        let gzip = plain
+            .fill_buf()
+            .map(crate::util::is_gzip)
+            .map_err(|e| e.to_string())?;
+        let mut text: Box<dyn BufRead> = if gzip {
+            Box::new(BufReader::with_capacity(
+                1 << 16,
+                flate2::read::MultiGzDecoder::new(plain),
+            ))
+        } else {
+            Box::new(plain)
+        };
+        let max = self.config.lines.max_line_bytes;
+        let mut line = Vec::new();
+        let mut sent = batcher.batches();
+        loop {
+            let length = super::read_line_bounded(&mut text, &mut line, max + 1)
+                .map_err(|e| format!("after {} batches: {e}", batcher.batches()))?;
+            if length == 0 {
+                return Ok(());
+            }
+            batcher.push(&line, length);
+            if batcher.batches() != sent {
+                sent = batcher.batches();
+                self.keep_invisible(message);
+            }
+        }
+    }
+
+    /// Deletes the messages whose objects every sink has taken, and extends the
+    /// visibility of the others that need it.
+    fn settle(&mut self) {
+        let store = self.store.clone();
+        let done = |m: &InFlight| m.objects.iter().all(|o| store.get(o).finished);
+        let (finished, waiting): (Vec<InFlight>, Vec<InFlight>) =
+            std::mem::take(&mut self.in_flight)
+                .into_iter()
+                .partition(done);
+        self.in_flight = waiting;
+        for message in finished {
+            for object in &message.objects {
+                self.store.forget(object);
+            }
+            self.delete(&message.receipt);
+        }
+        let mut waiting = std::mem::take(&mut self.in_flight);
+        for message in &mut waiting {
+            self.keep_invisible(message);
+        }
+        self.in_flight = waiting;
+    }
+
+    /// Extends `message`'s visibility once half of it has passed.
+    fn keep_invisible(&self, message: &mut InFlight) {
+        let timeout = self.config.sqs.visibility_timeout_secs;
+        if message.visible_from.elapsed() < Duration::from_millis(timeout * 500) {
+            return;
+        }
+        let call = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.config.sqs.queue_url)
+            .receipt_handle(&message.receipt)
+            .visibility_timeout(timeout as i32)
+            .send();
+        match self.runtime.block_on(call) {
+            Ok(_) => {
+                message.visible_from = Instant::now();
+                self.cx.metrics.count("sqs_visibility_extensions_total", 1);
+            }
+            Err(error) => {
+                tracing::warn!(message = "Cannot extend a message's visibility; another reader may read its objects too.", component_id = %self.cx.id, error = %error_text(&error));
+            }
+        }
+    }
+
+    /// Makes a message visible again at once (it was not finished here).
+    fn make_visible(&self, receipt: &str) {
+        let call = self
+            .sqs
+            .change_message_visibility()
+            .queue_url(&self.config.sqs.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send();
+        if let Err(error) = self.runtime.block_on(call) {
+            tracing::debug!(message = "Cannot hand a message back; it reappears when its visibility runs out.", component_id = %self.cx.id, error = %error_text(&error));
+        }
+    }
+
+    /// Deletes a message (when `delete_message` is on).
+    fn delete(&self, receipt: &str) {
+        if !self.config.sqs.delete_message {
+            return;
+        }
+        let call = self
+            .sqs
+            .delete_message()
+            .queue_url(&self.config.sqs.queue_url)
+            .receipt_handle(receipt)
+            .send();
+        match self.runtime.block_on(call) {
+            Ok(_) => self.cx.metrics.count("sqs_messages_deleted_total", 1),
+            Err(error) => {
+                self.cx.metrics.error("sqs_delete_failed", 1);
+                tracing::warn!(message = "Cannot delete a message; it reappears and its objects are read again.", component_id = %self.cx.id, error = %error_text(&error));
+            }
+        }
+    }
+
+    /// Sends one dead letter.
+    fn dead_letter(&self, stream: &str, letter: serde_json::Value) {
+        if self.cx.dead_letters.is_unconnected() {
+            self.cx.metrics.discarded(1);
+            return;
+        }
+        self.cx.dead_letters.send(Arc::new(LineBatch {
+            columns: None,
+            permit: None,
+            text: format!("{letter}\n"),
+            lines: 1,
+            stream: stream.into(),
+            stream_start: false,
+            stream_end: false,
+            acks: Vec::new(),
+        }));
+    }
+}
+
+/// An object's body as a blocking reader: each chunk is awaited on the AWS runtime from
+/// the source's own thread, so what is held is one chunk, not the object.
+struct Body {
+    runtime: &'static tokio::runtime::Runtime,
+    stream: aws_sdk_s3::primitives::ByteStream,
+    chunk: bytes::Bytes,
+    metrics: Arc<crate::metrics::ComponentMetrics>,
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match self.runtime.block_on(self.stream.try_next()) {
+                Ok(Some(chunk)) => {
+                    self.metrics
+                        .count("s3_object_bytes_total", chunk.len() as u64);
+                    self.chunk = chunk;
+                }
+                Ok(None) => return Ok(0),
+                Err(error) => return Err(std::io::Error::other(error_text(&error))),
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        bytes::Buf::advance(&mut self.chunk, n);
+        Ok(n)
+    }
+}
