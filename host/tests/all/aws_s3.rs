@@ -89,7 +89,7 @@ fn announced_objects_are_read_and_their_messages_deleted_once_acknowledged() {
         KinesisLocal::aws_env,
     );
     // Written while the pipeline runs: a gzip object with an S3 header (its own format),
-    // a plain one, and one that is not the gzip it claims to be.
+    // a plain one, a Parquet one, and one that is not the gzip it claims to be.
     let header = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n";
     moto.put_object(
         "flow-logs",
@@ -97,18 +97,24 @@ fn announced_objects_are_read_and_their_messages_deleted_once_acknowledged() {
         gzip(&format!("{header}{}", lines(0, 250))),
     );
     moto.put_object("flow-logs", "plain/b.log", lines(1000, 50).into_bytes());
+    // AWS's Parquet delivery, three row groups.
+    moto.put_object(
+        "flow-logs",
+        "parquet/d.log.parquet",
+        flowenrich_test_support::parquet_logs::v2_parquet(&lines(3000, 120), 50),
+    );
     let mut corrupt = gzip(&lines(2000, 10));
     corrupt.truncate(corrupt.len() / 2);
     moto.put_object("flow-logs", "broken/c.log.gz", corrupt);
     let out = dir.path().join("out.ndjson");
-    let rows = rows_after(&out, 300);
+    let rows = rows_after(&out, 420);
     wait_empty(&moto, &queue);
     signal(&child, "TERM");
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let rows_now = read_ndjson(&out);
-    let want: BTreeSet<u64> = (0..250).chain(1000..1050).collect();
+    let want: BTreeSet<u64> = (0..250).chain(1000..1050).chain(3000..3120).collect();
     let got = which(&rows_now);
     assert!(got.is_superset(&want), "{} rows", rows.len());
     // The broken object: the lines before the damage may come out, and the object is a
@@ -124,9 +130,9 @@ fn announced_objects_are_read_and_their_messages_deleted_once_acknowledged() {
         "{dead:?}"
     );
     let summary = summary(&stderr, "s3");
-    assert_eq!(counter(summary, "s3_objects_total"), 3, "{summary}");
+    assert_eq!(counter(summary, "s3_objects_total"), 4, "{summary}");
     assert!(
-        counter(summary, "sqs_messages_deleted_total") >= 3,
+        counter(summary, "sqs_messages_deleted_total") >= 4,
         "{summary}"
     );
 }

@@ -6,6 +6,7 @@
 pub mod dynalite;
 pub mod kinesis_local;
 pub mod moto;
+pub mod parquet_logs;
 
 /// A component that traps, loops or misbehaves on command (`tests/components/misbehaving`).
 pub const MISBEHAVING_COMPONENT: &str = env!("FLOWENRICH_TEST_COMPONENT_MISBEHAVING");

@@ -3,8 +3,10 @@
 //! and Elastic's S3 inputs read them.
 //!
 //! The source long-polls the queue; for each `ObjectCreated` notification it streams the
-//! object (gzip or plain text, its first line an S3 header that sets its format) into
-//! batches of lines, each object its own stream, each batch with an acknowledgement. The
+//! object (gzip or plain text, its first line an S3 header that sets its format; or
+//! Parquet, read a row group at a time and handed over as the same lines, see
+//! [`parquet`]) into batches of lines, each object its own stream, each batch with an
+//! acknowledgement. The
 //! message is deleted only once every line of every object it names has been taken by
 //! every sink; until then its visibility is extended (every half
 //! `visibility_timeout_secs`), and a message still in flight at shutdown is made visible
@@ -21,6 +23,7 @@
 //! `object_unreadable`, `sqs_receive_failed`, `sqs_delete_failed`.
 
 pub mod notifications;
+pub mod parquet;
 
 use super::{BatchAcks, Batcher, BuiltSource, LineLimits, SourceContext, SourceKind};
 use crate::batch::LineBatch;
@@ -314,13 +317,14 @@ impl Reader<'_> {
         );
         let result = match opened {
             Ok(answer) => {
+                let size = answer.content_length.unwrap_or(0).max(0) as u64;
                 let body = Body {
                     runtime: self.runtime,
                     stream: answer.body,
                     chunk: bytes::Bytes::new(),
                     metrics: self.cx.metrics.clone(),
                 };
-                self.stream_lines(body, &mut batcher, message)
+                self.stream_lines(body, (object, size), &mut batcher, message)
             }
             Err(error) => Err(error_text(&error)),
         };
@@ -344,19 +348,39 @@ impl Reader<'_> {
         name
     }
 
-    /// Reads `body` (gzip or plain) line by line into `batcher`, keeping `message`
-    /// invisible meanwhile.
+    /// Reads `body` (gzip or plain, or a Parquet object of `size` bytes) line by line
+    /// into `batcher`, keeping `message` invisible meanwhile.
     fn stream_lines(
-        &mut self,
+        &self,
         body: Body,
+        (object, size): (&ObjectRef, u64),
         batcher: &mut Batcher<'_>,
         message: &mut InFlight,
     ) -> Result<(), String> {
         let mut plain = BufReader::with_capacity(1 << 16, body);
-        let gzip = plain
-            .fill_buf()
-            .map(crate::util::is_gzip)
-            .map_err(|e| e.to_string())?;
+        let head = plain.fill_buf().map_err(|e| e.to_string())?;
+        if head.starts_with(parquet::MAGIC) {
+            // Parquet is read by ranges from its footer on: this download is not needed.
+            drop(plain);
+            let ranged = parquet::RangedObject {
+                runtime: self.runtime,
+                client: self.s3.clone(),
+                bucket: object.bucket.clone(),
+                key: object.key.clone(),
+                size,
+                metrics: self.cx.metrics.clone(),
+            };
+            let mut sent = batcher.batches();
+            return parquet::lines(ranged, |line| {
+                batcher.push(line, line.len());
+                if batcher.batches() != sent {
+                    sent = batcher.batches();
+                    self.keep_invisible(message);
+                }
+            })
+            .map_err(|e| format!("Parquet, after {} batches: {e}", batcher.batches()));
+        }
+        let gzip = crate::util::is_gzip(head);
         let mut text: Box<dyn BufRead> = if gzip {
             Box::new(BufReader::with_capacity(
                 1 << 16,
@@ -484,7 +508,7 @@ impl Reader<'_> {
 
 /// An object's body as a blocking reader: each chunk is awaited on the AWS runtime from
 /// the source's own thread, so what is held is one chunk, not the object.
-struct Body {
+pub struct Body {
     runtime: &'static tokio::runtime::Runtime,
     stream: aws_sdk_s3::primitives::ByteStream,
     chunk: bytes::Bytes,
