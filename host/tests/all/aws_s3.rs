@@ -197,3 +197,85 @@ fn a_host_killed_in_the_middle_of_an_object_loses_no_line() {
         "aws_s3 kill -9: {written} of {total} lines out before the kill, all after the restart"
     );
 }
+
+#[test]
+fn a_backfill_reads_the_objects_under_a_prefix_from_a_start_time_and_ends() {
+    let moto = Moto::start();
+    moto.block_on(moto.s3.create_bucket().bucket("flow-logs").send())
+        .unwrap();
+    moto.put_object("flow-logs", "AWSLogs/old.log", lines(0, 10).into_bytes());
+    moto.put_object("flow-logs", "elsewhere/x.log", lines(50, 10).into_bytes());
+    // The start time: a whole second after the old object was written.
+    std::thread::sleep(Duration::from_millis(1100));
+    let start = crate::aws_s3::epoch_now() as i64 + 1;
+    while crate::aws_s3::epoch_now() < start as f64 + 0.1 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    moto.put_object("flow-logs", "AWSLogs/a.log.gz", gzip(&lines(100, 30)));
+    moto.put_object(
+        "flow-logs",
+        "AWSLogs/b.parquet",
+        flowenrich_test_support::parquet_logs::v2_parquet(&lines(200, 20), 8),
+    );
+    let start = utc(start);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = format!(
+        r#"
+[sources.s3]
+type = "aws_s3"
+region = "us-east-1"
+endpoint = "{endpoint}"
+
+[sources.s3.backfill]
+bucket = "flow-logs"
+prefix = "AWSLogs/"
+start_time = "{start}"
+
+[transforms.t]
+type = "wasm"
+inputs = ["s3"]
+
+[sinks.out]
+type = "file"
+inputs = ["t"]
+path = "out.ndjson"
+"#,
+        endpoint = moto.endpoint
+    );
+    let child = start_run(dir.path(), &pipeline, KinesisLocal::aws_env);
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let got = which(&read_ndjson(&dir.path().join("out.ndjson")));
+    let want: BTreeSet<u64> = (100..130).chain(200..220).collect();
+    assert_eq!(got, want, "{stderr}");
+}
+
+/// Now, in epoch seconds.
+fn epoch_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// `seconds` as `YYYY-MM-DDTHH:MM:SSZ`.
+fn utc(seconds: i64) -> String {
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}

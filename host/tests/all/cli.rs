@@ -325,7 +325,15 @@ fn validate_names_the_offending_key_or_file() {
             "sqs = { queue_url = \"q\", colour = 1 }",
             "unknown field `colour`",
         ),
-        ("region = \"us-east-1\"", "missing field `sqs`"),
+        ("region = \"us-east-1\"", "needs exactly one of `sqs`"),
+        (
+            "backfill = { bucket = \"b\", start_time = \"yesterday\" }",
+            "sources.flows.backfill.start_time",
+        ),
+        (
+            "backfill = { bucket = \"b\" }\nsqs = { queue_url = \"q\" }",
+            "needs exactly one of `sqs`",
+        ),
     ];
     let ec2_cases = ec2_cases.map(|(settings, needle)| (ec2(settings), needle));
     let s3_cases = s3_cases.map(|(settings, needle)| (s3(settings), needle));

@@ -48,11 +48,37 @@ pub struct Config {
     /// (`http://127.0.0.1:5000`; S3 is then addressed path-style). Default: AWS's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    /// The queue that announces the objects.
-    pub sqs: SqsConfig,
+    /// The queue that announces the objects (or `backfill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqs: Option<SqsConfig>,
+    /// Instead of a queue: the objects under a prefix, modified at or after a start time,
+    /// read once in key order; the source ends when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Backfill>,
     #[serde(flatten)]
     #[allow(missing_docs)]
     pub lines: LineLimits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_times_are_read_to_the_second() {
+        assert_eq!(parse_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(parse_utc("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(parse_utc("2024-02-29T12:00:00Z"), Some(1_709_208_000));
+        for bad in [
+            "2026-12-01",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01T00:00:00+01:00",
+            "2026-12-01 00:00:00Z",
+            "x026-12-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad}");
+        }
+    }
 }
 
 /// The SQS queue of S3 event notifications.
@@ -74,6 +100,58 @@ pub struct SqsConfig {
     pub delete_message: bool,
 }
 
+/// A backfill: the objects a listing finds instead of a queue's notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backfill {
+    /// The bucket.
+    pub bucket: String,
+    /// Only keys that start with this (`AWSLogs/123456789012/vpcflowlogs/`).
+    #[serde(default)]
+    pub prefix: String,
+    /// Only objects last modified at or after this UTC time (`2026-12-01T00:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+}
+
+/// Epoch seconds of a UTC time written `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn parse_utc(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = text.get(range)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())
+            .flatten()
+    };
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
 fn default_poll_secs() -> u64 {
     15
 }
@@ -89,20 +167,43 @@ fn default_delete_message() -> bool {
 impl SourceKind for Config {
     fn validate(&self, key: &str) -> Result<(), Invalid> {
         self.lines.validate(key)?;
-        let sqs = format!("{key}.sqs");
-        if self.sqs.queue_url.trim().is_empty() {
-            return Err(Invalid::new(format!("{sqs}.queue_url"), "is empty"));
+        let sqs = match (&self.sqs, &self.backfill) {
+            (Some(sqs), None) => sqs,
+            (None, Some(backfill)) => {
+                if backfill.bucket.trim().is_empty() {
+                    return Err(Invalid::new(format!("{key}.backfill.bucket"), "is empty"));
+                }
+                if let Some(time) = &backfill.start_time
+                    && parse_utc(time).is_none()
+                {
+                    return Err(Invalid::new(
+                        format!("{key}.backfill.start_time"),
+                        format!("`{time}` is not a UTC time like `2026-12-01T00:00:00Z`"),
+                    ));
+                }
+                return Ok(());
+            }
+            _ => {
+                return Err(Invalid::new(
+                    format!("{key}.sqs"),
+                    "needs exactly one of `sqs` (a queue of notifications) and `backfill` (a listing)",
+                ));
+            }
+        };
+        let key = format!("{key}.sqs");
+        if sqs.queue_url.trim().is_empty() {
+            return Err(Invalid::new(format!("{key}.queue_url"), "is empty"));
         }
-        if self.sqs.poll_secs > 20 {
+        if sqs.poll_secs > 20 {
             return Err(Invalid::new(
-                format!("{sqs}.poll_secs"),
+                format!("{key}.poll_secs"),
                 "is over 20 (SQS's longest wait)",
             ));
         }
-        let visibility = self.sqs.visibility_timeout_secs;
+        let visibility = sqs.visibility_timeout_secs;
         if !(1..=43_200).contains(&visibility) {
             return Err(Invalid::new(
-                format!("{sqs}.visibility_timeout_secs"),
+                format!("{key}.visibility_timeout_secs"),
                 "must be 1-43200 (SQS's range)",
             ));
         }
@@ -127,6 +228,8 @@ struct InFlight {
 /// The clients and state of one running source.
 struct Reader<'a> {
     config: &'a Config,
+    /// The queue, unless this is a backfill.
+    queue: Option<&'a SqsConfig>,
     cx: &'a SourceContext,
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
@@ -152,6 +255,7 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         .build();
     let mut reader = Reader {
         config: &config,
+        queue: config.sqs.as_ref(),
         cx: &cx,
         s3: aws_sdk_s3::Client::from_conf(s3_config),
         sqs: aws_sdk_sqs::Client::new(&base),
@@ -161,6 +265,9 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         readings: 0,
     };
     let stop = cx.lifecycle.stop_flag();
+    if let Some(backfill) = &config.backfill {
+        return reader.backfill(backfill, stop);
+    }
     while !stop.load(Ordering::Relaxed) {
         reader.settle();
         match reader.receive(stop) {
@@ -218,7 +325,9 @@ fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
 impl Reader<'_> {
     /// One long poll of the queue (given up early when `stop` is set).
     fn receive(&self, stop: &AtomicBool) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
-        let sqs = &self.config.sqs;
+        let Some(sqs) = self.queue else {
+            return Ok(Vec::new());
+        };
         let call = self
             .sqs
             .receive_message()
@@ -406,6 +515,53 @@ impl Reader<'_> {
         }
     }
 
+    /// Reads every object of a listing (key order, modified at or after the start time),
+    /// then ends: the pipeline drains what is in flight and stops.
+    fn backfill(&mut self, backfill: &Backfill, stop: &AtomicBool) -> Result<(), BoxError> {
+        let since = backfill.start_time.as_deref().and_then(parse_utc);
+        let mut pages = self
+            .s3
+            .list_objects_v2()
+            .bucket(&backfill.bucket)
+            .prefix(&backfill.prefix)
+            .into_paginator()
+            .send();
+        let mut objects = Vec::new();
+        while let Some(page) = self.runtime.block_on(pages.next()) {
+            let page = page.map_err(|e| format!("cannot list the bucket: {}", error_text(&e)))?;
+            for found in page.contents() {
+                let modified = found.last_modified().map(|t| t.secs());
+                if since.is_some_and(|since| modified.is_some_and(|m| m < since)) {
+                    continue;
+                }
+                if let Some(key) = found.key() {
+                    objects.push(ObjectRef {
+                        bucket: backfill.bucket.clone(),
+                        key: key.to_string(),
+                        version: found.e_tag().map(str::to_string),
+                        size: found.size().map(|s| s.max(0) as u64),
+                    });
+                }
+            }
+        }
+        self.cx
+            .metrics
+            .gauge("s3_backfill_objects", objects.len() as i64);
+        let mut listed = InFlight {
+            receipt: String::new(),
+            objects: Vec::new(),
+            visible_from: Instant::now(),
+        };
+        for object in &objects {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let name = self.read_object(object, &mut listed);
+            listed.objects.push(name);
+        }
+        Ok(())
+    }
+
     /// Deletes the messages whose objects every sink has taken, and extends the
     /// visibility of the others that need it.
     fn settle(&mut self) {
@@ -431,14 +587,17 @@ impl Reader<'_> {
 
     /// Extends `message`'s visibility once half of it has passed.
     fn keep_invisible(&self, message: &mut InFlight) {
-        let timeout = self.config.sqs.visibility_timeout_secs;
+        let Some(sqs) = self.queue else {
+            return;
+        };
+        let timeout = sqs.visibility_timeout_secs;
         if message.visible_from.elapsed() < Duration::from_millis(timeout * 500) {
             return;
         }
         let call = self
             .sqs
             .change_message_visibility()
-            .queue_url(&self.config.sqs.queue_url)
+            .queue_url(&sqs.queue_url)
             .receipt_handle(&message.receipt)
             .visibility_timeout(timeout as i32)
             .send();
@@ -455,10 +614,13 @@ impl Reader<'_> {
 
     /// Makes a message visible again at once (it was not finished here).
     fn make_visible(&self, receipt: &str) {
+        let Some(sqs) = self.queue else {
+            return;
+        };
         let call = self
             .sqs
             .change_message_visibility()
-            .queue_url(&self.config.sqs.queue_url)
+            .queue_url(&sqs.queue_url)
             .receipt_handle(receipt)
             .visibility_timeout(0)
             .send();
@@ -469,13 +631,13 @@ impl Reader<'_> {
 
     /// Deletes a message (when `delete_message` is on).
     fn delete(&self, receipt: &str) {
-        if !self.config.sqs.delete_message {
+        let Some(sqs) = self.queue.filter(|sqs| sqs.delete_message) else {
             return;
-        }
+        };
         let call = self
             .sqs
             .delete_message()
-            .queue_url(&self.config.sqs.queue_url)
+            .queue_url(&sqs.queue_url)
             .receipt_handle(receipt)
             .send();
         match self.runtime.block_on(call) {
