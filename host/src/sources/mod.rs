@@ -210,6 +210,8 @@ pub struct BatchAcks {
     batches: u64,
     /// Lines taken so far (pushed, including those over the limit).
     lines: u64,
+    /// Line counts a batch must end at, ascending (see [`Batcher::ending_at`]).
+    boundaries: std::collections::VecDeque<u64>,
 }
 
 impl BatchAcks {
@@ -223,6 +225,7 @@ impl BatchAcks {
             shard,
             batches: 0,
             lines: 0,
+            boundaries: Default::default(),
         }
     }
 }
@@ -268,6 +271,30 @@ impl<'a> Batcher<'a> {
         self
     }
 
+    /// Batches end (also) where `boundaries` line counts are reached, ascending: a
+    /// reading again of a stream whose earlier batches a `druid` sink published ends
+    /// its batches where those did, so each is wholly published or wholly not.
+    pub fn ending_at(mut self, boundaries: Vec<u64>) -> Self {
+        if let Some(acks) = self.acks.as_mut() {
+            acks.boundaries = boundaries.into();
+        }
+        self
+    }
+
+    /// Ends the batch when the lines taken reach the next boundary.
+    fn end_at_boundary(&mut self) {
+        let Some(acks) = self.acks.as_mut() else {
+            return;
+        };
+        while acks.boundaries.front().is_some_and(|&b| b <= acks.lines) {
+            let at = acks.boundaries.pop_front();
+            if at == Some(acks.lines) {
+                self.flush(false);
+                return;
+            }
+        }
+    }
+
     /// Batches sent so far.
     pub fn batches(&self) -> u64 {
         self.acks.as_ref().map_or(0, |a| a.batches)
@@ -306,6 +333,7 @@ impl<'a> Batcher<'a> {
                     acks: Vec::new(),
                 }));
             }
+            self.end_at_boundary();
             return;
         }
         crate::batch::push_line(&mut self.text, raw);
@@ -313,6 +341,7 @@ impl<'a> Batcher<'a> {
         if self.lines >= self.batch_lines || self.text.len() >= BATCH_MAX_BYTES {
             self.flush(false);
         }
+        self.end_at_boundary();
     }
 
     /// True when lines are waiting.
@@ -360,6 +389,47 @@ impl<'a> Batcher<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_also_end_at_the_boundaries_of_an_earlier_reading() {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(64);
+        let mut output = Output::default();
+        output.connect(sender);
+        let (dead_letters, metrics) = (Output::default(), ComponentMetrics::default());
+        let to = Sink {
+            component: "s3",
+            batch_lines: 5,
+            max_line_bytes: 10,
+            output: &output,
+            dead_letters: &dead_letters,
+            metrics: &metrics,
+        };
+        let store = crate::sources::aws_kinesis::checkpoint::Checkpoints::in_memory();
+        let mut batcher = Batcher::new("o", to)
+            .with_acks(BatchAcks::new(store, "o".into()))
+            .ending_at(vec![3, 7, 8]);
+        for n in 0..11 {
+            // Line 8 is too long (dead-lettered): its boundary ends nothing by itself.
+            let line = if n == 7 {
+                "x".repeat(20)
+            } else {
+                format!("l{n}")
+            };
+            batcher.push(line.as_bytes(), line.len());
+        }
+        batcher.flush(true);
+        drop(output);
+        let batches: Vec<(usize, String)> = receiver
+            .iter()
+            .map(|b| {
+                let position = b.acks[0].sequence().unwrap_or_default().to_string();
+                (b.lines, position.trim_start_matches('0').to_string())
+            })
+            .collect();
+        let want = [(3, "3"), (4, "7"), (3, "11")];
+        let want: Vec<(usize, String)> = want.iter().map(|(n, p)| (*n, p.to_string())).collect();
+        assert_eq!(batches, want);
+    }
 
     #[test]
     fn bounded_reads_keep_at_most_the_limit() {

@@ -1,6 +1,7 @@
 //! The `aws_s3` source against real local S3 and SQS APIs (moto in server mode, on
 //! 127.0.0.1): bucket notifications to a queue, objects written while the pipeline runs.
 
+use crate::leases::dynalite::Dynalite;
 use crate::{counter, read_ndjson, rows_after, signal, start_run, summary};
 use flowenrich_test_support::kinesis_local::KinesisLocal;
 use flowenrich_test_support::moto::Moto;
@@ -261,21 +262,245 @@ fn epoch_now() -> f64 {
 
 /// `seconds` as `YYYY-MM-DDTHH:MM:SSZ`.
 fn utc(seconds: i64) -> String {
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    let (year, month, day, hour, minute, second) = flowenrich::util::civil_utc(seconds);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
+}
+
+/// Source ports per object in [`keyed_lines`].
+const PORTS: u32 = 1000;
+
+/// `n` lines of object `object`: destination port `object + 1`, source ports 1 to
+/// [`PORTS`] in turn (so each (`srcport`, `dstport`) has `n / PORTS` flows).
+fn keyed_lines(object: u32, n: u32) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "2 123456789012 eni-1 10.0.0.1 10.0.0.2 {} {} 6 1 10 1700000000 1700000060 ACCEPT OK\n",
+                i % PORTS + 1,
+                object + 1
+            )
+        })
+        .collect()
+}
+
+/// Flows per (`srcport`, `dstport`) in the rows the druid sink published.
+fn flows_by_key(kinesis: &KinesisLocal) -> std::collections::BTreeMap<(u64, u64), u64> {
+    let mut sums = std::collections::BTreeMap::new();
+    for row in crate::exactly_once::stream_rows(kinesis) {
+        let key = (
+            row["srcport"].as_u64().unwrap(),
+            row["dstport"].as_u64().unwrap(),
+        );
+        *sums.entry(key).or_default() += row["flows"].as_u64().unwrap();
+    }
+    sums
+}
+
+/// Host `name` of a fleet sharing the queue and the claims table, into druid rows on
+/// the stream `rollups`.
+fn claiming_host(
+    name: &str,
+    (moto, queue): (&Moto, &str),
+    dynamo: &Dynalite,
+    kinesis: &KinesisLocal,
+    (dir, batch_lines): (&std::path::Path, usize),
+    failpoint: Option<&str>,
+) -> std::process::Child {
+    let pipeline = format!(
+        r#"
+[sources.s3]
+type = "aws_s3"
+region = "us-east-1"
+endpoint = "{moto}"
+batch_lines = {batch_lines}
+
+[sources.s3.sqs]
+queue_url = "{queue}"
+poll_secs = 1
+visibility_timeout_secs = 3
+
+[sources.s3.leases]
+table_name = "s3-claims"
+endpoint = "{dynamo}"
+worker_id = "{name}"
+lease_duration_ms = 3000
+scan_interval_ms = 1000
+checkpoint_interval_ms = 200
+
+[transforms.t]
+type = "wasm"
+inputs = ["s3"]
+
+[sinks.druid]
+type = "druid"
+inputs = ["t"]
+dimensions = ["srcport", "dstport"]
+flush_interval_secs = 1
+stream_name = "rollups"
+endpoint = "{kinesis}"
+region = "us-east-1"
+"#,
+        moto = moto.endpoint,
+        dynamo = dynamo.endpoint,
+        kinesis = kinesis.endpoint
+    );
+    start_run(dir, &pipeline, |c| {
+        KinesisLocal::aws_env(c);
+        if let Some(failpoint) = failpoint {
+            c.env("FLOWENRICH_FAILPOINTS", format!("{failpoint}=exit"));
+        }
+    })
+}
+
+#[test]
+fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts() {
+    let moto = Moto::start();
+    let dynamo = Dynalite::start();
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("rollups", 1);
+    let queue = moto.bucket_notifying_queue("flow-logs", "objects");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let header = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status\n";
+    let per_object = 120_000;
+    let mut keys = 0;
+    let mut first_object = Vec::new();
+    // Round 1: host-a dies right after the rows of its first publication went out, before
+    // it logged their end. Round 2: host-a is killed (-9) once its rows start to arrive.
+    for (round, failpoint) in [Some("druid.after_write"), None].into_iter().enumerate() {
+        let context = failpoint.unwrap_or("kill -9");
+        let a = claiming_host(
+            "host-a",
+            (&moto, &queue),
+            &dynamo,
+            &kinesis,
+            (dir_a.path(), 50),
+            failpoint,
+        );
+        // Round 1 reads gzip text, round 2 Parquet (slower to decode, so host-a dies in
+        // the middle of it).
+        let lines = keyed_lines(round as u32, per_object);
+        let (object, key) = match round {
+            0 => (gzip(&format!("{header}{lines}")), "big-0.log.gz"),
+            _ => (
+                flowenrich_test_support::parquet_logs::v2_parquet(&lines, 20_000),
+                "big-1.log.parquet",
+            ),
+        };
+        if round == 0 {
+            first_object = object.clone();
+        }
+        moto.put_object("flow-logs", key, object);
+        let before: u64 = flows_by_key(&kinesis).values().sum();
+        let mut a = a;
+        match failpoint {
+            Some(_) => {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let status = loop {
+                    if let Some(status) = a.try_wait().unwrap() {
+                        break status;
+                    }
+                    if Instant::now() > deadline {
+                        signal(&a, "TERM");
+                        let output = a.wait_with_output().unwrap();
+                        panic!(
+                            "{context} was never reached\n{}",
+                            String::from_utf8_lossy(&output.stderr)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                };
+                assert_eq!(status.code(), Some(137), "{context}: died at the failpoint");
+            }
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while flows_by_key(&kinesis).values().sum::<u64>() == before {
+                    assert!(Instant::now() < deadline, "no row of host-a arrived");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                signal(&a, "KILL");
+                let _ = a.wait();
+            }
+        }
+        keys += PORTS as usize;
+        let at_death = flows_by_key(&kinesis).values().sum::<u64>() - before;
+        let complete = |sums: &std::collections::BTreeMap<(u64, u64), u64>| {
+            sums.len() == keys && sums.values().all(|&f| f >= u64::from(per_object / PORTS))
+        };
+        // The message comes back to host-b, which takes the claim once host-a's has run
+        // out, completes what host-a left begun, skips what it published, and reads on
+        // with batches of another size (so they end where host-a's publications did only
+        // because the claim's row says where).
+        let b = claiming_host(
+            "host-b",
+            (&moto, &queue),
+            &dynamo,
+            &kinesis,
+            (dir_b.path(), 70),
+            None,
+        );
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(120);
+        while !complete(&flows_by_key(&kinesis)) || moto.queued(&queue) != (0, 0) {
+            if Instant::now() > deadline {
+                signal(&b, "TERM");
+                let output = b.wait_with_output().unwrap();
+                panic!(
+                    "{context}: {} flows of {}; queue {:?}\n{}",
+                    flows_by_key(&kinesis).values().sum::<u64>(),
+                    keys as u32 / PORTS * per_object,
+                    moto.queued(&queue),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // One more flush: anything counted twice would show now.
+        std::thread::sleep(Duration::from_millis(1500));
+        if round == 0 {
+            // The same object written again (same ETag): its notification is deleted
+            // without a reading.
+            moto.put_object("flow-logs", "big-0.log.gz", first_object.clone());
+            wait_empty(&moto, &queue);
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        signal(&b, "TERM");
+        let output = b.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let sums = flows_by_key(&kinesis);
+        let wrong = sums
+            .values()
+            .filter(|&&f| f != u64::from(per_object / PORTS))
+            .count();
+        assert!(
+            sums.len() == keys && wrong == 0,
+            "{context}: {} keys of {keys}, {wrong} not counted exactly once per flow",
+            sums.len()
+        );
+        let source = summary(&stderr, "s3");
+        let druid = summary(&stderr, "druid");
+        if round == 0 {
+            assert!(
+                counter(druid, "druid_publications_settled_total") >= 1,
+                "host-b completed host-a's publication: {druid}"
+            );
+            assert_eq!(
+                counter(source, "s3_objects_already_read_total"),
+                1,
+                "{source}"
+            );
+        }
+        eprintln!(
+            "aws_s3 into druid, {context}: {at_death} of {per_object} flows out when host-a died; all, once, {:?} later; host-b skipped {} lines host-a had published",
+            started.elapsed(),
+            counter(druid, "druid_republished_lines_skipped_total")
+        );
+        let claims = dynamo.leases("s3-claims");
+        assert!(
+            claims
+                .iter()
+                .all(|c| c.checkpoint == "SHARD_END" && c.owner.is_none() && !c.publishing),
+            "{claims:?}"
+        );
+    }
 }

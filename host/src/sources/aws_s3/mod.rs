@@ -22,6 +22,7 @@
 //! `s3_objects_total`, `s3_object_bytes_total`; errors `invalid_notification`,
 //! `object_unreadable`, `sqs_receive_failed`, `sqs_delete_failed`.
 
+pub mod claims;
 pub mod notifications;
 pub mod parquet;
 
@@ -29,6 +30,7 @@ use super::{BatchAcks, Batcher, BuiltSource, LineLimits, SourceContext, SourceKi
 use crate::batch::LineBatch;
 use crate::config::{BoxError, BuildError, Invalid};
 use crate::sources::aws_kinesis::checkpoint::Checkpoints;
+use claims::{Claimed, Claims};
 use notifications::{Notification, ObjectRef};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -55,6 +57,13 @@ pub struct Config {
     /// read once in key order; the source ends when they are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<Backfill>,
+    /// A lease table shared by every host reading the queue (DynamoDB, created if
+    /// missing): each object is claimed there before it is read, and `druid` sinks log
+    /// their publications in its row, so every flow of an object is counted once in
+    /// Druid rows across redeliveries, crashes and hosts (without it: at least once).
+    /// The keys of a Kinesis source's `leases`; `scan_interval_ms` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leases: Option<Box<crate::sources::aws_kinesis::leases::Config>>,
     #[serde(flatten)]
     #[allow(missing_docs)]
     pub lines: LineLimits,
@@ -167,6 +176,9 @@ fn default_delete_message() -> bool {
 impl SourceKind for Config {
     fn validate(&self, key: &str) -> Result<(), Invalid> {
         self.lines.validate(key)?;
+        if let Some(leases) = &self.leases {
+            leases.validate(&format!("{key}.leases"))?;
+        }
         let sqs = match (&self.sqs, &self.backfill) {
             (Some(sqs), None) => sqs,
             (None, Some(backfill)) => {
@@ -223,6 +235,9 @@ struct InFlight {
     objects: Vec<String>,
     /// When its visibility was last set.
     visible_from: Instant,
+    /// Some object of it is held by another host: handed back, not deleted, once this
+    /// host's objects are done.
+    elsewhere: bool,
 }
 
 /// The clients and state of one running source.
@@ -239,6 +254,10 @@ struct Reader<'a> {
     /// Objects read in this run (numbers their readings, so a repeated notification of
     /// one object is its own stream).
     readings: u64,
+    /// Claims on objects in a lease table, when the fleet shares one.
+    claims: Option<Claims>,
+    /// Under claims: objects whose end the table records (their messages may go).
+    recorded: std::collections::HashSet<String>,
 }
 
 fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
@@ -253,6 +272,13 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
     let s3_config = aws_sdk_s3::config::Builder::from(&base)
         .force_path_style(config.endpoint.is_some())
         .build();
+    let store = Checkpoints::in_memory().halted_by(cx.lifecycle.halted());
+    let claims = match &config.leases {
+        Some(leases) => Some(Claims::connect(leases, &store, &cx.id).inspect_err(|_| {
+            cx.metrics.error("lease_table_failed", 1);
+        })?),
+        None => None,
+    };
     let mut reader = Reader {
         config: &config,
         queue: config.sqs.as_ref(),
@@ -260,15 +286,17 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         s3: aws_sdk_s3::Client::from_conf(s3_config),
         sqs: aws_sdk_sqs::Client::new(&base),
         runtime,
-        store: Checkpoints::in_memory(),
+        store,
         in_flight: Vec::new(),
         readings: 0,
+        claims,
+        recorded: Default::default(),
     };
     let stop = cx.lifecycle.stop_flag();
     if let Some(backfill) = &config.backfill {
-        return reader.backfill(backfill, stop);
+        reader.backfill(backfill, stop)?;
     }
-    while !stop.load(Ordering::Relaxed) {
+    while config.backfill.is_none() && !stop.load(Ordering::Relaxed) {
         reader.settle();
         match reader.receive(stop) {
             Ok(messages) => {
@@ -276,7 +304,7 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
                     if stop.load(Ordering::Relaxed) {
                         // Not started: visible again at once.
                         if let Some(receipt) = message.receipt_handle() {
-                            reader.make_visible(receipt);
+                            reader.make_visible(receipt, 0);
                         }
                         continue;
                     }
@@ -291,13 +319,22 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         }
     }
     // What every sink has taken by now is deleted; the rest goes back to the queue.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Under claims, the positions reached are written before the claims are let go.
+    let wait = match &reader.claims {
+        Some(claims) => claims.drain_timeout(),
+        None => Duration::from_secs(5),
+    };
+    let deadline = Instant::now() + wait;
     while !reader.in_flight.is_empty() && Instant::now() < deadline {
         reader.settle();
         std::thread::sleep(Duration::from_millis(50));
     }
+    reader.settle();
     for message in std::mem::take(&mut reader.in_flight) {
-        reader.make_visible(&message.receipt);
+        reader.make_visible(&message.receipt, 0);
+    }
+    if let Some(claims) = reader.claims.as_mut() {
+        claims.release_all(&cx.metrics);
     }
     Ok(())
 }
@@ -397,25 +434,44 @@ impl Reader<'_> {
             receipt,
             objects: Vec::new(),
             visible_from: Instant::now(),
+            elsewhere: false,
         };
         for object in &objects {
-            let name = self.read_object(object, &mut message);
-            message.objects.push(name);
+            if let Some(name) = self.read_object(object, &mut message) {
+                message.objects.push(name);
+            }
         }
         self.in_flight.push(message);
         self.settle();
     }
 
-    /// Streams one object into batches; returns its name in the store. An object that
-    /// cannot be read (or stops being readable part way) is dead-lettered from there.
-    fn read_object(&mut self, object: &ObjectRef, message: &mut InFlight) -> String {
+    /// Streams one object into batches; returns its name in the store (`None`: nothing
+    /// of it to wait for). An object that cannot be read (or stops being readable part
+    /// way) is dead-lettered from there. Under claims, an object is read only once
+    /// claimed, and reading stops if the claim goes.
+    fn read_object(&mut self, object: &ObjectRef, message: &mut InFlight) -> Option<String> {
         self.readings += 1;
         let stream = format!("s3://{}/{}", object.bucket, object.key);
-        let name = format!("{stream}#{}", self.readings);
+        let (name, boundaries) = match self.claims.as_mut() {
+            Some(claims) => {
+                let name =
+                    claims::claim_key(&object.bucket, &object.key, object.version.as_deref());
+                match claims.claim(&name, &self.store, &self.cx.metrics) {
+                    Claimed::Read { boundaries } => (name, boundaries),
+                    Claimed::Finished => return None,
+                    Claimed::Elsewhere => {
+                        message.elsewhere = true;
+                        return None;
+                    }
+                }
+            }
+            None => (format!("{stream}#{}", self.readings), Vec::new()),
+        };
         let lines = &self.config.lines;
         let sink = self.cx.sink(lines);
-        let mut batcher =
-            Batcher::new(&stream, sink).with_acks(BatchAcks::new(self.store.clone(), name.clone()));
+        let mut batcher = Batcher::new(&stream, sink)
+            .with_acks(BatchAcks::new(self.store.clone(), name.clone()))
+            .ending_at(boundaries);
         self.cx.metrics.count("s3_objects_total", 1);
         let opened = self.runtime.block_on(
             self.s3
@@ -433,11 +489,15 @@ impl Reader<'_> {
                     chunk: bytes::Bytes::new(),
                     metrics: self.cx.metrics.clone(),
                 };
-                self.stream_lines(body, (object, size), &mut batcher, message)
+                self.stream_lines(body, (object, size), &mut batcher, (&name, message))
             }
-            Err(error) => Err(error_text(&error)),
+            Err(error) => Err(Stopped::Unreadable(error_text(&error))),
         };
-        if let Err(error) = result {
+        if let Err(Stopped::ClaimLost) = result {
+            tracing::info!(message = "An object's claim went while it was read; its next holder reads it.", component_id = %self.cx.id, object = %name);
+            return Some(name);
+        }
+        if let Err(Stopped::Unreadable(error)) = result {
             self.cx.metrics.error("object_unreadable", 1);
             tracing::error!(message = "Cannot read an S3 object; dead-lettered.", component_id = %self.cx.id, bucket = %object.bucket, key = %object.key, %error);
             self.dead_letter(
@@ -454,7 +514,7 @@ impl Reader<'_> {
         }
         // The last batch ends the stream (and the object's acknowledgements).
         batcher.flush(true);
-        name
+        Some(name)
     }
 
     /// Reads `body` (gzip or plain, or a Parquet object of `size` bytes) line by line
@@ -464,10 +524,16 @@ impl Reader<'_> {
         body: Body,
         (object, size): (&ObjectRef, u64),
         batcher: &mut Batcher<'_>,
-        message: &mut InFlight,
-    ) -> Result<(), String> {
+        (name, message): (&str, &mut InFlight),
+    ) -> Result<(), Stopped> {
+        let unreadable = Stopped::Unreadable;
         let mut plain = BufReader::with_capacity(1 << 16, body);
-        let head = plain.fill_buf().map_err(|e| e.to_string())?;
+        let head = plain.fill_buf().map_err(|e| unreadable(e.to_string()))?;
+        // Between batches: keep the message invisible, and stop once the claim is gone.
+        let held = |message: &mut InFlight| {
+            self.keep_invisible(message);
+            self.claims.as_ref().is_none_or(|c| c.holds(name))
+        };
         if head.starts_with(parquet::MAGIC) {
             // Parquet is read by ranges from its footer on: this download is not needed.
             drop(plain);
@@ -480,14 +546,23 @@ impl Reader<'_> {
                 metrics: self.cx.metrics.clone(),
             };
             let mut sent = batcher.batches();
-            return parquet::lines(ranged, |line| {
+            let mut lost = false;
+            let read = parquet::lines(ranged, |line| {
+                if lost {
+                    return;
+                }
                 batcher.push(line, line.len());
                 if batcher.batches() != sent {
                     sent = batcher.batches();
-                    self.keep_invisible(message);
+                    lost = !held(message);
                 }
-            })
-            .map_err(|e| format!("Parquet, after {} batches: {e}", batcher.batches()));
+            });
+            if lost {
+                return Err(Stopped::ClaimLost);
+            }
+            return read.map_err(|e| {
+                unreadable(format!("Parquet, after {} batches: {e}", batcher.batches()))
+            });
         }
         let gzip = crate::util::is_gzip(head);
         let mut text: Box<dyn BufRead> = if gzip {
@@ -503,14 +578,16 @@ impl Reader<'_> {
         let mut sent = batcher.batches();
         loop {
             let length = super::read_line_bounded(&mut text, &mut line, max + 1)
-                .map_err(|e| format!("after {} batches: {e}", batcher.batches()))?;
+                .map_err(|e| unreadable(format!("after {} batches: {e}", batcher.batches())))?;
             if length == 0 {
                 return Ok(());
             }
             batcher.push(&line, length);
             if batcher.batches() != sent {
                 sent = batcher.batches();
-                self.keep_invisible(message);
+                if !held(message) {
+                    return Err(Stopped::ClaimLost);
+                }
             }
         }
     }
@@ -551,13 +628,21 @@ impl Reader<'_> {
             receipt: String::new(),
             objects: Vec::new(),
             visible_from: Instant::now(),
+            elsewhere: false,
         };
         for object in &objects {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let name = self.read_object(object, &mut listed);
-            listed.objects.push(name);
+            if let Some(name) = self.read_object(object, &mut listed) {
+                listed.objects.push(name);
+            }
+            self.settle();
+        }
+        // Waited for like a message's objects (under claims, until their ends are
+        // recorded), then the source ends.
+        if self.claims.is_some() {
+            self.in_flight.push(listed);
         }
         Ok(())
     }
@@ -566,7 +651,26 @@ impl Reader<'_> {
     /// visibility of the others that need it.
     fn settle(&mut self) {
         let store = self.store.clone();
-        let done = |m: &InFlight| m.objects.iter().all(|o| store.get(o).finished);
+        let mut lost = Vec::new();
+        if let Some(claims) = self.claims.as_mut() {
+            let step = claims.step(&store, &self.cx.metrics);
+            self.recorded.extend(step.finished);
+            lost = step.lost;
+        }
+        if !lost.is_empty() {
+            // Another host holds those objects now (and their messages, or their
+            // redeliveries): nothing more to do with them here.
+            self.in_flight
+                .retain(|m| !m.objects.iter().any(|o| lost.contains(o)));
+        }
+        let recorded = &self.recorded;
+        let claimed = self.claims.is_some();
+        let done = |m: &InFlight| {
+            m.objects.iter().all(|o| match claimed {
+                true => recorded.contains(o),
+                false => store.get(o).finished,
+            })
+        };
         let (finished, waiting): (Vec<InFlight>, Vec<InFlight>) =
             std::mem::take(&mut self.in_flight)
                 .into_iter()
@@ -575,8 +679,19 @@ impl Reader<'_> {
         for message in finished {
             for object in &message.objects {
                 self.store.forget(object);
+                self.recorded.remove(object);
             }
-            self.delete(&message.receipt);
+            if message.receipt.is_empty() {
+                continue;
+            }
+            match (message.elsewhere, &self.claims) {
+                // Back once the other host has finished, or its claim has run out.
+                (true, Some(claims)) => {
+                    let retry = claims.retry_secs();
+                    self.make_visible(&message.receipt, retry);
+                }
+                _ => self.delete(&message.receipt),
+            }
         }
         let mut waiting = std::mem::take(&mut self.in_flight);
         for message in &mut waiting {
@@ -612,8 +727,8 @@ impl Reader<'_> {
         }
     }
 
-    /// Makes a message visible again at once (it was not finished here).
-    fn make_visible(&self, receipt: &str) {
+    /// Makes a message visible again after `secs` (it was not finished here).
+    fn make_visible(&self, receipt: &str, secs: u64) {
         let Some(sqs) = self.queue else {
             return;
         };
@@ -622,7 +737,7 @@ impl Reader<'_> {
             .change_message_visibility()
             .queue_url(&sqs.queue_url)
             .receipt_handle(receipt)
-            .visibility_timeout(0)
+            .visibility_timeout(secs.min(43_200) as i32)
             .send();
         if let Err(error) = self.runtime.block_on(call) {
             tracing::debug!(message = "Cannot hand a message back; it reappears when its visibility runs out.", component_id = %self.cx.id, error = %error_text(&error));
@@ -666,6 +781,14 @@ impl Reader<'_> {
             acks: Vec::new(),
         }));
     }
+}
+
+/// Why an object's reading stopped early.
+enum Stopped {
+    /// It cannot be read (from here on): dead-lettered.
+    Unreadable(String),
+    /// Its claim went to another host, which reads it.
+    ClaimLost,
 }
 
 /// An object's body as a blocking reader: each chunk is awaited on the AWS runtime from

@@ -559,23 +559,8 @@ impl Rollup {
 /// `2023-11-14T22:13` style UTC time of `epoch` seconds, without separators that some
 /// file systems refuse (`20231114T2213Z`).
 pub fn bucket_name(epoch: u64) -> String {
-    // Howard Hinnant's civil-from-days.
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60
-    )
+    let (year, month, day, hour, minute, _) = crate::util::civil_utc(epoch as i64);
+    format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}Z")
 }
 
 #[cfg(test)]

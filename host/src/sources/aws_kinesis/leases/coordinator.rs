@@ -46,6 +46,17 @@ pub enum Change {
     HandOff(String),
 }
 
+/// What [`Coordinator::claim`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Held now: a [`Change::Acquired`] to read it from.
+    Acquired(Change),
+    /// Read to its end already (by any host): nothing to do.
+    Finished,
+    /// Another live worker holds it (or this one does): try again later.
+    Busy,
+}
+
 /// Leases this worker holds, shared by the coordinator and its renewer thread.
 type HeldLeases = Arc<Mutex<HashMap<String, Held>>>;
 
@@ -476,6 +487,51 @@ impl Coordinator {
                     tracing::warn!(message = "Cannot ask for a lease.", shard = %lease.shard, %error)
                 }
             }
+        }
+    }
+
+    /// Claims the lease of one item read whole by one host (an S3 object): created if
+    /// missing, taken when nobody owns it, when this worker's id owns it without holding
+    /// it (a restart under a fixed `worker_id`), or when its counter has not moved for a
+    /// whole lease period since this worker first saw it (its owner died). The renewer
+    /// keeps it from then on, like a shard's.
+    pub async fn claim(
+        &mut self,
+        key: &str,
+        counts: &mut LeaseCounts,
+    ) -> Result<Claim, LeaseError> {
+        if self.held().contains_key(key) {
+            return Ok(Claim::Busy);
+        }
+        self.table.create(key, &[], StartAt::TrimHorizon).await?;
+        let Some(lease) = self.table.get(key).await? else {
+            return Ok(Claim::Busy);
+        };
+        if lease.finished() {
+            self.seen.remove(key);
+            return Ok(Claim::Finished);
+        }
+        let now = Instant::now();
+        let since = match self.seen.get(key) {
+            Some((owner, counter, since)) if *owner == lease.owner && *counter == lease.counter => {
+                *since
+            }
+            _ => now,
+        };
+        let mine = lease.owner.as_deref() == Some(self.table.worker());
+        if lease.owner.is_some() && !mine && now - since < self.spec.lease_duration {
+            self.seen
+                .insert(key.to_string(), (lease.owner.clone(), lease.counter, since));
+            return Ok(Claim::Busy);
+        }
+        let started = Instant::now();
+        match self.table.take(&lease).await? {
+            Some(taken) => {
+                self.seen.remove(key);
+                counts.taken += 1;
+                Ok(Claim::Acquired(self.hold(&taken, started)))
+            }
+            None => Ok(Claim::Busy),
         }
     }
 

@@ -56,7 +56,7 @@ mod coordinator;
 pub mod publications;
 mod table;
 
-pub use coordinator::{Change, Coordinator, HeldView, LeaseCounts};
+pub use coordinator::{Change, Claim, Coordinator, HeldView, LeaseCounts};
 pub use table::LeaseTable;
 
 /// `checkpoint` of a shard nobody has read yet that starts at the oldest record.
