@@ -334,6 +334,14 @@ fn validate_names_the_offending_key_or_file() {
             "backfill = { bucket = \"b\" }\nsqs = { queue_url = \"q\" }",
             "needs exactly one of `sqs`",
         ),
+        (
+            "sqs = { queue_url = \"q\" }\nleases = { table_name = \" \" }",
+            "sources.flows.leases.table_name",
+        ),
+        (
+            "sqs = { queue_url = \"q\" }\nleases = { table_name = \"t\", lease_duration_ms = 100 }",
+            "sources.flows.leases.lease_duration_ms",
+        ),
     ];
     let ec2_cases = ec2_cases.map(|(settings, needle)| (ec2(settings), needle));
     let s3_cases = s3_cases.map(|(settings, needle)| (s3(settings), needle));

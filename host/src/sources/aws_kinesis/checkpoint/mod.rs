@@ -577,11 +577,14 @@ impl Checkpoints {
 
     /// Forgets `shard` (a stream that is done and will not be read again in this run:
     /// an S3 object whose message was deleted), so the store does not grow with them.
+    /// A holding of it ends too: its scope is no longer current, so a `druid` sink drops
+    /// its (empty) group.
     pub fn forget(&self, shard: &str) {
         let mut inner = self.inner.lock().expect("checkpoint lock");
         inner.saved.shards.remove(shard);
         inner.progress.remove(shard);
         inner.advanced.remove(shard);
+        inner.leased.remove(shard);
     }
 
     /// How many of `shard`'s batches of this run are checkpointed (batches are numbered
