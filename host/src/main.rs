@@ -63,6 +63,30 @@ enum Command {
         #[arg(long, value_name = "FILE.wasm")]
         component: Option<PathBuf>,
     },
+    /// The traffic report of a `druid` sink's rollup files (`flows-*.ndjson` in DIR, what
+    /// Druid would hold): text on stdout, or the HTML page with `--html`.
+    Report {
+        /// The `druid` sink's `path`.
+        dir: PathBuf,
+        /// Write the HTML page here instead of printing the text report.
+        #[arg(long, value_name = "OUT.html")]
+        html: Option<PathBuf>,
+        /// Rows per table.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// Applications drawn as nodes of their own; the rest are one `(other)` node.
+        #[arg(long, default_value_t = 40)]
+        limit: usize,
+        /// Attribute naming the application (`src_<key>` / `dst_<key>` dimensions).
+        #[arg(long, default_value = "app")]
+        app_key: String,
+        /// Attribute naming the region.
+        #[arg(long, default_value = "region")]
+        region_key: String,
+        /// Attribute naming the availability zone.
+        #[arg(long, default_value = "zone")]
+        zone_key: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,6 +129,35 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             format,
             component,
         } => enrich(metadata, format, component),
+        Command::Report {
+            dir,
+            html,
+            top,
+            limit,
+            app_key,
+            region_key,
+            zone_key,
+        } => {
+            use flowenrich::sinks::report;
+            let keys = report::ReportKeys::new(&app_key, &region_key, &zone_key);
+            let (aggregated, files) = report::Report::from_rollup_dir(&dir, &keys)
+                .with_context(|| format!("reading the rollup files in {}", dir.display()))?;
+            if files == 0 {
+                anyhow::bail!("{}: no rollup files (flows-*.ndjson)", dir.display());
+            }
+            match html {
+                Some(out) => {
+                    anyhow::ensure!(limit >= 2, "--limit must be at least 2");
+                    let source = format!("{files} rollup files in {}", dir.display());
+                    let page = report::html::render(&aggregated, limit, top, &source);
+                    std::fs::write(&out, page)
+                        .with_context(|| format!("writing {}", out.display()))?;
+                    println!("HTML report: {}", out.display());
+                }
+                None => print!("{}", aggregated.render(top)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

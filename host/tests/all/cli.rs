@@ -247,6 +247,21 @@ fn validate_names_the_offending_key_or_file() {
             "sinks.out.inputs",
         ),
         (
+            pipeline("")
+                + "\n[sinks.page]\ntype = \"report\"\ninputs = [\"enrich\"]\nformat = \"html\"\n",
+            "sinks.page.path",
+        ),
+        (
+            pipeline("")
+                + "\n[sinks.page]\ntype = \"report\"\ninputs = [\"enrich\"]\nformat = \"html\"\npath = \"r.html\"\nlimit = 1\n",
+            "sinks.page.limit",
+        ),
+        (
+            pipeline("")
+                + "\n[sinks.page]\ntype = \"report\"\ninputs = [\"enrich\"]\nformat = \"pdf\"\n",
+            "unknown variant `pdf`",
+        ),
+        (
             pipeline("").replace("apps.jsonl", "missing.jsonl"),
             "metadata.apps.path",
         ),

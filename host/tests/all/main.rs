@@ -16,6 +16,7 @@ mod kinesis;
 mod leases;
 mod metadata;
 mod pipelines;
+mod report_html;
 
 use std::path::PathBuf;
 

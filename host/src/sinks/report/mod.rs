@@ -1,6 +1,10 @@
-//! The `report` sink: a short human-readable traffic summary printed when the pipeline
+//! The `report` sink: a short human-readable traffic summary written when the pipeline
 //! ends — top application pairs by bytes, cross-region and cross-AZ bytes by pair, and
-//! rejected flows.
+//! rejected flows — as text, or as one self-contained HTML page that draws them
+//! ([`html`]). The same report is made from a `druid` sink's rollup files by
+//! `flowenrich report`.
+
+pub mod html;
 
 use crate::config::{BuildError, Invalid, Upstream};
 use crate::metrics::ComponentMetrics;
@@ -9,7 +13,7 @@ use crate::topology::output::Input;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -32,9 +36,32 @@ pub struct Config {
     #[serde(default = "default_top")]
     pub top: usize,
     /// Write the report to this file (relative to the pipeline file) instead of
-    /// standard output.
+    /// standard output (required for `html`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// `text` (tables) or `html` (a self-contained page with a map of applications, a
+    /// Sankey, a region matrix, bytes per minute and the tables, with filters).
+    #[serde(default)]
+    pub format: ReportFormat,
+    /// `html`: applications drawn as nodes of their own (by bytes sent and received);
+    /// the rest are one `(other)` node.
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// Plain-text tables.
+    #[default]
+    Text,
+    /// One self-contained HTML page.
+    Html,
+}
+
+fn default_limit() -> usize {
+    40
 }
 
 fn default_app_key() -> String {
@@ -58,7 +85,16 @@ impl SinkKind for Config {
         &self.inputs
     }
 
-    fn validate(&self, _key: &str, _upstream: &Upstream) -> Result<(), Invalid> {
+    fn validate(&self, key: &str, _upstream: &Upstream) -> Result<(), Invalid> {
+        if self.format == ReportFormat::Html && self.path.is_none() {
+            return Err(Invalid::new(
+                format!("{key}.path"),
+                "is required with `format = \"html\"` (the page is a file)",
+            ));
+        }
+        if !(2..=100_000).contains(&self.limit) {
+            return Err(Invalid::new(format!("{key}.limit"), "must be 2-100000"));
+        }
         Ok(())
     }
 
@@ -72,16 +108,26 @@ impl SinkKind for Config {
         let config = self.clone();
         let keys = ReportKeys::new(&config.app_key, &config.region_key, &config.zone_key);
         Ok(Box::new(move |input, cx| {
-            let report = run(input, &keys, config.top, &cx.metrics);
+            let report = run(input, &keys, &cx.metrics);
+            let text = match config.format {
+                ReportFormat::Text => report.render(config.top),
+                ReportFormat::Html => html::render(
+                    &report,
+                    config.limit,
+                    config.top,
+                    "flows of the pipeline's run",
+                ),
+            };
             match &config.path {
                 Some(path) => {
-                    std::fs::write(path, &report).map_err(|error| ReportError::Write {
+                    std::fs::write(path, &text).map_err(|error| ReportError::Write {
                         path: path.clone(),
                         error,
                     })?;
-                    Ok(None)
+                    Ok((config.format == ReportFormat::Html)
+                        .then(|| format!("HTML report: {}", path.display())))
                 }
-                None => Ok(Some(report)),
+                None => Ok(Some(text)),
             }
         }))
     }
@@ -124,11 +170,30 @@ impl ReportKeys {
     }
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Sums {
     flows: u64,
     bytes: u64,
     packets: u64,
+}
+
+/// One application pair between one pair of regions and zones (what the HTML page
+/// filters and draws).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Link {
+    src: String,
+    dst: String,
+    src_region: Option<String>,
+    dst_region: Option<String>,
+    src_zone: Option<String>,
+    dst_zone: Option<String>,
+}
+
+/// A link's sums, and those of its rejected flows.
+#[derive(Debug, Default, Clone, Copy)]
+struct LinkSums {
+    all: Sums,
+    rejected: Sums,
 }
 
 /// Running totals.
@@ -136,16 +201,22 @@ struct Sums {
 pub struct Report {
     flows: u64,
     bytes: u64,
+    packets: u64,
     dead_letters: u64,
     unparseable: u64,
     pairs: HashMap<(String, String), Sums>,
     cross_region: HashMap<(String, String, String, String), Sums>,
     cross_zone: HashMap<(String, String, String, String), Sums>,
     rejected: HashMap<(String, String), Sums>,
+    links: HashMap<Link, LinkSums>,
+    /// Per pair, bytes per epoch minute.
+    minutes: HashMap<(String, String), BTreeMap<i64, u64>>,
 }
 
 impl Report {
-    /// Adds one JSON line (an enriched flow, or a dead letter with an `error` key).
+    /// Adds one JSON line: an enriched flow, a dead letter (an `error` key), or a row of
+    /// a `druid` sink's rollup files (a `timestamp` in epoch milliseconds and the sums
+    /// `flows`, `bytes` and `packets`).
     pub fn add(&mut self, line: &str, keys: &ReportKeys) {
         let Ok(Value::Object(row)) = serde_json::from_str::<Value>(line) else {
             self.unparseable += 1;
@@ -157,28 +228,66 @@ impl Report {
         }
         let text = |key: &String| row.get(key).and_then(Value::as_str).map(str::to_string);
         let number = |key: &str| row.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let rollup = row.get("timestamp").and_then(Value::as_i64);
         let sums = Sums {
-            flows: 1,
+            flows: match rollup {
+                Some(_) => number("flows"),
+                None => 1,
+            },
             bytes: number("bytes"),
             packets: number("packets"),
         };
-        self.flows += 1;
+        let minute = match rollup {
+            Some(ms) => Some(ms.div_euclid(60_000)),
+            None => row
+                .get("start")
+                .and_then(Value::as_i64)
+                .map(|s| s.div_euclid(60)),
+        };
+        self.flows = self.flows.saturating_add(sums.flows);
         self.bytes = self.bytes.saturating_add(sums.bytes);
+        self.packets = self.packets.saturating_add(sums.packets);
         let src_app = text(&keys.app[0]).unwrap_or_else(|| UNATTRIBUTED.into());
         let dst_app = text(&keys.app[1]).unwrap_or_else(|| UNATTRIBUTED.into());
         let pair = (src_app.clone(), dst_app.clone());
         add(self.pairs.entry(pair.clone()).or_default(), sums);
-        if row.get("action").and_then(Value::as_str) == Some("REJECT") {
+        if let Some(minute) = minute {
+            let slot = self
+                .minutes
+                .entry(pair.clone())
+                .or_default()
+                .entry(minute)
+                .or_default();
+            *slot = slot.saturating_add(sums.bytes);
+        }
+        let rejected = row.get("action").and_then(Value::as_str) == Some("REJECT");
+        if rejected {
             add(self.rejected.entry(pair).or_default(), sums);
         }
         let (src_region, dst_region) = (text(&keys.region[0]), text(&keys.region[1]));
+        let (src_zone, dst_zone) = (text(&keys.zone[0]), text(&keys.zone[1]));
+        let link = self
+            .links
+            .entry(Link {
+                src: src_app.clone(),
+                dst: dst_app.clone(),
+                src_region: src_region.clone(),
+                dst_region: dst_region.clone(),
+                src_zone: src_zone.clone(),
+                dst_zone: dst_zone.clone(),
+            })
+            .or_default();
+        add(&mut link.all, sums);
+        if rejected {
+            add(&mut link.rejected, sums);
+        }
         if let (Some(a), Some(b)) = (&src_region, &dst_region)
             && a != b
         {
             let key = (src_app.clone(), a.clone(), dst_app.clone(), b.clone());
             add(self.cross_region.entry(key).or_default(), sums);
         }
-        if let (Some(a), Some(b)) = (text(&keys.zone[0]), text(&keys.zone[1]))
+        if let (Some(a), Some(b)) = (src_zone, dst_zone)
             && a != b
             && src_region == dst_region
         {
@@ -187,6 +296,31 @@ impl Report {
                 sums,
             );
         }
+    }
+
+    /// The report of the rows in a `druid` sink's rollup files (`flows-*.ndjson` in
+    /// `dir`), with how many files there were.
+    pub fn from_rollup_dir(dir: &Path, keys: &ReportKeys) -> std::io::Result<(Report, usize)> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .map(|entry| entry.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.retain(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("flows-") && n.ends_with(".ndjson"))
+        });
+        files.sort();
+        let mut report = Report::default();
+        for path in &files {
+            let reader = std::io::BufReader::new(std::fs::File::open(path)?);
+            for line in std::io::BufRead::lines(reader) {
+                let line = line?;
+                if !line.trim().is_empty() {
+                    report.add(&line, keys);
+                }
+            }
+        }
+        Ok((report, files.len()))
     }
 
     /// The report text.
@@ -273,9 +407,9 @@ fn section<K>(
     }
 }
 
-/// Aggregates every batch, then returns the rendered report. A report is a summary,
-/// not a delivery of records: a batch is done once it is counted.
-pub fn run(input: &mut Input, keys: &ReportKeys, top: usize, metrics: &ComponentMetrics) -> String {
+/// Aggregates every batch into a report. A report is a summary, not a delivery of
+/// records: a batch is done once it is counted.
+pub fn run(input: &mut Input, keys: &ReportKeys, metrics: &ComponentMetrics) -> Report {
     let mut report = Report::default();
     while let Some(batch) = input.recv() {
         metrics.received(batch.lines as u64);
@@ -285,7 +419,7 @@ pub fn run(input: &mut Input, keys: &ReportKeys, top: usize, metrics: &Component
         metrics.sent(batch.lines as u64);
         batch.done();
     }
-    report.render(top)
+    report
 }
 
 #[cfg(test)]
