@@ -4,8 +4,9 @@
 //! read with ranged GETs, one row group at a time, so what is held is one row group's
 //! column chunks, never the object.
 
+use parquet::column::reader::ColumnReader;
+use parquet::data_type::{ByteArray, FixedLenByteArray};
 use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
-use parquet::record::Field;
 use std::sync::Arc;
 
 /// The magic bytes a Parquet file starts (and ends) with.
@@ -83,52 +84,161 @@ impl ChunkReader for RangedObject {
     }
 }
 
+/// Rows decoded at a time per column (what is held beside the row group's chunks).
+const ROWS_PER_READ: usize = 4096;
+
+/// One column of a row group being read: its reader and the values of the rows read.
+struct Column {
+    reader: ColumnReader,
+    /// Definition level of a present value (0: the column cannot be null).
+    present: i16,
+    levels: Vec<i16>,
+    values: Values,
+    /// The next of `values` to hand out.
+    next: usize,
+}
+
+/// Decoded values of one column (nulls have none).
+enum Values {
+    Bool(Vec<bool>),
+    Int32(Vec<i32>),
+    Int64(Vec<i64>),
+    Float(Vec<f32>),
+    Double(Vec<f64>),
+    Bytes(Vec<ByteArray>),
+    Fixed(Vec<FixedLenByteArray>),
+}
+
+impl Column {
+    /// Reads up to `rows` more rows; how many it read.
+    fn read(&mut self, rows: usize) -> parquet::errors::Result<usize> {
+        self.next = 0;
+        self.levels.clear();
+        let levels = (self.present > 0).then_some(&mut self.levels);
+        macro_rules! read {
+            ($reader:expr, $values:expr) => {{
+                $values.clear();
+                $reader.read_records(rows, levels, None, $values)?.0
+            }};
+        }
+        Ok(match (&mut self.reader, &mut self.values) {
+            (ColumnReader::BoolColumnReader(r), Values::Bool(v)) => read!(r, v),
+            (ColumnReader::Int32ColumnReader(r), Values::Int32(v)) => read!(r, v),
+            (ColumnReader::Int64ColumnReader(r), Values::Int64(v)) => read!(r, v),
+            (ColumnReader::FloatColumnReader(r), Values::Float(v)) => read!(r, v),
+            (ColumnReader::DoubleColumnReader(r), Values::Double(v)) => read!(r, v),
+            (ColumnReader::ByteArrayColumnReader(r), Values::Bytes(v)) => read!(r, v),
+            (ColumnReader::FixedLenByteArrayColumnReader(r), Values::Fixed(v)) => read!(r, v),
+            _ => unreachable!("values are made for their reader"),
+        })
+    }
+
+    /// Appends row `row`'s value (of the rows last read) to `out`: `-` for a null or
+    /// empty text, numbers in decimal, text as it is.
+    fn render(&mut self, row: usize, out: &mut Vec<u8>) {
+        if self.present > 0 && self.levels[row] < self.present {
+            out.push(b'-');
+            return;
+        }
+        let at = self.next;
+        self.next += 1;
+        let mut number = itoa::Buffer::new();
+        let text: &[u8] = match &self.values {
+            Values::Bool(v) => {
+                if v[at] {
+                    b"true"
+                } else {
+                    b"false"
+                }
+            }
+            Values::Int32(v) => number.format(v[at]).as_bytes(),
+            Values::Int64(v) => number.format(v[at]).as_bytes(),
+            Values::Float(v) => return out.extend_from_slice(v[at].to_string().as_bytes()),
+            Values::Double(v) => return out.extend_from_slice(v[at].to_string().as_bytes()),
+            Values::Bytes(v) => v[at].data(),
+            Values::Fixed(v) => v[at].data(),
+        };
+        if text.is_empty() {
+            out.push(b'-');
+        } else {
+            out.extend_from_slice(text);
+        }
+    }
+}
+
 /// Hands `line` the header line (the column names) and then every row as a line, row
-/// group by row group; stops at the first error (what was handed over stays handed).
+/// group by row group, each decoded column by column a few thousand rows at a time;
+/// stops at the first error (what was handed over stays handed).
 pub fn lines(
     reader: impl ChunkReader + 'static,
     mut line: impl FnMut(&[u8]),
 ) -> Result<(), parquet::errors::ParquetError> {
+    use parquet::errors::ParquetError;
     let file = SerializedFileReader::new(reader)?;
     let schema = file.metadata().file_metadata().schema_descr();
+    if let Some(nested) = schema.columns().iter().find(|c| c.max_rep_level() > 0) {
+        return Err(ParquetError::General(format!(
+            "column {} is repeated: flow-log objects have flat columns",
+            nested.name()
+        )));
+    }
     let header: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
     line(header.join(" ").as_bytes());
     let mut text = Vec::new();
     for group in 0..file.num_row_groups() {
         let row_group = file.get_row_group(group)?;
-        for row in row_group.get_row_iter(None)? {
-            let row = row?;
-            text.clear();
-            for (at, (_, field)) in row.get_column_iter().enumerate() {
-                if at > 0 {
-                    text.push(b' ');
+        let mut columns = Vec::with_capacity(schema.num_columns());
+        for (i, descr) in schema.columns().iter().enumerate() {
+            let reader = row_group.get_column_reader(i)?;
+            let values = match &reader {
+                ColumnReader::BoolColumnReader(_) => Values::Bool(Vec::new()),
+                ColumnReader::Int32ColumnReader(_) => Values::Int32(Vec::new()),
+                ColumnReader::Int64ColumnReader(_) => Values::Int64(Vec::new()),
+                ColumnReader::FloatColumnReader(_) => Values::Float(Vec::new()),
+                ColumnReader::DoubleColumnReader(_) => Values::Double(Vec::new()),
+                ColumnReader::ByteArrayColumnReader(_) => Values::Bytes(Vec::new()),
+                ColumnReader::FixedLenByteArrayColumnReader(_) => Values::Fixed(Vec::new()),
+                ColumnReader::Int96ColumnReader(_) => {
+                    return Err(ParquetError::General(format!(
+                        "column {} is INT96, which no flow-log field is",
+                        descr.name()
+                    )));
                 }
-                render(field, &mut text);
+            };
+            columns.push(Column {
+                reader,
+                present: descr.max_def_level(),
+                levels: Vec::new(),
+                values,
+                next: 0,
+            });
+        }
+        let mut left = usize::try_from(row_group.metadata().num_rows()).unwrap_or(0);
+        while left > 0 {
+            let want = left.min(ROWS_PER_READ);
+            for (column, descr) in columns.iter_mut().zip(schema.columns()) {
+                let read = column.read(want)?;
+                if read != want {
+                    return Err(ParquetError::General(format!(
+                        "column {} of row group {group} ends after {read} of {want} rows",
+                        descr.name()
+                    )));
+                }
             }
-            line(&text);
+            for row in 0..want {
+                text.clear();
+                for (at, column) in columns.iter_mut().enumerate() {
+                    if at > 0 {
+                        text.push(b' ');
+                    }
+                    column.render(row, &mut text);
+                }
+                line(&text);
+            }
+            left -= want;
         }
     }
     Ok(())
-}
-
-/// One value as the text line holds it: `-` for null, numbers in decimal, text as it is.
-fn render(field: &Field, out: &mut Vec<u8>) {
-    use std::io::Write;
-    let _ = match field {
-        Field::Null => write!(out, "-"),
-        Field::Str(text) if text.is_empty() => write!(out, "-"),
-        Field::Str(text) => write!(out, "{text}"),
-        Field::Bytes(bytes) => write!(out, "{}", String::from_utf8_lossy(bytes.data())),
-        Field::Byte(v) => write!(out, "{v}"),
-        Field::Short(v) => write!(out, "{v}"),
-        Field::Int(v) => write!(out, "{v}"),
-        Field::Long(v) => write!(out, "{v}"),
-        Field::UByte(v) => write!(out, "{v}"),
-        Field::UShort(v) => write!(out, "{v}"),
-        Field::UInt(v) => write!(out, "{v}"),
-        Field::ULong(v) => write!(out, "{v}"),
-        other => write!(out, "{other}"),
-    };
 }
 
 #[cfg(test)]
