@@ -17,6 +17,10 @@
 //! notification, and an object that cannot be read, go to `<id>.dead_letter` and the
 //! message is deleted.
 //!
+//! With `leases`, every object is claimed in a lease table before it is read, and a
+//! `druid` sink's publications are logged in the claim's row, so that a fleet counts
+//! every flow of an object once in Druid rows ([`claims`]).
+//!
 //! Counters: `sqs_messages_total`, `sqs_messages_deleted_total`,
 //! `sqs_visibility_extensions_total`, `s3_test_events_total`, `s3_other_events_total`,
 //! `s3_objects_total`, `s3_object_bytes_total`; errors `invalid_notification`,
