@@ -7,6 +7,7 @@ mod support;
 
 use flowenrich::runtime::{Runtime, RuntimeOptions, WorkerLimits};
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 use support::Rng;
@@ -68,7 +69,11 @@ fn main() {
     });
     let parquet_secs = best(|| {
         let mut lines = 0;
-        flowenrich::sources::aws_s3::parquet::lines(parquet.clone(), |_| lines += 1).unwrap();
+        flowenrich::sources::aws_s3::parquet::lines(parquet.clone(), |_| {
+            lines += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(lines, n + 1);
     });
 
@@ -83,6 +88,7 @@ fn main() {
     flowenrich::sources::aws_s3::parquet::lines(parquet.clone(), |line| {
         parquet_text.push_str(std::str::from_utf8(line).unwrap());
         parquet_text.push('\n');
+        ControlFlow::Continue(())
     })
     .unwrap();
     let mut component = |text: &str| {

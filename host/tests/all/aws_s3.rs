@@ -200,6 +200,48 @@ fn a_host_killed_in_the_middle_of_an_object_loses_no_line() {
 }
 
 #[test]
+fn sigterm_in_the_middle_of_an_object_stops_reading_and_hands_its_message_back() {
+    let moto = Moto::start();
+    let queue = moto.bucket_notifying_queue("flow-logs", "objects");
+    let dir = tempfile::tempdir().unwrap();
+    let total = 150_000;
+    // A long visibility: only a hand-back makes the message visible again soon.
+    let first = start_run(
+        dir.path(),
+        &pipeline(&moto, &queue, 600, "first.ndjson"),
+        KinesisLocal::aws_env,
+    );
+    moto.put_object("flow-logs", "big.log.gz", gzip(&lines(0, total)));
+    rows_after(&dir.path().join("first.ndjson"), 500);
+    let signalled = Instant::now();
+    signal(&first, "TERM");
+    let output = first.wait_with_output().unwrap();
+    let stopped_in = signalled.elapsed();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = read_ndjson(&dir.path().join("first.ndjson")).len();
+    assert!(written < total as usize, "read to its end after SIGTERM");
+    // Visible again at once, not after its 600 s: the next reader takes it.
+    assert_eq!(moto.queued(&queue), (1, 0));
+    let second = start_run(
+        dir.path(),
+        &pipeline(&moto, &queue, 600, "second.ndjson"),
+        KinesisLocal::aws_env,
+    );
+    let rows = rows_after(&dir.path().join("second.ndjson"), total as usize);
+    wait_empty(&moto, &queue);
+    signal(&second, "TERM");
+    assert!(second.wait_with_output().unwrap().status.success());
+    assert_eq!(which(&rows).len(), total as usize);
+    eprintln!(
+        "aws_s3 SIGTERM: stopped {stopped_in:?} after the signal with {written} of {total} lines out"
+    );
+}
+
+#[test]
 fn a_backfill_reads_the_objects_under_a_prefix_from_a_start_time_and_ends() {
     let moto = Moto::start();
     moto.block_on(moto.s3.create_bucket().bucket("flow-logs").send())
@@ -423,6 +465,12 @@ fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts(
         }
         keys += PORTS as usize;
         let at_death = flows_by_key(&kinesis).values().sum::<u64>() - before;
+        if failpoint.is_none() {
+            assert!(
+                at_death < u64::from(per_object),
+                "host-a was killed only after it had published the whole object"
+            );
+        }
         let complete = |sums: &std::collections::BTreeMap<(u64, u64), u64>| {
             sums.len() == keys && sums.values().all(|&f| f >= u64::from(per_object / PORTS))
         };

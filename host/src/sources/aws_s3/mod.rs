@@ -242,6 +242,9 @@ struct InFlight {
     /// Some object of it is held by another host: handed back, not deleted, once this
     /// host's objects are done.
     elsewhere: bool,
+    /// Some object of it was left part way (the pipeline is stopping): it cannot finish
+    /// here, and goes back to the queue.
+    incomplete: bool,
 }
 
 /// The clients and state of one running source.
@@ -329,7 +332,7 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         None => Duration::from_secs(5),
     };
     let deadline = Instant::now() + wait;
-    while !reader.in_flight.is_empty() && Instant::now() < deadline {
+    while reader.in_flight.iter().any(|m| !m.incomplete) && Instant::now() < deadline {
         reader.settle();
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -439,6 +442,7 @@ impl Reader<'_> {
             objects: Vec::new(),
             visible_from: Instant::now(),
             elsewhere: false,
+            incomplete: false,
         };
         for object in &objects {
             if let Some(name) = self.read_object(object, &mut message) {
@@ -497,9 +501,18 @@ impl Reader<'_> {
             }
             Err(error) => Err(Stopped::Unreadable(error_text(&error))),
         };
-        if let Err(Stopped::ClaimLost) = result {
-            tracing::info!(message = "An object's claim went while it was read; its next holder reads it.", component_id = %self.cx.id, object = %name);
-            return Some(name);
+        match result {
+            Err(Stopped::ClaimLost) => {
+                tracing::info!(message = "An object's claim went while it was read; its next holder reads it.", component_id = %self.cx.id, object = %name);
+                return Some(name);
+            }
+            Err(Stopped::Stopping) => {
+                // Not finished here: its message goes back to the queue at shutdown.
+                message.incomplete = true;
+                tracing::info!(message = "Stopped in the middle of an object; it is read again from its last acknowledged position.", component_id = %self.cx.id, object = %name);
+                return Some(name);
+            }
+            _ => {}
         }
         if let Err(Stopped::Unreadable(error)) = result {
             self.cx.metrics.error("object_unreadable", 1);
@@ -533,10 +546,18 @@ impl Reader<'_> {
         let unreadable = Stopped::Unreadable;
         let mut plain = BufReader::with_capacity(1 << 16, body);
         let head = plain.fill_buf().map_err(|e| unreadable(e.to_string()))?;
-        // Between batches: keep the message invisible, and stop once the claim is gone.
-        let held = |message: &mut InFlight| {
+        // Between batches: keep the message invisible, and stop once the claim is gone
+        // or the pipeline stops.
+        let stop = self.cx.lifecycle.stop_flag();
+        let go_on = |message: &mut InFlight| {
             self.keep_invisible(message);
-            self.claims.as_ref().is_none_or(|c| c.holds(name))
+            if stop.load(Ordering::Relaxed) {
+                Err(Stopped::Stopping)
+            } else if self.claims.as_ref().is_some_and(|c| !c.holds(name)) {
+                Err(Stopped::ClaimLost)
+            } else {
+                Ok(())
+            }
         };
         if head.starts_with(parquet::MAGIC) {
             // Parquet is read by ranges from its footer on: this download is not needed.
@@ -550,20 +571,19 @@ impl Reader<'_> {
                 metrics: self.cx.metrics.clone(),
             };
             let mut sent = batcher.batches();
-            let mut lost = false;
+            let mut stopped = Ok(());
             let read = parquet::lines(ranged, |line| {
-                if lost {
-                    return;
-                }
                 batcher.push(line, line.len());
                 if batcher.batches() != sent {
                     sent = batcher.batches();
-                    lost = !held(message);
+                    stopped = go_on(message);
+                    if stopped.is_err() {
+                        return std::ops::ControlFlow::Break(());
+                    }
                 }
+                std::ops::ControlFlow::Continue(())
             });
-            if lost {
-                return Err(Stopped::ClaimLost);
-            }
+            stopped?;
             return read.map_err(|e| {
                 unreadable(format!("Parquet, after {} batches: {e}", batcher.batches()))
             });
@@ -589,9 +609,7 @@ impl Reader<'_> {
             batcher.push(&line, length);
             if batcher.batches() != sent {
                 sent = batcher.batches();
-                if !held(message) {
-                    return Err(Stopped::ClaimLost);
-                }
+                go_on(message)?;
             }
         }
     }
@@ -633,6 +651,7 @@ impl Reader<'_> {
             objects: Vec::new(),
             visible_from: Instant::now(),
             elsewhere: false,
+            incomplete: false,
         };
         for object in &objects {
             if stop.load(Ordering::Relaxed) {
@@ -793,6 +812,8 @@ enum Stopped {
     Unreadable(String),
     /// Its claim went to another host, which reads it.
     ClaimLost,
+    /// The pipeline is stopping: the object is left for the next reading.
+    Stopping,
 }
 
 /// An object's body as a blocking reader: each chunk is awaited on the AWS runtime from

@@ -7,6 +7,7 @@
 use parquet::column::reader::ColumnReader;
 use parquet::data_type::{ByteArray, FixedLenByteArray};
 use parquet::file::reader::{ChunkReader, FileReader, Length, SerializedFileReader};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 /// The magic bytes a Parquet file starts (and ends) with.
@@ -168,10 +169,11 @@ impl Column {
 
 /// Hands `line` the header line (the column names) and then every row as a line, row
 /// group by row group, each decoded column by column a few thousand rows at a time;
-/// stops at the first error (what was handed over stays handed).
+/// stops at the first error (what was handed over stays handed), or when `line` says
+/// [`ControlFlow::Break`].
 pub fn lines(
     reader: impl ChunkReader + 'static,
-    mut line: impl FnMut(&[u8]),
+    mut line: impl FnMut(&[u8]) -> ControlFlow<()>,
 ) -> Result<(), parquet::errors::ParquetError> {
     use parquet::errors::ParquetError;
     let file = SerializedFileReader::new(reader)?;
@@ -183,7 +185,9 @@ pub fn lines(
         )));
     }
     let header: Vec<&str> = schema.columns().iter().map(|c| c.name()).collect();
-    line(header.join(" ").as_bytes());
+    if line(header.join(" ").as_bytes()).is_break() {
+        return Ok(());
+    }
     let mut text = Vec::new();
     for group in 0..file.num_row_groups() {
         let row_group = file.get_row_group(group)?;
@@ -233,7 +237,9 @@ pub fn lines(
                     }
                     column.render(row, &mut text);
                 }
-                line(&text);
+                if line(&text).is_break() {
+                    return Ok(());
+                }
             }
             left -= want;
         }
@@ -254,7 +260,8 @@ mod tests {
         assert_eq!(&file[..4], MAGIC);
         let mut out = Vec::new();
         lines(bytes::Bytes::from(file), |line| {
-            out.push(String::from_utf8(line.to_vec()).unwrap())
+            out.push(String::from_utf8(line.to_vec()).unwrap());
+            ControlFlow::Continue(())
         })
         .unwrap();
         assert_eq!(
@@ -265,8 +272,28 @@ mod tests {
         assert_eq!(out[1..], rows);
         // Not Parquet: an error, nothing handed over but what was read.
         let mut none = 0;
-        assert!(lines(bytes::Bytes::from_static(b"PAR1 not really"), |_| none += 1).is_err());
+        let file = bytes::Bytes::from_static(b"PAR1 not really");
+        assert!(
+            lines(file, |_| {
+                none += 1;
+                ControlFlow::Continue(())
+            })
+            .is_err()
+        );
         assert_eq!(none, 0);
+        // Stopped by the caller: no line after the one that said so.
+        let file = flowenrich_test_support::parquet_logs::v2_parquet(text, 1);
+        let mut seen = 0;
+        lines(bytes::Bytes::from(file), |_| {
+            seen += 1;
+            if seen == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, 2);
     }
 
     /// An in-memory file that remembers the most bytes read at once: by one
@@ -337,7 +364,11 @@ mod tests {
             largest: largest.clone(),
         };
         let mut rows = 0;
-        lines(counting, |_| rows += 1).unwrap();
+        lines(counting, |_| {
+            rows += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
         assert_eq!(rows, 10_001);
         let largest = largest.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
