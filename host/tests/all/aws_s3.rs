@@ -338,11 +338,19 @@ fn flows_by_key(kinesis: &KinesisLocal) -> std::collections::BTreeMap<(u64, u64)
     sums
 }
 
-/// Host `name` of a fleet sharing the queue and the claims table, into druid rows on
-/// the stream `rollups`.
+/// Where the objects of [`claiming_host`] come from: `queue`, polled every second, its
+/// messages invisible for 3 s.
+fn from_queue(queue: &str) -> String {
+    format!(
+        "[sources.s3.sqs]\nqueue_url = \"{queue}\"\npoll_secs = 1\nvisibility_timeout_secs = 3\n"
+    )
+}
+
+/// Host `name` of a fleet sharing the claims table and the objects of `objects` (a
+/// queue, or a backfill), into druid rows on the stream `rollups`.
 fn claiming_host(
     name: &str,
-    (moto, queue): (&Moto, &str),
+    (moto, objects): (&Moto, &str),
     dynamo: &Dynalite,
     kinesis: &KinesisLocal,
     (dir, batch_lines): (&std::path::Path, usize),
@@ -356,11 +364,7 @@ region = "us-east-1"
 endpoint = "{moto}"
 batch_lines = {batch_lines}
 
-[sources.s3.sqs]
-queue_url = "{queue}"
-poll_secs = 1
-visibility_timeout_secs = 3
-
+{objects}
 [sources.s3.leases]
 table_name = "s3-claims"
 endpoint = "{dynamo}"
@@ -412,7 +416,7 @@ fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts(
         let context = failpoint.unwrap_or("kill -9");
         let a = claiming_host(
             "host-a",
-            (&moto, &queue),
+            (&moto, &from_queue(&queue)),
             &dynamo,
             &kinesis,
             (dir_a.path(), 50),
@@ -480,7 +484,7 @@ fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts(
         // because the claim's row says where).
         let b = claiming_host(
             "host-b",
-            (&moto, &queue),
+            (&moto, &from_queue(&queue)),
             &dynamo,
             &kinesis,
             (dir_b.path(), 70),
@@ -551,4 +555,54 @@ fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts(
             "{claims:?}"
         );
     }
+}
+
+#[test]
+fn two_hosts_backfilling_one_prefix_read_each_object_once_into_druid_rows() {
+    let moto = Moto::start();
+    let dynamo = Dynalite::start();
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("rollups", 1);
+    moto.bucket_notifying_queue("flow-logs", "unused");
+    let objects = 6;
+    let per_object = 20_000;
+    for object in 0..objects {
+        let lines = keyed_lines(object, per_object);
+        moto.put_object("flow-logs", &format!("logs/{object}.log"), gzip(&lines));
+    }
+    let backfill = "[sources.s3.backfill]\nbucket = \"flow-logs\"\nprefix = \"logs/\"\n";
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let hosts: Vec<_> = [("host-a", dir_a.path()), ("host-b", dir_b.path())]
+        .into_iter()
+        .map(|(name, dir)| {
+            claiming_host(name, (&moto, backfill), &dynamo, &kinesis, (dir, 50), None)
+        })
+        .collect();
+    let mut read = Vec::new();
+    for host in hosts {
+        let output = host.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        read.push(counter(summary(&stderr, "s3"), "s3_objects_total"));
+    }
+    // Each object read by one of them (SIGTERM-free: a backfill ends by itself).
+    assert_eq!(
+        read.iter().sum::<u64>(),
+        u64::from(objects),
+        "objects read per host: {read:?}"
+    );
+    let sums = flows_by_key(&kinesis);
+    assert_eq!(sums.len(), (objects * PORTS) as usize);
+    assert!(
+        sums.values().all(|&f| f == u64::from(per_object / PORTS)),
+        "every flow once"
+    );
+    let claims = dynamo.leases("s3-claims");
+    assert_eq!(claims.len(), objects as usize);
+    assert!(
+        claims
+            .iter()
+            .all(|c| c.checkpoint == "SHARD_END" && c.owner.is_none())
+    );
+    eprintln!("aws_s3 backfill by two hosts: objects read per host {read:?}");
 }

@@ -653,15 +653,33 @@ impl Reader<'_> {
             elsewhere: false,
             incomplete: false,
         };
-        for object in &objects {
-            if stop.load(Ordering::Relaxed) {
+        // Under claims, objects another host holds are tried again once a lease period
+        // has passed (so that a claim a dead host left is taken), until none is left.
+        let mut pending: Vec<&ObjectRef> = objects.iter().collect();
+        while !pending.is_empty() && !stop.load(Ordering::Relaxed) {
+            let mut held_elsewhere = Vec::new();
+            for object in pending {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                listed.elsewhere = false;
+                if let Some(name) = self.read_object(object, &mut listed) {
+                    listed.objects.push(name);
+                }
+                if listed.elsewhere {
+                    held_elsewhere.push(object);
+                }
+                self.settle();
+            }
+            let Some(retry) = self.claims.as_ref().map(Claims::retry_secs) else {
                 break;
+            };
+            if !held_elsewhere.is_empty() {
+                sleep_unless(stop, Duration::from_secs(retry));
             }
-            if let Some(name) = self.read_object(object, &mut listed) {
-                listed.objects.push(name);
-            }
-            self.settle();
+            pending = held_elsewhere;
         }
+        listed.elsewhere = false;
         // Waited for like a message's objects (under claims, until their ends are
         // recorded), then the source ends.
         if self.claims.is_some() {
