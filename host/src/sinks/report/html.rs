@@ -202,8 +202,9 @@ pub fn render(report: &Report, limit: usize, top: usize, source: &str) -> String
         links,
     };
     let json = serde_json::to_string(&page).expect("the page's data serialises");
-    // Inside a <script> element nothing may close it early.
-    let json = json.replace("</", "<\\/").replace("<!--", "<\\!--");
+    // Inside a <script> element nothing may close it early or open a comment: no `<`
+    // at all (`\u003c` is the same character to JSON).
+    let json = json.replace('<', "\\u003c");
     PAGE.replacen("/*DATA*/", &json, 1)
 }
 
@@ -285,6 +286,7 @@ mod tests {
         report.add(&row("b", "c", 100, 10), &keys);
         report.add(&row("</script><script>x()</script>", "d", 1, 11), &keys);
         report.add(&row("e", "a", 2, 11), &keys);
+        report.add(&row("<!--", "e", 0, 11), &keys);
         let page = render(&report, 3, 5, "test");
         assert_eq!(page.matches("</script>").count(), 2, "only the page's own");
         let data = data(&page);
@@ -309,7 +311,11 @@ mod tests {
             (pair(1, 0), pair(0, 2), pair(2, 2), pair(2, 1)),
             (1500, 100, 1, 2)
         );
-        assert_eq!(data["totals"]["flows"], 10);
+        assert_eq!(data["totals"]["flows"], 12);
+        assert!(
+            !page.contains("<!--"),
+            "no comment opened inside the script"
+        );
         assert_eq!(data["regions"], serde_json::json!(["r1", "r2"]));
         // Minutes 10 to 12; a→b first (most bytes).
         assert_eq!(data["minutes"]["start"], 10);

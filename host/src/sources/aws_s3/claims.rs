@@ -2,7 +2,7 @@
 //! every object's flows once into Druid rows (contract 4), redeliveries and crashes
 //! included.
 //!
-//! Each object is a lease row keyed `s3://<bucket>/<key>#<ETag or version>` in the
+//! Each object is a lease row keyed `s3://<bucket>/<key>#<ETag>` in the
 //! same kind of table (and with the same conditional writes) as a Kinesis source's
 //! shard leases ([`crate::sources::aws_kinesis::leases`]). The object's line count is
 //! its position: `checkpoint` is how many lines every sink took, `published_<sink>` how
@@ -60,11 +60,12 @@ pub struct Step {
     pub finished: Vec<String>,
 }
 
-/// The name of `object` in the claims table and the acknowledgement store.
-pub fn claim_key(bucket: &str, key: &str, version: Option<&str>) -> String {
+/// The name of an object in the claims table and the acknowledgement store: its bucket,
+/// key and ETag (the same whether a notification or a listing names it).
+pub fn claim_key(bucket: &str, key: &str, etag: Option<&str>) -> String {
     format!(
         "s3://{bucket}/{key}#{}",
-        version.unwrap_or_default().trim_matches('"')
+        etag.unwrap_or_default().trim_matches('"')
     )
 }
 
@@ -155,6 +156,15 @@ impl Claims {
         self.coordinator.holds(name)
     }
 
+    /// Gives `name`'s claim up for good (its reading stopped): no renewal revives it,
+    /// and what was read under it no longer moves a position. The row keeps this host
+    /// as owner until the lease period runs out (or this host claims it again).
+    pub fn give_up(&mut self, name: &str, store: &Checkpoints) {
+        self.coordinator.drop_holding(name);
+        store.restart(name, Default::default());
+        self.counts.lost += 1;
+    }
+
     /// Applies what the renewer found and writes acknowledged positions (an object read
     /// to its end gives its claim up).
     pub fn step(&mut self, store: &Checkpoints, metrics: &ComponentMetrics) -> Step {
@@ -162,8 +172,10 @@ impl Claims {
             .runtime
             .block_on(self.coordinator.tick(true, &mut self.counts));
         let advanced = store.take_advanced();
+        // Only ends of claims still held are written (and so recorded).
         let ends: BTreeMap<String, bool> = advanced
             .iter()
+            .filter(|(name, _)| self.coordinator.is_held(name))
             .map(|(name, position)| (name.clone(), position.finished))
             .collect();
         let failed = if advanced.is_empty() {

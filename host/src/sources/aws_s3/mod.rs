@@ -337,11 +337,12 @@ fn run(config: Config, cx: SourceContext) -> Result<(), BoxError> {
         std::thread::sleep(Duration::from_millis(50));
     }
     reader.settle();
-    for message in std::mem::take(&mut reader.in_flight) {
-        reader.make_visible(&message.receipt, 0);
-    }
+    // Claims first, so that whoever receives a message handed back can take its claim.
     if let Some(claims) = reader.claims.as_mut() {
         claims.release_all(&cx.metrics);
+    }
+    for message in std::mem::take(&mut reader.in_flight) {
+        reader.make_visible(&message.receipt, 0);
     }
     Ok(())
 }
@@ -462,8 +463,7 @@ impl Reader<'_> {
         let stream = format!("s3://{}/{}", object.bucket, object.key);
         let (name, boundaries) = match self.claims.as_mut() {
             Some(claims) => {
-                let name =
-                    claims::claim_key(&object.bucket, &object.key, object.version.as_deref());
+                let name = claims::claim_key(&object.bucket, &object.key, object.etag.as_deref());
                 match claims.claim(&name, &self.store, &self.cx.metrics) {
                     Claimed::Read { boundaries } => (name, boundaries),
                     Claimed::Finished => return None,
@@ -481,11 +481,15 @@ impl Reader<'_> {
             .with_acks(BatchAcks::new(self.store.clone(), name.clone()))
             .ending_at(boundaries);
         self.cx.metrics.count("s3_objects_total", 1);
+        // The version announced, or the bytes of that ETag: never whatever the key holds
+        // by now (that has a notification of its own).
         let opened = self.runtime.block_on(
             self.s3
                 .get_object()
                 .bucket(&object.bucket)
                 .key(&object.key)
+                .set_version_id(object.version_id.clone())
+                .set_if_match(if_match(object))
                 .send(),
         );
         let result = match opened {
@@ -499,18 +503,30 @@ impl Reader<'_> {
                 };
                 self.stream_lines(body, (object, size), &mut batcher, (&name, message))
             }
+            Err(error) if superseded(&error) => Err(Stopped::Superseded),
             Err(error) => Err(Stopped::Unreadable(error_text(&error))),
         };
         match result {
             Err(Stopped::ClaimLost) => {
+                // Given up for good (a renewal that lands later must not revive it): the
+                // message goes back to the queue, and whoever takes the claim reads it.
                 tracing::info!(message = "An object's claim went while it was read; its next holder reads it.", component_id = %self.cx.id, object = %name);
-                return Some(name);
+                if let Some(claims) = self.claims.as_mut() {
+                    claims.give_up(&name, &self.store);
+                }
+                message.incomplete = true;
+                return None;
+            }
+            Err(Stopped::Superseded) => {
+                // Written again since: the notification of the new bytes reads them.
+                self.cx.metrics.count("s3_objects_superseded_total", 1);
+                tracing::info!(message = "An object was written again before it was read; the newer one is read through its own notification.", component_id = %self.cx.id, bucket = %object.bucket, key = %object.key);
             }
             Err(Stopped::Stopping) => {
-                // Not finished here: its message goes back to the queue at shutdown.
+                // Not finished here: its message goes back to the queue.
                 message.incomplete = true;
                 tracing::info!(message = "Stopped in the middle of an object; it is read again from its last acknowledged position.", component_id = %self.cx.id, object = %name);
-                return Some(name);
+                return None;
             }
             _ => {}
         }
@@ -525,7 +541,8 @@ impl Reader<'_> {
                     "stream": stream,
                     "bucket": object.bucket,
                     "key": object.key,
-                    "version": object.version,
+                    "etag": object.etag,
+                    "version_id": object.version_id,
                 }),
             );
         }
@@ -567,6 +584,8 @@ impl Reader<'_> {
                 client: self.s3.clone(),
                 bucket: object.bucket.clone(),
                 key: object.key.clone(),
+                version_id: object.version_id.clone(),
+                if_match: if_match(object),
                 size,
                 metrics: self.cx.metrics.clone(),
             };
@@ -637,7 +656,8 @@ impl Reader<'_> {
                     objects.push(ObjectRef {
                         bucket: backfill.bucket.clone(),
                         key: key.to_string(),
-                        version: found.e_tag().map(str::to_string),
+                        etag: found.e_tag().map(|e| e.trim_matches('"').to_string()),
+                        version_id: None,
                         size: found.size().map(|s| s.max(0) as u64),
                     });
                 }
@@ -699,10 +719,13 @@ impl Reader<'_> {
             lost = step.lost;
         }
         if !lost.is_empty() {
-            // Another host holds those objects now (and their messages, or their
-            // redeliveries): nothing more to do with them here.
-            self.in_flight
-                .retain(|m| !m.objects.iter().any(|o| lost.contains(o)));
+            // Another host holds those objects now: their messages cannot finish here
+            // and go back to the queue once the rest of them is done.
+            for message in &mut self.in_flight {
+                let before = message.objects.len();
+                message.objects.retain(|o| !lost.contains(o));
+                message.incomplete |= message.objects.len() != before;
+            }
         }
         let recorded = &self.recorded;
         let claimed = self.claims.is_some();
@@ -731,6 +754,7 @@ impl Reader<'_> {
                     let retry = claims.retry_secs();
                     self.make_visible(&message.receipt, retry);
                 }
+                _ if message.incomplete => self.make_visible(&message.receipt, 0),
                 _ => self.delete(&message.receipt),
             }
         }
@@ -824,8 +848,27 @@ impl Reader<'_> {
     }
 }
 
+/// The `If-Match` of a read of `object` that names no version: its ETag.
+fn if_match(object: &ObjectRef) -> Option<String> {
+    match (&object.version_id, &object.etag) {
+        (None, Some(etag)) => Some(format!("\"{etag}\"")),
+        _ => None,
+    }
+}
+
+/// Whether a read failed because the object is no longer the one announced (412).
+fn superseded<E>(
+    error: &aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> bool {
+    error
+        .raw_response()
+        .is_some_and(|r| r.status().as_u16() == 412)
+}
+
 /// Why an object's reading stopped early.
 enum Stopped {
+    /// The key holds other bytes by now (412): nothing of it is read.
+    Superseded,
     /// It cannot be read (from here on): dead-lettered.
     Unreadable(String),
     /// Its claim went to another host, which reads it.

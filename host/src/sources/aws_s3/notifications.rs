@@ -11,8 +11,12 @@ pub struct ObjectRef {
     pub bucket: String,
     /// Object key (decoded).
     pub key: String,
-    /// The object's ETag or version, when the notification says (its identity).
-    pub version: Option<String>,
+    /// The object's ETag (quotes trimmed), when the notification says: with the bucket
+    /// and key, its identity.
+    pub etag: Option<String>,
+    /// The object's version id, in a versioned bucket: what a read asks for, so that it
+    /// reads the version announced even if the key was written again since.
+    pub version_id: Option<String>,
     /// Size in bytes, when the notification says.
     pub size: Option<u64>,
 }
@@ -71,7 +75,8 @@ pub fn parse(body: &str) -> Result<Notification, NotificationError> {
                 bucket: bucket.to_string(),
                 // S3 notifications URL-encode keys (a space as `+`).
                 key: url_decode(key),
-                version: text(&s3["object"]["versionId"]).or_else(|| text(&s3["object"]["eTag"])),
+                etag: text(&s3["object"]["eTag"]).map(|e| e.trim_matches('"').to_string()),
+                version_id: text(&s3["object"]["versionId"]),
                 size: s3["object"]["size"].as_u64(),
             });
         }
@@ -97,8 +102,8 @@ pub fn parse(body: &str) -> Result<Notification, NotificationError> {
         return Ok(Notification::Objects(vec![ObjectRef {
             bucket: bucket.to_string(),
             key: key.to_string(),
-            version: text(&detail["object"]["version-id"])
-                .or_else(|| text(&detail["object"]["etag"])),
+            etag: text(&detail["object"]["etag"]).map(|e| e.trim_matches('"').to_string()),
+            version_id: text(&detail["object"]["version-id"]),
             size: detail["object"]["size"].as_u64(),
         }]));
     }
@@ -147,7 +152,8 @@ mod tests {
         let want = Notification::Objects(vec![ObjectRef {
             bucket: "flow-logs".into(),
             key: "AWSLogs/123/vpcflowlogs/us-east-1/2026/12/07/a b=c.log.gz".into(),
-            version: Some("0123abc".into()),
+            etag: Some("0123abc".into()),
+            version_id: None,
             size: Some(1024),
         }]);
         assert_eq!(parse(PLAIN).unwrap(), want);
@@ -159,7 +165,8 @@ mod tests {
             Notification::Objects(vec![ObjectRef {
                 bucket: "flow-logs".into(),
                 key: "k/x.log".into(),
-                version: Some("e1".into()),
+                etag: Some("e1".into()),
+                version_id: None,
                 size: Some(5),
             }])
         );

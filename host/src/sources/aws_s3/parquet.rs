@@ -23,6 +23,10 @@ pub struct RangedObject {
     pub bucket: String,
     /// Key.
     pub key: String,
+    /// The version to read (a versioned bucket).
+    pub version_id: Option<String>,
+    /// Without a version: the ETag every range must still have (`If-Match`).
+    pub if_match: Option<String>,
     /// The object's size in bytes.
     pub size: u64,
     /// The source's counters (`s3_object_bytes_total`).
@@ -42,6 +46,8 @@ impl RangedObject {
                     .get_object()
                     .bucket(&self.bucket)
                     .key(&self.key)
+                    .set_version_id(self.version_id.clone())
+                    .set_if_match(self.if_match.clone())
                     .range(range)
                     .send(),
             )
@@ -93,6 +99,8 @@ struct Column {
     reader: ColumnReader,
     /// Definition level of a present value (0: the column cannot be null).
     present: i16,
+    /// Integers stored signed but meant unsigned (`UINT_*`).
+    unsigned: bool,
     levels: Vec<i16>,
     values: Values,
     /// The next of `values` to hand out.
@@ -152,6 +160,8 @@ impl Column {
                     b"false"
                 }
             }
+            Values::Int32(v) if self.unsigned => number.format(v[at] as u32).as_bytes(),
+            Values::Int64(v) if self.unsigned => number.format(v[at] as u64).as_bytes(),
             Values::Int32(v) => number.format(v[at]).as_bytes(),
             Values::Int64(v) => number.format(v[at]).as_bytes(),
             Values::Float(v) => return out.extend_from_slice(v[at].to_string().as_bytes()),
@@ -209,8 +219,23 @@ pub fn lines(
                     )));
                 }
             };
+            use parquet::basic::{ConvertedType, LogicalType};
+            let unsigned = matches!(
+                descr.logical_type_ref(),
+                Some(LogicalType::Integer {
+                    is_signed: false,
+                    ..
+                })
+            ) || matches!(
+                descr.converted_type(),
+                ConvertedType::UINT_8
+                    | ConvertedType::UINT_16
+                    | ConvertedType::UINT_32
+                    | ConvertedType::UINT_64
+            );
             columns.push(Column {
                 reader,
+                unsigned,
                 present: descr.max_def_level(),
                 levels: Vec::new(),
                 values,

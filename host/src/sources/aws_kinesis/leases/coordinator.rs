@@ -255,6 +255,16 @@ impl Coordinator {
             .is_some_and(|h| h.valid_until > Instant::now())
     }
 
+    /// Whether this worker holds `shard`'s lease at all (valid now or not).
+    pub fn is_held(&self, shard: &str) -> bool {
+        self.held().contains_key(shard)
+    }
+
+    /// Stops holding `shard` (its reading was given up): no renewal of it from now on.
+    pub fn drop_holding(&self, shard: &str) {
+        self.held().remove(shard);
+    }
+
     /// A view of the held leases for other threads (the `druid` sinks' publication log).
     pub fn view(&self) -> HeldView {
         HeldView {
