@@ -666,15 +666,10 @@ impl Reader<'_> {
         self.cx
             .metrics
             .gauge("s3_backfill_objects", objects.len() as i64);
-        let mut listed = InFlight {
-            receipt: String::new(),
-            objects: Vec::new(),
-            visible_from: Instant::now(),
-            elsewhere: false,
-            incomplete: false,
-        };
         // Under claims, objects another host holds are tried again once a lease period
         // has passed (so that a claim a dead host left is taken), until none is left.
+        // Each object read is waited for like a message of its own (until its end is
+        // recorded), so that it is forgotten as soon as it is done.
         let mut pending: Vec<&ObjectRef> = objects.iter().collect();
         while !pending.is_empty() && !stop.load(Ordering::Relaxed) {
             let mut held_elsewhere = Vec::new();
@@ -682,12 +677,20 @@ impl Reader<'_> {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                listed.elsewhere = false;
+                let mut listed = InFlight {
+                    receipt: String::new(),
+                    objects: Vec::new(),
+                    visible_from: Instant::now(),
+                    elsewhere: false,
+                    incomplete: false,
+                };
                 if let Some(name) = self.read_object(object, &mut listed) {
                     listed.objects.push(name);
                 }
                 if listed.elsewhere {
                     held_elsewhere.push(object);
+                } else if self.claims.is_some() {
+                    self.in_flight.push(listed);
                 }
                 self.settle();
             }
@@ -698,12 +701,6 @@ impl Reader<'_> {
                 sleep_unless(stop, Duration::from_secs(retry));
             }
             pending = held_elsewhere;
-        }
-        listed.elsewhere = false;
-        // Waited for like a message's objects (under claims, until their ends are
-        // recorded), then the source ends.
-        if self.claims.is_some() {
-            self.in_flight.push(listed);
         }
         Ok(())
     }
