@@ -159,7 +159,7 @@ pub fn render(report: &Report, limit: usize, top: usize, source: &str) -> String
         ];
         let entry = merged.entry((s, d, places)).or_default();
         super::add(&mut entry.0, sums.all);
-        super::add(&mut entry.1, sums.rejected);
+        super::add(&mut entry.1, sums.rejected.unwrap_or_default());
         for (node, region) in [(s, &key.src_region), (d, &key.dst_region)] {
             if let Some(region) = region {
                 regions[node].insert(region.clone());

@@ -189,11 +189,11 @@ struct Link {
     dst_zone: Option<String>,
 }
 
-/// A link's sums, and those of its rejected flows.
+/// A link's sums, and those of its rejected flows (`None`: no rejected row).
 #[derive(Debug, Default, Clone, Copy)]
 struct LinkSums {
     all: Sums,
-    rejected: Sums,
+    rejected: Option<Sums>,
 }
 
 /// Running totals.
@@ -204,10 +204,7 @@ pub struct Report {
     packets: u64,
     dead_letters: u64,
     unparseable: u64,
-    pairs: HashMap<(String, String), Sums>,
-    cross_region: HashMap<(String, String, String, String), Sums>,
-    cross_zone: HashMap<(String, String, String, String), Sums>,
-    rejected: HashMap<(String, String), Sums>,
+    /// Every table of the report (and the page) is grouped from these.
     links: HashMap<Link, LinkSums>,
     /// Per pair, bytes per epoch minute.
     minutes: HashMap<(String, String), BTreeMap<i64, u64>>,
@@ -249,53 +246,46 @@ impl Report {
         self.packets = self.packets.saturating_add(sums.packets);
         let src_app = text(&keys.app[0]).unwrap_or_else(|| UNATTRIBUTED.into());
         let dst_app = text(&keys.app[1]).unwrap_or_else(|| UNATTRIBUTED.into());
-        let pair = (src_app.clone(), dst_app.clone());
-        add(self.pairs.entry(pair.clone()).or_default(), sums);
         if let Some(minute) = minute {
             let slot = self
                 .minutes
-                .entry(pair.clone())
+                .entry((src_app.clone(), dst_app.clone()))
                 .or_default()
                 .entry(minute)
                 .or_default();
             *slot = slot.saturating_add(sums.bytes);
         }
-        let rejected = row.get("action").and_then(Value::as_str) == Some("REJECT");
-        if rejected {
-            add(self.rejected.entry(pair).or_default(), sums);
-        }
-        let (src_region, dst_region) = (text(&keys.region[0]), text(&keys.region[1]));
-        let (src_zone, dst_zone) = (text(&keys.zone[0]), text(&keys.zone[1]));
         let link = self
             .links
             .entry(Link {
-                src: src_app.clone(),
-                dst: dst_app.clone(),
-                src_region: src_region.clone(),
-                dst_region: dst_region.clone(),
-                src_zone: src_zone.clone(),
-                dst_zone: dst_zone.clone(),
+                src: src_app,
+                dst: dst_app,
+                src_region: text(&keys.region[0]),
+                dst_region: text(&keys.region[1]),
+                src_zone: text(&keys.zone[0]),
+                dst_zone: text(&keys.zone[1]),
             })
             .or_default();
         add(&mut link.all, sums);
-        if rejected {
-            add(&mut link.rejected, sums);
+        if row.get("action").and_then(Value::as_str) == Some("REJECT") {
+            add(link.rejected.get_or_insert_default(), sums);
         }
-        if let (Some(a), Some(b)) = (&src_region, &dst_region)
-            && a != b
-        {
-            let key = (src_app.clone(), a.clone(), dst_app.clone(), b.clone());
-            add(self.cross_region.entry(key).or_default(), sums);
+    }
+
+    /// The links' sums grouped by `key` (links it gives `None` are left out), taking a
+    /// link's sums with `sums`.
+    fn grouped<K: std::hash::Hash + Eq>(
+        &self,
+        key: impl Fn(&Link) -> Option<K>,
+        sums: impl Fn(&LinkSums) -> Option<Sums>,
+    ) -> HashMap<K, Sums> {
+        let mut groups = HashMap::new();
+        for (link, link_sums) in &self.links {
+            if let (Some(k), Some(s)) = (key(link), sums(link_sums)) {
+                add(groups.entry(k).or_default(), s);
+            }
         }
-        if let (Some(a), Some(b)) = (src_zone, dst_zone)
-            && a != b
-            && src_region == dst_region
-        {
-            add(
-                self.cross_zone.entry((src_app, a, dst_app, b)).or_default(),
-                sums,
-            );
-        }
+        groups
     }
 
     /// The report of the rows in a `druid` sink's rollup files (`flows-*.ndjson` in
@@ -331,32 +321,52 @@ impl Report {
             "flowenrich report: {} flows, {} bytes, {} lines rejected by the parser",
             self.flows, self.bytes, self.dead_letters
         );
+        let pair = |l: &Link| Some((l.src.clone(), l.dst.clone()));
+        let all = |s: &LinkSums| Some(s.all);
         section(
             &mut out,
             "Top application pairs by bytes",
             top,
-            &self.pairs,
+            &self.grouped(pair, all),
             |(s, d)| format!("{s} -> {d}"),
+        );
+        let cross_region = self.grouped(
+            |l| match (&l.src_region, &l.dst_region) {
+                (Some(a), Some(b)) if a != b => {
+                    Some((l.src.clone(), a.clone(), l.dst.clone(), b.clone()))
+                }
+                _ => None,
+            },
+            all,
         );
         section(
             &mut out,
             "Cross-region bytes by application pair",
             top,
-            &self.cross_region,
+            &cross_region,
             |(s, sr, d, dr)| format!("{s} ({sr}) -> {d} ({dr})"),
+        );
+        let cross_zone = self.grouped(
+            |l| match (&l.src_zone, &l.dst_zone) {
+                (Some(a), Some(b)) if a != b && l.src_region == l.dst_region => {
+                    Some((l.src.clone(), a.clone(), l.dst.clone(), b.clone()))
+                }
+                _ => None,
+            },
+            all,
         );
         section(
             &mut out,
             "Cross-AZ bytes by application pair (same region)",
             top,
-            &self.cross_zone,
+            &cross_zone,
             |(s, sz, d, dz)| format!("{s} ({sz}) -> {d} ({dz})"),
         );
         section(
             &mut out,
             "Rejected flows (action REJECT) by application pair",
             top,
-            &self.rejected,
+            &self.grouped(pair, |s| s.rejected),
             |(s, d)| format!("{s} -> {d}"),
         );
         out

@@ -24,7 +24,6 @@ use crate::sources::aws_kinesis::checkpoint::Checkpoints;
 use crate::sources::aws_kinesis::leases::{
     self, Change, Claim, Coordinator, LeaseCounts, LeaseSpec, LeaseTable, publications::LeaseLog,
 };
-use std::collections::BTreeMap;
 
 /// This host's claims on objects.
 pub struct Claims {
@@ -173,10 +172,10 @@ impl Claims {
             .block_on(self.coordinator.tick(true, &mut self.counts));
         let advanced = store.take_advanced();
         // Only ends of claims still held are written (and so recorded).
-        let ends: BTreeMap<String, bool> = advanced
+        let ends: Vec<String> = advanced
             .iter()
-            .filter(|(name, _)| self.coordinator.is_held(name))
-            .map(|(name, position)| (name.clone(), position.finished))
+            .filter(|(name, position)| position.finished && self.coordinator.is_held(name))
+            .map(|(name, _)| name.clone())
             .collect();
         let failed = if advanced.is_empty() {
             Vec::new()
@@ -198,8 +197,7 @@ impl Claims {
         }
         step.finished = ends
             .into_iter()
-            .filter(|(name, end)| *end && !failed.contains(name) && !step.lost.contains(name))
-            .map(|(name, _)| name)
+            .filter(|name| !failed.contains(name) && !step.lost.contains(name))
             .collect();
         self.report(metrics);
         step
