@@ -389,10 +389,8 @@ fn large_records_through(max_in_flight_mib: usize) -> (u64, u64, u64) {
         c.env("FLOWENRICH_FAILPOINTS", "druid.before_rollup=sleep1500");
     });
     let flows = || -> u64 {
-        std::fs::read_dir(dir.path().join("rollups"))
-            .into_iter()
-            .flatten()
-            .flat_map(|e| crate::read_ndjson(&e.unwrap().path()))
+        crate::rollup_rows_so_far(&dir.path().join("rollups"))
+            .iter()
             .map(|row| row["flows"].as_u64().unwrap())
             .sum()
     };

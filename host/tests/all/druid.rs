@@ -433,11 +433,8 @@ dimensions = ["protocol", "action"]
             })
     };
     let flows_in_druid = || -> u64 {
-        let Ok(entries) = std::fs::read_dir(dir.path().join("druid")) else {
-            return 0;
-        };
-        entries
-            .flat_map(|e| read_ndjson(&e.unwrap().path()))
+        crate::rollup_rows_so_far(&dir.path().join("druid"))
+            .iter()
             .map(|row| row["flows"].as_u64().unwrap())
             .sum()
     };

@@ -85,15 +85,7 @@ pub fn stream_rows(kinesis: &KinesisLocal) -> Vec<Value> {
 }
 
 fn file_rows(dir: &Path) -> Vec<Value> {
-    let mut rows = Vec::new();
-    for entry in std::fs::read_dir(dir.join("rollups")).into_iter().flatten() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        rows.extend(
-            text.lines()
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
-        );
-    }
-    rows
+    crate::rollup_rows_so_far(&dir.join("rollups"))
 }
 
 /// Runs the pipeline until the rows hold every flow, then stops it; returns its stderr.

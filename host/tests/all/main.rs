@@ -91,6 +91,37 @@ pub fn read_ndjson(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Every row of the rollup files (`flows-*.ndjson`) in `dir`, also while a sink is
+/// writing them: files written aside (`*.tmp`) are not rows yet, a file renamed or
+/// removed between the listing and the read is skipped, and a last line without its
+/// newline yet is left for the next look. No directory, no rows.
+pub fn rollup_rows_so_far(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut rows = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !(name.starts_with("flows-") && name.ends_with(".ndjson")) {
+            continue;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+                rows.extend(
+                    complete
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))),
+                );
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+    rows
+}
+
 /// The complete lines' JSON objects of an NDJSON file a sink may be writing right now:
 /// a last line without its newline yet is left for the next look.
 fn read_ndjson_so_far(path: &std::path::Path) -> Vec<serde_json::Value> {
