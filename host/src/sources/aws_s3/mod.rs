@@ -247,6 +247,20 @@ struct InFlight {
     incomplete: bool,
 }
 
+impl InFlight {
+    /// A message (`receipt`; empty for a listed object) received just now, none of its
+    /// objects read yet.
+    fn new(receipt: String) -> Self {
+        InFlight {
+            receipt,
+            objects: Vec::new(),
+            visible_from: Instant::now(),
+            elsewhere: false,
+            incomplete: false,
+        }
+    }
+}
+
 /// The clients and state of one running source.
 struct Reader<'a> {
     config: &'a Config,
@@ -438,13 +452,7 @@ impl Reader<'_> {
                 return;
             }
         };
-        let mut message = InFlight {
-            receipt,
-            objects: Vec::new(),
-            visible_from: Instant::now(),
-            elsewhere: false,
-            incomplete: false,
-        };
+        let mut message = InFlight::new(receipt);
         for object in &objects {
             if let Some(name) = self.read_object(object, &mut message) {
                 message.objects.push(name);
@@ -528,23 +536,23 @@ impl Reader<'_> {
                 tracing::info!(message = "Stopped in the middle of an object; it is read again from its last acknowledged position.", component_id = %self.cx.id, object = %name);
                 return None;
             }
-            _ => {}
-        }
-        if let Err(Stopped::Unreadable(error)) = result {
-            self.cx.metrics.error("object_unreadable", 1);
-            tracing::error!(message = "Cannot read an S3 object; dead-lettered.", component_id = %self.cx.id, bucket = %object.bucket, key = %object.key, %error);
-            self.dead_letter(
-                &stream,
-                serde_json::json!({
-                    "error": format!("cannot read the object: {error}"),
-                    "component": self.cx.id,
-                    "stream": stream,
-                    "bucket": object.bucket,
-                    "key": object.key,
-                    "etag": object.etag,
-                    "version_id": object.version_id,
-                }),
-            );
+            Err(Stopped::Unreadable(error)) => {
+                self.cx.metrics.error("object_unreadable", 1);
+                tracing::error!(message = "Cannot read an S3 object; dead-lettered.", component_id = %self.cx.id, bucket = %object.bucket, key = %object.key, %error);
+                self.dead_letter(
+                    &stream,
+                    serde_json::json!({
+                        "error": format!("cannot read the object: {error}"),
+                        "component": self.cx.id,
+                        "stream": stream,
+                        "bucket": object.bucket,
+                        "key": object.key,
+                        "etag": object.etag,
+                        "version_id": object.version_id,
+                    }),
+                );
+            }
+            Ok(()) => {}
         }
         // The last batch ends the stream (and the object's acknowledgements).
         batcher.flush(true);
@@ -677,13 +685,7 @@ impl Reader<'_> {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let mut listed = InFlight {
-                    receipt: String::new(),
-                    objects: Vec::new(),
-                    visible_from: Instant::now(),
-                    elsewhere: false,
-                    incomplete: false,
-                };
+                let mut listed = InFlight::new(String::new());
                 if let Some(name) = self.read_object(object, &mut listed) {
                     listed.objects.push(name);
                 }
