@@ -70,6 +70,8 @@ impl Drop for Turn {
 /// A local Kinesis listening on 127.0.0.1; killed when dropped.
 pub struct KinesisLocal {
     child: Child,
+    /// The file it keeps its streams in, when started with a directory.
+    persisted: Option<PathBuf>,
     _turn: Turn,
     /// `http://127.0.0.1:<port>`.
     pub endpoint: String,
@@ -166,6 +168,7 @@ impl KinesisLocal {
             .build();
         KinesisLocal {
             child,
+            persisted: persist_dir.map(|dir| dir.join("kinesis-data.json")),
             _turn: turn,
             endpoint,
             runtime,
@@ -421,8 +424,37 @@ impl Later {
 
 impl Drop for KinesisLocal {
     fn drop(&mut self) {
+        if let Some(file) = &self.persisted {
+            self.freeze_with_whole_file(file);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl KinesisLocal {
+    /// Stops the process (SIGSTOP) at a moment its state file is whole. It rewrites the
+    /// file in place (truncate, then write) every 100 ms, and a kill between the two
+    /// leaves a file it refuses to start from.
+    fn freeze_with_whole_file(&self, file: &Path) {
+        let pid = self.child.id().to_string();
+        let send = |signal: &str| {
+            let _ = Command::new("kill").arg(signal).arg(&pid).status();
+        };
+        for _ in 0..200 {
+            send("-STOP");
+            let whole = std::fs::read(file)
+                .map(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).is_ok())
+                // Not written yet: nothing to load, nothing to tear.
+                .unwrap_or(true);
+            if whole {
+                return;
+            }
+            send("-CONT");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Not a panic: this runs in drop, maybe while a test already unwinds.
+        eprintln!("{} stayed torn for a second", file.display());
     }
 }
 
