@@ -75,6 +75,21 @@ pub fn keep_freed_buffers() {
     }
 }
 
+/// Hints the CPU to fetch the cache line at `ptr`, which may point anywhere, into the
+/// level-2 cache. Not into level 1: a prefetch there holds one of the few level-1 miss
+/// buffers until its line arrives, which capped how many lookups overlap (the metadata
+/// bench measured exact lookups at 14-17 ns that way, 10.5-12 ns this way).
+#[inline(always)]
+pub fn prefetch_ptr<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(ptr.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,18 @@ pub struct Owner {
     pub src_fragment: String,
     /// `,"dst_<key>":<value>` likewise.
     pub dst_fragment: String,
+    /// Where each key's value (its JSON text, or `null`) is in `src_fragment`, in the
+    /// order of [`Table::keys`].
+    value_ranges: Box<[(u32, u32)]>,
+}
+
+impl Owner {
+    /// The JSON text of the value of the table's `key`-th key ([`Table::keys`]), as the
+    /// fragments hold it: a string, or `null` when the owner has no such attribute.
+    pub fn value_json(&self, key: usize) -> &str {
+        let (from, to) = self.value_ranges[key];
+        &self.src_fragment[from as usize..to as usize]
+    }
 }
 
 /// CIDR timelines for one prefix length.
@@ -840,10 +852,12 @@ fn member_names(keys: &[String]) -> [Vec<String>; 2] {
 }
 
 fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
-    let fragment = |names: &[String]| {
+    let mut value_ranges = Vec::with_capacity(keys.len());
+    let fragment = |names: &[String], mut ranges: Option<&mut Vec<(u32, u32)>>| {
         let mut out = String::new();
         for (name, key) in names.iter().zip(keys) {
             out.push_str(name);
+            let from = out.len() as u32;
             match attrs.get(key) {
                 // Most values need no escaping: quoted as they are.
                 Some(value) if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
@@ -854,12 +868,18 @@ fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
                 Some(value) => out.push_str(&serde_json::to_string(value).expect("string")),
                 None => out.push_str("null"),
             }
+            if let Some(ranges) = ranges.as_deref_mut() {
+                ranges.push((from, out.len() as u32));
+            }
         }
         out
     };
+    let src_fragment = fragment(&names[0], Some(&mut value_ranges));
+    let dst_fragment = fragment(&names[1], None);
     Owner {
-        src_fragment: fragment(&names[0]),
-        dst_fragment: fragment(&names[1]),
+        src_fragment,
+        dst_fragment,
+        value_ranges: value_ranges.into_boxed_slice(),
         attrs,
     }
 }
@@ -1184,6 +1204,8 @@ mod tests {
             t.owner(id).unwrap().src_fragment,
             r#","src_app":"a\"b","src_region":"r","src_zone":null"#
         );
+        let values: Vec<&str> = (0..3).map(|k| t.owner(id).unwrap().value_json(k)).collect();
+        assert_eq!(values, [r#""a\"b""#, r#""r""#, "null"]);
         assert_eq!(
             t.owner(0).unwrap().dst_fragment,
             r#","dst_app":null,"dst_region":null,"dst_zone":null"#

@@ -547,7 +547,7 @@ fn columns_roll_up_like_json_across_a_table_swap_and_released_lines() {
     let b = table(&[
         r#"{"ts": 0, "op": "assign", "ip": "10.0.0.1", "attrs": {"app": "web", "region": "us-east-1", "zone": "use1-az1"}}"#,
         r#"{"ts": 0, "op": "assign", "ip": "10.0.0.2", "attrs": {"app": "db", "region": "eu-west-1"}}"#,
-        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.3", "attrs": {"app": "late"}}"#,
+        r#"{"ts": 0, "op": "assign", "ip": "10.0.0.3", "attrs": {"app": "la\"te\u0008"}}"#,
     ]);
     assert_eq!(
         a.lookup("10.0.0.1".parse().unwrap(), 100),
@@ -653,7 +653,7 @@ fn columns_roll_up_like_json_across_a_table_swap_and_released_lines() {
     };
     assert_eq!(flows("api", "eu-west-1"), 6);
     assert_eq!(flows("web", "us-east-1"), 3);
-    assert!(rows.iter().any(|r| r["src_app"] == "late"));
+    assert!(rows.iter().any(|r| r["src_app"] == "la\"te\u{8}"));
     assert!(
         rows.iter()
             .all(|r| r["dstport"] == 443 || r["srcaddr"] == "2001:db8::1")

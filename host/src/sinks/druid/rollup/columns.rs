@@ -34,8 +34,9 @@ pub(super) struct Plan {
 /// Where one dimension's value comes from.
 #[derive(Clone)]
 enum Source {
-    /// An attribute of the source (0) or destination (1) owner.
-    Attribute(usize, String),
+    /// An attribute of the source (0) or destination (1) owner: the table's key of this
+    /// place in [`Table::keys`].
+    Attribute(usize, usize),
     /// A column.
     Column(usize),
     /// Nowhere: always null.
@@ -67,11 +68,8 @@ impl Plan {
                     .iter()
                     .find_map(|(prefix, side)| {
                         let key = dimension.strip_prefix(prefix)?;
-                        table
-                            .keys()
-                            .iter()
-                            .any(|k| k == key)
-                            .then(|| Source::Attribute(*side, key.to_string()))
+                        let key = table.keys().iter().position(|k| k == key)?;
+                        Some(Source::Attribute(*side, key))
                     });
                 attribute
                     .or_else(|| column(dimension).map(Source::Column))
@@ -131,52 +129,61 @@ impl Plan {
         self.nulls.fill(None);
     }
 
-    /// The JSON text of dimension `d` for record `row`.
-    fn json(&self, d: usize, columns: &Columns, row: usize) -> String {
+    /// Appends the JSON text of dimension `d` for record `row` to `out`.
+    fn push_json(&self, d: usize, columns: &Columns, row: usize, out: &mut String) {
         match &self.sources[d] {
-            Source::Null => "null".into(),
+            Source::Null => out.push_str("null"),
             Source::Attribute(side, key) => {
                 let owners = columns.owners(row);
                 let owner = if *side == 0 { owners.0 } else { owners.1 };
-                match self.table.owner(owner).and_then(|o| o.attrs.get(key)) {
-                    Some(value) => serde_json::to_string(value).expect("a string"),
-                    None => "null".into(),
+                // As the table renders it into its fragments.
+                match self.table.owner(owner) {
+                    Some(owner) => out.push_str(owner.value_json(*key)),
+                    None => out.push_str("null"),
                 }
             }
-            Source::Column(c) => value_json(columns.value(row, *c)),
+            Source::Column(c) => push_value_json(columns.value(row, *c), out),
         }
     }
 }
 
-/// A column value as the component writes it in JSON.
-fn value_json(value: ColumnValue<'_>) -> String {
+/// Whether `text` has a byte that JSON escapes.
+fn needs_escape(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+/// Appends a column value as the component writes it in JSON.
+fn push_value_json(value: ColumnValue<'_>, out: &mut String) {
     match value {
-        ColumnValue::Null => "null".into(),
-        ColumnValue::Integer(n) => n.to_string(),
-        ColumnValue::Text(text) => json_string(text),
+        ColumnValue::Null => out.push_str("null"),
+        ColumnValue::Integer(n) => super::push_decimal(out, n),
+        ColumnValue::Text(text) => push_json_string(text, out),
     }
 }
 
-/// A text as the component writes it in JSON: quoted, with `"`, `\` and control bytes
-/// escaped.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// Appends a text as the component writes it in JSON: quoted, with `"`, `\` and control
+/// bytes escaped.
+fn push_json_string(text: &str, out: &mut String) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\0'..='\u{1f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
+    if !needs_escape(text) {
+        // Most values need no escaping.
+        out.push_str(text);
+    } else {
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\0'..='\u{1f}' => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => out.push(c),
             }
-            c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 impl Rollup {
@@ -211,7 +218,13 @@ impl Rollup {
                         match plan.owner_codes[side].get(owner) {
                             Some(&code) if code != u32::MAX => code,
                             _ => {
-                                let code = general_code(&mut self.slots[at], &plan, columns, row);
+                                let code = general_code(
+                                    &mut self.slots[at],
+                                    &mut self.members,
+                                    &plan,
+                                    columns,
+                                    row,
+                                );
                                 let cache = &mut plan.owner_codes[side];
                                 if cache.len() <= owner {
                                     cache.resize(owner + 1, u32::MAX);
@@ -223,32 +236,42 @@ impl Rollup {
                     }
                     SlotSource::Field(column) => field_code(
                         &mut self.slots[at],
+                        &mut self.members,
                         &mut plan,
                         at,
                         columns.value(row, column),
                     ),
-                    SlotSource::General => general_code(&mut self.slots[at], &plan, columns, row),
+                    SlotSource::General => {
+                        general_code(&mut self.slots[at], &mut self.members, &plan, columns, row)
+                    }
                 };
                 self.key.push(code);
             }
-            self.sum([
+            self.defer([
                 1,
                 integer(base, plan.metrics[1]).unwrap_or(0),
                 integer(base, plan.metrics[2]).unwrap_or(0),
             ]);
             added += 1;
         }
+        self.add_pending();
         self.plan = Some(plan);
         (added, no_start)
     }
 }
 
-/// The code of a one-field slot for `value`, remembered per distinct value.
-fn field_code(slot: &mut Slot, plan: &mut Plan, at: usize, value: ColumnValue<'_>) -> u32 {
+/// The code of a one-field slot for `value`, remembered per distinct value (`members`
+/// is room to render it in).
+fn field_code(
+    slot: &mut Slot,
+    members: &mut String,
+    plan: &mut Plan,
+    at: usize,
+    value: ColumnValue<'_>,
+) -> u32 {
     let mut code = |value: ColumnValue<'_>| {
-        let mut members = String::new();
-        slot.render(&mut members, |_, out| out.push_str(&value_json(value)));
-        slot.members.code(&members)
+        slot.render(members, |_, out| push_value_json(value, out));
+        slot.members.code(members)
     };
     match value {
         ColumnValue::Null => *plan.nulls[at].get_or_insert_with(|| code(value)),
@@ -264,11 +287,15 @@ fn field_code(slot: &mut Slot, plan: &mut Plan, at: usize, value: ColumnValue<'_
     }
 }
 
-/// A slot's code for record `row`, from each of its dimensions.
-fn general_code(slot: &mut Slot, plan: &Plan, columns: &Columns, row: usize) -> u32 {
-    let mut members = String::new();
-    slot.render(&mut members, |d, out| {
-        out.push_str(&plan.json(d, columns, row))
-    });
-    slot.members.code(&members)
+/// A slot's code for record `row`, from each of its dimensions (`members` is room to
+/// render them in).
+fn general_code(
+    slot: &mut Slot,
+    members: &mut String,
+    plan: &Plan,
+    columns: &Columns,
+    row: usize,
+) -> u32 {
+    slot.render(members, |d, out| plan.push_json(d, columns, row, out));
+    slot.members.code(members)
 }

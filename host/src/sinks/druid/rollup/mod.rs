@@ -11,12 +11,15 @@
 
 mod columns;
 mod drained;
+mod index;
 mod json;
 
 pub use drained::Drained;
 
+use crate::util::prefetch_ptr;
 use drained::{METRIC_KEYS, push_decimal};
 use hashbrown::HashTable;
+use index::RowIndex;
 use serde_json::Value;
 use std::hash::{BuildHasher, Hash, Hasher};
 
@@ -37,9 +40,11 @@ pub struct Rollup {
     bucket_codes: rustc_hash::FxHashMap<u64, u32>,
     last_bucket: Option<(u64, u32)>,
     /// Row numbers, found by their key's hash.
-    rows: HashTable<u32>,
+    rows: RowIndex,
     /// The key being built for the current record (reused).
     key: Vec<u32>,
+    /// Records keyed but not added yet (reused).
+    pending: Pending,
     /// A slot's members being rendered for the current record (reused).
     members: String,
     /// Each dimension's JSON text in the current line (reused).
@@ -52,6 +57,32 @@ pub struct Rollup {
     /// Threads rendering rows at a drain.
     threads: usize,
 }
+
+/// Records keyed, waiting to be added to their rows: a batch adds them in one pass that
+/// asks for the index slots and rows of the records a few places ahead while it adds
+/// this one, so that their cache misses overlap instead of coming one after another.
+#[derive(Default)]
+struct Pending {
+    /// Each record's key, one after the other.
+    keys: Vec<u32>,
+    /// Each key's hash.
+    hashes: Vec<u64>,
+    /// Each record's flows, bytes and packets.
+    sums: Vec<[u64; 3]>,
+}
+
+/// Records kept pending at most (then added).
+const PENDING_RECORDS: usize = 1024;
+/// How many records ahead of the one being added the index slot is asked for.
+const SLOTS_AHEAD: usize = 16;
+/// How many records ahead the row the slot names is asked for (the slot has arrived
+/// by then).
+const ROWS_AHEAD: usize = 8;
+
+/// How many rows ahead of the one being rendered its key is asked for, and the texts
+/// its codes name.
+const RENDER_KEYS_AHEAD: usize = 16;
+const RENDER_TEXTS_AHEAD: usize = 8;
 
 /// Dimensions that share one code in the key.
 struct Slot {
@@ -147,7 +178,37 @@ const DRAIN_PIECE_ROWS: usize = if cfg!(test) { 2 } else { 16_384 };
 fn hash_key(key: &[u32]) -> u64 {
     let mut hasher = rustc_hash::FxHasher::default();
     key.hash(&mut hasher);
-    hasher.finish()
+    index::mix(hasher.finish())
+}
+
+/// Adds `add` (flows, bytes, packets) to the row of `key` (whose hash is `hash`) in
+/// `keys`, which `rows` indexes; a new key makes a new row.
+#[inline(always)]
+fn add_to_row(keys: &mut Vec<u32>, rows: &mut RowIndex, key: &[u32], hash: u64, add: [u64; 3]) {
+    let width = key.len();
+    let stride = width + SUM_WORDS;
+    let new_row = (keys.len() / stride) as u32;
+    let (row, new) = rows.find_or_insert(
+        hash,
+        new_row,
+        |row| keys[row as usize * stride..][..width] == *key,
+        |row| hash_key(&keys[row as usize * stride..][..width]),
+    );
+    if new {
+        if keys.len() == keys.capacity() {
+            // Grown by a quarter, not doubled: rows are most of the sink's memory.
+            keys.reserve_exact((row as usize / 4).max(1024) * stride);
+        }
+        keys.extend_from_slice(key);
+        keys.extend_from_slice(&[0; SUM_WORDS]);
+    }
+    let sums = &mut keys[row as usize * stride + width..][..SUM_WORDS];
+    for (at, add) in add.into_iter().enumerate() {
+        let value =
+            (u64::from(sums[2 * at + 1]) << 32 | u64::from(sums[2 * at])).saturating_add(add);
+        sums[2 * at] = value as u32;
+        sums[2 * at + 1] = (value >> 32) as u32;
+    }
 }
 
 /// Why a line was not rolled up.
@@ -199,8 +260,9 @@ impl Rollup {
             buckets: Vec::new(),
             bucket_codes: Default::default(),
             last_bucket: None,
-            rows: HashTable::new(),
+            rows: RowIndex::default(),
             key: Vec::new(),
+            pending: Pending::default(),
             members: String::new(),
             values: Vec::new(),
             roles: Vec::new(),
@@ -316,36 +378,49 @@ impl Rollup {
 
     /// Adds `add` (flows, bytes, packets) to the row whose key is in `self.key`.
     fn sum(&mut self, add: [u64; 3]) {
-        let width = self.key.len();
-        let stride = width + SUM_WORDS;
         let hash = hash_key(&self.key);
-        let keys = &mut self.keys;
-        let found = self.rows.find(hash, |&row| {
-            keys[row as usize * stride..][..width] == self.key[..]
-        });
-        let row = match found {
-            Some(&row) => row as usize,
-            None => {
-                let row = keys.len() / stride;
-                if keys.len() == keys.capacity() {
-                    // Grown by a quarter, not doubled: rows are most of the sink's memory.
-                    keys.reserve_exact((row / 4).max(1024) * stride);
-                }
-                keys.extend_from_slice(&self.key);
-                keys.extend_from_slice(&[0; SUM_WORDS]);
-                self.rows.insert_unique(hash, row as u32, |&row| {
-                    hash_key(&keys[row as usize * stride..][..width])
-                });
-                row
-            }
-        };
-        let sums = &mut keys[row * stride + width..][..SUM_WORDS];
-        for (at, add) in add.into_iter().enumerate() {
-            let value =
-                (u64::from(sums[2 * at + 1]) << 32 | u64::from(sums[2 * at])).saturating_add(add);
-            sums[2 * at] = value as u32;
-            sums[2 * at + 1] = (value >> 32) as u32;
+        add_to_row(&mut self.keys, &mut self.rows, &self.key, hash, add);
+    }
+
+    /// Keeps the record whose key is in `self.key` (with its flows, bytes and packets)
+    /// to be added with the others pending.
+    fn defer(&mut self, add: [u64; 3]) {
+        let pending = &mut self.pending;
+        pending.keys.extend_from_slice(&self.key);
+        pending.hashes.push(hash_key(&self.key));
+        pending.sums.push(add);
+        if pending.hashes.len() == PENDING_RECORDS {
+            self.add_pending();
         }
+    }
+
+    /// Adds the records pending to their rows.
+    fn add_pending(&mut self) {
+        let width = self.slots.len() + 1;
+        let stride = width + SUM_WORDS;
+        let Pending { keys, hashes, sums } = &mut self.pending;
+        for &hash in hashes.iter().take(SLOTS_AHEAD) {
+            self.rows.prefetch_slot(hash);
+        }
+        for (at, (&hash, &add)) in hashes.iter().zip(sums.iter()).enumerate() {
+            if let Some(&ahead) = hashes.get(at + SLOTS_AHEAD) {
+                self.rows.prefetch_slot(ahead);
+            }
+            if let Some(row) = hashes
+                .get(at + ROWS_AHEAD)
+                .and_then(|&ahead| self.rows.likely_row(ahead))
+            {
+                // A row may straddle two cache lines.
+                let first = self.keys.as_ptr().wrapping_add(row as usize * stride);
+                prefetch_ptr(first);
+                prefetch_ptr(first.wrapping_add(stride - 1));
+            }
+            let key = &keys[at * width..][..width];
+            add_to_row(&mut self.keys, &mut self.rows, key, hash, add);
+        }
+        keys.clear();
+        hashes.clear();
+        sums.clear();
     }
 
     /// Adds every row of `other`, a rollup on the same dimensions and granularity, to
@@ -376,8 +451,9 @@ impl Rollup {
                     .zip(&key[1..])
                     .map(|(codes, &code)| codes[code as usize]),
             );
-            self.sum(other.sums(row));
+            self.defer(other.sums(row));
         }
+        self.add_pending();
         other.clear();
     }
 
@@ -400,7 +476,7 @@ impl Rollup {
 
     /// Bytes the rows take (keys, sums, the table), without the slots' texts.
     pub fn row_bytes(&self) -> usize {
-        self.keys.capacity() * 4 + self.rows.capacity() * 5
+        self.keys.capacity() * 4 + self.rows.bytes()
     }
 
     /// Takes every row out, rendered as NDJSON in one text, ordered by bucket and
@@ -481,7 +557,21 @@ impl Rollup {
         let (text, ends) = out;
         text.clear();
         ends.clear();
-        for &row in rows {
+        for (at, &row) in rows.iter().enumerate() {
+            // Rows come in sorted order, not the order they were made in: ask for the
+            // key of a row a few places ahead, and for the texts its codes name once
+            // the key is there.
+            if let Some(&ahead) = rows.get(at + RENDER_KEYS_AHEAD) {
+                let first = self.keys.as_ptr().wrapping_add(ahead as usize * stride);
+                prefetch_ptr(first);
+                prefetch_ptr(first.wrapping_add(stride - 1));
+            }
+            if let Some(&ahead) = rows.get(at + RENDER_TEXTS_AHEAD) {
+                let key = &self.keys[ahead as usize * stride..][..width];
+                for (slot, &code) in self.slots.iter().zip(&key[1..]) {
+                    prefetch_ptr(slot.members.text(code).as_ptr());
+                }
+            }
             let key = &self.keys[row as usize * stride..][..width];
             text.push_str("{\"timestamp\":");
             push_decimal(text, start * 1000);
