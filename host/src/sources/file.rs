@@ -1,7 +1,7 @@
 //! The `file` source: one file, a directory (recursively) or a glob; plain or gzip
 //! (detected by magic bytes, so `.log.gz` files from S3 work as delivered).
 
-use super::{Batcher, BuiltSource, LineLimits, Sink, SourceKind, read_line_bounded};
+use super::{Batcher, BuiltSource, LineLimits, Sink, SourceKind, read_lines_bounded};
 use crate::config::{BuildError, Invalid};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -134,24 +134,23 @@ pub fn run(files: Vec<PathBuf>, to: Sink<'_>, stop: &AtomicBool) {
         match open_text(&path) {
             Ok(mut reader) => {
                 let mut line = Vec::new();
-                loop {
-                    match read_line_bounded(&mut reader, &mut line, to.max_line_bytes + 1) {
-                        Ok(0) => break,
-                        Ok(length) => batcher.push(&line, length),
-                        Err(error) => {
-                            // Truncated gzip, I/O error: keep what was read (a partial last
-                            // line goes on and is dead-lettered if malformed), report, move on.
-                            if !line.is_empty() {
-                                batcher.push(&line, line.len());
-                            }
-                            metrics.error("read", 1);
-                            tracing::error!(message = "Failed to read file; continuing with the next one.", file = %path.display(), %error);
-                            break;
-                        }
+                let read = read_lines_bounded(
+                    &mut reader,
+                    &mut line,
+                    to.max_line_bytes + 1,
+                    |raw, length| {
+                        batcher.push(raw, length);
+                        !stop.load(Ordering::Relaxed)
+                    },
+                );
+                if let Err(error) = read {
+                    // Truncated gzip, I/O error: keep what was read (a partial last line
+                    // goes on and is dead-lettered if malformed), report, move on.
+                    if !line.is_empty() {
+                        batcher.push(&line, line.len());
                     }
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
+                    metrics.error("read", 1);
+                    tracing::error!(message = "Failed to read file; continuing with the next one.", file = %path.display(), %error);
                 }
             }
             Err(error) => {

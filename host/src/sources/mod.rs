@@ -161,7 +161,77 @@ pub fn read_line_bounded(
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
+}
+
+/// Reads lines to the end of input as [`read_line_bounded`] reads them one at a time,
+/// giving each to `each` (its first `max` bytes at most, and its whole length) until
+/// `each` returns false. Lines that lie whole in the reader's buffer are given from
+/// there, without a copy; `line` holds one that spans buffers. On an error, what was
+/// read of the line at hand is left in `line`.
+pub fn read_lines_bounded(
+    reader: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    max: usize,
+    mut each: impl FnMut(&[u8], usize) -> bool,
+) -> std::io::Result<()> {
+    line.clear();
+    // The whole length of the line in `line` so far (0: none).
+    let mut total = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            if total > 0 {
+                each(line, total);
+                line.clear();
+            }
+            return Ok(());
+        }
+        let mut used = 0;
+        let mut go_on = true;
+        if total > 0 {
+            // The rest of a line begun in an earlier buffer.
+            let (chunk, done) = match memchr_newline(available) {
+                Some(at) => (&available[..=at], true),
+                None => (available, false),
+            };
+            let keep = chunk.len().min(max.saturating_sub(line.len()));
+            line.extend_from_slice(&chunk[..keep]);
+            total += chunk.len();
+            used = chunk.len();
+            if done {
+                go_on = each(line, total);
+                line.clear();
+                total = 0;
+            }
+        }
+        if total == 0 {
+            // Whole lines, straight from the buffer.
+            while go_on {
+                let Some(at) = memchr_newline(&available[used..]) else {
+                    break;
+                };
+                let whole = &available[used..=used + at];
+                go_on = each(&whole[..whole.len().min(max)], whole.len());
+                used += whole.len();
+            }
+            if go_on && used < available.len() {
+                // A line that goes on in the next buffer.
+                let rest = &available[used..];
+                line.extend_from_slice(&rest[..rest.len().min(max)]);
+                total = rest.len();
+                used = available.len();
+            }
+        }
+        reader.consume(used);
+        if !go_on {
+            return Ok(());
+        }
+    }
 }
 
 /// The dead letter of a line over the limit: its length and first bytes.
@@ -389,6 +459,39 @@ impl<'a> Batcher<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_read_in_bulk_are_the_lines_read_one_at_a_time() {
+        let text = "a\n\nlonger line here\nxyz\n0123456789abcdef0123\nlast without newline";
+        for capacity in [1, 2, 3, 7, 16, 64, 1024] {
+            for max in [1, 4, 10, 100] {
+                let reader = || std::io::BufReader::with_capacity(capacity, text.as_bytes());
+                let mut one_by_one = Vec::new();
+                let (mut r, mut line) = (reader(), Vec::new());
+                loop {
+                    match read_line_bounded(&mut r, &mut line, max).unwrap() {
+                        0 => break,
+                        length => one_by_one.push((line.clone(), length)),
+                    }
+                }
+                let mut bulk = Vec::new();
+                read_lines_bounded(&mut reader(), &mut line, max, |raw, length| {
+                    bulk.push((raw.to_vec(), length));
+                    true
+                })
+                .unwrap();
+                assert_eq!(bulk, one_by_one, "buffer of {capacity}, max {max}");
+                // Stopped after the second line, it gives no third.
+                let mut two = 0;
+                read_lines_bounded(&mut reader(), &mut line, max, |_, _| {
+                    two += 1;
+                    two < 2
+                })
+                .unwrap();
+                assert_eq!(two, 2);
+            }
+        }
+    }
 
     #[test]
     fn batches_also_end_at_the_boundaries_of_an_earlier_reading() {

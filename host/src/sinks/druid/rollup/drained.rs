@@ -4,19 +4,8 @@
 pub(super) const METRIC_KEYS: [&str; 3] = [",\"flows\":", ",\"bytes\":", ",\"packets\":"];
 
 /// Appends `value` in decimal.
-pub(super) fn push_decimal(text: &mut String, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    text.push_str(std::str::from_utf8(&digits[at..]).expect("digits"));
+pub(super) fn push_decimal(text: &mut String, value: u64) {
+    text.push_str(itoa::Buffer::new().format(value));
 }
 
 /// Rows taken out of a [`Rollup`]: NDJSON in one text, ordered by bucket, so each
