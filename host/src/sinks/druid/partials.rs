@@ -8,6 +8,11 @@
 //! nothing to merge. Sums do not depend on the order flows are added in, and a partial keeps
 //! its own codes (its rows are translated by their texts when absorbed), so a batch may
 //! go to any helper. Batches of JSON lines are rolled up on the sink's thread.
+//!
+//! A partial pays only when its rows gather several flows each: merging it costs about
+//! one insert per row, as much as rolling up its flows did when every flow makes a row
+//! of its own. So once the helpers' partials hold more than one row per two flows, the
+//! sink's thread rolls up alone until the next flush, when the helpers are tried again.
 
 use super::DruidSpec;
 use super::rollup::Rollup;
@@ -15,6 +20,7 @@ use crate::batch::Columns;
 use crate::metrics::ComponentMetrics;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::thread::Scope;
 
@@ -23,6 +29,32 @@ pub(super) struct Partials {
     helpers: Vec<SyncSender<Job>>,
     /// The helper offered the next batch first.
     next: usize,
+    /// What the helpers' partials hold since the last gathering.
+    load: Arc<Load>,
+}
+
+/// Flows rolled up into partials, and the rows they made.
+#[derive(Default)]
+struct Load {
+    flows: AtomicU64,
+    rows: AtomicU64,
+}
+
+/// Flows the helpers roll up before their rows per flow are judged.
+const LOAD_SAMPLE_FLOWS: u64 = 65_536;
+
+impl Load {
+    /// Whether partials still pay: too few flows yet to tell, or at least two flows per
+    /// row.
+    fn pays(&self) -> bool {
+        let flows = self.flows.load(Ordering::Relaxed);
+        flows < LOAD_SAMPLE_FLOWS || self.rows.load(Ordering::Relaxed) * 2 <= flows
+    }
+
+    fn clear(&self) {
+        self.flows.store(0, Ordering::Relaxed);
+        self.rows.store(0, Ordering::Relaxed);
+    }
 }
 
 /// What a helper is asked to do.
@@ -59,14 +91,20 @@ impl Partials {
         spec: &'env DruidSpec,
         metrics: &'env ComponentMetrics,
     ) -> Partials {
+        let load = Arc::new(Load::default());
         let helpers = (0..helpers)
             .map(|_| {
                 let (jobs, queue) = mpsc::sync_channel(QUEUED_PER_HELPER);
-                scope.spawn(move || help(queue, spec, metrics));
+                let load = load.clone();
+                scope.spawn(move || help(queue, spec, metrics, &load));
                 jobs
             })
             .collect();
-        Partials { helpers, next: 0 }
+        Partials {
+            helpers,
+            next: 0,
+            load,
+        }
     }
 
     /// Whether there is any helper.
@@ -75,8 +113,11 @@ impl Partials {
     }
 
     /// Hands `columns` of `group` to a helper with room, or gives it back when every
-    /// helper is busy (or there is none).
+    /// helper is busy (or there is none, or partials do not pay on this data).
     pub(super) fn offer(&mut self, group: u64, columns: Arc<Columns>) -> Option<Arc<Columns>> {
+        if !self.load.pays() {
+            return Some(columns);
+        }
         let mut job = Job::Add { group, columns };
         for turn in 0..self.helpers.len() {
             let at = (self.next + turn) % self.helpers.len();
@@ -114,11 +155,12 @@ impl Partials {
                 rollup.absorb(&mut partial);
             }
         }
+        self.load.clear();
     }
 }
 
 /// A helper's loop: until the sink drops its end.
-fn help(queue: mpsc::Receiver<Job>, spec: &DruidSpec, metrics: &ComponentMetrics) {
+fn help(queue: mpsc::Receiver<Job>, spec: &DruidSpec, metrics: &ComponentMetrics, load: &Load) {
     let mut partials: HashMap<u64, Rollup> = HashMap::new();
     for job in queue {
         match job {
@@ -126,11 +168,37 @@ fn help(queue: mpsc::Receiver<Job>, spec: &DruidSpec, metrics: &ComponentMetrics
                 let rollup = partials
                     .entry(group)
                     .or_insert_with(|| Rollup::new(&spec.dimensions, spec.granularity_secs));
+                let rows = rollup.len();
                 roll_up_columns(rollup, &columns, metrics);
+                let made = (rollup.len() - rows) as u64;
+                load.rows.fetch_add(made, Ordering::Relaxed);
+                load.flows
+                    .fetch_add(columns.rows() as u64, Ordering::Relaxed);
             }
             Job::Take { group, reply } => {
                 let _ = reply.send(partials.remove(&group));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partials_pay_until_their_rows_hold_fewer_than_two_flows_each() {
+        let load = Load::default();
+        load.rows.store(1_000, Ordering::Relaxed);
+        load.flows.store(1_000, Ordering::Relaxed);
+        assert!(load.pays(), "too few flows to tell");
+        load.flows.store(LOAD_SAMPLE_FLOWS, Ordering::Relaxed);
+        load.rows.store(LOAD_SAMPLE_FLOWS / 2, Ordering::Relaxed);
+        assert!(load.pays(), "two flows per row");
+        load.rows
+            .store(LOAD_SAMPLE_FLOWS / 2 + 1, Ordering::Relaxed);
+        assert!(!load.pays(), "fewer than two");
+        load.clear();
+        assert!(load.pays(), "tried again after a gathering");
     }
 }
