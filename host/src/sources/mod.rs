@@ -137,27 +137,44 @@ pub fn read_line_bounded(
     line.clear();
     let mut total = 0;
     loop {
-        let available = match reader.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let available = fill(reader)?;
         if available.is_empty() {
             return Ok(total);
         }
-        let (chunk, done) = match memchr_newline(available) {
-            Some(at) => (&available[..=at], true),
-            None => (available, false),
-        };
-        let keep = chunk.len().min(max.saturating_sub(line.len()));
-        line.extend_from_slice(&chunk[..keep]);
-        let used = chunk.len();
+        let (used, done) = append_through_newline(available, line, max);
         total += used;
         reader.consume(used);
         if done {
             return Ok(total);
         }
     }
+}
+
+/// The reader's buffered bytes (empty at the end of input), reading again when a read
+/// is interrupted.
+fn fill(reader: &mut impl BufRead) -> std::io::Result<&[u8]> {
+    loop {
+        match reader.fill_buf() {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(_) => break,
+        }
+    }
+    // Buffered now: this returns what the last call read.
+    reader.fill_buf()
+}
+
+/// Appends to `line`, keeping it within `max` bytes, the bytes of `available` up to and
+/// including its first newline (all of them when it has none); returns how many bytes
+/// that covered and whether it ended with the newline.
+fn append_through_newline(available: &[u8], line: &mut Vec<u8>, max: usize) -> (usize, bool) {
+    let (chunk, done) = match memchr_newline(available) {
+        Some(at) => (&available[..=at], true),
+        None => (available, false),
+    };
+    let keep = chunk.len().min(max.saturating_sub(line.len()));
+    line.extend_from_slice(&chunk[..keep]);
+    (chunk.len(), done)
 }
 
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
@@ -179,11 +196,7 @@ pub fn read_lines_bounded(
     // The whole length of the line in `line` so far (0: none).
     let mut total = 0;
     loop {
-        let available = match reader.fill_buf() {
-            Ok(available) => available,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
+        let available = fill(reader)?;
         if available.is_empty() {
             if total > 0 {
                 each(line, total);
@@ -195,14 +208,9 @@ pub fn read_lines_bounded(
         let mut go_on = true;
         if total > 0 {
             // The rest of a line begun in an earlier buffer.
-            let (chunk, done) = match memchr_newline(available) {
-                Some(at) => (&available[..=at], true),
-                None => (available, false),
-            };
-            let keep = chunk.len().min(max.saturating_sub(line.len()));
-            line.extend_from_slice(&chunk[..keep]);
-            total += chunk.len();
-            used = chunk.len();
+            let done;
+            (used, done) = append_through_newline(available, line, max);
+            total += used;
             if done {
                 go_on = each(line, total);
                 line.clear();
