@@ -115,45 +115,63 @@ struct Role {
     dimension: Option<usize>,
 }
 
-/// Distinct texts, each with a code: its place in `texts`. Each text is held once.
+/// Distinct texts, each with a code: its place in the order they came. Each text is held
+/// once, all of them one after another in one arena (no allocation per text).
 #[derive(Default)]
 struct Dictionary {
     index: HashTable<u32>,
-    texts: Vec<Box<str>>,
+    /// Every text, in code order.
+    arena: String,
+    /// Where each code's text ends in `arena`.
+    ends: Vec<usize>,
 }
 
 fn hash_text(text: &str) -> u64 {
     rustc_hash::FxBuildHasher.hash_one(text)
 }
 
+/// Where `code`'s text is in a dictionary's arena, given where every text ends.
+fn span(ends: &[usize], code: u32) -> std::ops::Range<usize> {
+    let code = code as usize;
+    let start = if code == 0 { 0 } else { ends[code - 1] };
+    start..ends[code]
+}
+
 impl Dictionary {
     /// The code of `text`, given one if it is new.
     fn code(&mut self, text: &str) -> u32 {
         let hash = hash_text(text);
-        let texts = &mut self.texts;
-        if let Some(&code) = self.index.find(hash, |&c| *texts[c as usize] == *text) {
+        let (arena, ends) = (&mut self.arena, &mut self.ends);
+        if let Some(&code) = self.index.find(hash, |&c| arena[span(ends, c)] == *text) {
             return code;
         }
-        let code = texts.len() as u32;
-        texts.push(text.into());
+        let code = ends.len() as u32;
+        arena.push_str(text);
+        ends.push(arena.len());
         self.index
-            .insert_unique(hash, code, |&c| hash_text(&texts[c as usize]));
+            .insert_unique(hash, code, |&c| hash_text(&arena[span(ends, c)]));
         code
     }
 
     /// The text of `code`.
     fn text(&self, code: u32) -> &str {
-        &self.texts[code as usize]
+        &self.arena[span(&self.ends, code)]
+    }
+
+    /// Every text, in code order.
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        (0..self.ends.len() as u32).map(|code| self.text(code))
     }
 
     /// Each code's rank in the texts' sorted order.
     fn ranks(&self) -> Vec<u32> {
-        rank_of(&self.texts)
+        rank_of(&self.texts().collect::<Vec<_>>())
     }
 
     fn clear(&mut self) {
         self.index.clear();
-        self.texts.clear();
+        self.arena.clear();
+        self.ends.clear();
     }
 }
 
@@ -435,8 +453,7 @@ impl Rollup {
             .map(|(mine, theirs)| {
                 theirs
                     .members
-                    .texts
-                    .iter()
+                    .texts()
                     .map(|text| mine.members.code(text))
                     .collect()
             })
