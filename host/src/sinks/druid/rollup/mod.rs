@@ -8,6 +8,9 @@
 //! Records come in two shapes: JSON lines (read on a fast path without allocating, see
 //! [`json`]), or a `wasm` transform's columns (see [`columns`]), where a side's code is
 //! found from the owner id once per owner and table snapshot. Both give the same rows.
+//! Rows are found through an index of their own (see [`index`]), a batch's records
+//! keyed first and then added with the index slots and rows of the records ahead
+//! prefetched.
 
 mod columns;
 mod drained;
@@ -69,6 +72,14 @@ struct Pending {
     hashes: Vec<u64>,
     /// Each record's flows, bytes and packets.
     sums: Vec<[u64; 3]>,
+}
+
+impl Pending {
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.hashes.clear();
+        self.sums.clear();
+    }
 }
 
 /// Records kept pending at most (then added).
@@ -436,9 +447,7 @@ impl Rollup {
             let key = &keys[at * width..][..width];
             add_to_row(&mut self.keys, &mut self.rows, key, hash, add);
         }
-        keys.clear();
-        hashes.clear();
-        sums.clear();
+        self.pending.clear();
     }
 
     /// Adds every row of `other`, a rollup on the same dimensions and granularity, to
@@ -650,6 +659,8 @@ impl Rollup {
     /// Forgets every row and code.
     pub(in crate::sinks::druid) fn clear(&mut self) {
         self.keys.clear();
+        // Always empty between batches; cleared all the same.
+        self.pending.clear();
         self.buckets.clear();
         self.bucket_codes.clear();
         self.last_bucket = None;
