@@ -10,6 +10,11 @@ use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+/// How many records ahead of the one being added an owner whose code is not known yet
+/// is asked for, and its rendered values.
+const OWNERS_AHEAD: usize = 8;
+const OWNER_VALUES_AHEAD: usize = 4;
+
 /// How a batch's columns map to the dimensions, with the codes found so far.
 pub(super) struct Plan {
     /// The table snapshot the batch's owner ids belong to (held, so its address
@@ -115,6 +120,15 @@ impl Plan {
         Arc::ptr_eq(&self.table, &columns.table) && Arc::ptr_eq(&self.names, &columns.names)
     }
 
+    /// The code of the slot of `side`'s attributes for `owner`, when known.
+    #[inline(always)]
+    fn owner_code(&self, side: usize, owner: u32) -> Option<u32> {
+        match self.owner_codes[side].get(owner as usize) {
+            Some(&code) if code != u32::MAX => Some(code),
+            _ => None,
+        }
+    }
+
     /// Forgets the codes (the slots were drained).
     pub(super) fn forget_codes(&mut self) {
         for codes in &mut self.owner_codes {
@@ -203,7 +217,37 @@ impl Rollup {
                 (value != u64::MAX && kinds[c] == ColumnKind::Integer).then_some(value)
             })
         };
-        for row in 0..columns.rows() {
+        // The sides whose slot code comes from the owner alone.
+        let owner_sides: Vec<usize> = plan
+            .slot_sources
+            .iter()
+            .filter_map(|source| match source {
+                SlotSource::Owner(side) => Some(*side),
+                _ => None,
+            })
+            .collect();
+        let rows = columns.rows();
+        for row in 0..rows {
+            // An owner whose code is not known yet costs a few cache misses one after
+            // another (its entry, then its rendered values): ask for its entry some
+            // records ahead, and for its values once the entry has arrived.
+            for (ahead, deeper) in [(OWNERS_AHEAD, false), (OWNER_VALUES_AHEAD, true)] {
+                if row + ahead < rows {
+                    let owners = columns.owners(row + ahead);
+                    for &side in &owner_sides {
+                        let owner = if side == 0 { owners.0 } else { owners.1 };
+                        if plan.owner_code(side, owner).is_none() {
+                            if let Some(entry) = plan.table.owner(owner) {
+                                if deeper {
+                                    entry.prefetch_values();
+                                } else {
+                                    crate::util::prefetch_ptr(entry);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             let base = row * width;
             let Ok(bucket) = self.bucket(integer(base, plan.metrics[0])) else {
                 no_start += 1;
@@ -215,9 +259,9 @@ impl Rollup {
                     SlotSource::Owner(side) => {
                         let owners = columns.owners(row);
                         let owner = if side == 0 { owners.0 } else { owners.1 } as usize;
-                        match plan.owner_codes[side].get(owner) {
-                            Some(&code) if code != u32::MAX => code,
-                            _ => {
+                        match plan.owner_code(side, owner as u32) {
+                            Some(code) => code,
+                            None => {
                                 let code = general_code(
                                     &mut self.slots[at],
                                     &mut self.members,
