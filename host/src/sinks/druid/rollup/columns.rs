@@ -236,13 +236,13 @@ impl Rollup {
                     let owners = columns.owners(row + ahead);
                     for &side in &owner_sides {
                         let owner = if side == 0 { owners.0 } else { owners.1 };
-                        if plan.owner_code(side, owner).is_none() {
-                            if let Some(entry) = plan.table.owner(owner) {
-                                if deeper {
-                                    entry.prefetch_values();
-                                } else {
-                                    crate::util::prefetch_ptr(entry);
-                                }
+                        if plan.owner_code(side, owner).is_none()
+                            && let Some(entry) = plan.table.owner(owner)
+                        {
+                            if deeper {
+                                entry.prefetch_values();
+                            } else {
+                                crate::util::prefetch_ptr(entry);
                             }
                         }
                     }
