@@ -147,6 +147,19 @@ fn the_kinesis_source_reads_text_and_cloudwatch_envelopes_from_every_shard() {
     for port in 6..=15 {
         kinesis.put_bytes("flows", &format!("key{port}"), line(port).into_bytes());
     }
+    // A record with a line over max_line_bytes: its other line goes on, the long one to
+    // the dead letters. And one with CRLF line endings.
+    let long = "x".repeat(300);
+    kinesis.put_bytes(
+        "flows",
+        "k16",
+        format!("{}\n{long}\n", line(16)).into_bytes(),
+    );
+    kinesis.put_bytes(
+        "flows",
+        "k17",
+        format!("{}\r\n{}\r\n", line(17), line(18)).into_bytes(),
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let child = kinesis.run(
@@ -157,6 +170,7 @@ type = "aws_kinesis_streams"
 stream_name = "flows"
 endpoint = "{endpoint}"
 region = "us-east-1"
+max_line_bytes = 200
 
 [transforms.t]
 type = "wasm"
@@ -175,7 +189,7 @@ path = "bad.ndjson"
     );
     let read = |name: &str| rows_now(&dir.path().join(name));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (read("out.ndjson").len() < 15 || read("bad.ndjson").is_empty())
+    while (read("out.ndjson").len() < 18 || read("bad.ndjson").len() < 2)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
@@ -186,19 +200,28 @@ path = "bad.ndjson"
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let (rows, bad) = (read("out.ndjson"), read("bad.ndjson"));
-    assert_eq!((rows.len(), bad.len()), (15, 1), "{stderr}");
+    assert_eq!((rows.len(), bad.len()), (18, 2), "{stderr}");
 
     assert_eq!(
         sorted_ports(&rows),
-        (1..=15).collect::<Vec<u64>>(),
+        (1..=18).collect::<Vec<u64>>(),
         "every line once"
     );
-    assert_eq!(bad.len(), 1);
-    assert_eq!(bad[0]["shard"], bad_shard.as_str());
-    assert_eq!(bad[0]["sequence"], bad_sequence.as_str());
-    assert_eq!(bad[0]["data_base64"], "H4sAAQI=");
+    let corrupt = bad
+        .iter()
+        .find(|letter| letter.get("data_base64").is_some())
+        .expect("the corrupt record's letter");
+    assert_eq!(corrupt["shard"], bad_shard.as_str());
+    assert_eq!(corrupt["sequence"], bad_sequence.as_str());
+    assert_eq!(corrupt["data_base64"], "H4sAAQI=");
+    let too_long = bad
+        .iter()
+        .find(|letter| letter.get("line_prefix").is_some())
+        .expect("the long line's letter");
+    assert_eq!(too_long["line_prefix"], long.as_str(), "{too_long}");
     let summary = summary(&stderr, "flows");
     assert!(summary.contains("invalid_record 1"), "{summary}");
+    assert!(summary.contains("line_too_long 1"), "{summary}");
 }
 
 #[test]

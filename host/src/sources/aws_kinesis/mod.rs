@@ -228,24 +228,34 @@ impl Shard {
         }
         match decode(&record.data, config.record_format, config.max_record_bytes) {
             Ok(Decoded::Lines(lines)) => {
-                to.metrics.received(lines.lines().count() as u64);
+                let (count, longest) = line_stats(&lines);
+                to.metrics.received(count as u64);
                 let mut letters = String::new();
                 let mut long = 0;
-                for line in lines.lines() {
-                    if line.len() > config.lines.max_line_bytes {
-                        to.metrics.error("line_too_long", 1);
-                        letters.push_str(&crate::sources::long_line_letter(
-                            component,
-                            &self.id,
-                            line.len(),
-                            config.lines.max_line_bytes,
-                            line.as_bytes(),
-                        ));
-                        long += 1;
-                        continue;
+                if longest <= config.lines.max_line_bytes
+                    && memchr::memchr(b'\r', lines.as_bytes()).is_none()
+                {
+                    // Every line fits and none ends in a carriage return: the record's
+                    // lines go on as they are, in one copy.
+                    self.text.push_str(&lines);
+                    self.lines += count;
+                } else {
+                    for line in lines.lines() {
+                        if line.len() > config.lines.max_line_bytes {
+                            to.metrics.error("line_too_long", 1);
+                            letters.push_str(&crate::sources::long_line_letter(
+                                component,
+                                &self.id,
+                                line.len(),
+                                config.lines.max_line_bytes,
+                                line.as_bytes(),
+                            ));
+                            long += 1;
+                            continue;
+                        }
+                        crate::batch::push_line(&mut self.text, line.as_bytes());
+                        self.lines += 1;
                     }
-                    crate::batch::push_line(&mut self.text, line.as_bytes());
-                    self.lines += 1;
                 }
                 self.sequence = Some(record.sequence.clone());
                 if long > 0 {
@@ -685,5 +695,27 @@ impl Leases {
         metrics.count("lease_scans_total", now.scans - was.scans);
         metrics.gauge("leases_held", self.coordinator.held_count() as i64);
         self.reported = now;
+    }
+}
+
+/// How many lines `text` (lines that each end with `\n`) holds, and the length of the
+/// longest without its newline.
+fn line_stats(text: &str) -> (usize, usize) {
+    let (mut count, mut longest, mut start) = (0, 0, 0);
+    for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+        count += 1;
+        longest = longest.max(end - start);
+        start = end + 1;
+    }
+    (count, longest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn line_stats_count_lines_and_measure_the_longest() {
+        assert_eq!(super::line_stats(""), (0, 0));
+        assert_eq!(super::line_stats("a\n"), (1, 1));
+        assert_eq!(super::line_stats("abc\nde\nfghij\nk\n"), (4, 5));
     }
 }
