@@ -39,8 +39,8 @@ pub(super) struct Plan {
 /// Where one dimension's value comes from.
 #[derive(Clone)]
 enum Source {
-    /// An attribute of the source (0) or destination (1) owner: the table's key of this
-    /// place in [`Table::keys`].
+    /// An attribute of the source (0) or destination (1) owner: the key at this place in
+    /// [`Table::keys`].
     Attribute(usize, usize),
     /// A column.
     Column(usize),
