@@ -1,7 +1,7 @@
 //! A real local DynamoDB for tests: npm `dynalite`, installed by `scripts/test`, started
 //! on 127.0.0.1 on a free port (in memory) and killed when dropped.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,11 +43,7 @@ impl Dynalite {
     /// As [`Dynalite::start`], keeping its tables in `path` when given (see
     /// [`Dynalite::stop`]).
     pub fn start_in(path: Option<&std::path::Path>) -> Dynalite {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::kinesis_local::free_port();
         let path = path.map(std::path::Path::to_path_buf);
         let child = spawn(port, path.as_deref());
         let endpoint = format!("http://127.0.0.1:{port}");

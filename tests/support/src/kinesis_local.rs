@@ -79,8 +79,40 @@ pub struct KinesisLocal {
     client: aws_sdk_kinesis::Client,
 }
 
-/// A port free on 127.0.0.1 now.
+/// A port free on 127.0.0.1 now, below the kernel's range of ephemeral ports when there
+/// is room: a server started there later (or stopped and started again) never finds it
+/// taken by the local end of some outgoing connection, and a client that keeps
+/// reconnecting while the server is down never connects to itself on it (a TCP
+/// simultaneous open when the kernel happens to pick that same port as the source).
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    const LOWEST: u16 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_low > LOWEST + 1_000 {
+        let span = u64::from(ephemeral_low - LOWEST);
+        let seed = u64::from(std::process::id()) << 32
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos().into());
+        for _ in 0..1_000 {
+            // A step of a 64-bit mix (splitmix64) per draw.
+            let mut z = seed.wrapping_add(
+                DRAWS
+                    .fetch_add(1, Ordering::Relaxed)
+                    .wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            );
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            let port = LOWEST + ((z ^ (z >> 31)) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
