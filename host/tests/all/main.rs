@@ -107,14 +107,7 @@ pub fn rollup_rows_so_far(dir: &std::path::Path) -> Vec<serde_json::Value> {
             continue;
         }
         match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-                rows.extend(
-                    complete
-                        .lines()
-                        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))),
-                );
-            }
+            Ok(text) => rows.extend(complete_rows(&text)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => panic!("{}: {e}", path.display()),
         }
@@ -125,7 +118,12 @@ pub fn rollup_rows_so_far(dir: &std::path::Path) -> Vec<serde_json::Value> {
 /// The complete lines' JSON objects of an NDJSON file a sink may be writing right now:
 /// a last line without its newline yet is left for the next look.
 fn read_ndjson_so_far(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap();
+    complete_rows(&std::fs::read_to_string(path).unwrap())
+}
+
+/// The JSON objects of the complete lines of NDJSON `text`: a last line without its
+/// newline yet is left out.
+fn complete_rows(text: &str) -> Vec<serde_json::Value> {
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete
         .lines()
