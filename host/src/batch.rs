@@ -87,6 +87,11 @@ impl Columns {
     pub fn owners(&self, row: usize) -> (u32, u32) {
         (self.raw.owners[2 * row], self.raw.owners[2 * row + 1])
     }
+
+    /// The owner id of record `row`'s source (`side` 0) or destination (1).
+    pub fn owner(&self, row: usize, side: usize) -> u32 {
+        self.raw.owners[2 * row + side]
+    }
 }
 
 impl std::fmt::Debug for Columns {

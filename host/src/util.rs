@@ -75,6 +75,12 @@ pub fn keep_freed_buffers() {
     }
 }
 
+/// Whether `text` has a byte that JSON escapes (a control byte, `"` or `\`): most
+/// values have none and can be quoted as they are.
+pub fn needs_json_escape(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
 /// Hints the CPU to fetch the cache line at `ptr`, which may point anywhere, into the
 /// level-2 cache. Not into level 1: a prefetch there holds one of the few level-1 miss
 /// buffers until its line arrives, which capped how many lookups overlap (the metadata

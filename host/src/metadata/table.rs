@@ -866,7 +866,7 @@ fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
             let from = out.len() as u32;
             match attrs.get(key) {
                 // Most values need no escaping: quoted as they are.
-                Some(value) if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') => {
+                Some(value) if !crate::util::needs_json_escape(value) => {
                     out.push('"');
                     out.push_str(value);
                     out.push('"');

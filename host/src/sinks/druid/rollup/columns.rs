@@ -148,10 +148,8 @@ impl Plan {
         match &self.sources[d] {
             Source::Null => out.push_str("null"),
             Source::Attribute(side, key) => {
-                let owners = columns.owners(row);
-                let owner = if *side == 0 { owners.0 } else { owners.1 };
                 // As the table renders it into its fragments.
-                match self.table.owner(owner) {
+                match self.table.owner(columns.owner(row, *side)) {
                     Some(owner) => out.push_str(owner.value_json(*key)),
                     None => out.push_str("null"),
                 }
@@ -159,11 +157,6 @@ impl Plan {
             Source::Column(c) => push_value_json(columns.value(row, *c), out),
         }
     }
-}
-
-/// Whether `text` has a byte that JSON escapes.
-fn needs_escape(text: &str) -> bool {
-    text.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 /// Appends a column value as the component writes it in JSON.
@@ -179,7 +172,7 @@ fn push_value_json(value: ColumnValue<'_>, out: &mut String) {
 /// bytes escaped.
 fn push_json_string(text: &str, out: &mut String) {
     out.push('"');
-    if !needs_escape(text) {
+    if !crate::util::needs_json_escape(text) {
         // Most values need no escaping.
         out.push_str(text);
     } else {
@@ -233,9 +226,8 @@ impl Rollup {
             // records ahead, and for its values once the entry has arrived.
             for (ahead, deeper) in [(OWNERS_AHEAD, false), (OWNER_VALUES_AHEAD, true)] {
                 if row + ahead < rows {
-                    let owners = columns.owners(row + ahead);
                     for &side in &owner_sides {
-                        let owner = if side == 0 { owners.0 } else { owners.1 };
+                        let owner = columns.owner(row + ahead, side);
                         if plan.owner_code(side, owner).is_none()
                             && let Some(entry) = plan.table.owner(owner)
                         {
@@ -257,9 +249,8 @@ impl Rollup {
             for at in 0..self.slots.len() {
                 let code = match plan.slot_sources[at] {
                     SlotSource::Owner(side) => {
-                        let owners = columns.owners(row);
-                        let owner = if side == 0 { owners.0 } else { owners.1 } as usize;
-                        match plan.owner_code(side, owner as u32) {
+                        let owner = columns.owner(row, side);
+                        match plan.owner_code(side, owner) {
                             Some(code) => code,
                             None => {
                                 let code = general_code(
@@ -269,7 +260,7 @@ impl Rollup {
                                     columns,
                                     row,
                                 );
-                                let cache = &mut plan.owner_codes[side];
+                                let (cache, owner) = (&mut plan.owner_codes[side], owner as usize);
                                 if cache.len() <= owner {
                                     cache.resize(owner + 1, u32::MAX);
                                 }

@@ -68,8 +68,8 @@ impl RowIndex {
     }
 
     /// The row whose key `is_key` accepts, among those filed under `hash`; or, when there
-    /// is none, `new_row` (the number of rows held) filed under it (after growing with `hash_of` giving each held
-    /// row's hash). Returns the row and whether it is new.
+    /// is none, `new_row` (the number of rows held) filed under it, after growing if need
+    /// be (`hash_of` gives each held row's hash). Returns the row and whether it is new.
     #[inline(always)]
     pub(super) fn find_or_insert(
         &mut self,
