@@ -228,13 +228,11 @@ impl Shard {
         }
         match decode(&record.data, config.record_format, config.max_record_bytes) {
             Ok(Decoded::Lines(lines)) => {
-                let (count, longest) = line_stats(&lines);
+                let (count, longest, crlf) = line_stats(&lines);
                 to.metrics.received(count as u64);
                 let mut letters = String::new();
                 let mut long = 0;
-                if longest <= config.lines.max_line_bytes
-                    && memchr::memchr(b'\r', lines.as_bytes()).is_none()
-                {
+                if longest <= config.lines.max_line_bytes && !crlf {
                     // Every line fits and none ends in a carriage return: the record's
                     // lines go on as they are, in one copy.
                     self.text.push_str(&lines);
@@ -698,24 +696,29 @@ impl Leases {
     }
 }
 
-/// How many lines `text` (lines that each end with `\n`) holds, and the length of the
-/// longest without its newline.
-fn line_stats(text: &str) -> (usize, usize) {
-    let (mut count, mut longest, mut start) = (0, 0, 0);
-    for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+/// How many lines `text` (lines that each end with `\n`) holds, the length of the
+/// longest without its newline, and whether any ends with `\r\n` (which `str::lines`
+/// would shorten).
+fn line_stats(text: &str) -> (usize, usize, bool) {
+    let bytes = text.as_bytes();
+    let (mut count, mut longest, mut start, mut crlf) = (0, 0, 0, false);
+    for end in memchr::memchr_iter(b'\n', bytes) {
         count += 1;
         longest = longest.max(end - start);
+        crlf |= end > start && bytes[end - 1] == b'\r';
         start = end + 1;
     }
-    (count, longest)
+    (count, longest, crlf)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn line_stats_count_lines_and_measure_the_longest() {
-        assert_eq!(super::line_stats(""), (0, 0));
-        assert_eq!(super::line_stats("a\n"), (1, 1));
-        assert_eq!(super::line_stats("abc\nde\nfghij\nk\n"), (4, 5));
+        assert_eq!(super::line_stats(""), (0, 0, false));
+        assert_eq!(super::line_stats("a\n"), (1, 1, false));
+        assert_eq!(super::line_stats("abc\nde\nfghij\nk\n"), (4, 5, false));
+        assert_eq!(super::line_stats("a\rb\n"), (1, 3, false));
+        assert_eq!(super::line_stats("ab\ncd\r\n"), (2, 3, true));
     }
 }
