@@ -22,7 +22,7 @@ use flowenrich::batch::{Columns, LineBatch};
 use flowenrich::metadata::{Event, Table, TableBuilder};
 use flowenrich::runtime::{ProcessOptions, Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup};
-use flowenrich::sources::aws_kinesis::{Decoded, RecordFormat, decode};
+use flowenrich::sources::aws_kinesis::{RecordFormat, decode};
 use std::io::Write;
 use std::path::Path;
 use std::process::Command;
@@ -382,10 +382,7 @@ fn main() {
         };
         for envelope in &envelopes {
             let t = Instant::now();
-            match decode(envelope, RecordFormat::Auto, 16 << 20).unwrap() {
-                Decoded::Lines(lines) => batch.push_str(&lines),
-                Decoded::Control => {}
-            }
+            decode(envelope, RecordFormat::Auto, 16 << 20, &mut batch).unwrap();
             tdec += t.elapsed().as_secs_f64();
             if batch.len() >= BATCH_LINES * 100 {
                 flush(&mut batch, &mut rollup);

@@ -1,9 +1,9 @@
 //! Decoding Kinesis records: raw flow-log text (one or many lines) or CloudWatch Logs
 //! subscription envelopes (gzip JSON), inflated only up to a limit.
 
+use super::envelope::{MessageType, push_nonempty, read_envelope};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::io::Read;
 
 /// How records are read.
@@ -20,36 +20,27 @@ pub enum RecordFormat {
 }
 
 /// What one record holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded {
-    /// Flow-log lines, one text (each line ends with `\n`; empty lines are left out),
-    /// so a record of many short lines costs no allocation per line.
-    Lines(String),
-    /// A CloudWatch Logs control message: nothing to read.
+    /// Flow-log lines, appended to the caller's text (each line ends with `\n`; empty
+    /// lines are left out), so a record of many short lines costs no allocation per line.
+    Lines,
+    /// A CloudWatch Logs control message: nothing to read (nothing was appended).
     Control,
 }
 
-/// A CloudWatch Logs envelope, borrowing from the inflated bytes: a message without JSON
-/// escapes (every flow-log line) costs no allocation of its own.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    message_type: Cow<'a, str>,
-    #[serde(default, borrow)]
-    log_events: Vec<LogEvent<'a>>,
-}
-
-/// One log event of an envelope; its other keys (`id`, `timestamp`) are skipped unread.
-#[derive(Deserialize)]
-struct LogEvent<'a> {
-    #[serde(borrow)]
-    message: Cow<'a, str>,
+/// Inflating state kept on each reading thread from record to record.
+struct Inflater {
+    /// libdeflate's decompressor, made on first use.
+    whole: Option<libdeflater::Decompressor>,
+    /// The inflated bytes; its length only grows (while within [`KEEP_BUFFER_BYTES`]),
+    /// so a record costs neither an allocation nor clearing.
+    bytes: Vec<u8>,
 }
 
 thread_local! {
-    /// The inflate buffer, reused from record to record on each reading thread.
-    static INFLATED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    static INFLATER: std::cell::RefCell<Inflater> =
+        const { std::cell::RefCell::new(Inflater { whole: None, bytes: Vec::new() }) };
 }
 
 /// Why a record could not be decoded.
@@ -73,23 +64,42 @@ impl DecodeError {
     }
 }
 
-/// Decodes one record's bytes, or says why it cannot be. Gzip is inflated only up to
-/// `max_bytes`: memory never follows what a record claims to hold.
-pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Decoded, DecodeError> {
-    let invalid = |message: String| DecodeError::Invalid(message);
+/// Decodes one record's bytes, appending its lines to `text`, or says why it cannot be
+/// (then `text` is left as it was). Gzip is inflated only up to `max_bytes`: memory
+/// never follows what a record claims to hold.
+pub fn decode(
+    data: &[u8],
+    format: RecordFormat,
+    max_bytes: usize,
+    text: &mut String,
+) -> Result<Decoded, DecodeError> {
     let gzip = crate::util::is_gzip(data);
     if format == RecordFormat::CloudwatchLogs && !gzip {
-        return Err(invalid("not a gzip CloudWatch Logs envelope".into()));
+        return Err(DecodeError::Invalid(
+            "not a gzip CloudWatch Logs envelope".into(),
+        ));
     }
     if !gzip {
-        return Ok(Decoded::Lines(text_lines(data)));
+        push_text_lines(text, data);
+        return Ok(Decoded::Lines);
     }
-    INFLATED.with(|buffer| {
-        let mut bytes = buffer.borrow_mut();
-        bytes.clear();
-        let decoded = decode_gzip(data, format, max_bytes, &mut bytes);
-        if bytes.capacity() > KEEP_BUFFER_BYTES {
-            *bytes = Vec::new();
+    INFLATER.with(|inflater| {
+        let mut inflater = inflater.borrow_mut();
+        let decoded = inflate(data, max_bytes, &mut inflater).and_then(|bytes| {
+            if format == RecordFormat::Text {
+                push_text_lines(text, bytes);
+                return Ok(Decoded::Lines);
+            }
+            match read_envelope(bytes, text) {
+                Ok(MessageType::Data) => Ok(Decoded::Lines),
+                Ok(MessageType::Control) => Ok(Decoded::Control),
+                Err(e) => Err(DecodeError::Invalid(format!(
+                    "not a CloudWatch Logs envelope: {e}"
+                ))),
+            }
+        });
+        if inflater.bytes.capacity() > KEEP_BUFFER_BYTES {
+            inflater.bytes = Vec::new();
         }
         decoded
     })
@@ -99,60 +109,51 @@ pub fn decode(data: &[u8], format: RecordFormat, max_bytes: usize) -> Result<Dec
 /// record does not pin its memory on the thread.
 const KEEP_BUFFER_BYTES: usize = 4 << 20;
 
-/// Inflates a gzip record into `bytes` and reads it as text or as an envelope.
-fn decode_gzip(
+/// The most bytes DEFLATE can inflate one byte to (a run of 258-byte matches in 2 bits
+/// each), with room for a header: a gzip trailer claiming more is not believed.
+const MAX_INFLATE_RATIO: usize = 1032;
+
+/// Inflates a gzip record, at most `max_bytes` of it. One gzip member whose trailer
+/// gives its size (every record CloudWatch Logs writes) is inflated whole by
+/// libdeflate into a buffer of that size; anything else (a trailer that does not
+/// match, several members, a broken stream) is read by the streaming decoder, which
+/// stops at the limit and says what is wrong.
+fn inflate<'b>(
     data: &[u8],
-    format: RecordFormat,
     max_bytes: usize,
-    bytes: &mut Vec<u8>,
-) -> Result<Decoded, DecodeError> {
-    let invalid = |message: String| DecodeError::Invalid(message);
+    inflater: &'b mut Inflater,
+) -> Result<&'b [u8], DecodeError> {
+    let Inflater { whole, bytes } = inflater;
+    let claimed = data
+        .len()
+        .checked_sub(4)
+        .map(|at| u32::from_le_bytes(data[at..].try_into().expect("four bytes")) as usize)
+        .filter(|&size| size <= max_bytes && size <= data.len().saturating_mul(MAX_INFLATE_RATIO));
+    if let Some(size) = claimed {
+        if bytes.len() < size {
+            bytes.resize(size, 0);
+        }
+        let whole = whole.get_or_insert_with(libdeflater::Decompressor::new);
+        if let Ok(inflated) = whole.gzip_decompress(data, &mut bytes[..size]) {
+            return Ok(&bytes[..inflated]);
+        }
+    }
+    bytes.clear();
     flate2::read::GzDecoder::new(data)
         .take(max_bytes as u64 + 1)
         .read_to_end(bytes)
-        .map_err(|e| invalid(format!("cannot gunzip the record: {e}")))?;
+        .map_err(|e| DecodeError::Invalid(format!("cannot gunzip the record: {e}")))?;
     if bytes.len() > max_bytes {
         return Err(DecodeError::TooLarge(max_bytes));
     }
-    if format == RecordFormat::Text {
-        return Ok(Decoded::Lines(text_lines(bytes)));
-    }
-    let envelope: Envelope = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("not a CloudWatch Logs envelope: {e}")))?;
-    match &*envelope.message_type {
-        "CONTROL_MESSAGE" => Ok(Decoded::Control),
-        "DATA_MESSAGE" => {
-            let size = envelope
-                .log_events
-                .iter()
-                .map(|e| e.message.len() + 1)
-                .sum();
-            let mut text = String::with_capacity(size);
-            for line in envelope.log_events.iter().flat_map(|e| e.message.lines()) {
-                push_nonempty(&mut text, line);
-            }
-            Ok(Decoded::Lines(text))
-        }
-        other => Err(invalid(format!(
-            "unknown CloudWatch Logs messageType `{other}`"
-        ))),
-    }
+    Ok(bytes)
 }
 
-/// Flow-log text, blank lines left out, each line ending with a newline.
-fn text_lines(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() + 1);
+/// Appends flow-log text to `text`, blank lines left out, each line ending with a newline.
+fn push_text_lines(text: &mut String, bytes: &[u8]) {
+    text.reserve(bytes.len() + 1);
     for line in String::from_utf8_lossy(bytes).lines() {
-        push_nonempty(&mut text, line);
-    }
-    text
-}
-
-/// Appends `line` and a newline to `text`, unless the line is blank.
-fn push_nonempty(text: &mut String, line: &str) {
-    if !line.trim().is_empty() {
-        text.push_str(line);
-        text.push('\n');
+        push_nonempty(text, line);
     }
 }
 
@@ -191,12 +192,33 @@ mod tests {
 
     const MAX: usize = 16 << 20;
 
+    /// What `decode` appends to a text that holds a line already.
+    fn decoded(
+        data: &[u8],
+        format: RecordFormat,
+        max: usize,
+    ) -> Result<(Decoded, String), DecodeError> {
+        let mut text = String::from("before\n");
+        let decoded = decode(data, format, max, &mut text);
+        let appended = text
+            .strip_prefix("before\n")
+            .expect("the text kept")
+            .to_string();
+        if decoded.is_err() {
+            assert_eq!(appended, "", "nothing appended on an error");
+        }
+        decoded.map(|d| (d, appended))
+    }
+
+    fn lines(v: &[&str]) -> Result<(Decoded, String), DecodeError> {
+        Ok((Decoded::Lines, v.iter().map(|s| format!("{s}\n")).collect()))
+    }
+
     #[test]
     fn decodes_text_envelopes_and_rejects_the_rest() {
-        let lines = |v: &[&str]| Decoded::Lines(v.iter().map(|s| format!("{s}\n")).collect());
         assert_eq!(
-            decode(b"a b\r\nc d\n\n", RecordFormat::Auto, MAX),
-            Ok(lines(&["a b", "c d"]))
+            decoded(b"a b\r\nc d\n\n", RecordFormat::Auto, MAX),
+            lines(&["a b", "c d"])
         );
         let data = gzip(
             br#"{"messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "g", "logStream": "s",
@@ -205,36 +227,78 @@ mod tests {
                    {"id": "2", "timestamp": 2, "message": "z w"}]}"#,
         );
         assert_eq!(
-            decode(&data, RecordFormat::Auto, MAX),
-            Ok(lines(&["x y", "z w"]))
+            decoded(&data, RecordFormat::Auto, MAX),
+            lines(&["x y", "z w"])
         );
         assert_eq!(
-            decode(&data, RecordFormat::CloudwatchLogs, MAX),
-            Ok(lines(&["x y", "z w"]))
+            decoded(&data, RecordFormat::CloudwatchLogs, MAX),
+            lines(&["x y", "z w"])
         );
         let control = gzip(br#"{"messageType": "CONTROL_MESSAGE", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]}"#);
         assert_eq!(
-            decode(&control, RecordFormat::Auto, MAX),
-            Ok(Decoded::Control)
+            decoded(&control, RecordFormat::Auto, MAX),
+            Ok((Decoded::Control, String::new()))
         );
         assert_eq!(
-            decode(&gzip(b"p q\n"), RecordFormat::Text, MAX),
-            Ok(lines(&["p q"]))
+            decoded(&gzip(b"p q\n"), RecordFormat::Text, MAX),
+            lines(&["p q"])
         );
-        assert!(decode(b"plain", RecordFormat::CloudwatchLogs, MAX).is_err());
-        assert!(decode(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto, MAX).is_err());
-        assert!(decode(&gzip(b"not json"), RecordFormat::Auto, MAX).is_err());
+        assert!(decoded(b"plain", RecordFormat::CloudwatchLogs, MAX).is_err());
+        assert!(decoded(&[0x1f, 0x8b, 1, 2, 3], RecordFormat::Auto, MAX).is_err());
+        assert_eq!(
+            decoded(&gzip(b"not json"), RecordFormat::Auto, MAX),
+            Err(DecodeError::Invalid(
+                "not a CloudWatch Logs envelope: expected an object at byte 0".into()
+            ))
+        );
+        assert_eq!(
+            decoded(&gzip(b"p q\n"), RecordFormat::Text, 4),
+            lines(&["p q"])
+        );
+    }
+
+    #[test]
+    fn bombs_and_lying_trailers_are_read_no_further_than_the_limit() {
         // A bomb: 64 MiB of zeros in a few KiB, refused at the limit without inflating it.
         let bomb = gzip(&vec![0u8; 64 << 20]);
         assert!(bomb.len() < 1 << 20);
         assert_eq!(
-            decode(&bomb, RecordFormat::Auto, 1 << 20),
+            decoded(&bomb, RecordFormat::Auto, 1 << 20),
             Err(DecodeError::TooLarge(1 << 20))
         );
+        let text = b"p q\nr s\n".repeat(100);
+        let good = gzip(&text);
+        let expected = || Ok((Decoded::Lines, String::from_utf8(text.clone()).unwrap()));
+        // The trailer's size is what the whole-record path trusts; one that says less or
+        // more than the stream holds is a broken record, whichever path reads it.
+        for size in [0u32, 10, text.len() as u32 + 1, u32::MAX] {
+            let mut lying = good.clone();
+            let at = lying.len() - 4;
+            lying[at..].copy_from_slice(&size.to_le_bytes());
+            let error = decoded(&lying, RecordFormat::Text, MAX).unwrap_err();
+            assert!(
+                matches!(&error, DecodeError::Invalid(m) if m.starts_with("cannot gunzip the record")),
+                "{size}: {error}"
+            );
+        }
+        // At the limit exactly, and one byte under it.
+        assert_eq!(decoded(&good, RecordFormat::Text, text.len()), expected());
         assert_eq!(
-            decode(&gzip(b"p q\n"), RecordFormat::Text, 4),
-            Ok(lines(&["p q"]))
+            decoded(&good, RecordFormat::Text, text.len() - 1),
+            Err(DecodeError::TooLarge(text.len() - 1))
         );
+        // A second member is not read (as before); garbage after the first is ignored.
+        let mut two = good.clone();
+        two.extend_from_slice(&gzip(b"t u\n"));
+        assert_eq!(decoded(&two, RecordFormat::Text, MAX), expected());
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"garbage");
+        assert_eq!(decoded(&trailing, RecordFormat::Text, MAX), expected());
+        // A broken stream with a believable trailer is refused, and the next record reads.
+        let mut broken = good.clone();
+        broken[12] ^= 0xff;
+        assert!(decoded(&broken, RecordFormat::Text, MAX).is_err());
+        assert_eq!(decoded(&good, RecordFormat::Text, MAX), expected());
     }
 
     #[test]

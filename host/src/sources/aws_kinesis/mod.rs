@@ -25,6 +25,7 @@
 pub mod checkpoint;
 mod config;
 pub mod decode;
+mod envelope;
 pub mod leases;
 
 pub use config::Config;
@@ -226,18 +227,24 @@ impl Shard {
         {
             self.send(to, false);
         }
-        match decode(&record.data, config.record_format, config.max_record_bytes) {
-            Ok(Decoded::Lines(lines)) => {
-                let (count, longest, crlf) = line_stats(&lines);
+        let start = self.text.len();
+        match decode(
+            &record.data,
+            config.record_format,
+            config.max_record_bytes,
+            &mut self.text,
+        ) {
+            Ok(Decoded::Lines) => {
+                let (count, longest, crlf) = line_stats(&self.text[start..]);
                 to.metrics.received(count as u64);
                 let mut letters = String::new();
                 let mut long = 0;
                 if longest <= config.lines.max_line_bytes && !crlf {
                     // Every line fits and none ends in a carriage return: the record's
-                    // lines go on as they are, in one copy.
-                    self.text.push_str(&lines);
+                    // lines stay in the batch as they were decoded into it.
                     self.lines += count;
                 } else {
+                    let lines = self.text.split_off(start);
                     for line in lines.lines() {
                         if line.len() > config.lines.max_line_bytes {
                             to.metrics.error("line_too_long", 1);
