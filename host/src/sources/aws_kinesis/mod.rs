@@ -57,6 +57,10 @@ struct Shard {
     /// Lines of whole records not sent yet.
     text: String,
     lines: usize,
+    /// The last batch's length: the next batch's text is given that much room at its
+    /// first record (one allocation per batch, not one per doubling), and none while
+    /// the shard has nothing pending.
+    room: usize,
     /// Sequence of the last record taken into `text` (or skipped) and not acknowledged
     /// by a sent batch yet.
     sequence: Option<String>,
@@ -91,6 +95,7 @@ impl Shard {
             parents,
             text: String::new(),
             lines: 0,
+            room: 0,
             sequence: None,
             batches: 0,
             done: position.finished,
@@ -150,6 +155,7 @@ impl Shard {
             stream_end: end,
             acks: vec![ack],
         };
+        self.room = batch.text.len().min(2 * BATCH_MAX_BYTES);
         self.batches += 1;
         to.metrics.sent(batch.lines as u64);
         to.output.send(Arc::new(batch));
@@ -226,6 +232,9 @@ impl Shard {
                 .any(|b| sequence_le(last, b) && !sequence_le(&record.sequence, b))
         {
             self.send(to, false);
+        }
+        if self.text.capacity() == 0 {
+            self.text.reserve(self.room);
         }
         let start = self.text.len();
         match decode(

@@ -583,6 +583,9 @@ impl Rollup {
         let (text, ends) = out;
         text.clear();
         ends.clear();
+        // Every row of the piece starts with the same timestamp.
+        let mut opening = String::from("{\"timestamp\":");
+        push_decimal(&mut opening, start * 1000);
         for (at, &row) in rows.iter().enumerate() {
             // Rows come in sorted order, not the order they were made in: ask for the
             // key of a row a few places ahead, and for the texts its codes name once
@@ -599,8 +602,7 @@ impl Rollup {
                 }
             }
             let key = &self.keys[row as usize * stride..][..width];
-            text.push_str("{\"timestamp\":");
-            push_decimal(text, start * 1000);
+            text.push_str(&opening);
             for (slot, &code) in self.slots.iter().zip(&key[1..]) {
                 text.push_str(slot.members.text(code));
             }
