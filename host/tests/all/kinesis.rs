@@ -137,6 +137,18 @@ fn the_kinesis_source_reads_text_and_cloudwatch_envelopes_from_every_shard() {
         "logEvents": events,
     });
     kinesis.put_bytes("flows", "k2", gzip(envelope.to_string().as_bytes()));
+    // An envelope whose one message holds two lines (an escaped newline), and one whose
+    // second event has no message: dead-lettered whole, its first event's line too.
+    let two_lines = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "logEvents": [
+            {"id": "19", "timestamp": 1, "message": format!("{}\n{}", line(19), line(20))}],
+    });
+    kinesis.put_bytes("flows", "k5", gzip(two_lines.to_string().as_bytes()));
+    let no_message = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "logEvents": [
+            {"id": "21", "timestamp": 1, "message": line(21)}, {"id": "22", "timestamp": 1}],
+    });
+    kinesis.put_bytes("flows", "k6", gzip(no_message.to_string().as_bytes()));
     // CloudWatch's control message is skipped; a corrupt gzip record is dead-lettered.
     kinesis.put_bytes(
         "flows",
@@ -189,7 +201,7 @@ path = "bad.ndjson"
     );
     let read = |name: &str| rows_now(&dir.path().join(name));
     let deadline = Instant::now() + Duration::from_secs(60);
-    while (read("out.ndjson").len() < 18 || read("bad.ndjson").len() < 2)
+    while (read("out.ndjson").len() < 20 || read("bad.ndjson").len() < 3)
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(50));
@@ -200,27 +212,35 @@ path = "bad.ndjson"
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let (rows, bad) = (read("out.ndjson"), read("bad.ndjson"));
-    assert_eq!((rows.len(), bad.len()), (18, 2), "{stderr}");
+    assert_eq!((rows.len(), bad.len()), (20, 3), "{stderr}");
 
     assert_eq!(
         sorted_ports(&rows),
-        (1..=18).collect::<Vec<u64>>(),
+        (1..=20).collect::<Vec<u64>>(),
         "every line once"
     );
     let corrupt = bad
         .iter()
-        .find(|letter| letter.get("data_base64").is_some())
+        .find(|letter| letter["data_base64"] == "H4sAAQI=")
         .expect("the corrupt record's letter");
     assert_eq!(corrupt["shard"], bad_shard.as_str());
     assert_eq!(corrupt["sequence"], bad_sequence.as_str());
-    assert_eq!(corrupt["data_base64"], "H4sAAQI=");
+    let envelope = bad
+        .iter()
+        .find(|letter| letter["data_base64"].is_string() && letter["data_base64"] != "H4sAAQI=")
+        .expect("the broken envelope's letter");
+    let error = envelope["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("not a CloudWatch Logs envelope: missing field `message` at byte "),
+        "{envelope}"
+    );
     let too_long = bad
         .iter()
         .find(|letter| letter.get("line_prefix").is_some())
         .expect("the long line's letter");
     assert_eq!(too_long["line_prefix"], long.as_str(), "{too_long}");
     let summary = summary(&stderr, "flows");
-    assert!(summary.contains("invalid_record 1"), "{summary}");
+    assert!(summary.contains("invalid_record 2"), "{summary}");
     assert!(summary.contains("line_too_long 1"), "{summary}");
 }
 
