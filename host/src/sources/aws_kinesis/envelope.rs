@@ -270,11 +270,18 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// The value of a string with escapes (borrowed when it has none).
+    /// The value of a string (borrowed when it has no escapes).
+    #[inline(always)]
     fn unescape(&self, raw: &Raw<'a>) -> Result<std::borrow::Cow<'a, str>, EnvelopeError> {
         if !raw.escaped {
             return Ok(raw.contents.into());
         }
+        self.unescape_escaped(raw).map(Into::into)
+    }
+
+    /// The value of a string with escapes.
+    #[inline(never)]
+    fn unescape_escaped(&self, raw: &Raw<'a>) -> Result<String, EnvelopeError> {
         let mut value = String::with_capacity(raw.contents.len());
         // The contents were checked by `string`; only surrogates are left to check.
         let base = raw.contents.as_ptr() as usize - self.text.as_ptr() as usize;
@@ -302,7 +309,7 @@ impl<'a> Scanner<'a> {
             };
             value.push(c);
         }
-        Ok(value.into())
+        Ok(value)
     }
 
     /// The character of a `\u` escape (its `\u` taken), a surrogate pair whole.

@@ -10,8 +10,10 @@ use rustc_hash::FxHashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-/// How many records ahead of the one being added an owner whose code is not known yet
-/// is asked for, and its rendered values.
+/// How many records ahead of the one being added an owner's slot code is asked for
+/// (the codes of 50,000 owners on two sides are more than the caches keep beside the
+/// rows); then, if it is not known yet, the owner's entry, and its rendered values.
+const OWNER_CODES_AHEAD: usize = 16;
 const OWNERS_AHEAD: usize = 8;
 const OWNER_VALUES_AHEAD: usize = 4;
 
@@ -221,6 +223,15 @@ impl Rollup {
             .collect();
         let rows = columns.rows();
         for row in 0..rows {
+            if row + OWNER_CODES_AHEAD < rows {
+                for &side in &owner_sides {
+                    let owner = columns.owner(row + OWNER_CODES_AHEAD, side);
+                    // Past the end of the codes is harmless: a prefetch never faults.
+                    crate::util::prefetch_ptr(
+                        plan.owner_codes[side].as_ptr().wrapping_add(owner as usize),
+                    );
+                }
+            }
             // An owner whose code is not known yet costs a few cache misses one after
             // another (its entry, then its rendered values): ask for its entry some
             // records ahead, and for its values once the entry has arrived.

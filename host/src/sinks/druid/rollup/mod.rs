@@ -90,9 +90,10 @@ const SLOTS_AHEAD: usize = 16;
 /// by then).
 const ROWS_AHEAD: usize = 8;
 
-/// How many rows ahead of the one being rendered its key is asked for, and the texts
-/// its codes name.
-const RENDER_KEYS_AHEAD: usize = 16;
+/// How many rows ahead of the one being rendered its key is asked for, then where the
+/// texts its codes name are (each dictionary's ends), then the texts.
+const RENDER_KEYS_AHEAD: usize = 24;
+const RENDER_ENDS_AHEAD: usize = 16;
 const RENDER_TEXTS_AHEAD: usize = 8;
 
 /// Dimensions that share one code in the key.
@@ -167,6 +168,26 @@ impl Dictionary {
     /// The text of `code`.
     fn text(&self, code: u32) -> &str {
         &self.arena[span(&self.ends, code)]
+    }
+
+    /// Asks for where the text of `code` is (see [`Dictionary::prefetch_text`]).
+    #[inline(always)]
+    fn prefetch_span(&self, code: u32) {
+        // The end before it, which starts the text, shares its cache line but at the
+        // start of one.
+        prefetch_ptr(self.ends.as_ptr().wrapping_add(code as usize));
+        prefetch_ptr(
+            self.ends
+                .as_ptr()
+                .wrapping_add((code as usize).wrapping_sub(1)),
+        );
+    }
+
+    /// Asks for the text of `code` (its span should have arrived).
+    #[inline(always)]
+    fn prefetch_text(&self, code: u32) {
+        let start = span(&self.ends, code).start;
+        prefetch_ptr(self.arena.as_ptr().wrapping_add(start));
     }
 
     /// Every text, in code order.
@@ -595,10 +616,16 @@ impl Rollup {
                 prefetch_ptr(first);
                 prefetch_ptr(first.wrapping_add(stride - 1));
             }
+            if let Some(&ahead) = rows.get(at + RENDER_ENDS_AHEAD) {
+                let key = &self.keys[ahead as usize * stride..][..width];
+                for (slot, &code) in self.slots.iter().zip(&key[1..]) {
+                    slot.members.prefetch_span(code);
+                }
+            }
             if let Some(&ahead) = rows.get(at + RENDER_TEXTS_AHEAD) {
                 let key = &self.keys[ahead as usize * stride..][..width];
                 for (slot, &code) in self.slots.iter().zip(&key[1..]) {
-                    prefetch_ptr(slot.members.text(code).as_ptr());
+                    slot.members.prefetch_text(code);
                 }
             }
             let key = &self.keys[row as usize * stride..][..width];
