@@ -427,9 +427,39 @@ pub fn push_nonempty(text: &mut String, line: &str) {
 }
 
 /// The offset of the first byte in `bytes` that ends a plain run of string contents: a
-/// quote, a backslash or a control character (`bytes.len()` if none does). Eight bytes
-/// at a time.
+/// quote, a backslash or a control character (`bytes.len()` if none does). Sixteen
+/// bytes at a time (SSE2, part of every x86_64), the rest eight at a time.
+#[cfg(target_arch = "x86_64")]
 fn special_offset(bytes: &[u8]) -> usize {
+    use core::arch::x86_64::*;
+    let mut offset = 0;
+    while offset + 16 <= bytes.len() {
+        // SAFETY: SSE2 is always present on x86_64; the 16 bytes at `offset` are within
+        // `bytes`, and `loadu` needs no alignment.
+        let found = unsafe {
+            let v = _mm_loadu_si128(bytes.as_ptr().add(offset).cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+            // Below 0x20 (unsigned) where the minimum with 0x1f is the byte itself.
+            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+        };
+        if found != 0 {
+            return offset + found.trailing_zeros() as usize;
+        }
+        offset += 16;
+    }
+    offset + special_offset_words(&bytes[offset..])
+}
+
+/// [`special_offset`] on other targets.
+#[cfg(not(target_arch = "x86_64"))]
+fn special_offset(bytes: &[u8]) -> usize {
+    special_offset_words(bytes)
+}
+
+/// [`special_offset`], eight bytes at a time.
+fn special_offset_words(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut chunks = bytes.chunks_exact(8);
@@ -484,7 +514,7 @@ mod tests {
         ] {
             assert_eq!(special_offset(text.as_bytes()), text.len());
         }
-        for len in 0..20 {
+        for len in 0..40 {
             for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
                 let mut bytes = vec![b'x'; len];
                 bytes.push(special);
@@ -493,8 +523,9 @@ mod tests {
             }
         }
         // Bytes just above the limits, and multi-byte UTF-8, are plain.
-        let plain = "  !#[]^é€😀 \u{7f}";
+        let plain = "  !#[]^é€😀 \u{7f}".repeat(3);
         assert_eq!(special_offset(plain.as_bytes()), plain.len());
+        assert_eq!(special_offset_words(plain.as_bytes()), plain.len());
     }
 
     #[test]
