@@ -656,6 +656,96 @@ mod tests {
         assert_eq!((error.message.as_str(), error.at), ("invalid UTF-8", 16));
     }
 
+    /// What serde_json makes of `json` read as an envelope (the reading the scanner
+    /// replaces): the kind and lines, or that it is not one.
+    fn serde_reading(json: &[u8]) -> Option<(MessageType, String)> {
+        use std::borrow::Cow;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Envelope<'a> {
+            #[serde(borrow)]
+            message_type: Cow<'a, str>,
+            #[serde(default, borrow)]
+            log_events: Vec<LogEvent<'a>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct LogEvent<'a> {
+            #[serde(borrow)]
+            message: Cow<'a, str>,
+        }
+        // serde_json lets invalid UTF-8 through in keys it ignores; the scanner refuses
+        // it anywhere (JSON text is UTF-8).
+        std::str::from_utf8(json).ok()?;
+        let envelope: Envelope = serde_json::from_slice(json).ok()?;
+        let kind = match &*envelope.message_type {
+            "DATA_MESSAGE" => MessageType::Data,
+            "CONTROL_MESSAGE" => return Some((MessageType::Control, String::new())),
+            _ => return None,
+        };
+        let mut text = String::new();
+        for line in envelope.log_events.iter().flat_map(|e| e.message.lines()) {
+            push_nonempty(&mut text, line);
+        }
+        Some((kind, text))
+    }
+
+    /// Envelopes with a few random edits (bytes inserted, deleted, replaced, the end
+    /// cut): the scanner accepts exactly what serde_json accepts, and reads the same
+    /// lines from it.
+    #[test]
+    fn agrees_with_serde_json_on_mutated_envelopes() {
+        let seeds = [
+            r#"{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"g","logStream":"s","subscriptionFilters":["f"],"logEvents":[{"id":"3","timestamp":1700000000000,"message":"2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 40 1 2 ACCEPT OK"},{"id":"4","timestamp":-1.5e3,"message":"a\tb \"q\" \u00e9\ud83d\ude00 \\ / \n next"}]}"#,
+            r#" { "logEvents" : [ { "message" : "x" , "extractedFields" : { "a" : [ 1 , true , false , null , { } , [ ] ] } } ] , "messageType" : "DATA_MESSAGE" } "#,
+            r#"{"messageType":"CONTROL_MESSAGE","logEvents":[{"id":"","timestamp":0,"message":"CWL CONTROL MESSAGE"}]}"#,
+        ];
+        let alphabet: &[u8] =
+            b"{}[]\",:\\ \t\n0123456789-+.eEuabfnrt/_DATMESGlogvnsy\xc3\xa9\xff\x01";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: usize| {
+            // splitmix64
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) % n as u64) as usize
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for round in 0..6000 {
+            let mut json = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let at = next(json.len() + 1);
+                match next(4) {
+                    0 => json.insert(at, alphabet[next(alphabet.len())]),
+                    1 if at < json.len() => {
+                        json.remove(at);
+                    }
+                    2 if at < json.len() => json[at] = alphabet[next(alphabet.len())],
+                    3 => json.truncate(at),
+                    _ => {}
+                }
+            }
+            let mut out = String::new();
+            let scanned = read_envelope(&json, &mut out).ok().map(|kind| (kind, out));
+            assert_eq!(
+                scanned,
+                serde_reading(&json),
+                "on {:?}",
+                String::from_utf8_lossy(&json)
+            );
+            if scanned.is_some() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        // Both kinds of input were tried.
+        assert!(
+            accepted > 500 && refused > 500,
+            "{accepted} accepted, {refused} refused"
+        );
+    }
+
     /// The scanner and serde_json agree on envelopes serde_json writes, escapes and all.
     #[test]
     fn agrees_with_serde_json_on_what_it_writes() {
