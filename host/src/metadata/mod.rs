@@ -328,8 +328,9 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Rejected), Metad
 fn apply_files(builder: &mut TableBuilder, paths: &[PathBuf]) -> Result<Rejected, MetadataError> {
     let mut rejected = Vec::new();
     for path in paths {
-        let read = crate::sources::file::open_text(path)
-            .and_then(|reader| events::read_changelog_each(reader, |event| builder.apply(&event)));
+        let read = crate::sources::file::open_text(path).and_then(|reader| {
+            events::read_changelog_each(reader, |event| builder.apply_owned(event))
+        });
         let bad = read.map_err(|error| MetadataError::Read {
             path: path.to_path_buf(),
             error,

@@ -576,28 +576,52 @@ impl TableBuilder {
     }
 
     fn owner_id(&mut self, attrs: &Attrs) -> u32 {
+        self.owner_id_of(std::borrow::Cow::Borrowed(attrs))
+    }
+
+    /// The id of the owner with `attrs`, given one if they are new (then kept without a
+    /// copy when they are owned).
+    fn owner_id_of(&mut self, attrs: std::borrow::Cow<'_, Attrs>) -> u32 {
         use std::hash::BuildHasher;
         let hash = |attrs: &Attrs| rustc_hash::FxBuildHasher.hash_one(attrs);
         let owners = &mut self.owners;
         let at = |id: u32| &owners[id as usize - 1];
-        if let Some(&id) = self.owner_ids.find(hash(attrs), |&id| at(id) == attrs) {
+        let attrs_hash = hash(&attrs);
+        if let Some(&id) = self.owner_ids.find(attrs_hash, |&id| *at(id) == *attrs) {
             return id;
         }
-        owners.push(attrs.clone());
+        owners.push(attrs.into_owned());
         let id = owners.len() as u32; // ids start at 1
         self.owner_ids
-            .insert_unique(hash(attrs), id, |&id| hash(&owners[id as usize - 1]));
+            .insert_unique(attrs_hash, id, |&id| hash(&owners[id as usize - 1]));
         id
     }
 
     /// Adds one event (in read order; events need not be sorted by time).
     pub fn apply(&mut self, event: &Event) {
+        self.apply_with(event, None);
+    }
+
+    /// [`TableBuilder::apply`], keeping a new owner's attributes without copying them.
+    pub fn apply_owned(&mut self, mut event: Event) {
+        let attrs = match &mut event.op {
+            Op::Assign(attrs) => Some(std::mem::take(attrs)),
+            _ => None,
+        };
+        self.apply_with(&event, attrs);
+    }
+
+    /// Adds `event`; `attrs`, when given, are its `assign`'s attributes (taken out of it).
+    fn apply_with(&mut self, event: &Event, attrs: Option<Attrs>) {
         self.newest = self.newest.max(event.ts);
         self.events += 1;
         let owner = match &event.op {
             Op::Unassign => UNATTRIBUTED,
             Op::Unknown => UNKNOWN,
-            Op::Assign(attrs) => self.owner_id(attrs),
+            Op::Assign(borrowed) => self.owner_id_of(match attrs {
+                Some(attrs) => std::borrow::Cow::Owned(attrs),
+                None => std::borrow::Cow::Borrowed(borrowed),
+            }),
             Op::Observed => {
                 if let Target::Source(name) = &event.target {
                     let at = self.source_index(name);
@@ -751,10 +775,12 @@ impl TableBuilder {
         let keys: Vec<String> = self
             .owners
             .iter()
-            .flat_map(|attrs| attrs.keys().cloned())
-            .chain(self.local_fields.iter().map(|(attr, _)| attr.clone()))
-            .collect::<BTreeSet<_>>()
+            .flat_map(|attrs| attrs.keys())
+            .chain(self.local_fields.iter().map(|(attr, _)| attr))
+            .map(String::as_str)
+            .collect::<BTreeSet<&str>>()
             .into_iter()
+            .map(str::to_string)
             .collect();
         let mut owners = Vec::with_capacity(self.owners.len() + 1);
         let names = member_names(&keys);
@@ -859,8 +885,13 @@ fn member_names(keys: &[String]) -> [Vec<String>; 2] {
 
 fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
     let mut value_ranges = Vec::with_capacity(keys.len());
+    // Names, values and their quotes (`null` fits in a name's share).
+    let room = |names: &[String]| {
+        names.iter().map(|n| n.len() + 2).sum::<usize>()
+            + attrs.values().map(String::len).sum::<usize>()
+    };
     let fragment = |names: &[String], mut ranges: Option<&mut Vec<(u32, u32)>>| {
-        let mut out = String::new();
+        let mut out = String::with_capacity(room(names));
         for (name, key) in names.iter().zip(keys) {
             out.push_str(name);
             let from = out.len() as u32;
@@ -895,12 +926,32 @@ mod tests {
     use super::*;
     use crate::metadata::Event;
 
+    /// The table of a changelog, built from borrowed events; checked against the same
+    /// built from owned ones (as files load), owner by owner.
     fn table(lines: &str) -> Table {
         let log = super::super::events::read_changelog(lines.as_bytes()).unwrap();
         assert!(log.rejected.is_empty(), "{:?}", log.rejected);
         let mut builder = TableBuilder::new();
         builder.extend(&log.events);
-        builder.build()
+        let table = builder.build();
+        let mut owned = TableBuilder::new();
+        for event in log.events {
+            owned.apply_owned(event);
+        }
+        let owned = owned.build();
+        assert_eq!(
+            (owned.keys(), owned.owners()),
+            (table.keys(), table.owners())
+        );
+        for id in 0..=table.owners() as u32 {
+            let (a, b) = (table.owner(id), owned.owner(id));
+            assert_eq!(
+                a.map(|o| (&o.attrs, &o.src_fragment, &o.dst_fragment)),
+                b.map(|o| (&o.attrs, &o.src_fragment, &o.dst_fragment)),
+                "owner {id}"
+            );
+        }
+        table
     }
 
     fn app(table: &Table, ip: &str, t: u64) -> Option<String> {
