@@ -221,6 +221,15 @@ fn rank_of<T: Ord>(values: &[T]) -> Vec<u32> {
 /// `u32`s of a row's flows, bytes and packets.
 const SUM_WORDS: usize = 6;
 
+/// How a drain sorts its rows: on each key's ranks packed into one number with the
+/// row's (when all fit in 64 bits), packed beside it (in 128), or compared rank by rank.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sort {
+    Packed64,
+    Packed128,
+    Ranks,
+}
+
 /// How many rows [`Rollup::drain_each`] renders in one piece, about 4 MiB (two in unit
 /// tests, so that their buckets come in several pieces).
 const DRAIN_PIECE_ROWS: usize = if cfg!(test) { 2 } else { 16_384 };
@@ -645,6 +654,12 @@ impl Rollup {
     /// The rows in drain order: by bucket, then by each slot's members as their texts
     /// sort, so the order depends on the rows alone, not on the order flows came in.
     fn order(&self) -> Vec<u32> {
+        self.order_by(None)
+    }
+
+    /// [`Rollup::order`], sorting the way `sort` says (it must fit), or else the first
+    /// way that fits.
+    fn order_by(&self, sort: Option<Sort>) -> Vec<u32> {
         let width = self.slots.len() + 1;
         let mut ranks: Vec<Vec<u32>> = vec![rank_of(&self.buckets)];
         ranks.extend(self.slots.iter().map(|s| s.members.ranks()));
@@ -653,36 +668,61 @@ impl Rollup {
                 .chunks_exact(width + SUM_WORDS)
                 .map(move |row| &row[..width])
         };
-        // The ranks packed into one number when they fit: a plain integer sort.
         let bits = |n: usize| usize::BITS - n.saturating_sub(1).leading_zeros();
         let widths: Vec<u32> = ranks.iter().map(|r| bits(r.len())).collect();
-        if widths.iter().sum::<u32>() <= 128 {
-            let mut packed: Vec<(u128, u32)> = keys()
-                .enumerate()
-                .map(|(row, key)| {
-                    let mut value = 0u128;
-                    for ((&code, ranks), &width) in key.iter().zip(&ranks).zip(&widths) {
-                        value = (value << width) | u128::from(ranks[code as usize]);
-                    }
-                    (value, row as u32)
+        let (rank_bits, row_bits) = (widths.iter().sum::<u32>(), bits(self.len()));
+        // A key's ranks packed into one number, when they fit in 128 bits.
+        let packed = |key: &[u32]| {
+            key.iter()
+                .zip(&ranks)
+                .zip(&widths)
+                .fold(0u128, |value, ((&code, ranks), &width)| {
+                    (value << width) | u128::from(ranks[code as usize])
                 })
-                .collect();
-            packed.sort_unstable();
-            return packed.into_iter().map(|(_, row)| row).collect();
-        }
-        let mut sort_keys: Vec<u32> = Vec::with_capacity(self.len() * width);
-        for key in keys() {
-            sort_keys.extend(
-                key.iter()
-                    .zip(&ranks)
-                    .map(|(&code, ranks)| ranks[code as usize]),
-            );
-        }
-        let mut order: Vec<u32> = (0..self.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| {
-            sort_keys[a as usize * width..][..width].cmp(&sort_keys[b as usize * width..][..width])
+        };
+        let sort = sort.unwrap_or(if rank_bits + row_bits <= 64 {
+            Sort::Packed64
+        } else if rank_bits <= 128 {
+            Sort::Packed128
+        } else {
+            Sort::Ranks
         });
-        order
+        match sort {
+            Sort::Packed64 => {
+                // The row's number in the low bits: the sort moves 8 bytes per row.
+                let mut order: Vec<u64> = keys()
+                    .enumerate()
+                    .map(|(row, key)| ((packed(key) as u64) << row_bits) | row as u64)
+                    .collect();
+                order.sort_unstable();
+                let row_mask = (1u64 << row_bits) - 1;
+                order.into_iter().map(|v| (v & row_mask) as u32).collect()
+            }
+            Sort::Packed128 => {
+                let mut order: Vec<(u128, u32)> = keys()
+                    .enumerate()
+                    .map(|(row, key)| (packed(key), row as u32))
+                    .collect();
+                order.sort_unstable();
+                order.into_iter().map(|(_, row)| row).collect()
+            }
+            Sort::Ranks => {
+                let mut sort_keys: Vec<u32> = Vec::with_capacity(self.len() * width);
+                for key in keys() {
+                    sort_keys.extend(
+                        key.iter()
+                            .zip(&ranks)
+                            .map(|(&code, ranks)| ranks[code as usize]),
+                    );
+                }
+                let mut order: Vec<u32> = (0..self.len() as u32).collect();
+                order.sort_unstable_by(|&a, &b| {
+                    sort_keys[a as usize * width..][..width]
+                        .cmp(&sort_keys[b as usize * width..][..width])
+                });
+                order
+            }
+        }
     }
 
     /// Forgets every row and code.
