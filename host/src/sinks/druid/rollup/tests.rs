@@ -1,6 +1,16 @@
 use super::*;
 use serde_json::Value;
 
+/// Numbers below `n` from a xorshift generator started at `seed`.
+fn below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 #[test]
 fn rolls_up_per_bucket_and_dimensions() {
     let dims: Vec<String> = ["src_app", "protocol"].map(String::from).into();
@@ -79,13 +89,7 @@ fn compact_keys_agree_with_grouping_on_text() {
     // on the texts gives, also on a second round after a drain.
     let dims: Vec<String> = ["a", "b", "c"].map(String::from).into();
     let mut rollup = Rollup::new(&dims, 60);
-    let mut seed = 7u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut next = below(7);
     for _ in 0..2 {
         let mut want: std::collections::BTreeMap<(u64, Vec<String>), [u64; 3]> = Default::default();
         for _ in 0..5_000 {
@@ -178,13 +182,7 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
     let dims: Vec<String> = ["src_app", "dst_app", "proto", "src_zone", "dst_zone"]
         .map(String::from)
         .into();
-    let mut seed = 11u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut next = below(11);
     let mut lines = Vec::new();
     let mut want: std::collections::BTreeMap<Vec<String>, [u64; 3]> = Default::default();
     for _ in 0..3_000 {
@@ -250,13 +248,7 @@ fn partials_absorbed_give_the_rows_of_one_rollup() {
     let dims: Vec<String> = ["src_app", "dst_app", "proto", "src_zone"]
         .map(String::from)
         .into();
-    let mut seed = 5u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut next = below(5);
     let mut whole = Rollup::new(&dims, 60);
     let mut partials: Vec<Rollup> = (0..3).map(|_| Rollup::new(&dims, 60)).collect();
     partials[2].add(r#"{"start":1,"src_app":"gone"}"#).unwrap();
@@ -290,13 +282,7 @@ fn every_way_of_sorting_rows_gives_the_same_order() {
     // must give the order that comparing the rows' ranks one by one gives.
     let dims: Vec<String> = ["a", "b"].map(String::from).into();
     let mut rollup = Rollup::new(&dims, 60);
-    let mut seed = 3u64;
-    let mut next = |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut next = below(3);
     for _ in 0..4_000 {
         let line = format!(
             r#"{{"start":{},"a":"x{}","b":{},"bytes":1}}"#,
