@@ -886,10 +886,8 @@ fn member_names(keys: &[String]) -> [Vec<String>; 2] {
 fn render(attrs: Attrs, names: &[Vec<String>; 2], keys: &[String]) -> Owner {
     let mut value_ranges = Vec::with_capacity(keys.len());
     // Names, values and their quotes (`null` fits in a name's share).
-    let room = |names: &[String]| {
-        names.iter().map(|n| n.len() + 2).sum::<usize>()
-            + attrs.values().map(String::len).sum::<usize>()
-    };
+    let values_len: usize = attrs.values().map(String::len).sum();
+    let room = |names: &[String]| names.iter().map(|n| n.len() + 2).sum::<usize>() + values_len;
     let fragment = |names: &[String], mut ranges: Option<&mut Vec<(u32, u32)>>| {
         let mut out = String::with_capacity(room(names));
         for (name, key) in names.iter().zip(keys) {

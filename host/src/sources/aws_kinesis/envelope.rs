@@ -227,7 +227,7 @@ impl<'a> Scanner<'a> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            self.at += special_offset(&self.bytes()[self.at..]);
+            self.at += crate::util::json_special_offset(&self.bytes()[self.at..]);
             match self.bytes().get(self.at) {
                 Some(b'"') => {
                     let contents = &self.text[start..self.at];
@@ -426,67 +426,6 @@ pub fn push_nonempty(text: &mut String, line: &str) {
     }
 }
 
-/// The offset of the first byte in `bytes` that ends a plain run of string contents: a
-/// quote, a backslash or a control character (`bytes.len()` if none does). Sixteen
-/// bytes at a time (SSE2, part of every x86_64), the rest eight at a time.
-#[cfg(target_arch = "x86_64")]
-fn special_offset(bytes: &[u8]) -> usize {
-    use core::arch::x86_64::*;
-    let mut offset = 0;
-    while offset + 16 <= bytes.len() {
-        // SAFETY: SSE2 is always present on x86_64; the 16 bytes at `offset` are within
-        // `bytes`, and `loadu` needs no alignment.
-        let found = unsafe {
-            let v = _mm_loadu_si128(bytes.as_ptr().add(offset).cast::<__m128i>());
-            let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
-            let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
-            // Below 0x20 (unsigned) where the minimum with 0x1f is the byte itself.
-            let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
-            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
-        };
-        if found != 0 {
-            return offset + found.trailing_zeros() as usize;
-        }
-        offset += 16;
-    }
-    offset + special_offset_words(&bytes[offset..])
-}
-
-/// [`special_offset`] on other targets.
-#[cfg(not(target_arch = "x86_64"))]
-fn special_offset(bytes: &[u8]) -> usize {
-    special_offset_words(bytes)
-}
-
-/// [`special_offset`], eight bytes at a time.
-fn special_offset_words(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let quote = word ^ (ONES * u64::from(b'"'));
-        let backslash = word ^ (ONES * u64::from(b'\\'));
-        // A byte's high bit is set where it is zero (in `quote`, `backslash`) or below
-        // 0x20 (in `word`); only bytes above the lowest such one can be set falsely.
-        let found = (quote.wrapping_sub(ONES) & !quote
-            | backslash.wrapping_sub(ONES) & !backslash
-            | word.wrapping_sub(ONES * 0x20) & !word)
-            & HIGHS;
-        if found != 0 {
-            return offset + (found.trailing_zeros() / 8) as usize;
-        }
-        offset += 8;
-    }
-    let rest = chunks.remainder();
-    offset
-        + rest
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            .unwrap_or(rest.len())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,31 +440,6 @@ mod tests {
                 Err(e.message)
             }
         }
-    }
-
-    #[test]
-    fn special_offset_finds_the_first_quote_backslash_or_control() {
-        for text in [
-            "",
-            "a",
-            "abcdefgh",
-            "abcdefghijklmnopq",
-            "2 123456789012 eni-1",
-        ] {
-            assert_eq!(special_offset(text.as_bytes()), text.len());
-        }
-        for len in 0..40 {
-            for special in [b'"', b'\\', 0, 0x1f, b'\n'] {
-                let mut bytes = vec![b'x'; len];
-                bytes.push(special);
-                bytes.extend_from_slice(b"\"\\ abc");
-                assert_eq!(special_offset(&bytes), len, "{len} {special}");
-            }
-        }
-        // Bytes just above the limits, and multi-byte UTF-8, are plain.
-        let plain = "  !#[]^é€😀 \u{7f}".repeat(3);
-        assert_eq!(special_offset(plain.as_bytes()), plain.len());
-        assert_eq!(special_offset_words(plain.as_bytes()), plain.len());
     }
 
     #[test]

@@ -173,8 +173,8 @@ impl Dictionary {
     /// Asks for where the text of `code` is (see [`Dictionary::prefetch_text`]).
     #[inline(always)]
     fn prefetch_span(&self, code: u32) {
-        // The end before it, which starts the text, shares its cache line but at the
-        // start of one.
+        // The text runs from the end before it to its own; the two share a cache line
+        // unless its own starts one.
         prefetch_ptr(self.ends.as_ptr().wrapping_add(code as usize));
         prefetch_ptr(
             self.ends
