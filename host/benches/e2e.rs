@@ -217,6 +217,8 @@ fn main() {
     let total = support::option(&args, "--lines").unwrap_or(1_000_000);
     let per_envelope = support::option(&args, "--events-per-envelope").unwrap_or(100);
     let rounds = support::option(&args, "--rounds").unwrap_or(3).max(1);
+    // `--in-process`: only the in-process configurations (for profiling them with perf).
+    let in_process_only = args.iter().any(|a| a == "--in-process");
     let binary = env!("CARGO_BIN_EXE_flowenrich");
     let dir = tempfile::tempdir().unwrap();
     let metadata_text = metadata(support::option(&args, "--apps").map(|n| n as u64));
@@ -256,7 +258,7 @@ fn main() {
     // The configurations take turns, round after round; each keeps its best round.
     let (mut enrich, mut to_file, mut to_file_2, mut to_druid_2, mut to_druid) =
         (None, None, None, None, None);
-    for _ in 0..rounds {
+    for _ in 0..if in_process_only { 0 } else { rounds } {
         keep_best(
             &mut enrich,
             child(
@@ -275,17 +277,12 @@ fn main() {
         keep_best(&mut to_druid, run("to_druid", &druid_sink(1), 1));
     }
     let best = |m: Option<Measured>| m.expect("at least one round");
-    let (enrich, to_file, to_file_2, to_druid_2, to_druid) = (
-        best(enrich),
-        best(to_file),
-        best(to_file_2),
-        best(to_druid_2),
-        best(to_druid),
-    );
-    let druid_rows: usize = std::fs::read_dir(dir.path().join("out/druid"))
-        .unwrap()
-        .map(|entry| bytecount(&std::fs::read(entry.unwrap().path()).unwrap()))
-        .sum();
+    let druid_rows: Option<usize> = (!in_process_only).then(|| {
+        std::fs::read_dir(dir.path().join("out/druid"))
+            .unwrap()
+            .map(|entry| bytecount(&std::fs::read(entry.unwrap().path()).unwrap()))
+            .sum()
+    });
 
     let text = std::fs::read_to_string(dir.path().join("flows.log")).unwrap();
     let batches: Vec<&str> = {
@@ -325,8 +322,12 @@ fn main() {
     // Warm up the instance (first-call costs) before anything is measured.
     worker.process(None, batches[0], false, &table).unwrap();
 
+    let compare_with = args
+        .iter()
+        .position(|a| a == "--compare")
+        .map(|at| args[at + 1].clone());
     let mut component_alone = None;
-    for _ in 0..rounds {
+    for _ in 0..if compare_with.is_some() { 1 } else { rounds } {
         let measured = in_process(|| {
             let mut emitted = 0u64;
             for batch in &batches {
@@ -367,6 +368,18 @@ fn main() {
             columns: None,
         })
     };
+    if let Some(other) = compare_with {
+        compare(
+            &runtime,
+            &mut worker,
+            &other,
+            &batches,
+            &options,
+            &table,
+            rounds,
+        );
+        return;
+    }
     let mut columns_only = None;
     for _ in 0..rounds {
         let measured = in_process(|| {
@@ -461,24 +474,37 @@ fn main() {
     };
     report("component alone (in process)", &component_alone);
     report("component, columns only (no JSON)", &columns_only);
-    report("flowenrich enrich (stdin → stdout)", &enrich);
-    report("run: file → wasm → file", &to_file);
-    report("  … with 2 workers", &to_file_2);
-    report("run: file → wasm → druid (rollup files)", &to_druid);
-    report("  … with 2 workers", &to_druid_2);
+    let children = druid_rows.map(|druid_rows| {
+        assert_eq!(
+            druid_rows, rows,
+            "the pipeline and the in-process run agree"
+        );
+        (
+            best(enrich),
+            best(to_file),
+            best(to_file_2),
+            best(to_druid_2),
+            best(to_druid),
+        )
+    });
+    if let Some((enrich, to_file, to_file_2, to_druid_2, to_druid)) = &children {
+        report("flowenrich enrich (stdin → stdout)", enrich);
+        report("run: file → wasm → file", to_file);
+        report("  … with 2 workers", to_file_2);
+        report("run: file → wasm → druid (rollup files)", to_druid);
+        report("  … with 2 workers", to_druid_2);
+    }
     report(
         "envelopes → inflate → parse → wasm → rows",
         &kinesis_to_rows,
     );
-    assert_eq!(
-        druid_rows, rows,
-        "the pipeline and the in-process run agree"
-    );
-    println!(
-        "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}×",
-        to_file.wall / to_file_2.wall,
-        to_druid.wall / to_druid_2.wall
-    );
+    if let Some((_, to_file, to_file_2, to_druid_2, to_druid)) = &children {
+        println!(
+            "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}×",
+            to_file.wall / to_file_2.wall,
+            to_druid.wall / to_druid_2.wall
+        );
+    }
     let per_flow = |seconds: f64| seconds * 1e9 / total as f64;
     println!(
         "envelopes → rows, ns per flow: inflate + envelope parse {:.0}, component {:.0}, rollup {:.0}, drain into rows {:.0}",
@@ -487,12 +513,62 @@ fn main() {
         per_flow(tadd),
         per_flow(tdrain)
     );
+    if let Some((enrich, _, _, _, to_druid)) = &children {
+        println!(
+            "run file → druid against enrich: wall {:.2}×, CPU {:.2}×",
+            to_druid.wall / enrich.wall,
+            to_druid.cpu() / enrich.cpu(),
+        );
+    }
     println!(
-        "run file → druid against enrich: wall {:.2}×, CPU {:.2}×; {rows} rollup rows ({:.1} flows per row, {:.0} bytes per row held)",
-        to_druid.wall / enrich.wall,
-        to_druid.cpu() / enrich.cpu(),
+        "{rows} rollup rows ({:.1} flows per row, {:.0} bytes per row held)",
         total as f64 / rows as f64,
         row_bytes as f64 / rows as f64,
+    );
+}
+
+/// `--compare OTHER.wasm`: the columns-only run of the embedded component against
+/// another build of it, taking turns every few batches (so both see the same moments of
+/// this machine), each reporting its best round.
+fn compare(
+    runtime: &Runtime,
+    worker: &mut flowenrich::runtime::Worker,
+    other: &str,
+    batches: &[&str],
+    options: &ProcessOptions,
+    table: &Arc<Table>,
+    rounds: usize,
+) {
+    let bytes = std::fs::read(other).unwrap_or_else(|e| panic!("{other}: {e}"));
+    let component = runtime.load(&bytes).unwrap();
+    let mut other_worker = runtime
+        .worker(&component, &WorkerLimits::default())
+        .unwrap();
+    other_worker
+        .process_with(batches[0], options, table)
+        .unwrap();
+    let mut best = [f64::INFINITY; 2];
+    for _ in 0..rounds.max(5) {
+        let mut elapsed = [0f64; 2];
+        for slice in batches.chunks(10) {
+            for (at, worker) in [&mut *worker, &mut other_worker].into_iter().enumerate() {
+                let started = Instant::now();
+                for batch in slice {
+                    std::hint::black_box(worker.process_with(batch, options, table).unwrap());
+                }
+                elapsed[at] += started.elapsed().as_secs_f64();
+            }
+        }
+        for at in 0..2 {
+            best[at] = best[at].min(elapsed[at]);
+        }
+    }
+    let lines: usize = batches.iter().map(|b| bytecount(b.as_bytes())).sum();
+    println!(
+        "columns only, ns per flow: embedded {:.1}, {other} {:.1} (embedded takes {:.3}× the time)",
+        best[0] * 1e9 / lines as f64,
+        best[1] * 1e9 / lines as f64,
+        best[0] / best[1]
     );
 }
 

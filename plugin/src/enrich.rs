@@ -231,6 +231,7 @@ impl Processor {
             .collect();
         let want_values = !requested.is_empty();
         let mut line_values = [parse::NULL; crate::fields::FIELDS.len()];
+        let mut parsed = parse::Parsed::EMPTY;
 
         // Pass 1: parse and collect addresses.
         let bytes = text.as_bytes();
@@ -264,13 +265,14 @@ impl Processor {
             .collect();
         while !text.is_empty() && start <= body_len {
             let draft_start = draft.len() as u32;
-            let (parsed, end) = if want_values {
+            let (outcome, end) = if want_values {
                 parse::parse_line_with::<JSON, true>(
                     &bytes[..body_len],
                     start,
                     &format,
                     &mut draft,
                     &mut line_values[..format.len()],
+                    &mut parsed,
                 )
             } else {
                 parse::parse_line_with::<JSON, false>(
@@ -279,10 +281,11 @@ impl Processor {
                     &format,
                     &mut draft,
                     &mut [],
+                    &mut parsed,
                 )
             };
-            match parsed {
-                Ok(parsed) => {
+            match outcome {
+                Ok(()) => {
                     if want_values {
                         self.pending_values.extend(
                             positions
@@ -291,8 +294,8 @@ impl Processor {
                         );
                     }
                     let time = parsed.start;
-                    let src = self.slot(parsed.src, time);
-                    let dst = self.slot(parsed.dst, time);
+                    let src = self.slot(&parsed.src, time);
+                    let dst = self.slot(&parsed.dst, time);
                     self.pending.push(Pending {
                         draft_start,
                         draft_end: draft.len() as u32,
@@ -381,18 +384,18 @@ impl Processor {
 
     /// Queues an address for lookup and returns its slot.
     #[inline(always)]
-    fn slot(&mut self, addr: Addr, time: Option<u64>) -> u32 {
+    fn slot(&mut self, addr: &Addr, time: Option<u64>) -> u32 {
         let Some(time) = time else {
             return NO_ADDR;
         };
         match addr {
             Addr::None => NO_ADDR,
-            Addr::V4(a) => {
+            &Addr::V4(a) => {
                 self.v4_addrs.push(a);
                 self.v4_times.push(time);
                 (self.v4_addrs.len() - 1) as u32
             }
-            Addr::V6(a) => {
+            &Addr::V6(a) => {
                 self.v6_addrs.push((a >> 64) as u64);
                 self.v6_addrs.push(a as u64);
                 self.v6_times.push(time);

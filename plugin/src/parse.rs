@@ -4,7 +4,6 @@ use crate::format::{Column, Format, KEY_BYTES};
 use crate::json;
 use std::fmt;
 use std::mem::MaybeUninit;
-use std::net::Ipv6Addr;
 
 /// An address found in `srcaddr` or `dstaddr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +98,15 @@ pub fn parse_line(line: &[u8], format: &Format, out: &mut Vec<u8>) -> Result<Par
     parse_line_at(line, 0, format, out).0
 }
 
+impl Parsed {
+    /// Nothing found yet: no addresses, no start.
+    pub const EMPTY: Parsed = Parsed {
+        src: Addr::None,
+        dst: Addr::None,
+        start: None,
+    };
+}
+
 /// Most fields a format can name (each field at most once).
 const MAX_FIELDS: usize = crate::fields::FIELDS.len();
 
@@ -119,7 +127,10 @@ pub fn parse_line_at(
     format: &Format,
     out: &mut Vec<u8>,
 ) -> (Result<Parsed, LineError>, usize) {
-    parse_line_with::<true, false>(text, start, format, out, &mut [])
+    let mut parsed = Parsed::EMPTY;
+    let (result, end) =
+        parse_line_with::<true, false>(text, start, format, out, &mut [], &mut parsed);
+    (result.map(|()| parsed), end)
 }
 
 /// A column value that stands for null (`-`).
@@ -128,7 +139,14 @@ pub const NULL: u64 = u64::MAX;
 /// [`parse_line_at`], writing the JSON only when `JSON`, and with `VALUES` each line
 /// position's value to `values` (which then holds one slot per position of `format`):
 /// an integer field's number, any other field's byte range in `text` as
-/// `begin << 32 | end`, [`NULL`] for `-`. On error `values` holds nothing useful.
+/// `begin << 32 | end`, [`NULL`] for `-`. What the enrichment needs is written to
+/// `parsed` (set to [`Parsed::EMPTY`] first). On error `values` and `parsed` hold
+/// nothing useful.
+///
+/// `parsed` is written in place, field by field, rather than returned: in wasm a
+/// returned struct travels through memory, and copying it whole right after its fields
+/// were stored one by one stalls the processor (a wide load cannot take its bytes from
+/// several narrower stores still in flight).
 #[inline]
 pub fn parse_line_with<const JSON: bool, const VALUES: bool>(
     text: &[u8],
@@ -136,7 +154,8 @@ pub fn parse_line_with<const JSON: bool, const VALUES: bool>(
     format: &Format,
     out: &mut Vec<u8>,
     values: &mut [u64],
-) -> (Result<Parsed, LineError>, usize) {
+    parsed: &mut Parsed,
+) -> (Result<(), LineError>, usize) {
     let expected = format.len();
     let mut bounds = [MaybeUninit::<(u32, u32)>::uninit(); MAX_FIELDS];
     let (found, end) = tokenize(text, start, &mut bounds[..expected]);
@@ -153,7 +172,10 @@ pub fn parse_line_with<const JSON: bool, const VALUES: bool>(
         &*(&bounds[..expected] as *const [MaybeUninit<(u32, u32)>] as *const [(u32, u32)])
     };
     let mark = out.len();
-    let result = write_fields::<JSON, VALUES>(text, end - start, format, bounds, out, values);
+    *parsed = Parsed::EMPTY;
+    let result =
+        write_fields::<JSON, VALUES>(text, end - start, format, bounds, out, values, parsed)
+            .map_err(|pos| bad_value(format, bounds, pos, text));
     if JSON && result.is_err() {
         // A value that needed escaping or normalising may have been written already.
         out.truncate(mark);
@@ -304,7 +326,9 @@ fn masks16_portable(chunk: &[u8; 16]) -> (u16, u16) {
 }
 
 /// Validates every field and, with `JSON`, appends `"key":value` for each to `out`, all
-/// or nothing; with `VALUES`, stores each position's value in `values`.
+/// or nothing; with `VALUES`, stores each position's value in `values`. The addresses
+/// and start go to `parsed` (which comes in empty). A bad field's error is its position
+/// in the format (the message is made by the caller, off the hot path).
 #[inline(never)]
 fn write_fields<const JSON: bool, const VALUES: bool>(
     text: &[u8],
@@ -313,12 +337,8 @@ fn write_fields<const JSON: bool, const VALUES: bool>(
     bounds: &[(u32, u32)],
     out: &mut Vec<u8>,
     values: &mut [u64],
-) -> Result<Parsed, LineError> {
-    let mut parsed = Parsed {
-        src: Addr::None,
-        dst: Addr::None,
-        start: None,
-    };
+    parsed: &mut Parsed,
+) -> Result<(), usize> {
     // Enough for every key, every value as it stands (numbers with leading zeros only
     // get shorter), `null` for `-`, quotes, and the 32-byte blocks that key and value
     // copies may write past their end. A value that needs escaping grows `out` itself
@@ -364,9 +384,9 @@ fn write_fields<const JSON: bool, const VALUES: bool>(
                     1..=16 => digits16(text, begin, value.len()),
                     _ => parse_uint(value),
                 }
-                .ok_or_else(|| bad_value(format, bounds, column, text))?;
+                .ok_or(pos)?;
                 if number > column.max {
-                    return Err(bad_value(format, bounds, column, text));
+                    return Err(pos);
                 }
                 if column.role == Column::START {
                     parsed.start = Some(number);
@@ -388,8 +408,11 @@ fn write_fields<const JSON: bool, const VALUES: bool>(
                 }
             }
             Column::IP => {
-                let addr =
-                    parse_addr(value).ok_or_else(|| bad_value(format, bounds, column, text))?;
+                // IPv4 inline; IPv6, rarer and longer to read, out of line.
+                let addr = match parse_v4(value) {
+                    Some(v4) => Addr::V4(v4),
+                    None => Addr::V6(parse_v6(value).ok_or(pos)?),
+                };
                 match column.role {
                     Column::SRC => parsed.src = addr,
                     Column::DST => parsed.dst = addr,
@@ -418,7 +441,7 @@ fn write_fields<const JSON: bool, const VALUES: bool>(
         // SAFETY: every byte up to `w` was written above.
         unsafe { out.set_len(w) };
     }
-    Ok(parsed)
+    Ok(())
 }
 
 /// Copies `text[begin..end]` to `out` at `w` (in quotes when `quoted`), in 16-byte
@@ -459,15 +482,11 @@ fn copy_value(
     w
 }
 
-/// The error for the value of `column` (found again by its position in `format`).
+/// The error for the value at position `pos` of `format`.
 #[cold]
 #[inline(never)]
-fn bad_value(format: &Format, bounds: &[(u32, u32)], column: &Column, text: &[u8]) -> LineError {
-    let pos = format
-        .columns
-        .iter()
-        .position(|c| std::ptr::eq(c, column))
-        .expect("column of this format");
+fn bad_value(format: &Format, bounds: &[(u32, u32)], pos: usize, text: &[u8]) -> LineError {
+    let column = &format.columns[pos];
     let (begin, end) = bounds[pos];
     let value = &text[begin as usize..end as usize];
     let field = format.name(pos);
@@ -502,6 +521,28 @@ fn digits16(text: &[u8], at: usize, len: usize) -> Option<u64> {
     Some(high * 100_000_000 + low)
 }
 
+/// `word` with its `len` (1 to 8) low bytes moved to the top and the bytes below filled
+/// with `'0'`, which adds nothing to a number.
+#[inline(always)]
+fn digits_on_top(word: u64, len: usize) -> u64 {
+    let pad = 8 * (8 - len) as u32;
+    let fill = ONES
+        .wrapping_mul(b'0' as u64)
+        .checked_shr(64 - pad)
+        .unwrap_or(0);
+    word.checked_shl(pad).unwrap_or(0) | fill
+}
+
+/// Whether the `len` (1 to 8) low bytes of `word` are ASCII digits.
+#[inline(always)]
+fn only_digits8(word: u64, len: usize) -> bool {
+    let word = digits_on_top(word, len);
+    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
+    (word & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030)
+        & (word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0
+            == 0x3030_3030_3030_3030)
+}
+
 /// Up to 8 bytes of `text` from `at` in the low bytes of a little-endian word; the
 /// bytes above `len` are unspecified (they are shifted out by [`digits8`]).
 #[inline(always)]
@@ -519,19 +560,10 @@ fn load8(text: &[u8], at: usize, len: usize) -> u64 {
 /// lowest), or `None` if any of them is not a digit.
 #[inline(always)]
 fn digits8(word: u64, len: usize) -> Option<u64> {
-    // Move the digits to the top and fill the bytes below with '0', which adds nothing.
-    let pad = 8 * (8 - len) as u32;
-    let fill = ONES
-        .wrapping_mul(b'0' as u64)
-        .checked_shr(64 - pad)
-        .unwrap_or(0);
-    let word = word.checked_shl(pad).unwrap_or(0) | fill;
-    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
-    if word & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
-        || word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
-    {
+    if !only_digits8(word, len) {
         return None;
     }
+    let word = digits_on_top(word, len);
     // Combine neighbours: pairs, then fours, then all eight (first digit most significant).
     let d = word - 0x3030_3030_3030_3030;
     let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
@@ -601,18 +633,101 @@ fn four_digits(bytes: [u8; 4]) -> Option<u32> {
 /// Parses an IPv4 (dotted quad, no leading zeros) or IPv6 address.
 #[inline]
 pub fn parse_addr(text: &[u8]) -> Option<Addr> {
-    if let Some(v4) = parse_v4(text) {
-        return Some(Addr::V4(v4));
+    match parse_v4(text) {
+        Some(v4) => Some(Addr::V4(v4)),
+        None => parse_v6(text).map(Addr::V6),
     }
-    if text.contains(&b':') {
-        let text = std::str::from_utf8(text).ok()?;
-        let v6: Ipv6Addr = text.parse().ok()?;
-        return Some(Addr::V6(u128::from(v6)));
-    }
-    None
 }
 
-#[inline]
+/// An IPv6 address as a big-endian integer, read by the rules of the standard
+/// library's `Ipv6Addr` parser (which accepts exactly the same texts; a test compares
+/// the two), in one pass without its backtracking: up to eight groups of one to four
+/// hex digits between colons, at most one `::` standing for one or more zero groups,
+/// and a dotted IPv4 address (no leading zeros) in place of the last two groups.
+#[inline(never)]
+fn parse_v6(text: &[u8]) -> Option<u128> {
+    // The longest address: `ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255`.
+    if text.len() > 45 {
+        return None;
+    }
+    let mut groups = [0u16; 8];
+    let mut found = 0usize;
+    // Where `::` stands, counted in groups before it.
+    let mut gap: Option<usize> = None;
+    let mut i = 0usize;
+    if text.starts_with(b"::") {
+        gap = Some(0);
+        i = 2;
+    }
+    while i < text.len() {
+        // One group: its hex digits (up to 4), or an IPv4 address that ends the text.
+        let begin = i;
+        let mut group = 0u32;
+        while i < text.len() && i - begin < 4 {
+            let digit = match text[i] {
+                b @ b'0'..=b'9' => b - b'0',
+                b @ b'a'..=b'f' => b - b'a' + 10,
+                b @ b'A'..=b'F' => b - b'A' + 10,
+                _ => break,
+            };
+            group = group << 4 | u32::from(digit);
+            i += 1;
+        }
+        if text.get(i) == Some(&b'.') {
+            // The last two groups as IPv4 (decimal digits only, checked by parse_v4).
+            let v4 = parse_v4(&text[begin..])?;
+            if found > 6 {
+                return None;
+            }
+            groups[found] = (v4 >> 16) as u16;
+            groups[found + 1] = v4 as u16;
+            found += 2;
+            i = text.len();
+            break;
+        }
+        if i == begin || found == 8 {
+            return None;
+        }
+        groups[found] = group as u16;
+        found += 1;
+        if i == text.len() {
+            break;
+        }
+        if text[i] != b':' {
+            return None;
+        }
+        i += 1;
+        if text.get(i) == Some(&b':') {
+            if gap.is_some() {
+                return None;
+            }
+            gap = Some(found);
+            i += 1;
+        } else if i == text.len() {
+            // A single trailing colon.
+            return None;
+        }
+    }
+    debug_assert_eq!(i, text.len());
+    let groups = match gap {
+        // `::` stands for at least one group.
+        Some(at) if found < 8 => {
+            let mut all = [0u16; 8];
+            all[..at].copy_from_slice(&groups[..at]);
+            all[8 - (found - at)..].copy_from_slice(&groups[at..found]);
+            all
+        }
+        None if found == 8 => groups,
+        _ => return None,
+    };
+    Some(
+        groups
+            .iter()
+            .fold(0u128, |value, &g| value << 16 | u128::from(g)),
+    )
+}
+
+#[inline(always)]
 fn parse_v4(text: &[u8]) -> Option<u32> {
     // Unrolled (no inner loops): at most 3 digits per octet, no leading zeros.
     let mut i = 0;

@@ -1,5 +1,5 @@
 use super::*;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 fn parse(line: &str) -> Result<(Parsed, String), LineError> {
     let format = Format::default();
@@ -212,6 +212,102 @@ fn v4_agrees_with_the_standard_parser() {
         let want = case.parse::<Ipv4Addr>().ok().map(u32::from);
         assert_eq!(parse_v4(case.as_bytes()), want, "{case:?}");
     }
+}
+
+#[test]
+fn v6_agrees_with_the_standard_parser() {
+    let mut cases: Vec<String> = [
+        "::",
+        "::1",
+        "1::",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::",
+        "::2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8::",
+        "::1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::8",
+        "1:2:3:4:5:6:7:8:9",
+        "1::2::3",
+        ":::",
+        ":1::",
+        "1:",
+        ":1",
+        "1:2",
+        "12345::",
+        "0001:0002::",
+        "abcd:EF01::",
+        "g::",
+        "::ffff:1.2.3.4",
+        "::1.2.3.4",
+        "1:2:3:4:5:6:1.2.3.4",
+        "1:2:3:4:5:6:7:1.2.3.4",
+        "1:2:3:4:5::1.2.3.4",
+        "1:2:3:4:5:6::1.2.3.4",
+        "1.2.3.4::",
+        "1.2.3.4",
+        "::1.2.3",
+        "::1.2.3.4.5",
+        "::01.2.3.4",
+        "::256.1.1.1",
+        "::1.2.3.4:5",
+        "::a.2.3.4",
+        "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "2001:db8::1%eth0",
+        " ::1",
+        "::1 ",
+        "",
+        ":",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Random texts over the alphabet of addresses, and valid addresses edited once.
+    let mut x = 11u64;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    const ALPHABET: &[u8] = b"0123456789abcdefABCDEF::::..g";
+    for _ in 0..40_000 {
+        let len = (next() % 24) as usize;
+        let text: String = (0..len)
+            .map(|_| ALPHABET[(next() as usize) % ALPHABET.len()] as char)
+            .collect();
+        cases.push(text);
+    }
+    for _ in 0..40_000 {
+        let bits = (u128::from(next()) << 96) | (u128::from(next()) << 64) | u128::from(next());
+        // Zero runs make `::` appear.
+        let bits = if next() % 2 == 0 {
+            bits & !(u128::from(u32::MAX) << 32)
+        } else {
+            bits
+        };
+        let mut text = Ipv6Addr::from(bits).to_string();
+        if next() % 3 == 0 {
+            let at = (next() as usize) % (text.len() + 1);
+            let byte = ALPHABET[(next() as usize) % ALPHABET.len()] as char;
+            match next() % 3 {
+                0 => text.insert(at, byte),
+                1 if at < text.len() => {
+                    text.remove(at);
+                }
+                _ if at < text.len() => text.replace_range(at..at + 1, &byte.to_string()),
+                _ => {}
+            }
+        }
+        cases.push(text);
+    }
+    let mut valid = 0;
+    for case in &cases {
+        let want = case.parse::<Ipv6Addr>().ok().map(u128::from);
+        valid += usize::from(want.is_some());
+        assert_eq!(parse_v6(case.as_bytes()), want, "{case:?}");
+    }
+    assert!(valid > 30_000, "enough valid cases ({valid})");
 }
 
 #[test]
