@@ -197,7 +197,7 @@ impl Dictionary {
 
     /// Each code's rank in the texts' sorted order.
     fn ranks(&self) -> Vec<u32> {
-        rank_of(&self.texts().collect::<Vec<_>>())
+        rank_texts(&self.texts().collect::<Vec<_>>())
     }
 
     fn clear(&mut self) {
@@ -213,6 +213,49 @@ fn rank_of<T: Ord>(values: &[T]) -> Vec<u32> {
     order.sort_unstable_by(|&a, &b| values[a as usize].cmp(&values[b as usize]));
     let mut ranks = vec![0; order.len()];
     for (rank, code) in order.into_iter().enumerate() {
+        ranks[code as usize] = rank as u32;
+    }
+    ranks
+}
+
+/// Each text's rank in the sorted order of `texts`, as [`rank_of`] gives it, sorted
+/// mostly on numbers: a slot's members share a long beginning (`,"src_app":"`), so the
+/// texts are sorted on the 8 bytes after what they all share, read as one big-endian
+/// number (zero bytes past a text's end), and only texts whose 8 bytes are the same are
+/// compared whole.
+fn rank_texts(texts: &[&str]) -> Vec<u32> {
+    let Some(first) = texts.first() else {
+        return Vec::new();
+    };
+    let shared = texts.iter().fold(first.len(), |shared, text| {
+        first.as_bytes()[..shared]
+            .iter()
+            .zip(text.as_bytes())
+            .take_while(|(a, b)| a == b)
+            .count()
+    });
+    let prefix_key = |text: &str| {
+        let mut bytes = [0u8; 8];
+        let rest = &text.as_bytes()[shared..];
+        let n = rest.len().min(8);
+        bytes[..n].copy_from_slice(&rest[..n]);
+        u64::from_be_bytes(bytes)
+    };
+    let mut order: Vec<(u64, u32)> = texts
+        .iter()
+        .enumerate()
+        .map(|(code, text)| (prefix_key(text), code as u32))
+        .collect();
+    order.sort_unstable();
+    // A shorter text and a longer one can share a key (zero bytes, or more than 8 bytes
+    // alike): those are put in order by their whole texts.
+    for run in order.chunk_by_mut(|a, b| a.0 == b.0) {
+        if run.len() > 1 {
+            run.sort_unstable_by(|a, b| texts[a.1 as usize].cmp(texts[b.1 as usize]));
+        }
+    }
+    let mut ranks = vec![0; order.len()];
+    for (rank, (_, code)) in order.into_iter().enumerate() {
         ranks[code as usize] = rank as u32;
     }
     ranks

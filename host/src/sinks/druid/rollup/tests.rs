@@ -298,3 +298,34 @@ fn every_way_of_sorting_rows_gives_the_same_order() {
     assert_eq!(rollup.order_by(Some(Sort::Packed64)), ranks);
     assert_eq!(rollup.order(), ranks);
 }
+
+#[test]
+fn texts_rank_as_they_sort() {
+    let mut below = below(0x5eed);
+    // Texts over a few letters (zero bytes included) behind a shared beginning of
+    // several lengths, so that keys tie, texts end inside their 8 bytes, and one text
+    // is the beginning of another.
+    for shared in ["", ",\"src_app\":\"", ",\"src_app\":\"app-"] {
+        for count in [0, 1, 2, 50, 2_000] {
+            // Distinct, as a dictionary's are (equal texts may rank either way).
+            let texts: std::collections::BTreeSet<String> = (0..count)
+                .map(|_| {
+                    let len = below(20) as usize;
+                    let rest: String = (0..len)
+                        .map(|_| ['a', 'b', '\0', '9', '"'][below(5) as usize])
+                        .collect();
+                    format!("{shared}{rest}")
+                })
+                .collect();
+            let mut texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            // Out of order.
+            for at in (1..texts.len()).rev() {
+                texts.swap(at, below(at as u64 + 1) as usize);
+            }
+            assert_eq!(rank_texts(&texts), rank_of(&texts), "{shared:?}, {count}");
+        }
+    }
+    let few = ["b", "a", "ab", "a\0", ""];
+    assert_eq!(rank_texts(&few), rank_of(&few));
+    assert_eq!(rank_texts(&few), [4, 1, 3, 2, 0]);
+}
