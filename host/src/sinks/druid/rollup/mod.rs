@@ -136,6 +136,8 @@ struct Dictionary {
     arena: String,
     /// Where each code's text ends in `arena`.
     ends: Vec<usize>,
+    /// Each code's hash, so that growing the index reads no text.
+    hashes: Vec<u64>,
 }
 
 fn hash_text(text: &str) -> u64 {
@@ -153,15 +155,16 @@ impl Dictionary {
     /// The code of `text`, given one if it is new.
     fn code(&mut self, text: &str) -> u32 {
         let hash = hash_text(text);
-        let (arena, ends) = (&mut self.arena, &mut self.ends);
+        let (arena, ends, hashes) = (&mut self.arena, &mut self.ends, &mut self.hashes);
         if let Some(&code) = self.index.find(hash, |&c| arena[span(ends, c)] == *text) {
             return code;
         }
         let code = ends.len() as u32;
         arena.push_str(text);
         ends.push(arena.len());
+        hashes.push(hash);
         self.index
-            .insert_unique(hash, code, |&c| hash_text(&arena[span(ends, c)]));
+            .insert_unique(hash, code, |&c| hashes[c as usize]);
         code
     }
 
@@ -204,6 +207,7 @@ impl Dictionary {
         self.index.clear();
         self.arena.clear();
         self.ends.clear();
+        self.hashes.clear();
     }
 }
 
