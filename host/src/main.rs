@@ -198,7 +198,18 @@ fn enrich(
     format: Option<String>,
     component: Option<PathBuf>,
 ) -> Result<ExitCode> {
-    let (table, rejected) = metadata::load_files(&metadata_files)?;
+    // The metadata loads on a thread of its own while the component compiles.
+    let runtime = Runtime::new(RuntimeOptions::default())?;
+    let (loaded, component) = std::thread::scope(|scope| {
+        let loaded = scope.spawn(|| metadata::load_files(&metadata_files));
+        let component = component_bytes(component.as_ref())
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| Ok(runtime.load(&bytes)?));
+        let loaded = loaded.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (loaded, component)
+    });
+    let (table, rejected) = loaded?;
+    let component = component?;
     // Bad metadata lines are reported like rejected flow lines: one JSON object each.
     for (path, bad) in &rejected {
         let record = serde_json::json!({
@@ -207,8 +218,6 @@ fn enrich(
         });
         eprintln!("{record}");
     }
-    let runtime = Runtime::new(RuntimeOptions::default())?;
-    let component = runtime.load(&component_bytes(component.as_ref())?)?;
     let mut worker = runtime.worker(&component, &WorkerLimits::default())?;
     if let Some(format) = &format {
         match worker.check_format(format) {

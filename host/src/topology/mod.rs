@@ -69,10 +69,26 @@ impl Topology {
     pub fn build(pipeline: Pipeline, runtime: &Runtime) -> Result<Topology, BuildError> {
         let metrics = Metrics::default();
         let config = &pipeline.config;
-        let mut table_plans = BTreeMap::new();
-        for (name, table) in &config.metadata {
-            table_plans.insert(name.clone(), build_table(name, table, &metrics)?);
-        }
+        // The tables load on a thread of their own while the components compile: the
+        // two are most of a start, and neither needs the other.
+        let mut components = Default::default();
+        let table_plans = std::thread::scope(|scope| {
+            let tables = scope.spawn(|| {
+                let mut table_plans = BTreeMap::new();
+                for (name, table) in &config.metadata {
+                    table_plans.insert(name.clone(), build_table(name, table, &metrics)?);
+                }
+                Ok::<_, BuildError>(table_plans)
+            });
+            for transform in config.transforms.values() {
+                match transform {
+                    crate::transforms::TransformConfig::Wasm(wasm) => {
+                        crate::transforms::wasm::precompile(wasm, runtime, &mut components)
+                    }
+                }
+            }
+            tables.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })?;
         let tables: BTreeMap<String, Arc<SharedTable>> = table_plans
             .iter()
             .map(|(name, plan)| (name.clone(), plan.shared.clone()))
@@ -83,7 +99,6 @@ impl Topology {
         }
         let mut transforms = BTreeMap::new();
         let mut inputs = BTreeMap::new();
-        let mut components = Default::default();
         for (id, transform) in &config.transforms {
             let mut cx = TransformBuildContext {
                 runtime,

@@ -32,6 +32,21 @@ pub struct WasmPlan {
     workers: usize,
 }
 
+/// Compiles the transform's component into `cache` ahead of [`plan`] (which reuses it),
+/// so that it can be done while something else is: a component that fails to read or
+/// compile is left out, and [`plan`] reports it in its turn.
+pub fn precompile(config: &Config, runtime: &crate::runtime::Runtime, cache: &mut ComponentCache) {
+    if cache.contains_key(&config.component) {
+        return;
+    }
+    let Ok(bytes) = crate::embedded::component_bytes(config.component.as_deref()) else {
+        return;
+    };
+    if let Ok(loaded) = runtime.load(&bytes) {
+        cache.insert(config.component.clone(), loaded);
+    }
+}
+
 /// Compiles (or reuses) the component and checks the configured format with it.
 pub fn plan(
     id: &str,

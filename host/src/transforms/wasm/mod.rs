@@ -8,7 +8,7 @@ mod live;
 mod pool;
 pub mod swap;
 
-pub use build::{ComponentCache, WasmPlan};
+pub use build::{ComponentCache, WasmPlan, precompile};
 pub use config::Config;
 
 use crate::batch::{Columns, LineBatch, SharedBatch};
