@@ -13,8 +13,7 @@ pub static COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flowenri
 pub struct ReadError {
     /// The file.
     pub path: std::path::PathBuf,
-    /// The I/O error.
-    #[source]
+    /// The I/O error (said in the message, so not also given as its source).
     pub error: std::io::Error,
 }
 
