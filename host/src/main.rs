@@ -205,7 +205,9 @@ fn enrich(
         let component = component_bytes(component.as_ref())
             .map_err(anyhow::Error::from)
             .and_then(|bytes| Ok(runtime.load(&bytes)?));
-        let loaded = loaded.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let loaded = loaded
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (loaded, component)
     });
     let (table, rejected) = loaded?;

@@ -87,7 +87,9 @@ impl Topology {
                     }
                 }
             }
-            tables.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            tables
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
         })?;
         let tables: BTreeMap<String, Arc<SharedTable>> = table_plans
             .iter()
