@@ -111,6 +111,9 @@ pub struct Processor {
     v6_times: Vec<u64>,
     /// The requested columns of every pending line, in order.
     pending_values: Vec<u64>,
+    /// Buffers of an earlier output, given back with [`Processor::recycle`] and
+    /// reused (cleared) by the next batch: drafts, spans, owners, values.
+    spare: (Vec<u8>, Vec<u32>, Vec<u32>, Vec<u64>),
 }
 
 /// Output names of every field this component parses.
@@ -209,13 +212,17 @@ impl Processor {
         self.v6_times.clear();
         self.pending_values.clear();
         let mut result = BatchOutput::default();
+        let (mut draft, spans, owners, values) = std::mem::take(&mut self.spare);
+        (result.spans, result.owners, result.values) = (spans, owners, values);
+        result.spans.clear();
+        result.owners.clear();
+        result.values.clear();
         // The JSON of accepted lines, written while parsing: what the host receives.
         // Sized for the JSON of typical lines (keys included), so it rarely grows.
-        let mut draft = if JSON {
-            Vec::with_capacity(text.len() * 3 + 4 * crate::format::KEY_BYTES)
-        } else {
-            Vec::new()
-        };
+        draft.clear();
+        if JSON {
+            draft.reserve(text.len() * 3 + 4 * crate::format::KEY_BYTES);
+        }
         // Each requested column's field (an index into FIELDS), if it is one.
         let requested: Vec<Option<usize>> = options
             .columns
@@ -371,7 +378,9 @@ impl Processor {
         }
         if want_values && !hold_unattributed {
             // Every pending line was emitted.
-            result.values = std::mem::take(&mut self.pending_values);
+            // Every pending line was emitted: its values are the output's, and the
+            // output's (empty) buffer gathers the next batch's.
+            std::mem::swap(&mut result.values, &mut self.pending_values);
         }
         result.drafts = draft;
         result.format = self
@@ -380,6 +389,18 @@ impl Processor {
             .map(|f| f.canonical().to_string())
             .unwrap_or_default();
         Ok(result)
+    }
+
+    /// Takes back the buffers of an output that has been read (its `drafts`, `spans`,
+    /// `owners` and `values`), for the next batch to reuse.
+    pub fn recycle(
+        &mut self,
+        drafts: Vec<u8>,
+        spans: Vec<u32>,
+        owners: Vec<u32>,
+        values: Vec<u64>,
+    ) {
+        self.spare = (drafts, spans, owners, values);
     }
 
     /// Queues an address for lookup and returns its slot.

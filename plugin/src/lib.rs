@@ -66,8 +66,8 @@ mod component {
 
         fn process(lines: String, options: ProcessOptions) -> Result<BatchResult, String> {
             PROCESSOR.with(|processor| {
+                let mut processor = processor.borrow_mut();
                 let out = processor
-                    .borrow_mut()
                     .process_with(
                         &lines,
                         &crate::Options {
@@ -82,7 +82,7 @@ mod component {
                     .map_err(|e| e.to_string())?;
                 // The host reads the records in place, while this call is in progress.
                 records::emit(&out.drafts, &out.spans, &out.owners, &out.values);
-                Ok(BatchResult {
+                let result = BatchResult {
                     emitted: out.emitted,
                     errors: out
                         .errors
@@ -102,7 +102,10 @@ mod component {
                             crate::ColumnKind::Text => ColumnKind::Text,
                         })
                         .collect(),
-                })
+                };
+                // The next batch reuses the buffers the host has read.
+                processor.recycle(out.drafts, out.spans, out.owners, out.values);
+                Ok(result)
             })
         }
     }
