@@ -202,9 +202,8 @@ fn enrich(
     let runtime = Runtime::new(RuntimeOptions::default())?;
     let (loaded, component) = std::thread::scope(|scope| {
         let loaded = scope.spawn(|| metadata::load_files(&metadata_files));
-        let component = component_bytes(component.as_ref())
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| Ok(runtime.load(&bytes)?));
+        let component =
+            component_bytes(component.as_ref()).and_then(|bytes| Ok(runtime.load(&bytes)?));
         let loaded = loaded
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
