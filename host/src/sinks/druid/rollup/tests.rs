@@ -329,3 +329,77 @@ fn texts_rank_as_they_sort() {
     assert_eq!(rank_texts(&few), rank_of(&few));
     assert_eq!(rank_texts(&few), [4, 1, 3, 2, 0]);
 }
+
+#[test]
+fn columns_roll_up_like_json_after_a_drain() {
+    use crate::batch::{Columns, LineBatch};
+    use crate::runtime::{ColumnKind, RawColumns};
+    use std::sync::Arc;
+    let dims: Vec<String> = ["protocol", "action"].map(String::from).into();
+    let names: Arc<[String]> = ["protocol", "action", "start", "bytes"]
+        .map(String::from)
+        .into();
+    let table = Arc::new(crate::metadata::TableBuilder::new().build());
+    // Text columns are ranges of the batch's text: ACCEPT is 0..6, REJECT 7..13.
+    let text = || (0u64 << 32 | 6, 7u64 << 32 | 13);
+    let columns = |flows: &[(u64, bool)]| {
+        let (accept, reject) = text();
+        let values = flows
+            .iter()
+            .enumerate()
+            .flat_map(|(at, &(protocol, accepted))| {
+                [
+                    protocol,
+                    if accepted { accept } else { reject },
+                    1_700_000_000,
+                    at as u64 + 1,
+                ]
+            })
+            .collect();
+        Columns {
+            names: names.clone(),
+            raw: RawColumns {
+                kinds: vec![
+                    ColumnKind::Integer,
+                    ColumnKind::Text,
+                    ColumnKind::Integer,
+                    ColumnKind::Integer,
+                ],
+                values,
+                owners: vec![0; 2 * flows.len()],
+            },
+            input: Arc::new(LineBatch {
+                text: "ACCEPT REJECT\n".into(),
+                lines: 1,
+                stream: "test".into(),
+                stream_start: false,
+                stream_end: false,
+                acks: Vec::new(),
+                permit: None,
+                columns: None,
+            }),
+            table: table.clone(),
+        }
+    };
+    let json = |flows: &[(u64, bool)]| {
+        let mut rollup = Rollup::new(&dims, 60);
+        for (at, &(protocol, accepted)) in flows.iter().enumerate() {
+            let action = if accepted { "ACCEPT" } else { "REJECT" };
+            let line = format!(
+                r#"{{"protocol":{protocol},"action":"{action}","start":1700000000,"bytes":{}}}"#,
+                at + 1
+            );
+            rollup.add(&line).unwrap();
+        }
+        rollup.drain().text().to_string()
+    };
+    let mut rollup = Rollup::new(&dims, 60);
+    // The second batch starts with the values the first ended with, after a drain that
+    // forgot every code: a code remembered across it would make 6 and 17 one row.
+    let first = [(6, true), (17, false), (6, true), (6, true)];
+    let second = [(6, true), (17, true), (17, false), (6, false)];
+    for flows in [&first[..], &second[..]] {
+        assert_eq!(rollup.add_columns(&columns(flows)), (flows.len() as u64, 0));
+        assert_eq!(rollup.drain().text(), json(flows));
+    }
+}
