@@ -341,9 +341,8 @@ fn columns_roll_up_like_json_after_a_drain() {
         .into();
     let table = Arc::new(crate::metadata::TableBuilder::new().build());
     // Text columns are ranges of the batch's text: ACCEPT is 0..6, REJECT 7..13.
-    let text = || (0u64 << 32 | 6, 7u64 << 32 | 13);
+    let (accept, reject) = (6u64, 7u64 << 32 | 13);
     let columns = |flows: &[(u64, bool)]| {
-        let (accept, reject) = text();
         let values = flows
             .iter()
             .enumerate()
