@@ -356,18 +356,7 @@ fn main() {
         json: false,
         columns: names.to_vec(),
     };
-    let batch_of = |text: String| {
-        Arc::new(LineBatch {
-            lines: bytecount(text.as_bytes()),
-            text,
-            stream: "bench".into(),
-            stream_start: false,
-            stream_end: false,
-            acks: Vec::new(),
-            permit: None,
-            columns: None,
-        })
-    };
+    let batch_of = |text: String| Arc::new(LineBatch::of_text("bench", text));
     if let Some(other) = compare_with {
         compare(
             &runtime,

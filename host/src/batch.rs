@@ -29,6 +29,23 @@ pub struct LineBatch {
     pub columns: Option<Arc<Columns>>,
 }
 
+impl LineBatch {
+    /// A batch of the lines in `text` (counted), in the middle of stream `stream`, with no
+    /// acknowledgements, budget share or columns.
+    pub fn of_text(stream: &str, text: String) -> LineBatch {
+        LineBatch {
+            lines: text.bytes().filter(|&b| b == b'\n').count(),
+            text,
+            stream: stream.into(),
+            stream_start: false,
+            stream_end: false,
+            acks: Vec::new(),
+            permit: None,
+            columns: None,
+        }
+    }
+}
+
 /// A batch's records as columns: each record's owners and the fields a consumer asked
 /// for, with what reading them takes (the text the ranges point into, the table
 /// snapshot the owner ids belong to).

@@ -595,16 +595,7 @@ fn columns_roll_up_like_json_across_a_table_swap_and_released_lines() {
         let columns = Columns {
             names: names.clone(),
             raw: result.columns.unwrap(),
-            input: Arc::new(LineBatch {
-                text: text.clone(),
-                lines: text.lines().count(),
-                stream: "s".into(),
-                stream_start: false,
-                stream_end: false,
-                acks: Vec::new(),
-                permit: None,
-                columns: None,
-            }),
+            input: Arc::new(LineBatch::of_text("s", text.clone())),
             table: table.clone(),
         };
         assert_eq!(columns.rows(), result.emitted as usize);

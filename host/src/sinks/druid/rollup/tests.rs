@@ -367,16 +367,7 @@ fn columns_roll_up_like_json_after_a_drain() {
                 values,
                 owners: vec![0; 2 * flows.len()],
             },
-            input: Arc::new(LineBatch {
-                text: "ACCEPT REJECT\n".into(),
-                lines: 1,
-                stream: "test".into(),
-                stream_start: false,
-                stream_end: false,
-                acks: Vec::new(),
-                permit: None,
-                columns: None,
-            }),
+            input: Arc::new(LineBatch::of_text("test", "ACCEPT REJECT\n".into())),
             table: table.clone(),
         }
     };
