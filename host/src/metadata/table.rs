@@ -82,10 +82,14 @@ impl Owner {
         &self.src_fragment[from as usize..to as usize]
     }
 
-    /// Asks the CPU for the memory [`Owner::value_json`] reads.
+    /// Asks the CPU for the memory [`Owner::value_json`] reads: the value ranges and
+    /// every cache line of the fragment they point into.
     pub fn prefetch_values(&self) {
         crate::util::prefetch_ptr(self.value_ranges.as_ptr());
-        crate::util::prefetch_ptr(self.src_fragment.as_ptr());
+        let fragment = self.src_fragment.as_bytes();
+        for at in (0..fragment.len()).step_by(64) {
+            crate::util::prefetch_ptr(&fragment[at]);
+        }
     }
 }
 
