@@ -377,7 +377,6 @@ impl Processor {
             result.emitted += 1;
         }
         if want_values && !hold_unattributed {
-            // Every pending line was emitted.
             // Every pending line was emitted: its values are the output's, and the
             // output's (empty) buffer gathers the next batch's.
             std::mem::swap(&mut result.values, &mut self.pending_values);

@@ -531,28 +531,6 @@ fn digits16(text: &[u8], at: usize, len: usize) -> Option<u64> {
     Some(high * 100_000_000 + low)
 }
 
-/// `word` with its `len` (1 to 8) low bytes moved to the top and the bytes below filled
-/// with `'0'`, which adds nothing to a number.
-#[inline(always)]
-fn digits_on_top(word: u64, len: usize) -> u64 {
-    let pad = 8 * (8 - len) as u32;
-    let fill = ONES
-        .wrapping_mul(b'0' as u64)
-        .checked_shr(64 - pad)
-        .unwrap_or(0);
-    word.checked_shl(pad).unwrap_or(0) | fill
-}
-
-/// Whether the `len` (1 to 8) low bytes of `word` are ASCII digits.
-#[inline(always)]
-fn only_digits8(word: u64, len: usize) -> bool {
-    let word = digits_on_top(word, len);
-    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
-    (word & 0xF0F0_F0F0_F0F0_F0F0 == 0x3030_3030_3030_3030)
-        & (word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0
-            == 0x3030_3030_3030_3030)
-}
-
 /// Up to 8 bytes of `text` from `at` in the low bytes of a little-endian word; the
 /// bytes above `len` are unspecified (they are shifted out by [`digits8`]).
 #[inline(always)]
@@ -570,10 +548,19 @@ fn load8(text: &[u8], at: usize, len: usize) -> u64 {
 /// lowest), or `None` if any of them is not a digit.
 #[inline(always)]
 fn digits8(word: u64, len: usize) -> Option<u64> {
-    if !only_digits8(word, len) {
+    // Move the digits to the top and fill the bytes below with '0', which adds nothing.
+    let pad = 8 * (8 - len) as u32;
+    let fill = ONES
+        .wrapping_mul(b'0' as u64)
+        .checked_shr(64 - pad)
+        .unwrap_or(0);
+    let word = word.checked_shl(pad).unwrap_or(0) | fill;
+    // Every byte in 0x30..=0x39: high nibble 3, and adding 6 keeps it 3.
+    if word & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
+        || word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0 != 0x3030_3030_3030_3030
+    {
         return None;
     }
-    let word = digits_on_top(word, len);
     // Combine neighbours: pairs, then fours, then all eight (first digit most significant).
     let d = word - 0x3030_3030_3030_3030;
     let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
