@@ -157,6 +157,22 @@ pub fn prefetch_ptr<T>(ptr: *const T) {
     let _ = ptr;
 }
 
+/// Asks the CPU for every cache line of the `len` bytes at `ptr` (none for 0): a text
+/// or a struct may start anywhere in a line and run into the next.
+#[inline(always)]
+pub fn prefetch_bytes(ptr: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    let mut at = 0;
+    while at < len {
+        prefetch_ptr(ptr.wrapping_add(at));
+        at += 64;
+    }
+    // The last line, which the steps above miss when `ptr` is not at a line's start.
+    prefetch_ptr(ptr.wrapping_add(len - 1));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,10 +86,7 @@ impl Owner {
     /// every cache line of the fragment they point into.
     pub fn prefetch_values(&self) {
         crate::util::prefetch_ptr(self.value_ranges.as_ptr());
-        let fragment = self.src_fragment.as_bytes();
-        for at in (0..fragment.len()).step_by(64) {
-            crate::util::prefetch_ptr(&fragment[at]);
-        }
+        crate::util::prefetch_bytes(self.src_fragment.as_ptr(), self.src_fragment.len());
     }
 }
 

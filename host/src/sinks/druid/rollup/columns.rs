@@ -245,11 +245,9 @@ impl Rollup {
                             if deeper {
                                 entry.prefetch_values();
                             } else {
-                                // Both ends: an entry may straddle two cache lines.
-                                let entry: *const _ = entry;
-                                crate::util::prefetch_ptr(entry);
-                                crate::util::prefetch_ptr(
-                                    entry.wrapping_add(1).cast::<u8>().wrapping_sub(1),
+                                crate::util::prefetch_bytes(
+                                    std::ptr::from_ref(entry).cast(),
+                                    std::mem::size_of_val(entry),
                                 );
                             }
                         }

@@ -186,18 +186,11 @@ impl Dictionary {
         );
     }
 
-    /// Asks for the text of `code` (its span should have arrived): its first and last
-    /// cache lines, and those between for a text of more than two.
+    /// Asks for every cache line of the text of `code` (its span should have arrived).
     #[inline(always)]
     fn prefetch_text(&self, code: u32) {
         let span = span(&self.ends, code);
-        let base = self.arena.as_ptr();
-        let mut at = span.start;
-        while at < span.end {
-            prefetch_ptr(base.wrapping_add(at));
-            at += 64;
-        }
-        prefetch_ptr(base.wrapping_add(span.end.saturating_sub(1)));
+        crate::util::prefetch_bytes(self.arena.as_ptr().wrapping_add(span.start), span.len());
     }
 
     /// Every text, in code order.
