@@ -36,15 +36,20 @@ pub struct WasmPlan {
 /// so that it can be done while something else is: a component that fails to read or
 /// compile is left out, and [`plan`] reports it in its turn.
 pub fn precompile(config: &Config, runtime: &crate::runtime::Runtime, cache: &mut ComponentCache) {
-    if cache.contains_key(&config.component) {
-        return;
-    }
-    let Ok(bytes) = crate::embedded::component_bytes(config.component.as_deref()) else {
-        return;
-    };
-    if let Ok(loaded) = runtime.load(&bytes) {
+    if !cache.contains_key(&config.component)
+        && let Ok(loaded) = compile(config, runtime)
+    {
         cache.insert(config.component.clone(), loaded);
     }
+}
+
+/// Reads and compiles the transform's component (the built-in one without a file).
+fn compile(
+    config: &Config,
+    runtime: &crate::runtime::Runtime,
+) -> Result<LoadedComponent, crate::config::BoxError> {
+    let bytes = crate::embedded::component_bytes(config.component.as_deref())?;
+    Ok(runtime.load(&bytes)?)
 }
 
 /// Compiles (or reuses) the component and checks the configured format with it.
@@ -65,12 +70,7 @@ pub fn plan(
     let component = match cx.components.get(&config.component) {
         Some(loaded) => loaded.clone(),
         None => {
-            let bytes = crate::embedded::component_bytes(config.component.as_deref())
-                .map_err(|e| BuildError::new(&key, e))?;
-            let loaded = cx
-                .runtime
-                .load(&bytes)
-                .map_err(|e| BuildError::new(&key, e))?;
+            let loaded = compile(config, cx.runtime).map_err(|e| BuildError::new(&key, e))?;
             cx.components
                 .insert(config.component.clone(), loaded.clone());
             loaded
