@@ -13,7 +13,8 @@ pub static COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flowenri
 pub struct ReadError {
     /// The file.
     pub path: std::path::PathBuf,
-    /// The I/O error (said in the message, so not also given as its source).
+    /// The I/O error.
+    #[source]
     pub error: std::io::Error,
 }
 

@@ -258,7 +258,8 @@ pub enum MetadataError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error (said in the message, so not also given as its source).
+        /// The I/O error.
+        #[source]
         error: std::io::Error,
     },
     /// The AWS ranges file could not be used.

@@ -147,6 +147,40 @@ fn enrich_refuses_a_file_that_is_not_a_component() {
     assert!(stderr.contains("cannot compile component"), "{stderr}");
 }
 
+#[test]
+fn an_error_says_each_cause_once() {
+    // The metadata error puts the I/O error in its message; a pipeline's build error
+    // puts the component's error in its own.
+    let (code, _, stderr) = enrich(&["--metadata", "/nonexistent/m.jsonl"], "");
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("error: cannot read metadata file /nonexistent/m.jsonl: "),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.log"), "").unwrap();
+    let config = dir.path().join("p.toml");
+    std::fs::write(
+        &config,
+        "[sources.f]\ntype = \"file\"\npath = \"x.log\"\n\
+         [transforms.e]\ntype = \"wasm\"\ninputs = [\"f\"]\ncomponent = \"/nonexistent/c.wasm\"\n\
+         [sinks.o]\ntype = \"stdout\"\ninputs = [\"e\"]\n",
+    )
+    .unwrap();
+    let out = bin().arg("run").arg(&config).output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("cannot read component /nonexistent/c.wasm")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
+
 fn validate(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("p.toml");
