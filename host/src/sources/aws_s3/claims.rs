@@ -64,7 +64,7 @@ pub struct Step {
 pub fn claim_key(bucket: &str, key: &str, etag: Option<&str>) -> String {
     format!(
         "s3://{bucket}/{key}#{}",
-        etag.unwrap_or_default().trim_matches('"')
+        super::notifications::bare_etag(etag.unwrap_or_default())
     )
 }
 

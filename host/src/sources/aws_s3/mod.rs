@@ -664,7 +664,9 @@ impl Reader<'_> {
                     objects.push(ObjectRef {
                         bucket: backfill.bucket.clone(),
                         key: key.to_string(),
-                        etag: found.e_tag().map(|e| e.trim_matches('"').to_string()),
+                        etag: found
+                            .e_tag()
+                            .map(|e| notifications::bare_etag(e).to_string()),
                         version_id: None,
                         size: found.size().map(|s| s.max(0) as u64),
                     });
