@@ -108,28 +108,10 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {}", error_chain(&error));
+            eprintln!("error: {}", flowenrich::util::error_chain(error.as_ref()));
             ExitCode::from(2)
         }
     }
-}
-
-/// `error` and its causes, joined with `: `, leaving out a cause whose message is
-/// already said (many errors put their cause in their own message and also give it as
-/// their source).
-fn error_chain(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if text.contains(&message) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&message);
-    }
-    text
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {

@@ -173,6 +173,23 @@ pub fn prefetch_bytes(ptr: *const u8, len: usize) {
     prefetch_ptr(ptr.wrapping_add(len - 1));
 }
 
+/// `error` and its causes, joined with `: `, leaving out a cause whose message is
+/// already said (many errors put their cause in their own message and also give it as
+/// their source).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +227,33 @@ mod tests {
                 d >= Duration::from_millis(400) && d <= Duration::from_millis(800),
                 "{d:?}"
             );
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        // A cause its error already says, and one it does not.
+        let said = Wrapped(
+            "cannot read x: disk gone".into(),
+            std::io::Error::other("disk gone"),
+        );
+        assert_eq!(error_chain(&said), "cannot read x: disk gone");
+        let unsaid = Wrapped("cannot read x".into(), std::io::Error::other("disk gone"));
+        assert_eq!(error_chain(&unsaid), "cannot read x: disk gone");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(String, std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.1)
         }
     }
 }

@@ -30,13 +30,7 @@ pub struct PollError {
 }
 
 fn failed(call: &'static str, error: impl std::error::Error) -> PollError {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
+    let message = crate::util::error_chain(&error);
     PollError { call, message }
 }
 

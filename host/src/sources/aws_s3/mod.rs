@@ -34,6 +34,7 @@ use super::{BatchAcks, Batcher, BuiltSource, LineLimits, SourceContext, SourceKi
 use crate::batch::LineBatch;
 use crate::config::{BoxError, BuildError, Invalid};
 use crate::sources::aws_kinesis::checkpoint::Checkpoints;
+use crate::util::error_chain;
 use claims::{Claimed, Claims};
 use notifications::{Notification, ObjectRef};
 use schemars::JsonSchema;
@@ -369,18 +370,6 @@ fn sleep_unless(stop: &AtomicBool, pause: Duration) {
     }
 }
 
-/// Text for errors of the SDK, with their causes.
-fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 impl Reader<'_> {
     /// One long poll of the queue (given up early when `stop` is set).
     fn receive(&self, stop: &AtomicBool) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
@@ -411,7 +400,7 @@ impl Reader<'_> {
         match answer {
             None => Ok(Vec::new()),
             Some(Ok(answer)) => Ok(answer.messages.unwrap_or_default()),
-            Some(Err(error)) => Err(error_text(&error)),
+            Some(Err(error)) => Err(error_chain(&error)),
         }
     }
 
@@ -512,7 +501,7 @@ impl Reader<'_> {
                 self.stream_lines(body, (object, size), &mut batcher, (&name, message))
             }
             Err(error) if superseded(&error) => Err(Stopped::Superseded),
-            Err(error) => Err(Stopped::Unreadable(error_text(&error))),
+            Err(error) => Err(Stopped::Unreadable(error_chain(&error))),
         };
         match result {
             Err(Stopped::ClaimLost) => {
@@ -654,7 +643,7 @@ impl Reader<'_> {
             .send();
         let mut objects = Vec::new();
         while let Some(page) = self.runtime.block_on(pages.next()) {
-            let page = page.map_err(|e| format!("cannot list the bucket: {}", error_text(&e)))?;
+            let page = page.map_err(|e| format!("cannot list the bucket: {}", error_chain(&e)))?;
             for found in page.contents() {
                 let modified = found.last_modified().map(|t| t.secs());
                 if since.is_some_and(|since| modified.is_some_and(|m| m < since)) {
@@ -788,7 +777,7 @@ impl Reader<'_> {
                 self.cx.metrics.count("sqs_visibility_extensions_total", 1);
             }
             Err(error) => {
-                tracing::warn!(message = "Cannot extend a message's visibility; another reader may read its objects too.", component_id = %self.cx.id, error = %error_text(&error));
+                tracing::warn!(message = "Cannot extend a message's visibility; another reader may read its objects too.", component_id = %self.cx.id, error = %error_chain(&error));
             }
         }
     }
@@ -806,7 +795,7 @@ impl Reader<'_> {
             .visibility_timeout(secs.min(43_200) as i32)
             .send();
         if let Err(error) = self.runtime.block_on(call) {
-            tracing::debug!(message = "Cannot hand a message back; it reappears when its visibility runs out.", component_id = %self.cx.id, error = %error_text(&error));
+            tracing::debug!(message = "Cannot hand a message back; it reappears when its visibility runs out.", component_id = %self.cx.id, error = %error_chain(&error));
         }
     }
 
@@ -825,7 +814,7 @@ impl Reader<'_> {
             Ok(_) => self.cx.metrics.count("sqs_messages_deleted_total", 1),
             Err(error) => {
                 self.cx.metrics.error("sqs_delete_failed", 1);
-                tracing::warn!(message = "Cannot delete a message; it reappears and its objects are read again.", component_id = %self.cx.id, error = %error_text(&error));
+                tracing::warn!(message = "Cannot delete a message; it reappears and its objects are read again.", component_id = %self.cx.id, error = %error_chain(&error));
             }
         }
     }
@@ -897,7 +886,7 @@ impl Read for Body {
                     self.chunk = chunk;
                 }
                 Ok(None) => return Ok(0),
-                Err(error) => return Err(std::io::Error::other(error_text(&error))),
+                Err(error) => return Err(std::io::Error::other(error_chain(&error))),
             }
         }
         let n = buf.len().min(self.chunk.len());
