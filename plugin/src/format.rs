@@ -74,6 +74,12 @@ pub struct Format {
     pub(crate) columns: Vec<Column>,
     /// Sum of the columns' key lengths (sizes the output reservation for a line).
     pub(crate) keys_len: usize,
+    /// The integer columns' positions and maxima, for the parser without JSON.
+    pub(crate) uints: Vec<(u32, u64)>,
+    /// The address columns' positions and roles, for the parser without JSON.
+    pub(crate) ips: Vec<(u32, u8)>,
+    /// The position of `start`, if the format has it.
+    pub(crate) start: Option<usize>,
     /// Canonical spelling: AWS names separated by single spaces.
     canonical: String,
 }
@@ -168,6 +174,17 @@ impl Format {
             })
             .collect();
         let keys_len = columns.iter().map(|c| c.key_len as usize).sum();
+        let positions = |kind: u8| {
+            let columns = columns.iter().enumerate();
+            columns.filter(move |(_, c)| c.kind == kind)
+        };
+        let uints = positions(Column::UINT)
+            .map(|(pos, c)| (pos as u32, c.max))
+            .collect();
+        let ips = positions(Column::IP)
+            .map(|(pos, c)| (pos as u32, c.role))
+            .collect();
+        let start = columns.iter().position(|c| c.role == Column::START);
         let canonical = fields
             .iter()
             .map(|&index| FIELDS[index as usize].name)
@@ -177,6 +194,9 @@ impl Format {
             fields,
             columns,
             keys_len,
+            uints,
+            ips,
+            start,
             canonical,
         })
     }

@@ -173,6 +173,14 @@ pub fn parse_line_with<const JSON: bool, const VALUES: bool>(
     };
     let mark = out.len();
     *parsed = Parsed::EMPTY;
+    if VALUES && !JSON {
+        if read_values(text, format, bounds, values, parsed) {
+            return (Ok(()), end);
+        }
+        // A bad value or a long integer: the field-by-field pass reads the line (and
+        // names the first bad position).
+        *parsed = Parsed::EMPTY;
+    }
     let result =
         write_fields::<JSON, VALUES>(text, end - start, format, bounds, out, values, parsed)
             .map_err(|pos| bad_value(format, bounds, pos, text));
@@ -452,6 +460,75 @@ fn write_fields<const JSON: bool, const VALUES: bool>(
         unsafe { out.set_len(w) };
     }
     Ok(())
+}
+
+/// What [`write_fields`] finds without JSON, kind by kind instead of field by field:
+/// every position's range (or [`NULL`]) in one loop, then the integers, then the
+/// addresses, each loop with one body and few live values. Returns false if a value is
+/// bad or an integer longer than 16 digits, leaving [`write_fields`] to read the line
+/// (and to say which value is bad).
+#[inline(never)]
+fn read_values(
+    text: &[u8],
+    format: &Format,
+    bounds: &[(u32, u32)],
+    values: &mut [u64],
+    parsed: &mut Parsed,
+) -> bool {
+    ranges(text, bounds, values);
+    for &(pos, max) in &format.uints {
+        let range = values[pos as usize];
+        if range == NULL {
+            continue;
+        }
+        let (begin, end) = ((range >> 32) as usize, range as u32 as usize);
+        // Longer integers (rare) go the long way: an `Option` returned from a call
+        // would travel through memory on every line.
+        if end - begin > 16 {
+            return false;
+        }
+        match digits16(text, begin, end - begin) {
+            Some(number) if number <= max => values[pos as usize] = number,
+            _ => return false,
+        }
+    }
+    if let Some(pos) = format.start
+        && values[pos] != NULL
+    {
+        parsed.start = Some(values[pos]);
+    }
+    for &(pos, role) in &format.ips {
+        let range = values[pos as usize];
+        if range == NULL {
+            continue;
+        }
+        let value = &text[(range >> 32) as usize..range as u32 as usize];
+        let addr = match parse_v4(value) {
+            Some(v4) => Addr::V4(v4),
+            None => match parse_v6(value) {
+                Some(v6) => Addr::V6(v6),
+                None => return false,
+            },
+        };
+        match role {
+            Column::SRC => parsed.src = addr,
+            Column::DST => parsed.dst = addr,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Each position's byte range in `text` as `begin << 32 | end`, or [`NULL`] for `-`.
+#[inline(always)]
+fn ranges(text: &[u8], bounds: &[(u32, u32)], values: &mut [u64]) {
+    for (value, &(begin, end)) in values.iter_mut().zip(bounds) {
+        *value = if end - begin == 1 && text[begin as usize] == b'-' {
+            NULL
+        } else {
+            (begin as u64) << 32 | end as u64
+        };
+    }
 }
 
 /// Copies `text[begin..end]` to `out` at `w` (in quotes when `quoted`), in 16-byte

@@ -414,3 +414,92 @@ fn uint() {
     assert_eq!(parse_uint(b"+1"), None);
     assert_eq!(parse_uint(b""), None);
 }
+
+#[test]
+fn values_without_json_agree_with_the_field_by_field_pass() {
+    // The columns-only parser reads kind by kind; the JSON one field by field. On every
+    // line, good or bad, both must find the same values, addresses, start and error.
+    let formats = [
+        Format::default(),
+        Format::parse("srcaddr pkt-srcaddr packets dstaddr bytes action").unwrap(),
+        Format::parse("tgw").unwrap(),
+    ];
+    // Values of each kind, mostly good (some only for wide integers, some longer than
+    // 16 digits), and bad ones of every kind.
+    let uints: [&[u8]; 9] = [
+        b"-",
+        b"0",
+        b"7",
+        b"007",
+        b"200",
+        b"0000000000000000000042",
+        b"1418530010",
+        b"12345678901234567",
+        b"18446744073709551615",
+    ];
+    let ips: [&[u8]; 4] = [b"-", b"10.0.0.1", b"2001:db8::1", b"::ffff:10.0.0.1"];
+    let texts: [&[u8]; 3] = [b"-", b"ACCEPT", b"eni-1\"x"];
+    let bad: [&[u8]; 8] = [
+        b"65536",
+        b"18446744073709551616",
+        b"99999999999999999999",
+        b"12a4",
+        b"-1",
+        b"10.0.0.256",
+        b"010.0.0.1",
+        b"2001:db8:::1",
+    ];
+    let mut x = 11u64;
+    let mut next = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    };
+    for format in &formats {
+        let mut good = 0;
+        for _ in 0..20_000 {
+            let mut line = Vec::new();
+            for pos in 0..format.len() {
+                if pos > 0 {
+                    line.push(b' ');
+                }
+                let choices: &[&[u8]] = match format.columns[pos].kind {
+                    _ if next() % 20 == 0 => &bad,
+                    Column::UINT => &uints,
+                    Column::IP => &ips,
+                    _ => &texts,
+                };
+                line.extend_from_slice(choices[next() as usize % choices.len()]);
+            }
+            let mut values = vec![0u64; format.len()];
+            let mut parsed = Parsed::EMPTY;
+            let (got, _) = parse_line_with::<false, true>(
+                &line,
+                0,
+                format,
+                &mut Vec::new(),
+                &mut values,
+                &mut parsed,
+            );
+            let mut want_values = vec![0u64; format.len()];
+            let mut want_parsed = Parsed::EMPTY;
+            let (want, _) = parse_line_with::<true, true>(
+                &line,
+                0,
+                format,
+                &mut Vec::new(),
+                &mut want_values,
+                &mut want_parsed,
+            );
+            let line = String::from_utf8_lossy(&line);
+            assert_eq!(got, want, "{line}");
+            if want.is_ok() {
+                good += 1;
+                assert_eq!((values, parsed), (want_values, want_parsed), "{line}");
+            }
+        }
+        // Good lines too, not only the first bad value of bad ones.
+        assert!(good > 1_000, "{good} good lines of {}", format.canonical());
+    }
+}
