@@ -33,10 +33,13 @@ async function drawn(page) {
     }));
     const bands = document.querySelectorAll("#sankey path.band").length;
     const regions = [...document.querySelectorAll("#regions td.cell")].map((td) => Number(td.dataset.bytes));
-    const series = document.querySelectorAll("#minutes polyline.series").length;
+    const lines = [...document.querySelectorAll("#minutes polyline.series")].map((l) => ({
+      src: l.dataset.src, dst: l.dataset.dst, bytes: Number(l.dataset.bytes),
+    }));
+    const series = lines.length;
     const talkers = document.querySelectorAll("#talkers tr").length - 1;
     const rejected = [...document.querySelectorAll("#rejected tr")].slice(1).map((tr) => tr.textContent);
-    return { nodes, edges, bands, regions, series, talkers, rejected,
+    return { nodes, edges, bands, regions, series, lines, talkers, rejected,
              drawMs: Number(document.body.dataset.drawMs), drawn: Number(document.body.dataset.drawn) };
   });
 }

@@ -344,6 +344,50 @@ path = "druid"
     let app_edges = drawn_edges(&filtered[1]);
     assert!(!app_edges.is_empty() && app_edges.len() < edges.len());
     assert!(app_edges.keys().all(|(s, d)| *s == app || *d == app));
+    // The per-minute chart follows the filters: the top 5 pairs of what a filter leaves,
+    // each with its bytes there (under a region filter, the bytes within the region).
+    let lines = |drawing: &Value| -> Vec<((String, String), u64)> {
+        drawing["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let name = |k: &str| l[k].as_str().unwrap().to_string();
+                ((name("src"), name("dst")), l["bytes"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let top5 = |pairs: &BTreeMap<(String, String), Sums>| {
+        let mut bytes: Vec<u64> = pairs.values().map(|s| s[0]).filter(|b| *b > 0).collect();
+        bytes.sort_unstable_by(|a, b| b.cmp(a));
+        bytes.truncate(5);
+        bytes
+    };
+    let region_lines = lines(&filtered[0]);
+    for (pair, bytes) in &region_lines {
+        assert_eq!(
+            *bytes, by_region[pair][0],
+            "{pair:?}'s series under {region}"
+        );
+    }
+    assert_eq!(
+        region_lines.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+        top5(&by_region),
+        "the top pairs under {region}"
+    );
+    let by_app = expected_pairs(&rows, LIMIT, &|_| true)
+        .into_iter()
+        .filter(|((s, d), _)| *s == app || *d == app)
+        .collect();
+    let app_lines = lines(&filtered[1]);
+    for (pair, bytes) in &app_lines {
+        assert_eq!(*bytes, expected[pair][0], "{pair:?}'s series with {app}");
+    }
+    assert_eq!(
+        app_lines.iter().map(|(_, b)| *b).collect::<Vec<_>>(),
+        top5(&by_app),
+        "the top pairs with {app}"
+    );
     // The other views are drawn too.
     assert!(initial["bands"].as_u64().unwrap() >= expected.len() as u64 - 1);
     assert!(initial["series"].as_u64().unwrap() >= 1);
@@ -395,4 +439,71 @@ fn report_reads_rollup_files_as_text_and_refuses_a_directory_without_any() {
     assert!(text.contains("api (r1) -> db (r2)"), "{text}");
     let rejected = text.split("Rejected flows").nth(1).unwrap();
     assert!(rejected.contains("300") && rejected.contains("3"), "{text}");
+}
+
+#[test]
+fn the_per_minute_chart_shows_a_pairs_bytes_within_the_region_chosen() {
+    // a → b sends in two regions; the chart under one of them shows only that one's bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let row = |src: &str, dst: &str, region: &str, minute: u64, bytes: u64| {
+        format!(
+            r#"{{"timestamp":{},"src_app":"{src}","dst_app":"{dst}","src_region":"{region}","dst_region":"{region}","action":"ACCEPT","flows":1,"bytes":{bytes},"packets":1}}"#,
+            (28_333_330 + minute) * 60_000
+        )
+    };
+    let rows = [
+        row("a", "b", "r1", 0, 1000),
+        row("a", "b", "r1", 2, 500),
+        row("a", "b", "r2", 1, 5000),
+        row("c", "d", "r1", 1, 300),
+        row("e", "f", "r2", 0, 9000),
+    ];
+    std::fs::write(
+        dir.path().join("flows-20231114T2210Z.ndjson"),
+        rows.join("\n") + "\n",
+    )
+    .unwrap();
+    let page = dir.path().join("report.html");
+    let out = bin()
+        .args(["report", "--html"])
+        .arg(&page)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let drawn = browse(&page, &["--filter", "region=r1", "--filter", "region=r2"]);
+    assert_eq!(drawn["errors"], serde_json::json!([]), "no console errors");
+    let lines = |drawing: &Value| -> Vec<(String, String, u64)> {
+        drawing["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let name = |k: &str| l[k].as_str().unwrap().to_string();
+                (name("src"), name("dst"), l["bytes"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let line = |s: &str, d: &str, bytes: u64| (s.to_string(), d.to_string(), bytes);
+    assert_eq!(
+        lines(&drawn["initial"]),
+        [
+            line("e", "f", 9000),
+            line("a", "b", 6500),
+            line("c", "d", 300)
+        ]
+    );
+    let filtered = drawn["filtered"].as_array().unwrap();
+    assert_eq!(
+        lines(&filtered[0]),
+        [line("a", "b", 1500), line("c", "d", 300)]
+    );
+    assert_eq!(
+        lines(&filtered[1]),
+        [line("e", "f", 9000), line("a", "b", 5000)]
+    );
 }

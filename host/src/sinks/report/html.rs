@@ -14,9 +14,13 @@ pub const OTHER: &str = "(other)";
 /// Minutes of history the per-minute chart holds at most (the latest).
 const MAX_MINUTES: usize = 1440;
 
-/// Pairs with a per-minute series in the page (the chart shows the top 5 of the pairs
-/// a filter leaves).
+/// Pairs with per-minute series in the page: the most bytes overall, and the top
+/// [`CHART`] within each region and with each node, so that the chart has the top
+/// pairs of what a filter leaves.
 const SERIES: usize = 20;
+
+/// Series the chart draws: the pairs with the most bytes among those a filter leaves.
+const CHART: usize = 5;
 
 #[derive(Serialize)]
 struct Page<'a> {
@@ -76,10 +80,16 @@ struct Minutes {
     pairs: Vec<Series>,
 }
 
+/// One pair's bytes per minute between one region pair (the page adds up the series
+/// of the regions a filter leaves).
 #[derive(Serialize)]
 struct Series {
     s: usize,
     d: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dr: Option<String>,
     bytes: Vec<u64>,
 }
 
@@ -208,32 +218,64 @@ pub fn render(report: &Report, limit: usize, top: usize, source: &str) -> String
     PAGE.replacen("/*DATA*/", &json, 1)
 }
 
-/// Per-minute bytes of the [`SERIES`] pairs with the most bytes (after merging).
+/// Per-minute bytes, by region pair, of the pairs [`SERIES`] and [`CHART`] choose.
 fn minutes(report: &Report, id: &dyn Fn(&str) -> usize) -> Minutes {
-    let mut per_pair: HashMap<(usize, usize), BTreeMap<i64, u64>> = HashMap::new();
-    for ((src, dst), series) in &report.minutes {
-        let into = per_pair.entry((id(src), id(dst))).or_default();
+    // Merged where the tail became one node.
+    type Key<'a> = (NodePair, Option<&'a str>, Option<&'a str>);
+    let mut merged: BTreeMap<Key, PerMinute> = BTreeMap::new();
+    for ((src, dst, src_region, dst_region), series) in &report.minutes {
+        let key = (
+            (id(src), id(dst)),
+            src_region.as_deref(),
+            dst_region.as_deref(),
+        );
+        let into = merged.entry(key).or_default();
         for (minute, bytes) in series {
             let slot = into.entry(*minute).or_default();
             *slot = slot.saturating_add(*bytes);
         }
     }
-    let mut pairs: Vec<(NodePair, u64, PerMinute)> = per_pair
-        .into_iter()
-        .map(|(pair, series)| {
-            let total = series.values().fold(0u64, |t, b| t.saturating_add(*b));
-            (pair, total, series)
-        })
+    let total = |series: &PerMinute| series.values().fold(0u64, |t, b| t.saturating_add(*b));
+    // Each pair's bytes: overall, within each region, with each node.
+    let mut overall: HashMap<NodePair, u64> = HashMap::new();
+    let mut by_region: HashMap<&str, HashMap<NodePair, u64>> = HashMap::new();
+    let mut by_node: HashMap<usize, HashMap<NodePair, u64>> = HashMap::new();
+    for ((pair, src_region, dst_region), series) in &merged {
+        let bytes = total(series);
+        let add = |sums: &mut HashMap<NodePair, u64>| {
+            let sum = sums.entry(*pair).or_default();
+            *sum = sum.saturating_add(bytes);
+        };
+        add(&mut overall);
+        let dst_region = dst_region.filter(|r| Some(*r) != *src_region);
+        for region in [*src_region, dst_region].into_iter().flatten() {
+            add(by_region.entry(region).or_default());
+        }
+        add(by_node.entry(pair.0).or_default());
+        if pair.1 != pair.0 {
+            add(by_node.entry(pair.1).or_default());
+        }
+    }
+    let top = |sums: &HashMap<NodePair, u64>, n: usize| {
+        let mut ranked: Vec<(NodePair, u64)> = sums.iter().map(|(p, b)| (*p, *b)).collect();
+        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        ranked.into_iter().take(n).map(|(pair, _)| pair)
+    };
+    let mut chosen: BTreeSet<NodePair> = top(&overall, SERIES).collect();
+    for sums in by_region.values().chain(by_node.values()) {
+        chosen.extend(top(sums, CHART));
+    }
+    let series: Vec<(&Key, &PerMinute)> = merged
+        .iter()
+        .filter(|((pair, _, _), _)| chosen.contains(pair))
         .collect();
-    pairs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    pairs.truncate(SERIES);
-    let last = pairs
+    let last = series
         .iter()
-        .filter_map(|(_, _, s)| s.keys().next_back().copied())
+        .filter_map(|(_, s)| s.keys().next_back().copied())
         .max();
-    let first = pairs
+    let first = series
         .iter()
-        .filter_map(|(_, _, s)| s.keys().next().copied())
+        .filter_map(|(_, s)| s.keys().next().copied())
         .min();
     let (Some(first), Some(last)) = (first, last) else {
         return Minutes {
@@ -244,19 +286,32 @@ fn minutes(report: &Report, id: &dyn Fn(&str) -> usize) -> Minutes {
     };
     let start = first.max(last - MAX_MINUTES as i64 + 1);
     let count = (last - start + 1) as usize;
+    let mut pairs: Vec<(u64, Series)> = series
+        .into_iter()
+        .map(|(((s, d), sr, dr), series)| {
+            let mut bytes = vec![0; count];
+            for (minute, b) in series.range(start..) {
+                bytes[(minute - start) as usize] = *b;
+            }
+            let series = Series {
+                s: *s,
+                d: *d,
+                sr: sr.map(str::to_string),
+                dr: dr.map(str::to_string),
+                bytes,
+            };
+            (overall[&(*s, *d)], series)
+        })
+        .collect();
+    // The pairs with the most bytes first.
+    pairs.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| (a.1.s, a.1.d).cmp(&(b.1.s, b.1.d)))
+    });
     Minutes {
         start,
         count,
-        pairs: pairs
-            .into_iter()
-            .map(|((s, d), _, series)| {
-                let mut bytes = vec![0; count];
-                for (minute, b) in series.range(start..) {
-                    bytes[(minute - start) as usize] = *b;
-                }
-                Series { s, d, bytes }
-            })
-            .collect(),
+        pairs: pairs.into_iter().map(|(_, series)| series).collect(),
     }
 }
 

@@ -196,6 +196,10 @@ struct LinkSums {
     rejected: Option<Sums>,
 }
 
+/// Source and destination application, then region: what the per-minute series are
+/// kept by (the page's region filter picks the series of the regions it shows).
+type MinuteKey = (String, String, Option<String>, Option<String>);
+
 /// Running totals.
 #[derive(Default)]
 pub struct Report {
@@ -206,8 +210,8 @@ pub struct Report {
     unparseable: u64,
     /// Every table of the report (and the page) is grouped from these.
     links: HashMap<Link, LinkSums>,
-    /// Per pair, bytes per epoch minute.
-    minutes: HashMap<(String, String), BTreeMap<i64, u64>>,
+    /// Per pair and region pair, bytes per epoch minute.
+    minutes: HashMap<MinuteKey, BTreeMap<i64, u64>>,
 }
 
 impl Report {
@@ -246,10 +250,17 @@ impl Report {
         self.packets = self.packets.saturating_add(sums.packets);
         let src_app = text(&keys.app[0]).unwrap_or_else(|| UNATTRIBUTED.into());
         let dst_app = text(&keys.app[1]).unwrap_or_else(|| UNATTRIBUTED.into());
+        let (src_region, dst_region) = (text(&keys.region[0]), text(&keys.region[1]));
         if let Some(minute) = minute {
+            let key = (
+                src_app.clone(),
+                dst_app.clone(),
+                src_region.clone(),
+                dst_region.clone(),
+            );
             let slot = self
                 .minutes
-                .entry((src_app.clone(), dst_app.clone()))
+                .entry(key)
                 .or_default()
                 .entry(minute)
                 .or_default();
@@ -260,8 +271,8 @@ impl Report {
             .entry(Link {
                 src: src_app,
                 dst: dst_app,
-                src_region: text(&keys.region[0]),
-                dst_region: text(&keys.region[1]),
+                src_region,
+                dst_region,
                 src_zone: text(&keys.zone[0]),
                 dst_zone: text(&keys.zone[1]),
             })
