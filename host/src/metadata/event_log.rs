@@ -135,7 +135,7 @@ mod tests {
                 let ip = ip.parse().unwrap();
                 let app = |table: &super::super::Table| {
                     let owner = table.owner(table.lookup(ip, t)).unwrap();
-                    owner.attrs.get("app").cloned()
+                    owner.attrs.get("app").map(str::to_string)
                 };
                 assert_eq!(app(&before), app(&after), "{ip} at {t}");
             }

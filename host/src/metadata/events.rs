@@ -5,6 +5,7 @@
 
 use ipnet::IpNet;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::IpAddr;
@@ -118,16 +119,18 @@ impl EventError {
     }
 }
 
+/// An event as its line spells it; texts without escapes are borrowed from the line.
 #[derive(Deserialize)]
-struct RawEvent {
+struct RawEvent<'a> {
     ts: u64,
-    op: String,
-    #[serde(default)]
-    ip: Option<String>,
-    #[serde(default)]
-    cidr: Option<String>,
-    #[serde(default)]
-    interface: Option<String>,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(default, borrow)]
+    ip: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    cidr: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    interface: Option<Cow<'a, str>>,
     #[serde(default)]
     attrs: Option<Attrs>,
     #[serde(default)]
@@ -165,25 +168,25 @@ impl Event {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-');
                 if !valid {
-                    return Err(EventError::BadInterface(id.clone()));
+                    return Err(EventError::BadInterface(id.to_string()));
                 }
                 Target::Interface(trimmed.into())
             }
             (Some(ip), None, None) => Target::Ip(
                 ip.trim()
                     .parse()
-                    .map_err(|_| EventError::BadIp(ip.clone()))?,
+                    .map_err(|_| EventError::BadIp(ip.to_string()))?,
             ),
             (None, Some(cidr), None) => {
                 let net: IpNet = cidr
                     .trim()
                     .parse()
-                    .map_err(|_| EventError::BadCidr(cidr.clone()))?;
+                    .map_err(|_| EventError::BadCidr(cidr.to_string()))?;
                 Target::Cidr(net.trunc())
             }
             _ => return Err(EventError::Target),
         };
-        let op = match raw.op.as_str() {
+        let op = match &*raw.op {
             "assign" => Op::Assign(raw.attrs.ok_or(EventError::MissingAttrs)?),
             "unassign" => Op::Unassign,
             "unknown" if matches!(target, Target::Cidr(_)) => {
@@ -276,7 +279,7 @@ pub fn read_changelog_each(
             break;
         }
         let line = match std::str::from_utf8(&raw) {
-            Ok(line) => line.trim_end_matches(['\n', '\r']).to_string(),
+            Ok(line) => line.trim_end_matches(['\n', '\r']),
             Err(_) => {
                 log.rejected.push(BadLine {
                     line_number: index + 1,
@@ -294,7 +297,7 @@ pub fn read_changelog_each(
             Ok(event) => accept(event),
             Err(error) => log.rejected.push(BadLine {
                 line_number: index + 1,
-                line,
+                line: line.to_string(),
                 error,
             }),
         }

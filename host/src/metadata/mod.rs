@@ -10,10 +10,12 @@ pub mod events;
 pub mod file;
 pub mod networks;
 pub mod observations;
+pub mod packed_attrs;
 pub mod table;
 
 pub use aws_ranges::AwsRangesError;
 pub use events::{Attrs, Changelog, Event, EventError};
+pub use packed_attrs::PackedAttrs;
 pub use table::{Owner, Table, TableBuilder, UNATTRIBUTED};
 
 use crate::config::Invalid;
@@ -328,9 +330,8 @@ pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<(Table, Rejected), Metad
 fn apply_files(builder: &mut TableBuilder, paths: &[PathBuf]) -> Result<Rejected, MetadataError> {
     let mut rejected = Vec::new();
     for path in paths {
-        let read = crate::sources::file::open_text(path).and_then(|reader| {
-            events::read_changelog_each(reader, |event| builder.apply_owned(event))
-        });
+        let read = crate::sources::file::open_text(path)
+            .and_then(|reader| events::read_changelog_each(reader, |event| builder.apply(&event)));
         let bad = read.map_err(|error| MetadataError::Read {
             path: path.to_path_buf(),
             error,

@@ -216,7 +216,12 @@ mod tests {
         let table = builder.build();
         let app = |ip: &str, t: u64| {
             let id = table.lookup(ip.parse().unwrap(), t);
-            table.owner(id).unwrap().attrs.get("app").cloned()
+            table
+                .owner(id)
+                .unwrap()
+                .attrs
+                .get("app")
+                .map(str::to_string)
         };
         let cases: &[(&str, u64, Option<&str>)] = &[
             ("10.0.0.1", 99, None),
@@ -248,7 +253,12 @@ mod tests {
         // An interface's timeline follows the same rules.
         let interface_app = |t: u64| {
             let id = table.interface_owner("eni-1", t);
-            table.owner(id).unwrap().attrs.get("app").cloned()
+            table
+                .owner(id)
+                .unwrap()
+                .attrs
+                .get("app")
+                .map(str::to_string)
         };
         assert_eq!(interface_app(130).as_deref(), Some("a"));
         assert_eq!(interface_app(131), None);

@@ -310,7 +310,7 @@ mod tests {
         let mut owners = vec![a, 0, 0, a, a, 0];
         let done = attribute(&table, &lines, &kinds, &values, 7, 0, &mut owners);
         assert_eq!((done.by_record, done.by_interface), (2, 1));
-        let attrs = |id: u32| table.owner(id).unwrap().attrs.clone();
+        let attrs = |id: u32| table.owner(id).unwrap().attrs.to_attrs();
         let web_prod = attrs(owners[0]);
         assert_eq!(web_prod["app"], "web");
         assert_eq!(web_prod["cluster"], "prod");
