@@ -10,7 +10,8 @@
 //!
 //! - the component alone (one worker, batches of 1,000 lines, in process), with JSON
 //!   and with columns only (what the druid sink asks for);
-//! - `flowenrich enrich` (stdin → stdout), the release binary as a child process;
+//! - `flowenrich enrich` (stdin → stdout), the release binary as a child process, with
+//!   its compiled component from the cache and compiling it at start;
 //! - `flowenrich run`: file → wasm → file, and file → wasm → druid (rollup files);
 //! - in process: gzip CloudWatch Logs envelopes held in memory → inflate → envelope
 //!   parse → wasm (columns) → druid rollup rows (everything but the Kinesis emulator);
@@ -22,6 +23,7 @@
 
 use flowenrich::batch::{Columns, LineBatch};
 use flowenrich::metadata::{Event, Table, TableBuilder};
+use flowenrich::runtime::component_cache::CACHE_ENV;
 use flowenrich::runtime::{ProcessOptions, Runtime, RuntimeOptions, WorkerLimits};
 use flowenrich::sinks::druid::{DEFAULT_DIMENSIONS, Rollup};
 use flowenrich::sources::aws_kinesis::{RecordFormat, decode};
@@ -235,6 +237,9 @@ fn main() {
     // RSS as the kernel counts it includes the parent's until `exec`.
 
     let devnull = || std::fs::File::create("/dev/null").unwrap();
+    // The children keep compiled components in a cache of their own: the first run
+    // compiles, the others load (one `enrich` per round compiles at start instead).
+    let cache = dir.path().join("components");
     let run = |name: &str, sink: &str, workers: usize| {
         // What an earlier run wrote is gone and on disk: its writeback does not fall
         // into this run.
@@ -245,6 +250,7 @@ fn main() {
         child(
             Command::new(binary)
                 .current_dir(dir.path())
+                .env(CACHE_ENV, &cache)
                 .arg("run")
                 .arg(&config)
                 .stdout(devnull())
@@ -256,20 +262,22 @@ fn main() {
     let druid_sink =
         |workers: usize| format!("type = \"druid\"\npath = \"out/druid\"\nworkers = {workers}");
     // The configurations take turns, round after round; each keeps its best round.
-    let (mut enrich, mut to_file, mut to_file_2, mut to_druid_2, mut to_druid) =
-        (None, None, None, None, None);
+    let (mut enrich, mut enrich_cold, mut to_file, mut to_file_2, mut to_druid_2, mut to_druid) =
+        (None, None, None, None, None, None);
+    let enrich_with = |cache: &std::ffi::OsStr| {
+        child(
+            Command::new(binary)
+                .current_dir(dir.path())
+                .env(CACHE_ENV, cache)
+                .args(["enrich", "--metadata", "metadata.jsonl"])
+                .stdin(std::fs::File::open(dir.path().join("flows.log")).unwrap())
+                .stdout(devnull())
+                .stderr(devnull()),
+        )
+    };
     for _ in 0..if in_process_only { 0 } else { rounds } {
-        keep_best(
-            &mut enrich,
-            child(
-                Command::new(binary)
-                    .current_dir(dir.path())
-                    .args(["enrich", "--metadata", "metadata.jsonl"])
-                    .stdin(std::fs::File::open(dir.path().join("flows.log")).unwrap())
-                    .stdout(devnull())
-                    .stderr(devnull()),
-            ),
-        );
+        keep_best(&mut enrich, enrich_with(cache.as_os_str()));
+        keep_best(&mut enrich_cold, enrich_with("off".as_ref()));
         keep_best(&mut to_file, run("to_file", file_sink, 1));
         keep_best(&mut to_file_2, run("to_file_2", file_sink, 2));
         keep_best(&mut to_druid_2, run("to_druid_2", &druid_sink(2), 2));
@@ -470,14 +478,16 @@ fn main() {
         );
         (
             best(enrich),
+            best(enrich_cold),
             best(to_file),
             best(to_file_2),
             best(to_druid_2),
             best(to_druid),
         )
     });
-    if let Some((enrich, to_file, to_file_2, to_druid_2, to_druid)) = &children {
+    if let Some((enrich, enrich_cold, to_file, to_file_2, to_druid_2, to_druid)) = &children {
         report("flowenrich enrich (stdin → stdout)", enrich);
+        report("  … compiling the component at start", enrich_cold);
         report("run: file → wasm → file", to_file);
         report("  … with 2 workers", to_file_2);
         report("run: file → wasm → druid (rollup files)", to_druid);
@@ -487,7 +497,7 @@ fn main() {
         "envelopes → inflate → parse → wasm → rows",
         &kinesis_to_rows,
     );
-    if let Some((_, to_file, to_file_2, to_druid_2, to_druid)) = &children {
+    if let Some((_, _, to_file, to_file_2, to_druid_2, to_druid)) = &children {
         println!(
             "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}×",
             to_file.wall / to_file_2.wall,
@@ -502,7 +512,7 @@ fn main() {
         per_flow(tadd),
         per_flow(tdrain)
     );
-    if let Some((enrich, _, _, _, to_druid)) = &children {
+    if let Some((enrich, _, _, _, _, to_druid)) = &children {
         println!(
             "run file → druid against enrich: wall {:.2}×, CPU {:.2}×",
             to_druid.wall / enrich.wall,

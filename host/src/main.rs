@@ -254,6 +254,7 @@ fn runtime_for(pipeline: &Pipeline) -> Result<Runtime> {
     Ok(Runtime::new(RuntimeOptions {
         epoch_interruption: true,
         max_memory_bytes: max_memory_mib.saturating_mul(1 << 20),
+        ..RuntimeOptions::default()
     })?)
 }
 

@@ -8,6 +8,7 @@
 //! fresh instance and retries the batch once.
 
 pub mod bindings;
+pub mod component_cache;
 pub mod local_side;
 pub mod records;
 
@@ -18,7 +19,7 @@ use bindings::{Enricher, EnricherPre};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 /// The WIT package version this host speaks; components must report the same.
@@ -102,6 +103,9 @@ pub struct RuntimeOptions {
     pub epoch_interruption: bool,
     /// Largest linear memory any instance may grow to (sizes the pooling allocator).
     pub max_memory_bytes: usize,
+    /// Where compiled components are kept for the next start
+    /// ([`component_cache::default_dir`]); `None`: compiled at every start.
+    pub component_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -109,6 +113,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             epoch_interruption: true,
             max_memory_bytes: WorkerLimits::default().memory_limit_bytes,
+            component_cache: component_cache::default_dir(),
         }
     }
 }
@@ -210,7 +215,9 @@ impl Runtime {
 
     /// Compiles and type-checks a component, then asks it for its identity.
     pub fn load(&self, bytes: &[u8]) -> Result<LoadedComponent, RuntimeError> {
-        let component = Component::new(&self.engine, bytes).map_err(RuntimeError::Compile)?;
+        let (component, _) =
+            component_cache::load(&self.engine, bytes, self.options.component_cache.as_deref())
+                .map_err(RuntimeError::Compile)?;
         let mut linker: Linker<HostState> = Linker::new(&self.engine);
         bindings::flowenrich::enrich::lookup::add_to_linker::<_, HasSelf<_>>(
             &mut linker,
