@@ -17,6 +17,9 @@ const OWNER_CODES_AHEAD: usize = 16;
 const OWNERS_AHEAD: usize = 8;
 const OWNER_VALUES_AHEAD: usize = 4;
 
+/// Integers below this have their codes in an array (protocol numbers fit).
+const SMALL_INTEGERS: u64 = 256;
+
 /// How a batch's columns map to the dimensions, with the codes found so far.
 pub(super) struct Plan {
     /// The table snapshot the batch's owner ids belong to (held, so its address
@@ -32,10 +35,17 @@ pub(super) struct Plan {
     slot_sources: Vec<SlotSource>,
     /// Per side, per owner id: the code of the side's slot (`u32::MAX`: not yet).
     owner_codes: [Vec<u32>; 2],
-    /// Per slot: codes of the integer values, raw texts and null seen in its field.
+    /// Per slot: codes of the integer values, raw texts and null seen in its field (or
+    /// the code of a slot that is always null).
     integers: Vec<FxHashMap<u64, u32>>,
     texts: Vec<FxHashMap<Box<str>, u32>>,
     nulls: Vec<Option<u32>>,
+    /// Per slot: the codes of integers below [`SMALL_INTEGERS`] (`u32::MAX`: not yet),
+    /// such as protocol numbers, found without hashing.
+    small_integers: Vec<Vec<u32>>,
+    /// Per slot: the last text looked up and its code (`u32::MAX`: none yet); most
+    /// flows repeat the last `action`.
+    last_texts: Vec<(String, u32)>,
 }
 
 /// Where one dimension's value comes from.
@@ -58,6 +68,8 @@ enum SlotSource {
     Owner(usize),
     /// One column: the slot's only dimension.
     Field(usize),
+    /// Nothing: every dimension of the slot is always null, so its code is too.
+    Null,
     /// Anything else: each dimension looked at for every record.
     General,
 }
@@ -92,10 +104,12 @@ impl Plan {
                     _ => None,
                 };
                 let first = side(&slot.dimensions[0]);
+                let null = |d: &usize| matches!(sources[*d], Source::Null);
                 match (first, &slot.dimensions[..]) {
                     (Some(s), dims) if dims.iter().all(|d| side(d) == Some(s)) => {
                         SlotSource::Owner(s)
                     }
+                    (_, dims) if dims.iter().all(null) => SlotSource::Null,
                     (None, &[d]) => match sources[d] {
                         Source::Column(column) => SlotSource::Field(column),
                         _ => SlotSource::General,
@@ -114,6 +128,8 @@ impl Plan {
             integers: vec![FxHashMap::default(); slots],
             texts: vec![FxHashMap::default(); slots],
             nulls: vec![None; slots],
+            small_integers: vec![Vec::new(); slots],
+            last_texts: vec![(String::new(), u32::MAX); slots],
             sources,
         }
     }
@@ -143,6 +159,12 @@ impl Plan {
             map.clear();
         }
         self.nulls.fill(None);
+        for codes in &mut self.small_integers {
+            codes.clear();
+        }
+        for (_, code) in &mut self.last_texts {
+            *code = u32::MAX;
+        }
     }
 
     /// Appends the JSON text of dimension `d` for record `row` to `out`.
@@ -290,6 +312,19 @@ impl Rollup {
                         at,
                         columns.value(row, column),
                     ),
+                    SlotSource::Null => match plan.nulls[at] {
+                        Some(code) => code,
+                        None => {
+                            let code = general_code(
+                                &mut self.slots[at],
+                                &mut self.members,
+                                &plan,
+                                columns,
+                                row,
+                            );
+                            *plan.nulls[at].insert(code)
+                        }
+                    },
                     SlotSource::General => {
                         general_code(&mut self.slots[at], &mut self.members, &plan, columns, row)
                     }
@@ -324,15 +359,36 @@ fn field_code(
     };
     match value {
         ColumnValue::Null => *plan.nulls[at].get_or_insert_with(|| code(value)),
-        ColumnValue::Integer(n) => *plan.integers[at].entry(n).or_insert_with(|| code(value)),
-        ColumnValue::Text(text) => match plan.texts[at].get(text) {
-            Some(&c) => c,
-            None => {
-                let c = code(value);
-                plan.texts[at].insert(text.into(), c);
-                c
+        ColumnValue::Integer(n) if n < SMALL_INTEGERS => {
+            let codes = &mut plan.small_integers[at];
+            if codes.is_empty() {
+                codes.resize(SMALL_INTEGERS as usize, u32::MAX);
             }
-        },
+            if codes[n as usize] == u32::MAX {
+                codes[n as usize] = code(value);
+            }
+            codes[n as usize]
+        }
+        ColumnValue::Integer(n) => *plan.integers[at].entry(n).or_insert_with(|| code(value)),
+        ColumnValue::Text(text) => {
+            let (last, last_code) = &mut plan.last_texts[at];
+            if *last_code != u32::MAX && last.as_str() == text {
+                return *last_code;
+            }
+            let c = match plan.texts[at].get(text) {
+                Some(&c) => c,
+                None => {
+                    let c = code(value);
+                    plan.texts[at].insert(text.into(), c);
+                    c
+                }
+            };
+            let (last, last_code) = &mut plan.last_texts[at];
+            last.clear();
+            last.push_str(text);
+            *last_code = c;
+            c
+        }
     }
 }
 

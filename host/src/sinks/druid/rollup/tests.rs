@@ -335,7 +335,10 @@ fn columns_roll_up_like_json_after_a_drain() {
     use crate::batch::{Columns, LineBatch};
     use crate::runtime::{ColumnKind, RawColumns};
     use std::sync::Arc;
-    let dims: Vec<String> = ["protocol", "action"].map(String::from).into();
+    // `flow_direction` is in no column: always null.
+    let dims: Vec<String> = ["protocol", "flow_direction", "action"]
+        .map(String::from)
+        .into();
     let names: Arc<[String]> = ["protocol", "action", "start", "bytes"]
         .map(String::from)
         .into();
