@@ -402,8 +402,9 @@ fn main() {
             let mut rollup = Rollup::new(&dimensions, 60);
             let mut batch = String::new();
             let mut flush = |batch: &mut String, rollup: &mut Rollup| {
-                // As the Kinesis source does: the next batch starts with this one's room.
-                let room = batch.len();
+                // As the Kinesis source does: the next batch starts with this one's room
+                // and an eighth more.
+                let room = batch.len() + batch.len() / 8;
                 let input = batch_of(std::mem::replace(batch, String::with_capacity(room)));
                 let t = Instant::now();
                 let processed = worker.process_with(&input.text, &options, &table).unwrap();

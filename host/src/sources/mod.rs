@@ -432,11 +432,10 @@ impl<'a> Batcher<'a> {
         if self.lines == 0 && !end {
             return;
         }
-        // The next batch's text starts with room for as much as this one: one
-        // allocation per batch, not one per doubling.
-        let room = self
-            .text
-            .len()
+        // The next batch's text starts with room for as much as this one and an eighth
+        // more: one allocation per batch, not one per doubling (half the batches of
+        // lines of one length are a little longer than the one before).
+        let room = (self.text.len() + self.text.len() / 8)
             .min(BATCH_MAX_BYTES + self.max_line_bytes + 1);
         let acks = match self.acks.as_mut() {
             Some(acks) => {
