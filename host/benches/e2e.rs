@@ -115,14 +115,12 @@ fn envelopes(lines: &[String], per_envelope: usize) -> Vec<Vec<u8>> {
         .chunks(per_envelope)
         .enumerate()
         .map(|(n, chunk)| {
-            let events: Vec<serde_json::Value> = chunk
+            let events: Vec<(u64, String)> = chunk
                 .iter()
-                .enumerate()
-                .map(|(e, message)| {
-                    serde_json::json!({"id": format!("{n}-{e}"), "timestamp": T0 * 1000, "message": message})
-                })
+                .map(|message| (T0 * 1000, message.clone()))
                 .collect();
-            support::gzip_envelope(events, flate2::Compression::default())
+            let first_id = (n * per_envelope) as u64;
+            support::gzip_envelope(&events, first_id, flate2::Compression::default())
         })
         .collect()
 }

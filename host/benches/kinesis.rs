@@ -49,8 +49,8 @@ fn envelopes(records: usize, per_record: usize) -> Vec<(String, Vec<u8>)> {
     let mut rng = Rng(42);
     (0..records)
         .map(|r| {
-            let events: Vec<serde_json::Value> = (0..per_record)
-                .map(|e| {
+            let events: Vec<(u64, String)> = (0..per_record)
+                .map(|_| {
                     let start = T0 + rng.below(3600);
                     let message = format!(
                         "2 123456789012 eni-{:08x} {} {} {} 443 6 {} {} {start} {} ACCEPT OK",
@@ -62,12 +62,16 @@ fn envelopes(records: usize, per_record: usize) -> Vec<(String, Vec<u8>)> {
                         40 + rng.below(1_000_000),
                         start + 60,
                     );
-                    serde_json::json!({"id": format!("{r}-{e}"), "timestamp": start * 1000, "message": message})
+                    (start * 1000, message)
                 })
                 .collect();
             (
                 format!("key-{r}"),
-                support::gzip_envelope(events, flate2::Compression::fast()),
+                support::gzip_envelope(
+                    &events,
+                    (r * per_record) as u64,
+                    flate2::Compression::fast(),
+                ),
             )
         })
         .collect()

@@ -27,16 +27,31 @@ pub fn option(args: &[String], name: &str) -> Option<usize> {
 }
 
 /// A gzip CloudWatch Logs subscription envelope (`DATA_MESSAGE`) of `events`
-/// (`{"id", "timestamp", "message"}` objects), compressed at `level`.
+/// (timestamp in epoch milliseconds, message), compressed at `level`: written as
+/// CloudWatch Logs writes them, keys in its order and each event with a 56-digit id
+/// (`first_id` and up, after the timestamp).
 #[allow(dead_code)] // Used by the benchmarks that read envelopes.
-pub fn gzip_envelope(events: Vec<serde_json::Value>, level: flate2::Compression) -> Vec<u8> {
+pub fn gzip_envelope(
+    events: &[(u64, String)],
+    first_id: u64,
+    level: flate2::Compression,
+) -> Vec<u8> {
     use std::io::Write;
-    let envelope = serde_json::json!({
-        "messageType": "DATA_MESSAGE", "owner": "123456789012",
-        "logGroup": "vpc-flow-logs", "logStream": "eni-all",
-        "subscriptionFilters": ["to-kinesis"], "logEvents": events,
-    });
+    let events: Vec<String> = events
+        .iter()
+        .zip(first_id..)
+        .map(|((timestamp, message), id)| {
+            format!(
+                r#"{{"id":"{timestamp:020}{id:036}","timestamp":{timestamp},"message":{}}}"#,
+                serde_json::to_string(message).unwrap()
+            )
+        })
+        .collect();
+    let envelope = format!(
+        r#"{{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"vpc-flow-logs","logStream":"eni-all","subscriptionFilters":["to-kinesis"],"logEvents":[{}]}}"#,
+        events.join(",")
+    );
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), level);
-    encoder.write_all(envelope.to_string().as_bytes()).unwrap();
+    encoder.write_all(envelope.as_bytes()).unwrap();
     encoder.finish().unwrap()
 }

@@ -435,8 +435,8 @@ impl<'a> Batcher<'a> {
         // The next batch's text starts with room for as much as this one and an eighth
         // more: one allocation per batch, not one per doubling (half the batches of
         // lines of one length are a little longer than the one before).
-        let room = (self.text.len() + self.text.len() / 8)
-            .min(BATCH_MAX_BYTES + self.max_line_bytes + 1);
+        let room =
+            (self.text.len() + self.text.len() / 8).min(BATCH_MAX_BYTES + self.max_line_bytes + 1);
         let acks = match self.acks.as_mut() {
             Some(acks) => {
                 let position = format!("{:020}", acks.lines);

@@ -178,6 +178,12 @@ impl<'a> Scanner<'a> {
             return Ok(());
         }
         loop {
+            if self.standard_event(out) {
+                if !self.more(b']')? {
+                    return Ok(());
+                }
+                continue;
+            }
             let mut message = false;
             if !self.open(b'{', b'}', "a log event object")? {
                 loop {
@@ -205,6 +211,63 @@ impl<'a> Scanner<'a> {
                 return Ok(());
             }
         }
+    }
+
+    /// A log event as CloudWatch Logs writes it, `{"id":"…","timestamp":…,"message":"…"}`
+    /// with no whitespace and nothing to unescape, read in one go (its message
+    /// appended to `out`, unless blank). False, with nothing taken, for anything else,
+    /// which the general path then reads (and refuses, if it must).
+    fn standard_event(&mut self, out: &mut String) -> bool {
+        let bytes = self.bytes();
+        let mut at = self.at;
+        let literal = |at: &mut usize, text: &[u8]| {
+            let found = bytes[*at..].starts_with(text);
+            if found {
+                *at += text.len();
+            }
+            found
+        };
+        // A string's contents without escapes or control characters: where they end,
+        // and `at` past the closing quote.
+        let plain = |at: &mut usize| {
+            let end = *at + crate::util::json_special_offset(&bytes[*at..]);
+            let closed = bytes.get(end) == Some(&b'"');
+            if closed {
+                *at = end + 1;
+            }
+            closed.then_some(end)
+        };
+        if !literal(&mut at, br#"{"id":""#)
+            || plain(&mut at).is_none()
+            || !literal(&mut at, br#","timestamp":"#)
+        {
+            return false;
+        }
+        // An integer as JSON writes it.
+        match bytes.get(at) {
+            Some(b'0') => at += 1,
+            Some(b'1'..=b'9') => {
+                at += 1;
+                while bytes.get(at).is_some_and(u8::is_ascii_digit) {
+                    at += 1;
+                }
+            }
+            _ => return false,
+        }
+        if !literal(&mut at, br#","message":""#) {
+            return false;
+        }
+        let start = at;
+        let Some(end) = plain(&mut at) else {
+            return false;
+        };
+        if !literal(&mut at, b"}") {
+            return false;
+        }
+        // No escapes: no newline either, so the message is one line.
+        push_nonempty(out, &self.text[start..end]);
+        self.at = at;
+        true
     }
 
     /// Appends a message's lines to `out`, blank ones left out.
@@ -612,6 +675,8 @@ mod tests {
             r#"{"messageType":"DATA_MESSAGE","owner":"123456789012","logGroup":"g","logStream":"s","subscriptionFilters":["f"],"logEvents":[{"id":"3","timestamp":1700000000000,"message":"2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 40 1 2 ACCEPT OK"},{"id":"4","timestamp":-1.5e3,"message":"a\tb \"q\" \u00e9\ud83d\ude00 \\ / \n next"}]}"#,
             r#" { "logEvents" : [ { "message" : "x" , "extractedFields" : { "a" : [ 1 , true , false , null , { } , [ ] ] } } ] , "messageType" : "DATA_MESSAGE" } "#,
             r#"{"messageType":"CONTROL_MESSAGE","logEvents":[{"id":"","timestamp":0,"message":"CWL CONTROL MESSAGE"}]}"#,
+            // As CloudWatch Logs writes events (the scanner's quick path).
+            r#"{"messageType":"DATA_MESSAGE","logEvents":[{"id":"31","timestamp":1700000000000,"message":"2 1 eni-1 10.0.0.1 10.0.0.2 1 2 6 1 40 1 2 ACCEPT OK"},{"id":"32","timestamp":0,"message":"  "},{"id":"","timestamp":17,"message":""},{"id":"33","timestamp":9,"message":"x"}]}"#,
         ];
         let alphabet: &[u8] =
             b"{}[]\",:\\ \t\n0123456789-+.eEuabfnrt/_DATMESGlogvnsy\xc3\xa9\xff\x01";
@@ -658,6 +723,46 @@ mod tests {
             accepted > 500 && refused > 500,
             "{accepted} accepted, {refused} refused"
         );
+    }
+
+    /// Events a byte or two away from the layout CloudWatch Logs writes (which the
+    /// scanner reads on a quick path): the scanner and serde_json agree on each.
+    #[test]
+    fn agrees_with_serde_json_next_to_the_quick_path() {
+        let events = [
+            r#"{"id":"1","timestamp":17,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":017,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":0,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":-1,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":1.5,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":1e3,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":17 ,"message":"a b"}"#,
+            r#"{ "id":"1","timestamp":17,"message":"a b"}"#,
+            r#"{"id":"1\"","timestamp":17,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":17,"message":"a\nb"}"#,
+            "{\"id\":\"1\",\"timestamp\":17,\"message\":\"a\tb\"}",
+            "{\"id\":\"1\u{1}\",\"timestamp\":17,\"message\":\"a b\"}",
+            r#"{"id":"1","timestamp":17,"message":"a b","message":"c"}"#,
+            r#"{"id":"1","timestamp":17,"message":"a b","x":1}"#,
+            r#"{"id":"1","timestamp":17,"message":"a b""#,
+            r#"{"id":"1","timestamp":17,"message":"a b"]"#,
+            r#"{"id":"1","timestamp":17,"message":1}"#,
+            r#"{"id":1,"timestamp":17,"message":"a b"}"#,
+            r#"{"id":"1","timestamp":17,"message":"a b"},"#,
+        ];
+        for event in events {
+            for json in [
+                format!(r#"{{"messageType":"DATA_MESSAGE","logEvents":[{event}]}}"#),
+                format!(r#"{{"messageType":"DATA_MESSAGE","logEvents":[{event},{event}]}}"#),
+            ] {
+                let mut out = String::new();
+                let scanned = read_envelope(json.as_bytes(), &mut out)
+                    .ok()
+                    .map(|kind| (kind, out));
+                assert_eq!(scanned, serde_reading(json.as_bytes()), "on {json}");
+            }
+        }
     }
 
     /// The scanner and serde_json agree on envelopes serde_json writes, escapes and all.
