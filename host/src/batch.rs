@@ -34,7 +34,7 @@ impl LineBatch {
     /// acknowledgements, budget share or columns.
     pub fn of_text(stream: &str, text: String) -> LineBatch {
         LineBatch {
-            lines: text.bytes().filter(|&b| b == b'\n').count(),
+            lines: memchr::memchr_iter(b'\n', text.as_bytes()).count(),
             text,
             stream: stream.into(),
             stream_start: false,
