@@ -52,11 +52,6 @@ impl PackedAttrs {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
-
-    /// Bytes on the heap.
-    pub fn heap_bytes(&self) -> usize {
-        self.0.len()
-    }
 }
 
 impl fmt::Debug for PackedAttrs {

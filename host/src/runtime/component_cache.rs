@@ -5,7 +5,8 @@
 //!
 //! Files are named by the SHA-256 of what makes compiled code compatible with this
 //! engine (wasmtime's version and settings) and of the component's bytes, in a
-//! directory only its owner may enter. wasmtime checks a file's version and settings
+//! directory only its owner may enter (a directory others may write into is not used).
+//! wasmtime checks a file's version and settings
 //! again when it loads it; a file it refuses, or that is not there, means compiling and
 //! writing it afresh (written whole, then renamed). Any trouble with the directory only
 //! costs the compile: the cache never makes a load fail.
@@ -52,7 +53,7 @@ pub fn load(
     bytes: &[u8],
     dir: Option<&Path>,
 ) -> wasmtime::Result<(Component, Compiled)> {
-    let Some(dir) = dir else {
+    let Some(dir) = dir.filter(|dir| private(dir)) else {
         return Ok((Component::new(engine, bytes)?, Compiled::Now));
     };
     let path = dir.join(file_name(engine, bytes));
@@ -78,6 +79,22 @@ pub fn load(
         tracing::debug!(message = "Could not keep the compiled component.", path = %path.display(), %error);
     }
     Ok((component, Compiled::Now))
+}
+
+/// Whether `dir` may hold machine code this process runs: this user's own, and nobody
+/// else may write into it (or not there yet: [`store`] makes it so).
+fn private(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(found) = std::fs::metadata(dir) else {
+        return true;
+    };
+    // SAFETY: geteuid(2) takes no arguments and cannot fail.
+    let own = found.uid() == unsafe { libc::geteuid() };
+    let safe = found.is_dir() && own && found.mode() & 0o022 == 0;
+    if !safe {
+        tracing::warn!(message = "The component cache is not private to this user; compiling without it.", dir = %dir.display());
+    }
+    safe
 }
 
 /// The SHA-256 of what makes compiled code compatible with `engine`, then of the
@@ -217,6 +234,18 @@ mod tests {
         assert_eq!(compiled, Compiled::Now);
         let (_, compiled) = load(engine, &bytes, None).unwrap();
         assert_eq!(compiled, Compiled::Now);
+        // A directory others may write into is not trusted with machine code.
+        use std::os::unix::fs::PermissionsExt;
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                load(engine, &bytes, Some(&shared)).unwrap().1,
+                Compiled::Now
+            );
+        }
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0);
     }
 
     #[test]

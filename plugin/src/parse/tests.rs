@@ -415,6 +415,18 @@ fn uint() {
     assert_eq!(parse_uint(b""), None);
 }
 
+/// A line's outcome, values and what the enrichment needs, with or without JSON.
+fn read<const JSON: bool>(
+    line: &[u8],
+    format: &Format,
+) -> (Result<(), LineError>, Vec<u64>, Parsed) {
+    let mut values = vec![0u64; format.len()];
+    let mut parsed = Parsed::EMPTY;
+    let (outcome, _) =
+        parse_line_with::<JSON, true>(line, 0, format, &mut Vec::new(), &mut values, &mut parsed);
+    (outcome, values, parsed)
+}
+
 #[test]
 fn values_without_json_agree_with_the_field_by_field_pass() {
     // The columns-only parser reads kind by kind; the JSON one field by field. On every
@@ -472,26 +484,8 @@ fn values_without_json_agree_with_the_field_by_field_pass() {
                 };
                 line.extend_from_slice(choices[next() as usize % choices.len()]);
             }
-            let mut values = vec![0u64; format.len()];
-            let mut parsed = Parsed::EMPTY;
-            let (got, _) = parse_line_with::<false, true>(
-                &line,
-                0,
-                format,
-                &mut Vec::new(),
-                &mut values,
-                &mut parsed,
-            );
-            let mut want_values = vec![0u64; format.len()];
-            let mut want_parsed = Parsed::EMPTY;
-            let (want, _) = parse_line_with::<true, true>(
-                &line,
-                0,
-                format,
-                &mut Vec::new(),
-                &mut want_values,
-                &mut want_parsed,
-            );
+            let (got, values, parsed) = read::<false>(&line, format);
+            let (want, want_values, want_parsed) = read::<true>(&line, format);
             let line = String::from_utf8_lossy(&line);
             assert_eq!(got, want, "{line}");
             if want.is_ok() {

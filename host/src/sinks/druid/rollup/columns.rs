@@ -283,19 +283,15 @@ impl Rollup {
             };
             self.start_key(bucket);
             for at in 0..self.slots.len() {
+                let (slot, members) = (&mut self.slots[at], &mut self.members);
+                let mut general = |plan: &Plan| general_code(slot, members, plan, columns, row);
                 let code = match plan.slot_sources[at] {
                     SlotSource::Owner(side) => {
                         let owner = columns.owner(row, side);
                         match plan.owner_code(side, owner) {
                             Some(code) => code,
                             None => {
-                                let code = general_code(
-                                    &mut self.slots[at],
-                                    &mut self.members,
-                                    &plan,
-                                    columns,
-                                    row,
-                                );
+                                let code = general(&plan);
                                 let (cache, owner) = (&mut plan.owner_codes[side], owner as usize);
                                 if cache.len() <= owner {
                                     cache.resize(owner + 1, u32::MAX);
@@ -305,29 +301,17 @@ impl Rollup {
                             }
                         }
                     }
-                    SlotSource::Field(column) => field_code(
-                        &mut self.slots[at],
-                        &mut self.members,
-                        &mut plan,
-                        at,
-                        columns.value(row, column),
-                    ),
+                    SlotSource::Field(column) => {
+                        field_code(slot, members, &mut plan, at, columns.value(row, column))
+                    }
                     SlotSource::Null => match plan.nulls[at] {
                         Some(code) => code,
                         None => {
-                            let code = general_code(
-                                &mut self.slots[at],
-                                &mut self.members,
-                                &plan,
-                                columns,
-                                row,
-                            );
+                            let code = general(&plan);
                             *plan.nulls[at].insert(code)
                         }
                     },
-                    SlotSource::General => {
-                        general_code(&mut self.slots[at], &mut self.members, &plan, columns, row)
-                    }
+                    SlotSource::General => general(&plan),
                 };
                 self.key.push(code);
             }
