@@ -99,6 +99,19 @@ fn expected_pairs(
     pairs
 }
 
+/// The series the per-minute chart draws, in order: each pair with its bytes.
+fn drawn_lines(drawing: &Value) -> Vec<((String, String), u64)> {
+    drawing["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let name = |k: &str| l[k].as_str().unwrap().to_string();
+            ((name("src"), name("dst")), l["bytes"].as_u64().unwrap())
+        })
+        .collect()
+}
+
 /// The edges a drawing shows, by pair, with their stroke widths.
 fn drawn_edges(drawing: &Value) -> BTreeMap<(String, String), (f64, u64)> {
     let mut edges = BTreeMap::new();
@@ -346,24 +359,13 @@ path = "druid"
     assert!(app_edges.keys().all(|(s, d)| *s == app || *d == app));
     // The per-minute chart follows the filters: the top 5 pairs of what a filter leaves,
     // each with its bytes there (under a region filter, the bytes within the region).
-    let lines = |drawing: &Value| -> Vec<((String, String), u64)> {
-        drawing["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let name = |k: &str| l[k].as_str().unwrap().to_string();
-                ((name("src"), name("dst")), l["bytes"].as_u64().unwrap())
-            })
-            .collect()
-    };
     let top5 = |pairs: &BTreeMap<(String, String), Sums>| {
         let mut bytes: Vec<u64> = pairs.values().map(|s| s[0]).filter(|b| *b > 0).collect();
         bytes.sort_unstable_by(|a, b| b.cmp(a));
         bytes.truncate(5);
         bytes
     };
-    let region_lines = lines(&filtered[0]);
+    let region_lines = drawn_lines(&filtered[0]);
     for (pair, bytes) in &region_lines {
         assert_eq!(
             *bytes, by_region[pair][0],
@@ -379,7 +381,7 @@ path = "druid"
         .into_iter()
         .filter(|((s, d), _)| *s == app || *d == app)
         .collect();
-    let app_lines = lines(&filtered[1]);
+    let app_lines = drawn_lines(&filtered[1]);
     for (pair, bytes) in &app_lines {
         assert_eq!(*bytes, expected[pair][0], "{pair:?}'s series with {app}");
     }
@@ -477,20 +479,9 @@ fn the_per_minute_chart_shows_a_pairs_bytes_within_the_region_chosen() {
     );
     let drawn = browse(&page, &["--filter", "region=r1", "--filter", "region=r2"]);
     assert_eq!(drawn["errors"], serde_json::json!([]), "no console errors");
-    let lines = |drawing: &Value| -> Vec<(String, String, u64)> {
-        drawing["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| {
-                let name = |k: &str| l[k].as_str().unwrap().to_string();
-                (name("src"), name("dst"), l["bytes"].as_u64().unwrap())
-            })
-            .collect()
-    };
-    let line = |s: &str, d: &str, bytes: u64| (s.to_string(), d.to_string(), bytes);
+    let line = |s: &str, d: &str, bytes: u64| ((s.to_string(), d.to_string()), bytes);
     assert_eq!(
-        lines(&drawn["initial"]),
+        drawn_lines(&drawn["initial"]),
         [
             line("e", "f", 9000),
             line("a", "b", 6500),
@@ -499,11 +490,11 @@ fn the_per_minute_chart_shows_a_pairs_bytes_within_the_region_chosen() {
     );
     let filtered = drawn["filtered"].as_array().unwrap();
     assert_eq!(
-        lines(&filtered[0]),
+        drawn_lines(&filtered[0]),
         [line("a", "b", 1500), line("c", "d", 300)]
     );
     assert_eq!(
-        lines(&filtered[1]),
+        drawn_lines(&filtered[1]),
         [line("e", "f", 9000), line("a", "b", 5000)]
     );
 }

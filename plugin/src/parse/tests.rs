@@ -263,13 +263,7 @@ fn v6_agrees_with_the_standard_parser() {
     .map(|s| s.to_string())
     .collect();
     // Random texts over the alphabet of addresses, and valid addresses edited once.
-    let mut x = 11u64;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut next = random(11);
     const ALPHABET: &[u8] = b"0123456789abcdefABCDEF::::..g";
     for _ in 0..40_000 {
         let len = (next() % 24) as usize;
@@ -281,13 +275,13 @@ fn v6_agrees_with_the_standard_parser() {
     for _ in 0..40_000 {
         let bits = (u128::from(next()) << 96) | (u128::from(next()) << 64) | u128::from(next());
         // Zero runs make `::` appear.
-        let bits = if next() % 2 == 0 {
+        let bits = if next().is_multiple_of(2) {
             bits & !(u128::from(u32::MAX) << 32)
         } else {
             bits
         };
         let mut text = Ipv6Addr::from(bits).to_string();
-        if next() % 3 == 0 {
+        if next().is_multiple_of(3) {
             let at = (next() as usize) % (text.len() + 1);
             let byte = ALPHABET[(next() as usize) % ALPHABET.len()] as char;
             match next() % 3 {
@@ -415,6 +409,17 @@ fn uint() {
     assert_eq!(parse_uint(b""), None);
 }
 
+/// Pseudo-random numbers from `seed` (the high bits of a linear congruential generator).
+fn random(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        x >> 33
+    }
+}
+
 /// A line's outcome, values and what the enrichment needs, with or without JSON.
 fn read<const JSON: bool>(
     line: &[u8],
@@ -461,13 +466,7 @@ fn values_without_json_agree_with_the_field_by_field_pass() {
         b"010.0.0.1",
         b"2001:db8:::1",
     ];
-    let mut x = 11u64;
-    let mut next = || {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        x >> 33
-    };
+    let mut next = random(11);
     for format in &formats {
         let mut good = 0;
         for _ in 0..20_000 {
@@ -477,7 +476,7 @@ fn values_without_json_agree_with_the_field_by_field_pass() {
                     line.push(b' ');
                 }
                 let choices: &[&[u8]] = match format.columns[pos].kind {
-                    _ if next() % 20 == 0 => &bad,
+                    _ if next().is_multiple_of(20) => &bad,
                     Column::UINT => &uints,
                     Column::IP => &ips,
                     _ => &texts,
