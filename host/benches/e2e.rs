@@ -126,6 +126,19 @@ fn envelopes(lines: &[String], per_envelope: usize) -> Vec<Vec<u8>> {
 }
 
 /// What one measured run took.
+/// The child processes' best rounds.
+struct Children {
+    enrich: Measured,
+    enrich_cold: Measured,
+    to_file: Measured,
+    to_file_2: Measured,
+    to_druid: Measured,
+    /// 2 transform workers, the sink on 1 thread.
+    to_druid_2: Measured,
+    /// 2 transform workers, the sink on 2 threads (sharded).
+    to_druid_2_sharded: Measured,
+}
+
 struct Measured {
     wall: f64,
     user: f64,
@@ -256,12 +269,12 @@ fn main() {
         )
     };
     let file_sink = "type = \"file\"\npath = \"out/enriched.ndjson\"";
-    // The sink's rollup threads follow the transform's workers.
+    // The sink's rollup threads: 1, its default on 2 cores (half the cores), or 2.
     let druid_sink =
         |workers: usize| format!("type = \"druid\"\npath = \"out/druid\"\nworkers = {workers}");
     // The configurations take turns, round after round; each keeps its best round.
-    let (mut enrich, mut enrich_cold, mut to_file, mut to_file_2, mut to_druid_2, mut to_druid) =
-        (None, None, None, None, None, None);
+    let (mut enrich, mut enrich_cold, mut to_file, mut to_file_2) = (None, None, None, None);
+    let (mut to_druid, mut to_druid_2, mut to_druid_2_sharded) = (None, None, None);
     let enrich_with = |cache: &std::ffi::OsStr| {
         child(
             Command::new(binary)
@@ -278,7 +291,11 @@ fn main() {
         keep_best(&mut enrich_cold, enrich_with("off".as_ref()));
         keep_best(&mut to_file, run("to_file", file_sink, 1));
         keep_best(&mut to_file_2, run("to_file_2", file_sink, 2));
-        keep_best(&mut to_druid_2, run("to_druid_2", &druid_sink(2), 2));
+        keep_best(&mut to_druid_2, run("to_druid_2", &druid_sink(1), 2));
+        keep_best(
+            &mut to_druid_2_sharded,
+            run("to_druid_2_sharded", &druid_sink(2), 2),
+        );
         // Last, so that its rollup files are there to count.
         keep_best(&mut to_druid, run("to_druid", &druid_sink(1), 1));
     }
@@ -475,32 +492,38 @@ fn main() {
             druid_rows, rows,
             "the pipeline and the in-process run agree"
         );
-        (
-            best(enrich),
-            best(enrich_cold),
-            best(to_file),
-            best(to_file_2),
-            best(to_druid_2),
-            best(to_druid),
-        )
+        Children {
+            enrich: best(enrich),
+            enrich_cold: best(enrich_cold),
+            to_file: best(to_file),
+            to_file_2: best(to_file_2),
+            to_druid: best(to_druid),
+            to_druid_2: best(to_druid_2),
+            to_druid_2_sharded: best(to_druid_2_sharded),
+        }
     });
-    if let Some((enrich, enrich_cold, to_file, to_file_2, to_druid_2, to_druid)) = &children {
-        report("flowenrich enrich (stdin → stdout)", enrich);
-        report("  … compiling the component at start", enrich_cold);
-        report("run: file → wasm → file", to_file);
-        report("  … with 2 workers", to_file_2);
-        report("run: file → wasm → druid (rollup files)", to_druid);
-        report("  … with 2 workers", to_druid_2);
+    if let Some(c) = &children {
+        report("flowenrich enrich (stdin → stdout)", &c.enrich);
+        report("  … compiling the component at start", &c.enrich_cold);
+        report("run: file → wasm → file", &c.to_file);
+        report("  … with 2 workers", &c.to_file_2);
+        report("run: file → wasm → druid (rollup files)", &c.to_druid);
+        report("  … with 2 workers (sink: 1 thread)", &c.to_druid_2);
+        report(
+            "  … with 2 workers and 2 sink threads",
+            &c.to_druid_2_sharded,
+        );
     }
     report(
         "envelopes → inflate → parse → wasm → rows",
         &kinesis_to_rows,
     );
-    if let Some((_, _, to_file, to_file_2, to_druid_2, to_druid)) = &children {
+    if let Some(c) = &children {
         println!(
-            "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}×",
-            to_file.wall / to_file_2.wall,
-            to_druid.wall / to_druid_2.wall
+            "2 workers against 1 (wall): file → file {:.2}×, file → druid {:.2}× (2 sink threads: {:.2}×)",
+            c.to_file.wall / c.to_file_2.wall,
+            c.to_druid.wall / c.to_druid_2.wall,
+            c.to_druid.wall / c.to_druid_2_sharded.wall,
         );
     }
     let per_flow = |seconds: f64| seconds * 1e9 / total as f64;
@@ -511,11 +534,11 @@ fn main() {
         per_flow(tadd),
         per_flow(tdrain)
     );
-    if let Some((enrich, _, _, _, _, to_druid)) = &children {
+    if let Some(c) = &children {
         println!(
             "run file → druid against enrich: wall {:.2}×, CPU {:.2}×",
-            to_druid.wall / enrich.wall,
-            to_druid.cpu() / enrich.cpu(),
+            c.to_druid.wall / c.enrich.wall,
+            c.to_druid.cpu() / c.enrich.cpu(),
         );
     }
     println!(

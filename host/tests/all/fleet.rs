@@ -35,6 +35,7 @@ type = "druid"
 inputs = ["t"]
 dimensions = ["srcport"]
 flush_interval_secs = 1
+workers = 2
 stream_name = "rollups"
 endpoint = "{endpoint}"
 region = "us-east-1"

@@ -167,28 +167,41 @@ impl crate::sinks::Labeled for PublicationLogError {
 }
 
 impl Publisher<'_> {
-    /// Writes the rows rolled up from `pending`'s batches, then marks them done; or,
-    /// when their lease holding is gone, forsakes them.
-    pub(super) fn flush(&mut self, pending: &mut Pending) -> Result<(), SinkError> {
+    /// Writes the rows rolled up from `pending`'s batches (in its rollup and in
+    /// `shards`, the helpers' rollups of it), then marks them done; or, when their lease
+    /// holding is gone, forsakes them.
+    pub(super) fn flush(
+        &mut self,
+        pending: &mut Pending,
+        mut shards: Vec<Rollup>,
+    ) -> Result<(), SinkError> {
         let covers = std::mem::take(&mut pending.covers);
         let mut outcome = Published::Ended;
-        if let Some(store) = &pending.store
+        // The group's own rollup, first among the shards for the drain, and back after.
+        let own = std::mem::replace(&mut pending.rollup, Rollup::new(&[], 1));
+        shards.insert(0, own);
+        let written = if let Some(store) = &pending.store
             && !store.current(&pending.scope)
         {
-            pending.rollup.clear();
             outcome = Published::LeaseLost;
-        } else if !pending.rollup.is_empty() {
-            outcome = match &pending.store {
+            for rollup in &mut shards {
+                rollup.clear();
+            }
+            Ok(())
+        } else if shards.iter().any(|r| !r.is_empty()) {
+            match &pending.store {
                 Some(store) => {
-                    let rows = pending.rollup.drain();
-                    self.publish(store, &pending.scope, &rows, covers)?
+                    let rows = Rollup::drain_all(&mut shards);
+                    self.publish(store, &pending.scope, &rows, covers)
+                        .map(|published| outcome = published)
                 }
-                None => {
-                    self.write_plain(&mut pending.rollup)?;
-                    Published::Ended
-                }
-            };
-        }
+                None => self.write_plain(&mut shards),
+            }
+        } else {
+            Ok(())
+        };
+        pending.rollup = shards.swap_remove(0);
+        written?;
         let forsaken = outcome == Published::LeaseLost && !pending.covered.is_empty();
         if forsaken {
             let lines: usize = pending.covered.iter().map(|b| b.lines).sum();
@@ -208,14 +221,14 @@ impl Publisher<'_> {
     /// Rows of batches without checkpoints (files, stdin): at least once is all a
     /// source without positions allows. To files, a few MiB of rows at a time, each
     /// piece appended to its bucket's file.
-    pub(super) fn write_plain(&self, rollup: &mut Rollup) -> Result<(), SinkError> {
+    pub(super) fn write_plain(&self, shards: &mut [Rollup]) -> Result<(), SinkError> {
         let rows = match &self.writer {
             Writer::Kinesis(writer) => {
-                let rows = rollup.drain();
+                let rows = Rollup::drain_all(shards);
                 writer.write(rows.text(), self.metrics, self.lifecycle)?;
                 rows.len()
             }
-            Writer::Files(dir) => rollup.drain_each(|bucket, text, _| {
+            Writer::Files(dir) => Rollup::drain_each_of(shards, |bucket, text, _| {
                 self.write_to(dir, || append_bucket(dir, bucket, text))
             })?,
         };

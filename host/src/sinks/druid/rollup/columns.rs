@@ -221,6 +221,12 @@ impl Rollup {
     /// Adds every record of a batch's columns; returns how many were rolled up and how
     /// many had no start. Owner ids are resolved against the batch's own table snapshot.
     pub fn add_columns(&mut self, columns: &Columns) -> (u64, u64) {
+        self.add_columns_in(columns, None)
+    }
+
+    /// [`Rollup::add_columns`] for the records of `selection` alone (row numbers in
+    /// ascending order), or for every record when it is `None`.
+    pub fn add_columns_in(&mut self, columns: &Columns, selection: Option<&[u32]>) -> (u64, u64) {
         if !self.plan.as_ref().is_some_and(|p| p.fits(columns)) {
             self.plan = Some(Plan::new(&columns.table, &columns.names, self));
         }
@@ -243,11 +249,13 @@ impl Rollup {
                 _ => None,
             })
             .collect();
-        let rows = columns.rows();
-        for row in 0..rows {
-            if row + OWNER_CODES_AHEAD < rows {
+        let rows = selection.map_or(columns.rows(), <[u32]>::len);
+        let row_at = |at: usize| selection.map_or(at, |s| s[at] as usize);
+        for at in 0..rows {
+            let row = row_at(at);
+            if at + OWNER_CODES_AHEAD < rows {
                 for &side in &owner_sides {
-                    let owner = columns.owner(row + OWNER_CODES_AHEAD, side);
+                    let owner = columns.owner(row_at(at + OWNER_CODES_AHEAD), side);
                     // Past the end of the codes is harmless: a prefetch never faults.
                     crate::util::prefetch_ptr(
                         plan.owner_codes[side].as_ptr().wrapping_add(owner as usize),
@@ -258,9 +266,9 @@ impl Rollup {
             // another (its entry, then its rendered values): ask for its entry some
             // records ahead, and for its values once the entry has arrived.
             for (ahead, deeper) in [(OWNERS_AHEAD, false), (OWNER_VALUES_AHEAD, true)] {
-                if row + ahead < rows {
+                if at + ahead < rows {
                     for &side in &owner_sides {
-                        let owner = columns.owner(row + ahead, side);
+                        let owner = columns.owner(row_at(at + ahead), side);
                         if plan.owner_code(side, owner).is_none()
                             && let Some(entry) = plan.table.owner(owner)
                         {
@@ -282,10 +290,10 @@ impl Rollup {
                 continue;
             };
             self.start_key(bucket);
-            for at in 0..self.slots.len() {
-                let (slot, members) = (&mut self.slots[at], &mut self.members);
+            for slot_at in 0..self.slots.len() {
+                let (slot, members) = (&mut self.slots[slot_at], &mut self.members);
                 let mut general = |plan: &Plan| general_code(slot, members, plan, columns, row);
-                let code = match plan.slot_sources[at] {
+                let code = match plan.slot_sources[slot_at] {
                     SlotSource::Owner(side) => {
                         let owner = columns.owner(row, side);
                         match plan.owner_code(side, owner) {
@@ -301,14 +309,18 @@ impl Rollup {
                             }
                         }
                     }
-                    SlotSource::Field(column) => {
-                        field_code(slot, members, &mut plan, at, columns.value(row, column))
-                    }
-                    SlotSource::Null => match plan.nulls[at] {
+                    SlotSource::Field(column) => field_code(
+                        slot,
+                        members,
+                        &mut plan,
+                        slot_at,
+                        columns.value(row, column),
+                    ),
+                    SlotSource::Null => match plan.nulls[slot_at] {
                         Some(code) => code,
                         None => {
                             let code = general(&plan);
-                            *plan.nulls[at].insert(code)
+                            *plan.nulls[slot_at].insert(code)
                         }
                     },
                     SlotSource::General => general(&plan),
@@ -387,4 +399,121 @@ fn general_code(
 ) -> u32 {
     slot.render(members, |d, out| plan.push_json(d, columns, row, out));
     slot.members.code(members)
+}
+
+/// Which of several rollups (shards) each record of a batch's columns goes to, so that
+/// every key lives in one shard and the shards' rows need no merging: a hash of what the
+/// record's key is made of (its bucket, and per slot the text its members render as, or
+/// the value that text is rendered from), the same whatever codes a shard gives them.
+/// A side's text is hashed once per owner and table snapshot.
+pub struct Router {
+    /// A rollup on the shards' dimensions, for its slots.
+    template: Rollup,
+    plan: Option<Plan>,
+    /// Per side, per owner id: the hash of the side's slot text (0: not yet).
+    owner_hashes: [Vec<u64>; 2],
+    /// A slot's members being rendered (reused).
+    members: String,
+    shards: usize,
+}
+
+/// Tells apart the kinds of a field's value in a shard hash (an integer and a text
+/// never render alike).
+const TEXT_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+const NULL_HASH: u64 = 0x2545_f491_4f6c_dd1d;
+
+/// The hash of a field's value, a function of the text it renders as.
+fn value_hash(value: ColumnValue<'_>) -> u64 {
+    match value {
+        ColumnValue::Null => NULL_HASH,
+        ColumnValue::Integer(n) => super::index::mix(n.wrapping_add(1)),
+        ColumnValue::Text(text) => super::hash_text(text) ^ TEXT_SEED,
+    }
+}
+
+impl Router {
+    /// Routes records among `shards` rollups on `dimensions` and `granularity`.
+    pub fn new(dimensions: &[String], granularity: u64, shards: usize) -> Router {
+        Router {
+            template: Rollup::new(dimensions, granularity),
+            plan: None,
+            owner_hashes: [Vec::new(), Vec::new()],
+            members: String::new(),
+            shards: shards.max(1),
+        }
+    }
+
+    /// Appends each record's row number to the selection of its shard (`selections`
+    /// has one per shard). Records without a usable start go to the first shard, which
+    /// counts them.
+    pub fn route(&mut self, columns: &Columns, selections: &mut [Vec<u32>]) {
+        debug_assert_eq!(selections.len(), self.shards);
+        if !self.plan.as_ref().is_some_and(|p| p.fits(columns)) {
+            self.plan = Some(Plan::new(&columns.table, &columns.names, &self.template));
+            for hashes in &mut self.owner_hashes {
+                hashes.clear();
+            }
+        }
+        let plan = self.plan.as_ref().expect("just made");
+        let width = columns.names.len();
+        let (values, kinds) = (&columns.raw.values, &columns.raw.kinds);
+        let rows = columns.rows();
+        for row in 0..rows {
+            if row + OWNER_CODES_AHEAD < rows {
+                for side in 0..2 {
+                    let owner = columns.owner(row + OWNER_CODES_AHEAD, side);
+                    // Past the end is harmless: a prefetch never faults.
+                    crate::util::prefetch_ptr(
+                        self.owner_hashes[side]
+                            .as_ptr()
+                            .wrapping_add(owner as usize),
+                    );
+                }
+            }
+            let start = plan.metrics[0].and_then(|c| {
+                let value = values[row * width + c];
+                (value != u64::MAX && kinds[c] == ColumnKind::Integer).then_some(value)
+            });
+            let Ok(bucket) = self.template.bucket(start) else {
+                selections[0].push(row as u32);
+                continue;
+            };
+            let mut hash = bucket;
+            for (at, source) in plan.slot_sources.iter().enumerate() {
+                let part = match *source {
+                    SlotSource::Owner(side) => {
+                        let owner = columns.owner(row, side) as usize;
+                        match self.owner_hashes[side].get(owner) {
+                            Some(&known) if known != 0 => known,
+                            _ => {
+                                let slot = &self.template.slots[at];
+                                slot.render(&mut self.members, |d, out| {
+                                    plan.push_json(d, columns, row, out)
+                                });
+                                let known = super::hash_text(&self.members) | 1;
+                                let hashes = &mut self.owner_hashes[side];
+                                if hashes.len() <= owner {
+                                    hashes.resize(owner + 1, 0);
+                                }
+                                hashes[owner] = known;
+                                known
+                            }
+                        }
+                    }
+                    SlotSource::Field(column) => value_hash(columns.value(row, column)),
+                    SlotSource::Null => 0,
+                    SlotSource::General => {
+                        let slot = &self.template.slots[at];
+                        slot.render(&mut self.members, |d, out| {
+                            plan.push_json(d, columns, row, out)
+                        });
+                        super::hash_text(&self.members)
+                    }
+                };
+                hash = super::index::mix(hash.rotate_left(23) ^ part);
+            }
+            let shard = ((u128::from(hash) * self.shards as u128) >> 64) as usize;
+            selections[shard].push(row as u32);
+        }
+    }
 }

@@ -17,6 +17,7 @@ mod drained;
 mod index;
 mod json;
 
+pub use columns::Router;
 pub use drained::Drained;
 
 use crate::util::prefetch_ptr;
@@ -25,6 +26,10 @@ use hashbrown::HashTable;
 use index::RowIndex;
 use serde_json::Value;
 use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::mpsc;
+
+/// A piece of rows rendered: their NDJSON text and where each row ends in it.
+type Rendered = (String, Vec<usize>);
 
 /// Flows rolled up in memory until the next flush: each row's key (its bucket's code and
 /// one code per slot) in one flat arena, with its sums beside it.
@@ -527,39 +532,6 @@ impl Rollup {
         self.pending.clear();
     }
 
-    /// Adds every row of `other`, a rollup on the same dimensions and granularity, to
-    /// this one and empties `other`: partial aggregates built apart, each with codes of
-    /// its own, become one. Each of `other`'s codes is translated once, by its text.
-    pub fn absorb(&mut self, other: &mut Rollup) {
-        debug_assert!(self.dimensions == other.dimensions && self.granularity == other.granularity);
-        let codes: Vec<Vec<u32>> = self
-            .slots
-            .iter_mut()
-            .zip(&other.slots)
-            .map(|(mine, theirs)| {
-                theirs
-                    .members
-                    .texts()
-                    .map(|text| mine.members.code(text))
-                    .collect()
-            })
-            .collect();
-        let width = other.slots.len() + 1;
-        for row in 0..other.len() {
-            let key = &other.keys[row * (width + SUM_WORDS)..][..width];
-            self.start_key(other.buckets[key[0] as usize]);
-            self.key.extend(
-                codes
-                    .iter()
-                    .zip(&key[1..])
-                    .map(|(codes, &code)| codes[code as usize]),
-            );
-            self.defer(other.sums(row));
-        }
-        self.add_pending();
-        other.clear();
-    }
-
     /// Row `row`'s flows, bytes and packets.
     fn sums(&self, row: usize) -> [u64; 3] {
         let width = self.slots.len() + 1;
@@ -585,12 +557,19 @@ impl Rollup {
     /// Takes every row out, rendered as NDJSON in one text, ordered by bucket and
     /// dimension values.
     pub fn drain(&mut self) -> Drained {
+        Rollup::drain_all(std::slice::from_mut(self))
+    }
+
+    /// [`Rollup::drain`] of shards: rollups on the same dimensions and granularity
+    /// whose keys are apart (see [`Router`]). Each bucket's rows come shard after
+    /// shard, each shard's in its own order.
+    pub fn drain_all(rollups: &mut [Rollup]) -> Drained {
         let mut drained = Drained::default();
-        let rows = self.len();
+        let rows: usize = rollups.iter().map(Rollup::len).sum();
         let result: Result<usize, std::convert::Infallible> =
-            self.drain_each(|start, text, ends| {
+            Rollup::drain_each_of(rollups, |start, text, ends| {
                 if drained.text.is_empty() {
-                    // Room for all rows, at the first bucket's bytes per row.
+                    // Room for all rows, at the first piece's bytes per row.
                     drained
                         .text
                         .reserve(text.len() / ends.len().max(1) * rows + text.len());
@@ -610,51 +589,65 @@ impl Rollup {
 
     /// Takes every row out, in bucket order, a few MiB at a time: `each` gets a bucket's
     /// start, some of its rows as NDJSON and where each row ends in that text (a bucket's
-    /// rows may come in several calls, in order). Only that much text per thread is held
-    /// at a time; with [`Rollup::with_threads`], that many pieces are rendered at once.
+    /// rows may come in several calls, in order). The pieces are rendered ahead on
+    /// threads of their own ([`Rollup::with_threads`]: one by default) while `each` takes
+    /// the ones before, so only that much text per thread, and the piece `each` has, is
+    /// held at a time.
     /// Returns the number of rows; the first error of `each` stops the drain (the rows
     /// not given yet are dropped).
     pub fn drain_each<E>(
         &mut self,
+        each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        Rollup::drain_each_of(std::slice::from_mut(self), each)
+    }
+
+    /// [`Rollup::drain_each`] of shards (see [`Rollup::drain_all`]), rendered on as
+    /// many threads as the one with most has.
+    pub fn drain_each_of<E>(
+        rollups: &mut [Rollup],
         mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let order = self.order();
-        let stride = self.slots.len() + 1 + SUM_WORDS;
-        let bucket_of =
-            |row: u32| -> u64 { self.buckets[self.keys[row as usize * stride] as usize] };
-        // Each bucket's rows in pieces: (the bucket's start, the piece's rows).
-        let mut pieces: Vec<(u64, &[u32])> = Vec::new();
-        for run in order.chunk_by(|&a, &b| bucket_of(a) == bucket_of(b)) {
-            let start = bucket_of(run[0]) * self.granularity;
-            pieces.extend(run.chunks(DRAIN_PIECE_ROWS).map(|piece| (start, piece)));
-        }
-        let mut rendered: Vec<(String, Vec<usize>)> = vec![Default::default(); self.threads];
-        let mut result = Ok(order.len());
-        'rounds: for round in pieces.chunks(self.threads) {
-            let this = &*self;
-            std::thread::scope(|threads| {
-                let (last, others) = rendered[..round.len()].split_last_mut().expect("a piece");
-                for (&(start, rows), out) in round.iter().zip(others) {
-                    threads.spawn(move || this.render(start, rows, out));
-                }
-                let (start, rows) = round[round.len() - 1];
-                this.render(start, rows, last);
-            });
-            for (&(start, _), (text, ends)) in round.iter().zip(&rendered) {
-                if let Err(error) = each(start, text, ends) {
-                    result = Err(error);
-                    break 'rounds;
-                }
+        let orders: Vec<Vec<u32>> = rollups.iter().map(Rollup::order).collect();
+        // Each bucket's rows in pieces: (the shard, the bucket's start, the piece's
+        // rows), shard after shard within a bucket.
+        let mut pieces: Vec<(&Rollup, u64, &[u32])> = Vec::new();
+        for (rollup, order) in rollups.iter().zip(&orders) {
+            let stride = rollup.slots.len() + 1 + SUM_WORDS;
+            let bucket_of =
+                |row: u32| -> u64 { rollup.buckets[rollup.keys[row as usize * stride] as usize] };
+            for run in order.chunk_by(|&a, &b| bucket_of(a) == bucket_of(b)) {
+                let start = bucket_of(run[0]) * rollup.granularity;
+                pieces.extend(
+                    run.chunks(DRAIN_PIECE_ROWS)
+                        .map(|piece| (rollup, start, piece)),
+                );
             }
         }
+        // Stable: a bucket's pieces stay in shard and row order.
+        pieces.sort_by_key(|&(_, start, _)| start);
+        let rows = orders.iter().map(Vec::len).sum();
+        let threads = rollups.iter().map(|r| r.threads).max().unwrap_or(1);
+        let result = match pieces.as_slice() {
+            [] => Ok(0),
+            // One piece: nothing to render ahead of.
+            [(rollup, start, piece)] => {
+                let mut out = Rendered::default();
+                rollup.render(*start, piece, &mut out);
+                each(*start, &out.0, &out.1).map(|()| rows)
+            }
+            _ => render_ahead(&pieces, threads, each).map(|()| rows),
+        };
         drop(pieces);
-        self.clear();
+        for rollup in rollups {
+            rollup.clear();
+        }
         result
     }
 
     /// Renders `rows` of the bucket starting at `start` into `out` (cleared first): the
     /// text and where each row ends in it.
-    fn render(&self, start: u64, rows: &[u32], out: &mut (String, Vec<usize>)) {
+    fn render(&self, start: u64, rows: &[u32], out: &mut Rendered) {
         let width = self.slots.len() + 1;
         let stride = width + SUM_WORDS;
         let (text, ends) = out;
@@ -795,6 +788,47 @@ impl Rollup {
 pub fn bucket_name(epoch: u64) -> String {
     let (year, month, day, hour, minute, _) = crate::util::civil_utc(epoch as i64);
     format!("{year:04}{month:02}{day:02}T{hour:02}{minute:02}Z")
+}
+
+/// Gives `each` every piece in order, rendered on `threads` threads of their own while
+/// it takes the pieces before: renderer `r` renders pieces `r`, `r + threads`, ..., each
+/// into a buffer `each` is done with, and hands it over when the caller asks for it, so
+/// at most one piece per renderer waits, and the caller's own work (writing) overlaps
+/// the rendering.
+fn render_ahead<E>(
+    pieces: &[(&Rollup, u64, &[u32])],
+    threads: usize,
+    mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
+) -> Result<(), E> {
+    let threads = threads.clamp(1, pieces.len().max(1));
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..threads)
+            .map(|lane| {
+                // A rendezvous: a rendered piece waits in its renderer's hands.
+                let (rendered, take) = mpsc::sync_channel::<Rendered>(0);
+                let (give_back, spare) = mpsc::channel::<Rendered>();
+                scope.spawn(move || {
+                    for &(rollup, start, rows) in pieces.iter().skip(lane).step_by(threads) {
+                        let mut out = spare.try_recv().unwrap_or_default();
+                        rollup.render(start, rows, &mut out);
+                        if rendered.send(out).is_err() {
+                            // The caller stopped at an error.
+                            return;
+                        }
+                    }
+                });
+                (take, give_back)
+            })
+            .collect();
+        for (at, &(_, start, _)) in pieces.iter().enumerate() {
+            let (take, give_back) = &lanes[at % threads];
+            // A renderer that panicked is seen when the scope ends.
+            let Ok(out) = take.recv() else { break };
+            each(start, &out.0, &out.1)?;
+            let _ = give_back.send(out);
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
