@@ -64,38 +64,101 @@ pub(super) fn bucket_path(dir: &Path, bucket: u64) -> PathBuf {
     dir.join(format!("flows-{}.ndjson", bucket_name(bucket)))
 }
 
-/// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`.
+/// Appends rows (as [`Rollup::drain`] gives them) to their buckets' files in `dir`,
+/// durably.
 pub fn write_files(dir: &Path, rows: &Drained) -> std::io::Result<()> {
+    let mut files = BucketFiles::new(dir);
     for (bucket, text) in rows.buckets() {
-        append_bucket(dir, bucket, text)?;
+        files.append(bucket, text)?;
     }
-    Ok(())
+    files.sync()
 }
 
-/// Appends one bucket's rows to its file in `dir`, durably: a failed write leaves no
-/// torn row behind, and a new file's directory entry is synced too.
-fn append_bucket(dir: &Path, bucket: u64, text: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let path = bucket_path(dir, bucket);
-    let created = !path.exists();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)?;
-    let before = file.metadata()?.len();
-    if let Err(error) = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_data())
+/// The bucket files one drain appends to, each opened once: every piece of rows is
+/// appended whole (a failed write is cut off again, so no torn row stays behind for the
+/// next attempt to append after) and its writeback started at once, so that the disk
+/// works while the next pieces are rendered; [`BucketFiles::sync`] makes them durable,
+/// with the directory entries of new files.
+pub(super) struct BucketFiles<'a> {
+    dir: &'a Path,
+    files: BTreeMap<u64, BucketFile>,
+}
+
+/// A bucket's file, open for appending.
+struct BucketFile {
+    file: std::fs::File,
+    /// Its length after the last piece appended whole.
+    len: u64,
+    /// Whether this drain created it (its directory entry is synced too).
+    created: bool,
+}
+
+impl<'a> BucketFiles<'a> {
+    pub(super) fn new(dir: &'a Path) -> BucketFiles<'a> {
+        BucketFiles {
+            dir,
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// Appends a piece of `bucket`'s rows to its file.
+    pub(super) fn append(&mut self, bucket: u64, text: &str) -> std::io::Result<()> {
+        let bucket_file = match self.files.entry(bucket) {
+            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::btree_map::Entry::Vacant(vacant) => {
+                std::fs::create_dir_all(self.dir)?;
+                let path = bucket_path(self.dir, bucket);
+                let created = !path.exists();
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                let len = file.metadata()?.len();
+                vacant.insert(BucketFile { file, len, created })
+            }
+        };
+        if let Err(error) = bucket_file.file.write_all(text.as_bytes()) {
+            let _ = bucket_file.file.set_len(bucket_file.len);
+            return Err(error);
+        }
+        start_writeback(&bucket_file.file, bucket_file.len, text.len());
+        bucket_file.len += text.len() as u64;
+        Ok(())
+    }
+
+    /// Makes every piece appended durable, and the directory entries of files this
+    /// drain created.
+    pub(super) fn sync(self) -> std::io::Result<()> {
+        for bucket_file in self.files.values() {
+            bucket_file.file.sync_data()?;
+        }
+        if self.files.values().any(|f| f.created) {
+            std::fs::File::open(self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` to disk,
+/// without waiting for them (Linux; elsewhere the final sync writes them).
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    #[cfg(target_os = "linux")]
     {
-        // No torn row stays behind for the next attempt to append after.
-        let _ = file.set_len(before);
-        return Err(error);
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open for as long as `file` is borrowed, and
+        // sync_file_range reads no memory of ours; a failure only means the final
+        // sync has more to write.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
     }
-    if created {
-        // A new file's directory entry is durable before its rows are acknowledged.
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
 }
 
 /// How far before a publication began a read-back of the output stream starts (clock
@@ -220,7 +283,9 @@ impl Publisher<'_> {
 
     /// Rows of batches without checkpoints (files, stdin): at least once is all a
     /// source without positions allows. To files, a few MiB of rows at a time, each
-    /// piece appended to its bucket's file.
+    /// piece appended to its bucket's file (retried while it fails transiently), then
+    /// one sync per file. A failed sync stops the sink: what the disk holds of the
+    /// drain is unknown then, and its batches are not acknowledged.
     pub(super) fn write_plain(&self, shards: &mut [Rollup]) -> Result<(), SinkError> {
         let rows = match &self.writer {
             Writer::Kinesis(writer) => {
@@ -228,9 +293,19 @@ impl Publisher<'_> {
                 writer.write(rows.text(), self.metrics, self.lifecycle)?;
                 rows.len()
             }
-            Writer::Files(dir) => Rollup::drain_each_of(shards, |bucket, text, _| {
-                self.write_to(dir, || append_bucket(dir, bucket, text))
-            })?,
+            Writer::Files(dir) => {
+                let mut files = BucketFiles::new(dir);
+                let rows = Rollup::drain_each_of(shards, |bucket, text, _| {
+                    self.write_to(dir, || files.append(bucket, text))
+                })?;
+                files.sync().map_err(|error| {
+                    let error = crate::sinks::PathError::new(dir, error);
+                    self.metrics
+                        .error(crate::sinks::Labeled::error_type(&error), 1);
+                    SinkError::fatal(error)
+                })?;
+                rows
+            }
         };
         self.sent(rows);
         Ok(())
@@ -240,7 +315,7 @@ impl Publisher<'_> {
     pub(super) fn write_to(
         &self,
         dir: &Path,
-        write: impl Fn() -> std::io::Result<()>,
+        mut write: impl FnMut() -> std::io::Result<()>,
     ) -> Result<(), SinkError> {
         retrying(self.id, self.metrics, self.lifecycle, || {
             write().map_err(|e| io_attempt(dir, e))
@@ -488,4 +563,31 @@ pub(super) fn scope_of(batch: &Taken) -> Result<(Option<Checkpoints>, Scope), Si
         ));
     }
     Ok((Some(store), scope))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_files_append_piece_after_piece_to_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rows");
+        // A file from an earlier drain keeps its rows; a new one is created.
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(bucket_path(&out, 60), "{\"old\":1}\n").unwrap();
+        let mut files = BucketFiles::new(&out);
+        files.append(60, "{\"a\":1}\n").unwrap();
+        files.append(120, "{\"b\":1}\n").unwrap();
+        files.append(60, "{\"a\":2}\n{\"a\":3}\n").unwrap();
+        files.sync().unwrap();
+        let read = |bucket| std::fs::read_to_string(bucket_path(&out, bucket)).unwrap();
+        assert_eq!(read(60), "{\"old\":1}\n{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n");
+        assert_eq!(read(120), "{\"b\":1}\n");
+        // A directory that cannot be made fails the append, not later.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, "").unwrap();
+        let mut files = BucketFiles::new(&blocked);
+        assert!(files.append(60, "{}\n").is_err());
+    }
 }
