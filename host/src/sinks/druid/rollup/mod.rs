@@ -567,7 +567,7 @@ impl Rollup {
         let mut drained = Drained::default();
         let rows: usize = rollups.iter().map(Rollup::len).sum();
         let result: Result<usize, std::convert::Infallible> =
-            Rollup::drain_each_of(rollups, |start, text, ends| {
+            Rollup::drain_pieces(rollups, false, |start, text, ends| {
                 if drained.text.is_empty() {
                     // Room for all rows, at the first piece's bytes per row.
                     drained
@@ -589,23 +589,33 @@ impl Rollup {
 
     /// Takes every row out, in bucket order, a few MiB at a time: `each` gets a bucket's
     /// start, some of its rows as NDJSON and where each row ends in that text (a bucket's
-    /// rows may come in several calls, in order). The pieces are rendered ahead on
-    /// threads of their own ([`Rollup::with_threads`]: one by default) while `each` takes
-    /// the ones before, so only that much text per thread, and the piece `each` has, is
-    /// held at a time.
+    /// rows may come in several calls, in order). The pieces are rendered on the
+    /// rollup's threads ([`Rollup::with_threads`]: one by default, then on the caller's
+    /// thread), so only that much text per thread is held at a time.
     /// Returns the number of rows; the first error of `each` stops the drain (the rows
     /// not given yet are dropped).
     pub fn drain_each<E>(
         &mut self,
         each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
     ) -> Result<usize, E> {
-        Rollup::drain_each_of(std::slice::from_mut(self), each)
+        Rollup::drain_pieces(std::slice::from_mut(self), false, each)
     }
 
-    /// [`Rollup::drain_each`] of shards (see [`Rollup::drain_all`]), rendered on as
-    /// many threads as the one with most has.
+    /// [`Rollup::drain_each`] of shards (see [`Rollup::drain_all`]) for a writer: the
+    /// pieces are rendered ahead, on as many threads of their own as the rollup with
+    /// most has, while `each` writes the ones before.
     pub fn drain_each_of<E>(
         rollups: &mut [Rollup],
+        each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        Rollup::drain_pieces(rollups, true, each)
+    }
+
+    /// Drains `rollups` piece by piece into `each`: rendered `ahead` of it on threads
+    /// of their own, or else on the caller's thread when the rollups render on one.
+    fn drain_pieces<E>(
+        rollups: &mut [Rollup],
+        ahead: bool,
         mut each: impl FnMut(u64, &str, &[usize]) -> Result<(), E>,
     ) -> Result<usize, E> {
         let orders: Vec<Vec<u32>> = rollups.iter().map(Rollup::order).collect();
@@ -628,15 +638,18 @@ impl Rollup {
         pieces.sort_by_key(|&(_, start, _)| start);
         let rows = orders.iter().map(Vec::len).sum();
         let threads = rollups.iter().map(|r| r.threads).max().unwrap_or(1);
-        let result = match pieces.as_slice() {
-            [] => Ok(0),
-            // One piece: nothing to render ahead of.
-            [(rollup, start, piece)] => {
-                let mut out = Rendered::default();
-                rollup.render(*start, piece, &mut out);
-                each(*start, &out.0, &out.1).map(|()| rows)
-            }
-            _ => render_ahead(&pieces, threads, each).map(|()| rows),
+        let result = if pieces.len() > 1 && (ahead || threads > 1) {
+            render_ahead(&pieces, threads, each).map(|()| rows)
+        } else {
+            // One piece, or one thread: nothing to render ahead of.
+            let mut out = Rendered::default();
+            pieces
+                .iter()
+                .try_for_each(|&(rollup, start, piece)| {
+                    rollup.render(start, piece, &mut out);
+                    each(start, &out.0, &out.1)
+                })
+                .map(|()| rows)
         };
         drop(pieces);
         for rollup in rollups {

@@ -227,6 +227,32 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
     );
     // Pieces rendered on several threads come out in the same order.
     assert_eq!(forward, drain(&mut lines.iter(), 3), "threads");
+    // And rendered ahead of a writer, on one thread or two, which stops at its error.
+    for threads in [1, 2] {
+        let mut rollup = Rollup::new(&dims, 60).with_threads(threads);
+        for line in &lines {
+            rollup.add(line).unwrap();
+        }
+        let mut ahead = String::new();
+        let rows = Rollup::drain_each_of(std::slice::from_mut(&mut rollup), |_, text, _| {
+            ahead.push_str(text);
+            Ok::<_, ()>(())
+        });
+        assert_eq!(
+            (rows, ahead.as_str()),
+            (Ok(forward.lines().count()), &*forward)
+        );
+        for line in &lines {
+            rollup.add(line).unwrap();
+        }
+        let mut pieces = 0;
+        let stopped = Rollup::drain_each_of(std::slice::from_mut(&mut rollup), |_, _, _| {
+            pieces += 1;
+            if pieces == 3 { Err("full") } else { Ok(()) }
+        });
+        assert_eq!((stopped, pieces), (Err("full"), 3));
+        assert!(rollup.is_empty());
+    }
     let got: std::collections::BTreeMap<Vec<String>, [u64; 3]> = forward
         .lines()
         .map(|row| {
