@@ -11,6 +11,45 @@ fn below(mut seed: u64) -> impl FnMut(u64) -> u64 {
     }
 }
 
+/// The names of [`protocol_action_columns`], one `Arc` per test: a rollup keeps its
+/// plan while a batch's names are the same `Arc`.
+fn protocol_action_names() -> std::sync::Arc<[String]> {
+    ["protocol", "action", "start", "bytes"]
+        .map(String::from)
+        .into()
+}
+
+/// Columns `protocol` (integer), `action` (text, a range of `ACCEPT REJECT`: 6 is
+/// ACCEPT, `7 << 32 | 13` REJECT), `start` and `bytes` (`names`, from
+/// [`protocol_action_names`]), four values per record, with each record's owner ids as
+/// `owners` gives them.
+fn protocol_action_columns(
+    names: &std::sync::Arc<[String]>,
+    table: &std::sync::Arc<crate::metadata::Table>,
+    values: Vec<u64>,
+    owners: Vec<u32>,
+) -> crate::batch::Columns {
+    use crate::runtime::ColumnKind;
+    crate::batch::Columns {
+        names: names.clone(),
+        raw: crate::runtime::RawColumns {
+            kinds: vec![
+                ColumnKind::Integer,
+                ColumnKind::Text,
+                ColumnKind::Integer,
+                ColumnKind::Integer,
+            ],
+            values,
+            owners,
+        },
+        input: std::sync::Arc::new(crate::batch::LineBatch::of_text(
+            "test",
+            "ACCEPT REJECT\n".into(),
+        )),
+        table: table.clone(),
+    }
+}
+
 #[test]
 fn rolls_up_per_bucket_and_dimensions() {
     let dims: Vec<String> = ["src_app", "protocol"].map(String::from).into();
@@ -268,16 +307,12 @@ fn shared_slots_group_like_text_and_drain_in_an_order_of_their_own() {
 
 #[test]
 fn shards_routed_by_key_hold_the_rows_of_one_rollup() {
-    use crate::batch::{Columns, LineBatch};
     use crate::metadata::{TableBuilder, events::Event};
-    use crate::runtime::{ColumnKind, RawColumns};
     use std::sync::Arc;
     let dims: Vec<String> = ["src_app", "dst_app", "src_zone", "protocol", "action"]
         .map(String::from)
         .into();
-    let names: Arc<[String]> = ["protocol", "action", "start", "bytes"]
-        .map(String::from)
-        .into();
+    let names = protocol_action_names();
     // Two snapshots of 12 owners sharing 4 apps and 3 zones, built in opposite orders,
     // so one owner's id in one is another's in the other: a key's shard must follow
     // the texts, not the ids.
@@ -298,7 +333,6 @@ fn shards_routed_by_key_hold_the_rows_of_one_rollup() {
         Arc::new(builder.build())
     };
     let mut next = below(7);
-    let input = Arc::new(LineBatch::of_text("test", "ACCEPT REJECT\n".into()));
     let mut columns = |table: &Arc<crate::metadata::Table>| {
         let flows = 3_000;
         let ids = table.owners() as u64 + 1;
@@ -316,21 +350,7 @@ fn shards_routed_by_key_hold_the_rows_of_one_rollup() {
             values.extend([protocol, action, start, next(1 << 30)]);
             owners.extend([next(ids) as u32, next(ids) as u32]);
         }
-        Columns {
-            names: names.clone(),
-            raw: RawColumns {
-                kinds: vec![
-                    ColumnKind::Integer,
-                    ColumnKind::Text,
-                    ColumnKind::Integer,
-                    ColumnKind::Integer,
-                ],
-                values,
-                owners,
-            },
-            input: input.clone(),
-            table: table.clone(),
-        }
+        protocol_action_columns(&names, table, values, owners)
     };
     let batches = [columns(&snapshot(false)), columns(&snapshot(true))];
     let mut whole = Rollup::new(&dims, 60);
@@ -423,16 +443,12 @@ fn texts_rank_as_they_sort() {
 
 #[test]
 fn columns_roll_up_like_json_after_a_drain() {
-    use crate::batch::{Columns, LineBatch};
-    use crate::runtime::{ColumnKind, RawColumns};
     use std::sync::Arc;
     // `flow_direction` is in no column: always null.
     let dims: Vec<String> = ["protocol", "flow_direction", "action"]
         .map(String::from)
         .into();
-    let names: Arc<[String]> = ["protocol", "action", "start", "bytes"]
-        .map(String::from)
-        .into();
+    let names = protocol_action_names();
     let table = Arc::new(crate::metadata::TableBuilder::new().build());
     // Text columns are ranges of the batch's text: ACCEPT is 0..6, REJECT 7..13.
     let (accept, reject) = (6u64, 7u64 << 32 | 13);
@@ -449,21 +465,7 @@ fn columns_roll_up_like_json_after_a_drain() {
                 ]
             })
             .collect();
-        Columns {
-            names: names.clone(),
-            raw: RawColumns {
-                kinds: vec![
-                    ColumnKind::Integer,
-                    ColumnKind::Text,
-                    ColumnKind::Integer,
-                    ColumnKind::Integer,
-                ],
-                values,
-                owners: vec![0; 2 * flows.len()],
-            },
-            input: Arc::new(LineBatch::of_text("test", "ACCEPT REJECT\n".into())),
-            table: table.clone(),
-        }
+        protocol_action_columns(&names, &table, values, vec![0; 2 * flows.len()])
     };
     let json = |flows: &[(u64, bool)]| {
         let mut rollup = Rollup::new(&dims, 60);
