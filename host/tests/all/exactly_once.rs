@@ -285,3 +285,32 @@ fn kill_9_at_random_moments_counts_every_flow_once() {
     let stderr = run_until_complete(dir.path(), &pipeline, n, &|| stream_rows(&kinesis));
     assert_exact(stream_rows(&kinesis), n, &stderr);
 }
+
+#[test]
+fn a_rollup_thread_that_dies_has_nothing_it_held_acknowledged() {
+    // The sink rolls up on three threads, and one of them panics on the second batch
+    // handed to a helper. Its rows are gone, so none of the batches may be
+    // acknowledged: run again, every flow is counted once.
+    let n = 1000;
+    let kinesis = KinesisLocal::start();
+    kinesis.create_stream("flows", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = pipeline(&kinesis, "path = \"rollups\"\nappend = true");
+    put_flows(&kinesis, "flows", 1..=n);
+    let mut child = start_run(dir.path(), &pipeline, |c| {
+        KinesisLocal::aws_env(c);
+        c.env("FLOWENRICH_FAILPOINTS", "druid.shard_add=panic@2");
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "a dead rollup thread fails the run");
+    let rows = || file_rows(dir.path());
+    let stderr = run_until_complete(dir.path(), &pipeline, n, &rows);
+    assert_exact(rows(), n, &format!("after a rollup thread died: {stderr}"));
+}

@@ -412,7 +412,7 @@ fn roll_up(
                 }
                 crate::failpoint::hit("druid.before_rollup");
                 if let Some(columns) = &batch.columns {
-                    shards.add(group.id, &mut group.rollup, columns, metrics);
+                    shards.add(group.id, &mut group.rollup, columns, metrics)?;
                 }
                 let lines = if batch.columns.is_some() {
                     ""
@@ -445,7 +445,7 @@ fn roll_up(
         }
         if flushed_at.elapsed() >= spec.flush_interval {
             for group in &mut pending {
-                publisher.flush(group, shards.take(group.id))?;
+                publisher.flush(group, shards.take(group.id)?)?;
             }
             // Holdings that are gone take no more batches.
             pending.retain(|p| p.store.as_ref().is_none_or(|s| s.current(&p.scope)));
@@ -453,7 +453,7 @@ fn roll_up(
         }
     }
     for group in &mut pending {
-        publisher.flush(group, shards.take(group.id))?;
+        publisher.flush(group, shards.take(group.id)?)?;
     }
     Ok(())
 }

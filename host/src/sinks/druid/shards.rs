@@ -15,6 +15,7 @@ use super::DruidSpec;
 use super::rollup::{Rollup, Router};
 use crate::batch::Columns;
 use crate::metrics::ComponentMetrics;
+use crate::sinks::SinkError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -49,6 +50,18 @@ enum Job {
         group: u64,
         reply: mpsc::Sender<Option<Rollup>>,
     },
+}
+
+/// A helper thread stopped (it panicked): its rows are gone, so no batch it rolled up
+/// may be acknowledged.
+#[derive(Debug, thiserror::Error)]
+#[error("a rollup thread of the sink stopped; its rows are lost and its batches not acknowledged")]
+pub struct ShardStopped;
+
+impl crate::sinks::Labeled for ShardStopped {
+    fn error_type(&self) -> &'static str {
+        "rollup_thread_failed"
+    }
 }
 
 /// Batches a helper holds besides the one it works on: the sink's thread waits for a
@@ -98,17 +111,18 @@ impl Shards {
     }
 
     /// Rolls up `columns` of `group`: the records of the sink's own shard into `own`,
-    /// and each helper's into that helper's rollup of the group.
+    /// and each helper's into that helper's rollup of the group. Fails when a helper
+    /// has stopped.
     pub(super) fn add(
         &mut self,
         group: u64,
         own: &mut Rollup,
         columns: &Arc<Columns>,
         metrics: &ComponentMetrics,
-    ) {
+    ) -> Result<(), SinkError> {
         let Some(router) = &mut self.router else {
             roll_up_columns(own, columns, None, metrics);
-            return;
+            return Ok(());
         };
         for selection in &mut self.selections {
             selection.clear();
@@ -120,34 +134,42 @@ impl Shards {
             }
             let spare = helper.spare.try_recv().unwrap_or_default();
             let rows = std::mem::replace(selection, spare);
-            // A helper that panicked is skipped: its panic reaches the sink when the
-            // scope ends, and the pipeline fails.
-            let _ = helper.jobs.send(Job::Add {
-                group,
-                columns: columns.clone(),
-                rows,
-            });
+            helper
+                .jobs
+                .send(Job::Add {
+                    group,
+                    columns: columns.clone(),
+                    rows,
+                })
+                .map_err(|_| SinkError::fatal(ShardStopped))?;
         }
         roll_up_columns(own, columns, Some(&self.selections[0]), metrics);
+        Ok(())
     }
 
     /// The helpers' rollups of `group`, taken: each holds every batch handed to it
-    /// before this call.
-    pub(super) fn take(&self, group: u64) -> Vec<Rollup> {
+    /// before this call. Fails when a helper has stopped (its rows are lost, so the
+    /// flush must not acknowledge anything).
+    pub(super) fn take(&self, group: u64) -> Result<Vec<Rollup>, SinkError> {
         // Every helper is asked first, so they finish their queues at the same time.
-        let answers: Vec<_> = self
+        let answers = self
             .helpers
             .iter()
-            .filter_map(|helper| {
+            .map(|helper| {
                 let (reply, answer) = mpsc::channel();
                 helper.jobs.send(Job::Take { group, reply }).ok()?;
                 Some(answer)
             })
-            .collect();
-        answers
-            .into_iter()
-            .filter_map(|answer| answer.recv().ok().flatten())
-            .collect()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| SinkError::fatal(ShardStopped))?;
+        let mut rollups = Vec::new();
+        for answer in answers {
+            match answer.recv() {
+                Ok(rollup) => rollups.extend(rollup),
+                Err(_) => return Err(SinkError::fatal(ShardStopped)),
+            }
+        }
+        Ok(rollups)
     }
 }
 
@@ -166,6 +188,7 @@ fn help(
                 columns,
                 mut rows,
             } => {
+                crate::failpoint::hit("druid.shard_add");
                 let rollup = rollups
                     .entry(group)
                     .or_insert_with(|| Rollup::new(&spec.dimensions, spec.granularity_secs));
