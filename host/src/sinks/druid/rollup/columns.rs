@@ -397,8 +397,20 @@ fn general_code(
     columns: &Columns,
     row: usize,
 ) -> u32 {
-    slot.render(members, |d, out| plan.push_json(d, columns, row, out));
+    render_members(slot, members, plan, columns, row);
     slot.members.code(members)
+}
+
+/// The hash of a slot's text for record `row` (as its dictionary hashes it), whatever
+/// code a rollup gives it (`members` is room to render it in).
+fn slot_hash(slot: &Slot, members: &mut String, plan: &Plan, columns: &Columns, row: usize) -> u64 {
+    render_members(slot, members, plan, columns, row);
+    super::hash_text(members)
+}
+
+/// Renders a slot's members for record `row` into `members`, as a row shows them.
+fn render_members(slot: &Slot, members: &mut String, plan: &Plan, columns: &Columns, row: usize) {
+    slot.render(members, |d, out| plan.push_json(d, columns, row, out));
 }
 
 /// Which of several rollups (shards) each record of a batch's columns goes to, so that
@@ -487,10 +499,8 @@ impl Router {
                             Some(&known) if known != 0 => known,
                             _ => {
                                 let slot = &self.template.slots[at];
-                                slot.render(&mut self.members, |d, out| {
-                                    plan.push_json(d, columns, row, out)
-                                });
-                                let known = super::hash_text(&self.members) | 1;
+                                let known =
+                                    slot_hash(slot, &mut self.members, plan, columns, row) | 1;
                                 let hashes = &mut self.owner_hashes[side];
                                 if hashes.len() <= owner {
                                     hashes.resize(owner + 1, 0);
@@ -502,13 +512,13 @@ impl Router {
                     }
                     SlotSource::Field(column) => value_hash(columns.value(row, column)),
                     SlotSource::Null => 0,
-                    SlotSource::General => {
-                        let slot = &self.template.slots[at];
-                        slot.render(&mut self.members, |d, out| {
-                            plan.push_json(d, columns, row, out)
-                        });
-                        super::hash_text(&self.members)
-                    }
+                    SlotSource::General => slot_hash(
+                        &self.template.slots[at],
+                        &mut self.members,
+                        plan,
+                        columns,
+                        row,
+                    ),
                 };
                 hash = super::index::mix(hash.rotate_left(23) ^ part);
             }
