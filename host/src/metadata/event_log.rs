@@ -132,11 +132,7 @@ mod tests {
             .0;
         for ip in ["10.0.0.1", "10.0.0.2"] {
             for t in [300, 350, 400, 500] {
-                let ip = ip.parse().unwrap();
-                let app = |table: &super::super::Table| {
-                    let owner = table.owner(table.lookup(ip, t)).unwrap();
-                    owner.attrs.get("app").map(str::to_string)
-                };
+                let app = |table: &super::super::Table| table.attr_at(ip, t, "app");
                 assert_eq!(app(&before), app(&after), "{ip} at {t}");
             }
         }

@@ -214,15 +214,7 @@ mod tests {
             }
         }
         let table = builder.build();
-        let app = |ip: &str, t: u64| {
-            let id = table.lookup(ip.parse().unwrap(), t);
-            table
-                .owner(id)
-                .unwrap()
-                .attrs
-                .get("app")
-                .map(str::to_string)
-        };
+        let app = |ip: &str, t: u64| table.attr_at(ip, t, "app");
         let cases: &[(&str, u64, Option<&str>)] = &[
             ("10.0.0.1", 99, None),
             ("10.0.0.1", 100, Some("a")),
@@ -251,15 +243,7 @@ mod tests {
             );
         }
         // An interface's timeline follows the same rules.
-        let interface_app = |t: u64| {
-            let id = table.interface_owner("eni-1", t);
-            table
-                .owner(id)
-                .unwrap()
-                .attrs
-                .get("app")
-                .map(str::to_string)
-        };
+        let interface_app = |t: u64| table.owner_attr(table.interface_owner("eni-1", t), "app");
         assert_eq!(interface_app(130).as_deref(), Some("a"));
         assert_eq!(interface_app(131), None);
         assert_eq!(interface_app(160).as_deref(), Some("b"));

@@ -903,6 +903,19 @@ fn render(attrs: PackedAttrs, names: &[Vec<String>; 2], keys: &[String]) -> Owne
 }
 
 #[cfg(test)]
+impl Table {
+    /// Attribute `key` of whoever owns `ip` at `t` (tests).
+    pub(crate) fn attr_at(&self, ip: &str, t: u64, key: &str) -> Option<String> {
+        self.owner_attr(self.lookup(ip.parse().unwrap(), t), key)
+    }
+
+    /// Attribute `key` of owner `id` (tests).
+    pub(crate) fn owner_attr(&self, id: u32, key: &str) -> Option<String> {
+        self.owner(id).unwrap().attrs.get(key).map(str::to_string)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::metadata::Event;
@@ -917,13 +930,7 @@ mod tests {
     }
 
     fn app(table: &Table, ip: &str, t: u64) -> Option<String> {
-        let id = table.lookup(ip.parse().unwrap(), t);
-        table
-            .owner(id)
-            .unwrap()
-            .attrs
-            .get("app")
-            .map(str::to_string)
+        table.attr_at(ip, t, "app")
     }
 
     #[test]
@@ -1182,10 +1189,7 @@ mod tests {
 {"ts": 90, "op": "observed", "source": "p"}
 "#,
         );
-        let app_of = |id: &str, time: u64| {
-            let owner = t.interface_owner(id, time);
-            t.owner(owner).unwrap().attrs.get("app").map(str::to_string)
-        };
+        let app_of = |id: &str, time: u64| t.owner_attr(t.interface_owner(id, time), "app");
         for (time, one, two) in [
             (0, Some("a"), Some("c")),
             (30, Some("a"), Some("c")),
@@ -1312,10 +1316,7 @@ mod tests {
         let mut builder = TableBuilder::new().internet(true);
         builder.aws_ranges(aws());
         let t = built(events, builder);
-        let attr = |ip: &str, key: &str| {
-            let id = t.lookup(ip.parse().unwrap(), 200);
-            t.owner(id).unwrap().attrs.get(key).map(str::to_string)
-        };
+        let attr = |ip: &str, key: &str| t.attr_at(ip, 200, key);
         assert_eq!(
             attr("52.95.1.1", "app").as_deref(),
             Some("ours"),

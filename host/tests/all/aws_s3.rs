@@ -2,7 +2,7 @@
 //! 127.0.0.1): bucket notifications to a queue, objects written while the pipeline runs.
 
 use crate::leases::dynalite::Dynalite;
-use crate::{counter, read_ndjson, rows_after, signal, start_run, summary};
+use crate::{counter, exit_within, read_ndjson, rows_after, signal, start_run, summary};
 use flowenrich_test_support::kinesis_local::KinesisLocal;
 use flowenrich_test_support::moto::Moto;
 use std::collections::BTreeSet;
@@ -440,21 +440,7 @@ fn into_druid_rows_every_flow_of_an_object_counts_once_across_crashes_and_hosts(
         let mut a = a;
         match failpoint {
             Some(_) => {
-                let deadline = Instant::now() + Duration::from_secs(90);
-                let status = loop {
-                    if let Some(status) = a.try_wait().unwrap() {
-                        break status;
-                    }
-                    if Instant::now() > deadline {
-                        signal(&a, "TERM");
-                        let output = a.wait_with_output().unwrap();
-                        panic!(
-                            "{context} was never reached\n{}",
-                            String::from_utf8_lossy(&output.stderr)
-                        );
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                };
+                let status = exit_within(&mut a, 90, &format!("{context} was never reached"));
                 assert_eq!(status.code(), Some(137), "{context}: died at the failpoint");
             }
             None => {

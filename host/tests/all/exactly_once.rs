@@ -6,7 +6,7 @@
 
 use crate::delivery::put_flows;
 use crate::kinesis::{KinesisLocal, LostAnswers};
-use crate::{signal, start_run};
+use crate::{exit_within, signal, start_run};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -168,14 +168,7 @@ fn crash_holding_at(failpoint: &str, to_files: bool, n: u32, transform: &str, un
         KinesisLocal::aws_env(c);
         c.env("FLOWENRICH_FAILPOINTS", format!("{failpoint}=exit"));
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "{failpoint} was never reached");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, 60, &format!("{failpoint} was never reached"));
     assert_eq!(
         status.code(),
         Some(137),
@@ -301,14 +294,7 @@ fn a_rollup_thread_that_dies_has_nothing_it_held_acknowledged() {
         KinesisLocal::aws_env(c);
         c.env("FLOWENRICH_FAILPOINTS", "druid.shard_add=panic@2");
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the run did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, 60, "the run did not stop");
     assert!(!status.success(), "a dead rollup thread fails the run");
     let rows = || file_rows(dir.path());
     let stderr = run_until_complete(dir.path(), &pipeline, n, &rows);

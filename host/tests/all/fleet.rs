@@ -10,7 +10,7 @@ use crate::exactly_once::{assert_exact, flows_by_port, stream_rows};
 use crate::kinesis::KinesisLocal;
 use crate::leases::dynalite::Dynalite;
 use crate::leases::{TABLE, owners, source};
-use crate::{counter, signal, start_run, summary};
+use crate::{counter, exit_within, signal, start_run, summary};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -95,14 +95,7 @@ fn a_host_that_dies_mid_publication_leaves_every_flow_counted_once() {
         n += per_round;
         match failpoint {
             Some(_) => {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let status = loop {
-                    if let Some(status) = a.try_wait().unwrap() {
-                        break status;
-                    }
-                    assert!(Instant::now() < deadline, "{context} was never reached");
-                    std::thread::sleep(Duration::from_millis(50));
-                };
+                let status = exit_within(&mut a, 60, &format!("{context} was never reached"));
                 assert_eq!(status.code(), Some(137), "{context}: died at the failpoint");
             }
             None => {

@@ -151,6 +151,31 @@ pub fn start_run(
     command.spawn().unwrap()
 }
 
+/// Waits up to `secs` seconds for `child` to end and returns how it ended; past that,
+/// stops it and panics with `what` (what was awaited) and its stderr.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    secs: u64,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            signal(child, "TERM");
+            let _ = child.wait();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!("{what}\n{stderr}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Sends `signal` (`TERM`, `KILL`, ...) to `child`.
 pub fn signal(child: &std::process::Child, signal: &str) {
     let status = std::process::Command::new("kill")
